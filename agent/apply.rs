@@ -1,0 +1,143 @@
+//! Stage 6, apply (SPEC §7.5): one service's changes as a transaction. Every file is
+//! backed up (in memory, from the plan's snapshot), written atomically through `sys::fs`,
+//! then the service's check command runs; on any failure every file of the service is put
+//! back byte for byte and the service is not reloaded.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use crate::catalog::Service;
+use crate::plan::{Action, Change};
+use crate::sys::exec;
+use crate::sys::fs::{DiskState, Fs};
+
+/// One file written or removed, with what was there before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Logical path.
+    pub path: PathBuf,
+    /// What was done.
+    pub action: Action,
+    /// The previous state, for rollback.
+    pub before: DiskState,
+}
+
+/// A service transaction that went through (files written, check passed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Service (`None` for files without one).
+    pub service: Option<String>,
+    /// Files changed, in order.
+    pub applied: Vec<Applied>,
+}
+
+/// Why a service transaction failed; its files have been restored (see `restore_errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing a file failed.
+    #[error("writing files of service {service}")]
+    Write {
+        /// Service name (`-` for none).
+        service: String,
+        /// The filesystem error.
+        #[source]
+        source: crate::sys::fs::Error,
+        /// Files that could not be restored (empty when the restore succeeded).
+        restore_errors: Vec<String>,
+    },
+    /// The check command rejected the new configuration.
+    #[error("checking configuration of service {service}")]
+    Check {
+        /// Service name.
+        service: String,
+        /// The command's failure, with its output tail.
+        #[source]
+        source: exec::Error,
+        /// Files that could not be restored (empty when the restore succeeded).
+        restore_errors: Vec<String>,
+    },
+}
+
+/// Apply `changes` for `service`: write, check, and on failure restore.
+///
+/// # Errors
+/// `Write` or `Check`, after restoring the service's files.
+#[instrument(skip_all, fields(service = service_name(service)))]
+pub async fn apply(
+    fs: &Fs,
+    service: Option<&Service>,
+    changes: &[&Change],
+) -> Result<Receipt, Error> {
+    let name = service_name(service);
+    let mut receipt = Receipt {
+        service: service.map(|s| s.name.clone()),
+        applied: Vec::new(),
+    };
+    for change in changes {
+        if let Err(source) = write(fs, change) {
+            let restore_errors = restore(fs, &receipt.applied);
+            return Err(Error::Write {
+                service: name,
+                source,
+                restore_errors,
+            });
+        }
+        receipt.applied.push(Applied {
+            path: change.path.clone(),
+            action: change.action,
+            before: change.before.clone(),
+        });
+        info!(path = %change.path.display(), action = ?change.action, "file written");
+    }
+    if let Some(check) = service.and_then(|s| s.check.as_ref().map(|c| (c, s.timeout))) {
+        if let Err(source) = exec::run_ok(check.0, check.1).await {
+            warn!(error = %source, "check failed, restoring files");
+            let restore_errors = restore(fs, &receipt.applied);
+            return Err(Error::Check {
+                service: name,
+                source,
+                restore_errors,
+            });
+        }
+    }
+    Ok(receipt)
+}
+
+fn write(fs: &Fs, change: &Change) -> Result<(), crate::sys::fs::Error> {
+    match (&change.action, &change.after) {
+        (Action::Remove, _) | (_, None) => fs.remove(&change.path),
+        (_, Some(after)) => fs.write(&change.path, after),
+    }
+}
+
+/// Put every applied file back, newest first; returns the files that could not be restored.
+pub fn restore(fs: &Fs, applied: &[Applied]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for a in applied.iter().rev() {
+        match fs.restore(&a.path, &a.before) {
+            Ok(()) => info!(path = %a.path.display(), "file restored"),
+            Err(e) => {
+                tracing::error!(path = %a.path.display(), error = %e, "restore failed");
+                errors.push(format!("{}: {e}", a.path.display()));
+            }
+        }
+    }
+    errors
+}
+
+fn service_name(service: Option<&Service>) -> String {
+    service.map_or_else(|| "-".to_string(), |s| s.name.clone())
+}
+
+/// What the status record keeps of an applied file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FileReport {
+    /// Logical path.
+    pub path: PathBuf,
+    /// `create`, `update`, `metadata` or `remove`.
+    pub action: String,
+    /// Service.
+    pub service: Option<String>,
+}

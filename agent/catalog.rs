@@ -1,0 +1,410 @@
+//! The catalog (SPEC §6): one `<role>.toml` per role in `paths.catalog`, naming its files,
+//! services, smoke tests and hooks. Parsed into typed values; service commands merged with
+//! `[services.NAME]` overrides from agent.toml. Pure apart from `Catalog::load`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ServiceOverride;
+use crate::sys::exec::Command;
+
+/// Default timeout of a service command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default timeout of one smoke test (retries included).
+pub const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors loading the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The directory or a file could not be read.
+    #[error("reading catalog {path}")]
+    Read {
+        /// File or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A role file is not valid.
+    #[error("role file {path}: {message}")]
+    Invalid {
+        /// Role file.
+        path: PathBuf,
+        /// toml's message or the broken rule.
+        message: String,
+    },
+    /// Two roles define the same service differently.
+    #[error("service {service:?} is defined differently by roles {first:?} and {second:?}")]
+    Conflict {
+        /// Service name.
+        service: String,
+        /// First role.
+        first: String,
+        /// Second role.
+        second: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    #[serde(default)]
+    services: BTreeMap<String, RawService>,
+    #[serde(default)]
+    smoke: Vec<SmokeSpec>,
+    #[serde(default)]
+    hooks: Vec<HookSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: String,
+    template: String,
+    #[serde(default)]
+    per_product: bool,
+    #[serde(default = "root")]
+    owner: String,
+    #[serde(default = "root")]
+    group: String,
+    #[serde(default = "default_mode")]
+    mode: String,
+    service: Option<String>,
+    #[serde(default)]
+    secret: bool,
+    #[serde(default = "hash")]
+    comment: String,
+    when_position: Option<String>,
+}
+
+fn root() -> String {
+    "root".into()
+}
+fn default_mode() -> String {
+    "0644".into()
+}
+fn hash() -> String {
+    "#".into()
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    check: Option<String>,
+    reload: Option<String>,
+    restart: Option<String>,
+    #[serde(default)]
+    on_change: OnChange,
+    timeout: Option<String>,
+}
+
+/// What a changed file needs from its service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// A graceful reload (Apache vhosts).
+    #[default]
+    Reload,
+    /// A full restart (MariaDB server settings).
+    Restart,
+}
+
+/// One file a role manages; `path` and `template` use Tera syntax for per-product files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSpec {
+    /// Role that declares it.
+    pub role: String,
+    /// Destination path (a Tera template string).
+    pub path: String,
+    /// Template name under `paths.templates`.
+    pub template: String,
+    /// Rendered once per product of the host.
+    pub per_product: bool,
+    /// Owner name.
+    pub owner: String,
+    /// Group name.
+    pub group: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Service the file belongs to.
+    pub service: Option<String>,
+    /// Content never logged or shown in diffs.
+    pub is_secret: bool,
+    /// Line-comment marker used for the "managed by rolecall" header.
+    pub comment: String,
+    /// Only for hosts holding this database position (`master`, `replica`, `backup`, `any`).
+    pub when_position: Option<String>,
+}
+
+/// A service's commands after overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Service name.
+    pub name: String,
+    /// Config check run after writing and before reloading.
+    pub check: Option<Command>,
+    /// Graceful reload.
+    pub reload: Option<Command>,
+    /// Full restart.
+    pub restart: Option<Command>,
+    /// Which of the two a change needs.
+    pub on_change: OnChange,
+    /// Per-command timeout.
+    pub timeout: Duration,
+}
+
+impl Service {
+    /// The command a change needs (restart falls back to reload and vice versa).
+    pub fn apply_command(&self) -> Option<&Command> {
+        match self.on_change {
+            OnChange::Reload => self.reload.as_ref().or(self.restart.as_ref()),
+            OnChange::Restart => self.restart.as_ref().or(self.reload.as_ref()),
+        }
+    }
+}
+
+/// A smoke test as declared; string fields are Tera templates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeSpec {
+    /// `http`, `tcp`, `mysql` or `command`.
+    pub kind: SmokeKind,
+    /// Name shown in reports (templated).
+    pub name: Option<String>,
+    /// Fanned out per product.
+    #[serde(default)]
+    pub per_product: bool,
+    /// http: URL.
+    pub url: Option<String>,
+    /// http: Host header.
+    pub host: Option<String>,
+    /// http: expected status (default 200).
+    pub expect_status: Option<u16>,
+    /// http: a substring the body must contain.
+    pub body_contains: Option<String>,
+    /// tcp: `address:port`.
+    pub address: Option<String>,
+    /// mysql/command: argv as one string, split with shell rules after rendering.
+    pub command: Option<String>,
+    /// mysql: expected `@@read_only` (`"0"`/`"1"`, templated), if checked.
+    pub read_only: Option<String>,
+    /// Overall deadline including retries, e.g. `"10s"`.
+    pub timeout: Option<String>,
+    /// Only for hosts holding a database position (`master`, `replica`, `backup`, or `any`).
+    pub when_position: Option<String>,
+}
+
+/// Smoke test kinds (SPEC §7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmokeKind {
+    /// HTTP request with a Host header and an expected status.
+    Http,
+    /// TCP connect.
+    Tcp,
+    /// `SELECT 1` through the MariaDB client.
+    Mysql,
+    /// A command that must exit 0.
+    Command,
+}
+
+/// A command run when the host's database position changes (SPEC §1, promotion).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSpec {
+    /// `promoted`, `demoted`, `upstream_changed` or `position_changed`.
+    pub on: String,
+    /// Command (templated, then split with shell rules).
+    pub command: String,
+    /// Timeout, e.g. `"60s"`.
+    pub timeout: Option<String>,
+}
+
+/// One role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    /// Role name (file stem).
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Files it manages.
+    pub files: Vec<FileSpec>,
+    /// Smoke tests.
+    pub smoke: Vec<SmokeSpec>,
+    /// Hooks.
+    pub hooks: Vec<HookSpec>,
+}
+
+/// Every role, plus the services they name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Catalog {
+    /// Roles by name.
+    pub roles: BTreeMap<String, Role>,
+    /// Services by name, overrides applied.
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Catalog {
+    /// Load every `*.toml` in `dir` and apply `overrides`.
+    ///
+    /// # Errors
+    /// I/O, parse errors, invalid modes, commands or durations, conflicting services.
+    pub fn load(
+        dir: &Path,
+        overrides: &BTreeMap<String, ServiceOverride>,
+    ) -> Result<Catalog, Error> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        entries.sort();
+        let mut sources = Vec::new();
+        for path in entries {
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            sources.push((path, text));
+        }
+        Catalog::from_sources(&sources, overrides)
+    }
+
+    /// Build from `(path, text)` pairs; the role name is the file stem.
+    ///
+    /// # Errors
+    /// See [`Catalog::load`].
+    pub fn from_sources(
+        sources: &[(PathBuf, String)],
+        overrides: &BTreeMap<String, ServiceOverride>,
+    ) -> Result<Catalog, Error> {
+        let mut catalog = Catalog::default();
+        let mut defined: BTreeMap<String, (String, RawService)> = BTreeMap::new();
+        for (path, text) in sources {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let invalid = |message: String| Error::Invalid {
+                path: path.clone(),
+                message,
+            };
+            let raw: RawRole = toml::from_str(text)
+                .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " ")))?;
+            for (svc, def) in &raw.services {
+                match defined.get(svc) {
+                    Some((first, prev)) if prev != def => {
+                        return Err(Error::Conflict {
+                            service: svc.clone(),
+                            first: first.clone(),
+                            second: name.clone(),
+                        })
+                    }
+                    _ => {
+                        defined.insert(svc.clone(), (name.clone(), def.clone()));
+                    }
+                }
+            }
+            let role = role(&name, raw).map_err(invalid)?;
+            catalog.roles.insert(name, role);
+        }
+        for (name, (role, raw)) in defined {
+            let path = PathBuf::from(format!("{role}.toml"));
+            let service = service(&name, raw, overrides.get(&name))
+                .map_err(|message| Error::Invalid { path, message })?;
+            catalog.services.insert(name, service);
+        }
+        catalog.check_service_references()?;
+        Ok(catalog)
+    }
+
+    fn check_service_references(&self) -> Result<(), Error> {
+        for role in self.roles.values() {
+            for file in &role.files {
+                if let Some(svc) = &file.service {
+                    if !self.services.contains_key(svc) {
+                        return Err(Error::Invalid {
+                            path: PathBuf::from(format!("{}.toml", role.name)),
+                            message: format!(
+                                "file {:?} names service {svc:?}, which no role defines",
+                                file.path
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn role(name: &str, raw: RawRole) -> Result<Role, String> {
+    let mut files = Vec::new();
+    for (i, f) in raw.files.into_iter().enumerate() {
+        let mode = u32::from_str_radix(f.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                format!(
+                    "files[{i}].mode: {:?} is not an octal mode like \"0644\"",
+                    f.mode
+                )
+            })?;
+        files.push(FileSpec {
+            role: name.to_string(),
+            path: f.path,
+            template: f.template,
+            per_product: f.per_product,
+            owner: f.owner,
+            group: f.group,
+            mode,
+            service: f.service,
+            is_secret: f.secret,
+            comment: f.comment,
+            when_position: f.when_position,
+        });
+    }
+    for (i, s) in raw.smoke.iter().enumerate() {
+        if let Some(t) = &s.timeout {
+            humantime::parse_duration(t).map_err(|e| format!("smoke[{i}].timeout: {t:?}: {e}"))?;
+        }
+    }
+    Ok(Role {
+        name: name.to_string(),
+        description: raw.description,
+        files,
+        smoke: raw.smoke,
+        hooks: raw.hooks,
+    })
+}
+
+fn service(name: &str, raw: RawService, o: Option<&ServiceOverride>) -> Result<Service, String> {
+    let cmd = |key: &str, v: Option<String>| -> Result<Option<Command>, String> {
+        v.map(|s| Command::parse(&s).map_err(|e| format!("services.{name}.{key}: {e}")))
+            .transpose()
+    };
+    let timeout = match raw.timeout {
+        Some(t) => humantime::parse_duration(&t)
+            .map_err(|e| format!("services.{name}.timeout: {t:?}: {e}"))?,
+        None => COMMAND_TIMEOUT,
+    };
+    let o = o.cloned().unwrap_or_default();
+    Ok(Service {
+        name: name.to_string(),
+        check: o.check.or(cmd("check", raw.check)?),
+        reload: o.reload.or(cmd("reload", raw.reload)?),
+        restart: o.restart.or(cmd("restart", raw.restart)?),
+        on_change: raw.on_change,
+        timeout: o.timeout.unwrap_or(timeout),
+    })
+}

@@ -1,0 +1,83 @@
+//! `rolecall plan`: the diffs, reloads and smoke tests a reconcile would run; changes nothing.
+
+use std::io::IsTerminal;
+
+use crate::error::Error;
+use crate::identity::IdentitySource;
+use crate::pipeline::{self, Preview};
+use crate::source::AnySource;
+
+/// Options of `plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Colour the diffs: auto (on a terminal), always, never.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+}
+
+pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
+    let agent = super::agent(cli)?;
+    let identity = agent.identity.identify().await?;
+    let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
+    let loaded = pipeline::obtain_map(&agent, &source).await?;
+    if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
+        super::out(&format!("# using the cached map: {reason}\n"));
+    }
+    let color = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
+    };
+    match pipeline::preview(&agent, &identity, &loaded)? {
+        None => {
+            super::out(&format!(
+                "host {} is not in the map: waiting for role assignment\n",
+                identity.id
+            ));
+            Ok(super::EXIT_OK)
+        }
+        Some(p) if p.plan.is_empty() => {
+            super::out(&format!(
+                "no changes (generation {})\n",
+                loaded.info.generation
+            ));
+            Ok(super::EXIT_OK)
+        }
+        Some(p) => {
+            super::out(&describe(&p, color));
+            Ok(super::EXIT_CHANGES)
+        }
+    }
+}
+
+fn describe(p: &Preview, color: bool) -> String {
+    let mut out = String::new();
+    for change in &p.plan.changes {
+        out.push_str(&format!("# {:?} {}\n", change.action, change.path.display()).to_lowercase());
+        out.push_str(&paint(&crate::plan::diff(change), color));
+    }
+    for path in &p.plan.forget {
+        out.push_str(&format!("# forget {} (already gone)\n", path.display()));
+    }
+    for svc in &p.services {
+        out.push_str(&format!("would check and reload service {svc}\n"));
+    }
+    for t in &p.desired.smoke {
+        out.push_str(&format!("would run smoke test {}\n", t.name));
+    }
+    out
+}
+
+fn paint(diff: &str, color: bool) -> String {
+    if !color {
+        return diff.to_string();
+    }
+    diff.lines()
+        .map(|l| match l.chars().next() {
+            Some('+') if !l.starts_with("+++") => format!("\x1b[32m{l}\x1b[0m\n"),
+            Some('-') if !l.starts_with("---") => format!("\x1b[31m{l}\x1b[0m\n"),
+            Some('@') => format!("\x1b[36m{l}\x1b[0m\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}

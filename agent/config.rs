@@ -1,0 +1,420 @@
+//! Agent configuration (`/etc/rolecall/agent.toml`, SPEC §4): `RawConfig` as written,
+//! validated into typed `Settings`. Pure apart from `Settings::load`, which reads the file.
+//! Relative paths in the file are resolved against the file's own directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sys::exec::Command;
+
+/// Errors reading or validating agent.toml.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("reading agent configuration {path}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("parsing agent configuration {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A value is present but not acceptable.
+    #[error("agent configuration {path}: {key}: {reason}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// TOML path of the key.
+        key: String,
+        /// Why it is not acceptable.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    identity: RawIdentity,
+    map: RawMap,
+    #[serde(default)]
+    paths: RawPaths,
+    #[serde(default)]
+    vars: toml::Table,
+    #[serde(default)]
+    services: BTreeMap<String, RawServiceOverride>,
+    #[serde(default)]
+    status: RawStatus,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    source: String,
+    id: Option<String>,
+    address: Option<String>,
+    az: Option<String>,
+    region: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    url: String,
+    poll_interval: Option<String>,
+    jitter: Option<String>,
+    timeout: Option<String>,
+    verify_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    catalog: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    state: Option<PathBuf>,
+    allowed_roots: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    metrics_dir: Option<PathBuf>,
+}
+
+/// `[services.NAME]`: replaces the catalog's commands for one service.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawServiceOverride {
+    check: Option<String>,
+    reload: Option<String>,
+    restart: Option<String>,
+    timeout: Option<String>,
+}
+
+/// Where the host's identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityConfig {
+    /// IMDSv2, retried until the deadline.
+    Imds {
+        /// Overall deadline for one identity lookup.
+        deadline: Duration,
+    },
+    /// Fixed values from agent.toml (physical hosts, tests).
+    Static(crate::identity::Identity),
+}
+
+/// Per-service command overrides, already split into argv.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceOverride {
+    /// Replaces the catalog's check command.
+    pub check: Option<Command>,
+    /// Replaces the catalog's reload command.
+    pub reload: Option<Command>,
+    /// Replaces the catalog's restart command.
+    pub restart: Option<Command>,
+    /// Replaces the per-command timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Identity source.
+    pub identity: IdentityConfig,
+    /// Map URL (`s3://`, `https://`, `http://` for loopback tests, `file://`).
+    pub map_url: String,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Random extra delay in `[0, jitter]` added to each poll.
+    pub jitter: Duration,
+    /// Timeout of one fetch.
+    pub fetch_timeout: Duration,
+    /// Public key file for signed maps.
+    pub verify_key: Option<PathBuf>,
+    /// Directory of role definitions (`<role>.toml`).
+    pub catalog_dir: PathBuf,
+    /// Directory of Tera templates.
+    pub templates_dir: PathBuf,
+    /// State directory (before `--root`).
+    pub state_dir: PathBuf,
+    /// Only paths under these may be written (before `--root`).
+    pub allowed_roots: Vec<PathBuf>,
+    /// `[vars]`, visible to templates as `vars`.
+    pub vars: toml::Table,
+    /// `[services.NAME]` overrides.
+    pub services: BTreeMap<String, ServiceOverride>,
+    /// Directory for the Prometheus textfile, if any.
+    pub metrics_dir: Option<PathBuf>,
+}
+
+/// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
+pub const DEFAULT_ALLOWED_ROOTS: [&str; 5] = [
+    "/etc/apache2",
+    "/etc/mysql",
+    "/etc/cron.d",
+    "/etc/memcached.conf",
+    "/etc/munin/munin-node.conf",
+];
+
+impl Settings {
+    /// Read and validate `path`.
+    ///
+    /// # Errors
+    /// I/O, TOML syntax, unknown keys, bad durations, URLs, paths or commands.
+    pub fn load(path: &Path) -> Result<Settings, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::from_toml(&text, path)
+    }
+
+    /// Validate config text as if read from `path` (relative paths resolve against its directory).
+    ///
+    /// # Errors
+    /// See [`Settings::load`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Settings, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Validator {
+            path,
+            base: absolute.parent().unwrap_or(Path::new("/")),
+        }
+        .settings(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn settings(&self, raw: RawConfig) -> Result<Settings, Error> {
+        let paths = raw.paths;
+        let allowed = paths
+            .allowed_roots
+            .unwrap_or_else(|| DEFAULT_ALLOWED_ROOTS.iter().map(PathBuf::from).collect());
+        for (i, root) in allowed.iter().enumerate() {
+            self.absolute(&format!("paths.allowed_roots[{i}]"), root)?;
+        }
+        Ok(Settings {
+            path: self.path.to_path_buf(),
+            identity: self.identity(raw.identity)?,
+            map_url: self.url(&raw.map.url)?,
+            poll_interval: self.duration("map.poll_interval", raw.map.poll_interval, "30s")?,
+            jitter: self.duration("map.jitter", raw.map.jitter, "10s")?,
+            fetch_timeout: self.duration("map.timeout", raw.map.timeout, "10s")?,
+            verify_key: raw.map.verify_key.map(|p| self.resolve(&p)),
+            catalog_dir: self.resolve(&paths.catalog.unwrap_or("/etc/rolecall/roles".into())),
+            templates_dir: self
+                .resolve(&paths.templates.unwrap_or("/etc/rolecall/templates".into())),
+            state_dir: self.resolve(&paths.state.unwrap_or("/var/lib/rolecall".into())),
+            allowed_roots: allowed,
+            vars: raw.vars,
+            services: self.services(raw.services)?,
+            metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
+        })
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn absolute(&self, key: &str, p: &Path) -> Result<(), Error> {
+        let text = p.to_string_lossy();
+        if !p.is_absolute() || text.contains("..") || text.chars().any(char::is_whitespace) {
+            return Err(self.invalid(
+                key,
+                format!("{text:?} must be an absolute path without `..`"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn duration(&self, key: &str, value: Option<String>, default: &str) -> Result<Duration, Error> {
+        let text = value.unwrap_or_else(|| default.to_string());
+        humantime::parse_duration(&text)
+            .map_err(|e| self.invalid(key, format!("{text:?} is not a duration like \"30s\": {e}")))
+    }
+
+    fn url(&self, url: &str) -> Result<String, Error> {
+        // `file:PATH` (no `//`) is relative to agent.toml's directory: examples and tests.
+        if let Some(rel) = url.strip_prefix("file:").filter(|r| !r.starts_with("//")) {
+            return self.url(&format!(
+                "file://{}",
+                self.resolve(Path::new(rel)).display()
+            ));
+        }
+        let ok = ["s3://", "https://", "http://", "file:///"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.invalid(
+                "map.url",
+                format!("{url:?} must be s3://bucket/key, https://host/path or file:///path"),
+            ));
+        }
+        Ok(url.to_string())
+    }
+
+    fn identity(&self, raw: RawIdentity) -> Result<IdentityConfig, Error> {
+        match raw.source.as_str() {
+            "imds" => {
+                for (key, v) in [("id", &raw.id), ("address", &raw.address), ("az", &raw.az)] {
+                    if v.is_some() {
+                        return Err(self.invalid(
+                            &format!("identity.{key}"),
+                            "only allowed with source = \"static\"",
+                        ));
+                    }
+                }
+                let deadline = self.duration("identity.timeout", raw.timeout, "120s")?;
+                Ok(IdentityConfig::Imds { deadline })
+            }
+            "static" => Ok(IdentityConfig::Static(crate::identity::Identity {
+                id: self.required("identity.id", raw.id)?,
+                address: self.required("identity.address", raw.address)?,
+                az: self.required("identity.az", raw.az)?,
+                region: raw.region.unwrap_or_else(|| "local".to_string()),
+                instance_type: None,
+                ami_id: None,
+            })),
+            other => Err(self.invalid(
+                "identity.source",
+                format!("{other:?} is not \"imds\" or \"static\""),
+            )),
+        }
+    }
+
+    fn required(&self, key: &str, value: Option<String>) -> Result<String, Error> {
+        match value {
+            Some(v) if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Ok(v)
+            }
+            Some(v) => Err(self.invalid(key, format!("{v:?} must be non-empty without spaces"))),
+            None => Err(self.invalid(key, "required with source = \"static\"")),
+        }
+    }
+
+    fn services(
+        &self,
+        raw: BTreeMap<String, RawServiceOverride>,
+    ) -> Result<BTreeMap<String, ServiceOverride>, Error> {
+        let mut out = BTreeMap::new();
+        for (name, o) in raw {
+            let key = |k: &str| format!("services.{name}.{k}");
+            let cmd = |k: &str, v: Option<String>| -> Result<Option<Command>, Error> {
+                v.map(|s| Command::parse(&s).map_err(|r| self.invalid(&key(k), r)))
+                    .transpose()
+            };
+            let timeout = match o.timeout {
+                Some(t) => Some(self.duration(&key("timeout"), Some(t), "")?),
+                None => None,
+            };
+            let parsed = ServiceOverride {
+                check: cmd("check", o.check)?,
+                reload: cmd("reload", o.reload)?,
+                restart: cmd("restart", o.restart)?,
+                timeout,
+            };
+            out.insert(name, parsed);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[identity]
+source = "static"
+id = "srv-17"
+address = "192.0.2.17"
+az = "rack-3"
+
+[map]
+url = "file:///etc/rolecall/map.toml"
+"#;
+
+    fn load(text: &str) -> Result<Settings, Error> {
+        Settings::from_toml(text, Path::new("/etc/rolecall/agent.toml"))
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.jitter, Duration::from_secs(10));
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/rolecall"));
+        assert_eq!(s.allowed_roots.len(), DEFAULT_ALLOWED_ROOTS.len());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = load(&format!("{MINIMAL}\n[paths]\nstate_dir = \"/x\"\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("state_dir"), "{text}");
+        assert!(text.contains("line"), "{text}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let err =
+            load(&MINIMAL.replace("[map]\n", "[map]\npoll_interval = \"soon\"\n")).unwrap_err();
+        assert!(err.to_string().contains("map.poll_interval"), "{err}");
+    }
+
+    #[test]
+    fn service_commands_are_split_once() {
+        let text =
+            format!("{MINIMAL}\n[services.apache2]\nreload = \"apache2ctl -k 'graceful'\"\n");
+        let s = load(&text).unwrap();
+        let reload = s.services["apache2"].reload.clone().unwrap();
+        assert_eq!(reload.argv, vec!["apache2ctl", "-k", "graceful"]);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let text = format!("{MINIMAL}\n[paths]\ncatalog = \"../templates\"\n");
+        let s = load(&text).unwrap();
+        assert_eq!(s.catalog_dir, PathBuf::from("/etc/rolecall/../templates"));
+    }
+
+    #[test]
+    fn static_identity_requires_id() {
+        let err = load(&MINIMAL.replace("id = \"srv-17\"\n", "")).unwrap_err();
+        assert!(err.to_string().contains("identity.id"), "{err}");
+    }
+}

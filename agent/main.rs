@@ -1,0 +1,49 @@
+//! The `rolecall` binary: parse the command line, set up logging and a current-thread
+//! runtime, run the command, turn its outcome into an exit code (see `cli` for the codes).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rolecall::cli::{self, Cli, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fatal(
+                &format!("starting the async runtime: {e}"),
+                cli::EXIT_FAILED,
+            )
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => fatal(&rolecall::error::chain(&err), cli::exit_code_for(&err)),
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_level()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+#[allow(
+    clippy::print_stderr,
+    reason = "the error chain is the command's last word"
+)]
+fn fatal(text: &str, code: u8) -> ExitCode {
+    eprintln!("rolecall: error: {text}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,300 @@
+//! Stage 5, plan (SPEC §7.4): desired files vs what is on disk (content, owner, group,
+//! mode) and vs the managed-file records → the changes to make, grouped by service.
+//! Refuses, before anything is written, symlinks at destinations, paths outside
+//! `allowed_roots` and cron files that cron would reject. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cron;
+use crate::render::RenderedFile;
+use crate::sys::fs::{DiskState, FileState};
+
+/// What rolecall remembers about a file it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Role that declared it.
+    pub role: String,
+    /// Service it belongs to.
+    pub service: Option<String>,
+    /// sha256 of the content written.
+    pub sha256: String,
+}
+
+/// Managed-file records by logical path.
+pub type Records = BTreeMap<PathBuf, Record>;
+
+/// Errors of the plan stage: the desired state cannot be applied safely.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to apply: {}", problems.join("; "))]
+pub struct Refused {
+    /// Every problem found.
+    pub problems: Vec<String>,
+}
+
+/// What happens to one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// New file.
+    Create,
+    /// Content (and maybe metadata) changes.
+    Update,
+    /// Only owner, group or mode change.
+    Metadata,
+    /// A managed file no longer desired.
+    Remove,
+}
+
+/// One planned change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Logical path.
+    pub path: PathBuf,
+    /// What happens.
+    pub action: Action,
+    /// Service to check and reload afterwards.
+    pub service: Option<String>,
+    /// Role responsible.
+    pub role: String,
+    /// The file as it is now (for diffs and restore).
+    #[serde(skip)]
+    pub before: DiskState,
+    /// The file as it will be (`None` for removals).
+    #[serde(skip)]
+    pub after: Option<FileState>,
+    /// Never show content.
+    pub is_secret: bool,
+}
+
+/// Every change of one reconcile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Changes, sorted by path.
+    pub changes: Vec<Change>,
+    /// Records whose files are gone already: dropped without touching disk.
+    pub forget: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// No change at all.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.forget.is_empty()
+    }
+
+    /// Services with at least one change, sorted; `None` groups files without a service.
+    pub fn by_service(&self) -> BTreeMap<Option<String>, Vec<&Change>> {
+        let mut out: BTreeMap<Option<String>, Vec<&Change>> = BTreeMap::new();
+        for c in &self.changes {
+            out.entry(c.service.clone()).or_default().push(c);
+        }
+        out
+    }
+
+    /// Names of services with changes.
+    pub fn services(&self) -> BTreeSet<String> {
+        self.changes
+            .iter()
+            .filter_map(|c| c.service.clone())
+            .collect()
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `logical` is a clean absolute path under one of `allowed`.
+pub fn is_allowed(logical: &Path, allowed: &[PathBuf]) -> bool {
+    let clean = logical.is_absolute()
+        && logical
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    clean && allowed.iter().any(|root| logical.starts_with(root))
+}
+
+/// The paths a plan needs a disk snapshot of: desired and recorded ones.
+pub fn paths_to_inspect(desired: &[RenderedFile], records: &Records) -> BTreeSet<PathBuf> {
+    desired
+        .iter()
+        .map(|f| f.path.clone())
+        .chain(records.keys().cloned())
+        .collect()
+}
+
+/// Compare desired files with `disk` and `records`.
+///
+/// # Errors
+/// `Refused` listing every symlink, disallowed path and cron problem.
+pub fn plan(
+    desired: &[RenderedFile],
+    disk: &BTreeMap<PathBuf, DiskState>,
+    records: &Records,
+    allowed: &[PathBuf],
+) -> Result<Plan, Refused> {
+    let problems = refusals(desired, disk, records, allowed);
+    if !problems.is_empty() {
+        return Err(Refused { problems });
+    }
+    let mut plan = Plan::default();
+    let wanted: BTreeSet<&PathBuf> = desired.iter().map(|f| &f.path).collect();
+    for file in desired {
+        let before = disk.get(&file.path).cloned().unwrap_or(DiskState::Absent);
+        if let Some(change) = change_for(file, before) {
+            plan.changes.push(change);
+        }
+    }
+    for (path, record) in records.iter().filter(|(p, _)| !wanted.contains(p)) {
+        match disk.get(path).cloned().unwrap_or(DiskState::Absent) {
+            DiskState::Absent => plan.forget.push(path.clone()),
+            before => plan.changes.push(Change {
+                path: path.clone(),
+                action: Action::Remove,
+                service: record.service.clone(),
+                role: record.role.clone(),
+                before,
+                after: None,
+                is_secret: false,
+            }),
+        }
+    }
+    plan.changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(plan)
+}
+
+fn change_for(file: &RenderedFile, before: DiskState) -> Option<Change> {
+    let after = FileState {
+        content: file.content.clone(),
+        owner: file.owner.clone(),
+        group: file.group.clone(),
+        mode: file.mode,
+    };
+    let action = match &before {
+        DiskState::File(now) if now == &after => return None,
+        DiskState::File(now) if now.content == after.content => Action::Metadata,
+        DiskState::File(_) => Action::Update,
+        _ => Action::Create,
+    };
+    Some(Change {
+        path: file.path.clone(),
+        action,
+        service: file.service.clone(),
+        role: file.role.clone(),
+        before,
+        after: Some(after),
+        is_secret: file.is_secret,
+    })
+}
+
+fn refusals(
+    desired: &[RenderedFile],
+    disk: &BTreeMap<PathBuf, DiskState>,
+    records: &Records,
+    allowed: &[PathBuf],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let roots: Vec<String> = allowed.iter().map(|p| p.display().to_string()).collect();
+    let paths = desired.iter().map(|f| &f.path).chain(records.keys());
+    for path in paths.collect::<BTreeSet<_>>() {
+        if !is_allowed(path, allowed) {
+            problems.push(format!(
+                "{} is outside the allowed roots ({})",
+                path.display(),
+                roots.join(", ")
+            ));
+        }
+        match disk.get(path) {
+            Some(DiskState::Symlink) => problems.push(format!(
+                "{} is a symlink; rolecall never writes through one",
+                path.display()
+            )),
+            Some(DiskState::Other) => problems.push(format!(
+                "{} exists and is not a regular file",
+                path.display()
+            )),
+            _ => {}
+        }
+    }
+    for file in desired.iter().filter(|f| cron::is_cron_file(&f.path)) {
+        for p in cron::check(&file.path, &file.content, &file.owner, file.mode) {
+            problems.push(format!("{}: {p}", file.path.display()));
+        }
+    }
+    problems
+}
+
+/// A unified diff of one change (content hidden for secret files).
+pub fn diff(change: &Change) -> String {
+    let old = match &change.before {
+        DiskState::File(f) => Some(f),
+        _ => None,
+    };
+    let new = change.after.as_ref();
+    let mut out = String::new();
+    if let (Some(o), Some(n)) = (old, new) {
+        if (o.owner.as_str(), o.group.as_str(), o.mode)
+            != (n.owner.as_str(), n.group.as_str(), n.mode)
+        {
+            out.push_str(&format!(
+                "# {}: {}:{} {:04o} -> {}:{} {:04o}\n",
+                change.path.display(),
+                o.owner,
+                o.group,
+                o.mode,
+                n.owner,
+                n.group,
+                n.mode
+            ));
+        }
+    }
+    let old_text = old
+        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+        .unwrap_or_default();
+    let new_text = new
+        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+        .unwrap_or_default();
+    if old_text == new_text {
+        return out;
+    }
+    if change.is_secret {
+        out.push_str(&format!(
+            "# {}: secret content changed ({} -> {} bytes)\n",
+            change.path.display(),
+            old_text.len(),
+            new_text.len()
+        ));
+        return out;
+    }
+    let path = change.path.display().to_string();
+    let (a, b) = (
+        if old.is_some() {
+            format!("a{path}")
+        } else {
+            "/dev/null".into()
+        },
+        if new.is_some() {
+            format!("b{path}")
+        } else {
+            "/dev/null".into()
+        },
+    );
+    let text = similar::TextDiff::from_lines(&old_text, &new_text);
+    out.push_str(
+        &text
+            .unified_diff()
+            .context_radius(3)
+            .header(&a, &b)
+            .to_string(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests;

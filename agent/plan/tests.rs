@@ -1,0 +1,139 @@
+use super::*;
+
+fn file(path: &str, content: &str) -> RenderedFile {
+    RenderedFile {
+        path: PathBuf::from(path),
+        content: content.as_bytes().to_vec(),
+        owner: "root".into(),
+        group: "root".into(),
+        mode: 0o644,
+        service: Some("apache2".into()),
+        role: "web".into(),
+        product: None,
+        template: "web/vhost.conf.tera".into(),
+        is_secret: false,
+    }
+}
+
+fn on_disk(content: &str, mode: u32) -> DiskState {
+    DiskState::File(FileState {
+        content: content.as_bytes().to_vec(),
+        owner: "root".into(),
+        group: "root".into(),
+        mode,
+    })
+}
+
+fn allowed() -> Vec<PathBuf> {
+    vec![PathBuf::from("/etc/apache2"), PathBuf::from("/etc/cron.d")]
+}
+
+fn record(service: &str) -> Record {
+    Record {
+        role: "web".into(),
+        service: Some(service.into()),
+        sha256: String::new(),
+    }
+}
+
+#[test]
+fn no_change_gives_an_empty_plan() {
+    let desired = vec![file("/etc/apache2/a.conf", "x\n")];
+    let disk = BTreeMap::from([(PathBuf::from("/etc/apache2/a.conf"), on_disk("x\n", 0o644))]);
+    let records = Records::from([(PathBuf::from("/etc/apache2/a.conf"), record("apache2"))]);
+    let plan = plan(&desired, &disk, &records, &allowed()).unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert!(plan.services().is_empty());
+}
+
+#[test]
+fn classifies_create_update_metadata() {
+    let desired = vec![
+        file("/etc/apache2/a.conf", "new\n"),
+        file("/etc/apache2/b.conf", "x\n"),
+        file("/etc/apache2/c.conf", "y\n"),
+    ];
+    let disk = BTreeMap::from([
+        (
+            PathBuf::from("/etc/apache2/a.conf"),
+            on_disk("old\n", 0o644),
+        ),
+        (PathBuf::from("/etc/apache2/b.conf"), on_disk("x\n", 0o600)),
+    ]);
+    let plan = plan(&desired, &disk, &Records::new(), &allowed()).unwrap();
+    let actions: Vec<Action> = plan.changes.iter().map(|c| c.action).collect();
+    assert_eq!(
+        actions,
+        vec![Action::Update, Action::Metadata, Action::Create]
+    );
+    assert_eq!(plan.services(), BTreeSet::from(["apache2".to_string()]));
+}
+
+#[test]
+fn recorded_files_no_longer_desired_are_removed() {
+    let disk = BTreeMap::from([(
+        PathBuf::from("/etc/apache2/old.conf"),
+        on_disk("x\n", 0o644),
+    )]);
+    let records = Records::from([
+        (PathBuf::from("/etc/apache2/old.conf"), record("apache2")),
+        (PathBuf::from("/etc/apache2/gone.conf"), record("apache2")),
+    ]);
+    let plan = plan(&[], &disk, &records, &allowed()).unwrap();
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].action, Action::Remove);
+    assert_eq!(plan.forget, vec![PathBuf::from("/etc/apache2/gone.conf")]);
+}
+
+#[test]
+fn unrecorded_files_are_never_removed() {
+    let disk = BTreeMap::from([(
+        PathBuf::from("/etc/apache2/theirs.conf"),
+        on_disk("x\n", 0o644),
+    )]);
+    let plan = plan(&[], &disk, &Records::new(), &allowed()).unwrap();
+    assert!(plan.is_empty());
+}
+
+#[test]
+fn refuses_symlinks_and_paths_outside_allowed_roots() {
+    let desired = vec![
+        file("/etc/apache2/link.conf", "x\n"),
+        file("/etc/passwd", "x\n"),
+        file("/etc/apache2/../passwd", "x\n"),
+    ];
+    let disk = BTreeMap::from([(PathBuf::from("/etc/apache2/link.conf"), DiskState::Symlink)]);
+    let err = plan(&desired, &disk, &Records::new(), &allowed()).unwrap_err();
+    assert_eq!(err.problems.len(), 3, "{err}");
+    assert!(err.to_string().contains("symlink"));
+    assert!(err.to_string().contains("/etc/passwd is outside"));
+}
+
+#[test]
+fn refuses_bad_cron_files() {
+    let mut cron = file(
+        "/etc/cron.d/rolecall-videos",
+        "*/15 * * * rolecall snapshot",
+    );
+    cron.service = None;
+    let err = plan(&[cron], &BTreeMap::new(), &Records::new(), &allowed()).unwrap_err();
+    assert!(err.problems.iter().any(|p| p.contains("newline")), "{err}");
+}
+
+#[test]
+fn diff_is_unified_and_hides_secrets() {
+    let desired = vec![file("/etc/apache2/a.conf", "one\ntwo\n")];
+    let disk = BTreeMap::from([(
+        PathBuf::from("/etc/apache2/a.conf"),
+        on_disk("one\n", 0o644),
+    )]);
+    let mut p = plan(&desired, &disk, &Records::new(), &allowed()).unwrap();
+    let text = diff(&p.changes[0]);
+    assert!(
+        text.contains("--- a/etc/apache2/a.conf") && text.contains("+two"),
+        "{text}"
+    );
+    p.changes[0].is_secret = true;
+    let text = diff(&p.changes[0]);
+    assert!(!text.contains("two") && text.contains("secret"), "{text}");
+}

@@ -1,0 +1,54 @@
+//! Stage 3, the role map (SPEC §5): typed parse (`types`), validation listing every
+//! problem with its TOML path (`validate`), resolution of one host's view (`resolve`),
+//! and the pure transforms and checks behind the `map` commands. Pure: no I/O here.
+
+pub mod resolve;
+pub mod show;
+pub mod types;
+pub mod validate;
+
+pub use resolve::{resolve, HostView, Resolution};
+pub use types::RoleMap;
+pub use validate::Issue;
+
+/// Errors of the map stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not UTF-8 TOML, or a value has the wrong type.
+    #[error("role map is not valid TOML: {message}")]
+    Syntax {
+        /// toml's message, with the line.
+        message: String,
+    },
+    /// The map parsed but breaks the rules; every problem is listed.
+    #[error("role map is invalid ({} problem{}): {}", issues.len(), if issues.len() == 1 { "" } else { "s" }, validate::summary(issues))]
+    Invalid {
+        /// Every problem, each with its TOML path.
+        issues: Vec<Issue>,
+    },
+    /// The map is older than the one already applied (replay protection).
+    #[error("role map generation {found} is older than the applied generation {applied}")]
+    Stale {
+        /// Generation of the map offered.
+        found: u64,
+        /// Generation already applied.
+        applied: u64,
+    },
+}
+
+/// Parse and validate map bytes: the only way agent code obtains a `RoleMap`.
+///
+/// # Errors
+/// `Syntax` for TOML/type errors, `Invalid` with every rule broken.
+pub fn load(bytes: &[u8]) -> Result<RoleMap, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::Syntax {
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let map = types::parse(text)?;
+    let issues = validate::validate(&map);
+    if issues.is_empty() {
+        Ok(map)
+    } else {
+        Err(Error::Invalid { issues })
+    }
+}

@@ -1,0 +1,247 @@
+//! Host view resolution (SPEC §5, §6): everything one host needs from a valid map,
+//! ordered so that rendering is byte-for-byte repeatable. Pure.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::types::{Database, RoleMap};
+use super::validate::upstreams;
+use crate::identity::Identity;
+
+/// What the map says about this host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Resolution {
+    /// The host id is not in the map yet: wait and poll.
+    Waiting,
+    /// The host's view.
+    Assigned(Box<HostView>),
+}
+
+/// Everything templates see about the host and the fleet (SPEC §6 names).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostView {
+    /// This host.
+    pub host: HostInfo,
+    /// The products this host serves or holds a database position in, by name.
+    pub products: Vec<ProductView>,
+    /// The whole fleet, by role.
+    pub fleet: Fleet,
+    /// The map's generation.
+    pub generation: u64,
+}
+
+/// A host as other hosts see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct Peer {
+    /// Host id.
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Availability zone.
+    pub az: String,
+}
+
+/// This host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostInfo {
+    /// Host id.
+    pub id: String,
+    /// Address (from the map).
+    pub address: String,
+    /// Availability zone (from the map).
+    pub az: String,
+    /// Region (from the identity).
+    pub region: String,
+    /// Instance type, when known.
+    pub instance_type: Option<String>,
+    /// AMI id, when known.
+    pub ami_id: Option<String>,
+    /// Roles, in map order.
+    pub roles: Vec<String>,
+    /// Names of `products`, sorted.
+    pub products: Vec<String>,
+    /// The host's database position, if it holds one.
+    pub database: Option<DbPosition>,
+}
+
+/// A host's place in one product's replication topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbPosition {
+    /// Product whose database this is.
+    pub product: String,
+    /// Schema name.
+    pub name: String,
+    /// `master`, `replica` or `backup`.
+    pub position: String,
+    /// The host it replicates from (none for the master).
+    pub upstream: Option<Peer>,
+    /// Deterministic MariaDB `server_id`.
+    pub server_id: u32,
+    /// Whether the server must refuse writes (every position but master).
+    pub read_only: bool,
+    /// Where the product's snapshots go.
+    pub backup_url: Option<String>,
+}
+
+/// A product with its topology resolved to addresses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProductView {
+    /// Product name.
+    pub name: String,
+    /// Domain.
+    pub domain: String,
+    /// Aliases.
+    pub aliases: Vec<String>,
+    /// Document root.
+    pub docroot: String,
+    /// Health path for the smoke test.
+    pub health_path: String,
+    /// Database topology with addresses.
+    pub database: Option<DatabaseView>,
+    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id.
+    pub pools: BTreeMap<String, Vec<Peer>>,
+}
+
+/// A product's database with addresses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatabaseView {
+    /// Schema name.
+    pub name: String,
+    /// Master.
+    pub master: Peer,
+    /// Replica chain, in order.
+    pub replicas: Vec<Peer>,
+    /// Backup replica.
+    pub backup: Option<Peer>,
+    /// Snapshot destination.
+    pub backup_url: Option<String>,
+}
+
+/// Pools of peers across the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fleet {
+    /// Every host with each role, sorted by id.
+    pub roles: BTreeMap<String, Vec<Peer>>,
+}
+
+/// Resolve `identity`'s view of a validated map.
+pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
+    let Some(host) = map.hosts.get(&identity.id) else {
+        return Resolution::Waiting;
+    };
+    let database = db_position(map, &identity.id);
+    let mut names: Vec<String> = host.products.clone();
+    names.extend(database.iter().map(|d| d.product.clone()));
+    names.sort();
+    names.dedup();
+    let products = names.iter().map(|n| product_view(map, n)).collect();
+    let info = HostInfo {
+        id: identity.id.clone(),
+        address: host.address.clone(),
+        az: host.az.clone(),
+        region: identity.region.clone(),
+        instance_type: identity.instance_type.clone(),
+        ami_id: identity.ami_id.clone(),
+        roles: host.roles.clone(),
+        products: names,
+        database,
+    };
+    Resolution::Assigned(Box::new(HostView {
+        host: info,
+        products,
+        fleet: Fleet {
+            roles: pools(map, |_| true),
+        },
+        generation: map.generation(),
+    }))
+}
+
+/// A peer record for a host id of a valid map.
+pub fn peer(map: &RoleMap, id: &str) -> Peer {
+    let host = map.hosts.get(id);
+    Peer {
+        id: id.to_string(),
+        address: host.map(|h| h.address.clone()).unwrap_or_default(),
+        az: host.map(|h| h.az.clone()).unwrap_or_default(),
+    }
+}
+
+fn product_view(map: &RoleMap, name: &str) -> ProductView {
+    let p = map.products.get(name).cloned().unwrap_or_default();
+    ProductView {
+        name: name.to_string(),
+        database: p.database.as_ref().map(|db| database_view(map, db)),
+        pools: pools(map, |h| h.products.iter().any(|x| x == name)),
+        domain: p.domain,
+        aliases: p.aliases,
+        docroot: p.docroot,
+        health_path: p.health_path,
+    }
+}
+
+fn database_view(map: &RoleMap, db: &Database) -> DatabaseView {
+    DatabaseView {
+        name: db.name.clone(),
+        master: peer(map, &db.master),
+        replicas: db.replicas.iter().map(|r| peer(map, r)).collect(),
+        backup: db.backup.as_ref().map(|b| peer(map, b)),
+        backup_url: db.backup_url.clone(),
+    }
+}
+
+fn pools(
+    map: &RoleMap,
+    include: impl Fn(&super::types::Host) -> bool,
+) -> BTreeMap<String, Vec<Peer>> {
+    let mut out: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
+    for (id, h) in map.hosts.iter().filter(|(_, h)| include(h)) {
+        for role in &h.roles {
+            out.entry(role.clone()).or_default().push(peer(map, id));
+        }
+    }
+    out
+}
+
+/// The position `id` holds in any product's database (validation allows at most one).
+pub fn db_position(map: &RoleMap, id: &str) -> Option<DbPosition> {
+    for (name, p) in &map.products {
+        let Some(db) = &p.database else { continue };
+        let position = if db.master == id {
+            "master"
+        } else if db.replicas.iter().any(|r| r == id) {
+            "replica"
+        } else if db.backup.as_deref() == Some(id) {
+            "backup"
+        } else {
+            continue;
+        };
+        let upstream = upstreams(db).get(id).map(|up| peer(map, up));
+        return Some(DbPosition {
+            product: name.clone(),
+            name: db.name.clone(),
+            position: position.to_string(),
+            upstream,
+            server_id: server_id(id, &peer(map, id).address),
+            read_only: position != "master",
+            backup_url: db.backup_url.clone(),
+        });
+    }
+    None
+}
+
+/// MariaDB `server_id`: the IPv4 address as a number (unique in a valid map), else a
+/// hash of the host id; never 0, which disables replication.
+pub fn server_id(id: &str, address: &str) -> u32 {
+    if let Ok(v4) = address.parse::<std::net::Ipv4Addr>() {
+        let n = u32::from(v4);
+        if n != 0 {
+            return n;
+        }
+    }
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash.max(1)
+}

@@ -1,0 +1,134 @@
+//! The role map as written (SPEC §5). Unknown keys are collected rather than refused by
+//! serde so that validation can list every one of them with its path; required strings
+//! default to empty so that validation, not serde, reports every missing one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// Keys that no field claimed, kept for validation.
+pub type Unknown = BTreeMap<String, toml::Value>;
+
+/// The global role map.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct RoleMap {
+    /// Format version; this agent reads 1.
+    #[serde(default)]
+    pub schema: i64,
+    /// Raised by every publish; `-1` when absent (reported by validation).
+    #[serde(default = "missing_generation")]
+    pub generation: i64,
+    /// Products by name.
+    #[serde(default)]
+    pub products: BTreeMap<String, Product>,
+    /// Hosts by id.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Host>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+fn missing_generation() -> i64 {
+    -1
+}
+
+/// A product (site or service).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Product {
+    /// Main domain, the vhost's ServerName.
+    #[serde(default)]
+    pub domain: String,
+    /// Extra names, ServerAlias.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Absolute document root.
+    #[serde(default)]
+    pub docroot: String,
+    /// Path the smoke test requests.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Database topology, if the product has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Database>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+
+/// A product's MySQL/MariaDB topology.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Database {
+    /// Schema name.
+    #[serde(default)]
+    pub name: String,
+    /// Host id of the master.
+    #[serde(default)]
+    pub master: String,
+    /// Replica chain: the first follows the master, each next one the previous.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Backup replica (follows the master, dumps to `backup_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Where snapshots go (`s3://bucket/prefix/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_url: Option<String>,
+    /// Hosts taken out of this database by a promote; never pointed at again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+/// One host.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Host {
+    /// Private address other hosts use to reach it.
+    #[serde(default)]
+    pub address: String,
+    /// Availability zone (or rack).
+    #[serde(default)]
+    pub az: String,
+    /// Roles, as defined by the catalog.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Products it serves.
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+/// Parse map text into the typed model without validating it.
+///
+/// # Errors
+/// TOML syntax errors and wrongly typed values, with toml's line information.
+pub fn parse(text: &str) -> Result<RoleMap, Error> {
+    toml::from_str(text).map_err(|e| Error::Syntax {
+        message: e.to_string().trim_end().replace('\n', " "),
+    })
+}
+
+impl RoleMap {
+    /// The generation as a number (validation guarantees it is not negative).
+    pub fn generation(&self) -> u64 {
+        u64::try_from(self.generation).unwrap_or(0)
+    }
+
+    /// Serialize back to TOML (used by `map promote` and `map publish`).
+    ///
+    /// # Errors
+    /// Only if a value cannot be represented in TOML, which a parsed map never has.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}

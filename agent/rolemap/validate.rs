@@ -1,0 +1,382 @@
+//! Map validation (SPEC §5): every rule broken, each with its TOML path. Pure.
+//! Strings that reach templates are checked against strict character sets so that no
+//! value can end a directive and start another (no whitespace, quotes, newlines, `..`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::types::{Database, Host, Product, RoleMap, Unknown};
+
+/// The schema version this agent reads.
+pub const SCHEMA: i64 = 1;
+
+/// One problem in a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// TOML path of the offending key, e.g. `products.videos.database.master`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// `a: x; b: y` for an error's one-line text.
+pub fn summary(issues: &[Issue]) -> String {
+    let texts: Vec<String> = issues.iter().map(Issue::to_string).collect();
+    texts.join("; ")
+}
+
+/// Quote a TOML key for a path when it is not a bare key.
+pub fn key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}
+
+/// Every problem of `map`; empty means valid.
+pub fn validate(map: &RoleMap) -> Vec<Issue> {
+    let mut v = Validator::default();
+    if map.schema != SCHEMA {
+        v.push(
+            "schema",
+            format!(
+                "unsupported schema {} (this agent reads {SCHEMA})",
+                map.schema
+            ),
+        );
+        return v.issues;
+    }
+    if map.generation < 0 {
+        v.push(
+            "generation",
+            "missing or negative; it must be a whole number raised by every publish",
+        );
+    }
+    v.unknown("", &map.unknown);
+    for (name, product) in &map.products {
+        v.product(map, name, product);
+    }
+    for (id, host) in &map.hosts {
+        v.host(map, id, host);
+    }
+    v.addresses(map);
+    v.positions(map);
+    v.issues
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<Issue>,
+}
+
+impl Validator {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(Issue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, prefix: &str, unknown: &Unknown) {
+        for k in unknown.keys() {
+            self.push(format!("{prefix}{}", key(k)), "unknown key");
+        }
+    }
+
+    fn check(&mut self, path: &str, value: &str, rule: Rule) {
+        if value.is_empty() {
+            self.push(path, "required");
+        } else if let Err(why) = rule.check(value) {
+            self.push(path, format!("{value:?} {why}"));
+        }
+    }
+
+    fn product(&mut self, map: &RoleMap, name: &str, p: &Product) {
+        let at = format!("products.{}", key(name));
+        self.check(&at, name, Rule::Identifier);
+        self.unknown(&format!("{at}."), &p.unknown);
+        self.check(&format!("{at}.domain"), &p.domain, Rule::Domain);
+        for (i, alias) in p.aliases.iter().enumerate() {
+            self.check(&format!("{at}.aliases[{i}]"), alias, Rule::Alias);
+        }
+        self.check(&format!("{at}.docroot"), &p.docroot, Rule::Path);
+        self.check(&format!("{at}.health_path"), &p.health_path, Rule::UrlPath);
+        if let Some(db) = &p.database {
+            self.database(map, &format!("{at}.database"), db);
+        }
+    }
+
+    fn database(&mut self, map: &RoleMap, at: &str, db: &Database) {
+        self.unknown(&format!("{at}."), &db.unknown);
+        self.check(&format!("{at}.name"), &db.name, Rule::DbName);
+        self.reference(map, &format!("{at}.master"), &db.master, &["db"]);
+        for (i, r) in db.replicas.iter().enumerate() {
+            self.reference(map, &format!("{at}.replicas[{i}]"), r, &["db"]);
+        }
+        if let Some(b) = &db.backup {
+            self.reference(map, &format!("{at}.backup"), b, &["db", "db-backup"]);
+            if db.backup_url.is_none() {
+                self.push(
+                    format!("{at}.backup_url"),
+                    "required when a backup host is set",
+                );
+            }
+        }
+        if let Some(url) = &db.backup_url {
+            self.check(&format!("{at}.backup_url"), url, Rule::S3Url);
+        }
+        for (i, r) in db.removed.iter().enumerate() {
+            self.check(&format!("{at}.removed[{i}]"), r, Rule::HostId);
+        }
+    }
+
+    fn reference(&mut self, map: &RoleMap, path: &str, id: &str, roles: &[&str]) {
+        if id.is_empty() {
+            return self.push(path, "required");
+        }
+        let Some(host) = map.hosts.get(id) else {
+            return self.push(path, format!("host {id:?} is not in [hosts]"));
+        };
+        for role in roles {
+            if !host.roles.iter().any(|r| r == role) {
+                self.push(
+                    path,
+                    format!("host {id:?} lacks the role {role:?} this position needs"),
+                );
+            }
+        }
+    }
+
+    fn host(&mut self, map: &RoleMap, id: &str, h: &Host) {
+        let at = format!("hosts.{}", key(id));
+        self.check(&at, id, Rule::HostId);
+        self.unknown(&format!("{at}."), &h.unknown);
+        self.check(&format!("{at}.address"), &h.address, Rule::Address);
+        self.check(&format!("{at}.az"), &h.az, Rule::Identifier);
+        let mut seen = BTreeSet::new();
+        for (i, role) in h.roles.iter().enumerate() {
+            self.check(&format!("{at}.roles[{i}]"), role, Rule::Identifier);
+            if !seen.insert(role) {
+                self.push(
+                    format!("{at}.roles[{i}]"),
+                    format!("role {role:?} listed twice"),
+                );
+            }
+        }
+        for (i, product) in h.products.iter().enumerate() {
+            if !map.products.contains_key(product) {
+                self.push(
+                    format!("{at}.products[{i}]"),
+                    format!("product {product:?} is not in [products]"),
+                );
+            }
+        }
+    }
+
+    fn addresses(&mut self, map: &RoleMap) {
+        let mut by_address: BTreeMap<&str, &str> = BTreeMap::new();
+        for (id, h) in &map.hosts {
+            if h.address.is_empty() {
+                continue;
+            }
+            if let Some(first) = by_address.insert(&h.address, id) {
+                self.push(
+                    format!("hosts.{}.address", key(id)),
+                    format!("{:?} is also the address of host {first:?}", h.address),
+                );
+            }
+        }
+    }
+
+    /// One position per host per product, one database per host, no replication cycle.
+    fn positions(&mut self, map: &RoleMap) {
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, p) in &map.products {
+            let Some(db) = &p.database else { continue };
+            let at = format!("products.{}.database", key(name));
+            let mut here: BTreeMap<&str, String> = BTreeMap::new();
+            for (path, id) in positions_of(&at, db) {
+                if let Some(first) = here.get(id) {
+                    self.push(&path, format!("host {id:?} already holds {first}"));
+                    continue;
+                }
+                here.insert(id, path.clone());
+                if let Some(other) = owner.insert(id, name) {
+                    if other != name {
+                        self.push(&path, format!("host {id:?} already serves the database of product {other:?}; a server follows one upstream"));
+                    }
+                }
+            }
+            if let Some(cycle) = find_cycle(db) {
+                self.push(
+                    format!("{at}.replicas"),
+                    format!("replication cycle through {cycle:?}"),
+                );
+            }
+            for (i, r) in db.removed.iter().enumerate() {
+                if here.contains_key(r.as_str()) {
+                    self.push(
+                        format!("{at}.removed[{i}]"),
+                        format!(
+                            "host {r:?} was removed from this database but still holds a position"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `(path, host id)` of every position of a database, master first.
+fn positions_of<'a>(at: &str, db: &'a Database) -> Vec<(String, &'a str)> {
+    let mut out = vec![(format!("{at}.master"), db.master.as_str())];
+    for (i, r) in db.replicas.iter().enumerate() {
+        out.push((format!("{at}.replicas[{i}]"), r.as_str()));
+    }
+    if let Some(b) = &db.backup {
+        out.push((format!("{at}.backup"), b.as_str()));
+    }
+    out.retain(|(_, id)| !id.is_empty());
+    out
+}
+
+/// Follow each host's upstream; a host met twice on one walk is a cycle.
+pub(crate) fn find_cycle(db: &Database) -> Option<String> {
+    let upstream = upstreams(db);
+    for start in upstream.keys() {
+        let mut seen = BTreeSet::new();
+        let mut at = *start;
+        while let Some(next) = upstream.get(at) {
+            if !seen.insert(at) {
+                return Some(at.to_string());
+            }
+            at = next;
+        }
+    }
+    None
+}
+
+/// Host → the host it replicates from. Later entries win, as a server has one source.
+pub(crate) fn upstreams(db: &Database) -> BTreeMap<&str, &str> {
+    let mut up = BTreeMap::new();
+    let mut previous = db.master.as_str();
+    for r in &db.replicas {
+        up.insert(r.as_str(), previous);
+        previous = r.as_str();
+    }
+    if let Some(b) = &db.backup {
+        up.insert(b.as_str(), db.master.as_str());
+    }
+    up
+}
+
+/// Character-level patterns for strings that reach templates.
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    /// `[a-z0-9][a-z0-9_-]*`, at most 63: product, role and AZ names.
+    Identifier,
+    /// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128, no `..`: host ids.
+    HostId,
+    /// DNS name: lowercase labels of `[a-z0-9-]`, dots between.
+    Domain,
+    /// A domain, optionally starting with `*.`.
+    Alias,
+    /// IPv4/IPv6 literal or DNS name.
+    Address,
+    /// Absolute path of `[A-Za-z0-9._/-]`, no `..` or `//`.
+    Path,
+    /// URL path starting with `/`, safe characters only.
+    UrlPath,
+    /// MySQL schema name `[A-Za-z0-9_]`, at most 64.
+    DbName,
+    /// `s3://bucket/prefix` with safe characters.
+    S3Url,
+}
+
+impl Rule {
+    /// `Ok` when `v` matches, else why not.
+    pub fn check(self, v: &str) -> Result<(), &'static str> {
+        let ok = match self {
+            Rule::Identifier => ident(v, 63, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+            }),
+            Rule::HostId => {
+                ident(v, 128, |c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+                    && !v.contains("..")
+            }
+            Rule::Domain => domain(v),
+            Rule::Alias => domain(v.strip_prefix("*.").unwrap_or(v)),
+            Rule::Address => v.parse::<std::net::IpAddr>().is_ok() || domain(v),
+            Rule::Path => {
+                path_like(v, |c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+                    && !v.contains("//")
+            }
+            Rule::UrlPath => {
+                path_like(v, |c| c.is_ascii_alphanumeric() || "._~/?=&%+-".contains(c))
+            }
+            Rule::DbName => ident(v, 64, |c| c.is_ascii_alphanumeric() || c == '_'),
+            Rule::S3Url => v.strip_prefix("s3://").is_some_and(|rest| {
+                !rest.starts_with('/')
+                    && !rest.is_empty()
+                    && path_like(&format!("/{rest}"), |c| {
+                        c.is_ascii_alphanumeric() || "._/-".contains(c)
+                    })
+            }),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.expectation())
+        }
+    }
+
+    fn expectation(self) -> &'static str {
+        match self {
+            Rule::Identifier => "must be lowercase letters, digits, '-' or '_' (at most 63)",
+            Rule::HostId => "must be letters, digits, '.', '-' or '_' without '..' (at most 128)",
+            Rule::Domain => "must be a lowercase DNS name",
+            Rule::Alias => "must be a lowercase DNS name, optionally starting with '*.'",
+            Rule::Address => "must be an IP address or a lowercase DNS name",
+            Rule::Path => {
+                "must be an absolute path of letters, digits, '.', '_', '-' and '/' without '..'"
+            }
+            Rule::UrlPath => "must be a URL path starting with '/' without spaces, quotes or '..'",
+            Rule::DbName => "must be letters, digits or '_' (at most 64)",
+            Rule::S3Url => "must be s3://bucket/prefix with letters, digits, '.', '_', '-' and '/'",
+        }
+    }
+}
+
+fn ident(v: &str, max: usize, allowed: impl Fn(char) -> bool) -> bool {
+    v.len() <= max
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().all(allowed)
+}
+
+fn domain(v: &str) -> bool {
+    v.len() <= 253
+        && v.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+fn path_like(v: &str, allowed: impl Fn(char) -> bool) -> bool {
+    v.starts_with('/') && !v.contains("..") && v.chars().all(allowed)
+}

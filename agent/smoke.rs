@@ -1,0 +1,169 @@
+//! Stage 8, smoke tests (SPEC §7.7): HTTP with a Host header and expected status, TCP
+//! connect, MariaDB `SELECT 1` (and `@@read_only`), or a command. Each is retried with a
+//! short backoff until its deadline, never slept blindly.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument, warn};
+
+use crate::render::{SmokeCheck, SmokeTest};
+use crate::sys::exec::{self, Command};
+
+/// Pause between attempts of one test; doubles up to `MAX_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_millis(1000);
+/// Cap on one attempt, so a hanging server still leaves time for retries.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The outcome of one smoke test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmokeResult {
+    /// Test name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Passed.
+    pub ok: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time until pass or deadline.
+    pub elapsed_ms: u64,
+    /// Last failure reason.
+    pub error: Option<String>,
+}
+
+/// Run every test in order; all of them run even after a failure.
+pub async fn smoke(tests: &[SmokeTest]) -> Vec<SmokeResult> {
+    let mut results = Vec::with_capacity(tests.len());
+    for t in tests {
+        results.push(run(t).await);
+    }
+    results
+}
+
+#[instrument(skip_all, fields(test = %test.name))]
+async fn run(test: &SmokeTest) -> SmokeResult {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + test.timeout;
+    let mut pause = FIRST_RETRY;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result =
+            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt(&test.check)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no answer within {} ms",
+                    left.min(ATTEMPT_TIMEOUT).as_millis()
+                )),
+            };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let done = result.is_ok() || tokio::time::Instant::now() + pause >= deadline;
+        if done {
+            let error = result.err();
+            match &error {
+                None => info!(attempts, elapsed_ms, "smoke test passed"),
+                Some(e) => warn!(attempts, elapsed_ms, error = %e, "smoke test failed"),
+            }
+            return SmokeResult {
+                name: test.name.clone(),
+                role: test.role.clone(),
+                ok: error.is_none(),
+                attempts,
+                elapsed_ms,
+                error,
+            };
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY);
+    }
+}
+
+async fn attempt(check: &SmokeCheck) -> Result<(), String> {
+    match check {
+        SmokeCheck::Http {
+            url,
+            host,
+            expect_status,
+            body_contains,
+        } => {
+            http(
+                url,
+                host.as_deref(),
+                *expect_status,
+                body_contains.as_deref(),
+            )
+            .await
+        }
+        SmokeCheck::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(drop)
+            .map_err(|e| format!("connecting to {address}: {e}")),
+        SmokeCheck::Mysql { command, read_only } => mysql(command, read_only.as_deref()).await,
+        SmokeCheck::Command { command } => exec::run_ok(command, ATTEMPT_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|e| crate::error::chain(&e)),
+    }
+}
+
+async fn http(
+    url: &str,
+    host: Option<&str>,
+    expect: u16,
+    body_contains: Option<&str>,
+) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client.get(url);
+    if let Some(h) = host {
+        request = request.header(reqwest::header::HOST, h);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", crate::error::chain(&e)))?;
+    let status = response.status().as_u16();
+    if status != expect {
+        return Err(format!(
+            "GET {url} (Host {}) answered {status}, expected {expect}",
+            host.unwrap_or("-")
+        ));
+    }
+    if let Some(needle) = body_contains {
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if !body.contains(needle) {
+            return Err(format!("GET {url}: body does not contain {needle:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// `SELECT 1, @@read_only` through the MariaDB client named by `command`.
+async fn mysql(command: &Command, read_only: Option<&str>) -> Result<(), String> {
+    let mut argv = command.argv.clone();
+    argv.extend([
+        "-N".into(),
+        "-B".into(),
+        "-e".into(),
+        "SELECT 1, @@read_only".into(),
+    ]);
+    let out = exec::run_ok(&Command { argv }, ATTEMPT_TIMEOUT)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    if fields.first() != Some(&"1") {
+        return Err(format!("SELECT 1 returned {:?}", out.stdout.trim()));
+    }
+    match (read_only, fields.get(1)) {
+        (Some(want), Some(got)) if want != *got => {
+            Err(format!("@@read_only is {got}, expected {want}"))
+        }
+        _ => Ok(()),
+    }
+}

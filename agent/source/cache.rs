@@ -1,0 +1,250 @@
+//! The last-good map cache in the state directory (SPEC §7.2): bytes, ETag, version and
+//! generation of the last applied map, used when the source is unreachable (boot included).
+//! Two files, `map.toml` (the exact bytes) and `map.meta.json`, each replaced atomically; the
+//! metadata holds the bytes' SHA-256, so a torn pair reads as "no cache". Small synchronous
+//! local I/O.
+
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{sha256_hex, Error};
+
+const MAP_FILE: &str = "map.toml";
+const META_FILE: &str = "map.meta.json";
+
+/// The last map this host applied, with what it takes to use it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedMap {
+    /// Exact bytes of the map.
+    pub bytes: Vec<u8>,
+    /// ETag the source gave it, if any.
+    pub etag: Option<String>,
+    /// S3 VersionId, if any.
+    pub version: Option<String>,
+    /// The map's `generation`.
+    pub generation: u64,
+    /// URL it was fetched from; a cache from another URL is the caller's to ignore.
+    pub url: String,
+}
+
+/// `map.meta.json`. Read leniently (no `deny_unknown_fields`) so that an agent rolled back to
+/// an older version still uses a cache written by a newer one.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    url: String,
+    generation: u64,
+    etag: Option<String>,
+    version: Option<String>,
+    /// Hex SHA-256 of `map.toml`, which ties the two files together.
+    sha256: String,
+}
+
+/// The cache files in one directory (the state directory).
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// The cache kept in `state_dir`; nothing is read or created yet.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: state_dir.into(),
+        }
+    }
+
+    /// The cached map, or `None` when there is none. A metadata file that does not parse, or
+    /// a map file that is missing or does not match it, is logged at warn and read as `None`.
+    ///
+    /// # Errors
+    /// `Error::Cache` when a cache file exists but cannot be read (permissions, I/O).
+    pub fn load(&self) -> Result<Option<CachedMap>, Error> {
+        let Some(meta) = self.load_meta()? else {
+            return Ok(None);
+        };
+        let map_path = self.dir.join(MAP_FILE);
+        let Some(bytes) = read_if_exists(&map_path)? else {
+            tracing::warn!(path = %map_path.display(), "cached map missing, cache ignored");
+            return Ok(None);
+        };
+        if sha256_hex(&bytes) != meta.sha256 {
+            tracing::warn!(
+                path = %map_path.display(),
+                "cached map does not match its metadata, cache ignored"
+            );
+            return Ok(None);
+        }
+        Ok(Some(CachedMap {
+            bytes,
+            etag: meta.etag,
+            version: meta.version,
+            generation: meta.generation,
+            url: meta.url,
+        }))
+    }
+
+    /// Replace the cache with `map`: the map file first, then its metadata, each through a
+    /// temporary file in the same directory, fsync, rename and a directory fsync. A crash
+    /// between the two leaves a pair that `load` reads as no cache, never a wrong one.
+    ///
+    /// # Errors
+    /// `Error::Cache` naming the file that could not be written.
+    pub fn store(&self, map: &CachedMap) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| Error::Cache {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let meta = Meta {
+            url: map.url.clone(),
+            generation: map.generation,
+            etag: map.etag.clone(),
+            version: map.version.clone(),
+            sha256: sha256_hex(&map.bytes),
+        };
+        let meta_path = self.dir.join(META_FILE);
+        let json = serde_json::to_vec_pretty(&meta).map_err(|err| Error::Cache {
+            path: meta_path,
+            source: err.into(),
+        })?;
+        write_atomic(&self.dir, MAP_FILE, &map.bytes)?;
+        write_atomic(&self.dir, META_FILE, &json)?;
+        tracing::debug!(
+            path = %self.dir.display(),
+            generation = map.generation,
+            map_etag = ?map.etag,
+            "map cached"
+        );
+        Ok(())
+    }
+
+    /// `map.meta.json`, or `None` when it is missing or does not parse.
+    fn load_meta(&self) -> Result<Option<Meta>, Error> {
+        let meta_path = self.dir.join(META_FILE);
+        let Some(raw_meta) = read_if_exists(&meta_path)? else {
+            tracing::debug!(path = %meta_path.display(), "no cached map");
+            return Ok(None);
+        };
+        match serde_json::from_slice(&raw_meta) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(err) => {
+                tracing::warn!(
+                    path = %meta_path.display(),
+                    error = %err,
+                    "cached map metadata unreadable, cache ignored"
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Cache {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replace `dir/name` with `bytes`: hidden temporary file in `dir`, fsync, rename over the
+/// old file, fsync `dir` so that the rename itself survives a crash.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let path = dir.join(name);
+    let fail = |source: std::io::Error| Error::Cache {
+        path: path.clone(),
+        source,
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".rolecall-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    temp.write_all(bytes).map_err(fail)?;
+    temp.as_file().sync_all().map_err(fail)?;
+    temp.persist(&path).map_err(|err| fail(err.error))?;
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedMap {
+        CachedMap {
+            bytes: b"schema = 1\ngeneration = 41\n".to_vec(),
+            etag: Some("\"9b2cf535f27731c974343645a3985328\"".to_owned()),
+            version: Some("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY".to_owned()),
+            generation: 41,
+            url: "s3://fleet-config/rolemap.toml".to_owned(),
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn stored_map_loads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::new(dir.path().join("state"));
+        assert_eq!(cache.load().expect("load empty"), None);
+        cache.store(&sample()).expect("store");
+        assert_eq!(cache.load().expect("load"), Some(sample()));
+        let newer = CachedMap {
+            generation: 42,
+            etag: None,
+            version: None,
+            ..sample()
+        };
+        cache.store(&newer).expect("store again");
+        assert_eq!(cache.load().expect("load again"), Some(newer));
+        assert_eq!(entries(&dir.path().join("state")), [META_FILE, MAP_FILE]);
+    }
+
+    #[test]
+    fn corrupt_metadata_is_no_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::new(dir.path());
+        cache.store(&sample()).expect("store");
+        std::fs::write(dir.path().join(META_FILE), b"{\"url\": ").expect("corrupt meta");
+        assert_eq!(cache.load().expect("load"), None);
+    }
+
+    #[test]
+    fn map_that_does_not_match_its_metadata_is_no_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::new(dir.path());
+        cache.store(&sample()).expect("store");
+        std::fs::write(dir.path().join(MAP_FILE), b"schema = 1\n").expect("torn write");
+        assert_eq!(cache.load().expect("load"), None);
+        std::fs::remove_file(dir.path().join(MAP_FILE)).expect("remove map");
+        assert_eq!(cache.load().expect("load"), None);
+    }
+
+    #[test]
+    fn unreadable_metadata_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join(META_FILE)).expect("directory in the way");
+        let err = Cache::new(dir.path())
+            .load()
+            .expect_err("a directory is not a file");
+        assert!(matches!(err, Error::Cache { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Stage 2, fetch from a local file (SPEC §1, §7.2): `file:///path`, for hosts off EC2 and
+//! for tests. Its ETag is `sha256:<hex>` of the bytes, so an unchanged file answers
+//! `NotModified` as S3 and HTTPS do. I/O; the URL parser and the ETag are pure and tested
+//! below.
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{sha256_hex, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+
+/// The role map in a local file.
+#[derive(Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    url: String,
+    timeout: Duration,
+}
+
+impl FileSource {
+    /// A source for `url` (`file:///absolute/path`); `timeout` bounds each read, since the
+    /// file may live on a network mount.
+    ///
+    /// # Errors
+    /// `Error::BadUrl` when `url` is not `file:///absolute/path` (or `file://localhost/…`).
+    pub fn try_new(url: &str, timeout: Duration) -> Result<Self, Error> {
+        Ok(Self {
+            path: parse_file_url(url)?,
+            url: url.to_owned(),
+            timeout,
+        })
+    }
+
+    /// The map URL, as written in agent.toml.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn read(&self) -> Result<Vec<u8>, Error> {
+        tokio::fs::read(&self.path)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::NotFound => Error::Refused {
+                    url: self.url.clone(),
+                    reason: format!("no such file {}", self.path.display()),
+                },
+                _ => Error::Unreachable {
+                    url: self.url.clone(),
+                    source: Box::new(err),
+                },
+            })
+    }
+}
+
+impl MapSource for FileSource {
+    async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
+        let bytes = tokio::time::timeout(self.timeout, self.read())
+            .await
+            .map_err(|_| Error::Timeout {
+                url: self.url.clone(),
+                timeout_ms: self.timeout.as_millis(),
+            })??;
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        if len > MAX_MAP_BYTES {
+            return Err(too_large(&self.url, len));
+        }
+        let etag = file_etag(&bytes);
+        if last_etag == Some(etag.as_str()) {
+            tracing::debug!(url = %self.url, map_etag = %etag, "map not modified");
+            return Ok(Fetched::NotModified);
+        }
+        Ok(Fetched::Map(MapBytes {
+            bytes,
+            etag: Some(etag),
+            version: None,
+        }))
+    }
+}
+
+/// The ETag of a map read from a file: `sha256:` and the hex digest of its bytes.
+pub fn file_etag(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The absolute path in `file:///path` or `file://localhost/path` (RFC 8089). No
+/// percent-decoding: the path is taken as written, and `%` is refused so that no one
+/// expects it.
+fn parse_file_url(url: &str) -> Result<PathBuf, Error> {
+    let bad = |reason: &str| Error::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("file://")
+        .ok_or_else(|| bad("expected file:///absolute/path"))?;
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Err(bad("expected file:///absolute/path, with no host"));
+    }
+    if path.ends_with('/') || path.contains('%') || path.chars().any(char::is_control) {
+        return Err(bad(
+            "the path must name a file, without '%' or control characters",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_give_absolute_paths() {
+        let path = parse_file_url("file:///etc/rolecall/rolemap.toml").expect("valid");
+        assert_eq!(path, PathBuf::from("/etc/rolecall/rolemap.toml"));
+        let path = parse_file_url("file://localhost/srv/map.toml").expect("valid");
+        assert_eq!(path, PathBuf::from("/srv/map.toml"));
+    }
+
+    #[test]
+    fn other_file_urls_are_refused() {
+        for url in [
+            "file://host/srv/map.toml",
+            "file://srv/map.toml",
+            "file:///srv/maps/",
+            "file:///srv/role%20map.toml",
+            "/srv/map.toml",
+        ] {
+            let err = parse_file_url(url).expect_err(url);
+            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn etag_is_the_sha256_of_the_bytes() {
+        assert_eq!(
+            file_etag(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[tokio::test]
+    async fn unchanged_file_is_not_modified() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("map.toml");
+        std::fs::write(&path, b"schema = 1\n").expect("write map");
+        let url = format!("file://{}", path.display());
+        let source = FileSource::try_new(&url, Duration::from_secs(5)).expect("valid url");
+        let Fetched::Map(first) = source.fetch(None).await.expect("first fetch") else {
+            panic!("first fetch must return the map");
+        };
+        assert_eq!(first.bytes, b"schema = 1\n");
+        let again = source
+            .fetch(first.etag.as_deref())
+            .await
+            .expect("second fetch");
+        assert_eq!(again, Fetched::NotModified);
+        std::fs::write(&path, b"schema = 1\ngeneration = 2\n").expect("rewrite map");
+        let changed = source
+            .fetch(first.etag.as_deref())
+            .await
+            .expect("third fetch");
+        assert!(matches!(changed, Fetched::Map(_)));
+    }
+
+    #[tokio::test]
+    async fn missing_file_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("file://{}/absent.toml", dir.path().display());
+        let source = FileSource::try_new(&url, Duration::from_secs(5)).expect("valid url");
+        let err = source.fetch(None).await.expect_err("no file");
+        assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    }
+}

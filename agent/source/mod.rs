@@ -1,0 +1,194 @@
+//! Stage 2, fetch: the role map's bytes from S3, HTTPS or a file (SPEC §7.2),
+//! with conditional requests on the last ETag. The last-good cache lives in `cache.rs`.
+
+pub mod cache;
+pub mod file;
+pub mod https;
+pub mod s3;
+
+use std::future::Future;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use cache::{Cache, CachedMap};
+pub use file::FileSource;
+pub use https::HttpsSource;
+pub use s3::{PutOutcome, S3Source};
+
+/// Largest role map a source may return; anything bigger is refused rather than held in memory.
+/// A map for several hundred hosts is tens of KiB.
+pub const MAX_MAP_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The result of one fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The source still holds the object whose ETag we sent.
+    NotModified,
+    /// A new (or first) copy of the map.
+    Map(MapBytes),
+}
+
+/// The map's raw bytes and the source's version markers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapBytes {
+    /// Exact bytes of the object.
+    pub bytes: Vec<u8>,
+    /// ETag as the source sent it (quotes included), if any.
+    pub etag: Option<String>,
+    /// S3 VersionId when the bucket is versioned, if any.
+    pub version: Option<String>,
+}
+
+/// Errors of the fetch stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source could not be reached or answered with an error.
+    #[error("fetching role map from {url}")]
+    Unreachable {
+        /// The map URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The source did not answer within the configured timeout.
+    #[error("fetching role map from {url}: no answer within {timeout_ms} ms")]
+    Timeout {
+        /// The map URL.
+        url: String,
+        /// The timeout that expired.
+        timeout_ms: u128,
+    },
+    /// The source answered, but not with a map (e.g. HTTP 404, access denied).
+    #[error("fetching role map from {url}: {reason}")]
+    Refused {
+        /// The map URL.
+        url: String,
+        /// Status or error code and message.
+        reason: String,
+    },
+    /// The map URL itself is not usable.
+    #[error("map url {url:?} is not usable: {reason}")]
+    BadUrl {
+        /// The URL as written in agent.toml.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the map to its source failed (`map publish`, `map promote`).
+    #[error("writing role map to {url}")]
+    Write {
+        /// The map URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Reading or writing the last-good cache failed.
+    #[error("last-good map cache {path}")]
+    Cache {
+        /// Cache file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A place a role map can be fetched from.
+pub trait MapSource {
+    /// Fetch the map; with `last_etag`, a conditional fetch that may answer `NotModified`.
+    fn fetch(&self, last_etag: Option<&str>)
+        -> impl Future<Output = Result<Fetched, Error>> + Send;
+}
+
+/// One of the map sources, chosen from the scheme of `map.url` in agent.toml.
+#[derive(Debug)]
+pub enum AnySource {
+    /// `s3://bucket/key`.
+    S3(S3Source),
+    /// `https://…` (and `http://` on loopback, for tests).
+    Https(HttpsSource),
+    /// `file:///path`.
+    File(FileSource),
+}
+
+impl AnySource {
+    /// Build the source for `url`; `timeout` bounds each fetch.
+    ///
+    /// # Errors
+    /// `Error::BadUrl` when the scheme is not `s3`, `https`, `http` or `file`, or the rest of
+    /// the URL does not fit that scheme.
+    pub async fn from_url(url: &str, timeout: Duration) -> Result<Self, Error> {
+        match url.split_once("://").map(|(scheme, _)| scheme) {
+            Some("s3") => Ok(Self::S3(S3Source::new(url, timeout).await?)),
+            Some("https" | "http") => Ok(Self::Https(HttpsSource::try_new(url, timeout)?)),
+            Some("file") => Ok(Self::File(FileSource::try_new(url, timeout)?)),
+            _ => Err(Error::BadUrl {
+                url: url.to_owned(),
+                reason: "the scheme must be s3://, https:// or file://".to_owned(),
+            }),
+        }
+    }
+
+    /// The map URL this source reads.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::S3(source) => source.url(),
+            Self::Https(source) => source.url(),
+            Self::File(source) => source.url(),
+        }
+    }
+}
+
+impl MapSource for AnySource {
+    async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
+        match self {
+            Self::S3(source) => source.fetch(last_etag).await,
+            Self::Https(source) => source.fetch(last_etag).await,
+            Self::File(source) => source.fetch(last_etag).await,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`: the file source's ETag and the cache's integrity check.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for byte in digest.iter() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
+/// `Error::Refused` for a map larger than [`MAX_MAP_BYTES`].
+fn too_large(url: &str, len: u64) -> Error {
+    Error::Refused {
+        url: url.to_owned(),
+        reason: format!("the map is {len} bytes, more than the limit of {MAX_MAP_BYTES}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_matches_known_digest() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn from_url_refuses_unknown_scheme() {
+        let err = AnySource::from_url("ftp://host/map.toml", Duration::from_secs(1))
+            .await
+            .expect_err("ftp is not a map source");
+        assert!(matches!(err, Error::BadUrl { .. }), "{err:?}");
+    }
+}

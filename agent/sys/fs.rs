@@ -1,0 +1,364 @@
+//! The only code that writes files (SPEC §7.5): the `--root` prefix, the `allowed_roots`
+//! check, refusal of symlinks at destinations, atomic writes (temp file in the target
+//! directory, fsync, owner/mode, rename, directory fsync), and JSON state files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::unistd::{Gid, Group, Uid, User};
+use serde::{Deserialize, Serialize};
+
+/// Errors touching the filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path is outside every allowed root (or not a clean absolute path).
+    #[error("{path} is outside the allowed roots ({allowed})")]
+    NotAllowed {
+        /// Logical path (without `--root`).
+        path: PathBuf,
+        /// The allowed roots, comma separated.
+        allowed: String,
+    },
+    /// The destination is a symlink, which rolecall never follows.
+    #[error("{path} is a symlink; refusing to write through it")]
+    Symlink {
+        /// Physical path.
+        path: PathBuf,
+    },
+    /// The destination exists but is not a regular file.
+    #[error("{path} exists and is not a regular file")]
+    NotAFile {
+        /// Physical path.
+        path: PathBuf,
+    },
+    /// Owner or group name unknown on this system.
+    #[error("{kind} {name:?} does not exist on this host (file {path})")]
+    UnknownOwner {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The file it was meant for.
+        path: PathBuf,
+    },
+    /// An I/O operation failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done (`writing`, `renaming`, …).
+        action: &'static str,
+        /// Physical path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON state file could not be encoded or decoded.
+    #[error("state file {path}")]
+    Json {
+        /// Physical path.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file's state on disk as the plan needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskState {
+    /// Nothing there.
+    Absent,
+    /// A regular file.
+    File(FileState),
+    /// A symlink (never followed).
+    Symlink,
+    /// A directory, socket, device…
+    Other,
+}
+
+/// A regular file's content and metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    /// Bytes.
+    pub content: Vec<u8>,
+    /// Owner name (or number when it has no name).
+    pub owner: String,
+    /// Group name (or number).
+    pub group: String,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// Filesystem access under a root prefix, limited to allowed roots.
+#[derive(Debug, Clone)]
+pub struct Fs {
+    root: PathBuf,
+    allowed: Vec<PathBuf>,
+}
+
+impl Fs {
+    /// `root` prefixes every logical path; only paths under `allowed` may be touched.
+    pub fn new(root: &Path, allowed: &[PathBuf]) -> Fs {
+        Fs {
+            root: root.to_path_buf(),
+            allowed: allowed.to_vec(),
+        }
+    }
+
+    /// The physical path of a logical one.
+    pub fn physical(&self, logical: &Path) -> PathBuf {
+        let relative = logical.strip_prefix("/").unwrap_or(logical);
+        self.root.join(relative)
+    }
+
+    /// Refuse paths that are relative, contain `.`/`..`, or sit outside every allowed root.
+    ///
+    /// # Errors
+    /// `NotAllowed`.
+    pub fn check_allowed(&self, logical: &Path) -> Result<(), Error> {
+        let clean = logical.is_absolute()
+            && logical
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if clean && self.allowed.iter().any(|root| logical.starts_with(root)) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self
+            .allowed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        Err(Error::NotAllowed {
+            path: logical.to_path_buf(),
+            allowed: allowed.join(", "),
+        })
+    }
+
+    /// What is at `logical` now, without following a symlink.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found".
+    pub fn snapshot(&self, logical: &Path) -> Result<DiskState, Error> {
+        let path = self.physical(logical);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DiskState::Absent),
+            Err(e) => return Err(io("inspecting", &path)(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(DiskState::Symlink);
+        }
+        if !meta.is_file() {
+            return Ok(DiskState::Other);
+        }
+        let content = read_nofollow(&path)?;
+        Ok(DiskState::File(FileState {
+            content,
+            owner: user_name(meta.uid()),
+            group: group_name(meta.gid()),
+            mode: meta.mode() & 0o7777,
+        }))
+    }
+
+    /// Atomically replace `logical` with `file`'s content, owner, group and mode.
+    ///
+    /// # Errors
+    /// `NotAllowed`, `Symlink`, `NotAFile`, `UnknownOwner`, or I/O.
+    pub fn write(&self, logical: &Path, file: &FileState) -> Result<(), Error> {
+        self.check_allowed(logical)?;
+        let path = self.physical(logical);
+        let (uid, gid) = owner_ids(&file.owner, &file.group, logical)?;
+        self.refuse_non_file(&path)?;
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io("creating directory", &dir))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".rolecall-")
+            .tempfile_in(&dir)
+            .map_err(io("creating temporary file in", &dir))?;
+        tmp.write_all(&file.content)
+            .map_err(io("writing", tmp.path()))?;
+        nix::unistd::fchown(tmp.as_file(), Some(uid), Some(gid))
+            .map_err(|e| io("changing owner of", &path)(e.into()))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(file.mode))
+            .map_err(io("changing mode of", &path))?;
+        tmp.as_file().sync_all().map_err(io("syncing", &path))?;
+        // Checked again just before the rename: a symlink planted since the plan is refused.
+        self.refuse_non_file(&path)?;
+        tmp.persist(&path)
+            .map_err(|e| io("renaming into", &path)(e.error))?;
+        sync_dir(&dir)
+    }
+
+    /// Remove `logical` (a regular file) and sync its directory; absent is fine.
+    ///
+    /// # Errors
+    /// `NotAllowed`, `Symlink`, `NotAFile`, or I/O.
+    pub fn remove(&self, logical: &Path) -> Result<(), Error> {
+        self.check_allowed(logical)?;
+        let path = self.physical(logical);
+        self.refuse_non_file(&path)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("/"))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &path)(e)),
+        }
+    }
+
+    /// Put `logical` back the way `before` describes.
+    ///
+    /// # Errors
+    /// As [`Fs::write`] and [`Fs::remove`].
+    pub fn restore(&self, logical: &Path, before: &DiskState) -> Result<(), Error> {
+        match before {
+            DiskState::File(state) => self.write(logical, state),
+            _ => self.remove(logical),
+        }
+    }
+
+    fn refuse_non_file(&self, path: &Path) -> Result<(), Error> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => Err(Error::Symlink {
+                path: path.to_path_buf(),
+            }),
+            Ok(m) if !m.is_file() => Err(Error::NotAFile {
+                path: path.to_path_buf(),
+            }),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("inspecting", path)(e)),
+        }
+    }
+}
+
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io("reading", path))?;
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut content).map_err(io("reading", path))?;
+    Ok(content)
+}
+
+/// fsync a directory so a rename in it survives a crash.
+///
+/// # Errors
+/// I/O.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+fn owner_ids(owner: &str, group: &str, path: &Path) -> Result<(Uid, Gid), Error> {
+    let unknown = |kind, name: &str| Error::UnknownOwner {
+        kind,
+        name: name.to_string(),
+        path: path.to_path_buf(),
+    };
+    let uid = match owner.parse::<u32>() {
+        Ok(n) => Uid::from_raw(n),
+        Err(_) => {
+            User::from_name(owner)
+                .ok()
+                .flatten()
+                .ok_or_else(|| unknown("user", owner))?
+                .uid
+        }
+    };
+    let gid = match group.parse::<u32>() {
+        Ok(n) => Gid::from_raw(n),
+        Err(_) => {
+            Group::from_name(group)
+                .ok()
+                .flatten()
+                .ok_or_else(|| unknown("group", group))?
+                .gid
+        }
+    };
+    Ok((uid, gid))
+}
+
+/// Check that owner and group names exist, before anything is written.
+///
+/// # Errors
+/// `UnknownOwner`.
+pub fn check_owner(owner: &str, group: &str, path: &Path) -> Result<(), Error> {
+    owner_ids(owner, group, path).map(|_| ())
+}
+
+fn user_name(uid: u32) -> String {
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+fn group_name(gid: u32) -> String {
+    Group::from_gid(Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
+/// Read a JSON state file; `None` when it does not exist.
+///
+/// # Errors
+/// I/O or JSON errors.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("reading", path)(e)),
+    }
+}
+
+/// Write a state file atomically (mode 0644, owner unchanged: the agent's own files).
+///
+/// # Errors
+/// I/O or JSON errors.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_state(path, &bytes)
+}
+
+/// Write any state-directory file atomically.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rolecall-")
+        .tempfile_in(dir)
+        .map_err(io("creating temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(io("writing", path))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io("changing mode of", path))?;
+    tmp.as_file().sync_all().map_err(io("syncing", path))?;
+    tmp.persist(path)
+        .map_err(|e| io("renaming into", path)(e.error))?;
+    sync_dir(dir)
+}

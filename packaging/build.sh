@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Build rolecall's .deb (cargo-deb) and .rpm (cargo-generate-rpm).
+#
+# Usage: packaging/build.sh [--no-build] [--strict-docs]   (from the repo root)
+#   --no-build     reuse the built release binary instead of `cargo build --release`
+#   --strict-docs  fail when the binary cannot generate its man page and shell
+#                  completions, instead of packaging placeholders (release builds)
+#
+# Steps: cargo build --release; `rolecall manpage --out-dir target/man` and
+# `rolecall completions --out-dir target/completions` (hidden subcommands; a
+# placeholder man page made from --help and empty completions stand in while
+# they do not exist); install cargo-deb and cargo-generate-rpm with
+# `cargo install --locked` when missing; `cargo deb --no-build`;
+# `cargo generate-rpm`. The package paths are printed last, one per line.
+#
+# Packaging metadata comes from Cargo.toml ([package.metadata.deb] and
+# [package.metadata.generate-rpm], see packaging/cargo-metadata.toml).
+# Exit: 0 built, 1 a build step failed, 2 bad usage or wrong directory.
+set -euo pipefail
+
+# Versions this packaging was written and tested against; used only when the
+# tool is missing (an installed one is used as it is).
+CARGO_DEB_VERSION="${CARGO_DEB_VERSION:-3.8.0}"
+CARGO_GENERATE_RPM_VERSION="${CARGO_GENERATE_RPM_VERSION:-0.21.1}"
+
+log() { printf 'build.sh: %s\n' "$*" >&2; }
+warn() { printf 'build.sh: WARNING: %s\n' "$*" >&2; }
+die() { printf 'build.sh: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+no_build=0
+strict_docs=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) no_build=1 ;;
+        --strict-docs) strict_docs=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" 2 ;;
+    esac
+    shift
+done
+
+check_repo_root() {
+    if ! { [ -f Cargo.toml ] && [ -d packaging ] && grep -q '^name = "rolecall"' Cargo.toml; }; then
+        die "run from the rolecall repository root (no Cargo.toml for rolecall here: $PWD)" 2
+    fi
+    grep -q '^\[package\.metadata\.deb\]' Cargo.toml \
+        || die "Cargo.toml has no [package.metadata.deb]: paste packaging/cargo-metadata.toml into it" 2
+    grep -q '^\[package\.metadata\.generate-rpm\]' Cargo.toml \
+        || die "Cargo.toml has no [package.metadata.generate-rpm]: paste packaging/cargo-metadata.toml into it" 2
+}
+
+# True when the binary knows the (hidden) subcommand.
+has_subcommand() { "$bin" "$1" --help >/dev/null 2>&1; }
+
+# A man page from `rolecall --help`, so the package still has one.
+placeholder_manpage() {
+    local version
+    version="$("$bin" --version | awk '{print $NF}')"
+    {
+        printf '.TH ROLECALL 1 "" "rolecall %s" "User Commands"\n' "$version"
+        printf '.SH NAME\nrolecall \\- on-instance bootstrap and configuration agent\n'
+        printf '.SH DESCRIPTION\nThis page is a placeholder generated from \\fBrolecall \\-\\-help\\fR.\n'
+        printf '.PP\n.nf\n'
+        # Escape backslashes and leading control characters for roff.
+        "$bin" --help | sed -e 's/\\/\\e/g' -e 's/^[.'"'"']/\\\&&/'
+        printf '.fi\n'
+    } >target/man/rolecall.1
+}
+
+generate_manpage() {
+    mkdir -p target/man
+    rm -f target/man/rolecall.1 target/man/rolecall.1.gz
+    if has_subcommand manpage; then
+        "$bin" manpage --out-dir target/man
+    elif [ "$strict_docs" = 1 ]; then
+        die "'rolecall manpage' is not implemented and --strict-docs was given"
+    else
+        warn "'rolecall manpage' is not implemented yet: packaging a placeholder man page made from --help"
+        placeholder_manpage
+    fi
+    [ -f target/man/rolecall.1 ] || die "'rolecall manpage --out-dir target/man' wrote no target/man/rolecall.1"
+    # Debian policy §12.1: man pages are shipped gzip-compressed (-n: no
+    # timestamp, so the package is reproducible).
+    gzip -9 -n -c target/man/rolecall.1 >target/man/rolecall.1.gz
+}
+
+# clap_complete's file names for bash, zsh and fish.
+COMPLETIONS=(rolecall.bash _rolecall rolecall.fish)
+
+generate_completions() {
+    local f
+    mkdir -p target/completions
+    for f in "${COMPLETIONS[@]}"; do rm -f "target/completions/$f"; done
+    if has_subcommand completions; then
+        "$bin" completions --out-dir target/completions
+    elif [ "$strict_docs" = 1 ]; then
+        die "'rolecall completions' is not implemented and --strict-docs was given"
+    else
+        warn "'rolecall completions' is not implemented yet: packaging empty completion files"
+        for f in "${COMPLETIONS[@]}"; do
+            printf '# rolecall: completions not generated in this build\n' >"target/completions/$f"
+        done
+    fi
+    for f in "${COMPLETIONS[@]}"; do
+        [ -f "target/completions/$f" ] || die "'rolecall completions' wrote no target/completions/$f"
+    done
+}
+
+# cargo subcommand $1 from crate $2 at version $3, installed when missing.
+ensure_cargo_tool() {
+    local cmd="$1" crate="$2" version="$3"
+    if cargo "$cmd" --version >/dev/null 2>&1; then
+        log "using $(cargo "$cmd" --version 2>&1 | head -n1)"
+        return
+    fi
+    log "installing $crate $version (cargo install --locked)"
+    cargo install --locked "$crate" --version "$version"
+}
+
+# Cargo's real target directory (CARGO_TARGET_DIR or build.target-dir in a
+# cargo config may move it away from ./target).
+cargo_target_dir() {
+    cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
+check_repo_root
+target_dir="$(cargo_target_dir)"
+[ -n "$target_dir" ] || die "cannot find cargo's target directory (cargo metadata failed)"
+bin="$target_dir/release/rolecall"
+
+if [ "$no_build" = 0 ]; then
+    log "cargo build --release"
+    cargo build --release
+fi
+[ -x "$bin" ] || die "$bin not found: build it first (or drop --no-build)"
+
+generate_manpage
+generate_completions
+
+ensure_cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"
+ensure_cargo_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
+
+log "cargo deb --no-build"
+deb_path="$(cargo deb --no-build | tail -n1)"
+[ -f "$deb_path" ] || die "cargo deb did not report a package file (got: '$deb_path')"
+
+log "cargo generate-rpm"
+rm -f "$target_dir"/generate-rpm/*.rpm
+# --target-dir: cargo-generate-rpm ignores build.target-dir of cargo configs.
+cargo generate-rpm --target-dir "$target_dir"
+rpms=("$target_dir"/generate-rpm/*.rpm)
+[ -f "${rpms[0]}" ] || die "cargo generate-rpm produced no .rpm in $target_dir/generate-rpm"
+rpm_path="${rpms[0]}"
+
+log "built:"
+printf '%s\n' "$deb_path" "$rpm_path"

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Verify the systemd units shipped in packaging/systemd/ (STYLE.md §3.13):
+#   1. `systemd-analyze verify` on rolecall.service with each distro drop-in
+#      (debian, rhel) and on examples/register-in-lb.service;
+#   2. the unit's contract: required directives, a comment above every
+#      dependency/hardening line, ReadWritePaths= covering agent.toml's
+#      allowed_roots and state directory;
+#   3. the preset really enables the unit (systemctl --root preset in a scratch
+#      root whose catch-all preset disables everything else).
+#
+# systemd-analyze refuses a unit whose ExecStart= binary does not exist, and
+# /usr/bin/rolecall is not installed where this runs, so the units are checked
+# as copies in a temp dir with Exec*= paths pointed at a stub; drop-ins sit in
+# <unit>.d/ next to the copy, where systemd-analyze loads them from.
+#
+# Usage: packaging/verify-unit.sh [--install-missing]
+#   --install-missing  apt-get install systemd when systemd-analyze is missing
+# Exit: 0 all checks passed, 1 a check failed, 2 bad usage or missing tools.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+units_src="$here/systemd"
+agent_toml="$here/config/agent.toml"
+unit_src="$units_src/rolecall.service"
+
+passed=0
+failed=0
+
+log() { printf 'verify-unit: %s\n' "$*" >&2; }
+pass() { passed=$((passed + 1)); log "ok: $*"; }
+fail() { failed=$((failed + 1)); log "FAILED: $*"; }
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+install_missing=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --install-missing) install_missing=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) log "unknown argument: $1 (see --help)"; exit 2 ;;
+    esac
+    shift
+done
+
+ensure_tools() {
+    if command -v systemd-analyze >/dev/null && command -v systemctl >/dev/null; then
+        return 0
+    fi
+    if [ "$install_missing" = 1 ] && command -v apt-get >/dev/null; then
+        log "systemd-analyze missing: installing Debian package 'systemd'"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd >&2
+    fi
+    if ! command -v systemd-analyze >/dev/null || ! command -v systemctl >/dev/null; then
+        log "systemd-analyze/systemctl not found: apt-get install systemd (or rerun with --install-missing)"
+        exit 2
+    fi
+}
+
+# Copy a unit, pointing the Exec*= binaries that do not exist here at the stub.
+# Fails when a rewrite did not happen (the unit changed under us).
+stage_unit() {
+    local src="$1" dst="$2" from to
+    shift 2
+    cp "$src" "$dst"
+    while [ $# -gt 0 ]; do
+        from="$1" to="$2"
+        shift 2
+        if ! grep -q "=$from\( \|\$\)" "$dst"; then
+            fail "$(basename "$src"): expected an Exec line running $from"
+            continue
+        fi
+        sed -i "s#=$from\( \|\$\)#=$to\1#" "$dst"
+    done
+}
+
+# Run systemd-analyze verify on units in $1; only warnings about these units
+# count (--recursive-errors=no), other units' noise is shown but ignored.
+analyze() {
+    local dir="$1" label="$2" out rc=0
+    shift 2
+    local flags=(--man=no)
+    if systemd-analyze --help 2>/dev/null | grep -q -- '--recursive-errors'; then
+        flags+=(--recursive-errors=no)
+    fi
+    out="$(cd "$dir" && systemd-analyze verify "${flags[@]}" "$@" 2>&1)" || rc=$?
+    [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    systemd-analyze: /' >&2
+    if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -q -e "$dir" -e 'rolecall' -e 'register-in-lb'; then
+        fail "systemd-analyze verify ($label), exit $rc"
+    else
+        pass "systemd-analyze verify ($label)"
+    fi
+}
+
+verify_flavour() {
+    local flavour="$1" dir="$tmp/$1"
+    mkdir -p "$dir/rolecall.service.d"
+    stage_unit "$unit_src" "$dir/rolecall.service" /usr/bin/rolecall "$tmp/bin/rolecall"
+    cp "$units_src/$flavour/rolecall.service.d/before-services.conf" "$dir/rolecall.service.d/"
+    stage_unit "$units_src/examples/register-in-lb.service" "$dir/register-in-lb.service" \
+        /usr/local/sbin/register-in-lb "$tmp/bin/register-in-lb"
+    analyze "$dir" "rolecall.service + $flavour drop-in, register-in-lb.service" \
+        rolecall.service register-in-lb.service
+}
+
+# Directive lines (Key=value) of a unit file, with line numbers.
+directives() { grep -n -E '^[A-Za-z]+=' "$1" || true; }
+
+check_required() {
+    local want missing=()
+    # shellcheck disable=SC2016 # $MAINPID is literal unit text, not shell
+    for want in 'Type=notify' 'ExecStart=/usr/bin/rolecall run' \
+        'ExecReload=/bin/kill -HUP $MAINPID' 'NotifyAccess=main' 'WatchdogSec=' \
+        'Restart=on-failure' 'RestartSec=5' 'RestartPreventExitStatus=2' \
+        'Wants=network-online.target' 'After=network-online.target' \
+        'TimeoutStartSec=' 'TimeoutStopSec=' 'StateDirectory=rolecall' \
+        'ConfigurationDirectory=rolecall' 'ProtectSystem=strict' 'PrivateTmp=yes' \
+        'NoNewPrivileges=yes' 'WantedBy=multi-user.target'; do
+        # "Key=" only needs the key; anything else must be the whole line.
+        awk -v w="$want" '$0 == w || (w ~ /=$/ && index($0, w) == 1) { found = 1 }
+            END { exit !found }' "$unit_src" || missing+=("$want")
+    done
+    for want in PrivateNetwork PrivateUsers SystemCallFilter; do
+        if directives "$unit_src" | grep -q ":$want="; then missing+=("no $want= (breaks reloads/tools)"); fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        pass "rolecall.service has the required directives"
+    else
+        fail "rolecall.service: missing or forbidden: ${missing[*]}"
+    fi
+}
+
+# STYLE.md §3.13: a one-line comment above every dependency or hardening line.
+check_comments() {
+    local file="$1" keys='Wants|Requires|After|Before|BindsTo|PartOf|Protect[A-Za-z]*|Private[A-Za-z]*|ReadWritePaths|ReadOnlyPaths|InaccessiblePaths|Restrict[A-Za-z]*|NoNewPrivileges|LockPersonality|SystemCall[A-Za-z]*|Capability[A-Za-z]*|MemoryDenyWriteExecute|Timeout[A-Za-z]*|Restart[A-Za-z]*|Watchdog[A-Za-z]*|KillMode|NotifyAccess|StateDirectory[A-Za-z]*|ConfigurationDirectory|UMask|DevicePolicy|DeviceAllow'
+    local bad=() n prev
+    while IFS=: read -r n _; do
+        prev="$(sed -n "$((n - 1))p" "$file")"
+        case "$prev" in \#*) ;; *) bad+=("line $n") ;; esac
+    done < <(grep -n -E "^($keys)=" "$file" || true)
+    if [ ${#bad[@]} -eq 0 ]; then
+        pass "$(basename "$file"): comment above every dependency/hardening line"
+    else
+        fail "$(basename "$file"): no comment above ${bad[*]}"
+    fi
+}
+
+# ReadWritePaths= must cover paths.allowed_roots and paths.state of the default
+# agent.toml ("-" prefix allowed: optional paths).
+check_write_paths() {
+    local rw roots path missing=()
+    rw=" $(grep -E '^ReadWritePaths=' "$unit_src" | cut -d= -f2- | tr '\n' ' ') "
+    roots="$(awk '/^allowed_roots *= *\[/{on=1} on{print} on&&/\]/{exit}' "$agent_toml" \
+        | grep -o '"/[^"]*"' | tr -d '"')"
+    roots+=$'\n'"$(sed -n 's/^state *= *"\(.*\)".*/\1/p' "$agent_toml")"
+    [ -n "$roots" ] || { fail "no allowed_roots found in $agent_toml"; return; }
+    while IFS= read -r path; do
+        [ -n "$path" ] || continue
+        case "$rw" in *" $path "* | *" -$path "*) ;; *) missing+=("$path") ;; esac
+    done <<<"$roots"
+    if [ ${#missing[@]} -eq 0 ]; then
+        pass "ReadWritePaths= covers agent.toml allowed_roots and state"
+    else
+        fail "ReadWritePaths= misses: ${missing[*]}"
+    fi
+}
+
+# The preset must enable the unit even where the distro's catch-all preset
+# disables everything (Fedora/RHEL 99-default-disable.preset).
+check_preset() {
+    local root="$tmp/preset-root" state
+    mkdir -p "$root/usr/lib/systemd/system" "$root/usr/lib/systemd/system-preset"
+    cp "$unit_src" "$root/usr/lib/systemd/system/"
+    cp "$units_src/90-rolecall.preset" "$root/usr/lib/systemd/system-preset/"
+    echo 'disable *' >"$root/usr/lib/systemd/system-preset/99-default-disable.preset"
+    systemctl --root="$root" preset rolecall.service >/dev/null 2>&1 || true
+    state="$(systemctl --root="$root" is-enabled rolecall.service 2>/dev/null || true)"
+    if [ "$state" = enabled ] && [ -L "$root/etc/systemd/system/multi-user.target.wants/rolecall.service" ]; then
+        pass "90-rolecall.preset enables rolecall.service"
+    else
+        fail "90-rolecall.preset: systemctl preset left the unit '$state'"
+    fi
+}
+
+ensure_tools
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin"
+printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/rolecall"
+cp "$tmp/bin/rolecall" "$tmp/bin/register-in-lb"
+chmod 0755 "$tmp/bin/rolecall" "$tmp/bin/register-in-lb"
+
+verify_flavour debian
+verify_flavour rhel
+check_required
+check_comments "$unit_src"
+check_comments "$units_src/debian/rolecall.service.d/before-services.conf"
+check_comments "$units_src/rhel/rolecall.service.d/before-services.conf"
+check_comments "$units_src/examples/register-in-lb.service"
+check_write_paths
+check_preset
+
+printf 'verify-unit: %d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the integration tests start (SPEC §8),
+# then runs the format check, clippy and every test. Extra arguments go to `cargo test`,
+# e.g. `bash tests/run.sh support_tests`.
+#
+# Environment:
+#   ROLECALL_VENV         virtualenv holding moto (default /var/cache/rolecall-ci/venv)
+#   ROLECALL_MOTO_SERVER  moto_server to start (default: the one in ROLECALL_VENV)
+#   CARGO_TARGET_DIR      cargo's target dir (default /var/cache/rolecall-ci/target)
+set -euo pipefail
+
+readonly MOTO_VERSION=5.2.5
+readonly CACHE_DIR=/var/cache/rolecall-ci
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        log "need root (or sudo) to run: $*"
+        return 1
+    fi
+}
+
+# Debian packages whose programs the tests start, for each one that is missing.
+missing_packages() {
+    local -A needs=(
+        [/usr/sbin/apache2]=apache2
+        [/usr/sbin/mariadbd]=mariadb-server
+        [/usr/bin/mariadb]=mariadb-client
+        [/usr/bin/mariadb-install-db]=mariadb-server
+        [/usr/bin/systemd-analyze]=systemd
+    )
+    local program
+    for program in "${!needs[@]}"; do
+        [ -x "$program" ] || echo "${needs[$program]}"
+    done
+    if ! command -v python3 >/dev/null; then
+        echo python3
+        echo python3-venv
+    elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        echo python3-venv
+    fi
+}
+
+install_packages() {
+    local -a packages
+    mapfile -t packages < <(missing_packages | sort -u)
+    [ "${#packages[@]}" -gt 0 ] || return 0
+    log "installing ${packages[*]}"
+    # Keep apt from starting the distro's apache2 and mariadb: the tests start their own.
+    local policy=/usr/sbin/policy-rc.d status=0
+    local created_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        created_policy=yes
+    fi
+    as_root apt-get update || status=$?
+    if [ "$status" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends "${packages[@]}" || status=$?
+    fi
+    [ -z "$created_policy" ] || as_root rm -f "$policy"
+    return "$status"
+}
+
+# The distro services are not used by the tests (each test starts its own servers on random
+# ports); stop them if something started them, so they hold no ports, memory or CPU.
+stop_distro_services() {
+    local service
+    for service in apache2 mariadb; do
+        if [ -d /run/systemd/system ]; then
+            if systemctl is-active --quiet "$service"; then
+                log "stopping the distro's $service service"
+                as_root systemctl stop "$service"
+            fi
+        elif [ -x "/etc/init.d/$service" ] && "/etc/init.d/$service" status >/dev/null 2>&1; then
+            log "stopping the distro's $service service"
+            as_root "/etc/init.d/$service" stop >/dev/null
+        fi
+    done
+}
+
+install_moto() {
+    local venv=${ROLECALL_VENV:-$CACHE_DIR/venv}
+    local check="import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')"
+    if ! "$venv/bin/python" -c "$check" 2>/dev/null; then
+        log "installing moto[server]==$MOTO_VERSION into $venv"
+        as_root mkdir -p "$(dirname "$venv")"
+        python3 -m venv --clear "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    fi
+    export ROLECALL_MOTO_SERVER=${ROLECALL_MOTO_SERVER:-$venv/bin/moto_server}
+}
+
+ensure_rust_components() {
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        log "adding rustfmt and clippy"
+        rustup component add rustfmt clippy
+    fi
+}
+
+main() {
+    install_packages
+    stop_distro_services
+    install_moto
+    ensure_rust_components
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+    log "cargo fmt --check"
+    cargo fmt --check
+    log "cargo clippy --all-targets -- -D warnings"
+    cargo clippy --all-targets -- -D warnings
+    log "cargo test --all-targets $*"
+    cargo test --all-targets "$@"
+}
+
+main "$@"
