@@ -165,19 +165,75 @@ pub async fn sync(agent: &Agent, trigger: Trigger) -> RunReport {
     report
 }
 
+/// A failed set of inputs the daemon does not retry before `until` (SPEC §7, issue 4).
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// Fingerprint of the map and catalog that failed.
+    pub fingerprint: String,
+    /// Failures in a row with these inputs.
+    pub failures: u32,
+    /// No retry before this, unless the inputs change or someone asks.
+    pub until: tokio::time::Instant,
+    /// The failed reconcile's report, repeated while held.
+    pub report: RunReport,
+}
+
+/// What a reconcile worked from, for the daemon's backoff decisions.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Fingerprint of map bytes, catalog and templates, once a map was obtained.
+    pub fingerprint: Option<String>,
+    /// The inputs matched a hold: nothing was done.
+    pub held: bool,
+}
+
 /// One reconcile with an already-built source; the caller holds the lock.
-#[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
 pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
-    let identity = match timed(report, "identity", agent.identity.identify()).await {
+    run_held(agent, source, report, None).await;
+}
+
+/// As [`run`], but skips the work when the inputs are those of `hold`.
+#[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
+pub async fn run_held(
+    agent: &Agent,
+    source: &AnySource,
+    report: &mut RunReport,
+    hold: Option<&Hold>,
+) -> Inputs {
+    let mut inputs = Inputs::default();
+    let identity = match timed(report, "identity", identify(agent)).await {
         Ok(id) => id,
-        Err(e) => return fail(report, &Error::from(e)),
+        Err(e) => {
+            fail(report, &Error::from(e));
+            return inputs;
+        }
     };
     report.host_id = Some(identity.id.clone());
     let loaded = match timed(report, "fetch", obtain_map(agent, source)).await {
         Ok(m) => m,
-        Err(e) => return fail(report, &e),
+        Err(e) => {
+            fail(report, &e);
+            return inputs;
+        }
     };
     report.map = Some(loaded.report());
+    let fingerprint = fingerprint(agent, &loaded);
+    if let Some(h) = hold.filter(|h| h.fingerprint == fingerprint) {
+        info!(
+            failures = h.failures,
+            "same inputs as the last failure: waiting for the backoff"
+        );
+        report.finish(
+            h.report.outcome,
+            format!(
+                "{} (retrying after a backoff, or at once on a new map or catalog)",
+                h.report.message
+            ),
+        );
+        inputs.held = true;
+        return inputs;
+    }
+    inputs.fingerprint = Some(fingerprint);
     reconcile(agent, &identity, &loaded, report).await;
     if loaded.live_rejected && report.outcome == Outcome::Converged {
         let why = loaded.cache_reason.clone().unwrap_or_default();
@@ -188,6 +244,49 @@ pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
                 loaded.info.generation
             ),
         );
+    }
+    inputs
+}
+
+async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
+    match &agent.identity {
+        AnyIdentity::Imds(imds) => {
+            imds.identify_with(|path| {
+                notify::status(&format!("waiting for instance metadata ({path})"));
+            })
+            .await
+        }
+        other => other.identify().await,
+    }
+}
+
+/// sha256 over the map bytes and every catalog and template file: equal means a retry
+/// would do exactly what failed before.
+fn fingerprint(agent: &Agent, loaded: &LoadedMap) -> String {
+    let mut all = loaded.bytes.clone();
+    for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        files.sort();
+        for f in files {
+            all.extend_from_slice(f.to_string_lossy().as_bytes());
+            all.extend(std::fs::read(&f).unwrap_or_default());
+        }
+    }
+    plan::sha256(&all)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
     }
 }
 
@@ -217,7 +316,8 @@ fn fail(report: &mut RunReport, err: &Error) {
     report.finish(outcome, text);
 }
 
-fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
+/// Record the end of a reconcile: elapsed time, status record, `STATUS=`, summary log.
+pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
     report.elapsed_ms = ms(started);
     if let Err(e) = report::write(&agent.state_dir, report) {
         warn!(error = %chain(&e), "status record not written");
@@ -236,6 +336,8 @@ pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, 
         warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
         None
     });
+    // A cache of another map (the URL was changed in agent.toml) is no fallback for this one.
+    let cached = cached.filter(|c| c.url == agent.settings.map_url);
     let url = agent.settings.map_url.clone();
     let fetched = source
         .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))

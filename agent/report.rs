@@ -159,7 +159,12 @@ pub fn read(state_dir: &Path) -> Result<Option<RunReport>, crate::sys::fs::Error
 
 /// Human summary for `sync` and `status`.
 pub fn summary(r: &RunReport) -> String {
-    let mut out = format!("{}: {}\n", outcome_word(r.outcome), r.message);
+    let word = outcome_word(r.outcome);
+    let mut out = if r.message.starts_with(word) {
+        format!("{}\n", r.message)
+    } else {
+        format!("{word}: {}\n", r.message)
+    };
     if let Some(m) = &r.map {
         let cache = if m.from_cache { " (from cache)" } else { "" };
         out.push_str(&format!(

@@ -33,13 +33,22 @@ pub struct SmokeResult {
     pub error: Option<String>,
 }
 
-/// Run every test in order; all of them run even after a failure.
+/// Run every test concurrently (a boot waits for the slowest, not the sum); results come
+/// back in the order of `tests`.
 pub async fn smoke(tests: &[SmokeTest]) -> Vec<SmokeResult> {
-    let mut results = Vec::with_capacity(tests.len());
-    for t in tests {
-        results.push(run(t).await);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in tests.iter().cloned().enumerate() {
+        set.spawn(async move { (i, run(&t).await) });
     }
-    results
+    let mut results: Vec<(usize, SmokeResult)> = Vec::with_capacity(tests.len());
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(r) => results.push(r),
+            Err(e) => tracing::error!(error = %e, "smoke test task failed"),
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[instrument(skip_all, fields(test = %test.name))]

@@ -17,104 +17,101 @@ use crate::support::{self, wait_until};
 
 const SHORT: Duration = Duration::from_secs(5);
 
-fn imds_addr(server: &ImdsServer) -> SocketAddr {
-    let endpoint = server.endpoint();
-    let authority = endpoint.trim_start_matches("http://");
-    authority
-        .parse()
-        .expect("the endpoint is an IP address and port")
-}
-
 fn imds_call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> http::Reply {
     http::request(addr, method, path, headers)
         .unwrap_or_else(|err| panic!("{method} {path} on the IMDS test server: {err}"))
 }
 
 fn imds_token(addr: SocketAddr, ttl: &str) -> String {
-    let reply = imds_call(addr, "PUT", "/latest/api/token", &[(TOKEN_TTL_HEADER, ttl)]);
+    let reply = imds_call(addr, "PUT", TOKEN_PATH, &[(TOKEN_TTL_HEADER, ttl)]);
     assert_eq!(reply.status, 200, "token PUT with TTL {ttl}");
-    assert_eq!(
-        reply.header(TOKEN_TTL_HEADER),
-        Some(ttl),
-        "the TTL is echoed"
-    );
+    assert_eq!(reply.header(TOKEN_TTL_HEADER), Some(ttl), "TTL echoed");
     reply.body
 }
 
-#[test]
-fn imds_token_rules() {
-    let server = ImdsServer::start(ImdsMeta::default());
-    let addr = imds_addr(&server);
-    let put = |ttl: &str| imds_call(addr, "PUT", "/latest/api/token", &[(TOKEN_TTL_HEADER, ttl)]);
-    for bad_ttl in ["0", "21601", "-5", "soon"] {
-        assert_eq!(put(bad_ttl).status, 400, "TTL {bad_ttl:?} is refused");
+const TOKEN_PATH: &str = "/latest/api/token";
+const ID_PATH: &str = "/latest/meta-data/instance-id";
+const PROXIED: (&str, &str) = ("X-Forwarded-For", "10.0.0.1");
+
+/// (method, path, headers, expected status) against a fresh server.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+fn assert_statuses(addr: SocketAddr, cases: &[Case]) {
+    for (method, path, headers, expected) in cases {
+        let status = imds_call(addr, method, path, headers).status;
+        assert_eq!(status, *expected, "{method} {path} with {headers:?}");
     }
-    assert_eq!(imds_call(addr, "PUT", "/latest/api/token", &[]).status, 400);
-    assert_eq!(
-        imds_call(
-            addr,
+}
+
+#[test]
+fn imds_token_put_rules() {
+    let server = ImdsServer::start(ImdsMeta::default());
+    let ttl = |value| vec![(TOKEN_TTL_HEADER, value)];
+    let cases: Vec<Case> = vec![
+        ("PUT", TOKEN_PATH, ttl("0"), 400),
+        ("PUT", TOKEN_PATH, ttl("21601"), 400),
+        ("PUT", TOKEN_PATH, ttl("-5"), 400),
+        ("PUT", TOKEN_PATH, ttl("soon"), 400),
+        ("PUT", TOKEN_PATH, vec![], 400),
+        (
             "PUT",
-            "/latest/api/tokens",
-            &[(TOKEN_TTL_HEADER, "60")]
-        )
-        .status,
-        404
-    );
-    assert_eq!(imds_call(addr, "GET", "/latest/api/token", &[]).status, 405);
-    let id_path = "/latest/meta-data/instance-id";
-    assert_eq!(imds_call(addr, "GET", id_path, &[]).status, 401, "no token");
-    assert_eq!(
-        imds_call(addr, "GET", id_path, &[(TOKEN_HEADER, "forged")]).status,
-        401
-    );
-    let token = imds_token(addr, "21600");
-    let with_token = [(TOKEN_HEADER, token.as_str())];
-    let reply = imds_call(addr, "GET", id_path, &with_token);
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "i-0123456789abcdef0")
-    );
-    let proxied = [
-        (TOKEN_HEADER, token.as_str()),
-        ("X-Forwarded-For", "10.0.0.1"),
+            TOKEN_PATH,
+            vec![(TOKEN_TTL_HEADER, "60"), PROXIED],
+            403,
+        ),
+        ("PUT", "/latest/api/tokens", ttl("60"), 404),
+        ("GET", TOKEN_PATH, vec![], 405),
+        ("PUT", TOKEN_PATH, ttl("21600"), 200),
     ];
-    assert_eq!(imds_call(addr, "GET", id_path, &proxied).status, 403);
-    let forwarded_put = [(TOKEN_TTL_HEADER, "60"), ("X-Forwarded-For", "10.0.0.1")];
-    assert_eq!(
-        imds_call(addr, "PUT", "/latest/api/token", &forwarded_put).status,
-        403
-    );
-    assert_eq!(
-        imds_call(addr, "GET", "/latest/meta-data/nothing", &with_token).status,
-        404
-    );
-    server.expire_tokens();
-    assert_eq!(
-        imds_call(addr, "GET", id_path, &with_token).status,
-        401,
-        "expired"
-    );
+    assert_statuses(server.addr(), &cases);
     assert_eq!(server.token_requests(), 7, "PUTs on the token path");
+}
+
+#[test]
+fn imds_metadata_needs_a_valid_token() {
+    let server = ImdsServer::start(ImdsMeta::default());
+    let token = imds_token(server.addr(), "21600");
+    let valid = (TOKEN_HEADER, token.as_str());
+    let cases: Vec<Case> = vec![
+        ("GET", ID_PATH, vec![], 401),
+        ("GET", ID_PATH, vec![(TOKEN_HEADER, "forged")], 401),
+        ("GET", ID_PATH, vec![valid, PROXIED], 403),
+        ("GET", "/latest/meta-data/nothing", vec![valid], 404),
+        ("POST", ID_PATH, vec![valid], 405),
+        ("GET", ID_PATH, vec![valid], 200),
+    ];
+    assert_statuses(server.addr(), &cases);
+    server.expire_tokens();
+    assert_statuses(server.addr(), &[("GET", ID_PATH, vec![valid], 401)]);
+    assert_eq!(server.metadata_requests(), 6, "GETs of metadata");
 }
 
 #[test]
 fn imds_tokens_expire_after_their_ttl() {
     let server = ImdsServer::start(ImdsMeta::default());
-    let addr = imds_addr(&server);
-    let token = imds_token(addr, "1");
-    let id_path = "/latest/meta-data/instance-id";
-    let status = || imds_call(addr, "GET", id_path, &[(TOKEN_HEADER, token.as_str())]).status;
+    let token = imds_token(server.addr(), "1");
+    let with_token = [(TOKEN_HEADER, token.as_str())];
+    let status = || imds_call(server.addr(), "GET", ID_PATH, &with_token).status;
     assert_eq!(status(), 200);
     assert!(wait_until(SHORT, || status() == 401), "a 1 s token expires");
+    let port = server.addr().port();
+    drop(server);
+    assert!(refused(port), "the IMDS test server stopped on drop");
 }
 
 #[test]
 fn imds_serves_every_path_and_the_identity_document() {
     let meta = ImdsMeta::with_instance_id("i-0feedfacecafe0001");
     let server = ImdsServer::start(meta.clone());
-    let addr = imds_addr(&server);
-    let token = imds_token(addr, "60");
-    let get = |path: &str| imds_call(addr, "GET", path, &[(TOKEN_HEADER, token.as_str())]);
+    let token = imds_token(server.addr(), "60");
+    let get = |path: &str| {
+        imds_call(
+            server.addr(),
+            "GET",
+            path,
+            &[(TOKEN_HEADER, token.as_str())],
+        )
+    };
     let expected = [
         ("instance-id", &meta.instance_id),
         ("placement/availability-zone", &meta.availability_zone),
@@ -273,20 +270,11 @@ fn private_moto_stops_and_comes_back_with_its_objects() {
     let mut moto = Moto::start_private();
     let bucket = moto.new_bucket(true);
     let (etag, _) = moto.put(&bucket, "map.toml", b"generation = 7\n");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port_of(&moto.endpoint())));
     moto.stop();
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "stopped: connections refused"
-    );
+    assert!(refused(moto.port()), "stopped: connections refused");
     moto.start();
     assert_eq!(moto.get(&bucket, "map.toml"), b"generation = 7\n");
     assert_eq!(moto.put(&bucket, "map.toml", b"generation = 7\n").0, etag);
-}
-
-fn port_of(endpoint: &str) -> u16 {
-    let port = endpoint.rsplit(':').next().expect("endpoint with a port");
-    port.parse().expect("numeric port")
 }
 
 fn write_vhost(root: &Path, apache: &Apache, name: &str, body: &str) {
@@ -294,7 +282,7 @@ fn write_vhost(root: &Path, apache: &Apache, name: &str, body: &str) {
     std::fs::create_dir_all(&docroot).expect("creating a docroot");
     std::fs::write(docroot.join("index.html"), body).expect("writing index.html");
     let vhost = format!(
-        "<VirtualHost *:{port}>\n    ServerName {name}\n    DocumentRoot {docroot}\n</VirtualHost>\n",
+        "<VirtualHost *:{port}>\n  ServerName {name}\n  DocumentRoot {docroot}\n</VirtualHost>\n",
         port = apache.port(),
         docroot = docroot.display()
     );
@@ -302,9 +290,11 @@ fn write_vhost(root: &Path, apache: &Apache, name: &str, body: &str) {
     std::fs::write(site, vhost).expect("writing a vhost");
 }
 
+/// Runs a service command as the agent does: argv only, with an empty environment.
 fn run_argv(argv: &[String]) -> std::process::Output {
     Command::new(&argv[0])
         .args(&argv[1..])
+        .env_clear()
         .output()
         .unwrap_or_else(|err| panic!("running {argv:?}: {err}"))
 }
@@ -350,38 +340,56 @@ fn apache_serves_vhosts_from_root_and_reloads_gracefully() {
     );
 }
 
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[test]
+fn apache_restart_cmd_restarts_and_drop_stops_it() {
+    let root = tempfile::tempdir().expect("temp root");
+    let apache = Apache::start(root.path());
+    let restart = run_argv(&apache.restart_cmd());
+    assert!(
+        restart.status.success(),
+        "{}",
+        support::describe_output(&restart)
+    );
+    assert!(
+        apache.wait_generation(2, SHORT),
+        "{}",
+        apache.error_log_tail()
+    );
+    assert!(wait_until(SHORT, || apache.get("localhost", "/").0 == 200));
+    let port = apache.port();
+    drop(apache);
+    assert!(refused(port), "apache stopped on drop");
+}
+
 fn write_cnf(root: &Path, name: &str, text: &str) {
     let path = root.join("etc/mysql/mariadb.conf.d").join(name);
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("creating conf.d");
     std::fs::write(path, text).expect("writing a MariaDB config file");
 }
 
+/// A MariaDB whose `--root` holds `cnf` as a rendered config file; the server drops first.
+fn start_mariadb(name: &str, cnf: &str) -> (MariaDb, tempfile::TempDir) {
+    let root = tempfile::tempdir().expect("temp root");
+    write_cnf(root.path(), "60-server.cnf", cnf);
+    (MariaDb::start(root.path(), name), root)
+}
+
 #[test]
-fn mariadb_master_and_replica_replicate_and_restart() {
-    let (master_root, replica_root) = (
-        tempfile::tempdir().expect("root"),
-        tempfile::tempdir().expect("root"),
-    );
-    write_cnf(
-        master_root.path(),
-        "60-server.cnf",
-        "[mysqld]\nserver_id = 1\nlog_bin = mysql-bin\n",
-    );
-    write_cnf(
-        replica_root.path(),
-        "60-server.cnf",
-        "[mysqld]\nserver_id = 2\nread_only = 1\n",
-    );
-    let master = MariaDb::start(master_root.path(), "master");
-    let replica = MariaDb::start(replica_root.path(), "replica");
+fn mariadb_master_and_replica_replicate() {
+    let (master, _root) = start_mariadb("master", "[mysqld]\nserver_id = 1\nlog_bin = mysql-bin\n");
+    let (replica, _root) = start_mariadb("replica", "[mysqld]\nserver_id = 2\nread_only = 1\n");
     assert_eq!(master.query("SELECT @@server_id, @@log_bin"), "1\t1");
     assert_eq!(replica.query("SELECT @@server_id, @@read_only"), "2\t1");
     master.query(
-        "CREATE USER repl@'%' IDENTIFIED BY 'repl'; GRANT REPLICATION SLAVE ON *.* TO repl@'%'",
+        "CREATE USER repl@'%' IDENTIFIED BY 'pw'; GRANT REPLICATION SLAVE ON *.* TO repl@'%'",
     );
     replica.query(&format!(
         "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', \
-         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos; START SLAVE",
+         MASTER_PASSWORD='pw', MASTER_USE_GTID=slave_pos; START SLAVE",
         master.port()
     ));
     master.query("CREATE DATABASE app; CREATE TABLE app.t (v INT); INSERT INTO app.t VALUES (42)");
@@ -390,35 +398,59 @@ fn mariadb_master_and_replica_replicate_and_restart() {
             .try_query("SELECT v FROM app.t")
             .is_ok_and(|v| v == "42")
     };
+    let within = Duration::from_secs(20);
     assert!(
-        wait_until(Duration::from_secs(20), replicated),
+        wait_until(within, replicated),
         "{}",
         replica.error_log_tail()
     );
+    let port = master.port();
+    drop(master);
+    assert!(refused(port), "mariadb stopped on drop");
+}
 
+#[test]
+fn mariadb_restart_cmd_applies_the_rendered_config() {
+    let (server, root) = start_mariadb("db", "[mysqld]\nmax_connections = 50\n");
+    assert_eq!(server.query("SELECT @@max_connections"), "50");
     write_cnf(
-        replica_root.path(),
-        "70-more.cnf",
+        root.path(),
+        "60-server.cnf",
         "[mysqld]\nmax_connections = 77\n",
     );
-    let restart = run_argv(&replica.restart_cmd());
+    let restart = run_argv(&server.restart_cmd());
     assert!(
         restart.status.success(),
         "{}",
         support::describe_output(&restart)
     );
-    assert_eq!(replica.query("SELECT @@max_connections"), "77");
+    assert_eq!(server.query("SELECT @@max_connections"), "77");
 
     write_cnf(
-        replica_root.path(),
-        "80-broken.cnf",
+        root.path(),
+        "70-broken.cnf",
         "[mysqld]\nno_such_option = 1\n",
     );
-    let failed = run_argv(&replica.restart_cmd());
+    let failed = run_argv(&server.restart_cmd());
     assert!(
         !failed.status.success(),
         "a server that does not come back fails the restart"
     );
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("mariadb db: error"));
+}
+
+#[test]
+fn command_lines_split_back_into_their_argv() {
+    let argv = [
+        "/usr/sbin/apache2",
+        "-f",
+        "/tmp/a b/it's.conf",
+        "-k",
+        "graceful",
+        "",
+    ];
+    let line = support::command_line(&argv);
+    assert_eq!(shell_words::split(&line).expect("valid shell words"), argv);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod check;
 mod map;
 mod plan;
+mod run;
 mod status;
 mod sync;
 
@@ -70,6 +71,8 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: reconcile at start, then whenever the map changes (for systemd; SIGHUP reconciles now).
+    Run(run::Args),
     /// Reconcile once now and print what happened (exit 0 converged, 1 failed and rolled back, 2 bad input).
     Sync(sync::Args),
     /// Show what a reconcile would change, as unified diffs, changing nothing (exit 0 none, 3 pending).
@@ -87,7 +90,7 @@ impl Cli {
     /// The default log level for this command (the daemon and sync narrate, others are quiet).
     pub fn default_log_level(&self) -> &'static str {
         let base = match self.command {
-            Command::Sync(_) => 1,
+            Command::Sync(_) | Command::Run(_) => 1,
             _ => 0,
         };
         match base + self.verbose {
@@ -105,8 +108,9 @@ impl Cli {
 /// Errors that end the command; `main` prints the chain and exits with [`exit_code_for`].
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
-        Command::Sync(args) => sync::run(&cli, args).await,
-        Command::Plan(args) => plan::run(&cli, args).await,
+        Command::Run(args) => Box::pin(run::run(&cli, args)).await,
+        Command::Sync(args) => Box::pin(sync::run(&cli, args)).await,
+        Command::Plan(args) => Box::pin(plan::run(&cli, args)).await,
         Command::Status(args) => status::run(&cli, args),
         Command::Check(args) => check::run(&cli, args),
         Command::Map(cmd) => map::run(cmd),

@@ -1,5 +1,6 @@
 //! `rolecall sync`: one reconcile now, with a printed summary.
 
+use crate::daemon;
 use crate::error::Error;
 use crate::pipeline::{self, Trigger};
 use crate::report;
@@ -18,7 +19,16 @@ pub struct Args {
 pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let mut agent = super::agent(cli)?;
     agent.run_services = !args.files_only;
-    let report = pipeline::sync(&agent, Trigger::Sync).await;
+    // A running daemon does the reconcile (it holds the map state); else do it here.
+    let from_daemon = if agent.run_services {
+        daemon::request_sync(&agent.state_dir, pipeline::LOCK_TIMEOUT * 2).await?
+    } else {
+        None
+    };
+    let report = match from_daemon {
+        Some(report) => report,
+        None => pipeline::sync(&agent, Trigger::Sync).await,
+    };
     if args.json {
         super::out(&format!(
             "{}\n",

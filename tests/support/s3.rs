@@ -110,6 +110,11 @@ impl Moto {
         }
     }
 
+    /// The port on 127.0.0.1 (kept across `stop` and `start`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL_S3`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -289,21 +294,34 @@ impl MotoProcess {
             let (log, moto_pid) = (Arc::clone(log), Arc::clone(&moto_pid));
             std::thread::spawn(move || read_output(stdout, &log, &moto_pid, &port_tx))
         };
-        let mut process = MotoProcess {
+        let process = MotoProcess {
             stdin: child.stdin.take(),
             child,
             reader: Some(reader),
             moto_pid,
         };
-        match port_rx.recv_timeout(START_TIMEOUT) {
-            Ok(port) => (process, port),
-            Err(_) => {
-                process.stdin.take();
-                let _ = process.child.kill();
+        match process.wait_for_port(&port_rx) {
+            Some(port) => (process, port),
+            None => {
+                process.stop();
                 let tail = lock(log).last_lines.join("\n");
-                panic!("moto did not start within {START_TIMEOUT:?}; its output:\n{tail}");
+                panic!("moto did not start (exited, or took over {START_TIMEOUT:?}):\n{tail}");
             }
         }
+    }
+
+    /// The port from the "Running on" line; `None` if moto exited or took too long.
+    fn wait_for_port(&self, port_rx: &mpsc::Receiver<u16>) -> Option<u16> {
+        let mut port = None;
+        super::wait_until(START_TIMEOUT, || {
+            port = port_rx.try_recv().ok();
+            let exited = self
+                .moto_pid
+                .get()
+                .is_some_and(|&pid| !super::pid_alive(pid));
+            port.is_some() || exited
+        });
+        port
     }
 
     fn stop(mut self) {
@@ -323,9 +341,11 @@ impl MotoProcess {
     }
 }
 
+/// `$ROLECALL_MOTO_SERVER`, else `$ROLECALL_VENV/bin/moto_server`, else the default venv's.
 fn moto_program() -> PathBuf {
-    let program =
-        std::env::var("ROLECALL_MOTO_SERVER").unwrap_or_else(|_| DEFAULT_MOTO_SERVER.to_string());
+    let program = std::env::var("ROLECALL_MOTO_SERVER")
+        .or_else(|_| std::env::var("ROLECALL_VENV").map(|venv| format!("{venv}/bin/moto_server")))
+        .unwrap_or_else(|_| DEFAULT_MOTO_SERVER.to_string());
     super::require_program(
         &program,
         "the S3 test server (moto) is installed by `bash tests/run.sh` into \

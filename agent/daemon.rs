@@ -1,0 +1,303 @@
+//! `rolecall run` (SPEC §3, §7.8): reconcile at start, then after every poll interval plus
+//! jitter; SIGHUP and `rolecall sync` (over the control socket) reconcile at once; SIGTERM
+//! and SIGINT stop between reconciles, so a service transaction always finishes or rolls
+//! back first. After a failure the same inputs are retried only after a backoff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::error::{chain, Error};
+use crate::pipeline::{self, Agent, Hold, Trigger};
+use crate::report::{Outcome, RunReport};
+use crate::source::AnySource;
+use crate::sys::{lock, notify};
+
+/// File name of the control socket in the state directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// First retry delay after a failed reconcile; doubled per failure up to `MAX_BACKOFF`.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait before retrying inputs that failed.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// A `sync` request waiting for the next reconcile's report.
+type Waiter = oneshot::Sender<RunReport>;
+
+/// The delay before the next poll: the interval plus a jitter share in `[0, 1]`.
+pub fn poll_delay(interval: Duration, jitter: Duration, share: f64) -> Duration {
+    interval + jitter.mul_f64(share.clamp(0.0, 1.0))
+}
+
+/// The pause before retrying inputs that failed `failures` times in a row (1 = first).
+pub fn failure_backoff(failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// An unusable map URL, or a control socket that cannot be created.
+pub async fn run(agent: Agent) -> Result<(), Error> {
+    let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
+    let (tx, mut requests) = mpsc::channel::<Waiter>(64);
+    let socket = agent.state_dir.join(CONTROL_SOCKET);
+    let listener = bind(&socket)?;
+    tokio::spawn(accept(listener, tx));
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(watchdog(every / 2));
+    }
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Other(format!("installing SIGHUP handler: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::Other(format!("installing SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Other(format!("installing SIGINT handler: {e}")))?;
+    let mut state = Loop::default();
+    let mut trigger = Trigger::Boot;
+    let mut waiters: Vec<Waiter> = Vec::new();
+    loop {
+        let report = state.reconcile(&agent, &source, trigger).await;
+        for w in waiters.drain(..) {
+            let _ = w.send(report.clone());
+        }
+        let delay = state.next_delay(&agent);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => trigger = Trigger::Poll,
+            _ = hup.recv() => trigger = Trigger::Sighup,
+            Some(w) = requests.recv() => {
+                waiters.push(w);
+                while let Ok(more) = requests.try_recv() {
+                    waiters.push(more);
+                }
+                trigger = Trigger::Sync;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("stopping");
+    notify::stopping();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// What the loop remembers between reconciles.
+#[derive(Debug, Default)]
+struct Loop {
+    ready: bool,
+    hold: Option<Hold>,
+    last_outcome: Option<Outcome>,
+}
+
+impl Loop {
+    async fn reconcile(
+        &mut self,
+        agent: &Agent,
+        source: &AnySource,
+        trigger: Trigger,
+    ) -> RunReport {
+        // An explicit request (signal, sync) retries failed inputs at once.
+        let hold = match trigger {
+            Trigger::Poll => self
+                .hold
+                .clone()
+                .filter(|h| tokio::time::Instant::now() < h.until),
+            _ => None,
+        };
+        let mut report = RunReport::start(trigger.as_str());
+        let started = std::time::Instant::now();
+        match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
+            Ok(_lock) => {
+                let inputs = pipeline::run_held(agent, source, &mut report, hold.as_ref()).await;
+                pipeline::finish(agent, &mut report, started);
+                self.remember(&report, &inputs);
+            }
+            Err(e) => warn!(error = %chain(&e), "reconcile skipped"),
+        }
+        if report.outcome == Outcome::Converged && !self.ready {
+            self.ready = true;
+            notify::ready(&report.status_line());
+            info!("ready");
+        }
+        self.last_outcome = Some(report.outcome);
+        report
+    }
+
+    fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {
+        if inputs.held {
+            return;
+        }
+        let failed = matches!(report.outcome, Outcome::Failed | Outcome::RolledBack);
+        self.hold = match (failed, &inputs.fingerprint) {
+            (true, Some(fingerprint)) => {
+                let failures = match &self.hold {
+                    Some(h) if &h.fingerprint == fingerprint => h.failures + 1,
+                    _ => 1,
+                };
+                let wait = failure_backoff(failures);
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                warn!(
+                    failures,
+                    wait_ms, "these inputs are retried after a backoff"
+                );
+                Some(Hold {
+                    fingerprint: fingerprint.clone(),
+                    failures,
+                    until: tokio::time::Instant::now() + wait,
+                    report: report.clone(),
+                })
+            }
+            (true, None) => self.hold.take(),
+            (false, _) => None,
+        };
+    }
+
+    fn next_delay(&self, agent: &Agent) -> Duration {
+        let share = rand::random::<f64>();
+        let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
+        match self.last_outcome {
+            // Nothing converged yet (e.g. source down, no cache): retry sooner than a poll.
+            Some(Outcome::Failed) if !self.ready => poll.min(FIRST_BACKOFF),
+            _ => poll,
+        }
+    }
+}
+
+fn bind(socket: &Path) -> Result<UnixListener, Error> {
+    if let Some(dir) = socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // A socket left by a daemon that died; nobody listens on it any more.
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| Error::Other(format!("binding control socket {}: {e}", socket.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+async fn accept(listener: UnixListener, tx: mpsc::Sender<Waiter>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, tx).await {
+                warn!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+/// One request: a line `sync`; the answer is the JSON report of the reconcile it caused.
+async fn serve(stream: UnixStream, tx: mpsc::Sender<Waiter>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    if line.trim() != "sync" {
+        write
+            .write_all(b"{\"error\":\"unknown request\"}\n")
+            .await?;
+        return Ok(());
+    }
+    let (done, wait) = oneshot::channel();
+    if tx.send(done).await.is_err() {
+        return Ok(());
+    }
+    if let Ok(report) = wait.await {
+        let mut json = serde_json::to_vec(&report).unwrap_or_default();
+        json.push(b'\n');
+        write.write_all(&json).await?;
+    }
+    Ok(())
+}
+
+async fn watchdog(every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        notify::watchdog();
+    }
+}
+
+/// Ask a running daemon to reconcile now and return its report; `None` when no daemon
+/// listens on `state_dir`'s control socket.
+///
+/// # Errors
+/// The daemon accepted the request but the answer could not be read.
+pub async fn request_sync(state_dir: &Path, timeout: Duration) -> Result<Option<RunReport>, Error> {
+    let socket: PathBuf = state_dir.join(CONTROL_SOCKET);
+    let Ok(mut stream) = UnixStream::connect(&socket).await else {
+        return Ok(None);
+    };
+    let talk = async {
+        stream.write_all(b"sync\n").await?;
+        let mut line = String::new();
+        BufReader::new(&mut stream).read_line(&mut line).await?;
+        Ok::<String, std::io::Error>(line)
+    };
+    let line = tokio::time::timeout(timeout, talk)
+        .await
+        .map_err(|_| {
+            Error::Other(format!(
+                "the daemon did not answer on {} within {} s",
+                socket.display(),
+                timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            Error::Other(format!(
+                "talking to the daemon on {}: {e}",
+                socket.display()
+            ))
+        })?;
+    serde_json::from_str(&line).map(Some).map_err(|e| {
+        Error::Other(format!(
+            "the daemon's answer on {} is not a report: {e}",
+            socket.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_delay_adds_a_share_of_the_jitter() {
+        let s = Duration::from_secs;
+        assert_eq!(poll_delay(s(30), s(10), 0.0), s(30));
+        assert_eq!(poll_delay(s(30), s(10), 0.5), s(35));
+        assert_eq!(poll_delay(s(30), s(10), 7.0), s(40));
+    }
+
+    #[test]
+    fn failure_backoff_doubles_up_to_the_cap() {
+        assert_eq!(failure_backoff(1), FIRST_BACKOFF);
+        assert_eq!(failure_backoff(2), FIRST_BACKOFF * 2);
+        assert_eq!(failure_backoff(40), MAX_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jittered_polls_land_inside_the_window() {
+        let (interval, jitter) = (Duration::from_secs(30), Duration::from_secs(10));
+        for _ in 0..100 {
+            let start = tokio::time::Instant::now();
+            tokio::time::sleep(poll_delay(interval, jitter, rand::random::<f64>())).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= interval && waited <= interval + jitter,
+                "{waited:?}"
+            );
+        }
+    }
+}

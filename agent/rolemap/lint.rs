@@ -1,0 +1,299 @@
+//! `map lint` (SPEC §3): operational advice about a valid map, each warning with the TOML
+//! path it is about: availability-zone spread and single points of failure. Pure.
+//!
+//! Decisions: a product with one web host counts as "all web hosts in one AZ"; products
+//! without a `database` table get no database warnings (static sites); AZ balance is judged
+//! per role across the AZs that appear anywhere in the map, and a role whose hosts differ by
+//! more than one between the busiest and the emptiest AZ is reported once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::types::{Database, RoleMap};
+use super::validate::key;
+
+/// What a warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Every web host of a product is in one availability zone.
+    WebSingleAz,
+    /// A master's only replica is in the master's availability zone.
+    ReplicaSameAz,
+    /// A product's database has no replica.
+    NoReplica,
+    /// A product's database has no backup host.
+    NoBackup,
+    /// A host has no role.
+    NoRole,
+    /// A role's hosts are spread over the AZs unevenly (by more than one).
+    AzImbalance,
+}
+
+/// One piece of advice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// What kind of problem.
+    pub kind: Kind,
+    /// TOML path it is about, e.g. `products.videos.database.replicas`.
+    pub path: String,
+    /// What is wrong and why it matters.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every warning for `map` (a validated map), in path order within each kind.
+pub fn lint(map: &RoleMap) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for (name, product) in &map.products {
+        web_spread(map, name, &mut out);
+        if let Some(db) = &product.database {
+            database(map, name, db, &mut out);
+        }
+    }
+    for (id, host) in &map.hosts {
+        if host.roles.is_empty() {
+            out.push(warning(
+                Kind::NoRole,
+                format!("hosts.{}.roles", key(id)),
+                format!("host {id:?} has no role; it configures nothing"),
+            ));
+        }
+    }
+    az_balance(map, &mut out);
+    out
+}
+
+fn warning(kind: Kind, path: String, message: String) -> Warning {
+    Warning {
+        kind,
+        path,
+        message,
+    }
+}
+
+fn az_of<'a>(map: &'a RoleMap, id: &str) -> &'a str {
+    map.hosts.get(id).map_or("", |h| h.az.as_str())
+}
+
+fn web_spread(map: &RoleMap, name: &str, out: &mut Vec<Warning>) {
+    let web: Vec<&str> = map
+        .hosts
+        .values()
+        .filter(|h| h.products.iter().any(|p| p == name))
+        .filter(|h| h.roles.iter().any(|r| r == "web"))
+        .map(|h| h.az.as_str())
+        .collect();
+    let count = web.len();
+    let azs: BTreeSet<&str> = web.into_iter().collect();
+    if let (1, Some(az)) = (azs.len(), azs.first()) {
+        out.push(warning(
+            Kind::WebSingleAz,
+            format!("products.{}", key(name)),
+            format!(
+                "all {count} web host(s) of product {name:?} are in {az}; losing that zone takes the site down"
+            ),
+        ));
+    }
+}
+
+fn database(map: &RoleMap, name: &str, db: &Database, out: &mut Vec<Warning>) {
+    let at = format!("products.{}.database", key(name));
+    match db.replicas.as_slice() {
+        [] => out.push(warning(
+            Kind::NoReplica,
+            format!("{at}.replicas"),
+            format!("product {name:?} has no database replica; there is nothing to promote if master {:?} fails", db.master),
+        )),
+        [only] if az_of(map, only) == az_of(map, &db.master) => out.push(warning(
+            Kind::ReplicaSameAz,
+            format!("{at}.replicas[0]"),
+            format!(
+                "the only replica {only:?} is in {}, the zone of master {:?}; one zone outage loses both",
+                az_of(map, only),
+                db.master
+            ),
+        )),
+        _ => {}
+    }
+    if db.backup.is_none() {
+        out.push(warning(
+            Kind::NoBackup,
+            format!("{at}.backup"),
+            format!("product {name:?} has no backup host; its database is never dumped to S3"),
+        ));
+    }
+}
+
+fn az_balance(map: &RoleMap, out: &mut Vec<Warning>) {
+    let zones: BTreeSet<&str> = map.hosts.values().map(|h| h.az.as_str()).collect();
+    let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for host in map.hosts.values() {
+        for role in &host.roles {
+            let per_zone = counts
+                .entry(role.as_str())
+                .or_insert_with(|| zones.iter().map(|z| (*z, 0)).collect());
+            *per_zone.entry(host.az.as_str()).or_default() += 1;
+        }
+    }
+    for (role, per_zone) in counts {
+        let most = per_zone.values().max().copied().unwrap_or(0);
+        let least = per_zone.values().min().copied().unwrap_or(0);
+        if most - least > 1 {
+            let spread: Vec<String> = per_zone.iter().map(|(z, n)| format!("{n} in {z}")).collect();
+            out.push(warning(
+                Kind::AzImbalance,
+                "hosts".to_string(),
+                format!(
+                    "role {role:?} is unbalanced across zones ({}); they should differ by at most one",
+                    spread.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rolemap::load;
+
+    /// A map that lints clean: two web hosts in two zones, a master with a replica in
+    /// another zone and a backup, and every role balanced over zones a and b.
+    const CLEAN: &str = r#"
+schema = 1
+generation = 1
+[products.videos]
+domain = "videos.example.com"
+docroot = "/srv/videos"
+[products.videos.database]
+name = "videos"
+master = "db-1"
+replicas = ["db-2"]
+backup = "db-3"
+backup_url = "s3://backups/videos/"
+[hosts.web-1]
+address = "10.0.0.1"
+az = "a"
+roles = ["web"]
+products = ["videos"]
+[hosts.web-2]
+address = "10.0.0.2"
+az = "b"
+roles = ["web"]
+products = ["videos"]
+[hosts.db-1]
+address = "10.0.1.1"
+az = "a"
+roles = ["db"]
+[hosts.db-2]
+address = "10.0.1.2"
+az = "b"
+roles = ["db"]
+[hosts.db-3]
+address = "10.0.1.3"
+az = "b"
+roles = ["db", "db-backup"]
+"#;
+
+    fn lint_text(text: &str) -> Vec<Warning> {
+        lint(&load(text.as_bytes()).expect("test map is valid"))
+    }
+
+    fn only(warnings: &[Warning], kind: Kind) -> Vec<&Warning> {
+        warnings.iter().filter(|w| w.kind == kind).collect()
+    }
+
+    #[test]
+    fn clean_map_has_no_warnings() {
+        assert_eq!(lint_text(CLEAN), vec![]);
+    }
+
+    #[test]
+    fn web_hosts_in_one_zone_are_reported() {
+        let text = CLEAN.replace(
+            "address = \"10.0.0.2\"\naz = \"b\"",
+            "address = \"10.0.0.2\"\naz = \"a\"",
+        );
+        let warnings = lint_text(&text);
+        let found = only(&warnings, Kind::WebSingleAz);
+        assert_eq!(found.len(), 1, "{warnings:?}");
+        assert_eq!(found[0].path, "products.videos");
+        assert!(found[0].message.contains("all 2 web host(s)"), "{}", found[0]);
+    }
+
+    #[test]
+    fn only_replica_in_master_zone_is_reported() {
+        let text = CLEAN.replace(
+            "address = \"10.0.1.2\"\naz = \"b\"",
+            "address = \"10.0.1.2\"\naz = \"a\"",
+        );
+        let found = lint_text(&text);
+        let found = only(&found, Kind::ReplicaSameAz);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "products.videos.database.replicas[0]");
+    }
+
+    #[test]
+    fn missing_replica_and_backup_are_reported() {
+        let text = CLEAN
+            .replace("replicas = [\"db-2\"]\n", "")
+            .replace("backup = \"db-3\"\n", "");
+        let warnings = lint_text(&text);
+        let paths: Vec<&str> = warnings
+            .iter()
+            .filter(|w| matches!(w.kind, Kind::NoReplica | Kind::NoBackup))
+            .map(|w| w.path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            ["products.videos.database.replicas", "products.videos.database.backup"]
+        );
+    }
+
+    #[test]
+    fn host_without_role_is_reported() {
+        let text = format!("{CLEAN}[hosts.spare]\naddress = \"10.0.9.9\"\naz = \"a\"\nroles = []\n");
+        let warnings = lint_text(&text);
+        let found = only(&warnings, Kind::NoRole);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "hosts.spare.roles");
+    }
+
+    #[test]
+    fn unbalanced_zones_are_reported_per_role() {
+        let mut text = CLEAN.to_string();
+        for i in 3..=4 {
+            text.push_str(&format!(
+                "[hosts.web-{i}]\naddress = \"10.0.0.{i}\"\naz = \"a\"\nroles = [\"web\"]\nproducts = [\"videos\"]\n"
+            ));
+        }
+        let warnings = lint_text(&text);
+        let found = only(&warnings, Kind::AzImbalance);
+        assert_eq!(found.len(), 1, "{warnings:?}");
+        assert_eq!(found[0].path, "hosts");
+        assert!(found[0].message.contains("\"web\""), "{}", found[0]);
+        assert!(found[0].message.contains("3 in a, 1 in b"), "{}", found[0]);
+    }
+
+    #[test]
+    fn a_zone_without_the_role_counts_as_zero() {
+        let text = format!(
+            "{CLEAN}[hosts.mon-1]\naddress = \"10.0.5.1\"\naz = \"c\"\nroles = [\"monitor\"]\n"
+        );
+        // web: 1 in a, 1 in b, 0 in c, and monitor: 0/0/1 differ by one: fine. db: 1/2/0 is not.
+        let warnings = lint_text(&text);
+        let roles: Vec<&str> = only(&warnings, Kind::AzImbalance)
+            .iter()
+            .map(|w| w.message.split('"').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(roles, ["db"], "{warnings:?}");
+    }
+}
