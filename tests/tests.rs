@@ -1,5 +1,9 @@
 //! rolecall's one integration-test binary (STYLE §3.11): real servers on loopback (SPEC §8).
 
+/// The agent under test: temp dirs, agent.toml, the role map, running the real binary.
+mod fixture;
+/// Issue 2: idempotence, removals, restore on a failed check, refusals, the lock.
+mod reconcile;
 /// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket.
 mod support;
 /// Self-tests of `support`: each server starts, answers and enforces its protocol.

@@ -1,0 +1,254 @@
+//! An agent under test: a temp directory holding agent.toml, a file role map, a catalog and
+//! the `--root` the agent writes into, plus helpers to run the real `rolecall` binary.
+#![allow(dead_code, reason = "each test module uses part of the fixture")]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The repository's default catalog.
+pub fn default_catalog() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+/// How an agent is configured.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Host id, address and AZ for the static identity.
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Extra `[vars]` lines.
+    pub vars: Vec<String>,
+    /// `[services.NAME]` → lines.
+    pub services: BTreeMap<String, Vec<String>>,
+    /// Catalog directory to copy (default: the repository's).
+    pub catalog: PathBuf,
+    /// Overrides the `[map]` url (default: the fixture's file map).
+    pub map_url: Option<String>,
+    /// Extra `[map]` lines.
+    pub map_lines: Vec<String>,
+    /// `[identity]` lines replacing the static identity.
+    pub identity: Option<Vec<String>>,
+    /// `paths.allowed_roots`, if not the default.
+    pub allowed_roots: Option<Vec<String>>,
+}
+
+impl Setup {
+    /// A static-identity agent with the default catalog.
+    pub fn new(id: &str, address: &str) -> Setup {
+        Setup {
+            id: id.into(),
+            address: address.into(),
+            vars: Vec::new(),
+            services: BTreeMap::new(),
+            catalog: default_catalog(),
+            map_url: None,
+            map_lines: vec!["poll_interval = \"1s\"".into(), "jitter = \"0s\"".into()],
+            identity: None,
+            allowed_roots: None,
+        }
+    }
+
+    /// Add a `[services.NAME]` line such as `reload = "true"`.
+    pub fn service(mut self, name: &str, line: &str) -> Setup {
+        self.services
+            .entry(name.into())
+            .or_default()
+            .push(line.into());
+        self
+    }
+
+    /// Add a `[vars]` line.
+    pub fn var(mut self, line: &str) -> Setup {
+        self.vars.push(line.into());
+        self
+    }
+}
+
+/// One agent's files.
+pub struct Agent {
+    pub dir: TempDir,
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub map: PathBuf,
+    pub catalog: PathBuf,
+    pub setup: Setup,
+}
+
+impl Agent {
+    /// Create the directories, copy the catalog and write agent.toml.
+    pub fn new(setup: Setup) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("rolecall-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        let catalog = dir.path().join("catalog");
+        std::fs::create_dir_all(&root).expect("root dir");
+        copy_dir(&setup.catalog, &catalog);
+        let agent = Agent {
+            config: dir.path().join("agent.toml"),
+            map: dir.path().join("rolemap.toml"),
+            root,
+            catalog,
+            dir,
+            setup,
+        };
+        agent.write_config();
+        agent
+    }
+
+    /// (Re)write agent.toml from `setup`.
+    pub fn write_config(&self) {
+        let s = &self.setup;
+        let mut text = String::from("[identity]\n");
+        match &s.identity {
+            Some(lines) => lines.iter().for_each(|l| text.push_str(&format!("{l}\n"))),
+            None => text.push_str(&format!(
+                "source = \"static\"\nid = \"{}\"\naddress = \"{}\"\naz = \"test-a\"\n",
+                s.id, s.address
+            )),
+        }
+        let url = s
+            .map_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.map.display()));
+        text.push_str(&format!("\n[map]\nurl = \"{url}\"\n"));
+        s.map_lines
+            .iter()
+            .for_each(|l| text.push_str(&format!("{l}\n")));
+        text.push_str(&format!(
+            "\n[paths]\ncatalog = \"{0}\"\ntemplates = \"{0}\"\nstate = \"/var/lib/rolecall\"\n",
+            self.catalog.display()
+        ));
+        if let Some(roots) = &s.allowed_roots {
+            let quoted: Vec<String> = roots.iter().map(|r| format!("\"{r}\"")).collect();
+            text.push_str(&format!("allowed_roots = [{}]\n", quoted.join(", ")));
+        }
+        text.push_str("\n[vars]\n");
+        s.vars.iter().for_each(|l| text.push_str(&format!("{l}\n")));
+        for (name, lines) in &s.services {
+            text.push_str(&format!("\n[services.{name}]\n"));
+            lines.iter().for_each(|l| text.push_str(&format!("{l}\n")));
+        }
+        std::fs::write(&self.config, text).expect("writing agent.toml");
+    }
+
+    /// Replace the role map file.
+    pub fn write_map(&self, text: &str) {
+        std::fs::write(&self.map, text).expect("writing the role map");
+    }
+
+    /// The physical path of a managed (logical) path.
+    pub fn path(&self, logical: &str) -> PathBuf {
+        self.root.join(logical.trim_start_matches('/'))
+    }
+
+    /// The physical state directory.
+    pub fn state(&self) -> PathBuf {
+        self.path("/var/lib/rolecall")
+    }
+
+    /// The binary with `--config` and `--root` set.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolecall"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args);
+        cmd.env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC");
+        cmd
+    }
+
+    /// Run the binary to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running rolecall")
+    }
+}
+
+/// Stdout, stderr and exit code as one string, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Assert the exit code, showing the output otherwise.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "{}", describe(out));
+}
+
+/// `(inode, mtime_ns)` of a file: equal before and after means it was not rewritten.
+pub fn identity_of(path: &Path) -> (u64, i64) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
+}
+
+/// Every regular file under `dir`, relative, with its bytes.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let meta = std::fs::symlink_metadata(&p).expect("lstat");
+        if meta.is_dir() {
+            walk(base, &p, out);
+        } else if meta.is_file() {
+            out.insert(
+                p.strip_prefix(base).expect("under base").to_path_buf(),
+                std::fs::read(&p).expect("read"),
+            );
+        }
+    }
+}
+
+/// Copy a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A map with web hosts `web-1`/`web-2`, a database cluster and a backup, for `products`
+/// served by `web-1` (each product `p` gets domain `p.example.test`).
+pub fn web_map(generation: u64, products: &[&str], docroot_base: &Path) -> String {
+    let mut text = format!("schema = 1\ngeneration = {generation}\n");
+    for p in products {
+        text.push_str(&format!(
+            "\n[products.{p}]\ndomain = \"{p}.example.test\"\naliases = [\"www.{p}.example.test\"]\ndocroot = \"{}/{p}\"\nhealth_path = \"/health.txt\"\n",
+            docroot_base.display()
+        ));
+    }
+    text.push_str("\n[products.shop]\ndomain = \"shop.example.test\"\ndocroot = \"/srv/shop\"\n");
+    text.push_str("\n[products.shop.database]\nname = \"shop\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]\nbackup = \"db-3\"\nbackup_url = \"s3://backups/shop/\"\n");
+    let list: Vec<String> = products.iter().map(|p| format!("\"{p}\"")).collect();
+    text.push_str(&format!("\n[hosts.web-1]\naddress = \"127.0.0.1\"\naz = \"test-a\"\nroles = [\"web\"]\nproducts = [{}]\n", list.join(", ")));
+    text.push_str("\n[hosts.db-1]\naddress = \"10.0.0.1\"\naz = \"test-a\"\nroles = [\"db\"]\n");
+    text.push_str("\n[hosts.db-2]\naddress = \"10.0.0.2\"\naz = \"test-b\"\nroles = [\"db\"]\n");
+    text.push_str("\n[hosts.db-3]\naddress = \"10.0.0.3\"\naz = \"test-b\"\nroles = [\"db\", \"db-backup\"]\n");
+    text
+}

@@ -1,0 +1,250 @@
+//! The core reconcile through the real binary (issue 2): idempotence, removal of files no
+//! longer desired, restore on a failed check, refusals, and the lock. Apache is the real
+//! Debian server; its config test and graceful reload are the service commands.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::fixture::{assert_exit, describe, identity_of, tree, web_map, Agent, Setup};
+use crate::support::apache::Apache;
+use crate::support::wait_until;
+
+/// An agent for `web-1` whose apache2 service is the test's Apache.
+pub fn web_agent(apache_for: impl FnOnce(&Path) -> Apache) -> (Agent, Apache) {
+    let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    let apache = apache_for(&agent.root);
+    agent.setup = Setup::new("web-1", "127.0.0.1")
+        .var(&format!("http_port = {}", apache.port()))
+        .service(
+            "apache2",
+            &format!("check = \"{}\"", apache.check_cmd().join(" ")),
+        )
+        .service(
+            "apache2",
+            &format!("reload = \"{}\"", apache.reload_cmd().join(" ")),
+        );
+    agent.write_config();
+    (agent, apache)
+}
+
+/// Docroots with a health page for each product, under the agent's root.
+pub fn docroots(agent: &Agent, products: &[&str]) -> std::path::PathBuf {
+    let base = agent.path("/var/www");
+    for p in products {
+        std::fs::create_dir_all(base.join(p)).expect("docroot");
+        std::fs::write(base.join(p).join("health.txt"), format!("ok {p}\n")).expect("health page");
+    }
+    base
+}
+
+fn vhost(agent: &Agent, product: &str) -> std::path::PathBuf {
+    agent.path(&format!(
+        "/etc/apache2/sites-enabled/rolecall-{product}.conf"
+    ))
+}
+
+#[test]
+fn second_sync_writes_nothing_and_reloads_nothing() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha", "beta"]);
+    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert!(
+        apache.wait_generation(2, Duration::from_secs(10)),
+        "Apache was not reloaded"
+    );
+    assert_eq!(
+        apache.get("alpha.example.test", "/health.txt"),
+        (200, "ok alpha\n".to_string())
+    );
+    let before = (
+        identity_of(&vhost(&agent, "alpha")),
+        identity_of(&vhost(&agent, "beta")),
+    );
+    let generation = apache.generation();
+
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no changes"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        (
+            identity_of(&vhost(&agent, "alpha")),
+            identity_of(&vhost(&agent, "beta"))
+        ),
+        before
+    );
+    assert_eq!(
+        apache.generation(),
+        generation,
+        "an unchanged map reloaded Apache"
+    );
+    assert_exit(&agent.run(&["plan"]), 0);
+}
+
+#[test]
+fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha", "beta"]);
+    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    let theirs = agent.path("/etc/apache2/sites-enabled/zz-operator.conf");
+    std::fs::write(&theirs, "# written by an operator\n").expect("unmanaged file");
+
+    agent.write_map(&web_map(2, &["alpha"], &base));
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        !vhost(&agent, "beta").exists(),
+        "beta's vhost was not removed: {}",
+        describe(&out)
+    );
+    assert!(vhost(&agent, "alpha").exists());
+    assert_eq!(
+        std::fs::read(&theirs).expect("still there"),
+        b"# written by an operator\n"
+    );
+    assert!(wait_until(Duration::from_secs(10), || apache
+        .get("beta.example.test", "/health.txt")
+        .0
+        != 200
+        || apache.get("beta.example.test", "/health.txt").1
+            != "ok beta\n"));
+}
+
+#[test]
+fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert!(apache.wait_generation(2, Duration::from_secs(10)));
+    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    let generation = apache.generation();
+
+    let template = agent.catalog.join("web/vhost.conf.tera");
+    let text = std::fs::read_to_string(&template).expect("template");
+    std::fs::write(
+        &template,
+        text.replace("</VirtualHost>", "    NoSuchDirective on\n</VirtualHost>"),
+    )
+    .expect("template");
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("NoSuchDirective") || stdout.contains("Invalid command"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        good,
+        "the old vhost was not restored"
+    );
+    assert_eq!(
+        apache.generation(),
+        generation,
+        "Apache was reloaded with a rejected config"
+    );
+    assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
+}
+
+#[test]
+fn a_symlink_at_a_destination_is_refused_and_nothing_is_written() {
+    let agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    let base = docroots(&agent, &["alpha", "beta"]);
+    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
+    let target = agent.dir.path().join("precious");
+    std::fs::write(&target, "do not overwrite\n").expect("target");
+    std::fs::create_dir_all(agent.path("/etc/apache2/sites-enabled")).expect("dir");
+    std::os::unix::fs::symlink(&target, vhost(&agent, "beta")).expect("symlink");
+    let before = tree(&agent.path("/etc"));
+
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("symlink"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read(&target).expect("target"),
+        b"do not overwrite\n"
+    );
+    assert_eq!(tree(&agent.path("/etc")), before, "something was written");
+    assert!(!vhost(&agent, "alpha").exists());
+}
+
+#[test]
+fn a_path_outside_allowed_roots_is_refused_and_nothing_is_written() {
+    let mut setup = Setup::new("web-1", "127.0.0.1");
+    setup.allowed_roots = Some(vec!["/etc/mysql".into()]);
+    let agent = Agent::new(setup);
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("outside the allowed roots"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !agent.path("/etc/apache2").exists(),
+        "a file was written outside the allowed roots"
+    );
+}
+
+#[test]
+fn concurrent_syncs_never_interleave() {
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let logp = log.path().display().to_string();
+    let mut setup = Setup::new("web-1", "127.0.0.1");
+    // The check is slow enough that overlapping reconciles would both run it.
+    let check = format!("check = \"sh -c 'echo start >> {logp}; sleep 1; echo end >> {logp}'\"");
+    setup = setup
+        .service("apache2", &check)
+        .service("apache2", "reload = \"true\"");
+    let agent = Agent::new(setup);
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    std::fs::remove_dir_all(agent.catalog.join("web.toml")).ok();
+    let smokeless = std::fs::read_to_string(crate::fixture::default_catalog().join("web.toml"))
+        .expect("web.toml");
+    let cut = smokeless
+        .find("[[smoke]]")
+        .expect("web.toml has a smoke test");
+    std::fs::write(agent.catalog.join("web.toml"), &smokeless[..cut]).expect("web.toml");
+
+    let spawn = || {
+        agent
+            .command(&["sync"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sync")
+    };
+    let (first, second) = (spawn(), spawn());
+    let (a, b) = (
+        first.wait_with_output().expect("first"),
+        second.wait_with_output().expect("second"),
+    );
+    assert_exit(&a, 0);
+    assert_exit(&b, 0);
+    let lines = std::fs::read_to_string(log.path()).expect("log");
+    assert_eq!(lines, "start\nend\n", "the check ran twice or overlapped");
+    let outputs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout)
+    );
+    assert!(
+        outputs.contains("no changes"),
+        "the second reconcile did not see the first one's result:\n{outputs}"
+    );
+}
