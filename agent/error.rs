@@ -21,9 +21,9 @@ pub enum Error {
     /// Catalog.
     #[error(transparent)]
     Catalog(#[from] crate::catalog::Error),
-    /// Render stage.
+    /// Render stage (boxed: Tera's error is large).
     #[error(transparent)]
-    Render(#[from] crate::render::Error),
+    Render(Box<crate::render::Error>),
     /// Plan refused.
     #[error(transparent)]
     Refused(#[from] crate::plan::Refused),
@@ -36,6 +36,12 @@ pub enum Error {
     /// Processes.
     #[error(transparent)]
     Exec(#[from] crate::sys::exec::Error),
+    /// `map publish`, `map promote`, `map keygen`.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::Error),
+    /// `snapshot`.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::Error),
     /// Anything else, described in words.
     #[error("{0}")]
     Other(String),
@@ -59,6 +65,12 @@ impl Error {
                     | crate::sys::fs::Error::UnknownOwner { .. }
             )
         ) || matches!(self, Error::Source(crate::source::Error::BadUrl { .. }))
+    }
+}
+
+impl From<crate::render::Error> for Error {
+    fn from(e: crate::render::Error) -> Self {
+        Error::Render(Box::new(e))
     }
 }
 

@@ -22,7 +22,7 @@ pub enum Error {
         dir: PathBuf,
         /// Tera's error (its source names the template and line).
         #[source]
-        source: tera::Error,
+        source: Box<tera::Error>,
     },
     /// A template failed to render (e.g. an undefined variable).
     #[error("rendering {template} for role {role}{}", product.as_ref().map(|p| format!(", product {p}")).unwrap_or_default())]
@@ -35,7 +35,7 @@ pub enum Error {
         product: Option<String>,
         /// Tera's error; its source says which variable.
         #[source]
-        source: tera::Error,
+        source: Box<tera::Error>,
     },
     /// A host role the catalog does not define.
     #[error("role {role:?} of host {host} is not defined in the catalog")]
@@ -185,7 +185,7 @@ pub fn load_templates(dir: &Path) -> Result<Tera, Error> {
     let glob = format!("{}/**/*.tera", dir.display());
     let mut tera = Tera::new(&glob).map_err(|source| Error::Load {
         dir: dir.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     tera.autoescape_on(vec![]);
     Ok(tera)
@@ -286,11 +286,11 @@ fn render_file(
     product: Option<&ProductView>,
 ) -> Result<RenderedFile, Error> {
     let name = product.map(|p| p.name.clone());
-    let template_error = |template: &str, source| Error::Template {
+    let template_error = |template: &str, source: tera::Error| Error::Template {
         template: template.to_string(),
         role: spec.role.clone(),
         product: name.clone(),
-        source,
+        source: Box::new(source),
     };
     let path = Tera::one_off(&spec.path, ctx, false).map_err(|e| template_error(&spec.path, e))?;
     let body = tera
@@ -348,7 +348,7 @@ impl Fields<'_> {
             template: field.to_string(),
             role: self.role.to_string(),
             product: self.product.map(|p| p.name.clone()),
-            source,
+            source: Box::new(source),
         })
     }
 
