@@ -8,3 +8,5 @@ mod reconcile;
 mod support;
 /// Self-tests of `support`: each server starts, answers and enforces its protocol.
 mod support_tests;
+/// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
+mod daemon;

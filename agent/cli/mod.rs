@@ -5,6 +5,7 @@ mod check;
 mod map;
 mod plan;
 mod run;
+mod snapshot;
 mod status;
 mod sync;
 
@@ -84,6 +85,8 @@ pub enum Command {
     /// Work with role map files: validate, show.
     #[command(subcommand)]
     Map(map::MapCommand),
+    /// Dump a product's database to its backup_url in S3 and keep the newest N (exit 0 stored, 1 failed).
+    Snapshot(snapshot::Args),
 }
 
 impl Cli {
@@ -113,7 +116,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Plan(args) => Box::pin(plan::run(&cli, args)).await,
         Command::Status(args) => status::run(&cli, args),
         Command::Check(args) => check::run(&cli, args),
-        Command::Map(cmd) => map::run(cmd),
+        Command::Map(cmd) => Box::pin(map::run(cmd)).await,
+        Command::Snapshot(args) => Box::pin(snapshot::run(&cli, args)).await,
     }
 }
 

@@ -1,0 +1,371 @@
+//! `rolecall run` on "EC2" (issue 3): identity from the IMDSv2 test server, the map from
+//! moto (S3), systemd notifications on a real datagram socket, signals, the control socket,
+//! the last-good cache, and the fault cases. The host is a memcached host whose smoke test
+//! connects to a TCP listener the test holds open.
+
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{assert_exit, describe, Agent, Setup};
+use crate::support::imds::{ImdsMeta, ImdsServer};
+use crate::support::notify::{Notification, NotifySocket};
+use crate::support::s3::Moto;
+use crate::support::{terminate_child, wait_until};
+
+const ID: &str = "i-0123456789abcdef0";
+const MEMCACHED_CONF: &str = "/etc/memcached.conf";
+
+/// A map assigning `ID` the memcached role (or nothing when `assigned` is false).
+fn map(generation: u64, memory_mb: u32, assigned: bool) -> String {
+    let mut text = format!("schema = 1\ngeneration = {generation}\n\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n");
+    text.push_str(
+        "\n[hosts.other-1]\naddress = \"10.0.9.9\"\naz = \"us-east-1b\"\nroles = [\"memcached\"]\n",
+    );
+    if assigned {
+        text.push_str(&format!("\n[hosts.{ID}]\naddress = \"10.0.1.10\"\naz = \"us-east-1a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n# memory {memory_mb}\n"));
+    }
+    text
+}
+
+/// Everything one daemon test needs; the daemon is stopped on drop.
+struct Daemon {
+    agent: Agent,
+    moto: &'static Moto,
+    imds: ImdsServer,
+    bucket: String,
+    notify: NotifySocket,
+    smoke_target: TcpListener,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new(interval: &str, jitter: &str) -> Daemon {
+        let moto = Moto::shared();
+        let bucket = moto.new_bucket(true);
+        let smoke_target = TcpListener::bind("127.0.0.1:0").expect("smoke target");
+        let port = smoke_target.local_addr().expect("addr").port();
+        let mut setup = Setup::new(ID, "10.0.1.10")
+            .var(&format!("memcached_port = {port}"))
+            .var("memcached_mb = 64")
+            .service("memcached", "restart = \"true\"");
+        setup.identity = Some(vec!["source = \"imds\"".into(), "timeout = \"60s\"".into()]);
+        setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
+        setup.map_lines = vec![
+            format!("poll_interval = \"{interval}\""),
+            format!("jitter = \"{jitter}\""),
+            "timeout = \"2s\"".into(),
+        ];
+        let agent = Agent::new(setup);
+        let imds = ImdsServer::start(ImdsMeta::default());
+        Daemon {
+            agent,
+            moto,
+            imds,
+            bucket,
+            notify: NotifySocket::new(),
+            smoke_target,
+            child: None,
+        }
+    }
+
+    fn publish(&self, text: &str) {
+        self.moto.put(&self.bucket, "rolemap.toml", text.as_bytes());
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.agent.command(args);
+        cmd.envs(self.moto.agent_env()).envs(self.imds.agent_env());
+        cmd.env("RUST_LOG", "rolecall=debug");
+        cmd
+    }
+
+    fn start(&mut self, watchdog_usec: Option<u64>) {
+        let mut cmd = self.command(&["run"]);
+        cmd.env("NOTIFY_SOCKET", self.notify.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(usec) = watchdog_usec {
+            cmd.env("WATCHDOG_USEC", usec.to_string());
+        }
+        self.child = Some(cmd.spawn().expect("starting rolecall run"));
+    }
+
+    fn wait_notification(
+        &mut self,
+        timeout: Duration,
+        key: &str,
+        contains: &str,
+    ) -> Vec<Notification> {
+        let seen = self.notify.recv_until(timeout, |n| {
+            n.get(key).is_some_and(|v| v.contains(contains))
+        });
+        assert!(
+            seen.last()
+                .and_then(|n| n.get(key))
+                .is_some_and(|v| v.contains(contains)),
+            "no {key}= containing {contains:?} within {timeout:?}; seen: {:?}",
+            self.notify
+                .seen()
+                .iter()
+                .map(|n| n.0.clone())
+                .collect::<Vec<_>>()
+        );
+        seen
+    }
+
+    fn conf(&self) -> String {
+        std::fs::read_to_string(self.agent.path(MEMCACHED_CONF)).unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.agent.run(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("status --json")
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("daemon running").id();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            sig,
+        )
+        .expect("kill");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate_child(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+#[test]
+fn ready_comes_after_the_files_and_status_and_watchdog_are_sent() {
+    let mut d = Daemon::new("1s", "0s");
+    d.publish(&map(1, 64, true));
+    d.start(Some(2_000_000));
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    assert!(
+        d.conf().contains("-m 64"),
+        "READY=1 before the files were in place"
+    );
+    let seen = d.notify.seen().to_vec();
+    let ready = seen.iter().find(|n| n.has("READY", "1")).expect("ready");
+    assert!(
+        ready
+            .get("STATUS")
+            .is_some_and(|s| s.contains("converged to generation 1")),
+        "{:?}",
+        ready.0
+    );
+    d.wait_notification(Duration::from_secs(5), "WATCHDOG", "1");
+}
+
+#[test]
+fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
+    let mut d = Daemon::new("1s", "1s");
+    d.publish(&map(1, 64, true));
+    d.start(None);
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let key_path = format!("/{}/rolemap.toml", d.bucket);
+    assert!(
+        wait_until(Duration::from_secs(10), || d.moto.request_count(
+            "GET",
+            &key_path,
+            Some(304)
+        ) >= 2),
+        "unchanged polls did not get 304s"
+    );
+    let full_gets = d.moto.request_count("GET", &key_path, Some(200));
+
+    let changed = Instant::now();
+    d.publish(&map(2, 64, true).replace("other-1", "other-2"));
+    assert!(
+        wait_until(Duration::from_secs(4), || d.status()["map"]["generation"]
+            == 2),
+        "generation 2 not applied within poll + jitter + 1 s"
+    );
+    assert!(changed.elapsed() <= Duration::from_secs(4));
+    assert_eq!(
+        d.moto.request_count("GET", &key_path, Some(200)),
+        full_gets + 1,
+        "unchanged polls re-downloaded the body"
+    );
+}
+
+#[test]
+fn sighup_reconciles_at_once_and_sync_gets_the_daemons_result() {
+    let mut d = Daemon::new("60s", "0s");
+    d.publish(&map(1, 64, true));
+    d.start(None);
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    d.publish(&map(2, 64, true));
+    let sent = Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(1), || d.status()["map"]["generation"]
+            == 2),
+        "SIGHUP did not reconcile within 1 s"
+    );
+    assert!(sent.elapsed() <= Duration::from_secs(1));
+
+    d.publish(&map(3, 64, true));
+    let out = d.command(&["sync", "--json"]).output().expect("sync");
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["trigger"], "sync", "{}", describe(&out));
+    assert_eq!(report["map"]["generation"], 3);
+}
+
+#[test]
+fn s3_outage_keeps_the_cache_and_recovers() {
+    let mut moto = Moto::start_private();
+    let bucket = moto.new_bucket(false);
+    let mut d = Daemon::new("1s", "0s");
+    d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
+    d.agent.write_config();
+    moto.put(&bucket, "rolemap.toml", map(1, 64, true).as_bytes());
+    let env = moto.agent_env();
+    let mut cmd = d.agent.command(&["run"]);
+    cmd.envs(env.clone())
+        .envs(d.imds.agent_env())
+        .env("NOTIFY_SOCKET", d.notify.path())
+        .stderr(Stdio::null());
+    d.child = Some(cmd.spawn().expect("run"));
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+
+    moto.stop();
+    d.wait_notification(Duration::from_secs(15), "STATUS", "using cached map");
+    assert!(
+        d.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "the daemon exited while S3 was down"
+    );
+    moto.start();
+    moto.put(&bucket, "rolemap.toml", map(2, 64, true).as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(15), || d.status()["map"]["generation"]
+            == 2),
+        "did not recover when S3 came back"
+    );
+}
+
+#[test]
+fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
+    let mut moto = Moto::start_private();
+    let bucket = moto.new_bucket(false);
+    let mut d = Daemon::new("1s", "0s");
+    d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
+    d.agent.write_config();
+    let env = moto.agent_env();
+    moto.stop();
+    // No cache: the daemon waits and retries instead of exiting.
+    let mut cmd = d.agent.command(&["run"]);
+    cmd.envs(env.clone())
+        .envs(d.imds.agent_env())
+        .env("NOTIFY_SOCKET", d.notify.path())
+        .stderr(Stdio::null());
+    d.child = Some(cmd.spawn().expect("run"));
+    d.wait_notification(Duration::from_secs(20), "STATUS", "rolemap.toml");
+    assert!(
+        d.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "exited without a cache"
+    );
+    moto.start();
+    moto.put(&bucket, "rolemap.toml", map(1, 64, true).as_bytes());
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    terminate_child(d.child.as_mut().expect("child"), Duration::from_secs(10));
+
+    // With a cache: a fresh boot while S3 is down converges from it.
+    moto.stop();
+    std::fs::remove_file(d.agent.path(MEMCACHED_CONF)).expect("remove conf");
+    let mut notify = NotifySocket::new();
+    let mut cmd = d.agent.command(&["run"]);
+    cmd.envs(env)
+        .envs(d.imds.agent_env())
+        .env("NOTIFY_SOCKET", notify.path())
+        .stderr(Stdio::null());
+    d.child = Some(cmd.spawn().expect("run"));
+    let seen = notify.recv_until(Duration::from_secs(30), |n| n.has("READY", "1"));
+    let ready = seen.last().expect("READY from the cache");
+    assert!(
+        ready
+            .get("STATUS")
+            .is_some_and(|s| s.contains("using cached map")),
+        "{:?}",
+        ready.0
+    );
+    assert!(d.conf().contains("-m 64"));
+}
+
+#[test]
+fn invalid_and_older_maps_are_refused_and_the_next_valid_one_applies() {
+    let mut d = Daemon::new("1s", "0s");
+    d.publish(&map(5, 64, true));
+    d.start(None);
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let before = d.conf();
+
+    d.publish(&map(6, 64, true).replace("az = \"us-east-1a\"", "az = \"us east\""));
+    d.wait_notification(Duration::from_secs(10), "STATUS", "refused");
+    assert!(
+        d.status()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("az")),
+        "{}",
+        d.status()
+    );
+    assert_eq!(d.conf(), before);
+
+    d.publish(&map(4, 64, true).replace("10.0.9.9", "10.0.9.8"));
+    d.wait_notification(
+        Duration::from_secs(10),
+        "STATUS",
+        "older than the applied generation 5",
+    );
+    assert_eq!(d.status()["map"]["generation"], 5);
+
+    d.publish(&map(7, 64, true).replace("10.0.9.9", "10.0.9.7"));
+    assert!(wait_until(Duration::from_secs(10), || d.status()["map"]
+        ["generation"]
+        == 7
+        && d.status()["outcome"] == "converged"));
+}
+
+#[test]
+fn imds_late_and_an_unassigned_host_wait_then_converge() {
+    let mut d = Daemon::new("1s", "0s");
+    d.imds.set_available(false);
+    d.publish(&map(1, 64, false));
+    d.start(None);
+    d.wait_notification(
+        Duration::from_secs(20),
+        "STATUS",
+        "waiting for instance metadata",
+    );
+    d.imds.set_available(true);
+    d.wait_notification(
+        Duration::from_secs(30),
+        "STATUS",
+        "waiting for role assignment",
+    );
+    assert!(!d.agent.path(MEMCACHED_CONF).exists());
+    assert!(
+        !d.notify.seen().iter().any(|n| n.has("READY", "1")),
+        "READY before the host had a role"
+    );
+    d.publish(&map(2, 64, true));
+    d.wait_notification(Duration::from_secs(15), "READY", "1");
+    assert!(d.conf().contains("-m 64"));
+}
