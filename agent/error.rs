@@ -45,6 +45,9 @@ pub enum Error {
     /// Anything else, described in words.
     #[error("{0}")]
     Other(String),
+    /// Bad input described in words (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl Error {
@@ -53,6 +56,7 @@ impl Error {
         matches!(
             self,
             Error::Config(_)
+                | Error::BadInput(_)
                 | Error::Map(_)
                 | Error::Catalog(_)
                 | Error::Render(_)

@@ -10,3 +10,15 @@ mod support;
 mod support_tests;
 /// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
 mod daemon;
+/// Exit codes of sync, plan, map validate and check through the real binary.
+mod cli;
+/// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).
+mod golden;
+/// The real programs accept the rendered configs: `apache2 -t`, `mariadbd`, cron checks.
+mod real_configs;
+/// Issue 5: `map validate|show|lint|diff|keygen` exit codes and output through the binary.
+mod map_cli;
+/// Issue 5: `map publish`/`promote` against moto: lost updates refused, signed maps.
+mod map_publish;
+/// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
+mod snapshot;

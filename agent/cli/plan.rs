@@ -20,6 +20,10 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let identity = agent.identity.identify().await?;
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
     let loaded = pipeline::obtain_map(&agent, &source).await?;
+    if loaded.live_rejected {
+        let why = loaded.cache_reason.clone().unwrap_or_default();
+        return Err(Error::BadInput(why));
+    }
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));
     }
