@@ -12,18 +12,23 @@ use crate::apply::{self, FileReport, Receipt};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::error::{chain, Error};
+use crate::hooks;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
 use crate::plan::{self, Plan, Record, Records};
 use crate::render::{self, Desired, MapInfo};
+use crate::render::{Hook, SmokeTest};
 use crate::report::{self, MapReport, Outcome, RunReport};
+use crate::rolemap::resolve::DbPosition;
 use crate::rolemap::{self, Resolution, RoleMap};
 use crate::source::{AnySource, Cache, CachedMap, Fetched, MapSource};
 use crate::sys::fs::{DiskState, Fs};
 use crate::sys::{lock, notify};
-use crate::{services, smoke};
+use crate::{rollback, services, smoke};
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";
+/// The smoke tests of the last converged configuration, re-run after a rollback.
+pub const SMOKE_FILE: &str = "smoke.json";
 /// How long a reconcile waits for another one to finish.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -141,6 +146,19 @@ pub struct Preview {
     pub desired: Desired,
     /// Services that would be checked and reloaded.
     pub services: Vec<String>,
+    /// The catalog it was rendered from.
+    pub catalog: Catalog,
+    /// The host's database position in this map.
+    pub position: Option<DbPosition>,
+    /// Hooks due because the position changed since the last converged reconcile.
+    pub hooks: Vec<Hook>,
+}
+
+impl Preview {
+    /// Nothing to write and no hook to run.
+    pub fn is_noop(&self) -> bool {
+        self.plan.is_empty() && self.hooks.is_empty()
+    }
 }
 
 /// Fetch the map and reconcile once under the lock; writes the status record.
@@ -454,10 +472,23 @@ pub fn preview(
         &agent.settings.allowed_roots,
     )?;
     let services = plan.services().into_iter().collect();
+    let position = view.host.database.clone();
+    let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
+        &agent.state_dir.join(hooks::POSITION_FILE),
+    )?
+    .flatten();
+    let events = hooks::events(previous.as_ref(), position.as_ref());
+    let due = hooks::due(&desired.hooks, &events)
+        .into_iter()
+        .cloned()
+        .collect();
     Ok(Some(Preview {
         plan,
         desired,
         services,
+        catalog,
+        position,
+        hooks: due,
     }))
 }
 
@@ -501,7 +532,7 @@ async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, repor
         Err(e) => return fail(report, &e),
     };
     let boot = report.trigger == Trigger::Boot.as_str();
-    if preview.plan.is_empty() && !boot {
+    if preview.is_noop() && !boot {
         commit(agent, loaded, &preview.desired, &BTreeSet::new());
         return report.finish(Outcome::Converged, converged_text(loaded, "no changes"));
     }
@@ -509,27 +540,35 @@ async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, repor
 }
 
 async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
-    let catalog = match Catalog::load(&agent.settings.catalog_dir, &agent.settings.services) {
-        Ok(c) => c,
-        Err(e) => return fail(report, &e.into()),
-    };
+    let catalog = &preview.catalog;
     let started = Instant::now();
-    let (receipts, failed) = apply_all(agent, &catalog, &preview.plan).await;
+    let (receipts, failed) = apply_all(agent, catalog, &preview.plan).await;
     report.timings.insert("apply".into(), ms(started));
     if agent.run_services {
         let started = Instant::now();
-        for svc in services::needs_reload(&catalog, &receipts) {
+        for svc in services::needs_reload(catalog, &receipts) {
             report.services.push(services::reload(svc).await);
         }
         report.timings.insert("reload".into(), ms(started));
+        if report.services.iter().all(|s| s.ok) {
+            let due: Vec<&Hook> = preview.hooks.iter().collect();
+            report.hooks = timed(report, "hooks", hooks::run(&due)).await;
+        }
         let started = Instant::now();
         report.smoke = smoke::smoke(&preview.desired.smoke).await;
         report.timings.insert("smoke".into(), ms(started));
     }
     let reload_failed = report.services.iter().any(|s| !s.ok);
     let smoke_failed = report.smoke.iter().any(|s| !s.ok);
-    if reload_failed || smoke_failed {
-        return rollback(agent, &catalog, &receipts, report).await;
+    let hook_failed = report.hooks.iter().any(|h| !h.ok);
+    if reload_failed || smoke_failed || hook_failed {
+        let last_good: Vec<SmokeTest> =
+            crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        return rollback::rollback(&agent.fs, &preview.catalog, &receipts, &last_good, report)
+            .await;
     }
     report.files = file_reports(&receipts);
     commit(
@@ -538,6 +577,10 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
         &preview.desired,
         &failed.keys().cloned().collect(),
     );
+    if agent.run_services {
+        store_position(agent, preview.position.as_ref());
+        store_if_changed(agent, SMOKE_FILE, &preview.desired.smoke);
+    }
     if failed.is_empty() {
         let what = format!("{} files changed", report.files.len());
         report.finish(Outcome::Converged, converged_text(loaded, &what));
@@ -567,43 +610,6 @@ async fn apply_all(agent: &Agent, catalog: &Catalog, plan: &Plan) -> (Vec<Receip
         }
     }
     (receipts, failures)
-}
-
-async fn rollback(agent: &Agent, catalog: &Catalog, receipts: &[Receipt], report: &mut RunReport) {
-    let failing: Vec<String> = report
-        .smoke
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| format!("{}: {}", s.name, s.error.clone().unwrap_or_default()))
-        .chain(report.services.iter().filter(|s| !s.ok).map(|s| {
-            format!(
-                "{} {}: {}",
-                s.action,
-                s.service,
-                s.error.clone().unwrap_or_default()
-            )
-        }))
-        .collect();
-    warn!(failing = %failing.join("; "), "rolling back every change of this reconcile");
-    let mut errors = Vec::new();
-    for r in receipts.iter().rev() {
-        errors.extend(apply::restore(&agent.fs, &r.applied));
-    }
-    for svc in services::needs_reload(catalog, receipts) {
-        let again = services::reload(svc).await;
-        if !again.ok {
-            errors.push(format!(
-                "reload {} after rollback: {}",
-                svc.name,
-                again.error.unwrap_or_default()
-            ));
-        }
-    }
-    let mut message = format!("rolled back: {}", failing.join("; "));
-    if !errors.is_empty() {
-        message.push_str(&format!("; ROLLBACK INCOMPLETE: {}", errors.join("; ")));
-    }
-    report.finish(Outcome::RolledBack, message);
 }
 
 fn converged_text(loaded: &LoadedMap, what: &str) -> String {
@@ -675,5 +681,30 @@ fn store_cache(agent: &Agent, loaded: &LoadedMap) {
     };
     if let Err(e) = agent.cache().store(&entry) {
         error!(error = %chain(&e), "last-good map cache not written");
+    }
+}
+
+/// Remember the position whose hooks ran, so they run again only when it changes.
+fn store_position(agent: &Agent, position: Option<&DbPosition>) {
+    store_if_changed(agent, hooks::POSITION_FILE, &position.cloned());
+}
+
+/// Write a JSON state file only when its content changes (no writes on a quiet poll).
+fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(
+    agent: &Agent,
+    name: &str,
+    value: &T,
+) {
+    let path = agent.state_dir.join(name);
+    if crate::sys::fs::read_json::<T>(&path)
+        .ok()
+        .flatten()
+        .as_ref()
+        == Some(value)
+    {
+        return;
+    }
+    if let Err(e) = crate::sys::fs::write_json(&path, value) {
+        error!(error = %chain(&e), path = %path.display(), "state file not written");
     }
 }

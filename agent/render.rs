@@ -94,7 +94,7 @@ pub struct RenderedFile {
 }
 
 /// A concrete smoke test.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SmokeTest {
     /// Name for reports.
     pub name: String,
@@ -107,7 +107,7 @@ pub struct SmokeTest {
 }
 
 /// The check a smoke test performs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SmokeCheck {
     /// HTTP GET with a Host header.
@@ -236,7 +236,7 @@ pub fn render(
         }
         for hook in &role.hooks {
             set_product(&mut ctx, None);
-            desired.hooks.push(render_hook(&ctx, role_name, hook)?);
+            desired.hooks.extend(render_hook(&ctx, role_name, hook)?);
         }
     }
     desired.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -422,24 +422,29 @@ fn render_smoke(
     })
 }
 
-fn render_hook(ctx: &Context, role: &str, hook: &HookSpec) -> Result<Hook, Error> {
+/// A hook whose command renders to nothing does not apply to this host.
+fn render_hook(ctx: &Context, role: &str, hook: &HookSpec) -> Result<Option<Hook>, Error> {
     let f = Fields {
         ctx,
         role,
         product: None,
     };
-    let command = f.command("hooks.command", &Some(hook.command.clone()))?;
+    let text = f.render("hooks.command", &hook.command)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let command = Command::parse(&text).map_err(|reason| f.invalid("hooks.command", &reason))?;
     let timeout = hook
         .timeout
         .as_deref()
         .and_then(|t| humantime::parse_duration(t).ok())
         .unwrap_or(crate::catalog::COMMAND_TIMEOUT);
-    Ok(Hook {
+    Ok(Some(Hook {
         role: role.to_string(),
         on: hook.on.clone(),
         command,
         timeout,
-    })
+    }))
 }
 
 fn check_duplicates(files: &[RenderedFile]) -> Result<(), Error> {

@@ -73,6 +73,12 @@ pub struct RunReport {
     pub services: Vec<ReloadReport>,
     /// Smoke test results.
     pub smoke: Vec<SmokeResult>,
+    /// Position hooks run.
+    #[serde(default)]
+    pub hooks: Vec<crate::hooks::HookReport>,
+    /// Smoke results after a rollback (the old state's health).
+    #[serde(default)]
+    pub smoke_after_rollback: Vec<SmokeResult>,
     /// Milliseconds per stage.
     pub timings: BTreeMap<String, u64>,
     /// Time of the last converged reconcile (carried over between runs).
@@ -97,6 +103,8 @@ impl RunReport {
             files: Vec::new(),
             services: Vec::new(),
             smoke: Vec::new(),
+            hooks: Vec::new(),
+            smoke_after_rollback: Vec::new(),
             timings: BTreeMap::new(),
             last_converged_unix: None,
         }
@@ -198,6 +206,21 @@ pub fn summary(r: &RunReport) -> String {
             "  smoke    {} {state} ({} ms)\n",
             s.name, s.elapsed_ms
         ));
+    }
+    for h in &r.hooks {
+        let state = if h.ok {
+            "ok".to_string()
+        } else {
+            format!("FAILED: {}", h.error.clone().unwrap_or_default())
+        };
+        out.push_str(&format!(
+            "  hook     {} `{}` {state} ({} ms)\n",
+            h.on, h.command, h.elapsed_ms
+        ));
+    }
+    for s in &r.smoke_after_rollback {
+        let state = if s.ok { "ok" } else { "STILL FAILING" };
+        out.push_str(&format!("  after rollback: smoke {} {state}\n", s.name));
     }
     out.push_str(&format!(
         "took {} ms (reconcile {})\n",

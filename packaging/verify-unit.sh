@@ -148,6 +148,16 @@ check_comments() {
 
 # ReadWritePaths= must cover paths.allowed_roots and paths.state of the default
 # agent.toml ("-" prefix allowed: optional paths).
+# covered_by " RW-LIST " PATH: PATH or one of its parent directories is in RW-LIST.
+covered_by() {
+    local entry
+    for entry in $1; do
+        entry=${entry#-}
+        case "$2" in "$entry" | "$entry"/*) return 0 ;; esac
+    done
+    return 1
+}
+
 check_write_paths() {
     local rw roots path missing=()
     rw=" $(grep -E '^ReadWritePaths=' "$unit_src" | cut -d= -f2- | tr '\n' ' ') "
@@ -157,7 +167,7 @@ check_write_paths() {
     [ -n "$roots" ] || { fail "no allowed_roots found in $agent_toml"; return; }
     while IFS= read -r path; do
         [ -n "$path" ] || continue
-        case "$rw" in *" $path "* | *" -$path "*) ;; *) missing+=("$path") ;; esac
+        covered_by "$rw" "$path" || missing+=("$path")
     done <<<"$roots"
     if [ ${#missing[@]} -eq 0 ]; then
         pass "ReadWritePaths= covers agent.toml allowed_roots and state"

@@ -22,3 +22,5 @@ mod map_cli;
 mod map_publish;
 /// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
 mod snapshot;
+/// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
+mod services;

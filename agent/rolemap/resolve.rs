@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
@@ -32,7 +32,7 @@ pub struct HostView {
 }
 
 /// A host as other hosts see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct Peer {
     /// Host id.
     pub id: String,
@@ -40,7 +40,12 @@ pub struct Peer {
     pub address: String,
     /// Availability zone.
     pub az: String,
+    /// MySQL/MariaDB port (`hosts.ID.db_port`, default 3306).
+    pub db_port: u16,
 }
+
+/// The MySQL/MariaDB port when the map does not say.
+pub const DEFAULT_DB_PORT: u16 = 3306;
 
 /// This host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,7 +71,7 @@ pub struct HostInfo {
 }
 
 /// A host's place in one product's replication topology.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbPosition {
     /// Product whose database this is.
     pub product: String,
@@ -164,6 +169,7 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
         id: id.to_string(),
         address: host.map(|h| h.address.clone()).unwrap_or_default(),
         az: host.map(|h| h.az.clone()).unwrap_or_default(),
+        db_port: host.and_then(|h| h.db_port).unwrap_or(DEFAULT_DB_PORT),
     }
 }
 

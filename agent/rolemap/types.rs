@@ -103,6 +103,9 @@ pub struct Host {
     /// Products it serves.
     #[serde(default)]
     pub products: Vec<String>,
+    /// MySQL/MariaDB port, when not the default 3306 (rolecall's extension of SPEC §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_port: Option<u16>,
     /// Keys not in the schema.
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,

@@ -15,7 +15,7 @@ pub const OUTPUT_CAP_BYTES: usize = 4096;
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A command as argv, split once from its configured string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Command {
     /// Program and arguments.
     pub argv: Vec<String>,

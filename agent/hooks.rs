@@ -1,0 +1,154 @@
+//! Position hooks (issue 4): when the host's database position changes (promoted to
+//! master, demoted, or pointed at a new upstream), the roles' hook commands run after the
+//! new configuration is applied and the services reloaded. Which hooks are due is a pure
+//! decision over the previous and the new position; running them goes through `sys::exec`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::render::Hook;
+use crate::rolemap::resolve::DbPosition;
+use crate::sys::exec;
+
+/// State file holding the last position whose hooks succeeded.
+pub const POSITION_FILE: &str = "position.json";
+
+/// The events a position change raises, sorted.
+pub fn events(old: Option<&DbPosition>, new: Option<&DbPosition>) -> BTreeSet<&'static str> {
+    let mut out = BTreeSet::new();
+    let was_master = old.is_some_and(|p| p.position == "master");
+    let is_master = new.is_some_and(|p| p.position == "master");
+    if is_master && !was_master {
+        out.insert("promoted");
+    }
+    if was_master && !is_master {
+        out.insert("demoted");
+    }
+    let upstream = |p: Option<&DbPosition>| {
+        p.and_then(|p| p.upstream.clone())
+            .map(|u| (u.id, u.address, u.db_port))
+    };
+    if new.is_some_and(|p| p.upstream.is_some()) && upstream(old) != upstream(new) {
+        out.insert("upstream_changed");
+    }
+    let key = |p: Option<&DbPosition>| p.map(|p| (p.product.clone(), p.position.clone()));
+    if !out.is_empty() || key(old) != key(new) {
+        out.insert("position_changed");
+    }
+    out
+}
+
+/// The hooks of `hooks` due for `events`, in catalog order.
+pub fn due<'a>(hooks: &'a [Hook], events: &BTreeSet<&str>) -> Vec<&'a Hook> {
+    hooks
+        .iter()
+        .filter(|h| events.contains(h.on.as_str()))
+        .collect()
+}
+
+/// The result of one hook, for the status record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// Event.
+    pub on: String,
+    /// Command.
+    pub command: String,
+    /// Success.
+    pub ok: bool,
+    /// Failure with the output tail.
+    pub error: Option<String>,
+    /// Duration.
+    pub elapsed_ms: u64,
+}
+
+/// Run `hooks` in order, stopping at the first failure.
+pub async fn run(hooks: &[&Hook]) -> Vec<HookReport> {
+    let mut reports = Vec::new();
+    for hook in hooks {
+        let started = std::time::Instant::now();
+        let result = exec::run_ok(&hook.command, hook.timeout).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let error = result.err().map(|e| crate::error::chain(&e));
+        match &error {
+            None => info!(action = %hook.on, argv = %hook.command, elapsed_ms, "hook ran"),
+            Some(e) => error!(action = %hook.on, argv = %hook.command, error = %e, "hook failed"),
+        }
+        let failed = error.is_some();
+        reports.push(HookReport {
+            on: hook.on.clone(),
+            command: hook.command.to_string(),
+            ok: !failed,
+            error,
+            elapsed_ms,
+        });
+        if failed {
+            break;
+        }
+    }
+    reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rolemap::resolve::Peer;
+
+    fn pos(position: &str, upstream: Option<&str>) -> DbPosition {
+        DbPosition {
+            product: "videos".into(),
+            name: "videos".into(),
+            position: position.into(),
+            upstream: upstream.map(|id| Peer {
+                id: id.into(),
+                address: "10.0.0.1".into(),
+                az: "a".into(),
+                db_port: 3306,
+            }),
+            server_id: 1,
+            read_only: position != "master",
+            backup_url: None,
+        }
+    }
+
+    #[test]
+    fn promotion_and_demotion() {
+        let r = pos("replica", Some("db-1"));
+        let m = pos("master", None);
+        assert_eq!(
+            events(Some(&r), Some(&m)),
+            BTreeSet::from(["promoted", "position_changed"])
+        );
+        assert_eq!(
+            events(Some(&m), Some(&r)),
+            BTreeSet::from(["demoted", "upstream_changed", "position_changed"])
+        );
+    }
+
+    #[test]
+    fn new_upstream_and_first_assignment() {
+        assert_eq!(
+            events(
+                Some(&pos("replica", Some("db-1"))),
+                Some(&pos("replica", Some("db-2")))
+            ),
+            BTreeSet::from(["upstream_changed", "position_changed"])
+        );
+        assert_eq!(
+            events(None, Some(&pos("replica", Some("db-1")))),
+            BTreeSet::from(["upstream_changed", "position_changed"])
+        );
+        assert_eq!(
+            events(None, Some(&pos("master", None))),
+            BTreeSet::from(["promoted", "position_changed"])
+        );
+    }
+
+    #[test]
+    fn no_change_no_events() {
+        let r = pos("replica", Some("db-1"));
+        assert!(events(Some(&r), Some(&r)).is_empty());
+        assert!(events(None, None).is_empty());
+    }
+}

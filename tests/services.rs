@@ -1,0 +1,325 @@
+//! Services for real (issue 4): Apache's graceful reload once per reconcile, smoke tests
+//! by Host header, rollback when a site's health page is missing (and no reload storm
+//! afterwards), MariaDB master and replica configured from the map with replication and
+//! promotion hooks, and the backup cron file's life cycle.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
+use crate::reconcile::{docroots, web_agent};
+use crate::support::apache::Apache;
+use crate::support::mariadb::MariaDb;
+use crate::support::{command_line, terminate_child, wait_until};
+
+fn hooks_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/hooks")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn three_products_one_graceful_reload_and_a_new_product_is_served_next_sync() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha", "beta", "gamma", "delta"]);
+    agent.write_map(&web_map(1, &["alpha", "beta", "gamma"], &base));
+    let out = agent.run(&["sync", "--json"]);
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(
+        report["services"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(report["smoke"].as_array().map(Vec::len), Some(3));
+    assert!(report["smoke"]
+        .as_array()
+        .expect("smoke")
+        .iter()
+        .all(|s| s["ok"] == true));
+    assert!(apache.wait_generation(2, Duration::from_secs(10)));
+    assert_eq!(
+        apache.generation(),
+        2,
+        "more than one reload for one reconcile"
+    );
+    for p in ["alpha", "beta", "gamma"] {
+        assert_eq!(
+            apache.get(&format!("{p}.example.test"), "/health.txt"),
+            (200, format!("ok {p}\n"))
+        );
+    }
+    assert_ne!(
+        apache.get("delta.example.test", "/health.txt").1,
+        "ok delta\n"
+    );
+
+    agent.write_map(&web_map(2, &["alpha", "beta", "gamma", "delta"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(
+        apache.get("delta.example.test", "/health.txt"),
+        (200, "ok delta\n".to_string())
+    );
+}
+
+#[test]
+fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a_new_map() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha", "beta"]);
+    std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    let served =
+        std::fs::read(agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf")).expect("alpha");
+
+    agent.write_map(&web_map(2, &["alpha", "beta"], &base));
+    let mut daemon = agent
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let rolled_back = || agent.run(&["status", "--json"]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(60), || String::from_utf8_lossy(
+            &rolled_back()
+        )
+        .contains("\"outcome\": \"rolled_back\"")),
+        "no rollback: {}",
+        String::from_utf8_lossy(&rolled_back())
+    );
+    let status: serde_json::Value = serde_json::from_slice(&rolled_back()).expect("status");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("beta.example.test")),
+        "{status}"
+    );
+    assert!(
+        status["smoke_after_rollback"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|r| r["ok"] == true)),
+        "{status}"
+    );
+    assert!(!agent
+        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
+        .exists());
+    assert_eq!(
+        std::fs::read(agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf")).expect("alpha"),
+        served
+    );
+    assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
+
+    // Polls every second, but the same failing inputs wait for the backoff (5 s).
+    let generation = apache.generation();
+    assert!(
+        !wait_until(Duration::from_secs(3), || apache.generation() != generation),
+        "the daemon reloaded Apache again during the backoff"
+    );
+
+    std::fs::write(base.join("beta/health.txt"), "ok beta\n").expect("health page");
+    agent.write_map(&web_map(3, &["alpha", "beta"], &base));
+    assert!(
+        wait_until(Duration::from_secs(10), || apache
+            .get("beta.example.test", "/health.txt")
+            == (200, "ok beta\n".to_string())),
+        "a new map was not applied at once"
+    );
+    terminate_child(&mut daemon, Duration::from_secs(10));
+}
+
+/// A db agent bound to a real MariaDB instance.
+struct Db {
+    agent: Agent,
+    server: MariaDb,
+}
+
+fn db_agent(id: &str, address: &str) -> Db {
+    let mut agent = Agent::new(Setup::new(id, address));
+    let server = MariaDb::start(&agent.root, id);
+    let client = format!("--socket={} --user=root", server.socket().display());
+    agent.setup = Setup::new(id, address)
+        .var(&format!("mysql_client_args = \"{client}\""))
+        .var(&format!("hooks_dir = \"{}\"", hooks_dir()))
+        .var("replication_user = \"root\"")
+        .var("replication_password_file = \"/nonexistent\"")
+        .service(
+            "mariadb",
+            &format!(
+                "check = \"mariadbd --defaults-file={} --help --verbose\"",
+                server.base_cnf().display()
+            ),
+        )
+        .service(
+            "mariadb",
+            &format!("restart = {:?}", command_line(&server.restart_cmd())),
+        )
+        .service(
+            "mariadb",
+            &format!("reload = {:?}", command_line(&server.restart_cmd())),
+        );
+    agent.write_config();
+    Db { agent, server }
+}
+
+fn db_map(
+    generation: u64,
+    master: (&str, &str, u16),
+    replica: Option<(&str, &str, u16)>,
+    removed: &[&str],
+) -> String {
+    let mut text = format!("schema = 1\ngeneration = {generation}\n\n[products.shop]\ndomain = \"shop.example.test\"\ndocroot = \"/srv/shop\"\nhealth_path = \"/health.txt\"\n");
+    text.push_str(&format!(
+        "\n[products.shop.database]\nname = \"shop\"\nmaster = \"{}\"\n",
+        master.0
+    ));
+    if let Some(r) = replica {
+        text.push_str(&format!("replicas = [\"{}\"]\n", r.0));
+    }
+    if !removed.is_empty() {
+        let list: Vec<String> = removed.iter().map(|r| format!("\"{r}\"")).collect();
+        text.push_str(&format!("removed = [{}]\n", list.join(", ")));
+    }
+    for (id, address, port) in std::iter::once(master).chain(replica) {
+        text.push_str(&format!("\n[hosts.{id}]\naddress = \"{address}\"\naz = \"a\"\nroles = [\"db\"]\ndb_port = {port}\n"));
+    }
+    text
+}
+
+#[test]
+fn mariadb_master_and_replica_from_the_map_then_promotion() {
+    let one = db_agent("db-1", "127.0.0.11");
+    let two = db_agent("db-2", "127.0.0.12");
+    let m1 = ("db-1", "127.0.0.11", one.server.port());
+    let m2 = ("db-2", "127.0.0.12", two.server.port());
+    let map1 = db_map(1, m1, Some(m2), &[]);
+    one.agent.write_map(&map1);
+    two.agent.write_map(&map1);
+    let out = one.agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        one.server.query("SELECT @@read_only, @@log_bin"),
+        "0\t1",
+        "{}",
+        describe(&out)
+    );
+    let out = two.agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        two.server.query("SELECT @@read_only"),
+        "1",
+        "{}",
+        describe(&out)
+    );
+
+    one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1), (2)");
+    assert!(
+        wait_until(Duration::from_secs(30), || two
+            .server
+            .try_query("SELECT COUNT(*) FROM shop.orders")
+            .as_deref()
+            == Ok("2")),
+        "the row did not reach the replica: {}",
+        two.server.query("SHOW SLAVE STATUS\\G")
+    );
+
+    // The failover: db-2 becomes the master; db-1 is taken out of the product.
+    let map2 = db_map(2, m2, None, &["db-1"])
+        .replace("roles = [\"db\"]\ndb_port", "roles = [\"db\"]\ndb_port");
+    let map2 = format!("{map2}\n[hosts.db-1]\naddress = \"127.0.0.11\"\naz = \"a\"\nroles = [\"db\"]\ndb_port = {}\n", one.server.port());
+    two.agent.write_map(&map2);
+    let out = two.agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hook     promoted"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(two.server.query("SELECT @@read_only"), "0");
+    assert_eq!(
+        two.server.query("SHOW SLAVE STATUS"),
+        "",
+        "replication still configured after promotion"
+    );
+    two.server.query("INSERT INTO shop.orders VALUES (3)");
+    assert_eq!(two.server.query("SELECT COUNT(*) FROM shop.orders"), "3");
+}
+
+#[test]
+fn the_web_host_follows_a_new_master() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["shop"]);
+    let map = |generation: u64, master: &str| {
+        web_map(generation, &["shop"], &base)
+            .replace(
+                "[products.shop]\ndomain = \"shop.example.test\"\ndocroot = \"/srv/shop\"\n",
+                "",
+            )
+            .replace(
+                "master = \"db-1\"\nreplicas = [\"db-2\"]",
+                &format!("master = \"{master}\"\nreplicas = []"),
+            )
+    };
+    agent.write_map(&map(1, "db-1"));
+    assert_exit(&agent.run(&["sync"]), 0);
+    let vhost = agent.path("/etc/apache2/sites-enabled/rolecall-shop.conf");
+    assert!(std::fs::read_to_string(&vhost)
+        .expect("vhost")
+        .contains("SetEnv ROLECALL_DB_MASTER 10.0.0.1\n"));
+    agent.write_map(&map(2, "db-2"));
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        std::fs::read_to_string(&vhost)
+            .expect("vhost")
+            .contains("SetEnv ROLECALL_DB_MASTER 10.0.0.2\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("smoke    http shop.example.test/health.txt ok"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(apache.get("shop.example.test", "/health.txt").0, 200);
+}
+
+#[test]
+fn the_backup_cron_file_is_installed_root_owned_0644_and_removed_with_the_role() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::new(Setup::new("db-3", "10.0.0.3"));
+    let base = agent.path("/var/www");
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let cron = agent.path("/etc/cron.d/rolecall-snapshot-shop");
+    let meta = std::fs::metadata(&cron).expect("cron file installed");
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o644, 0, 0)
+    );
+    let content = std::fs::read(&cron).expect("cron");
+    assert!(rolecall::cron::check(
+        Path::new("/etc/cron.d/rolecall-snapshot-shop"),
+        &content,
+        "root",
+        0o644
+    )
+    .is_empty());
+    assert!(String::from_utf8_lossy(&content).contains("*/15 * * * * root"));
+
+    agent.write_map(
+        &web_map(2, &["alpha"], &base)
+            .replace("roles = [\"db\", \"db-backup\"]", "roles = [\"db\"]")
+            .replace("backup = \"db-3\"\n", ""),
+    );
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(
+        !cron.exists(),
+        "the cron file stayed after the role was removed: {}",
+        describe(&out)
+    );
+}
