@@ -22,7 +22,7 @@ use crate::rolemap::promote::{self, Promoted};
 use crate::rolemap::publish::{self as prepare, Prepared};
 use crate::source::file::file_etag;
 use crate::source::verify::{self, signature_url, VerifyError};
-use crate::source::{self, FileSource, Fetched, MapSource, PutOutcome, S3Source};
+use crate::source::{self, Fetched, FileSource, MapSource, PutOutcome, S3Source};
 
 /// Errors of publishing and promoting.
 #[derive(Debug, thiserror::Error)]
@@ -351,9 +351,15 @@ impl SignatureWrite {
             return;
         };
         match self.target.write(previous.bytes, Some(&ours)).await {
-            Ok(PutOutcome::Written { .. }) => tracing::info!(path = %self.target.url(), "signature restored"),
-            Ok(PutOutcome::Conflict) => tracing::info!(path = %self.target.url(), "signature changed again since, left as is"),
-            Err(e) => tracing::warn!(path = %self.target.url(), error = %crate::error::chain(&e), "signature not restored"),
+            Ok(PutOutcome::Written { .. }) => {
+                tracing::info!(path = %self.target.url(), "signature restored")
+            }
+            Ok(PutOutcome::Conflict) => {
+                tracing::info!(path = %self.target.url(), "signature changed again since, left as is")
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.target.url(), error = %crate::error::chain(&e), "signature not restored")
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ struct Daemon {
     imds: ImdsServer,
     bucket: String,
     notify: NotifySocket,
-    smoke_target: TcpListener,
+    _smoke_target: TcpListener,
     child: Option<Child>,
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::types::{Database, Host, Product, RoleMap};
 
 /// One difference between two maps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// `generation` differs.
@@ -126,58 +126,75 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Generation { old, new } => write!(f, "generation {old} -> {new}"),
-            Change::HostAdded { id, host } => write!(
-                f,
+            Change::HostAdded { .. }
+            | Change::HostRemoved { .. }
+            | Change::HostField { .. }
+            | Change::HostList { .. } => f.write_str(&self.host_words()),
+            _ => f.write_str(&self.product_words()),
+        }
+    }
+}
+
+impl Change {
+    fn host_words(&self) -> String {
+        match self {
+            Change::HostAdded { id, host } => format!(
                 "host {id} added ({}, {}, roles [{}], products [{}])",
                 host.address,
                 host.az,
                 host.roles.join(", "),
                 host.products.join(", ")
             ),
-            Change::HostRemoved { id } => write!(f, "host {id} removed"),
-            Change::HostField { id, field, old, new } => {
-                write!(f, "host {id}: {field} {old} -> {new}")
-            }
+            Change::HostRemoved { id } => format!("host {id} removed"),
+            Change::HostField {
+                id,
+                field,
+                old,
+                new,
+            } => format!("host {id}: {field} {old} -> {new}"),
             Change::HostList {
                 id,
                 field,
                 added,
                 removed,
-            } => write!(f, "host {id}: {field} {}", plus_minus(added, removed)),
-            Change::ProductAdded { name } => write!(f, "product {name} added"),
-            Change::ProductRemoved { name } => write!(f, "product {name} removed"),
+            } => format!("host {id}: {field} {}", plus_minus(added, removed)),
+            _ => String::new(),
+        }
+    }
+
+    fn product_words(&self) -> String {
+        match self {
+            Change::ProductAdded { name } => format!("product {name} added"),
+            Change::ProductRemoved { name } => format!("product {name} removed"),
             Change::ProductField {
                 name,
                 field,
                 old,
                 new,
-            } => write!(f, "product {name}: {field} {old} -> {new}"),
-            Change::Database { name, present } => write!(
-                f,
-                "product {name}: database {}",
-                if *present { "added" } else { "removed" }
-            ),
-            Change::NewMaster { name, old, new } => {
-                write!(f, "product {name}: new database master {new} (was {old})")
+            } => format!("product {name}: {field} {old} -> {new}"),
+            Change::Database { name, present } => {
+                let what = if *present { "added" } else { "removed" };
+                format!("product {name}: database {what}")
             }
-            Change::ReplicasReordered { name, old, new } => write!(
-                f,
-                "product {name}: replicas reordered [{}] (was [{}])",
-                new.join(", "),
-                old.join(", ")
-            ),
-            Change::ReplicasChanged { name, old, new } => write!(
-                f,
-                "product {name}: replicas [{}] (was [{}])",
-                new.join(", "),
-                old.join(", ")
-            ),
-            Change::BackupChanged { name, old, new } => write!(
-                f,
+            Change::NewMaster { name, old, new } => {
+                format!("product {name}: new database master {new} (was {old})")
+            }
+            Change::ReplicasReordered { name, old, new } => {
+                format!(
+                    "product {name}: replicas reordered {} (was {})",
+                    list(new),
+                    list(old)
+                )
+            }
+            Change::ReplicasChanged { name, old, new } => {
+                format!("product {name}: replicas {} (was {})", list(new), list(old))
+            }
+            Change::BackupChanged { name, old, new } => format!(
                 "product {name}: backup {} (was {})",
                 new.as_deref().unwrap_or("none"),
                 old.as_deref().unwrap_or("none")
             ),
+            _ => String::new(),
         }
     }
 }
@@ -282,7 +299,12 @@ fn product(name: &str, a: &Product, b: &Product, out: &mut Vec<Change>) {
     }
 }
 
-fn field_changes(name: &str, prefix: &str, fields: &[(&str, String, String)], out: &mut Vec<Change>) {
+fn field_changes(
+    name: &str,
+    prefix: &str,
+    fields: &[(&str, String, String)],
+    out: &mut Vec<Change>,
+) {
     for (field, old, new) in fields {
         if old != new {
             out.push(Change::ProductField {
@@ -300,28 +322,19 @@ fn list(items: &[String]) -> String {
 }
 
 fn database(name: &str, a: &Database, b: &Database, out: &mut Vec<Change>) {
-    let owned = name.to_string();
     if a.master != b.master {
         out.push(Change::NewMaster {
-            name: owned.clone(),
+            name: name.to_string(),
             old: a.master.clone(),
             new: b.master.clone(),
         });
     }
     if a.replicas != b.replicas {
-        let (mut x, mut y) = (a.replicas.clone(), b.replicas.clone());
-        x.sort();
-        y.sort();
-        let (old, new) = (a.replicas.clone(), b.replicas.clone());
-        out.push(if x == y {
-            Change::ReplicasReordered { name: owned.clone(), old, new }
-        } else {
-            Change::ReplicasChanged { name: owned.clone(), old, new }
-        });
+        out.push(replicas(name, &a.replicas, &b.replicas));
     }
     if a.backup != b.backup {
         out.push(Change::BackupChanged {
-            name: owned,
+            name: name.to_string(),
             old: a.backup.clone(),
             new: b.backup.clone(),
         });
@@ -337,6 +350,19 @@ fn database(name: &str, a: &Database, b: &Database, out: &mut Vec<Change>) {
         ("removed", list(&a.removed), list(&b.removed)),
     ];
     field_changes(name, "database.", &fields, out);
+}
+
+/// Same hosts in another order is a re-chaining; anything else is a membership change.
+fn replicas(name: &str, old: &[String], new: &[String]) -> Change {
+    let (mut x, mut y) = (old.to_vec(), new.to_vec());
+    x.sort();
+    y.sort();
+    let (name, old, new) = (name.to_string(), old.to_vec(), new.to_vec());
+    if x == y {
+        Change::ReplicasReordered { name, old, new }
+    } else {
+        Change::ReplicasChanged { name, old, new }
+    }
 }
 
 #[cfg(test)]
@@ -371,7 +397,10 @@ roles = ["db"]
 "#;
 
     fn lines(old: &str, new: &str) -> Vec<String> {
-        let (a, b) = (parse(old).expect("old parses"), parse(new).expect("new parses"));
+        let (a, b) = (
+            parse(old).expect("old parses"),
+            parse(new).expect("new parses"),
+        );
         diff(&a, &b).iter().map(ToString::to_string).collect()
     }
 
@@ -400,10 +429,16 @@ roles = ["db"]
 
     #[test]
     fn host_address_and_az_changes() {
-        let new = BASE.replace("address = \"10.0.0.1\"\naz = \"a\"", "address = \"10.0.0.7\"\naz = \"b\"");
+        let new = BASE.replace(
+            "address = \"10.0.0.1\"\naz = \"a\"",
+            "address = \"10.0.0.7\"\naz = \"b\"",
+        );
         assert_eq!(
             lines(BASE, &new),
-            ["host web-1: address 10.0.0.1 -> 10.0.0.7", "host web-1: az a -> b"]
+            [
+                "host web-1: address 10.0.0.1 -> 10.0.0.7",
+                "host web-1: az a -> b"
+            ]
         );
     }
 
@@ -415,7 +450,10 @@ roles = ["db"]
         );
         assert_eq!(
             lines(BASE, &new),
-            ["host web-1: roles +memcached", "host web-1: products +blog -videos"]
+            [
+                "host web-1: roles +memcached",
+                "host web-1: products +blog -videos"
+            ]
         );
     }
 
@@ -460,16 +498,25 @@ roles = ["db"]
     #[test]
     fn backup_changed_and_removed() {
         let moved = BASE.replace("backup = \"db-4\"", "backup = \"db-5\"");
-        assert_eq!(lines(BASE, &moved), ["product videos: backup db-5 (was db-4)"]);
+        assert_eq!(
+            lines(BASE, &moved),
+            ["product videos: backup db-5 (was db-4)"]
+        );
         let gone = BASE.replace("backup = \"db-4\"\n", "");
-        assert_eq!(lines(BASE, &gone), ["product videos: backup none (was db-4)"]);
+        assert_eq!(
+            lines(BASE, &gone),
+            ["product videos: backup none (was db-4)"]
+        );
     }
 
     #[test]
     fn database_fields_and_presence() {
         let new = BASE
             .replace("name = \"videos\"", "name = \"videos2\"")
-            .replace("backup_url = \"s3://backups/videos/\"", "backup_url = \"s3://backups/videos/\"\nremoved = [\"db-0\"]");
+            .replace(
+                "backup_url = \"s3://backups/videos/\"",
+                "backup_url = \"s3://backups/videos/\"\nremoved = [\"db-0\"]",
+            );
         assert_eq!(
             lines(BASE, &new),
             [

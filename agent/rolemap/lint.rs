@@ -147,7 +147,10 @@ fn az_balance(map: &RoleMap, out: &mut Vec<Warning>) {
         let most = per_zone.values().max().copied().unwrap_or(0);
         let least = per_zone.values().min().copied().unwrap_or(0);
         if most - least > 1 {
-            let spread: Vec<String> = per_zone.iter().map(|(z, n)| format!("{n} in {z}")).collect();
+            let spread: Vec<String> = per_zone
+                .iter()
+                .map(|(z, n)| format!("{n} in {z}"))
+                .collect();
             out.push(warning(
                 Kind::AzImbalance,
                 "hosts".to_string(),
@@ -226,7 +229,11 @@ roles = ["db", "db-backup"]
         let found = only(&warnings, Kind::WebSingleAz);
         assert_eq!(found.len(), 1, "{warnings:?}");
         assert_eq!(found[0].path, "products.videos");
-        assert!(found[0].message.contains("all 2 web host(s)"), "{}", found[0]);
+        assert!(
+            found[0].message.contains("all 2 web host(s)"),
+            "{}",
+            found[0]
+        );
     }
 
     #[test]
@@ -254,13 +261,17 @@ roles = ["db", "db-backup"]
             .collect();
         assert_eq!(
             paths,
-            ["products.videos.database.replicas", "products.videos.database.backup"]
+            [
+                "products.videos.database.replicas",
+                "products.videos.database.backup"
+            ]
         );
     }
 
     #[test]
     fn host_without_role_is_reported() {
-        let text = format!("{CLEAN}[hosts.spare]\naddress = \"10.0.9.9\"\naz = \"a\"\nroles = []\n");
+        let text =
+            format!("{CLEAN}[hosts.spare]\naddress = \"10.0.9.9\"\naz = \"a\"\nroles = []\n");
         let warnings = lint_text(&text);
         let found = only(&warnings, Kind::NoRole);
         assert_eq!(found.len(), 1);

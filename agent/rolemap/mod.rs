@@ -2,8 +2,14 @@
 //! problem with its TOML path (`validate`), resolution of one host's view (`resolve`),
 //! and the pure transforms and checks behind the `map` commands. Pure: no I/O here.
 
+pub mod diff;
+pub mod lint;
+pub mod promote;
+pub mod publish;
 pub mod resolve;
 pub mod show;
+#[cfg(test)]
+mod tests;
 pub mod types;
 pub mod validate;
 

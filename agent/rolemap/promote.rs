@@ -22,13 +22,19 @@ pub enum Error {
         product: String,
     },
     /// The product has no database to fail over.
-    #[error("product {product:?} has no database (products.{}.database is missing)", key(product))]
+    #[error(
+        "product {product:?} has no database (products.{}.database is missing)",
+        key(product)
+    )]
     NoDatabase {
         /// The product.
         product: String,
     },
     /// The product's database has no replica to promote.
-    #[error("product {product:?} has no replica to promote (products.{}.database.replicas is empty)", key(product))]
+    #[error(
+        "product {product:?} has no replica to promote (products.{}.database.replicas is empty)",
+        key(product)
+    )]
     NoReplica {
         /// The product.
         product: String,
@@ -69,9 +75,12 @@ pub struct Promotion {
 /// `UnknownProduct`, `NoDatabase`, `NoReplica`, or `NotAReplica` when `to` is not one of
 /// the product's replicas.
 pub fn plan(map: &RoleMap, product: &str, to: Option<&str>) -> Result<Promotion, Error> {
-    let p = map.products.get(product).ok_or_else(|| Error::UnknownProduct {
-        product: product.to_string(),
-    })?;
+    let p = map
+        .products
+        .get(product)
+        .ok_or_else(|| Error::UnknownProduct {
+            product: product.to_string(),
+        })?;
     let db = p.database.as_ref().ok_or_else(|| Error::NoDatabase {
         product: product.to_string(),
     })?;
@@ -92,7 +101,12 @@ pub fn plan(map: &RoleMap, product: &str, to: Option<&str>) -> Result<Promotion,
         product: product.to_string(),
         old_master: db.master.clone(),
         new_master: target.to_string(),
-        replicas: db.replicas.iter().filter(|r| *r != target).cloned().collect(),
+        replicas: db
+            .replicas
+            .iter()
+            .filter(|r| *r != target)
+            .cloned()
+            .collect(),
         removed,
     })
 }
@@ -131,11 +145,14 @@ pub fn promote_text(text: &str, product: &str, to: Option<&str>) -> Result<Promo
     let map = super::load(text.as_bytes()).map_err(Error::Invalid)?;
     let promotion = plan(&map, product, to)?;
     let mut doc = document(text).map_err(Error::Edit)?;
-    let db = table_at(doc.as_table_mut(), &["products", product, "database"])
-        .map_err(Error::Edit)?;
+    let db =
+        table_at(doc.as_table_mut(), &["products", product, "database"]).map_err(Error::Edit)?;
     let at = format!("products.{}.database", key(product));
     let edits = [
-        ("master", toml_edit::Value::from(promotion.new_master.as_str())),
+        (
+            "master",
+            toml_edit::Value::from(promotion.new_master.as_str()),
+        ),
         ("replicas", string_array(&promotion.replicas)),
         ("removed", string_array(&promotion.removed)),
     ];
@@ -235,8 +252,12 @@ roles = ["db", "db-backup"]
     #[test]
     fn comments_and_layout_survive() {
         let promoted = promote_text(MAP, "videos", None).expect("promotes");
-        assert!(promoted.text.contains("master = \"db-2\"     # the current master"));
-        assert!(promoted.text.contains("replicas = [\"db-3\", \"db-4\"]   # a chain"));
+        assert!(promoted
+            .text
+            .contains("master = \"db-2\"     # the current master"));
+        assert!(promoted
+            .text
+            .contains("replicas = [\"db-3\", \"db-4\"]   # a chain"));
         assert!(promoted.text.starts_with("schema = 1\ngeneration = 41\n"));
     }
 
@@ -245,7 +266,10 @@ roles = ["db", "db-backup"]
         let once = promote_text(MAP, "videos", None).expect("first");
         let twice = promote_text(&once.text, "videos", None).expect("second");
         let db = database(&twice.text);
-        assert_eq!((db.master.as_str(), db.replicas.as_slice()), ("db-3", &["db-4".to_string()][..]));
+        assert_eq!(
+            (db.master.as_str(), db.replicas.as_slice()),
+            ("db-3", &["db-4".to_string()][..])
+        );
         assert_eq!(db.removed, ["db-1", "db-2"]);
     }
 
@@ -262,7 +286,10 @@ roles = ["db", "db-backup"]
     fn unknown_product_no_database_and_no_replica_are_refused() {
         let err = promote_text(MAP, "blog", None).expect_err("no product");
         assert!(matches!(err, Error::UnknownProduct { .. }), "{err:?}");
-        let no_db = MAP.replace("[products.videos.database]", "[products.videos.database_gone]");
+        let no_db = MAP.replace(
+            "[products.videos.database]",
+            "[products.videos.database_gone]",
+        );
         let map = crate::rolemap::types::parse(&no_db).expect("parses");
         let err = plan(&map, "videos", None).expect_err("no database");
         assert!(matches!(err, Error::NoDatabase { .. }), "{err:?}");
@@ -277,9 +304,15 @@ roles = ["db", "db-backup"]
             "[products.videos.database]\nname = \"videos\"\nmaster = \"db-1\"     # the current master\nreplicas = [\"db-2\", \"db-3\", \"db-4\"]   # a chain\nbackup = \"db-5\"\nbackup_url = \"s3://backups/videos/\"\n",
             "database = { name = \"videos\", master = \"db-1\", replicas = [\"db-2\"] }\n",
         );
-        let inline = inline.replace("docroot = \"/srv/videos\"\n\n", "docroot = \"/srv/videos\"\n");
+        let inline = inline.replace(
+            "docroot = \"/srv/videos\"\n\n",
+            "docroot = \"/srv/videos\"\n",
+        );
         let promoted = promote_text(&inline, "videos", None).expect("promotes");
         let db = database(&promoted.text);
-        assert_eq!((db.master.as_str(), db.removed.as_slice()), ("db-2", &["db-1".to_string()][..]));
+        assert_eq!(
+            (db.master.as_str(), db.removed.as_slice()),
+            ("db-2", &["db-1".to_string()][..])
+        );
     }
 }

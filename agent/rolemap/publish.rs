@@ -118,7 +118,12 @@ pub fn with_generation(text: &str, generation: u64) -> Result<String, Error> {
         path: "generation".into(),
         reason: format!("{generation} does not fit a TOML integer"),
     })?;
-    set(doc.as_table_mut(), "generation", "generation", Value::from(value))?;
+    set(
+        doc.as_table_mut(),
+        "generation",
+        "generation",
+        Value::from(value),
+    )?;
     Ok(doc.to_string())
 }
 
@@ -247,7 +252,9 @@ products = ["videos"]
         );
         assert!(prepared.unified.contains("-docroot = \"/srv/old\""));
         assert!(prepared.unified.contains("+docroot = \"/srv/videos\""));
-        assert!(prepared.unified.starts_with("--- published\n+++ to publish\n"));
+        assert!(prepared
+            .unified
+            .starts_with("--- published\n+++ to publish\n"));
     }
 
     #[test]
@@ -261,7 +268,13 @@ products = ["videos"]
         let current = MAP.replace("generation = 41", "generation = 43");
         let err = prepare(MAP, Some(&current)).expect_err("stale");
         assert!(
-            matches!(err, Error::Stale { file: 41, current: 43 }),
+            matches!(
+                err,
+                Error::Stale {
+                    file: 41,
+                    current: 43
+                }
+            ),
             "{err:?}"
         );
     }
@@ -288,13 +301,20 @@ products = ["videos"]
     fn set_inserts_and_refuses_tables() {
         let mut doc = document(MAP).expect("toml");
         let videos = table_at(doc.as_table_mut(), &["products", "videos"]).expect("table");
-        set(videos, "health_path", "products.videos.health_path", Value::from("/up"))
-            .expect("inserted");
+        set(
+            videos,
+            "health_path",
+            "products.videos.health_path",
+            Value::from("/up"),
+        )
+        .expect("inserted");
         assert!(doc.to_string().contains("health_path = \"/up\""));
-        let err = set(doc.as_table_mut(), "products", "products", Value::from(1))
-            .expect_err("a table");
+        let err =
+            set(doc.as_table_mut(), "products", "products", Value::from(1)).expect_err("a table");
         assert!(err.to_string().contains("products"), "{err}");
-        let err = table_at(doc.as_table_mut(), &["products", "nope"]).expect_err("missing");
+        let Err(err) = table_at(doc.as_table_mut(), &["products", "nope"]) else {
+            panic!("products.nope is missing");
+        };
         assert!(err.to_string().contains("products.nope"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod file;
 pub mod https;
 pub mod s3;
+pub mod verify;
 
 use std::future::Future;
 use std::time::Duration;
@@ -84,6 +85,15 @@ pub enum Error {
         /// What went wrong.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The map's signature is missing or wrong (`map.verify_key` is set): the map is refused.
+    #[error("role map from {url} refused: signature check failed")]
+    Unverified {
+        /// The map URL.
+        url: String,
+        /// Why the signature was not accepted.
+        #[source]
+        source: verify::VerifyError,
     },
     /// Reading or writing the last-good cache failed.
     #[error("last-good map cache {path}")]

@@ -1,5 +1,7 @@
 //! Signed maps (SPEC §4 `map.verify_key`; issue 5): Ed25519 through `ed25519-dalek`, no
-//! hand-written cryptography. Pure apart from key generation, which reads the OS RNG.
+//! hand-written cryptography. [`verify`], [`sign`] and [`signature_url`] are pure; [`check`]
+//! is the agent's one call (reads the key, fetches the signature, verifies); [`generate`]
+//! reads the OS RNG.
 //!
 //! Formats, chosen so that stock OpenSSL can check them too:
 //! - the secret key (`PREFIX.key`, mode 0600) is PKCS#8 PEM (`BEGIN PRIVATE KEY`);
@@ -11,19 +13,35 @@
 //! `openssl pkeyutl -verify -pubin -inkey map.pub -rawin -in map.toml -sigfile map.toml.sig`
 //! gives the same answer as [`verify`].
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::TryRngCore;
 
+use super::{AnySource, Fetched, MapSource};
+
 /// Why a map's signature was not accepted, or signing was not possible.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// There is no signature object for the map (the caller's fetch found none).
-    #[error("no signature at {url}; a map without a valid signature is refused")]
+    #[error("no signature at {url} ({reason}); a map without a valid signature is refused")]
     Missing {
         /// Where the signature was looked for.
         url: String,
+        /// What the fetch answered.
+        reason: String,
+    },
+    /// The public key file (`map.verify_key`) cannot be read.
+    #[error("reading the public key {path}")]
+    KeyUnreadable {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// The signature is not 64 bytes (truncated, or not an Ed25519 signature at all).
     #[error("the signature is {len} bytes, not a 64-byte Ed25519 signature")]
@@ -68,7 +86,8 @@ pub fn verify(
     let key = public_key(public_key_file_contents)?;
     if signature.is_empty() {
         return Err(VerifyError::Missing {
-            url: "(empty signature)".into(),
+            url: "(given)".into(),
+            reason: "empty".into(),
         });
     }
     let bytes: [u8; 64] = signature.try_into().map_err(|_| VerifyError::Malformed {
@@ -76,6 +95,47 @@ pub fn verify(
     })?;
     key.verify_strict(map_bytes, &Signature::from_bytes(&bytes))
         .map_err(|_| VerifyError::Mismatch)
+}
+
+/// The agent's check of a freshly fetched map when `map.verify_key` is set: read the public
+/// key file, fetch `<map_url>.sig` from the map's own kind of source (unconditionally), and
+/// verify `map_bytes` against it.
+///
+/// # Errors
+/// `Error::Unverified` (key unreadable or malformed, signature missing, malformed or not
+/// matching); `Error::BadUrl` if the signature URL is unusable.
+pub async fn check(
+    map_url: &str,
+    map_bytes: &[u8],
+    key_file: &Path,
+    timeout: Duration,
+) -> Result<(), super::Error> {
+    let refused = |source| super::Error::Unverified {
+        url: map_url.to_string(),
+        source,
+    };
+    let key = std::fs::read(key_file).map_err(|source| {
+        refused(VerifyError::KeyUnreadable {
+            path: key_file.to_path_buf(),
+            source,
+        })
+    })?;
+    let sig_url = signature_url(map_url);
+    let signature = match AnySource::from_url(&sig_url, timeout)
+        .await?
+        .fetch(None)
+        .await
+    {
+        Ok(Fetched::Map(m)) => m.bytes,
+        Ok(Fetched::NotModified) => Vec::new(),
+        Err(e) => {
+            return Err(refused(VerifyError::Missing {
+                url: sig_url,
+                reason: crate::error::chain(&e),
+            }))
+        }
+    };
+    verify(map_bytes, &signature, &key).map_err(refused)
 }
 
 /// The URL of a map's detached signature: the map URL with `.sig` appended to its path
@@ -190,9 +250,57 @@ mod tests {
         assert!(matches!(err, VerifyError::BadSecretKey { .. }), "{err:?}");
     }
 
+    /// `check` against file:// maps: the same code path as S3 and HTTPS, without a network.
+    #[tokio::test]
+    async fn check_fetches_the_signature_beside_the_map() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (secret, public) = keys();
+        let key_file = dir.path().join("map.pub");
+        std::fs::write(&key_file, &public).expect("key");
+        let map_file = dir.path().join("map.toml");
+        std::fs::write(&map_file, MAP).expect("map");
+        let url = format!("file://{}", map_file.display());
+        let timeout = Duration::from_secs(5);
+        let err = check(&url, MAP, &key_file, timeout)
+            .await
+            .expect_err("no .sig yet");
+        assert!(
+            matches!(
+                &err,
+                super::super::Error::Unverified {
+                    source: VerifyError::Missing { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        std::fs::write(
+            dir.path().join("map.toml.sig"),
+            sign(MAP, &secret).expect("signs"),
+        )
+        .expect("sig");
+        check(&url, MAP, &key_file, timeout)
+            .await
+            .expect("verifies");
+        let err = check(&url, b"schema = 1\ngeneration = 43\n", &key_file, timeout)
+            .await
+            .expect_err("another map");
+        assert!(
+            crate::error::chain(&err).contains("does not match"),
+            "{err}"
+        );
+        let err = check(&url, MAP, &dir.path().join("nope.pub"), timeout)
+            .await
+            .expect_err("no key");
+        assert!(crate::error::chain(&err).contains("nope.pub"), "{err}");
+    }
+
     #[test]
     fn signature_urls_sit_beside_the_map() {
-        assert_eq!(signature_url("s3://b/maps/k.toml"), "s3://b/maps/k.toml.sig");
+        assert_eq!(
+            signature_url("s3://b/maps/k.toml"),
+            "s3://b/maps/k.toml.sig"
+        );
         assert_eq!(
             signature_url("https://cfg.example.com/x"),
             "https://cfg.example.com/x.sig"
@@ -201,6 +309,9 @@ mod tests {
             signature_url("https://h/x.toml?v=1"),
             "https://h/x.toml.sig?v=1"
         );
-        assert_eq!(signature_url("file:///etc/map.toml"), "file:///etc/map.toml.sig");
+        assert_eq!(
+            signature_url("file:///etc/map.toml"),
+            "file:///etc/map.toml.sig"
+        );
     }
 }

@@ -1,0 +1,124 @@
+//! Benchmark of issue 5: what `map publish` and `map promote` compute before the upload, on
+//! a 10,000-host / 500-product map: parse and validate the file, raise the generation in the
+//! text, validate again, diff in words and as unified text against the published map, and
+//! sign the bytes (Ed25519). Target: under 1 s per publish.
+//!
+//! `cargo bench --bench publish` runs the full size; under `cargo test` (no `--bench`
+//! argument) it runs a small map once, as a smoke test.
+
+use std::time::{Duration, Instant};
+
+use rolecall::rolemap::{promote, publish};
+use rolecall::source::verify;
+
+/// A map with `products` products, each with a master, two chained replicas and a backup,
+/// and web hosts filling up to `hosts`, each serving three products, over three zones.
+fn fleet(hosts: usize, products: usize) -> String {
+    let mut text = String::from("# benchmark fleet\nschema = 1\ngeneration = 1\n\n");
+    for p in 0..products {
+        text.push_str(&format!(
+            "[products.p{p}]\ndomain = \"p{p}.example.com\"\naliases = [\"www.p{p}.example.com\"]\n\
+             docroot = \"/srv/p{p}/current/public\"\n\n[products.p{p}.database]\nname = \"p{p}\"\n\
+             master = \"db-{p}-0\"\nreplicas = [\"db-{p}-1\", \"db-{p}-2\"]\nbackup = \"db-{p}-3\"\n\
+             backup_url = \"s3://backups/p{p}/\"\n\n"
+        ));
+    }
+    let mut n = 0usize;
+    let mut host = |text: &mut String, id: String, roles: &str, products: &str| {
+        let address = format!("10.{}.{}.{}", n / 65_536, (n / 256) % 256, n % 256);
+        let az = ["a", "b", "c"][n % 3];
+        text.push_str(&format!(
+            "[hosts.{id}]\naddress = \"{address}\"\naz = \"us-east-1{az}\"\nroles = [{roles}]\nproducts = [{products}]\n\n"
+        ));
+        n += 1;
+    };
+    for p in 0..products {
+        for i in 0..4 {
+            let roles = if i == 3 {
+                "\"db\", \"db-backup\""
+            } else {
+                "\"db\""
+            };
+            host(&mut text, format!("db-{p}-{i}"), roles, "");
+        }
+    }
+    for w in 0..hosts.saturating_sub(products * 4) {
+        let served: Vec<String> = (0..3)
+            .map(|k| format!("\"p{}\"", (w + k) % products))
+            .collect();
+        host(
+            &mut text,
+            format!("web-{w}"),
+            "\"web\", \"memcached\"",
+            &served.join(", "),
+        );
+    }
+    text
+}
+
+fn time<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
+    let mut samples: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (hosts, products, rounds) = if full {
+        (10_000, 500, 15)
+    } else {
+        (200, 10, 1)
+    };
+    let published = fleet(hosts, products);
+    let edited = published.replace(
+        "docroot = \"/srv/p7/current/public\"",
+        "docroot = \"/srv/p7/next/public\"",
+    );
+    let (secret, public) = verify::generate().expect("a key pair");
+    let publish_once = || {
+        let prepared = publish::prepare(&edited, Some(&published)).expect("valid map");
+        let signature = verify::sign(&prepared.bytes, &secret).expect("signed");
+        (prepared, signature)
+    };
+    let (prepared, signature) = publish_once();
+    verify::verify(&prepared.bytes, &signature, &public).expect("verifies");
+    assert_eq!(prepared.changes.len(), 2, "generation and one docroot");
+    let (median, max) = time(rounds, publish_once);
+    let promote_once = || {
+        let promoted = promote::promote_text(&published, "p7", None).expect("promotes");
+        let prepared = publish::prepare(&promoted.text, Some(&published)).expect("valid");
+        verify::sign(&prepared.bytes, &secret).expect("signed")
+    };
+    let (p_median, p_max) = time(rounds, promote_once);
+    let verify_once = || verify::verify(&prepared.bytes, &signature, &public);
+    let (v_median, _) = time(rounds, verify_once);
+    report(
+        hosts,
+        products,
+        published.len(),
+        [median, max, p_median, p_max, v_median],
+    );
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+fn report(hosts: usize, products: usize, bytes: usize, t: [Duration; 5]) {
+    println!("map: {hosts} hosts, {products} products, {bytes} bytes");
+    println!(
+        "publish (validate, bump, re-validate, diff, unified diff, sign): median {:?}, max {:?}",
+        t[0], t[1]
+    );
+    println!(
+        "promote (validate, promote in text, check, prepare, sign):      median {:?}, max {:?}",
+        t[2], t[3]
+    );
+    println!(
+        "verify (agent side):                                             median {:?}",
+        t[4]
+    );
+}

@@ -1,0 +1,434 @@
+//! Reconcile benchmark (issue 2): a generated 10,000-host / 500-product role map, and
+//! (a) parse + validate + resolve for one host, (b) render + plan for a web host serving 50
+//! products against an empty and a converged disk, (c) whole `rolecall sync --files-only`
+//! processes into a scratch root, first run and no-change run.
+//!
+//! Plain `Instant` loops (warm-up, then median / p90 / min), no criterion: CI compiles
+//! benches in `cargo test --all-targets` and criterion's build would cost it time. Run the
+//! figures with `cargo bench --bench reconcile`. Without `--bench` (which `cargo bench`
+//! passes, and `cargo test` does not) it runs each step once on a small map as a test.
+//! The binary is `CARGO_BIN_EXE_rolecall`, which cargo sets for benches as for integration
+//! tests: the release build under `cargo bench`, the debug build under `cargo test`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a bench binary reports its figures on stdout"
+)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rolecall::catalog::Catalog;
+use rolecall::identity::Identity;
+use rolecall::plan::{self, Plan, Record, Records};
+use rolecall::render::{self, Desired, MapInfo, RenderedFile};
+use rolecall::rolemap::{self, HostView, Resolution};
+use rolecall::sys::fs::{DiskState, FileState};
+
+/// The host every measurement is for: the web host serving `web_products` products.
+const HOST: &str = "web-00000";
+
+/// Sizes and repetitions of one run.
+struct Scale {
+    hosts: usize,
+    products: usize,
+    web_products: usize,
+    warmup: usize,
+    iterations: usize,
+    process_iterations: usize,
+}
+
+impl Scale {
+    /// Issue 2's figures.
+    const FULL: Scale = Scale {
+        hosts: 10_000,
+        products: 500,
+        web_products: 50,
+        warmup: 5,
+        iterations: 50,
+        process_iterations: 30,
+    };
+    /// `cargo test`: every step once, on a small map.
+    const SMOKE: Scale = Scale {
+        hosts: 100,
+        products: 10,
+        web_products: 5,
+        warmup: 0,
+        iterations: 1,
+        process_iterations: 1,
+    };
+}
+
+/// Median, p90 and min of the samples of one measurement.
+struct Stats {
+    median: Duration,
+    p90: Duration,
+    min: Duration,
+}
+
+fn measure<T>(scale: &Scale, iterations: usize, mut f: impl FnMut() -> T) -> Stats {
+    for _ in 0..scale.warmup {
+        black_box(f());
+    }
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(f());
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let at = |q: usize| samples[(samples.len() - 1) * q / 100];
+    Stats {
+        median: at(50),
+        p90: at(90),
+        min: samples[0],
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Prints one result line; `target` in milliseconds for the figures issue 2 sets.
+fn report(name: &str, stats: &Stats, target: Option<f64>) {
+    let verdict = match target {
+        Some(t) if ms(stats.median) < t => format!("< {t} ms  ok"),
+        Some(t) => format!("< {t} ms  MISSED"),
+        None => String::new(),
+    };
+    println!(
+        "{name:<46} {:>9.2} {:>9.2} {:>9.2}   {verdict}",
+        ms(stats.median),
+        ms(stats.p90),
+        ms(stats.min)
+    );
+}
+
+/// A map of `hosts` hosts and `products` products. Per product: a master, two chained
+/// replicas, a backup (db + db-backup) and two memcached hosts; ten monitor hosts; the rest
+/// are web hosts, `HOST` serving the first `web_products` products, every other one three.
+fn generate_map(scale: &Scale) -> String {
+    let mut text = String::from("schema = 1\ngeneration = 1000\n");
+    let p = |i: usize| format!("p{i:03}");
+    for i in 0..scale.products {
+        let name = p(i);
+        let _ = write!(
+            text,
+            "\n[products.{name}]\ndomain = \"{name}.example.com\"\naliases = [\"www.{name}.example.com\"]\n\
+             docroot = \"/srv/{name}/current/public\"\nhealth_path = \"/health\"\n\
+             \n[products.{name}.database]\nname = \"{name}\"\nmaster = \"db-{name}-1\"\n\
+             replicas = [\"db-{name}-2\", \"db-{name}-3\"]\nbackup = \"db-{name}-4\"\n\
+             backup_url = \"s3://fleet-backups/{name}/\"\n"
+        );
+    }
+    let mut n = 0;
+    let mut host = |text: &mut String, id: &str, roles: &str, products: &[String]| {
+        n += 1;
+        let list: Vec<String> = products.iter().map(|p| format!("\"{p}\"")).collect();
+        let _ = write!(
+            text,
+            "\n[hosts.{id}]\naddress = \"10.{}.{}.{}\"\naz = \"us-east-1{}\"\nroles = [{roles}]\nproducts = [{}]\n",
+            n >> 16,
+            (n >> 8) & 255,
+            n & 255,
+            ["a", "b", "c"][n % 3],
+            list.join(", ")
+        );
+    };
+    for i in 0..scale.products {
+        let name = p(i);
+        for k in 1..=3 {
+            host(&mut text, &format!("db-{name}-{k}"), "\"db\"", &[]);
+        }
+        host(
+            &mut text,
+            &format!("db-{name}-4"),
+            "\"db\", \"db-backup\"",
+            &[],
+        );
+        for k in 1..=2 {
+            host(
+                &mut text,
+                &format!("mc-{name}-{k}"),
+                "\"memcached\"",
+                &[name.clone()],
+            );
+        }
+    }
+    for k in 0..10 {
+        host(&mut text, &format!("mon-{k}"), "\"monitor\"", &[]);
+    }
+    let web_hosts = scale.hosts - scale.products * 6 - 10;
+    let first: Vec<String> = (0..scale.web_products).map(p).collect();
+    host(&mut text, HOST, "\"web\"", &first);
+    for w in 1..web_hosts {
+        let serves: Vec<String> = (0..3).map(|k| p((w * 3 + k) % scale.products)).collect();
+        host(&mut text, &format!("web-{w:05}"), "\"web\"", &serves);
+    }
+    text
+}
+
+fn identity() -> Identity {
+    Identity {
+        id: HOST.to_string(),
+        address: "10.0.0.1".to_string(),
+        az: "us-east-1a".to_string(),
+        region: "us-east-1".to_string(),
+        instance_type: None,
+        ami_id: None,
+    }
+}
+
+fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+fn view_of(bytes: &[u8]) -> HostView {
+    let map = rolemap::load(bytes).expect("the generated map is valid");
+    match rolemap::resolve(&map, &identity()) {
+        Resolution::Assigned(view) => *view,
+        Resolution::Waiting => panic!("{HOST} is not in the generated map"),
+    }
+}
+
+/// (a): the whole of stage 3, and its parts.
+fn bench_resolve(scale: &Scale, bytes: &[u8]) {
+    let stats = measure(scale, scale.iterations, || view_of(bytes));
+    report("(a) parse + validate + resolve", &stats, Some(30.0));
+    let text = std::str::from_utf8(bytes).expect("UTF-8");
+    let stats = measure(scale, scale.iterations, || rolemap::types::parse(text));
+    report("    parse (toml + serde)", &stats, None);
+    let map = rolemap::types::parse(text).expect("parses");
+    let stats = measure(scale, scale.iterations, || {
+        rolemap::validate::validate(&map)
+    });
+    report("    validate", &stats, None);
+    let stats = measure(scale, scale.iterations, || {
+        rolemap::resolve(&map, &identity())
+    });
+    report("    resolve", &stats, None);
+}
+
+/// What the catalog, templates and vars of a reconcile are.
+struct Renderer {
+    catalog: Catalog,
+    tera: tera::Tera,
+    info: MapInfo,
+    vars: toml::Table,
+}
+
+impl Renderer {
+    fn load() -> Renderer {
+        let dir = templates_dir();
+        Renderer {
+            catalog: Catalog::load(&dir, &BTreeMap::new()).expect("the default catalog"),
+            tera: render::load_templates(&dir).expect("the default templates"),
+            info: MapInfo {
+                etag: Some("\"bench\"".to_string()),
+                version: None,
+                generation: 1000,
+                url: "s3://fleet-config/rolemap.toml".to_string(),
+            },
+            vars: toml::Table::new(),
+        }
+    }
+
+    fn render(&self, view: &HostView) -> Desired {
+        render::render(view, &self.catalog, &self.tera, &self.info, &self.vars)
+            .expect("the default catalog renders")
+    }
+}
+
+fn allowed() -> Vec<PathBuf> {
+    rolecall::config::DEFAULT_ALLOWED_ROOTS
+        .iter()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The disk and records of a host that already converged to `files`.
+fn converged(files: &[RenderedFile]) -> (BTreeMap<PathBuf, DiskState>, Records) {
+    let disk = files
+        .iter()
+        .map(|f| {
+            let state = FileState {
+                content: f.content.clone(),
+                owner: f.owner.clone(),
+                group: f.group.clone(),
+                mode: f.mode,
+            };
+            (f.path.clone(), DiskState::File(state))
+        })
+        .collect();
+    let records = files
+        .iter()
+        .map(|f| {
+            let record = Record {
+                role: f.role.clone(),
+                service: f.service.clone(),
+                sha256: plan::sha256(&f.content),
+            };
+            (f.path.clone(), record)
+        })
+        .collect();
+    (disk, records)
+}
+
+fn plan_for(
+    files: &[RenderedFile],
+    disk: &BTreeMap<PathBuf, DiskState>,
+    records: &Records,
+) -> Plan {
+    plan::plan(files, disk, records, &allowed()).expect("the plan is not refused")
+}
+
+/// (b): render + plan against an empty disk and against a converged one.
+fn bench_render_plan(scale: &Scale, bytes: &[u8]) {
+    let view = view_of(bytes);
+    let stats = measure(scale, scale.iterations, Renderer::load);
+    report("    load catalog + templates (per reconcile)", &stats, None);
+    let r = Renderer::load();
+    let desired = r.render(&view);
+    assert_eq!(
+        desired.files.len(),
+        scale.web_products,
+        "one vhost per product"
+    );
+    let empty = (BTreeMap::new(), Records::new());
+    let (disk, records) = converged(&desired.files);
+    assert_eq!(
+        plan_for(&desired.files, &empty.0, &empty.1).changes.len(),
+        scale.web_products
+    );
+    assert!(plan_for(&desired.files, &disk, &records).is_empty());
+
+    let stats = measure(scale, scale.iterations, || {
+        let desired = r.render(&view);
+        plan_for(&desired.files, &empty.0, &empty.1)
+    });
+    report("(b) render + plan, empty disk", &stats, Some(20.0));
+    let stats = measure(scale, scale.iterations, || {
+        let desired = r.render(&view);
+        plan_for(&desired.files, &disk, &records)
+    });
+    report("(b) render + plan, converged disk", &stats, Some(20.0));
+    let stats = measure(scale, scale.iterations, || r.render(&view));
+    report("    render", &stats, None);
+    let stats = measure(scale, scale.iterations, || {
+        plan_for(&desired.files, &disk, &records)
+    });
+    report("    plan, converged disk", &stats, None);
+}
+
+/// A scratch directory with agent.toml and the map for `HOST`.
+struct Scratch {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Scratch {
+    fn new(bytes: &[u8]) -> Scratch {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let map = dir.path().join("rolemap.toml");
+        std::fs::write(&map, bytes).expect("writing the map");
+        let config = dir.path().join("agent.toml");
+        let id = identity();
+        let text = format!(
+            "[identity]\nsource = \"static\"\nid = \"{}\"\naddress = \"{}\"\naz = \"{}\"\n\n\
+             [map]\nurl = \"file://{}\"\n\n[paths]\ncatalog = \"{templates}\"\n\
+             templates = \"{templates}\"\nstate = \"/var/lib/rolecall\"\n",
+            id.id,
+            id.address,
+            id.az,
+            map.display(),
+            templates = templates_dir().display(),
+        );
+        std::fs::write(&config, text).expect("writing agent.toml");
+        Scratch { dir, config }
+    }
+
+    /// A fresh, empty `--root`.
+    fn fresh_root(&self) -> PathBuf {
+        tempfile::tempdir_in(self.dir.path())
+            .expect("a scratch root")
+            .keep()
+    }
+
+    /// `rolecall --config … --root ROOT sync --files-only`, which must converge.
+    fn sync(&self, root: &Path) {
+        let out = self.command(root, &["sync", "--files-only"]);
+        assert!(
+            out.status.success(),
+            "rolecall sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn command(&self, root: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_rolecall"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .expect("running rolecall")
+    }
+}
+
+/// (c): whole processes; the last no-change run's stage timings as the agent records them.
+fn bench_process(scale: &Scale, bytes: &[u8]) {
+    let scratch = Scratch::new(bytes);
+    let stats = measure(scale, scale.process_iterations, || {
+        scratch.sync(&scratch.fresh_root())
+    });
+    report("(c) sync --files-only process, first run", &stats, None);
+    let root = scratch.fresh_root();
+    scratch.sync(&root);
+    let vhosts = root.join("etc/apache2/sites-enabled");
+    let written = std::fs::read_dir(&vhosts).expect("vhosts written").count();
+    assert_eq!(written, scale.web_products, "one vhost per product");
+    let stats = measure(scale, scale.process_iterations, || scratch.sync(&root));
+    report(
+        "(c) sync --files-only process, no change",
+        &stats,
+        Some(50.0),
+    );
+    let status = scratch.command(&root, &["status", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    println!(
+        "    stage timings of the last no-change run (ms): {}",
+        json["timings"]
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let scale = if full { Scale::FULL } else { Scale::SMOKE };
+    let started = Instant::now();
+    let text = generate_map(&scale);
+    println!(
+        "rolecall reconcile benchmark: {} hosts, {} products, {HOST} serves {}; map {} KiB, \
+         generated in {:.0} ms; {} CPUs",
+        scale.hosts,
+        scale.products,
+        scale.web_products,
+        text.len() / 1024,
+        ms(started.elapsed()),
+        std::thread::available_parallelism().map_or(0, usize::from),
+    );
+    println!(
+        "{:<46} {:>9} {:>9} {:>9}   target (median)",
+        "ms", "median", "p90", "min"
+    );
+    bench_resolve(&scale, text.as_bytes());
+    bench_render_plan(&scale, text.as_bytes());
+    bench_process(&scale, text.as_bytes());
+}

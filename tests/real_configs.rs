@@ -1,0 +1,272 @@
+//! The real programs accept what the default catalog renders (issue 2): vhosts pass Debian's
+//! `apache2 -t` and serve, the MariaDB config passes `mariadbd --help --verbose` and boots a
+//! server whose variables match the host's position, the backup cron file passes the cron
+//! checks on disk. Each positive check has a negative control proving it can fail.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
+use crate::golden::{case_dir, IdentityFile};
+use crate::reconcile::{docroots, web_agent};
+use crate::support::apache::Apache;
+use crate::support::mariadb::MariaDb;
+use crate::support::{describe_output, require_program};
+
+const MARIADB_HINT: &str = "run `bash tests/run.sh` or `apt-get install mariadb-server`";
+/// The db role's file, as a logical path and relative to a golden case's `expected/`.
+const DB_CNF: &str = "/etc/mysql/mariadb.conf.d/60-rolecall.cnf";
+/// The golden cases of the db role, one per position (and none).
+const DB_CASES: [&str; 4] = [
+    "db-master",
+    "db-replica-chain",
+    "db-backup",
+    "db-no-position",
+];
+
+fn run(argv: &[String]) -> Output {
+    let (program, args) = argv.split_first().expect("a non-empty argv");
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running {argv:?}: {err}"))
+}
+
+fn vhost(agent: &Agent, product: &str) -> PathBuf {
+    Apache::sites_dir(&agent.root).join(format!("rolecall-{product}.conf"))
+}
+
+#[test]
+fn vhosts_of_three_products_pass_apache_configtest_and_serve() {
+    let (agent, apache) = web_agent(Apache::start);
+    let products = ["alpha", "beta", "gamma"];
+    let base = docroots(&agent, &products);
+    agent.write_map(&web_map(1, &products, &base));
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    for product in products {
+        assert!(vhost(&agent, product).is_file(), "no vhost for {product}");
+    }
+
+    let check = run(&apache.check_cmd());
+    assert!(check.status.success(), "{}", describe_output(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("Syntax OK"),
+        "{}",
+        describe_output(&check)
+    );
+    let reload = run(&apache.reload_cmd());
+    assert!(reload.status.success(), "{}", describe_output(&reload));
+    assert!(
+        apache.wait_generation(2, Duration::from_secs(10)),
+        "Apache did not reload: {}",
+        apache.error_log_tail()
+    );
+    for product in products {
+        for host in [
+            format!("{product}.example.test"),
+            format!("www.{product}.example.test"),
+        ] {
+            assert_eq!(
+                apache.get(&host, "/health.txt"),
+                (200, format!("ok {product}\n")),
+                "GET http://{host}/health.txt"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_vhost_with_a_misspelt_directive_fails_apache_configtest() {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let rendered = std::fs::read_to_string(vhost(&agent, "alpha")).expect("the rendered vhost");
+    let misspelt = rendered
+        .replace("alpha.example.test", "misspelt.example.test")
+        .replace("DocumentRoot ", "DocumentRooot ");
+    assert_ne!(misspelt, rendered, "the vhost has a DocumentRoot line");
+    let sites = Apache::sites_dir(&agent.root);
+    std::fs::write(sites.join("zz-misspelt.conf"), misspelt).expect("writing the bad vhost");
+
+    let check = run(&apache.check_cmd());
+    assert!(
+        !check.status.success(),
+        "apache2 -t accepted a misspelt directive: {}",
+        describe_output(&check)
+    );
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("DocumentRooot"),
+        "{}",
+        describe_output(&check)
+    );
+}
+
+/// A defaults file that only includes `cnf`: `--defaults-file` reads this file and nothing
+/// else (no /etc/mysql/my.cnf), and `!include` reads `cnf` as the server would.
+fn base_cnf(dir: &Path, cnf: &Path) -> PathBuf {
+    let base = dir.join("base.cnf");
+    std::fs::write(&base, format!("!include {}\n", cnf.display())).expect("writing base.cnf");
+    base
+}
+
+/// `mariadbd --defaults-file=<base including cnf> --help --verbose`: parses every option
+/// of the file and prints the resulting values; exits non-zero on an unknown option.
+fn mariadbd_help(cnf: &Path) -> Output {
+    let server = require_program("mariadbd", MARIADB_HINT);
+    let dir = tempfile::tempdir().expect("temp dir for base.cnf");
+    let base = base_cnf(dir.path(), cnf);
+    Command::new(&server)
+        .arg(format!("--defaults-file={}", base.display()))
+        .args(["--help", "--verbose"])
+        .output()
+        .unwrap_or_else(|err| panic!("running {}: {err}", server.display()))
+}
+
+/// The value `mariadbd --help --verbose` lists for `option` (dashes, as it prints them).
+fn help_value(help: &str, option: &str) -> Option<String> {
+    help.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(option))
+            .then(|| words.next().map(str::to_string))
+            .flatten()
+    })
+}
+
+/// `key = value` of a rendered cnf.
+fn cnf_value(cnf: &str, key: &str) -> Option<String> {
+    cnf.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+fn golden_cnf(case: &str) -> PathBuf {
+    case_dir(case)
+        .join("expected")
+        .join(DB_CNF.trim_start_matches('/'))
+}
+
+#[test]
+fn mariadbd_accepts_the_rendered_config_of_every_db_position() {
+    for case in DB_CASES {
+        let cnf = golden_cnf(case);
+        let text = std::fs::read_to_string(&cnf)
+            .unwrap_or_else(|err| panic!("{case}: reading {}: {err}", cnf.display()));
+        let out = mariadbd_help(&cnf);
+        assert!(out.status.success(), "{case}: {}", describe_output(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        // The values prove the file was read, not merely that nothing was wrong.
+        let read_only = cnf_value(&text, "read_only").expect("read_only in every db config");
+        let want = if read_only == "ON" { "TRUE" } else { "FALSE" };
+        assert_eq!(
+            help_value(&help, "read-only").as_deref(),
+            Some(want),
+            "{case}"
+        );
+        assert_eq!(
+            help_value(&help, "log-bin").as_deref(),
+            Some("mysql-bin"),
+            "{case}"
+        );
+        if let Some(id) = cnf_value(&text, "server_id") {
+            assert_eq!(help_value(&help, "server-id"), Some(id), "{case}");
+        }
+    }
+}
+
+#[test]
+fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = std::fs::read_to_string(golden_cnf("db-master")).expect("golden master cnf");
+    text.push_str("slave_paralel_threads = 4\n");
+    let cnf = dir.path().join("60-rolecall.cnf");
+    std::fs::write(&cnf, text).expect("writing the misspelt cnf");
+    let out = mariadbd_help(&cnf);
+    assert!(
+        !out.status.success(),
+        "mariadbd accepted a misspelt option: {}",
+        describe_output(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown variable 'slave_paralel_threads"),
+        "{}",
+        describe_output(&out)
+    );
+}
+
+/// An agent for the host of golden `case`, synced (files only) from the case's map by the
+/// real binary; the rendered files must equal the case's expected files.
+fn synced_golden_agent(case: &str) -> Agent {
+    let dir = case_dir(case);
+    let identity = IdentityFile::read(&dir);
+    let agent = Agent::new(Setup::new(&identity.id, &identity.address));
+    agent.write_map(&std::fs::read_to_string(dir.join("map.toml")).expect("the case's map"));
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    let expected = dir.join("expected");
+    for file in crate::fixture::tree(&expected).keys() {
+        let logical = Path::new("/").join(file);
+        let written = std::fs::read(agent.path(&logical.display().to_string()))
+            .unwrap_or_else(|err| panic!("{case}: {} not written: {err}", logical.display()));
+        let golden = std::fs::read(expected.join(file)).expect("an expected file");
+        assert!(
+            written == golden,
+            "{case}: {} differs from the golden file\n{}",
+            logical.display(),
+            describe(&out)
+        );
+    }
+    agent
+}
+
+/// Boots MariaDB with the golden case's config as rendered by `sync`, and checks its
+/// variables: the server id of the golden file, read_only by position, the binary log on.
+fn boot_and_check(case: &str, read_only: &str) {
+    let agent = synced_golden_agent(case);
+    let text = std::fs::read_to_string(agent.path(DB_CNF)).expect("the rendered cnf");
+    let server_id = cnf_value(&text, "server_id").expect("a server_id for a db position");
+    let help = mariadbd_help(&agent.path(DB_CNF));
+    assert!(help.status.success(), "{}", describe_output(&help));
+
+    let db = MariaDb::start(&agent.root, case);
+    let row = db.query("SELECT @@server_id, @@read_only, @@log_bin, @@binlog_format");
+    assert_eq!(
+        row,
+        format!("{server_id}\t{read_only}\t1\tROW"),
+        "{case}: {}",
+        db.error_log_tail()
+    );
+}
+
+#[test]
+fn the_masters_rendered_config_boots_mariadb_writable_with_its_server_id() {
+    boot_and_check("db-master", "0");
+}
+
+#[test]
+fn a_chained_replicas_rendered_config_boots_mariadb_read_only_with_its_server_id() {
+    boot_and_check("db-replica-chain", "1");
+}
+
+#[test]
+fn the_backup_hosts_cron_file_passes_the_cron_checks_on_disk() {
+    let agent = synced_golden_agent("db-backup");
+    let logical = Path::new("/etc/cron.d/rolecall-snapshot-videos");
+    let physical = agent.path(&logical.display().to_string());
+    let meta = std::fs::metadata(&physical).expect("the cron file was written");
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .expect("looking up the owner")
+        .expect("the owner has a name")
+        .name;
+    let mode = meta.mode() & 0o7777;
+    assert_eq!((owner.as_str(), meta.gid(), mode), ("root", 0, 0o644));
+    let content = std::fs::read(&physical).expect("reading the cron file");
+    let problems = rolecall::cron::check(logical, &content, &owner, mode);
+    assert!(problems.is_empty(), "{problems:?}");
+    // Control: the same check refuses a file cron would ignore.
+    let truncated = &content[..content.len() - 1];
+    assert!(!rolecall::cron::check(logical, truncated, &owner, 0o664).is_empty());
+}
