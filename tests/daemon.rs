@@ -64,7 +64,7 @@ impl Daemon {
             imds,
             bucket,
             notify: NotifySocket::new(),
-            smoke_target,
+            _smoke_target: smoke_target,
             child: None,
         }
     }
