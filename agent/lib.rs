@@ -21,6 +21,7 @@ pub mod cron;
 pub mod daemon;
 pub mod error;
 pub mod hooks;
+pub mod metrics;
 pub mod identity;
 pub mod pipeline;
 pub mod plan;

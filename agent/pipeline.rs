@@ -340,6 +340,14 @@ pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
     if let Err(e) = report::write(&agent.state_dir, report) {
         warn!(error = %chain(&e), "status record not written");
     }
+    let metrics_dir = agent
+        .settings
+        .metrics_dir
+        .as_ref()
+        .map(|d| agent.fs.physical(d));
+    if let Err(e) = crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report) {
+        warn!(error = %chain(&e), "metrics not written");
+    }
     notify::status(&report.status_line());
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
 }

@@ -24,3 +24,5 @@ mod map_publish;
 mod snapshot;
 /// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
 mod services;
+/// Issue 6: the Prometheus textfile, man pages and completions.
+mod monitoring;

@@ -2,6 +2,7 @@
 //! outcomes to exit codes. One file per command; the logic lives in the library.
 
 mod check;
+mod docs;
 mod map;
 mod plan;
 mod run;
@@ -82,11 +83,17 @@ pub enum Command {
     Status(status::Args),
     /// Monitoring plugin (Nagios/Icinga): one line with perfdata (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Check(check::Args),
-    /// Work with role map files: validate, show.
+    /// Work with role map files: validate, lint, show, diff, promote, publish, keygen.
     #[command(subcommand)]
     Map(map::MapCommand),
     /// Dump a product's database to its backup_url in S3 and keep the newest N (exit 0 stored, 1 failed).
     Snapshot(snapshot::Args),
+    /// Write the man pages (for packaging).
+    #[command(hide = true)]
+    Manpage(docs::Args),
+    /// Write bash, zsh and fish completions (for packaging).
+    #[command(hide = true)]
+    Completions(docs::Args),
 }
 
 impl Cli {
@@ -116,6 +123,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Plan(args) => Box::pin(plan::run(&cli, args)).await,
         Command::Status(args) => status::run(&cli, args),
         Command::Check(args) => check::run(&cli, args),
+        Command::Manpage(args) => docs::manpage(args),
+        Command::Completions(args) => docs::completions(args),
         Command::Map(cmd) => Box::pin(map::run(cmd)).await,
         Command::Snapshot(args) => Box::pin(snapshot::run(&cli, args)).await,
     }

@@ -1,0 +1,174 @@
+//! Prometheus text-format metrics (issue 6), written atomically after every reconcile into
+//! `[status] metrics_dir` for node_exporter's textfile collector. Counters persist in the
+//! state directory across restarts. Building the text is pure; writing goes via `sys::fs`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Outcome, RunReport};
+
+/// Counters file in the state directory.
+pub const COUNTERS_FILE: &str = "counters.json";
+/// Metrics file name in the textfile collector directory.
+pub const METRICS_FILE: &str = "rolecall.prom";
+
+/// Monotonic counters since the state directory was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Reconciles by outcome.
+    pub reconciles: BTreeMap<String, u64>,
+    /// Rollbacks.
+    pub rollbacks: u64,
+    /// Failed smoke tests.
+    pub smoke_failures: u64,
+}
+
+impl Counters {
+    /// Count one finished reconcile.
+    pub fn count(&mut self, report: &RunReport) {
+        *self
+            .reconciles
+            .entry(outcome_label(report.outcome).to_string())
+            .or_default() += 1;
+        if report.outcome == Outcome::RolledBack {
+            self.rollbacks += 1;
+        }
+        let failed = report.smoke.iter().filter(|s| !s.ok).count();
+        self.smoke_failures += u64::try_from(failed).unwrap_or(u64::MAX);
+    }
+}
+
+/// The label value of an outcome.
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Converged => "converged",
+        Outcome::Waiting => "waiting",
+        Outcome::Failed => "failed",
+        Outcome::RolledBack => "rolled_back",
+        Outcome::Invalid => "invalid",
+    }
+}
+
+/// The textfile for `report` and `counters`.
+pub fn render(report: &RunReport, counters: &Counters) -> String {
+    let mut out = String::new();
+    let generation = report.map.as_ref().map_or(0, |m| m.generation);
+    let duration = report.elapsed_ms as f64 / 1000.0;
+    gauge(
+        &mut out,
+        "rolecall_last_reconcile_timestamp_seconds",
+        "Start of the last reconcile, seconds since the epoch.",
+        report.started_unix as f64,
+    );
+    gauge(
+        &mut out,
+        "rolecall_reconcile_duration_seconds",
+        "Wall time of the last reconcile.",
+        duration,
+    );
+    gauge(
+        &mut out,
+        "rolecall_map_generation",
+        "Generation of the role map the last reconcile used.",
+        generation as f64,
+    );
+    let from_cache = report.map.as_ref().is_some_and(|m| m.from_cache);
+    gauge(
+        &mut out,
+        "rolecall_map_from_cache",
+        "1 when the last reconcile ran on the cached map.",
+        if from_cache { 1.0 } else { 0.0 },
+    );
+    let _ = writeln!(out, "# HELP rolecall_reconciles_total Reconciles by outcome.\n# TYPE rolecall_reconciles_total counter");
+    for outcome in [
+        Outcome::Converged,
+        Outcome::Waiting,
+        Outcome::Failed,
+        Outcome::RolledBack,
+        Outcome::Invalid,
+    ] {
+        let label = outcome_label(outcome);
+        let n = counters.reconciles.get(label).copied().unwrap_or(0);
+        let _ = writeln!(out, "rolecall_reconciles_total{{outcome=\"{label}\"}} {n}");
+    }
+    counter(
+        &mut out,
+        "rolecall_rollbacks_total",
+        "Reconciles rolled back after a failed reload, hook or smoke test.",
+        counters.rollbacks,
+    );
+    counter(
+        &mut out,
+        "rolecall_smoke_failures_total",
+        "Failed smoke tests.",
+        counters.smoke_failures,
+    );
+    out
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+/// Count `report`, persist the counters in `state_dir`, and write the textfile into
+/// `metrics_dir` when configured.
+///
+/// # Errors
+/// I/O or JSON errors of the state or metrics files.
+pub fn record(
+    state_dir: &Path,
+    metrics_dir: Option<&Path>,
+    report: &RunReport,
+) -> Result<(), crate::sys::fs::Error> {
+    let path = state_dir.join(COUNTERS_FILE);
+    let mut counters: Counters = crate::sys::fs::read_json(&path)?.unwrap_or_default();
+    counters.count(report);
+    crate::sys::fs::write_json(&path, &counters)?;
+    if let Some(dir) = metrics_dir {
+        crate::sys::fs::write_state(
+            &dir.join(METRICS_FILE),
+            render(report, &counters).as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders_every_metric() {
+        let mut report = RunReport::start("poll");
+        report.finish(Outcome::RolledBack, "rolled back: x");
+        let mut counters = Counters::default();
+        counters.count(&report);
+        let text = render(&report, &counters);
+        assert!(
+            text.contains("rolecall_reconciles_total{outcome=\"rolled_back\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("rolecall_rollbacks_total 1"));
+        for name in [
+            "rolecall_last_reconcile_timestamp_seconds",
+            "rolecall_reconcile_duration_seconds",
+            "rolecall_map_generation",
+            "rolecall_smoke_failures_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}
