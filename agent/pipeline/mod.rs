@@ -14,21 +14,25 @@ use crate::config::Settings;
 use crate::error::{chain, Error};
 use crate::hooks;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
-use crate::plan::{self, Plan, Record, Records};
-use crate::render::{self, Desired, MapInfo};
+use crate::plan::Plan;
 use crate::render::{Hook, SmokeTest};
-use crate::report::{self, MapReport, Outcome, RunReport};
-use crate::rolemap::resolve::DbPosition;
-use crate::rolemap::{self, Resolution, RoleMap};
-use crate::source::{AnySource, Cache, CachedMap, Fetched, MapSource};
-use crate::sys::fs::{DiskState, Fs};
+use crate::report::{self, Outcome, RunReport};
+use crate::source::{AnySource, Cache};
+use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
 use crate::{rollback, services, smoke};
 
-/// Records of managed files, in the state directory.
-pub const RECORDS_FILE: &str = "managed.json";
-/// The smoke tests of the last converged configuration, re-run after a rollback.
-pub const SMOKE_FILE: &str = "smoke.json";
+use map::fingerprint;
+use state::{commit, store_cache, store_if_changed, store_position};
+
+mod map;
+mod preview;
+mod state;
+
+pub use map::{obtain_map, LoadedMap};
+pub use preview::{preview, Preview};
+pub use state::{read_records, RECORDS_FILE, SMOKE_FILE};
+
 /// How long a reconcile waits for another one to finish.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -93,71 +97,6 @@ impl Agent {
     /// The last-good map cache.
     pub fn cache(&self) -> Cache {
         Cache::new(&self.state_dir)
-    }
-}
-
-/// A validated map ready to reconcile from.
-#[derive(Debug, Clone)]
-pub struct LoadedMap {
-    /// The map.
-    pub map: RoleMap,
-    /// What templates see as `map`.
-    pub info: MapInfo,
-    /// Raw bytes (for the cache).
-    pub bytes: Vec<u8>,
-    /// Came from the cache rather than the source.
-    pub from_cache: bool,
-    /// Why the cache was used; or why the live map was rejected.
-    pub cache_reason: Option<String>,
-    /// The live map was rejected as bad input (invalid or stale).
-    pub live_rejected: bool,
-    /// New bytes from the source, to be cached once applied.
-    pub is_new: bool,
-}
-
-impl LoadedMap {
-    fn report(&self) -> MapReport {
-        MapReport {
-            url: self.info.url.clone(),
-            etag: self.info.etag.clone(),
-            version: self.info.version.clone(),
-            generation: self.info.generation,
-            from_cache: self.from_cache,
-            cache_reason: self.cache_reason.clone(),
-        }
-    }
-}
-
-/// Whether a reconcile writes or only plans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Apply, reload, smoke.
-    Apply,
-    /// Stop after planning.
-    Plan,
-}
-
-/// What `plan` shows: the plan and what applying it would run.
-#[derive(Debug, Clone, Default)]
-pub struct Preview {
-    /// The plan.
-    pub plan: Plan,
-    /// Everything rendered.
-    pub desired: Desired,
-    /// Services that would be checked and reloaded.
-    pub services: Vec<String>,
-    /// The catalog it was rendered from.
-    pub catalog: Catalog,
-    /// The host's database position in this map.
-    pub position: Option<DbPosition>,
-    /// Hooks due because the position changed since the last converged reconcile.
-    pub hooks: Vec<Hook>,
-}
-
-impl Preview {
-    /// Nothing to write and no hook to run.
-    pub fn is_noop(&self) -> bool {
-        self.plan.is_empty() && self.hooks.is_empty()
     }
 }
 
@@ -278,36 +217,6 @@ async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
     }
 }
 
-/// sha256 over the map bytes and every catalog and template file: equal means a retry
-/// would do exactly what failed before.
-fn fingerprint(agent: &Agent, loaded: &LoadedMap) -> String {
-    let mut all = loaded.bytes.clone();
-    for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files);
-        files.sort();
-        for f in files {
-            all.extend_from_slice(f.to_string_lossy().as_bytes());
-            all.extend(std::fs::read(&f).unwrap_or_default());
-        }
-    }
-    plan::sha256(&all)
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 async fn timed<T>(
     report: &mut RunReport,
     stage: &str,
@@ -350,176 +259,6 @@ pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
     }
     notify::status(&report.status_line());
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
-}
-
-/// Fetch (conditionally on the cached ETag) and validate, falling back to the cache.
-///
-/// # Errors
-/// When the source fails or serves a bad map and there is no cache to fall back to.
-pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, Error> {
-    let cache = agent.cache();
-    let cached = cache.load().unwrap_or_else(|e| {
-        warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
-        None
-    });
-    // A cache of another map (the URL was changed in agent.toml) is no fallback for this one.
-    let cached = cached.filter(|c| c.url == agent.settings.map_url);
-    let url = agent.settings.map_url.clone();
-    let fetched = source
-        .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))
-        .await;
-    let fallback = |reason: String, rejected: bool, err: Error| match &cached {
-        Some(c) => {
-            warn!(reason = %reason, generation = c.generation, "using cached map");
-            from_cache(c, reason, rejected)
-        }
-        None => Err(err),
-    };
-    match fetched {
-        Ok(Fetched::NotModified) => match &cached {
-            Some(c) => from_cache(c, String::new(), false).map(|mut m| {
-                m.from_cache = false;
-                m.cache_reason = None;
-                m.info.url = url.clone();
-                m
-            }),
-            None => Err(Error::Other(format!(
-                "{url} answered 304 Not Modified but no map is cached"
-            ))),
-        },
-        Ok(Fetched::Map(m)) => match accept(&m.bytes, cached.as_ref()) {
-            Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
-            Err(e) => fallback(
-                format!("map from {url} refused: {}", chain(&e)),
-                true,
-                e.into(),
-            ),
-        },
-        Err(e) => fallback(format!("{url} unreachable: {}", chain(&e)), false, e.into()),
-    }
-}
-
-fn accept(bytes: &[u8], cached: Option<&CachedMap>) -> Result<RoleMap, rolemap::Error> {
-    let map = rolemap::load(bytes)?;
-    if let Some(c) = cached {
-        if map.generation() < c.generation {
-            return Err(rolemap::Error::Stale {
-                found: map.generation(),
-                applied: c.generation,
-            });
-        }
-    }
-    Ok(map)
-}
-
-fn from_cache(c: &CachedMap, reason: String, rejected: bool) -> Result<LoadedMap, Error> {
-    let map = rolemap::load(&c.bytes)?;
-    let mut m = loaded(
-        map,
-        c.bytes.clone(),
-        c.etag.clone(),
-        c.version.clone(),
-        &c.url,
-    );
-    m.from_cache = true;
-    m.is_new = false;
-    m.cache_reason = Some(reason);
-    m.live_rejected = rejected;
-    Ok(m)
-}
-
-fn loaded(
-    map: RoleMap,
-    bytes: Vec<u8>,
-    etag: Option<String>,
-    version: Option<String>,
-    url: &str,
-) -> LoadedMap {
-    let info = MapInfo {
-        etag,
-        version,
-        generation: map.generation(),
-        url: url.to_string(),
-    };
-    LoadedMap {
-        map,
-        info,
-        bytes,
-        from_cache: false,
-        cache_reason: None,
-        live_rejected: false,
-        is_new: true,
-    }
-}
-
-/// Render and plan for `identity` from `loaded`, changing nothing.
-///
-/// # Errors
-/// Bad catalog, templates, map content for this host, refused plan, unreadable disk.
-pub fn preview(
-    agent: &Agent,
-    identity: &Identity,
-    loaded: &LoadedMap,
-) -> Result<Option<Preview>, Error> {
-    let view = match rolemap::resolve(&loaded.map, identity) {
-        Resolution::Waiting => return Ok(None),
-        Resolution::Assigned(view) => view,
-    };
-    let catalog = Catalog::load(&agent.settings.catalog_dir, &agent.settings.services)?;
-    let tera = render::load_templates(&agent.settings.templates_dir)?;
-    let desired = render::render(&view, &catalog, &tera, &loaded.info, &agent.settings.vars)?;
-    for f in &desired.files {
-        crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
-    }
-    let records = read_records(&agent.state_dir)?;
-    let disk = snapshot(agent, &desired, &records)?;
-    let plan = plan::plan(
-        &desired.files,
-        &disk,
-        &records,
-        &agent.settings.allowed_roots,
-    )?;
-    let services = plan.services().into_iter().collect();
-    let position = view.host.database.clone();
-    let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
-        &agent.state_dir.join(hooks::POSITION_FILE),
-    )?
-    .flatten();
-    let events = hooks::events(previous.as_ref(), position.as_ref());
-    let due = hooks::due(&desired.hooks, &events)
-        .into_iter()
-        .cloned()
-        .collect();
-    Ok(Some(Preview {
-        plan,
-        desired,
-        services,
-        catalog,
-        position,
-        hooks: due,
-    }))
-}
-
-fn snapshot(
-    agent: &Agent,
-    desired: &Desired,
-    records: &Records,
-) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
-    let mut disk = BTreeMap::new();
-    for path in plan::paths_to_inspect(&desired.files, records) {
-        if plan::is_allowed(&path, &agent.settings.allowed_roots) {
-            disk.insert(path.clone(), agent.fs.snapshot(&path)?);
-        }
-    }
-    Ok(disk)
-}
-
-/// Managed-file records from the state directory.
-///
-/// # Errors
-/// I/O or JSON.
-pub fn read_records(state_dir: &Path) -> Result<Records, Error> {
-    Ok(crate::sys::fs::read_json(&state_dir.join(RECORDS_FILE))?.unwrap_or_default())
 }
 
 #[instrument(skip_all)]
@@ -643,76 +382,4 @@ fn file_reports(receipts: &[Receipt]) -> Vec<FileReport> {
             })
         })
         .collect()
-}
-
-/// Record every desired file of the services that did not fail (adopting files that
-/// already matched), keep the old records of failed services, and cache the map.
-fn commit(agent: &Agent, loaded: &LoadedMap, desired: &Desired, failed: &BTreeSet<Option<String>>) {
-    let old = read_records(&agent.state_dir).unwrap_or_default();
-    let mut records: Records = old
-        .iter()
-        .filter(|(_, r)| failed.contains(&r.service))
-        .map(|(p, r)| (p.clone(), r.clone()))
-        .collect();
-    for f in desired
-        .files
-        .iter()
-        .filter(|f| !failed.contains(&f.service))
-    {
-        records.insert(
-            f.path.clone(),
-            Record {
-                role: f.role.clone(),
-                service: f.service.clone(),
-                sha256: plan::sha256(&f.content),
-            },
-        );
-    }
-    if records != old {
-        if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {
-            error!(error = %chain(&e), "managed-file records not written");
-        }
-    }
-    store_cache(agent, loaded);
-}
-
-fn store_cache(agent: &Agent, loaded: &LoadedMap) {
-    if !loaded.is_new {
-        return;
-    }
-    let entry = CachedMap {
-        bytes: loaded.bytes.clone(),
-        etag: loaded.info.etag.clone(),
-        version: loaded.info.version.clone(),
-        generation: loaded.info.generation,
-        url: loaded.info.url.clone(),
-    };
-    if let Err(e) = agent.cache().store(&entry) {
-        error!(error = %chain(&e), "last-good map cache not written");
-    }
-}
-
-/// Remember the position whose hooks ran, so they run again only when it changes.
-fn store_position(agent: &Agent, position: Option<&DbPosition>) {
-    store_if_changed(agent, hooks::POSITION_FILE, &position.cloned());
-}
-
-/// Write a JSON state file only when its content changes (no writes on a quiet poll).
-fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(
-    agent: &Agent,
-    name: &str,
-    value: &T,
-) {
-    let path = agent.state_dir.join(name);
-    if crate::sys::fs::read_json::<T>(&path)
-        .ok()
-        .flatten()
-        .as_ref()
-        == Some(value)
-    {
-        return;
-    }
-    if let Err(e) = crate::sys::fs::write_json(&path, value) {
-        error!(error = %chain(&e), path = %path.display(), "state file not written");
-    }
 }

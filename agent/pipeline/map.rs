@@ -1,0 +1,181 @@
+//! Obtaining the map for a reconcile (SPEC §7.2, §5): a conditional fetch on the cached
+//! ETag, validation, replay protection (generation), and the fall-back to the last-good
+//! cache when the source is unreachable or serves a map that is refused.
+
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::Agent;
+use crate::error::{chain, Error};
+use crate::plan;
+use crate::render::MapInfo;
+use crate::report::MapReport;
+use crate::rolemap::{self, RoleMap};
+use crate::source::{AnySource, CachedMap, Fetched, MapSource};
+
+/// A validated map ready to reconcile from.
+#[derive(Debug, Clone)]
+pub struct LoadedMap {
+    /// The map.
+    pub map: RoleMap,
+    /// What templates see as `map`.
+    pub info: MapInfo,
+    /// Raw bytes (for the cache).
+    pub bytes: Vec<u8>,
+    /// Came from the cache rather than the source.
+    pub from_cache: bool,
+    /// Why the cache was used; or why the live map was rejected.
+    pub cache_reason: Option<String>,
+    /// The live map was rejected as bad input (invalid or stale).
+    pub live_rejected: bool,
+    /// New bytes from the source, to be cached once applied.
+    pub is_new: bool,
+}
+
+impl LoadedMap {
+    pub(super) fn report(&self) -> MapReport {
+        MapReport {
+            url: self.info.url.clone(),
+            etag: self.info.etag.clone(),
+            version: self.info.version.clone(),
+            generation: self.info.generation,
+            from_cache: self.from_cache,
+            cache_reason: self.cache_reason.clone(),
+        }
+    }
+}
+
+/// Fetch (conditionally on the cached ETag) and validate, falling back to the cache.
+///
+/// # Errors
+/// When the source fails or serves a bad map and there is no cache to fall back to.
+pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, Error> {
+    let cache = agent.cache();
+    let cached = cache.load().unwrap_or_else(|e| {
+        warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
+        None
+    });
+    // A cache of another map (the URL was changed in agent.toml) is no fallback for this one.
+    let cached = cached.filter(|c| c.url == agent.settings.map_url);
+    let url = agent.settings.map_url.clone();
+    let fetched = source
+        .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))
+        .await;
+    let fallback = |reason: String, rejected: bool, err: Error| match &cached {
+        Some(c) => {
+            warn!(reason = %reason, generation = c.generation, "using cached map");
+            from_cache(c, reason, rejected)
+        }
+        None => Err(err),
+    };
+    match fetched {
+        Ok(Fetched::NotModified) => match &cached {
+            Some(c) => from_cache(c, String::new(), false).map(|mut m| {
+                m.from_cache = false;
+                m.cache_reason = None;
+                m.info.url = url.clone();
+                m
+            }),
+            None => Err(Error::Other(format!(
+                "{url} answered 304 Not Modified but no map is cached"
+            ))),
+        },
+        Ok(Fetched::Map(m)) => match accept(&m.bytes, cached.as_ref()) {
+            Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
+            Err(e) => fallback(
+                format!("map from {url} refused: {}", chain(&e)),
+                true,
+                e.into(),
+            ),
+        },
+        Err(e) => fallback(format!("{url} unreachable: {}", chain(&e)), false, e.into()),
+    }
+}
+
+pub(super) fn accept(bytes: &[u8], cached: Option<&CachedMap>) -> Result<RoleMap, rolemap::Error> {
+    let map = rolemap::load(bytes)?;
+    if let Some(c) = cached {
+        if map.generation() < c.generation {
+            return Err(rolemap::Error::Stale {
+                found: map.generation(),
+                applied: c.generation,
+            });
+        }
+    }
+    Ok(map)
+}
+
+pub(super) fn from_cache(
+    c: &CachedMap,
+    reason: String,
+    rejected: bool,
+) -> Result<LoadedMap, Error> {
+    let map = rolemap::load(&c.bytes)?;
+    let mut m = loaded(
+        map,
+        c.bytes.clone(),
+        c.etag.clone(),
+        c.version.clone(),
+        &c.url,
+    );
+    m.from_cache = true;
+    m.is_new = false;
+    m.cache_reason = Some(reason);
+    m.live_rejected = rejected;
+    Ok(m)
+}
+
+pub(super) fn loaded(
+    map: RoleMap,
+    bytes: Vec<u8>,
+    etag: Option<String>,
+    version: Option<String>,
+    url: &str,
+) -> LoadedMap {
+    let info = MapInfo {
+        etag,
+        version,
+        generation: map.generation(),
+        url: url.to_string(),
+    };
+    LoadedMap {
+        map,
+        info,
+        bytes,
+        from_cache: false,
+        cache_reason: None,
+        live_rejected: false,
+        is_new: true,
+    }
+}
+
+/// sha256 over the map bytes and every catalog and template file: equal means a retry
+/// would do exactly what failed before.
+pub(super) fn fingerprint(agent: &Agent, loaded: &LoadedMap) -> String {
+    let mut all = loaded.bytes.clone();
+    for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        files.sort();
+        for f in files {
+            all.extend_from_slice(f.to_string_lossy().as_bytes());
+            all.extend(std::fs::read(&f).unwrap_or_default());
+        }
+    }
+    plan::sha256(&all)
+}
+
+pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}

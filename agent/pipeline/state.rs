@@ -1,0 +1,107 @@
+//! What a converged reconcile leaves in the state directory (SPEC §7.8): managed-file
+//! records, the last-good map cache, the database position whose hooks ran, and the smoke
+//! tests re-run after a rollback. Each file is written only when its content changes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use tracing::error;
+
+use super::{map::LoadedMap, Agent};
+use crate::error::{chain, Error};
+use crate::hooks;
+use crate::plan::{self, Record, Records};
+use crate::render::Desired;
+use crate::rolemap::resolve::DbPosition;
+use crate::source::CachedMap;
+
+/// Records of managed files, in the state directory.
+pub const RECORDS_FILE: &str = "managed.json";
+
+/// The smoke tests of the last converged configuration, re-run after a rollback.
+pub const SMOKE_FILE: &str = "smoke.json";
+
+/// Managed-file records from the state directory.
+///
+/// # Errors
+/// I/O or JSON.
+pub fn read_records(state_dir: &Path) -> Result<Records, Error> {
+    Ok(crate::sys::fs::read_json(&state_dir.join(RECORDS_FILE))?.unwrap_or_default())
+}
+
+/// Record every desired file of the services that did not fail (adopting files that
+/// already matched), keep the old records of failed services, and cache the map.
+pub(super) fn commit(
+    agent: &Agent,
+    loaded: &LoadedMap,
+    desired: &Desired,
+    failed: &BTreeSet<Option<String>>,
+) {
+    let old = read_records(&agent.state_dir).unwrap_or_default();
+    let mut records: Records = old
+        .iter()
+        .filter(|(_, r)| failed.contains(&r.service))
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
+    for f in desired
+        .files
+        .iter()
+        .filter(|f| !failed.contains(&f.service))
+    {
+        records.insert(
+            f.path.clone(),
+            Record {
+                role: f.role.clone(),
+                service: f.service.clone(),
+                sha256: plan::sha256(&f.content),
+            },
+        );
+    }
+    if records != old {
+        if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {
+            error!(error = %chain(&e), "managed-file records not written");
+        }
+    }
+    store_cache(agent, loaded);
+}
+
+pub(super) fn store_cache(agent: &Agent, loaded: &LoadedMap) {
+    if !loaded.is_new {
+        return;
+    }
+    let entry = CachedMap {
+        bytes: loaded.bytes.clone(),
+        etag: loaded.info.etag.clone(),
+        version: loaded.info.version.clone(),
+        generation: loaded.info.generation,
+        url: loaded.info.url.clone(),
+    };
+    if let Err(e) = agent.cache().store(&entry) {
+        error!(error = %chain(&e), "last-good map cache not written");
+    }
+}
+
+/// Remember the position whose hooks ran, so they run again only when it changes.
+pub(super) fn store_position(agent: &Agent, position: Option<&DbPosition>) {
+    store_if_changed(agent, hooks::POSITION_FILE, &position.cloned());
+}
+
+/// Write a JSON state file only when its content changes (no writes on a quiet poll).
+pub(super) fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(
+    agent: &Agent,
+    name: &str,
+    value: &T,
+) {
+    let path = agent.state_dir.join(name);
+    if crate::sys::fs::read_json::<T>(&path)
+        .ok()
+        .flatten()
+        .as_ref()
+        == Some(value)
+    {
+        return;
+    }
+    if let Err(e) = crate::sys::fs::write_json(&path, value) {
+        error!(error = %chain(&e), path = %path.display(), "state file not written");
+    }
+}
