@@ -260,6 +260,19 @@ impl Catalog {
         dir: &Path,
         overrides: &BTreeMap<String, ServiceOverride>,
     ) -> Result<Catalog, Error> {
+        Catalog::load_with_vars(dir, overrides, &toml::Table::new())
+    }
+
+    /// As [`Catalog::load`], rendering `{{ vars.* }}` in service commands (so one catalog
+    /// serves Debian's `apache2` and RHEL's `httpd`).
+    ///
+    /// # Errors
+    /// See [`Catalog::load`]; also a service command that does not render.
+    pub fn load_with_vars(
+        dir: &Path,
+        overrides: &BTreeMap<String, ServiceOverride>,
+        vars: &toml::Table,
+    ) -> Result<Catalog, Error> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|source| Error::Read {
                 path: dir.to_path_buf(),
@@ -277,7 +290,7 @@ impl Catalog {
             })?;
             sources.push((path, text));
         }
-        Catalog::from_sources(&sources, overrides)
+        Catalog::from_sources_with_vars(&sources, overrides, vars)
     }
 
     /// Build from `(path, text)` pairs; the role name is the file stem.
@@ -287,6 +300,18 @@ impl Catalog {
     pub fn from_sources(
         sources: &[(PathBuf, String)],
         overrides: &BTreeMap<String, ServiceOverride>,
+    ) -> Result<Catalog, Error> {
+        Catalog::from_sources_with_vars(sources, overrides, &toml::Table::new())
+    }
+
+    /// As [`Catalog::from_sources`], rendering `{{ vars.* }}` in service commands.
+    ///
+    /// # Errors
+    /// See [`Catalog::load`].
+    pub fn from_sources_with_vars(
+        sources: &[(PathBuf, String)],
+        overrides: &BTreeMap<String, ServiceOverride>,
+        vars: &toml::Table,
     ) -> Result<Catalog, Error> {
         let mut catalog = Catalog::default();
         let mut defined: BTreeMap<String, (String, RawService)> = BTreeMap::new();
@@ -320,7 +345,7 @@ impl Catalog {
         }
         for (name, (role, raw)) in defined {
             let path = PathBuf::from(format!("{role}.toml"));
-            let service = service(&name, raw, overrides.get(&name))
+            let service = service(&name, raw, overrides.get(&name), vars)
                 .map_err(|message| Error::Invalid { path, message })?;
             catalog.services.insert(name, service);
         }
@@ -388,10 +413,24 @@ fn role(name: &str, raw: RawRole) -> Result<Role, String> {
     })
 }
 
-fn service(name: &str, raw: RawService, o: Option<&ServiceOverride>) -> Result<Service, String> {
+fn service(
+    name: &str,
+    raw: RawService,
+    o: Option<&ServiceOverride>,
+    vars: &toml::Table,
+) -> Result<Service, String> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("vars", vars);
     let cmd = |key: &str, v: Option<String>| -> Result<Option<Command>, String> {
-        v.map(|s| Command::parse(&s).map_err(|e| format!("services.{name}.{key}: {e}")))
-            .transpose()
+        let render = |s: String| {
+            tera::Tera::one_off(&s, &ctx, false)
+                .map_err(|e| format!("services.{name}.{key}: {}", crate::error::chain(&e)))
+        };
+        v.map(|s| {
+            render(s)
+                .and_then(|r| Command::parse(&r).map_err(|e| format!("services.{name}.{key}: {e}")))
+        })
+        .transpose()
     };
     let timeout = match raw.timeout {
         Some(t) => humantime::parse_duration(&t)
@@ -407,4 +446,98 @@ fn service(name: &str, raw: RawService, o: Option<&ServiceOverride>) -> Result<S
         on_change: raw.on_change,
         timeout: o.timeout.unwrap_or(timeout),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLE: &str = r#"
+[[files]]
+path = "/etc/x/{{ product.name }}.conf"
+template = "x/x.tera"
+per_product = true
+mode = "0640"
+service = "web"
+
+[services.web]
+check = "{{ vars.ctl | default(value='apache2ctl') }} configtest"
+reload = "systemctl reload {{ vars.unit | default(value='apache2') }}"
+"#;
+
+    fn load(
+        vars: &toml::Table,
+        overrides: &BTreeMap<String, ServiceOverride>,
+    ) -> Result<Catalog, Error> {
+        Catalog::from_sources_with_vars(
+            &[(PathBuf::from("x.toml"), ROLE.to_string())],
+            overrides,
+            vars,
+        )
+    }
+
+    #[test]
+    fn service_commands_render_vars_with_debian_defaults() {
+        let debian = load(&toml::Table::new(), &BTreeMap::new()).unwrap();
+        assert_eq!(
+            debian.services["web"].check.as_ref().unwrap().argv,
+            vec!["apache2ctl", "configtest"]
+        );
+        let rhel_vars: toml::Table =
+            toml::from_str("ctl = \"apachectl\"\nunit = \"httpd\"").unwrap();
+        let rhel = load(&rhel_vars, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            rhel.services["web"].reload.as_ref().unwrap().argv,
+            vec!["systemctl", "reload", "httpd"]
+        );
+        assert_eq!(rhel.roles["x"].files[0].mode, 0o640);
+    }
+
+    #[test]
+    fn agent_overrides_win() {
+        let o = ServiceOverride {
+            reload: Some(Command::parse("apache2ctl -k graceful").unwrap()),
+            ..Default::default()
+        };
+        let c = load(
+            &toml::Table::new(),
+            &BTreeMap::from([("web".to_string(), o)]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.services["web"].reload.as_ref().unwrap().argv,
+            vec!["apache2ctl", "-k", "graceful"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_modes_name_the_file() {
+        let err = Catalog::from_sources(
+            &[(PathBuf::from("web.toml"), "colour = 1".into())],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("web.toml") && err.to_string().contains("colour"),
+            "{err}"
+        );
+        let bad = ROLE.replace("0640", "rw-r");
+        let err =
+            Catalog::from_sources(&[(PathBuf::from("x.toml"), bad)], &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("files[0].mode"), "{err}");
+    }
+
+    #[test]
+    fn conflicting_service_definitions_are_refused() {
+        let other = ROLE.replace("configtest", "-t");
+        let err = Catalog::from_sources(
+            &[
+                (PathBuf::from("a.toml"), ROLE.into()),
+                (PathBuf::from("b.toml"), other),
+            ],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    }
 }

@@ -52,7 +52,11 @@ pub fn preview(
         Resolution::Waiting => return Ok(None),
         Resolution::Assigned(view) => view,
     };
-    let catalog = Catalog::load(&agent.settings.catalog_dir, &agent.settings.services)?;
+    let catalog = Catalog::load_with_vars(
+        &agent.settings.catalog_dir,
+        &agent.settings.services,
+        &agent.settings.vars,
+    )?;
     let tera = render::load_templates(&agent.settings.templates_dir)?;
     let desired = render::render(&view, &catalog, &tera, &loaded.info, &agent.settings.vars)?;
     for f in &desired.files {
