@@ -248,3 +248,68 @@ fn concurrent_syncs_never_interleave() {
         "the second reconcile did not see the first one's result:\n{outputs}"
     );
 }
+
+#[test]
+fn a_reconcile_killed_mid_transaction_is_undone_and_applied_again() {
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let logp = log.path().display().to_string();
+    let mut setup = Setup::new("web-1", "127.0.0.1");
+    // The check kills the agent (its grandparent is rolecall: sh → kill): a crash after the
+    // files were written and before any check or reload.
+    setup = setup
+        .service("apache2", "check = \"sh -c 'kill -9 $PPID'\"")
+        .service(
+            "apache2",
+            &format!("reload = \"sh -c 'echo reload >> {logp}'\""),
+        );
+    let mut agent = Agent::new(setup);
+    let base = docroots(&agent, &["alpha"]);
+    strip_smoke(&agent);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    let out = agent.run(&["sync"]);
+    assert_eq!(
+        out.status.code(),
+        None,
+        "the agent was expected to die: {}",
+        describe(&out)
+    );
+    assert!(
+        vhost(&agent, "alpha").exists(),
+        "the crash happened before the write"
+    );
+    assert!(
+        agent.state().join("journal.json").exists(),
+        "no journal left behind"
+    );
+
+    agent.setup.services.clear();
+    agent.setup = agent
+        .setup
+        .clone()
+        .service("apache2", "check = \"true\"")
+        .service(
+            "apache2",
+            &format!("reload = \"sh -c 'echo reload >> {logp}'\""),
+        );
+    agent.write_config();
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("create"),
+        "the file was not applied again: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.path()).expect("log"),
+        "reload\n",
+        "the service was not reloaded after the crash"
+    );
+    assert!(!agent.state().join("journal.json").exists());
+}
+
+/// Remove the web role's smoke test from the agent's catalog copy.
+fn strip_smoke(agent: &Agent) {
+    let text = std::fs::read_to_string(agent.catalog.join("web.toml")).expect("web.toml");
+    let cut = text.find("[[smoke]]").expect("web.toml has a smoke test");
+    std::fs::write(agent.catalog.join("web.toml"), &text[..cut]).expect("web.toml");
+}

@@ -25,6 +25,7 @@ use crate::{rollback, services, smoke};
 use map::fingerprint;
 use state::{commit, store_cache, store_if_changed, store_position};
 
+mod journal;
 mod map;
 mod preview;
 mod state;
@@ -158,6 +159,13 @@ pub async fn run_held(
     hold: Option<&Hold>,
 ) -> Inputs {
     let mut inputs = Inputs::default();
+    let recovered = journal::recover(agent);
+    if recovered > 0 {
+        warn!(
+            files = recovered,
+            "an interrupted reconcile was undone; applying again"
+        );
+    }
     let identity = match timed(report, "identity", identify(agent)).await {
         Ok(id) => id,
         Err(e) => {
@@ -289,6 +297,7 @@ async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, repor
 async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
     let catalog = &preview.catalog;
     let started = Instant::now();
+    journal::open(agent, &preview.plan);
     let (receipts, failed) = apply_all(agent, catalog, &preview.plan).await;
     report.timings.insert("apply".into(), ms(started));
     if agent.run_services {
@@ -314,8 +323,8 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-        return rollback::rollback(&agent.fs, &preview.catalog, &receipts, &last_good, report)
-            .await;
+        rollback::rollback(&agent.fs, &preview.catalog, &receipts, &last_good, report).await;
+        return journal::close(agent);
     }
     report.files = file_reports(&receipts);
     commit(
@@ -328,6 +337,7 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
         store_position(agent, preview.position.as_ref());
         store_if_changed(agent, SMOKE_FILE, &preview.desired.smoke);
     }
+    journal::close(agent);
     if failed.is_empty() {
         let what = format!("{} files changed", report.files.len());
         report.finish(Outcome::Converged, converged_text(loaded, &what));
