@@ -41,6 +41,19 @@ pub fn failure_backoff(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// First retry after a failed reconcile (source down without a cache, …).
+pub const FIRST_ERROR_RETRY: Duration = Duration::from_secs(1);
+
+/// The wait after `errors` failed reconciles in a row: 1 s doubling, capped at the poll
+/// delay (a host that is failing never polls less often than a healthy one).
+pub fn error_delay(errors: u32, poll: Duration) -> Duration {
+    if errors == 0 {
+        return poll;
+    }
+    let factor = 1u32.checked_shl(errors - 1).unwrap_or(u32::MAX);
+    FIRST_ERROR_RETRY.saturating_mul(factor).min(poll)
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -94,7 +107,8 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
 struct Loop {
     ready: bool,
     hold: Option<Hold>,
-    last_outcome: Option<Outcome>,
+    /// Failed reconciles in a row (source down without a cache, identity lost, …).
+    errors: u32,
 }
 
 impl Loop {
@@ -127,7 +141,11 @@ impl Loop {
             notify::ready(&report.status_line());
             info!("ready");
         }
-        self.last_outcome = Some(report.outcome);
+        self.errors = if report.outcome == Outcome::Failed {
+            self.errors + 1
+        } else {
+            0
+        };
         report
     }
 
@@ -163,11 +181,7 @@ impl Loop {
     fn next_delay(&self, agent: &Agent) -> Duration {
         let share = rand::random::<f64>();
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
-        match self.last_outcome {
-            // Nothing converged yet (e.g. source down, no cache): retry sooner than a poll.
-            Some(Outcome::Failed) if !self.ready => poll.min(FIRST_BACKOFF),
-            _ => poll,
-        }
+        error_delay(self.errors, poll)
     }
 }
 
@@ -278,6 +292,16 @@ mod tests {
         assert_eq!(poll_delay(s(30), s(10), 0.0), s(30));
         assert_eq!(poll_delay(s(30), s(10), 0.5), s(35));
         assert_eq!(poll_delay(s(30), s(10), 7.0), s(40));
+    }
+
+    #[test]
+    fn error_delay_doubles_up_to_the_poll_delay() {
+        let s = Duration::from_secs;
+        assert_eq!(error_delay(0, s(30)), s(30));
+        assert_eq!(error_delay(1, s(30)), s(1));
+        assert_eq!(error_delay(3, s(30)), s(4));
+        assert_eq!(error_delay(10, s(30)), s(30));
+        assert_eq!(error_delay(99, s(30)), s(30));
     }
 
     #[test]
