@@ -26,3 +26,5 @@ mod snapshot;
 mod services;
 /// Issue 6: the Prometheus textfile, man pages and completions.
 mod monitoring;
+/// Issue 5: signed maps refused or applied by the agent.
+mod signing;

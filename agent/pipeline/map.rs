@@ -81,15 +81,32 @@ pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, 
                 "{url} answered 304 Not Modified but no map is cached"
             ))),
         },
-        Ok(Fetched::Map(m)) => match accept(&m.bytes, cached.as_ref()) {
-            Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
-            Err(e) => fallback(
-                format!("map from {url} refused: {}", chain(&e)),
-                true,
-                e.into(),
-            ),
-        },
+        Ok(Fetched::Map(m)) => {
+            if let Err(e) = verify(agent, &m.bytes).await {
+                let reason = format!("map from {url} refused: {}", chain(&e));
+                return fallback(reason, true, Error::BadInput(chain(&e)));
+            }
+            match accept(&m.bytes, cached.as_ref()) {
+                Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
+                Err(e) => fallback(
+                    format!("map from {url} refused: {}", chain(&e)),
+                    true,
+                    e.into(),
+                ),
+            }
+        }
         Err(e) => fallback(format!("{url} unreachable: {}", chain(&e)), false, e.into()),
+    }
+}
+
+/// With `map.verify_key` set, a map is used only with a valid detached signature.
+async fn verify(agent: &Agent, bytes: &[u8]) -> Result<(), crate::source::Error> {
+    match &agent.settings.verify_key {
+        Some(key) => {
+            let url = &agent.settings.map_url;
+            crate::source::verify::check(url, bytes, key, agent.settings.fetch_timeout).await
+        }
+        None => Ok(()),
     }
 }
 
