@@ -54,34 +54,37 @@ pub fn outcome_label(o: Outcome) -> &'static str {
 
 /// The textfile for `report` and `counters`.
 pub fn render(report: &RunReport, counters: &Counters) -> String {
-    let mut out = String::new();
     let generation = report.map.as_ref().map_or(0, |m| m.generation);
-    let duration = report.elapsed_ms as f64 / 1000.0;
-    gauge(
-        &mut out,
-        "rolecall_last_reconcile_timestamp_seconds",
-        "Start of the last reconcile, seconds since the epoch.",
-        report.started_unix as f64,
-    );
-    gauge(
-        &mut out,
-        "rolecall_reconcile_duration_seconds",
-        "Wall time of the last reconcile.",
-        duration,
-    );
-    gauge(
-        &mut out,
-        "rolecall_map_generation",
-        "Generation of the role map the last reconcile used.",
-        generation as f64,
-    );
     let from_cache = report.map.as_ref().is_some_and(|m| m.from_cache);
-    gauge(
-        &mut out,
-        "rolecall_map_from_cache",
-        "1 when the last reconcile ran on the cached map.",
-        if from_cache { 1.0 } else { 0.0 },
-    );
+    let gauges = [
+        (
+            "rolecall_last_reconcile_timestamp_seconds",
+            "Start of the last reconcile, seconds since the epoch.",
+            report.started_unix as f64,
+        ),
+        (
+            "rolecall_reconcile_duration_seconds",
+            "Wall time of the last reconcile.",
+            report.elapsed_ms as f64 / 1000.0,
+        ),
+        (
+            "rolecall_map_generation",
+            "Generation of the role map the last reconcile used.",
+            generation as f64,
+        ),
+        (
+            "rolecall_map_from_cache",
+            "1 when the last reconcile ran on the cached map.",
+            if from_cache { 1.0 } else { 0.0 },
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
     let _ = writeln!(out, "# HELP rolecall_reconciles_total Reconciles by outcome.\n# TYPE rolecall_reconciles_total counter");
     for outcome in [
         Outcome::Converged,
@@ -94,33 +97,25 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
         let n = counters.reconciles.get(label).copied().unwrap_or(0);
         let _ = writeln!(out, "rolecall_reconciles_total{{outcome=\"{label}\"}} {n}");
     }
-    counter(
-        &mut out,
-        "rolecall_rollbacks_total",
-        "Reconciles rolled back after a failed reload, hook or smoke test.",
-        counters.rollbacks,
-    );
-    counter(
-        &mut out,
-        "rolecall_smoke_failures_total",
-        "Failed smoke tests.",
-        counters.smoke_failures,
-    );
+    let counts = [
+        (
+            "rolecall_rollbacks_total",
+            "Reconciles rolled back after a failed reload, hook or smoke test.",
+            counters.rollbacks,
+        ),
+        (
+            "rolecall_smoke_failures_total",
+            "Failed smoke tests.",
+            counters.smoke_failures,
+        ),
+    ];
+    for (name, help, value) in counts {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     out
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
 }
 
 /// Count `report`, persist the counters in `state_dir`, and write the textfile into

@@ -237,63 +237,55 @@ pub fn diff(change: &Change) -> String {
         _ => None,
     };
     let new = change.after.as_ref();
-    let mut out = String::new();
-    if let (Some(o), Some(n)) = (old, new) {
-        if (o.owner.as_str(), o.group.as_str(), o.mode)
-            != (n.owner.as_str(), n.group.as_str(), n.mode)
-        {
-            out.push_str(&format!(
-                "# {}: {}:{} {:04o} -> {}:{} {:04o}\n",
-                change.path.display(),
-                o.owner,
-                o.group,
-                o.mode,
-                n.owner,
-                n.group,
-                n.mode
-            ));
-        }
-    }
-    let old_text = old
-        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
-        .unwrap_or_default();
-    let new_text = new
-        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
-        .unwrap_or_default();
+    let mut out = metadata_line(change, old, new);
+    let text = |f: Option<&FileState>| {
+        f.map(|f| String::from_utf8_lossy(&f.content).into_owned())
+            .unwrap_or_default()
+    };
+    let (old_text, new_text) = (text(old), text(new));
     if old_text == new_text {
         return out;
     }
+    let path = change.path.display();
     if change.is_secret {
+        let (a, b) = (old_text.len(), new_text.len());
         out.push_str(&format!(
-            "# {}: secret content changed ({} -> {} bytes)\n",
-            change.path.display(),
-            old_text.len(),
-            new_text.len()
+            "# {path}: secret content changed ({a} -> {b} bytes)\n"
         ));
         return out;
     }
-    let path = change.path.display().to_string();
-    let (a, b) = (
-        if old.is_some() {
-            format!("a{path}")
+    let label = |present: bool, side: &str| {
+        if present {
+            format!("{side}{path}")
         } else {
             "/dev/null".into()
-        },
-        if new.is_some() {
-            format!("b{path}")
-        } else {
-            "/dev/null".into()
-        },
-    );
-    let text = similar::TextDiff::from_lines(&old_text, &new_text);
+        }
+    };
+    let (a, b) = (label(old.is_some(), "a"), label(new.is_some(), "b"));
+    let diff = similar::TextDiff::from_lines(&old_text, &new_text);
     out.push_str(
-        &text
+        &diff
             .unified_diff()
             .context_radius(3)
             .header(&a, &b)
             .to_string(),
     );
     out
+}
+
+/// `# path: owner:group mode -> owner:group mode` when only metadata differs.
+fn metadata_line(change: &Change, old: Option<&FileState>, new: Option<&FileState>) -> String {
+    let (Some(o), Some(n)) = (old, new) else {
+        return String::new();
+    };
+    if (&o.owner, &o.group, o.mode) == (&n.owner, &n.group, n.mode) {
+        return String::new();
+    }
+    let path = change.path.display();
+    format!(
+        "# {path}: {}:{} {:04o} -> {}:{} {:04o}\n",
+        o.owner, o.group, o.mode, n.owner, n.group, n.mode
+    )
 }
 
 #[cfg(test)]

@@ -175,47 +175,28 @@ pub fn summary(r: &RunReport) -> String {
     };
     if let Some(m) = &r.map {
         let cache = if m.from_cache { " (from cache)" } else { "" };
+        let etag = m.etag.as_deref().unwrap_or("-");
         out.push_str(&format!(
-            "map: {} generation {} etag {}{cache}\n",
-            m.url,
-            m.generation,
-            m.etag.as_deref().unwrap_or("-")
+            "map: {} generation {} etag {etag}{cache}\n",
+            m.url, m.generation
         ));
     }
     for f in &r.files {
         out.push_str(&format!("  {:<8} {}\n", f.action, f.path.display()));
     }
     for s in &r.services {
-        let state = if s.ok {
-            "ok".to_string()
-        } else {
-            format!("FAILED: {}", s.error.clone().unwrap_or_default())
-        };
-        out.push_str(&format!(
-            "  {:<8} {} {state} ({} ms)\n",
-            s.action, s.service, s.elapsed_ms
-        ));
+        out.push_str(&step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
     }
     for s in &r.smoke {
-        let state = if s.ok {
-            "ok".to_string()
-        } else {
-            format!("FAILED: {}", s.error.clone().unwrap_or_default())
-        };
-        out.push_str(&format!(
-            "  smoke    {} {state} ({} ms)\n",
-            s.name, s.elapsed_ms
-        ));
+        out.push_str(&step("smoke", &s.name, s.ok, &s.error, s.elapsed_ms));
     }
     for h in &r.hooks {
-        let state = if h.ok {
-            "ok".to_string()
-        } else {
-            format!("FAILED: {}", h.error.clone().unwrap_or_default())
-        };
-        out.push_str(&format!(
-            "  hook     {} `{}` {state} ({} ms)\n",
-            h.on, h.command, h.elapsed_ms
+        out.push_str(&step(
+            "hook",
+            &format!("{} `{}`", h.on, h.command),
+            h.ok,
+            &h.error,
+            h.elapsed_ms,
         ));
     }
     for s in &r.smoke_after_rollback {
@@ -227,6 +208,16 @@ pub fn summary(r: &RunReport) -> String {
         r.elapsed_ms, r.reconcile_id
     ));
     out
+}
+
+/// One indented result line: `  <kind> <what> ok|FAILED: why (N ms)`.
+fn step(kind: &str, what: &str, ok: bool, error: &Option<String>, elapsed_ms: u64) -> String {
+    let state = if ok {
+        "ok".to_string()
+    } else {
+        format!("FAILED: {}", error.clone().unwrap_or_default())
+    };
+    format!("  {kind:<8} {what} {state} ({elapsed_ms} ms)\n")
 }
 
 fn outcome_word(o: Outcome) -> &'static str {

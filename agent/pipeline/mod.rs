@@ -158,7 +158,6 @@ pub async fn run_held(
     report: &mut RunReport,
     hold: Option<&Hold>,
 ) -> Inputs {
-    let mut inputs = Inputs::default();
     let recovered = journal::recover(agent);
     if recovered > 0 {
         warn!(
@@ -166,51 +165,64 @@ pub async fn run_held(
             "an interrupted reconcile was undone; applying again"
         );
     }
-    let identity = match timed(report, "identity", identify(agent)).await {
-        Ok(id) => id,
-        Err(e) => {
-            fail(report, &Error::from(e));
-            return inputs;
-        }
+    let Some((identity, loaded)) = inputs(agent, source, report).await else {
+        return Inputs::default();
     };
-    report.host_id = Some(identity.id.clone());
-    let loaded = match timed(report, "fetch", obtain_map(agent, source)).await {
-        Ok(m) => m,
-        Err(e) => {
-            fail(report, &e);
-            return inputs;
-        }
-    };
-    report.map = Some(loaded.report());
     let fingerprint = fingerprint(agent, &loaded);
     if let Some(h) = hold.filter(|h| h.fingerprint == fingerprint) {
         info!(
             failures = h.failures,
             "same inputs as the last failure: waiting for the backoff"
         );
-        report.finish(
-            h.report.outcome,
-            format!(
-                "{} (retrying after a backoff, or at once on a new map or catalog)",
-                h.report.message
-            ),
+        let text = format!(
+            "{} (retrying after a backoff, or at once on a new map or catalog)",
+            h.report.message
         );
-        inputs.held = true;
-        return inputs;
+        report.finish(h.report.outcome, text);
+        return Inputs {
+            fingerprint: None,
+            held: true,
+        };
     }
-    inputs.fingerprint = Some(fingerprint);
     reconcile(agent, &identity, &loaded, report).await;
     if loaded.live_rejected && report.outcome == Outcome::Converged {
         let why = loaded.cache_reason.clone().unwrap_or_default();
+        let generation = loaded.info.generation;
         report.finish(
             Outcome::Invalid,
-            format!(
-                "map rejected: {why}; kept generation {}",
-                loaded.info.generation
-            ),
+            format!("map rejected: {why}; kept generation {generation}"),
         );
     }
-    inputs
+    Inputs {
+        fingerprint: Some(fingerprint),
+        held: false,
+    }
+}
+
+/// Stages 1 and 2: who this host is and which map to use; `None` (report failed) if either fails.
+async fn inputs(
+    agent: &Agent,
+    source: &AnySource,
+    report: &mut RunReport,
+) -> Option<(Identity, LoadedMap)> {
+    let identity = match timed(report, "identity", identify(agent)).await {
+        Ok(id) => id,
+        Err(e) => {
+            fail(report, &Error::from(e));
+            return None;
+        }
+    };
+    report.host_id = Some(identity.id.clone());
+    match timed(report, "fetch", obtain_map(agent, source)).await {
+        Ok(loaded) => {
+            report.map = Some(loaded.report());
+            Some((identity, loaded))
+        }
+        Err(e) => {
+            fail(report, &e);
+            None
+        }
+    }
 }
 
 async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
@@ -295,29 +307,11 @@ async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, repor
 }
 
 async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
-    let catalog = &preview.catalog;
     let started = Instant::now();
     journal::open(agent, &preview.plan);
-    let (receipts, failed) = apply_all(agent, catalog, &preview.plan).await;
+    let (receipts, failed) = apply_all(agent, &preview.catalog, &preview.plan).await;
     report.timings.insert("apply".into(), ms(started));
-    if agent.run_services {
-        let started = Instant::now();
-        for svc in services::needs_reload(catalog, &receipts) {
-            report.services.push(services::reload(svc).await);
-        }
-        report.timings.insert("reload".into(), ms(started));
-        if report.services.iter().all(|s| s.ok) {
-            let due: Vec<&Hook> = preview.hooks.iter().collect();
-            report.hooks = timed(report, "hooks", hooks::run(&due)).await;
-        }
-        let started = Instant::now();
-        report.smoke = smoke::smoke(&preview.desired.smoke).await;
-        report.timings.insert("smoke".into(), ms(started));
-    }
-    let reload_failed = report.services.iter().any(|s| !s.ok);
-    let smoke_failed = report.smoke.iter().any(|s| !s.ok);
-    let hook_failed = report.hooks.iter().any(|h| !h.ok);
-    if reload_failed || smoke_failed || hook_failed {
+    if agent.run_services && !verify(preview, &receipts, report).await {
         let last_good: Vec<SmokeTest> =
             crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
                 .ok()
@@ -345,6 +339,24 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
         let texts: Vec<&str> = failed.values().map(String::as_str).collect();
         report.finish(Outcome::Failed, texts.join("; "));
     }
+}
+
+/// Stages 7–8 and the hooks: reload each changed service once, run the due hooks, run the
+/// smoke tests. `false` when anything failed (the caller rolls back).
+async fn verify(preview: &Preview, receipts: &[Receipt], report: &mut RunReport) -> bool {
+    let started = Instant::now();
+    for svc in services::needs_reload(&preview.catalog, receipts) {
+        report.services.push(services::reload(svc).await);
+    }
+    report.timings.insert("reload".into(), ms(started));
+    if report.services.iter().all(|s| s.ok) {
+        let due: Vec<&Hook> = preview.hooks.iter().collect();
+        report.hooks = timed(report, "hooks", hooks::run(&due)).await;
+    }
+    report.smoke = timed(report, "smoke", smoke::smoke(&preview.desired.smoke)).await;
+    report.services.iter().all(|s| s.ok)
+        && report.hooks.iter().all(|h| h.ok)
+        && report.smoke.iter().all(|s| s.ok)
 }
 
 /// Failed services (`None` for files without a service) and why.
