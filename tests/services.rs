@@ -13,7 +13,8 @@ use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
 use crate::support::{command_line, terminate_child, wait_until};
 
-fn hooks_dir() -> String {
+/// The repository's hook scripts.
+pub fn hooks_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("packaging/hooks")
         .display()
@@ -131,12 +132,15 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
 }
 
 /// A db agent bound to a real MariaDB instance.
-struct Db {
-    agent: Agent,
-    server: MariaDb,
+pub struct Db {
+    /// The agent's files.
+    pub agent: Agent,
+    /// Its MariaDB server.
+    pub server: MariaDb,
 }
 
-fn db_agent(id: &str, address: &str) -> Db {
+/// A db agent whose mariadb service is a real MariaDB instance of its own.
+pub fn db_agent(id: &str, address: &str) -> Db {
     let mut agent = Agent::new(Setup::new(id, address));
     let server = MariaDb::start(&agent.root, id);
     let client = format!("--socket={} --user=root", server.socket().display());

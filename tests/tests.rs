@@ -28,3 +28,5 @@ mod services;
 mod monitoring;
 /// Issue 5: signed maps refused or applied by the agent.
 mod signing;
+/// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
+mod failover;
