@@ -4,8 +4,7 @@
 //! metadata holds the bytes' SHA-256, so a torn pair reads as "no cache". Small synchronous
 //! local I/O.
 
-use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,23 +151,13 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     }
 }
 
-/// Replace `dir/name` with `bytes`: hidden temporary file in `dir`, fsync, rename over the
-/// old file, fsync `dir` so that the rename itself survives a crash.
+/// Replace `dir/name` with `bytes` atomically, through `sys::fs` (the only writer).
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     let path = dir.join(name);
-    let fail = |source: std::io::Error| Error::Cache {
-        path: path.clone(),
-        source,
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".rolecall-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(fail)?;
-    temp.write_all(bytes).map_err(fail)?;
-    temp.as_file().sync_all().map_err(fail)?;
-    temp.persist(&path).map_err(|err| fail(err.error))?;
-    File::open(dir).and_then(|dir| dir.sync_all()).map_err(fail)
+    crate::sys::fs::write_state(&path, bytes).map_err(|e| Error::Cache {
+        source: std::io::Error::other(crate::error::chain(&e)),
+        path,
+    })
 }
 
 #[cfg(test)]
