@@ -250,7 +250,16 @@ pub async fn promote(
             url: target.url().to_string(),
             source,
         })?;
-    let prepared = prepare(target, &promoted.text, Some(&current))?;
+    let current_text = current.text();
+    let published = prepare::Published {
+        text: &current_text,
+        map: Some(&promoted.original),
+    };
+    let prepared = prepare::prepare_loaded(&promoted.text, promoted.map.clone(), Some(published))
+        .map_err(|source| Error::Prepare {
+        url: target.url().to_string(),
+        source,
+    })?;
     Ok((promoted, prepared, current))
 }
 

@@ -92,7 +92,12 @@ fn main() {
     let (median, max) = time(rounds, publish_once);
     let promote_once = || {
         let promoted = promote::promote_text(&published, "p7", None).expect("promotes");
-        let prepared = publish::prepare(&promoted.text, Some(&published)).expect("valid");
+        let current = publish::Published {
+            text: &published,
+            map: Some(&promoted.original),
+        };
+        let prepared = publish::prepare_loaded(&promoted.text, promoted.map.clone(), Some(current))
+            .expect("valid");
         verify::sign(&prepared.bytes, &secret).expect("signed")
     };
     let (p_median, p_max) = time(rounds, promote_once);
@@ -104,21 +109,68 @@ fn main() {
         published.len(),
         [median, max, p_median, p_max, v_median],
     );
+    if full {
+        breakdown(&edited, &published, &secret);
+    }
+}
+
+/// Median time of each step of a publish, to see where the time goes.
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+fn breakdown(edited: &str, published: &str, secret: &[u8]) {
+    let parsed = (
+        rolecall::rolemap::types::parse(published).expect("parses"),
+        rolecall::rolemap::types::parse(edited).expect("parses"),
+    );
+    let steps: [(&str, &dyn Fn()); 7] = [
+        ("parse + validate (rolemap::load)", &|| {
+            rolecall::rolemap::load(edited.as_bytes())
+                .map(|_| ())
+                .expect("valid");
+        }),
+        ("parse without validation (types::parse)", &|| {
+            rolecall::rolemap::types::parse(edited)
+                .map(|_| ())
+                .expect("parses");
+        }),
+        ("generation read leniently", &|| {
+            std::hint::black_box(publish::generation_of(published));
+        }),
+        ("generation edit (toml_edit)", &|| {
+            publish::with_generation(edited, 2)
+                .map(|_| ())
+                .expect("edits");
+        }),
+        ("diff in words", &|| {
+            std::hint::black_box(rolecall::rolemap::diff::diff(&parsed.0, &parsed.1));
+        }),
+        ("unified diff", &|| {
+            std::hint::black_box(publish::unified(published, edited));
+        }),
+        ("sign", &|| {
+            verify::sign(edited.as_bytes(), secret)
+                .map(|_| ())
+                .expect("signs");
+        }),
+    ];
+    for (name, step) in steps {
+        let (median, _) = time(5, step);
+        println!("  {name}: {median:?}");
+    }
 }
 
 #[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 fn report(hosts: usize, products: usize, bytes: usize, t: [Duration; 5]) {
     println!("map: {hosts} hosts, {products} products, {bytes} bytes");
     println!(
-        "publish (validate, bump, re-validate, diff, unified diff, sign): median {:?}, max {:?}",
+        "publish (validate file, parse current, bump, diff, unified diff, sign): median {:?}, max {:?}",
         t[0], t[1]
     );
     println!(
-        "promote (validate, promote in text, check, prepare, sign):      median {:?}, max {:?}",
+        "promote (validate, edit text, read back, validate, bump, diff, sign):   median {:?}, max {:?}",
         t[2], t[3]
     );
     println!(
-        "verify (agent side):                                             median {:?}",
+        "verify (agent side):                                                    median {:?}",
         t[4]
     );
 }

@@ -165,28 +165,51 @@ fn publish_with_a_gap(moto: &Moto, bucket: &str, file: &str, meanwhile: impl FnO
     )
     .expect("mkfifo");
     let url = format!("s3://{bucket}/rolemap.toml");
-    let reads_before = moto.request_count("HEAD", &format!("/{bucket}/rolemap.toml"), None);
+    let path = format!("/{bucket}/rolemap.toml");
+    // The read is done when the map was downloaded, or found missing.
+    let reads = || {
+        moto.request_count("GET", &path, Some(200)) + moto.request_count("HEAD", &path, Some(404))
+    };
+    let reads_before = reads();
     let fifo_arg = fifo.display().to_string();
-    let child = spawn(
-        moto,
-        &[
-            "map",
-            "publish",
-            file,
-            "--to",
-            &url,
-            "--sign-key",
-            &fifo_arg,
-        ],
-    );
-    let read = crate::support::wait_until(TIMEOUT, || {
-        moto.request_count("HEAD", &format!("/{bucket}/rolemap.toml"), None) > reads_before
-    });
+    let args = [
+        "map",
+        "publish",
+        file,
+        "--to",
+        &url,
+        "--sign-key",
+        &fifo_arg,
+    ];
+    let mut child = spawn(moto, &args);
+    let read = crate::support::wait_until(TIMEOUT, || reads() > reads_before);
     assert!(read, "the publish read the current map");
     meanwhile();
-    // Opening blocks until the binary opens the key: it has read the map by then.
-    std::fs::write(&fifo, secret).expect("handing over the key");
+    hand_over(&fifo, &secret, &mut child);
     child.wait_with_output().expect("waiting for rolecall")
+}
+
+/// Write `secret` into `fifo` once `child` opens it for reading; never blocks on a child that
+/// exited without opening it.
+fn hand_over(fifo: &Path, secret: &[u8], child: &mut Child) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opened = None;
+    let ready = crate::support::wait_until(TIMEOUT, || {
+        // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) until a reader has it open.
+        opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo)
+            .ok();
+        opened.is_some() || !matches!(child.try_wait(), Ok(None))
+    });
+    let Some(mut writer) = opened.filter(|_| ready) else {
+        panic!(
+            "rolecall exited without reading its key: {:?}",
+            child.try_wait()
+        );
+    };
+    std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
 }
 
 #[test]

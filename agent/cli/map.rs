@@ -2,10 +2,10 @@
 //! validate, show, lint, diff, publish, promote, keygen. Parsing and printing only; the
 //! logic is in `rolemap::{lint,diff,promote,publish}` and `publish`.
 //!
-//! Exit codes: 0 success; 1 failure (network, I/O); 2 bad input (invalid map, refused
-//! promotion, unusable key, `lint --strict` never uses it for warnings); 4 conflict: someone
-//! else published first, or the file was edited from an older generation. `lint --strict`
-//! exits 1 on warnings.
+//! Exit codes: 0 success; 1 failure (network, I/O, an existing key file for `keygen`), and
+//! warnings under `lint --strict`; 2 bad input (invalid map, refused promotion, unusable
+//! key, unusable URL); 4 conflict: someone else published first, or the file was edited from
+//! an older generation than the published one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -133,6 +133,10 @@ pub struct Promoted {
     pub text: String,
     /// What was decided.
     pub promotion: Promotion,
+    /// The promoted map, validated (the typed form of `text`).
+    pub map: RoleMap,
+    /// The map promoted in (the typed form of the input text).
+    pub original: RoleMap,
 }
 
 /// Validate `text`, decide the promotion and write it into the text: `master`, `replicas`
@@ -160,15 +164,22 @@ pub fn promote_text(text: &str, product: &str, to: Option<&str>) -> Result<Promo
         set(db, name, &format!("{at}.{name}"), value).map_err(Error::Edit)?;
     }
     let edited = doc.to_string();
-    if !publish::same_map(&edited, &apply(&map, &promotion)) {
+    let promoted = apply(&map, &promotion);
+    if !publish::same_map(&edited, &promoted) {
         return Err(Error::Edit(publish::Error::Edit {
             path: at,
             reason: "the edited text does not read back as the promoted map".into(),
         }));
     }
+    let issues = super::validate::validate(&promoted);
+    if !issues.is_empty() {
+        return Err(Error::Invalid(super::Error::Invalid { issues }));
+    }
     Ok(Promoted {
         text: edited,
         promotion,
+        map: promoted,
+        original: map,
     })
 }
 

@@ -54,6 +54,15 @@ pub struct Prepared {
     pub unified: String,
 }
 
+/// The published map as read: its text and, when it parses, its typed form.
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    /// Exact text.
+    pub text: &'a str,
+    /// Parsed (not necessarily valid) map; `None` when the text does not parse.
+    pub map: Option<&'a RoleMap>,
+}
+
 /// Prepare `text` for publishing over `current` (the published map's text, if any):
 /// validate, check the file's base generation, raise the generation, describe the change.
 ///
@@ -62,9 +71,30 @@ pub struct Prepared {
 /// when the generation line cannot be rewritten.
 pub fn prepare(text: &str, current: Option<&str>) -> Result<Prepared, Error> {
     let map = super::load(text.as_bytes()).map_err(Error::Invalid)?;
-    let file_generation = map.generation();
     let current_map = current.and_then(|c| types::parse(c).ok());
-    let current_generation = current.and_then(generation_of);
+    let published = current.map(|text| Published {
+        text,
+        map: current_map.as_ref(),
+    });
+    prepare_loaded(text, map, published)
+}
+
+/// [`prepare`] for a caller that already holds `map`, the validated form of `text`, and the
+/// parsed published map (`map promote`): nothing is parsed twice.
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_loaded(
+    text: &str,
+    map: RoleMap,
+    current: Option<Published<'_>>,
+) -> Result<Prepared, Error> {
+    let file_generation = map.generation();
+    let current_generation = current.and_then(|c| {
+        c.map
+            .and_then(|m| u64::try_from(m.generation).ok())
+            .or_else(|| generation_of(c.text))
+    });
     if let Some(now) = current_generation.filter(|&now| now > file_generation) {
         return Err(Error::Stale {
             file: file_generation,
@@ -73,12 +103,14 @@ pub fn prepare(text: &str, current: Option<&str>) -> Result<Prepared, Error> {
     }
     let generation = file_generation.max(current_generation.unwrap_or(0)) + 1;
     let new_text = with_generation(text, generation)?;
-    let new_map = super::load(new_text.as_bytes()).map_err(Error::Invalid)?;
-    let changes = current_map
-        .as_ref()
+    // The edit changed the generation and nothing else, so the typed map follows suit.
+    let mut new_map = map;
+    new_map.generation = i64::try_from(generation).unwrap_or(i64::MAX);
+    let changes = current
+        .and_then(|c| c.map)
         .map(|old| diff(old, &new_map))
         .unwrap_or_default();
-    let unified = current.map_or_else(String::new, |old| unified(old, &new_text));
+    let unified = current.map_or_else(String::new, |old| unified(old.text, &new_text));
     Ok(Prepared {
         bytes: new_text.into_bytes(),
         generation,
@@ -110,14 +142,23 @@ pub fn unified(old: &str, new: &str) -> String {
 
 /// `text` with its top-level `generation` set to `generation`, everything else untouched.
 ///
+/// Top-level keys come before the first table header, so only that root section is parsed
+/// and edited when it stands on its own (a few lines, instead of a whole 10,000-host map);
+/// otherwise (a multi-line value spanning the cut, no `generation` there) the whole
+/// document is edited. The result is checked to carry the new generation.
+///
 /// # Errors
-/// `Edit` when the text is not TOML.
+/// `Edit` when the text is not TOML or the generation cannot be set.
 pub fn with_generation(text: &str, generation: u64) -> Result<String, Error> {
-    let mut doc = document(text)?;
     let value = i64::try_from(generation).map_err(|_| Error::Edit {
         path: "generation".into(),
         reason: format!("{generation} does not fit a TOML integer"),
     })?;
+    let cut = root_section_end(text);
+    if let Some(root) = edit_root(&text[..cut], value) {
+        return Ok(format!("{root}{}", &text[cut..]));
+    }
+    let mut doc = document(text)?;
     set(
         doc.as_table_mut(),
         "generation",
@@ -125,6 +166,37 @@ pub fn with_generation(text: &str, generation: u64) -> Result<String, Error> {
         Value::from(value),
     )?;
     Ok(doc.to_string())
+}
+
+/// Byte offset of the first line that starts (after blanks) with `[`: a table header,
+/// unless it sits inside a multi-line value, which [`edit_root`] then fails to parse.
+fn root_section_end(text: &str) -> usize {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('[') {
+            return offset;
+        }
+        offset += line.len();
+    }
+    text.len()
+}
+
+/// `root` with `generation` set, when `root` parses alone and holds the key.
+fn edit_root(root: &str, value: i64) -> Option<String> {
+    let mut doc = root.parse::<DocumentMut>().ok()?;
+    if !matches!(doc.get("generation"), Some(Item::Value(_))) {
+        return None;
+    }
+    set(
+        doc.as_table_mut(),
+        "generation",
+        "generation",
+        Value::from(value),
+    )
+    .ok()?;
+    let edited = doc.to_string();
+    let check = edited.parse::<DocumentMut>().ok()?;
+    (check.get("generation").and_then(Item::as_integer) == Some(value)).then_some(edited)
 }
 
 /// Parse text for editing.
@@ -227,6 +299,22 @@ products = ["videos"]
             MAP.replace("generation = 41 ", "generation = 42 "),
             "only the number changes"
         );
+    }
+
+    #[test]
+    fn generation_edit_falls_back_to_the_whole_document() {
+        // A multi-line array whose lines start with '[' spans the cut.
+        let tricky = MAP.replace("schema = 1\n", "schema = 1\nnested = [\n[1, 2],\n]\n");
+        let edited = with_generation(&tricky, 7).expect("editable");
+        assert_eq!(
+            edited,
+            tricky.replace("generation = 41 ", "generation = 7 ")
+        );
+        // No generation before the first header: set at the top level of the whole document.
+        let missing = MAP.replace("generation = 41        # raised by every publish\n", "");
+        let edited = with_generation(&missing, 7).expect("editable");
+        assert_eq!(generation_of(&edited), Some(7));
+        assert!(edited.contains("[products.videos]"));
     }
 
     #[test]

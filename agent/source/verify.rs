@@ -250,46 +250,57 @@ mod tests {
         assert!(matches!(err, VerifyError::BadSecretKey { .. }), "{err:?}");
     }
 
-    /// `check` against file:// maps: the same code path as S3 and HTTPS, without a network.
-    #[tokio::test]
-    async fn check_fetches_the_signature_beside_the_map() {
+    /// A signed map in a temp dir, as a file:// source serves it: (dir, map URL, key file).
+    fn signed_file_map(sign_it: bool) -> (tempfile::TempDir, String, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let (secret, public) = keys();
         let key_file = dir.path().join("map.pub");
         std::fs::write(&key_file, &public).expect("key");
         let map_file = dir.path().join("map.toml");
         std::fs::write(&map_file, MAP).expect("map");
+        if sign_it {
+            let signature = sign(MAP, &secret).expect("signs");
+            std::fs::write(dir.path().join("map.toml.sig"), signature).expect("sig");
+        }
         let url = format!("file://{}", map_file.display());
-        let timeout = Duration::from_secs(5);
-        let err = check(&url, MAP, &key_file, timeout)
-            .await
-            .expect_err("no .sig yet");
-        assert!(
-            matches!(
-                &err,
-                super::super::Error::Unverified {
-                    source: VerifyError::Missing { .. },
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        std::fs::write(
-            dir.path().join("map.toml.sig"),
-            sign(MAP, &secret).expect("signs"),
-        )
-        .expect("sig");
-        check(&url, MAP, &key_file, timeout)
+        (dir, url, key_file)
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// `check` on file:// maps: the same code path as S3 and HTTPS, without a network.
+    #[tokio::test]
+    async fn check_accepts_a_map_with_its_signature_beside_it() {
+        let (_dir, url, key_file) = signed_file_map(true);
+        check(&url, MAP, &key_file, TIMEOUT)
             .await
             .expect("verifies");
-        let err = check(&url, b"schema = 1\ngeneration = 43\n", &key_file, timeout)
+        let other = b"schema = 1\ngeneration = 43\n";
+        let err = check(&url, other, &key_file, TIMEOUT)
             .await
             .expect_err("another map");
         assert!(
             crate::error::chain(&err).contains("does not match"),
             "{err}"
         );
-        let err = check(&url, MAP, &dir.path().join("nope.pub"), timeout)
+    }
+
+    #[tokio::test]
+    async fn check_refuses_a_missing_signature_or_key() {
+        let (dir, url, key_file) = signed_file_map(false);
+        let err = check(&url, MAP, &key_file, TIMEOUT)
+            .await
+            .expect_err("no .sig");
+        let missing = matches!(
+            &err,
+            super::super::Error::Unverified {
+                source: VerifyError::Missing { .. },
+                ..
+            }
+        );
+        assert!(missing, "{err:?}");
+        let no_key = dir.path().join("nope.pub");
+        let err = check(&url, MAP, &no_key, TIMEOUT)
             .await
             .expect_err("no key");
         assert!(crate::error::chain(&err).contains("nope.pub"), "{err}");

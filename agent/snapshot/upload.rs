@@ -1,0 +1,179 @@
+//! The S3 side of a snapshot: one multipart upload (create, parts, complete or abort), the
+//! listing and deletions of retention, and the client from the SDK's default chain. I/O.
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+
+use super::naming::expired;
+use super::Error;
+
+/// One multipart upload in progress.
+pub(super) struct Upload<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    id: String,
+    pub(super) parts: Vec<CompletedPart>,
+    pub(super) stored: u64,
+}
+
+impl<'a> Upload<'a> {
+    pub(super) async fn start(
+        client: &'a Client,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> Result<Upload<'a>, Error> {
+        let created = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/gzip")
+            // Declared up front: S3 refuses parts whose checksum type the upload did not
+            // announce, and the SDK adds a CRC32 to every part by default.
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| s3_error("starting the upload of", bucket, key, e))?;
+        let id = created.upload_id().unwrap_or_default().to_string();
+        Ok(Upload {
+            client,
+            bucket,
+            key,
+            id,
+            parts: Vec::new(),
+            stored: 0,
+        })
+    }
+
+    pub(super) async fn part(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
+        let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
+        let size = bytes.len() as u64;
+        let sent = self
+            .client
+            .upload_part()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3_error("uploading a part of", self.bucket, self.key, e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(sent.e_tag().map(str::to_string))
+                .set_checksum_crc32(sent.checksum_crc32().map(str::to_string))
+                .build(),
+        );
+        self.stored += size;
+        Ok(())
+    }
+
+    pub(super) async fn complete(&self) -> Result<(), Error> {
+        let parts = CompletedMultipartUpload::builder()
+            .set_parts(Some(self.parts.clone()))
+            .build();
+        self.client
+            .complete_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.id)
+            .multipart_upload(parts)
+            .send()
+            .await
+            .map_err(|e| s3_error("completing the upload of", self.bucket, self.key, e))?;
+        Ok(())
+    }
+
+    /// Best effort: the error that led here is the one reported.
+    pub(super) async fn abort(&self) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.id)
+            .send()
+            .await;
+        let path = format!("s3://{}/{}", self.bucket, self.key);
+        match aborted {
+            Ok(_) => tracing::info!(path = %path, "snapshot upload aborted"),
+            Err(e) => {
+                tracing::warn!(path = %path, error = %crate::error::chain(&e), "aborting the snapshot upload failed")
+            }
+        }
+    }
+}
+
+fn s3_error(
+    action: &'static str,
+    bucket: &str,
+    key: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::S3 {
+        action,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// Delete all but the newest `keep` snapshots of `product` under `prefix`; the deleted keys.
+pub(super) async fn retention(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    product: &str,
+    keep: usize,
+) -> Result<Vec<String>, Error> {
+    let listed = format!("{prefix}{product}-");
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&listed)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| s3_error("listing", bucket, &listed, e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    let doomed = expired(&keys, prefix, product, keep);
+    for key in &doomed {
+        client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("deleting", bucket, key, e))?;
+        tracing::info!(product = %product, path = %format!("s3://{bucket}/{key}"), "old snapshot deleted");
+    }
+    Ok(doomed)
+}
+
+/// An S3 client from the SDK's default chain; path-style when a custom endpoint is set
+/// (an S3-compatible server on an address has no per-bucket host names), as the map source.
+pub(super) async fn client() -> Client {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(RegionProviderChain::default_provider().or_else("us-east-1"))
+        .load()
+        .await;
+    let custom = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(custom)
+        .build();
+    Client::from_conf(conf)
+}
