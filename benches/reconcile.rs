@@ -1,14 +1,8 @@
-//! Reconcile benchmark (issue 2): a generated 10,000-host / 500-product role map, and
-//! (a) parse + validate + resolve for one host, (b) render + plan for a web host serving 50
-//! products against an empty and a converged disk, (c) whole `rolecall sync --files-only`
-//! processes into a scratch root, first run and no-change run.
-//!
-//! Plain `Instant` loops (warm-up, then median / p90 / min), no criterion: CI compiles
-//! benches in `cargo test --all-targets` and criterion's build would cost it time. Run the
-//! figures with `cargo bench --bench reconcile`. Without `--bench` (which `cargo bench`
-//! passes, and `cargo test` does not) it runs each step once on a small map as a test.
-//! The binary is `CARGO_BIN_EXE_rolecall`, which cargo sets for benches as for integration
-//! tests: the release build under `cargo bench`, the debug build under `cargo test`.
+//! Reconcile benchmark (issue 2) on a generated 10,000-host / 500-product role map: (a) parse,
+//! validate and resolve for one host, (b) render and plan for a web host serving 50 products
+//! against an empty and a converged disk, (c) whole `rolecall sync --files-only` processes,
+//! first run and no-change run. Plain `Instant` loops (warm-up, then median / p90 / min) and
+//! no criterion, whose build would cost CI time: `cargo test --all-targets` compiles benches.
 #![allow(
     clippy::print_stdout,
     reason = "a bench binary reports its figures on stdout"
@@ -33,6 +27,8 @@ const HOST: &str = "web-00000";
 
 /// Sizes and repetitions of one run.
 struct Scale {
+    /// Issue 2's run: compare the medians with its targets.
+    is_full: bool,
     hosts: usize,
     products: usize,
     web_products: usize,
@@ -44,6 +40,7 @@ struct Scale {
 impl Scale {
     /// Issue 2's figures.
     const FULL: Scale = Scale {
+        is_full: true,
         hosts: 10_000,
         products: 500,
         web_products: 50,
@@ -53,6 +50,7 @@ impl Scale {
     };
     /// `cargo test`: every step once, on a small map.
     const SMOKE: Scale = Scale {
+        is_full: false,
         hosts: 100,
         products: 10,
         web_products: 5,
@@ -62,50 +60,108 @@ impl Scale {
     };
 }
 
-/// Median, p90 and min of the samples of one measurement.
+/// Wall-clock median, p90 and min of one measurement, and the mean CPU time it took
+/// (which shows how much of the wall time is other load on this shared machine).
 struct Stats {
     median: Duration,
     p90: Duration,
     min: Duration,
+    cpu: Duration,
 }
 
+impl Stats {
+    /// `cpu` is the CPU time of all samples together: the kernel updates it in ticks, so
+    /// only the sum over many samples is precise.
+    fn of(mut wall: Vec<Duration>, cpu: Duration) -> Stats {
+        wall.sort();
+        let at = |q: usize| wall[(wall.len() - 1) * q / 100];
+        let runs = u32::try_from(wall.len()).expect("a small number of samples");
+        Stats {
+            median: at(50),
+            p90: at(90),
+            min: wall[0],
+            cpu: cpu / runs,
+        }
+    }
+}
+
+/// CPU time this thread has run (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = text.split_whitespace().next().and_then(|n| n.parse().ok());
+    Duration::from_nanos(ns.unwrap_or(0))
+}
+
+/// CPU time (user + system) of every reaped child process (`/proc/self/stat`, clock ticks
+/// of 10 ms: only meaningful summed over many processes).
+fn children_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Fields 16 and 17 (cutime, cstime); the name ends field 2, so they are 14th and 15th here.
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(13)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `f` `warmup` times, then `iterations` timed times, in this thread.
 fn measure<T>(scale: &Scale, iterations: usize, mut f: impl FnMut() -> T) -> Stats {
     for _ in 0..scale.warmup {
         black_box(f());
     }
-    let mut samples: Vec<Duration> = (0..iterations)
+    let cpu_started = thread_cpu();
+    let wall = (0..iterations)
         .map(|_| {
             let started = Instant::now();
             black_box(f());
             started.elapsed()
         })
         .collect();
-    samples.sort();
-    let at = |q: usize| samples[(samples.len() - 1) * q / 100];
-    Stats {
-        median: at(50),
-        p90: at(90),
-        min: samples[0],
+    Stats::of(wall, thread_cpu().saturating_sub(cpu_started))
+}
+
+/// Like [`measure`] for `f` spawning one process: CPU time is the children's.
+fn measure_process(scale: &Scale, mut f: impl FnMut()) -> Stats {
+    for _ in 0..scale.warmup {
+        f();
     }
+    let cpu_started = children_cpu();
+    let wall = (0..scale.process_iterations)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    Stats::of(wall, children_cpu().saturating_sub(cpu_started))
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Prints one result line; `target` in milliseconds for the figures issue 2 sets.
-fn report(name: &str, stats: &Stats, target: Option<f64>) {
-    let verdict = match target {
+/// Prints one result line; `target` in milliseconds for the figures issue 2 sets, judged
+/// only in a full run (a test run is a debug build on a small map).
+fn report(scale: &Scale, name: &str, stats: &Stats, target: Option<f64>) {
+    let verdict = match target.filter(|_| scale.is_full) {
         Some(t) if ms(stats.median) < t => format!("< {t} ms  ok"),
         Some(t) => format!("< {t} ms  MISSED"),
         None => String::new(),
     };
     println!(
-        "{name:<46} {:>9.2} {:>9.2} {:>9.2}   {verdict}",
+        "{name:<46} {:>8.2} {:>8.2} {:>8.2} {:>8.2}   {verdict}",
         ms(stats.median),
         ms(stats.p90),
-        ms(stats.min)
+        ms(stats.min),
+        ms(stats.cpu)
     );
+}
+
+fn product(i: usize) -> String {
+    format!("p{i:03}")
 }
 
 /// A map of `hosts` hosts and `products` products. Per product: a master, two chained
@@ -113,63 +169,67 @@ fn report(name: &str, stats: &Stats, target: Option<f64>) {
 /// are web hosts, `HOST` serving the first `web_products` products, every other one three.
 fn generate_map(scale: &Scale) -> String {
     let mut text = String::from("schema = 1\ngeneration = 1000\n");
-    let p = |i: usize| format!("p{i:03}");
     for i in 0..scale.products {
-        let name = p(i);
+        let name = product(i);
         let _ = write!(
             text,
-            "\n[products.{name}]\ndomain = \"{name}.example.com\"\naliases = [\"www.{name}.example.com\"]\n\
+            "\n[products.{name}]\ndomain = \"{name}.example.com\"\n\
+             aliases = [\"www.{name}.example.com\"]\n\
              docroot = \"/srv/{name}/current/public\"\nhealth_path = \"/health\"\n\
              \n[products.{name}.database]\nname = \"{name}\"\nmaster = \"db-{name}-1\"\n\
              replicas = [\"db-{name}-2\", \"db-{name}-3\"]\nbackup = \"db-{name}-4\"\n\
              backup_url = \"s3://fleet-backups/{name}/\"\n"
         );
     }
-    let mut n = 0;
-    let mut host = |text: &mut String, id: &str, roles: &str, products: &[String]| {
-        n += 1;
+    let mut hosts = Hosts { text, count: 0 };
+    for i in 0..scale.products {
+        let name = product(i);
+        for k in 1..=3 {
+            hosts.add(&format!("db-{name}-{k}"), "\"db\"", &[]);
+        }
+        hosts.add(&format!("db-{name}-4"), "\"db\", \"db-backup\"", &[]);
+        for k in 1..=2 {
+            let serves = std::slice::from_ref(&name);
+            hosts.add(&format!("mc-{name}-{k}"), "\"memcached\"", serves);
+        }
+    }
+    for k in 0..10 {
+        hosts.add(&format!("mon-{k}"), "\"monitor\"", &[]);
+    }
+    let first: Vec<String> = (0..scale.web_products).map(product).collect();
+    hosts.add(HOST, "\"web\"", &first);
+    for w in 1..=scale.hosts - hosts.count {
+        let serves: Vec<String> = (0..3)
+            .map(|k| product((w * 3 + k) % scale.products))
+            .collect();
+        hosts.add(&format!("web-{w:05}"), "\"web\"", &serves);
+    }
+    assert_eq!(hosts.count, scale.hosts, "the map has the hosts asked for");
+    hosts.text
+}
+
+/// Appends `[hosts.*]` tables, each with the next address of 10.0.0.0/8.
+struct Hosts {
+    text: String,
+    count: usize,
+}
+
+impl Hosts {
+    fn add(&mut self, id: &str, roles: &str, products: &[String]) {
+        self.count += 1;
+        let n = self.count;
         let list: Vec<String> = products.iter().map(|p| format!("\"{p}\"")).collect();
         let _ = write!(
-            text,
-            "\n[hosts.{id}]\naddress = \"10.{}.{}.{}\"\naz = \"us-east-1{}\"\nroles = [{roles}]\nproducts = [{}]\n",
+            self.text,
+            "\n[hosts.{id}]\naddress = \"10.{}.{}.{}\"\naz = \"us-east-1{}\"\nroles = [{roles}]\n\
+             products = [{}]\n",
             n >> 16,
             (n >> 8) & 255,
             n & 255,
             ["a", "b", "c"][n % 3],
             list.join(", ")
         );
-    };
-    for i in 0..scale.products {
-        let name = p(i);
-        for k in 1..=3 {
-            host(&mut text, &format!("db-{name}-{k}"), "\"db\"", &[]);
-        }
-        host(
-            &mut text,
-            &format!("db-{name}-4"),
-            "\"db\", \"db-backup\"",
-            &[],
-        );
-        for k in 1..=2 {
-            host(
-                &mut text,
-                &format!("mc-{name}-{k}"),
-                "\"memcached\"",
-                &[name.clone()],
-            );
-        }
     }
-    for k in 0..10 {
-        host(&mut text, &format!("mon-{k}"), "\"monitor\"", &[]);
-    }
-    let web_hosts = scale.hosts - scale.products * 6 - 10;
-    let first: Vec<String> = (0..scale.web_products).map(p).collect();
-    host(&mut text, HOST, "\"web\"", &first);
-    for w in 1..web_hosts {
-        let serves: Vec<String> = (0..3).map(|k| p((w * 3 + k) % scale.products)).collect();
-        host(&mut text, &format!("web-{w:05}"), "\"web\"", &serves);
-    }
-    text
 }
 
 fn identity() -> Identity {
@@ -198,19 +258,19 @@ fn view_of(bytes: &[u8]) -> HostView {
 /// (a): the whole of stage 3, and its parts.
 fn bench_resolve(scale: &Scale, bytes: &[u8]) {
     let stats = measure(scale, scale.iterations, || view_of(bytes));
-    report("(a) parse + validate + resolve", &stats, Some(30.0));
+    report(scale, "(a) parse + validate + resolve", &stats, Some(30.0));
     let text = std::str::from_utf8(bytes).expect("UTF-8");
     let stats = measure(scale, scale.iterations, || rolemap::types::parse(text));
-    report("    parse (toml + serde)", &stats, None);
+    report(scale, "    parse (toml + serde)", &stats, None);
     let map = rolemap::types::parse(text).expect("parses");
     let stats = measure(scale, scale.iterations, || {
         rolemap::validate::validate(&map)
     });
-    report("    validate", &stats, None);
+    report(scale, "    validate", &stats, None);
     let stats = measure(scale, scale.iterations, || {
         rolemap::resolve(&map, &identity())
     });
-    report("    resolve", &stats, None);
+    report(scale, "    resolve", &stats, None);
 }
 
 /// What the catalog, templates and vars of a reconcile are.
@@ -251,7 +311,7 @@ fn allowed() -> Vec<PathBuf> {
 }
 
 /// The disk and records of a host that already converged to `files`.
-fn converged(files: &[RenderedFile]) -> (BTreeMap<PathBuf, DiskState>, Records) {
+fn converged(files: &[RenderedFile]) -> Disk {
     let disk = files
         .iter()
         .map(|f| {
@@ -286,42 +346,58 @@ fn plan_for(
     plan::plan(files, disk, records, &allowed()).expect("the plan is not refused")
 }
 
-/// (b): render + plan against an empty disk and against a converged one.
-fn bench_render_plan(scale: &Scale, bytes: &[u8]) {
-    let view = view_of(bytes);
-    let stats = measure(scale, scale.iterations, Renderer::load);
-    report("    load catalog + templates (per reconcile)", &stats, None);
-    let r = Renderer::load();
-    let desired = r.render(&view);
+type Disk = (BTreeMap<PathBuf, DiskState>, Records);
+
+/// What is measured is right: one vhost per product, all created on an empty disk, none
+/// changed on a converged one.
+fn check_plans(scale: &Scale, desired: &Desired, empty: &Disk, converged: &Disk) {
     assert_eq!(
         desired.files.len(),
         scale.web_products,
         "one vhost per product"
     );
+    let creates = plan_for(&desired.files, &empty.0, &empty.1).changes.len();
+    assert_eq!(creates, scale.web_products);
+    assert!(plan_for(&desired.files, &converged.0, &converged.1).is_empty());
+}
+
+/// (b): render + plan against an empty disk and against a converged one.
+fn bench_render_plan(scale: &Scale, bytes: &[u8]) {
+    let view = view_of(bytes);
+    let stats = measure(scale, scale.iterations, Renderer::load);
+    report(
+        scale,
+        "    load catalog + templates (per reconcile)",
+        &stats,
+        None,
+    );
+    let r = Renderer::load();
+    let desired = r.render(&view);
     let empty = (BTreeMap::new(), Records::new());
     let (disk, records) = converged(&desired.files);
-    assert_eq!(
-        plan_for(&desired.files, &empty.0, &empty.1).changes.len(),
-        scale.web_products
-    );
-    assert!(plan_for(&desired.files, &disk, &records).is_empty());
+    check_plans(scale, &desired, &empty, &(disk.clone(), records.clone()));
 
     let stats = measure(scale, scale.iterations, || {
         let desired = r.render(&view);
         plan_for(&desired.files, &empty.0, &empty.1)
     });
-    report("(b) render + plan, empty disk", &stats, Some(20.0));
+    report(scale, "(b) render + plan, empty disk", &stats, Some(20.0));
     let stats = measure(scale, scale.iterations, || {
         let desired = r.render(&view);
         plan_for(&desired.files, &disk, &records)
     });
-    report("(b) render + plan, converged disk", &stats, Some(20.0));
+    report(
+        scale,
+        "(b) render + plan, converged disk",
+        &stats,
+        Some(20.0),
+    );
     let stats = measure(scale, scale.iterations, || r.render(&view));
-    report("    render", &stats, None);
+    report(scale, "    render", &stats, None);
     let stats = measure(scale, scale.iterations, || {
         plan_for(&desired.files, &disk, &records)
     });
-    report("    plan, converged disk", &stats, None);
+    report(scale, "    plan, converged disk", &stats, None);
 }
 
 /// A scratch directory with agent.toml and the map for `HOST`.
@@ -385,17 +461,29 @@ impl Scratch {
 /// (c): whole processes; the last no-change run's stage timings as the agent records them.
 fn bench_process(scale: &Scale, bytes: &[u8]) {
     let scratch = Scratch::new(bytes);
-    let stats = measure(scale, scale.process_iterations, || {
-        scratch.sync(&scratch.fresh_root())
+    let stats = measure_process(scale, || {
+        let out = Command::new(env!("CARGO_BIN_EXE_rolecall"))
+            .arg("--version")
+            .output()
+            .expect("running rolecall --version");
+        assert!(out.status.success(), "rolecall --version failed");
     });
-    report("(c) sync --files-only process, first run", &stats, None);
+    report(scale, "    process floor: rolecall --version", &stats, None);
+    let stats = measure_process(scale, || scratch.sync(&scratch.fresh_root()));
+    report(
+        scale,
+        "(c) sync --files-only process, first run",
+        &stats,
+        None,
+    );
     let root = scratch.fresh_root();
     scratch.sync(&root);
     let vhosts = root.join("etc/apache2/sites-enabled");
     let written = std::fs::read_dir(&vhosts).expect("vhosts written").count();
     assert_eq!(written, scale.web_products, "one vhost per product");
-    let stats = measure(scale, scale.process_iterations, || scratch.sync(&root));
+    let stats = measure_process(scale, || scratch.sync(&root));
     report(
+        scale,
         "(c) sync --files-only process, no change",
         &stats,
         Some(50.0),
@@ -409,26 +497,49 @@ fn bench_process(scale: &Scale, bytes: &[u8]) {
     );
 }
 
+/// The 1-minute load average: the figures are only as good as the machine was idle.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// `cargo bench --bench reconcile` prints the figures; `-- resolve`, `-- render` or
+/// `-- process` runs one section (e.g. under `perf record`). Without `--bench`, which
+/// `cargo bench` passes and `cargo test` does not, each step runs once on a small map, as a
+/// test. The agent is `CARGO_BIN_EXE_rolecall`, which cargo sets for benches as for
+/// integration tests: the release build under `cargo bench`, the debug one under `cargo test`.
 fn main() {
-    let full = std::env::args().any(|arg| arg == "--bench");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|arg| arg == "--bench");
+    let only: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o.as_str() == section);
     let scale = if full { Scale::FULL } else { Scale::SMOKE };
     let started = Instant::now();
     let text = generate_map(&scale);
     println!(
         "rolecall reconcile benchmark: {} hosts, {} products, {HOST} serves {}; map {} KiB, \
-         generated in {:.0} ms; {} CPUs",
+         generated in {:.0} ms; {} CPUs, load average {}",
         scale.hosts,
         scale.products,
         scale.web_products,
         text.len() / 1024,
         ms(started.elapsed()),
         std::thread::available_parallelism().map_or(0, usize::from),
+        load_average(),
     );
     println!(
-        "{:<46} {:>9} {:>9} {:>9}   target (median)",
-        "ms", "median", "p90", "min"
+        "{:<46} {:>8} {:>8} {:>8} {:>8}   target (wall median)",
+        "ms", "median", "p90", "min", "cpu"
     );
-    bench_resolve(&scale, text.as_bytes());
-    bench_render_plan(&scale, text.as_bytes());
-    bench_process(&scale, text.as_bytes());
+    if wanted("resolve") {
+        bench_resolve(&scale, text.as_bytes());
+    }
+    if wanted("render") {
+        bench_render_plan(&scale, text.as_bytes());
+    }
+    if wanted("process") {
+        bench_process(&scale, text.as_bytes());
+    }
 }

@@ -69,7 +69,10 @@ fn converged_to(agent: &Agent, generation: u64) -> bool {
 }
 
 #[test]
-#[allow(clippy::print_stderr, reason = "the failover time is a figure for the closing note (`--nocapture`)")]
+#[allow(
+    clippy::print_stderr,
+    reason = "the failover time is a figure for the closing note (`--nocapture`)"
+)]
 fn promote_after_the_master_dies_reconfigures_every_host() {
     let moto = Moto::shared();
     let bucket = moto.new_bucket(true);

@@ -1,9 +1,8 @@
-//! Golden tests of the default catalog (STYLE §3.11): each case under `tests/golden/<case>/`
-//! (`identity.toml`, `map.toml`, optional `vars.toml`) is rendered through the library for
-//! one host and every file must match `expected/<logical path>` byte for byte, with no file
-//! missing or extra. `tests/golden/fails/` holds maps validation must reject and templates
-//! that must fail (or must not be escaped). `UPDATE_GOLDEN=1 cargo test --test tests golden`
-//! rewrites every `expected/` directory: review that diff like code.
+//! Golden tests (STYLE §3.11): each `tests/golden/<case>/` (`identity.toml`, `map.toml`,
+//! optional `vars.toml`) renders the default catalog through the library, matching
+//! `expected/<logical path>` byte for byte, no file missing or extra; `fails/` holds maps
+//! validation rejects and templates that must fail or stay unescaped. Regenerate with
+//! `UPDATE_GOLDEN=1 cargo test --test tests golden` and review that diff like code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -74,7 +73,7 @@ fn read_text(path: &Path) -> String {
 }
 
 /// `<dir>/vars.toml`, or no vars when the case has none.
-fn read_vars(dir: &Path) -> toml::Table {
+pub fn read_vars(dir: &Path) -> toml::Table {
     let path = dir.join("vars.toml");
     if !path.exists() {
         return toml::Table::new();
@@ -208,7 +207,8 @@ fn compare(case: &str, desired: &Desired) -> Vec<String> {
     problems
 }
 
-fn diff(expected: &[u8], actual: &[u8]) -> String {
+/// A unified diff of two files' bytes, for failure messages.
+pub fn diff(expected: &[u8], actual: &[u8]) -> String {
     let (old, new) = (
         String::from_utf8_lossy(expected),
         String::from_utf8_lossy(actual),
@@ -240,7 +240,7 @@ fn golden_cases_render_byte_for_byte() {
     }
     assert!(
         problems.is_empty(),
-        "{}\n\n(if the change is intended: {UPDATE_VAR}=1 cargo test --test tests golden, then review the diff)",
+        "{}\n\n(if intended: {UPDATE_VAR}=1 cargo test --test tests golden; review the diff)",
         problems.join("\n")
     );
 }
@@ -400,6 +400,14 @@ fn golden_fails_autoescape_sensitive_characters_are_not_escaped() {
     for escaped in ["&lt;", "&gt;", "&amp;", "&quot;", "&#x27;", "&#x2F;"] {
         assert!(!text.contains(escaped), "{escaped} in {text}");
     }
+    // Control: with autoescape on, Tera would have escaped this very value.
+    let mut ctx = tera::Context::new();
+    ctx.insert("directive", directive);
+    let escaped = tera::Tera::one_off("{{ directive }}", &ctx, true).expect("one_off");
+    assert!(
+        escaped.contains("&lt;Location &quot;") && escaped.contains("&amp;"),
+        "{escaped}"
+    );
     match &desired.smoke[..] {
         [smoke] => match &smoke.check {
             SmokeCheck::Http { body_contains, .. } => {

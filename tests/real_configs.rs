@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
-use crate::golden::{case_dir, IdentityFile};
+use crate::golden::{case_dir, diff, read_vars, IdentityFile};
 use crate::reconcile::{docroots, web_agent};
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
@@ -88,6 +88,8 @@ fn a_vhost_with_a_misspelt_directive_fails_apache_configtest() {
         .replace("alpha.example.test", "misspelt.example.test")
         .replace("DocumentRoot ", "DocumentRooot ");
     assert_ne!(misspelt, rendered, "the vhost has a DocumentRoot line");
+    let before = run(&apache.check_cmd());
+    assert!(before.status.success(), "{}", describe_output(&before));
     let sites = Apache::sites_dir(&agent.root);
     std::fs::write(sites.join("zz-misspelt.conf"), misspelt).expect("writing the bad vhost");
 
@@ -171,6 +173,11 @@ fn mariadbd_accepts_the_rendered_config_of_every_db_position() {
             Some("mysql-bin"),
             "{case}"
         );
+        assert_eq!(
+            help_value(&help, "bind-address"),
+            cnf_value(&text, "bind_address"),
+            "{case}"
+        );
         if let Some(id) = cnf_value(&text, "server_id") {
             assert_eq!(help_value(&help, "server-id"), Some(id), "{case}");
         }
@@ -197,12 +204,16 @@ fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
     );
 }
 
-/// An agent for the host of golden `case`, synced (files only) from the case's map by the
-/// real binary; the rendered files must equal the case's expected files.
+/// An agent for the host of golden `case` (its identity, map and vars), synced (files only)
+/// by the real binary; the files written must equal the case's expected files.
 fn synced_golden_agent(case: &str) -> Agent {
     let dir = case_dir(case);
     let identity = IdentityFile::read(&dir);
-    let agent = Agent::new(Setup::new(&identity.id, &identity.address));
+    let mut setup = Setup::new(&identity.id, &identity.address);
+    for (key, value) in read_vars(&dir) {
+        setup = setup.var(&format!("{key} = {value}"));
+    }
+    let agent = Agent::new(setup);
     agent.write_map(&std::fs::read_to_string(dir.join("map.toml")).expect("the case's map"));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
@@ -214,8 +225,9 @@ fn synced_golden_agent(case: &str) -> Agent {
         let golden = std::fs::read(expected.join(file)).expect("an expected file");
         assert!(
             written == golden,
-            "{case}: {} differs from the golden file\n{}",
+            "{case}: {} differs from the golden file:\n{}\n{}",
             logical.display(),
+            diff(&golden, &written),
             describe(&out)
         );
     }
