@@ -279,6 +279,32 @@ fn position_matches(when: Option<&str>, view: &HostView) -> bool {
     }
 }
 
+thread_local! {
+    /// Catalog strings (paths, smoke fields, hook commands) parsed once per process, not
+    /// once per product: `Tera::one_off` re-parses on every call.
+    static INLINE: std::cell::RefCell<Tera> = std::cell::RefCell::new(inline_tera());
+}
+
+fn inline_tera() -> Tera {
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![]);
+    tera
+}
+
+/// Render a catalog string such as `"/etc/x/{{ product.name }}.conf"`.
+fn inline(text: &str, ctx: &Context) -> tera::Result<String> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_string());
+    }
+    INLINE.with(|cell| {
+        let mut tera = cell.borrow_mut();
+        if !tera.get_template_names().any(|n| n == text) {
+            tera.add_raw_template(text, text)?;
+        }
+        tera.render(text, ctx)
+    })
+}
+
 fn render_file(
     tera: &Tera,
     ctx: &Context,
@@ -292,7 +318,7 @@ fn render_file(
         product: name.clone(),
         source: Box::new(source),
     };
-    let path = Tera::one_off(&spec.path, ctx, false).map_err(|e| template_error(&spec.path, e))?;
+    let path = inline(&spec.path, ctx).map_err(|e| template_error(&spec.path, e))?;
     let body = tera
         .render(&spec.template, ctx)
         .map_err(|e| template_error(&spec.template, e))?;
@@ -344,7 +370,7 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn render(&self, field: &str, text: &str) -> Result<String, Error> {
-        Tera::one_off(text, self.ctx, false).map_err(|source| Error::Template {
+        inline(text, self.ctx).map_err(|source| Error::Template {
             template: field.to_string(),
             role: self.role.to_string(),
             product: self.product.map(|p| p.name.clone()),

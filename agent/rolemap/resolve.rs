@@ -140,7 +140,11 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     names.extend(database.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
-    let products = names.iter().map(|n| product_view(map, n)).collect();
+    let mut pools = product_pools(map, &names);
+    let products = names
+        .iter()
+        .map(|n| product_view(map, n, pools.remove(n).unwrap_or_default()))
+        .collect();
     let info = HostInfo {
         id: identity.id.clone(),
         address: host.address.clone(),
@@ -156,7 +160,7 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
         host: info,
         products,
         fleet: Fleet {
-            roles: pools(map, |_| true),
+            roles: fleet_pools(map),
         },
         generation: map.generation(),
     }))
@@ -173,12 +177,37 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
     }
 }
 
-fn product_view(map: &RoleMap, name: &str) -> ProductView {
+/// Role pools of each product in `names`, from one pass over the hosts (a fleet of
+/// thousands of hosts must not be scanned once per product).
+fn product_pools(map: &RoleMap, names: &[String]) -> BTreeMap<String, BTreeMap<String, Vec<Peer>>> {
+    let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<Peer>>> = BTreeMap::new();
+    for (id, h) in &map.hosts {
+        for product in h.products.iter().filter(|p| wanted.contains(p.as_str())) {
+            let pools = out.entry(product.clone()).or_default();
+            for role in &h.roles {
+                pools.entry(role.clone()).or_default().push(peer_of(id, h));
+            }
+        }
+    }
+    out
+}
+
+fn peer_of(id: &str, h: &super::types::Host) -> Peer {
+    Peer {
+        id: id.to_string(),
+        address: h.address.clone(),
+        az: h.az.clone(),
+        db_port: h.db_port.unwrap_or(DEFAULT_DB_PORT),
+    }
+}
+
+fn product_view(map: &RoleMap, name: &str, pools: BTreeMap<String, Vec<Peer>>) -> ProductView {
     let p = map.products.get(name).cloned().unwrap_or_default();
     ProductView {
         name: name.to_string(),
         database: p.database.as_ref().map(|db| database_view(map, db)),
-        pools: pools(map, |h| h.products.iter().any(|x| x == name)),
+        pools,
         domain: p.domain,
         aliases: p.aliases,
         docroot: p.docroot,
@@ -196,14 +225,12 @@ fn database_view(map: &RoleMap, db: &Database) -> DatabaseView {
     }
 }
 
-fn pools(
-    map: &RoleMap,
-    include: impl Fn(&super::types::Host) -> bool,
-) -> BTreeMap<String, Vec<Peer>> {
+/// Every host by role, across the fleet.
+fn fleet_pools(map: &RoleMap) -> BTreeMap<String, Vec<Peer>> {
     let mut out: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
-    for (id, h) in map.hosts.iter().filter(|(_, h)| include(h)) {
+    for (id, h) in &map.hosts {
         for role in &h.roles {
-            out.entry(role.clone()).or_default().push(peer(map, id));
+            out.entry(role.clone()).or_default().push(peer_of(id, h));
         }
     }
     out
