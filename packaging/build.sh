@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Build rolecall's .deb (cargo-deb) and .rpm (cargo-generate-rpm).
 #
-# Usage: packaging/build.sh [--no-build] [--strict-docs]   (from the repo root)
+# Usage: packaging/build.sh [--no-build] [--strict-docs] [--fast]   (from the repo root)
 #   --no-build     reuse the built release binary instead of `cargo build --release`
 #   --strict-docs  fail when the binary cannot generate its man page and shell
 #                  completions, instead of packaging placeholders (release builds)
+#   --fast         quick, larger packages (cargo deb --fast, gzip rpm payload):
+#                  same contents, for tests; the default compression (xz for the
+#                  .deb, zstd for the .rpm) takes minutes on the ~170 MB binary
 #
-# Steps: cargo build --release; `rolecall manpage --out-dir target/man` and
-# `rolecall completions --out-dir target/completions` (hidden subcommands; a
-# placeholder man page made from --help and empty completions stand in while
-# they do not exist); install cargo-deb and cargo-generate-rpm with
+# Steps: cargo build --release; `rolecall manpage --out-dir target/man` (its
+# rolecall.1 and one page per subcommand, then gzipped) and `rolecall
+# completions --out-dir target/completions` (hidden subcommands; a placeholder
+# man page made from --help and empty completions stand in while they do not
+# exist, unless --strict-docs); install cargo-deb and cargo-generate-rpm with
 # `cargo install --locked` when missing; `cargo deb --no-build`;
 # `cargo generate-rpm`. The package paths are printed last, one per line.
 #
@@ -31,10 +35,12 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 
 no_build=0
 strict_docs=0
+fast=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) no_build=1 ;;
         --strict-docs) strict_docs=1 ;;
+        --fast) fast=1 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" 2 ;;
     esac
@@ -70,8 +76,9 @@ placeholder_manpage() {
 }
 
 generate_manpage() {
+    # Start empty: a page left by an older build (a renamed subcommand) must not ship.
+    rm -rf target/man
     mkdir -p target/man
-    rm -f target/man/rolecall.1 target/man/rolecall.1.gz
     if has_subcommand manpage; then
         "$bin" manpage --out-dir target/man
     elif [ "$strict_docs" = 1 ]; then
@@ -81,9 +88,11 @@ generate_manpage() {
         placeholder_manpage
     fi
     [ -f target/man/rolecall.1 ] || die "'rolecall manpage --out-dir target/man' wrote no target/man/rolecall.1"
-    # Debian policy §12.1: man pages are shipped gzip-compressed (-n: no
-    # timestamp, so the package is reproducible).
-    gzip -9 -n -c target/man/rolecall.1 >target/man/rolecall.1.gz
+    # `rolecall manpage` writes rolecall.1 plus one page per subcommand
+    # (rolecall-sync.1, rolecall-map-promote.1, ...), uncompressed. Debian
+    # policy §12.1: man pages are shipped gzip-compressed (-n: no timestamp, so
+    # the package is reproducible). The packages ship target/man/*.1.gz.
+    gzip -9 -n -f target/man/*.1
 }
 
 # clap_complete's file names for bash, zsh and fish.
@@ -143,14 +152,21 @@ generate_completions
 ensure_cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"
 ensure_cargo_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
-log "cargo deb --no-build"
-deb_path="$(cargo deb --no-build | tail -n1)"
+deb_flags=(--no-build)
+rpm_flags=()
+if [ "$fast" = 1 ]; then
+    deb_flags+=(--fast)
+    rpm_flags+=(--payload-compress gzip)
+fi
+
+log "cargo deb ${deb_flags[*]}"
+deb_path="$(cargo deb "${deb_flags[@]}" | tail -n1)"
 [ -f "$deb_path" ] || die "cargo deb did not report a package file (got: '$deb_path')"
 
-log "cargo generate-rpm"
+log "cargo generate-rpm ${rpm_flags[*]}"
 rm -f "$target_dir"/generate-rpm/*.rpm
 # --target-dir: cargo-generate-rpm ignores build.target-dir of cargo configs.
-cargo generate-rpm --target-dir "$target_dir"
+cargo generate-rpm --target-dir "$target_dir" "${rpm_flags[@]}"
 rpms=("$target_dir"/generate-rpm/*.rpm)
 [ -f "${rpms[0]}" ] || die "cargo generate-rpm produced no .rpm in $target_dir/generate-rpm"
 rpm_path="${rpms[0]}"

@@ -1,32 +1,35 @@
 //! rolecall's one integration-test binary (STYLE §3.11): real servers on loopback (SPEC §8).
 
-/// The agent under test: temp dirs, agent.toml, the role map, running the real binary.
-mod fixture;
-/// Issue 2: idempotence, removals, restore on a failed check, refusals, the lock.
-mod reconcile;
-/// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket.
-mod support;
-/// Self-tests of `support`: each server starts, answers and enforces its protocol.
-mod support_tests;
-/// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
-mod daemon;
 /// Exit codes of sync, plan, map validate and check through the real binary.
 mod cli;
+/// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
+mod daemon;
+/// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
+mod failover;
+/// The agent under test: temp dirs, agent.toml, the role map, running the real binary.
+mod fixture;
 /// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).
 mod golden;
-/// The real programs accept the rendered configs: `apache2 -t`, `mariadbd`, cron checks.
-mod real_configs;
 /// Issue 5: `map validate|show|lint|diff|keygen` exit codes and output through the binary.
 mod map_cli;
 /// Issue 5: `map publish`/`promote` against moto: lost updates refused, signed maps.
 mod map_publish;
-/// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
-mod snapshot;
-/// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
-mod services;
 /// Issue 6: the Prometheus textfile, man pages and completions.
 mod monitoring;
+/// Issue 6: systemd-analyze on the unit, the .deb in a debootstrapped Debian 12, the .rpm's
+/// files, bake.sh on a scratch root (the packages are built once per run by build.sh).
+mod packaging;
+/// The real programs accept the rendered configs: `apache2 -t`, `mariadbd`, cron checks.
+mod real_configs;
+/// Issue 2: idempotence, removals, restore on a failed check, refusals, the lock.
+mod reconcile;
+/// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
+mod services;
 /// Issue 5: signed maps refused or applied by the agent.
 mod signing;
-/// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
-mod failover;
+/// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
+mod snapshot;
+/// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket.
+mod support;
+/// Self-tests of `support`: each server starts, answers and enforces its protocol.
+mod support_tests;
