@@ -77,7 +77,7 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
     let mut trigger = Trigger::Boot;
     let mut waiters: Vec<Waiter> = Vec::new();
     loop {
-        let report = state.reconcile(&agent, &source, trigger).await;
+        let report = Box::pin(state.reconcile(&agent, &source, trigger)).await;
         for w in waiters.drain(..) {
             let _ = w.send(report.clone());
         }

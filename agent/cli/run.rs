@@ -9,6 +9,6 @@ pub struct Args {}
 
 pub(super) async fn run(cli: &super::Cli, _args: &Args) -> Result<u8, Error> {
     let agent = super::agent(cli)?;
-    daemon::run(agent).await?;
+    Box::pin(daemon::run(agent)).await?;
     Ok(super::EXIT_OK)
 }
