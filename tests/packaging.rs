@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 use crate::fixture::{assert_exit, copy_dir, describe};
@@ -170,13 +171,37 @@ fn packages() -> &'static Packages {
 }
 
 fn build_packages() -> Result<Packages, String> {
-    let flock = require_program("flock", "apt-get install util-linux");
-    let mut command = Command::new(flock);
-    // Serialise with other test runs sharing the target dir: build.sh clears the .rpm
-    // output directory before generating into it.
+    // Other test runs share the target dir: build.sh clears the .rpm output directory
+    // before generating into it, and a package being rewritten must not be read.
+    let lock_path = std::env::temp_dir().join("rolecall-packaging-build.lock");
+    let file = fs::File::create(&lock_path)
+        .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
+    let _lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("locking {}: {e}", lock_path.display()))?;
+    let built = run_build_sh()?;
+    // Tests read stable copies: a later run replaces them by rename, never in place.
+    let target = built.deb.ancestors().nth(2).ok_or("unexpected .deb path")?;
+    let dir = target.join("packages-under-test");
+    Ok(Packages {
+        deb: stable_copy(&built.deb, &dir, "rolecall.deb")?,
+        rpm: stable_copy(&built.rpm, &dir, "rolecall.rpm")?,
+    })
+}
+
+fn stable_copy(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let to = dir.join(name);
+    let partial = dir.join(format!(".{name}.{}", std::process::id()));
+    fs::create_dir_all(dir)
+        .and_then(|()| fs::copy(from, &partial))
+        .and_then(|_| fs::rename(&partial, &to))
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
+    Ok(to)
+}
+
+fn run_build_sh() -> Result<Packages, String> {
+    let mut command = Command::new("bash");
     command
-        .arg(std::env::temp_dir().join("rolecall-packaging-build.lock"))
-        .args(["bash", "packaging/build.sh", "--strict-docs", "--fast"])
+        .args(["packaging/build.sh", "--strict-docs", "--fast"])
         .current_dir(repo());
     // Under `cargo test --release` this process's cargo holds the release directory's
     // lock, and the binary it built is the one to package.
@@ -293,7 +318,7 @@ fn rpm_ships_the_spec_paths_and_marks_config_files() {
         "agent.toml not 0644 (check runs as nagios and reads it): {modes:?}"
     );
     let scripts = stdout(&run_ok(
-        Command::new("rpm")
+        Command::new(require_program("rpm", "apt-get install rpm"))
             .args(["-qp", "--scripts"])
             .arg(&packages().rpm),
     ));
