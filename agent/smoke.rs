@@ -15,6 +15,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_millis(1000);
 /// Cap on one attempt, so a hanging server still leaves time for retries.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wrong answers in a row (e.g. HTTP 404 for 200) that end a test before its deadline.
+const ANSWERED_LIMIT: u32 = 3;
 
 /// The outcome of one smoke test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,21 +59,29 @@ async fn run(test: &SmokeTest) -> SmokeResult {
     let deadline = tokio::time::Instant::now() + test.timeout;
     let mut pause = FIRST_RETRY;
     let mut attempts = 0;
+    let mut answered = 0;
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let result =
             match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt(&test.check)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!(
+                Err(_) => Err(Failure::silent(format!(
                     "no answer within {} ms",
                     left.min(ATTEMPT_TIMEOUT).as_millis()
-                )),
+                ))),
             };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let done = result.is_ok() || tokio::time::Instant::now() + pause >= deadline;
+        answered = match &result {
+            Err(f) if f.answered => answered + 1,
+            _ => 0,
+        };
+        // A server that keeps answering, wrongly, is up and wrong: no point waiting it out.
+        let done = result.is_ok()
+            || answered >= ANSWERED_LIMIT
+            || tokio::time::Instant::now() + pause >= deadline;
         if done {
-            let error = result.err();
+            let error = result.err().map(|f| f.text);
             match &error {
                 None => info!(attempts, elapsed_ms, "smoke test passed"),
                 Some(e) => warn!(attempts, elapsed_ms, error = %e, "smoke test failed"),
@@ -90,7 +100,24 @@ async fn run(test: &SmokeTest) -> SmokeResult {
     }
 }
 
-async fn attempt(check: &SmokeCheck) -> Result<(), String> {
+/// A failed attempt; `answered` when the service replied, just not as expected.
+struct Failure {
+    text: String,
+    answered: bool,
+}
+
+impl Failure {
+    /// No usable answer (refused, timed out): the service may still be starting.
+    fn silent(text: String) -> Failure {
+        Failure {
+            text,
+            answered: false,
+        }
+    }
+}
+
+async fn attempt(check: &SmokeCheck) -> Result<(), Failure> {
+    let silent = |r: Result<(), String>| r.map_err(Failure::silent);
     match check {
         SmokeCheck::Http {
             url,
@@ -106,15 +133,21 @@ async fn attempt(check: &SmokeCheck) -> Result<(), String> {
             )
             .await
         }
-        SmokeCheck::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
-            .await
-            .map(drop)
-            .map_err(|e| format!("connecting to {address}: {e}")),
-        SmokeCheck::Mysql { command, read_only } => mysql(command, read_only.as_deref()).await,
-        SmokeCheck::Command { command } => exec::run_ok(command, ATTEMPT_TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|e| crate::error::chain(&e)),
+        SmokeCheck::Tcp { address } => silent(
+            tokio::net::TcpStream::connect(address.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| format!("connecting to {address}: {e}")),
+        ),
+        SmokeCheck::Mysql { command, read_only } => {
+            silent(mysql(command, read_only.as_deref()).await)
+        }
+        SmokeCheck::Command { command } => silent(
+            exec::run_ok(command, ATTEMPT_TIMEOUT)
+                .await
+                .map(drop)
+                .map_err(|e| crate::error::chain(&e)),
+        ),
     }
 }
 
@@ -123,12 +156,16 @@ async fn http(
     host: Option<&str>,
     expect: u16,
     body_contains: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let answered = |text: String| Failure {
+        text,
+        answered: true,
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::silent(e.to_string()))?;
     let mut request = client.get(url);
     if let Some(h) = host {
         request = request.header(reqwest::header::HOST, h);
@@ -136,18 +173,23 @@ async fn http(
     let response = request
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", crate::error::chain(&e)))?;
+        .map_err(|e| Failure::silent(format!("GET {url}: {}", crate::error::chain(&e))))?;
     let status = response.status().as_u16();
     if status != expect {
-        return Err(format!(
+        return Err(answered(format!(
             "GET {url} (Host {}) answered {status}, expected {expect}",
             host.unwrap_or("-")
-        ));
+        )));
     }
     if let Some(needle) = body_contains {
-        let body = response.text().await.map_err(|e| e.to_string())?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| Failure::silent(e.to_string()))?;
         if !body.contains(needle) {
-            return Err(format!("GET {url}: body does not contain {needle:?}"));
+            return Err(answered(format!(
+                "GET {url}: body does not contain {needle:?}"
+            )));
         }
     }
     Ok(())
@@ -174,5 +216,74 @@ async fn mysql(command: &Command, read_only: Option<&str>) -> Result<(), String>
             Err(format!("@@read_only is {got}, expected {want}"))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A loopback HTTP server answering every request with `status`.
+    fn server(status: u16) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn http_test(port: u16, timeout: Duration) -> SmokeTest {
+        SmokeTest {
+            name: "t".into(),
+            role: "web".into(),
+            check: SmokeCheck::Http {
+                url: format!("http://127.0.0.1:{port}/"),
+                host: Some("a.test".into()),
+                expect_status: 200,
+                body_contains: None,
+            },
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consistently_wrong_answer_fails_without_waiting_for_the_deadline() {
+        let started = Instant::now();
+        let result = run(&http_test(server(404), Duration::from_secs(30))).await;
+        assert!(!result.ok);
+        assert_eq!(result.attempts, ANSWERED_LIMIT);
+        assert!(
+            result
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("answered 404")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_right_answer_passes_and_silence_is_retried_until_the_deadline() {
+        assert!(
+            run(&http_test(server(200), Duration::from_secs(5)))
+                .await
+                .ok
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let result = run(&http_test(closed, Duration::from_millis(600))).await;
+        assert!(!result.ok && result.attempts > ANSWERED_LIMIT, "{result:?}");
     }
 }
