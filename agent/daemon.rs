@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{chain, Error};
 use crate::pipeline::{self, Agent, Hold, Trigger};
@@ -102,6 +102,10 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
     Ok(())
 }
 
+/// How often a daemon whose polls are all quiet still rewrites its status record and
+/// metrics, so that their timestamps show it is alive.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
+
 /// What the loop remembers between reconciles.
 #[derive(Debug, Default)]
 struct Loop {
@@ -109,6 +113,12 @@ struct Loop {
     hold: Option<Hold>,
     /// Failed reconciles in a row (source down without a cache, identity lost, …).
     errors: u32,
+    /// The last `STATUS=` text sent.
+    status: Option<String>,
+    /// When the status record was last written.
+    recorded: Option<tokio::time::Instant>,
+    /// Quiet polls since then, counted into the next record.
+    unrecorded: u64,
 }
 
 impl Loop {
@@ -131,7 +141,8 @@ impl Loop {
         match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
             Ok(_lock) => {
                 let inputs = pipeline::run_held(agent, source, &mut report, hold.as_ref()).await;
-                pipeline::finish(agent, &mut report, started);
+                report.elapsed_ms = pipeline::elapsed_ms(started);
+                self.publish(agent, &mut report, &inputs);
                 self.remember(&report, &inputs);
             }
             Err(e) => warn!(error = %chain(&e), "reconcile skipped"),
@@ -147,6 +158,32 @@ impl Loop {
             0
         };
         report
+    }
+
+    /// Status record, metrics and `STATUS=` for a finished reconcile. A quiet poll that
+    /// says what the one before said writes and sends nothing, but the record is refreshed
+    /// every `STATUS_REFRESH`.
+    fn publish(&mut self, agent: &Agent, report: &mut RunReport, inputs: &pipeline::Inputs) {
+        let line = report.status_line();
+        let repeated = inputs.quiet && self.status.as_deref() == Some(line.as_str());
+        let fresh = self
+            .recorded
+            .is_some_and(|at| at.elapsed() < STATUS_REFRESH);
+        if repeated && fresh {
+            self.unrecorded += 1;
+            debug!(
+                elapsed_ms = report.elapsed_ms,
+                "quiet poll: map unchanged, no drift"
+            );
+            return;
+        }
+        pipeline::record(agent, report, self.unrecorded);
+        self.unrecorded = 0;
+        self.recorded = Some(tokio::time::Instant::now());
+        if self.status.as_deref() != Some(line.as_str()) {
+            notify::status(&line);
+            self.status = Some(line);
+        }
     }
 
     fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {

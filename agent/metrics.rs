@@ -118,8 +118,9 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
     out
 }
 
-/// Count `report`, persist the counters in `state_dir`, and write the textfile into
-/// `metrics_dir` when configured.
+/// Count `report` and `quiet` earlier converged reconciles that were not recorded one
+/// by one (the daemon's quiet polls), persist the counters in `state_dir`, and write the
+/// textfile into `metrics_dir` when configured.
 ///
 /// # Errors
 /// I/O or JSON errors of the state or metrics files.
@@ -127,9 +128,16 @@ pub fn record(
     state_dir: &Path,
     metrics_dir: Option<&Path>,
     report: &RunReport,
+    quiet: u64,
 ) -> Result<(), crate::sys::fs::Error> {
     let path = state_dir.join(COUNTERS_FILE);
     let mut counters: Counters = crate::sys::fs::read_json(&path)?.unwrap_or_default();
+    if quiet > 0 {
+        *counters
+            .reconciles
+            .entry(outcome_label(Outcome::Converged).to_string())
+            .or_default() += quiet;
+    }
     counters.count(report);
     crate::sys::fs::write_json(&path, &counters)?;
     if let Some(dir) = metrics_dir {

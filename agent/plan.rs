@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::cron;
 use crate::render::RenderedFile;
@@ -105,10 +104,7 @@ impl Plan {
 
 /// Hex sha256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::source::sha256_hex(bytes)
 }
 
 /// Whether `logical` is a clean absolute path under one of `allowed`.

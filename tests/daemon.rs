@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fixture::{assert_exit, describe, Agent, Setup};
+use crate::fixture::{assert_exit, describe, identity_of, Agent, Setup};
 use crate::support::imds::{ImdsMeta, ImdsServer};
 use crate::support::notify::{Notification, NotifySocket};
 use crate::support::s3::Moto;
@@ -192,6 +192,60 @@ fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
         d.moto.request_count("GET", &key_path, Some(200)),
         full_gets + 1,
         "unchanged polls re-downloaded the body"
+    );
+}
+
+/// Issue 3: a 304 costs no parse, render or write. Polls keep coming (moto counts the
+/// 304s), yet the status record, the counters and `STATUS=` stay as they were; a hand
+/// edit of a managed file is still noticed by the next poll and undone.
+#[test]
+fn quiet_polls_write_nothing_but_still_repair_drift() {
+    let mut d = Daemon::new("1s", "0s");
+    d.publish(&map(1, 64, true));
+    d.start(None);
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let key_path = format!("/{}/rolemap.toml", d.bucket);
+    let moto = d.moto;
+    let polls = |_: &Daemon| moto.request_count("GET", &key_path, Some(304));
+    // The first quiet poll records "no changes" once; from the next one on, nothing.
+    let first = polls(&d);
+    assert!(
+        wait_until(Duration::from_secs(10), || polls(&d) >= first + 2),
+        "no 304 polls"
+    );
+    d.notify.recv_until(Duration::from_millis(1500), |_| false);
+    let state = d.agent.state();
+    let files = [state.join("status.json"), state.join("counters.json")];
+    let before: Vec<_> = files.iter().map(|f| identity_of(f)).collect();
+    let counted = polls(&d);
+    assert!(
+        wait_until(Duration::from_secs(15), || polls(&d) >= counted + 3),
+        "fewer than 3 polls in 15 s"
+    );
+    // Whatever the daemon sent meanwhile is queued on the socket.
+    let during = d.notify.recv_until(Duration::from_millis(300), |_| false);
+    let after: Vec<_> = files.iter().map(|f| identity_of(f)).collect();
+    assert_eq!(
+        before, after,
+        "a quiet poll rewrote the status record or counters"
+    );
+    assert!(
+        during.iter().all(|n| n.get("STATUS").is_none()),
+        "STATUS= repeated on quiet polls: {:?}",
+        during.iter().map(|n| n.0.clone()).collect::<Vec<_>>()
+    );
+
+    let conf = d.agent.path(MEMCACHED_CONF);
+    std::fs::write(&conf, "-m 1\n").expect("hand edit");
+    assert!(
+        wait_until(Duration::from_secs(5), || d.conf().contains("-m 64")),
+        "the hand edit was not undone by the next poll: {:?}",
+        d.conf()
+    );
+    assert_eq!(
+        d.moto.request_count("GET", &key_path, Some(200)),
+        1,
+        "drift repair re-downloaded the map"
     );
 }
 

@@ -86,6 +86,73 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
     assert_exit(&agent.run(&["plan"]), 0);
 }
 
+/// The stages a sync ran, from its status record.
+fn stages(agent: &Agent) -> Vec<String> {
+    let text = std::fs::read_to_string(agent.state().join("status.json")).expect("status.json");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let timings = status["timings"].as_object().expect("timings");
+    timings.keys().cloned().collect()
+}
+
+/// An unchanged map takes the quiet path (no load, no render), yet a hand edit, a mode
+/// change or a changed template is never mistaken for "unchanged".
+#[test]
+fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
+    let (agent, _apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&web_map(1, &["alpha"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    assert_exit(&agent.run(&["sync"]), 0);
+    let quiet = stages(&agent);
+    assert!(
+        quiet.contains(&"drift".to_string()) && !quiet.contains(&"load".to_string()),
+        "an unchanged sync loaded the map: {quiet:?}"
+    );
+
+    std::fs::write(vhost(&agent, "alpha"), "# edited by hand\n").expect("hand edit");
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        good,
+        "{}",
+        describe(&out)
+    );
+    assert!(stages(&agent).contains(&"load".to_string()));
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |agent: &Agent| {
+        std::fs::metadata(vhost(agent, "alpha"))
+            .expect("vhost")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let wanted = mode(&agent);
+    std::fs::set_permissions(
+        vhost(&agent, "alpha"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(mode(&agent), wanted, "a mode change was not repaired");
+
+    let template = agent.catalog.join("web/vhost.conf.tera");
+    let text = std::fs::read_to_string(&template).expect("template");
+    std::fs::write(
+        &template,
+        text.replace("</VirtualHost>", "    # new line\n</VirtualHost>"),
+    )
+    .expect("template");
+    assert_exit(&agent.run(&["sync"]), 0);
+    let now = std::fs::read_to_string(vhost(&agent, "alpha")).expect("vhost");
+    assert!(
+        now.contains("# new line"),
+        "a changed template was not rendered: {now}"
+    );
+}
+
 #[test]
 fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
     let (agent, apache) = web_agent(Apache::start);

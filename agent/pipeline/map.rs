@@ -8,11 +8,12 @@ use tracing::warn;
 
 use super::Agent;
 use crate::error::{chain, Error};
+use crate::identity::Identity;
 use crate::plan;
 use crate::render::MapInfo;
 use crate::report::MapReport;
 use crate::rolemap::{self, RoleMap};
-use crate::source::{AnySource, CachedMap, Fetched, MapSource};
+use crate::source::{sha256_hex, AnySource, CacheMeta, CachedMap, Fetched, MapSource};
 
 /// A validated map ready to reconcile from.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct LoadedMap {
     pub info: MapInfo,
     /// Raw bytes (for the cache).
     pub bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
     /// Came from the cache rather than the source.
     pub from_cache: bool,
     /// Why the cache was used; or why the live map was rejected.
@@ -51,30 +54,75 @@ impl LoadedMap {
 /// # Errors
 /// When the source fails or serves a bad map and there is no cache to fall back to.
 pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, Error> {
-    let cache = agent.cache();
-    let cached = cache.load().unwrap_or_else(|e| {
+    let fetch = fetch(agent, source).await;
+    load(agent, fetch).await
+}
+
+/// What one conditional fetch found: the source's answer and the cache it was asked
+/// against. Nothing parsed yet.
+#[derive(Debug)]
+pub struct Fetch {
+    /// Metadata of the cached map of this URL, if any.
+    pub cached: Option<CacheMeta>,
+    /// The source's answer.
+    pub fetched: Result<Fetched, crate::source::Error>,
+}
+
+impl Fetch {
+    /// The source still holds the cached map: its metadata.
+    pub fn unchanged(&self) -> Option<&CacheMeta> {
+        match self.fetched {
+            Ok(Fetched::NotModified) => self.cached.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Stage 2: ask the source for the map, conditionally on the cached ETag. Reads only the
+/// cache's small metadata file, so an unchanged map costs no read of the cached bytes.
+pub async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
+    let cached = agent.cache().meta().unwrap_or_else(|e| {
         warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
         None
     });
     // A cache of another map (the URL was changed in agent.toml) is no fallback for this one.
     let cached = cached.filter(|c| c.url == agent.settings.map_url);
-    let url = agent.settings.map_url.clone();
     let fetched = source
         .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))
         .await;
-    let fallback = |reason: String, rejected: bool, err: Error| match &cached {
+    Fetch { cached, fetched }
+}
+
+/// Stage 3's entry: verify and validate what [`fetch`] found, falling back to the cache.
+///
+/// # Errors
+/// When the source fails or serves a bad map and there is no cache to fall back to.
+pub async fn load(agent: &Agent, fetch: Fetch) -> Result<LoadedMap, Error> {
+    let url = agent.settings.map_url.clone();
+    let generation = fetch.cached.as_ref().map(|c| c.generation);
+    let cached = || -> Option<CachedMap> {
+        fetch.cached.as_ref()?;
+        agent
+            .cache()
+            .load()
+            .unwrap_or_else(|e| {
+                warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
+                None
+            })
+            .filter(|c| c.url == url)
+    };
+    let fallback = |reason: String, rejected: bool, err: Error| match cached() {
         Some(c) => {
             warn!(reason = %reason, generation = c.generation, "using cached map");
-            from_cache(c, reason, rejected)
+            from_cache(&c, reason, rejected)
         }
         None => Err(err),
     };
-    match fetched {
-        Ok(Fetched::NotModified) => match &cached {
-            Some(c) => from_cache(c, String::new(), false).map(|mut m| {
+    match fetch.fetched {
+        Ok(Fetched::NotModified) => match cached() {
+            Some(c) => from_cache(&c, String::new(), false).map(|mut m| {
                 m.from_cache = false;
                 m.cache_reason = None;
-                m.info.url = url.clone();
                 m
             }),
             None => Err(Error::Other(format!(
@@ -86,7 +134,7 @@ pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, 
                 let reason = format!("map from {url} refused: {}", chain(&e));
                 return fallback(reason, true, Error::BadInput(chain(&e)));
             }
-            match accept(&m.bytes, cached.as_ref()) {
+            match accept(&m.bytes, generation) {
                 Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
                 Err(e) => fallback(
                     format!("map from {url} refused: {}", chain(&e)),
@@ -110,13 +158,14 @@ async fn verify(agent: &Agent, bytes: &[u8]) -> Result<(), crate::source::Error>
     }
 }
 
-pub(super) fn accept(bytes: &[u8], cached: Option<&CachedMap>) -> Result<RoleMap, rolemap::Error> {
+/// Validate `bytes` and refuse a generation older than the `applied` one.
+pub(super) fn accept(bytes: &[u8], applied: Option<u64>) -> Result<RoleMap, rolemap::Error> {
     let map = rolemap::load(bytes)?;
-    if let Some(c) = cached {
-        if map.generation() < c.generation {
+    if let Some(applied) = applied {
+        if map.generation() < applied {
             return Err(rolemap::Error::Stale {
                 found: map.generation(),
-                applied: c.generation,
+                applied,
             });
         }
     }
@@ -159,6 +208,7 @@ pub(super) fn loaded(
     LoadedMap {
         map,
         info,
+        sha256: sha256_hex(&bytes),
         bytes,
         from_cache: false,
         cache_reason: None,
@@ -167,17 +217,26 @@ pub(super) fn loaded(
     }
 }
 
-/// sha256 over the map bytes and every catalog and template file: equal means a retry
-/// would do exactly what failed before.
-pub(super) fn fingerprint(agent: &Agent, loaded: &LoadedMap) -> String {
-    let mut all = loaded.bytes.clone();
+/// sha256 over everything a render depends on: this agent's version, its settings, the
+/// host's identity, the map (by its SHA-256) and every catalog and template file. Equal
+/// fingerprints render equal files, so a converged host with equal inputs has nothing to
+/// do, and a failed one would fail again.
+pub(super) fn fingerprint(agent: &Agent, identity: &Identity, map_sha256: &str) -> String {
+    let mut all = format!(
+        "{}\n{:?}\n{identity:?}\n{map_sha256}\n",
+        env!("CARGO_PKG_VERSION"),
+        agent.settings
+    )
+    .into_bytes();
     for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
         let mut files = Vec::new();
         collect_files(dir, &mut files);
         files.sort();
         for f in files {
             all.extend_from_slice(f.to_string_lossy().as_bytes());
+            all.push(0);
             all.extend(std::fs::read(&f).unwrap_or_default());
+            all.push(0);
         }
     }
     plan::sha256(&all)

@@ -16,7 +16,7 @@ use crate::hooks;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
 use crate::plan::Plan;
 use crate::render::{Hook, SmokeTest};
-use crate::report::{self, Outcome, RunReport};
+use crate::report::{self, MapReport, Outcome, RunReport};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
@@ -28,10 +28,12 @@ use state::{commit, store_cache, store_if_changed, store_position};
 mod journal;
 mod map;
 mod preview;
+mod settled;
 mod state;
 
-pub use map::{obtain_map, LoadedMap};
+pub use map::{fetch, load, obtain_map, Fetch, LoadedMap};
 pub use preview::{preview, Preview};
+pub use settled::SETTLED_FILE;
 pub use state::{read_records, RECORDS_FILE, SMOKE_FILE};
 
 /// How long a reconcile waits for another one to finish.
@@ -77,6 +79,9 @@ pub struct Agent {
     pub identity: AnyIdentity,
     /// Run checks, reloads and smoke tests (off for image builds and demos: files only).
     pub run_services: bool,
+    /// The identity once read: an instance's id, zone and address do not change while it
+    /// runs, so the daemon asks instance metadata once, not on every poll.
+    known: std::sync::OnceLock<Identity>,
 }
 
 impl Agent {
@@ -92,6 +97,7 @@ impl Agent {
             state_dir,
             identity,
             run_services: true,
+            known: std::sync::OnceLock::new(),
         }
     }
 
@@ -139,10 +145,13 @@ pub struct Hold {
 /// What a reconcile worked from, for the daemon's backoff decisions.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
-    /// Fingerprint of map bytes, catalog and templates, once a map was obtained.
+    /// Fingerprint of everything the render depends on, once a map was obtained.
     pub fingerprint: Option<String>,
     /// The inputs matched a hold: nothing was done.
     pub held: bool,
+    /// The map was unchanged and the disk as the last converged reconcile left it:
+    /// nothing was parsed, rendered or written.
+    pub quiet: bool,
 }
 
 /// One reconcile with an already-built source; the caller holds the lock.
@@ -165,10 +174,51 @@ pub async fn run_held(
             "an interrupted reconcile was undone; applying again"
         );
     }
-    let Some((identity, loaded)) = inputs(agent, source, report).await else {
-        return Inputs::default();
+    let identity = match timed(report, "identity", identify(agent)).await {
+        Ok(id) => id,
+        Err(e) => {
+            fail(report, &Error::from(e));
+            return Inputs::default();
+        }
     };
-    let fingerprint = fingerprint(agent, &loaded);
+    report.host_id = Some(identity.id.clone());
+    let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
+    let boot = report.trigger == Trigger::Boot.as_str();
+    if let Some(meta) = fetched.unchanged().filter(|_| !boot) {
+        let fingerprint = fingerprint(agent, &identity, &meta.sha256);
+        if timed(report, "drift", async {
+            settled::holds(agent, &fingerprint)
+        })
+        .await
+        {
+            report.map = Some(MapReport {
+                url: meta.url.clone(),
+                etag: meta.etag.clone(),
+                version: meta.version.clone(),
+                generation: meta.generation,
+                from_cache: false,
+                cache_reason: None,
+            });
+            let text = converged_text(meta.generation, meta.etag.as_deref(), None, "no changes");
+            report.finish(Outcome::Converged, text);
+            return Inputs {
+                fingerprint: Some(fingerprint),
+                held: false,
+                quiet: true,
+            };
+        }
+    }
+    let loaded = match timed(report, "load", map::load(agent, fetched)).await {
+        Ok(loaded) => {
+            report.map = Some(loaded.report());
+            loaded
+        }
+        Err(e) => {
+            fail(report, &e);
+            return Inputs::default();
+        }
+    };
+    let fingerprint = fingerprint(agent, &identity, &loaded.sha256);
     if let Some(h) = hold.filter(|h| h.fingerprint == fingerprint) {
         info!(
             failures = h.failures,
@@ -182,9 +232,10 @@ pub async fn run_held(
         return Inputs {
             fingerprint: None,
             held: true,
+            quiet: false,
         };
     }
-    reconcile(agent, &identity, &loaded, report).await;
+    reconcile(agent, &identity, &loaded, &fingerprint, report).await;
     if loaded.live_rejected && report.outcome == Outcome::Converged {
         let why = loaded.cache_reason.clone().unwrap_or_default();
         let generation = loaded.info.generation;
@@ -196,37 +247,16 @@ pub async fn run_held(
     Inputs {
         fingerprint: Some(fingerprint),
         held: false,
+        quiet: false,
     }
 }
 
-/// Stages 1 and 2: who this host is and which map to use; `None` (report failed) if either fails.
-async fn inputs(
-    agent: &Agent,
-    source: &AnySource,
-    report: &mut RunReport,
-) -> Option<(Identity, LoadedMap)> {
-    let identity = match timed(report, "identity", identify(agent)).await {
-        Ok(id) => id,
-        Err(e) => {
-            fail(report, &Error::from(e));
-            return None;
-        }
-    };
-    report.host_id = Some(identity.id.clone());
-    match timed(report, "fetch", obtain_map(agent, source)).await {
-        Ok(loaded) => {
-            report.map = Some(loaded.report());
-            Some((identity, loaded))
-        }
-        Err(e) => {
-            fail(report, &e);
-            None
-        }
-    }
-}
-
+/// Stage 1, read once per process (see `Agent::known`).
 async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
-    match &agent.identity {
+    if let Some(known) = agent.known.get() {
+        return Ok(known.clone());
+    }
+    let identity = match &agent.identity {
         AnyIdentity::Imds(imds) => {
             imds.identify_with(|path| {
                 notify::status(&format!("waiting for instance metadata ({path})"));
@@ -234,7 +264,8 @@ async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
             .await
         }
         other => other.identify().await,
-    }
+    }?;
+    Ok(agent.known.get_or_init(|| identity).clone())
 }
 
 async fn timed<T>(
@@ -266,6 +297,13 @@ fn fail(report: &mut RunReport, err: &Error) {
 /// Record the end of a reconcile: elapsed time, status record, `STATUS=`, summary log.
 pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
     report.elapsed_ms = ms(started);
+    record(agent, report, 0);
+    notify::status(&report.status_line());
+}
+
+/// Write the status record and the metrics for `report`, with `quiet` converged
+/// reconciles before it that were not recorded (the daemon's quiet polls).
+pub fn record(agent: &Agent, report: &mut RunReport, quiet: u64) {
     if let Err(e) = report::write(&agent.state_dir, report) {
         warn!(error = %chain(&e), "status record not written");
     }
@@ -274,15 +312,26 @@ pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
         .metrics_dir
         .as_ref()
         .map(|d| agent.fs.physical(d));
-    if let Err(e) = crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report) {
+    let metrics = crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report, quiet);
+    if let Err(e) = metrics {
         warn!(error = %chain(&e), "metrics not written");
     }
-    notify::status(&report.status_line());
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
 }
 
+/// Elapsed milliseconds since `started`.
+pub fn elapsed_ms(started: Instant) -> u64 {
+    ms(started)
+}
+
 #[instrument(skip_all)]
-async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, report: &mut RunReport) {
+async fn reconcile(
+    agent: &Agent,
+    identity: &Identity,
+    loaded: &LoadedMap,
+    fingerprint: &str,
+    report: &mut RunReport,
+) {
     let preview = match preview(agent, identity, loaded) {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -301,9 +350,14 @@ async fn reconcile(agent: &Agent, identity: &Identity, loaded: &LoadedMap, repor
     let boot = report.trigger == Trigger::Boot.as_str();
     if preview.is_noop() && !boot {
         commit(agent, loaded, &preview.desired, &BTreeSet::new());
-        return report.finish(Outcome::Converged, converged_text(loaded, "no changes"));
+        settled::store(agent, fingerprint, &preview.desired);
+        return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
     }
+    settled::forget(agent);
     execute(agent, loaded, &preview, report).await;
+    if report.outcome == Outcome::Converged {
+        settled::store(agent, fingerprint, &preview.desired);
+    }
 }
 
 async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
@@ -334,7 +388,7 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
     journal::close(agent);
     if failed.is_empty() {
         let what = format!("{} files changed", report.files.len());
-        report.finish(Outcome::Converged, converged_text(loaded, &what));
+        report.finish(Outcome::Converged, loaded_text(loaded, &what));
     } else {
         let texts: Vec<&str> = failed.values().map(String::as_str).collect();
         report.finish(Outcome::Failed, texts.join("; "));
@@ -381,15 +435,26 @@ async fn apply_all(agent: &Agent, catalog: &Catalog, plan: &Plan) -> (Vec<Receip
     (receipts, failures)
 }
 
-fn converged_text(loaded: &LoadedMap, what: &str) -> String {
-    let cache = match &loaded.cache_reason {
-        Some(r) if loaded.from_cache => format!(" using cached map ({r})"),
-        _ => String::new(),
-    };
-    format!(
-        "converged to generation {} (etag {}), {what}{cache}",
+fn loaded_text(loaded: &LoadedMap, what: &str) -> String {
+    let cache_reason = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache);
+    converged_text(
         loaded.info.generation,
-        loaded.info.etag.as_deref().unwrap_or("-")
+        loaded.info.etag.as_deref(),
+        cache_reason,
+        what,
+    )
+}
+
+fn converged_text(
+    generation: u64,
+    etag: Option<&str>,
+    cache_reason: Option<&str>,
+    what: &str,
+) -> String {
+    let cache = cache_reason.map_or(String::new(), |r| format!(" using cached map ({r})"));
+    format!(
+        "converged to generation {generation} (etag {}), {what}{cache}",
+        etag.unwrap_or("-")
     )
 }
 

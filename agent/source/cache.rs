@@ -29,16 +29,21 @@ pub struct CachedMap {
     pub url: String,
 }
 
-/// `map.meta.json`. Read leniently (no `deny_unknown_fields`) so that an agent rolled back to
-/// an older version still uses a cache written by a newer one.
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta {
-    url: String,
-    generation: u64,
-    etag: Option<String>,
-    version: Option<String>,
+/// `map.meta.json`: what a poll needs to know about the cached map without reading it.
+/// Read leniently (no `deny_unknown_fields`) so that an agent rolled back to an older
+/// version still uses a cache written by a newer one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheMeta {
+    /// URL the map was fetched from.
+    pub url: String,
+    /// The map's `generation`.
+    pub generation: u64,
+    /// ETag the source gave it, if any.
+    pub etag: Option<String>,
+    /// S3 VersionId, if any.
+    pub version: Option<String>,
     /// Hex SHA-256 of `map.toml`, which ties the two files together.
-    sha256: String,
+    pub sha256: String,
 }
 
 /// The cache files in one directory (the state directory).
@@ -61,7 +66,7 @@ impl Cache {
     /// # Errors
     /// `Error::Cache` when a cache file exists but cannot be read (permissions, I/O).
     pub fn load(&self) -> Result<Option<CachedMap>, Error> {
-        let Some(meta) = self.load_meta()? else {
+        let Some(meta) = self.meta()? else {
             return Ok(None);
         };
         let map_path = self.dir.join(MAP_FILE);
@@ -96,7 +101,7 @@ impl Cache {
             path: self.dir.clone(),
             source,
         })?;
-        let meta = Meta {
+        let meta = CacheMeta {
             url: map.url.clone(),
             generation: map.generation,
             etag: map.etag.clone(),
@@ -119,8 +124,12 @@ impl Cache {
         Ok(())
     }
 
-    /// `map.meta.json`, or `None` when it is missing or does not parse.
-    fn load_meta(&self) -> Result<Option<Meta>, Error> {
+    /// The cached map's metadata alone (a small JSON file), or `None` when it is missing
+    /// or does not parse. The map bytes are neither read nor checked: [`Cache::load`] does.
+    ///
+    /// # Errors
+    /// `Error::Cache` when the file exists but cannot be read.
+    pub fn meta(&self) -> Result<Option<CacheMeta>, Error> {
         let meta_path = self.dir.join(META_FILE);
         let Some(raw_meta) = read_if_exists(&meta_path)? else {
             tracing::debug!(path = %meta_path.display(), "no cached map");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use cache::{Cache, CachedMap};
+pub use cache::{Cache, CacheMeta, CachedMap};
 pub use file::FileSource;
 pub use https::HttpsSource;
 pub use s3::{PutOutcome, S3Source};

@@ -1,0 +1,107 @@
+//! The quiet path (issue 3: "a 304 costs no parse, render or write"). A reconcile that
+//! converged leaves what it settled on: the fingerprint of its inputs and the expected
+//! state of every managed file. A later reconcile whose inputs have that fingerprint
+//! renders exactly those files again, so it only has to compare them with the disk: the
+//! same snapshot the planner takes, hashed instead of diffed. Any difference (drift, a
+//! missing file, another owner or mode) sends the reconcile down the full path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error};
+
+use super::Agent;
+use crate::error::chain;
+use crate::plan;
+use crate::render::Desired;
+use crate::sys::fs::DiskState;
+
+/// The settled record, in the state directory.
+pub const SETTLED_FILE: &str = "settled.json";
+
+/// What the last converged reconcile settled on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// Fingerprint of its inputs (see `map::fingerprint`).
+    pub fingerprint: String,
+    /// Every file it manages, as it left it.
+    pub files: BTreeMap<PathBuf, Expected>,
+}
+
+/// One managed file as a converged reconcile left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Owner name.
+    pub owner: String,
+    /// Group name.
+    pub group: String,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// Remember that the inputs `fingerprint` converged to `desired`.
+pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
+    let files = desired
+        .files
+        .iter()
+        .map(|f| {
+            let expected = Expected {
+                sha256: plan::sha256(&f.content),
+                owner: f.owner.clone(),
+                group: f.group.clone(),
+                mode: f.mode,
+            };
+            (f.path.clone(), expected)
+        })
+        .collect();
+    let settled = Settled {
+        fingerprint: fingerprint.to_string(),
+        files,
+    };
+    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+}
+
+/// Forget the settled state: files are about to change, and until a reconcile converges
+/// again no shortcut may be taken.
+pub(super) fn forget(agent: &Agent) {
+    let path = agent.state_dir.join(SETTLED_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => error!(error = %e, path = %path.display(), "settled record not removed"),
+    }
+}
+
+/// The last converged reconcile had the inputs `fingerprint` and every file it manages is
+/// still as it left it.
+pub(super) fn holds(agent: &Agent, fingerprint: &str) -> bool {
+    let settled: Settled = match crate::sys::fs::read_json(&agent.state_dir.join(SETTLED_FILE)) {
+        Ok(Some(s)) => s,
+        Ok(None) => return false,
+        Err(e) => {
+            debug!(error = %chain(&e), "settled record unreadable");
+            return false;
+        }
+    };
+    if settled.fingerprint != fingerprint {
+        debug!("inputs changed since the last converged reconcile");
+        return false;
+    }
+    settled.files.iter().all(|(path, expected)| {
+        let same = match agent.fs.snapshot(path) {
+            Ok(DiskState::File(now)) => {
+                (&now.owner, &now.group, now.mode)
+                    == (&expected.owner, &expected.group, expected.mode)
+                    && plan::sha256(&now.content) == expected.sha256
+            }
+            _ => false,
+        };
+        if !same {
+            debug!(path = %path.display(), "managed file drifted");
+        }
+        same
+    })
+}
