@@ -10,13 +10,13 @@
 //!   rolled-back `rolecall sync` of a map adding a site without a health page, with the
 //!   catalog as shipped (15 s smoke timeout) and with a copy whose smoke timeout is 2 s.
 //!
-//! Issue 3's figures are also taken with the static identity, because the harness's IMDS
-//! server costs ~40 ms per request (a delayed-ACK stall real IMDS does not have) and the
-//! daemon reads identity on every reconcile.
+//! Issue 3's figures are also taken with the static identity, which shows the boot time
+//! without instance metadata's round trips (the daemon reads identity once, at boot).
 //!
 //! `cargo bench --bench daemon [-- PHASE…]` measures (phases: `issue3-boot`, `issue3-idle`,
-//! `issue4-boot`, `issue4-rollback`; a substring selects) with the release binary:
-//! `CARGO_BIN_EXE_rolecall` is the bench profile's build, `target/release/rolecall`.
+//! `issue4-boot`, `issue4-rollback`; a substring selects) the binary the packages ship:
+//! it first runs `cargo build --profile dist` (fat LTO, optimised for size; ~15 minutes
+//! the first time) and measures `target/dist/rolecall`, or `ROLECALL_BIN` when set.
 //! `cargo test --all-targets` also runs this binary, without `--bench`: it then does one
 //! quick boot against Apache (about a second) as a sanity check and exits.
 #![allow(
@@ -98,9 +98,13 @@ fn main() {
         }
         return;
     }
+    if std::env::var_os("ROLECALL_BIN").is_none() {
+        // Set before any thread starts; every spawn goes through `fixture::binary()`.
+        std::env::set_var("ROLECALL_BIN", dist_binary());
+    }
     println!(
         "rolecall daemon benchmark: binary {}; {} CPUs; {} products on the web host",
-        env!("CARGO_BIN_EXE_rolecall"),
+        fixture::binary().display(),
         std::thread::available_parallelism().map_or(0, usize::from),
         PRODUCTS.len()
     );
@@ -120,6 +124,24 @@ fn main() {
             phase(&ec2, &FULL);
         }
     }
+}
+
+/// The packaged build: `cargo build --profile dist`, next to the bench's own profile dir.
+fn dist_binary() -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_rolecall"));
+    let target = built
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lies in <target>/<profile>/");
+    println!("cargo build --profile dist --bin rolecall (the packaged binary) ...");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--profile", "dist", "--bin", "rolecall"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "cargo build --profile dist failed");
+    target.join("dist").join("rolecall")
 }
 
 /// Without `--bench`: one boot to `READY=1` against a real Apache (file map, static

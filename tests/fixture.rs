@@ -155,7 +155,7 @@ impl Agent {
 
     /// The binary with `--config` and `--root` set.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolecall"));
+        let mut cmd = Command::new(binary());
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--root")
@@ -193,6 +193,16 @@ pub fn assert_exit(out: &Output, code: i32) {
 pub fn identity_of(path: &Path) -> (u64, i64) {
     let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
+}
+
+/// The rolecall binary under test: `ROLECALL_BIN` when set (the daemon benchmark points
+/// it at the `dist` build, and any other build can be tested that way), else the binary
+/// cargo built with the tests.
+pub fn binary() -> PathBuf {
+    std::env::var_os("ROLECALL_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_rolecall")),
+        PathBuf::from,
+    )
 }
 
 /// Every regular file under `dir`, relative, with its bytes.

@@ -59,7 +59,7 @@ roles = ["db", "db-backup"]
 
 /// Run `rolecall ARGS` (map commands read no agent.toml).
 pub fn rolecall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rolecall"))
+    Command::new(crate::fixture::binary())
         .args(args)
         .env_remove("RUST_LOG")
         .output()

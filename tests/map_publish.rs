@@ -15,7 +15,7 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `rolecall ARGS` pointed at moto.
 fn command(moto: &Moto, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolecall"));
+    let mut cmd = Command::new(crate::fixture::binary());
     cmd.args(args).envs(moto.agent_env()).env_remove("RUST_LOG");
     cmd
 }
@@ -290,7 +290,7 @@ fn an_invalid_map_is_never_uploaded() {
 
 fn keygen(dir: &Path) -> (String, Vec<u8>) {
     let prefix = dir.join("fleet").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_rolecall"))
+    let out = Command::new(crate::fixture::binary())
         .args(["map", "keygen", "--out", &prefix])
         .output()
         .expect("keygen");
@@ -421,7 +421,7 @@ fn promote_works_on_a_local_file_map() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "map.toml", CLEAN_MAP);
     let url = format!("file://{file}");
-    let out = Command::new(env!("CARGO_BIN_EXE_rolecall"))
+    let out = Command::new(crate::fixture::binary())
         .args([
             "map",
             "promote",

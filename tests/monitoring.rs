@@ -93,8 +93,8 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
 #[test]
 fn man_pages_and_completions_are_generated_from_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
-    let bin = env!("CARGO_BIN_EXE_rolecall");
-    let out = std::process::Command::new(bin)
+    let bin = crate::fixture::binary();
+    let out = std::process::Command::new(&bin)
         .args(["manpage", "--out-dir"])
         .arg(dir.path().join("man"))
         .output()
@@ -106,7 +106,7 @@ fn man_pages_and_completions_are_generated_from_the_cli() {
         "{page}"
     );
     assert!(dir.path().join("man/rolecall-sync.1").exists());
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(&bin)
         .args(["completions", "--out-dir"])
         .arg(dir.path().join("c"))
         .output()

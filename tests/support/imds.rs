@@ -253,6 +253,7 @@ fn serve_connection(stream: TcpStream, state: &State) {
     let Some(id) = state.register(&stream) else {
         return;
     };
+    let _ = stream.set_nodelay(true);
     let mut writer = stream;
     let Ok(reader) = writer.try_clone() else {
         state.forget(id);
