@@ -11,7 +11,7 @@ use crate::fixture::{assert_exit, describe, identity_of, Agent, Setup};
 use crate::support::imds::{ImdsMeta, ImdsServer};
 use crate::support::notify::{Notification, NotifySocket};
 use crate::support::s3::Moto;
-use crate::support::{terminate_child, wait_until};
+use crate::support::{log_tail, terminate_child, wait_until};
 
 const ID: &str = "i-0123456789abcdef0";
 const MEMCACHED_CONF: &str = "/etc/memcached.conf";
@@ -73,6 +73,7 @@ impl Daemon {
         self.moto.put(&self.bucket, "rolemap.toml", text.as_bytes());
     }
 
+    /// `rolecall ARGS` with the shared moto's and the IMDS server's variables.
     fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = self.agent.command(args);
         cmd.envs(self.moto.agent_env()).envs(self.imds.agent_env());
@@ -81,14 +82,27 @@ impl Daemon {
     }
 
     fn start(&mut self, watchdog_usec: Option<u64>) {
+        self.spawn(&self.moto.agent_env(), watchdog_usec);
+    }
+
+    /// Starts `rolecall run` against the S3 server of `s3_env` (a test's own moto, or the
+    /// shared one), the IMDS server and the current notify socket.
+    fn spawn(&mut self, s3_env: &[(String, String)], watchdog_usec: Option<u64>) {
+        let log = std::fs::File::create(self.log()).expect("daemon log");
         let mut cmd = self.command(&["run"]);
-        cmd.env("NOTIFY_SOCKET", self.notify.path())
+        cmd.envs(s3_env.iter().cloned())
+            .env("NOTIFY_SOCKET", self.notify.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(log);
         if let Some(usec) = watchdog_usec {
             cmd.env("WATCHDOG_USEC", usec.to_string());
         }
         self.child = Some(cmd.spawn().expect("starting rolecall run"));
+    }
+
+    /// The daemon's log (stderr, `RUST_LOG=rolecall=debug`), shown when a wait fails.
+    fn log(&self) -> std::path::PathBuf {
+        self.agent.dir.path().join("daemon.log")
     }
 
     fn wait_notification(
@@ -104,12 +118,13 @@ impl Daemon {
             seen.last()
                 .and_then(|n| n.get(key))
                 .is_some_and(|v| v.contains(contains)),
-            "no {key}= containing {contains:?} within {timeout:?}; seen: {:?}",
+            "no {key}= containing {contains:?} within {timeout:?}; seen: {:?}\ndaemon log:\n{}",
             self.notify
                 .seen()
                 .iter()
                 .map(|n| n.0.clone())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            log_tail(&self.log(), 40)
         );
         seen
     }
@@ -281,13 +296,7 @@ fn s3_outage_keeps_the_cache_and_recovers() {
     d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
     d.agent.write_config();
     moto.put(&bucket, "rolemap.toml", map(1, 64, true).as_bytes());
-    let env = moto.agent_env();
-    let mut cmd = d.agent.command(&["run"]);
-    cmd.envs(env.clone())
-        .envs(d.imds.agent_env())
-        .env("NOTIFY_SOCKET", d.notify.path())
-        .stderr(Stdio::null());
-    d.child = Some(cmd.spawn().expect("run"));
+    d.spawn(&moto.agent_env(), None);
     d.wait_notification(Duration::from_secs(30), "READY", "1");
 
     moto.stop();
@@ -320,12 +329,7 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     let env = moto.agent_env();
     moto.stop();
     // No cache: the daemon waits and retries instead of exiting.
-    let mut cmd = d.agent.command(&["run"]);
-    cmd.envs(env.clone())
-        .envs(d.imds.agent_env())
-        .env("NOTIFY_SOCKET", d.notify.path())
-        .stderr(Stdio::null());
-    d.child = Some(cmd.spawn().expect("run"));
+    d.spawn(&env, None);
     d.wait_notification(Duration::from_secs(20), "STATUS", "rolemap.toml");
     assert!(
         d.child
@@ -344,14 +348,11 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     // With a cache: a fresh boot while S3 is down converges from it.
     moto.stop();
     std::fs::remove_file(d.agent.path(MEMCACHED_CONF)).expect("remove conf");
-    let mut notify = NotifySocket::new();
-    let mut cmd = d.agent.command(&["run"]);
-    cmd.envs(env)
-        .envs(d.imds.agent_env())
-        .env("NOTIFY_SOCKET", notify.path())
-        .stderr(Stdio::null());
-    d.child = Some(cmd.spawn().expect("run"));
-    let seen = notify.recv_until(Duration::from_secs(30), |n| n.has("READY", "1"));
+    d.notify = NotifySocket::new();
+    d.spawn(&env, None);
+    let seen = d
+        .notify
+        .recv_until(Duration::from_secs(30), |n| n.has("READY", "1"));
     let ready = seen.last().expect("READY from the cache");
     assert!(
         ready
