@@ -13,8 +13,6 @@
 //! `file://` targets (local use, tests) compare the file's SHA-256 ETag right before an
 //! atomic replace: enough for one operator, not a lock between concurrent writers.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -399,8 +397,8 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), Error> {
     })?;
     let key_path = with_suffix(prefix, ".key");
     let pub_path = with_suffix(prefix, ".pub");
-    create_new(&key_path, &secret, 0o600)?;
-    create_new(&pub_path, &public, 0o644)?;
+    crate::sys::fs::create_new(&key_path, &secret, 0o600)?;
+    crate::sys::fs::create_new(&pub_path, &public, 0o644)?;
     Ok((key_path, pub_path))
 }
 
@@ -410,20 +408,3 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let io = |action| {
-        move |source| Error::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io("creating"))?;
-    file.write_all(bytes).map_err(io("writing"))?;
-    file.sync_all().map_err(io("syncing"))
-}

@@ -342,6 +342,26 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     write_state(path, &bytes)
 }
 
+/// Create `path` with `bytes` and `mode`, never replacing an existing file (key files of
+/// `map keygen`): written to a temporary file in the same directory, fsynced, then linked
+/// into place only if nothing is there, so the file appears whole or not at all.
+///
+/// # Errors
+/// I/O errors; an existing file is `AlreadyExists` ("creating …: File exists").
+pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rolecall-")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(io("creating temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(io("writing", path))?;
+    tmp.as_file().sync_all().map_err(io("syncing", path))?;
+    tmp.persist_noclobber(path)
+        .map_err(|e| io("creating", path)(e.error))?;
+    sync_dir(dir)
+}
+
 /// Write any state-directory file atomically.
 ///
 /// # Errors
