@@ -382,3 +382,27 @@ pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map_err(|e| io("renaming into", path)(e.error))?;
     sync_dir(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_new_sets_the_mode_and_never_replaces_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("fleet.key");
+        create_new(&key, b"secret", 0o600).expect("created");
+        let meta = fs::metadata(&key).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(fs::read(&key).expect("read"), b"secret");
+
+        let err = create_new(&key, b"other", 0o600).expect_err("exists");
+        assert!(err.to_string().contains("fleet.key"), "{err}");
+        assert_eq!(fs::read(&key).expect("read"), b"secret", "overwritten");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["fleet.key"], "a temporary file was left behind");
+    }
+}
