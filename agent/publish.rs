@@ -407,4 +407,3 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     PathBuf::from(name)
 }
-

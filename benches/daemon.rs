@@ -319,7 +319,6 @@ impl DaemonLog {
             problems,
         }
     }
-
 }
 
 fn strip_ansi(line: &str) -> String {

@@ -5,11 +5,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::fixture::{assert_exit, describe, Agent, Setup};
-
-fn memcached_map(generation: u64) -> String {
-    format!("schema = 1\ngeneration = {generation}\n\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n\n[hosts.cache-1]\naddress = \"10.0.0.5\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n")
-}
+use crate::fixture::{assert_exit, describe, memcached_map, stdout, Agent, Setup};
 
 /// A memcached agent whose smoke test targets `port`, with a 2 s smoke deadline.
 fn agent(port: u16) -> Agent {
@@ -22,7 +18,7 @@ fn agent(port: u16) -> Agent {
     let text = std::fs::read_to_string(&role).expect("memcached.toml");
     std::fs::write(&role, text.replace("timeout = \"10s\"", "timeout = \"2s\""))
         .expect("memcached.toml");
-    agent.write_map(&memcached_map(1));
+    agent.write_map(&memcached_map(1, "cli"));
     agent
 }
 
@@ -32,10 +28,6 @@ fn closed_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -49,10 +41,12 @@ fn map_validate_exits_0_for_valid_and_2_with_every_path_for_invalid() {
     let bad = agent.dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        memcached_map(1).replace("10.0.0.5", "10.0.0.5\\n").replace(
-            "roles = [\"memcached\"]",
-            "roles = [\"memcached\"]\ncolour = \"red\"",
-        ),
+        memcached_map(1, "cli")
+            .replace("10.0.0.5", "10.0.0.5\\n")
+            .replace(
+                "roles = [\"memcached\"]",
+                "roles = [\"memcached\"]\ncolour = \"red\"",
+            ),
     )
     .expect("bad map");
     let out = agent.run(&["map", "validate", bad.to_str().expect("utf-8")]);
@@ -85,7 +79,7 @@ fn sync_exits_0_when_converged_1_when_rolled_back_2_on_bad_input() {
         "a rolled-back file stayed"
     );
 
-    ok.write_map(&memcached_map(2).replace("schema = 1", "schema = 9"));
+    ok.write_map(&memcached_map(2, "cli").replace("schema = 1", "schema = 9"));
     let out = ok.run(&["sync"]);
     assert_exit(&out, 2);
     assert!(stdout(&out).contains("schema"), "{}", describe(&out));

@@ -195,6 +195,17 @@ pub fn identity_of(path: &Path) -> (u64, i64) {
     (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
 }
 
+/// A process's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A one-product map whose only host, `cache-1` at 10.0.0.5, has the memcached role; the
+/// trailing comment `note` changes the bytes without changing the meaning.
+pub fn memcached_map(generation: u64, note: &str) -> String {
+    format!("schema = 1\ngeneration = {generation}\n\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n\n[hosts.cache-1]\naddress = \"10.0.0.5\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n# {note}\n")
+}
+
 /// The rolecall binary under test: `ROLECALL_BIN` when set (the daemon benchmark points
 /// it at the `dist` build, and any other build can be tested that way), else the binary
 /// cargo built with the tests.

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::fixture::{assert_exit, describe};
+use crate::fixture::{assert_exit, describe, stdout};
 
 /// A valid map whose lint is clean: web and db hosts spread over zones a and b, a master
 /// with a replica in another zone and a backup.
@@ -71,10 +71,6 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("writing a test map");
     path.display().to_string()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
 
-use crate::fixture::{assert_exit, describe};
+use crate::fixture::{assert_exit, describe, stdout};
 use crate::map_cli::{write, CLEAN_MAP};
 use crate::support::s3::Moto;
 
@@ -59,10 +59,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn stderr(out: &Output) -> String {

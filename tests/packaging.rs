@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
-use crate::fixture::{assert_exit, copy_dir, describe};
+use crate::fixture::{assert_exit, copy_dir, describe, stdout};
 use crate::support::require_program;
 
 /// Where CI keeps what survives between runs (tests/run.sh): here the Debian root tarball.
@@ -40,10 +40,6 @@ fn run_ok(command: &mut Command) -> Output {
     let out = run(command);
     assert!(out.status.success(), "{command:?}\n{}", describe(&out));
     out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn require_root(what: &str) {

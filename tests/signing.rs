@@ -6,11 +6,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::fixture::{assert_exit, describe, Agent, Setup};
-
-fn map(generation: u64, memory: u32) -> String {
-    format!("schema = 1\ngeneration = {generation}\n\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n\n[hosts.cache-1]\naddress = \"10.0.0.5\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n# {memory}\n")
-}
+use crate::fixture::{assert_exit, describe, memcached_map, Agent, Setup};
 
 fn publish(agent: &Agent, text: &str, key: Option<&Path>) {
     let draft = agent.dir.path().join("draft.toml");
@@ -67,7 +63,7 @@ fn only_maps_with_a_valid_signature_are_applied() {
     agent.setup = setup;
     agent.write_config();
 
-    publish(&agent, &map(1, 64), Some(&key));
+    publish(&agent, &memcached_map(1, "64"), Some(&key));
     assert_exit(&agent.run(&["sync"]), 0);
     let applied = std::fs::read(agent.path("/etc/memcached.conf")).expect("applied");
 
@@ -95,7 +91,7 @@ fn only_maps_with_a_valid_signature_are_applied() {
 
     // Wrong key: signed by a key the agent does not trust.
     let (other, _) = keygen(&agent, "intruder");
-    publish(&agent, &map(5, 64), Some(&other));
+    publish(&agent, &memcached_map(5, "64"), Some(&other));
     let out = agent.run(&["sync"]);
     assert_exit(&out, 2);
     assert!(
@@ -111,7 +107,7 @@ fn only_maps_with_a_valid_signature_are_applied() {
 
     publish(
         &agent,
-        &map(6, 64).replace("az = \"a\"", "az = \"b\""),
+        &memcached_map(6, "64").replace("az = \"a\"", "az = \"b\""),
         Some(&key),
     );
     let out = agent.run(&["sync"]);
