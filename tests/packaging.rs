@@ -199,6 +199,17 @@ fn run_build_sh() -> Result<Packages, String> {
     command
         .args(["packaging/build.sh", "--strict-docs", "--fast"])
         .current_dir(repo());
+    // The build must see the environment a shell would, not the one cargo gives a test
+    // (CARGO_PKG_*, CARGO_MANIFEST_DIR, LD_LIBRARY_PATH, ...): build scripts that watch
+    // such variables would otherwise rebuild the release dependencies here, and again in
+    // the next plain `cargo build --release`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let keep = matches!(name.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if !keep && (name.starts_with("CARGO") || name == "LD_LIBRARY_PATH" || name == "OUT_DIR") {
+            command.env_remove(&name);
+        }
+    }
     // Under `cargo test --release` this process's cargo holds the release directory's
     // lock, and the binary it built is the one to package.
     let profile_dir = Path::new(env!("CARGO_BIN_EXE_rolecall")).parent();
