@@ -97,6 +97,9 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
         }
     }
     info!("stopping");
+    if let Ok(_lock) = lock::acquire(&agent.state_dir, Duration::from_secs(5)).await {
+        state.flush(&agent);
+    }
     notify::stopping();
     let _ = std::fs::remove_file(&socket);
     Ok(())
@@ -119,6 +122,8 @@ struct Loop {
     recorded: Option<tokio::time::Instant>,
     /// Quiet polls since then, counted into the next record.
     unrecorded: u64,
+    /// The last of them, recorded at stop if nothing else was.
+    pending: Option<RunReport>,
 }
 
 impl Loop {
@@ -140,7 +145,10 @@ impl Loop {
         let started = std::time::Instant::now();
         match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
             Ok(_lock) => {
-                let inputs = pipeline::run_held(agent, source, &mut report, hold.as_ref()).await;
+                // Quiet polls only once this process converged through the full path, so
+                // READY=1 always follows a smoke-tested reconcile.
+                let inputs =
+                    pipeline::run_held(agent, source, &mut report, hold.as_ref(), self.ready).await;
                 report.elapsed_ms = pipeline::elapsed_ms(started);
                 self.publish(agent, &mut report, &inputs);
                 self.remember(&report, &inputs);
@@ -171,6 +179,7 @@ impl Loop {
             .is_some_and(|at| at.elapsed() < STATUS_REFRESH);
         if repeated && fresh {
             self.unrecorded += 1;
+            self.pending = Some(report.clone());
             debug!(
                 elapsed_ms = report.elapsed_ms,
                 "quiet poll: map unchanged, no drift"
@@ -179,10 +188,21 @@ impl Loop {
         }
         pipeline::record(agent, report, self.unrecorded);
         self.unrecorded = 0;
+        self.pending = None;
         self.recorded = Some(tokio::time::Instant::now());
-        if self.status.as_deref() != Some(line.as_str()) {
+        // A full reconcile always says how it ended: other STATUS= lines (waiting for
+        // instance metadata) may have been sent meanwhile.
+        if !inputs.quiet || self.status.as_deref() != Some(line.as_str()) {
             notify::status(&line);
             self.status = Some(line);
+        }
+    }
+
+    /// Record the quiet polls not yet counted (at stop).
+    fn flush(&mut self, agent: &Agent) {
+        if let Some(mut last) = self.pending.take() {
+            pipeline::record(agent, &mut last, self.unrecorded.saturating_sub(1));
+            self.unrecorded = 0;
         }
     }
 

@@ -101,7 +101,13 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
     let (agent, _apache) = web_agent(Apache::start);
     let base = docroots(&agent, &["alpha"]);
     agent.write_map(&web_map(1, &["alpha"], &base));
+    // Files only: reloads, hooks and smoke tests are still due, so nothing is settled.
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let settled = agent.state().join("settled.json");
+    assert!(!settled.exists(), "a files-only sync settled");
     assert_exit(&agent.run(&["sync"]), 0);
+    assert!(stages(&agent).contains(&"load".to_string()));
+    assert!(settled.exists(), "a converged sync did not settle");
     let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
     assert_exit(&agent.run(&["sync"]), 0);
     let quiet = stages(&agent);

@@ -156,16 +156,20 @@ pub struct Inputs {
 
 /// One reconcile with an already-built source; the caller holds the lock.
 pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
-    run_held(agent, source, report, None).await;
+    let quiet = report.trigger != Trigger::Boot.as_str();
+    run_held(agent, source, report, None, quiet).await;
 }
 
-/// As [`run`], but skips the work when the inputs are those of `hold`.
+/// As [`run`], but skips the work when the inputs are those of `hold`, and takes the quiet
+/// path only when `quiet` allows it (the daemon allows it once it has converged through
+/// the full path, smoke tests included).
 #[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
 pub async fn run_held(
     agent: &Agent,
     source: &AnySource,
     report: &mut RunReport,
     hold: Option<&Hold>,
+    quiet: bool,
 ) -> Inputs {
     let recovered = journal::recover(agent);
     if recovered > 0 {
@@ -183,8 +187,7 @@ pub async fn run_held(
     };
     report.host_id = Some(identity.id.clone());
     let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
-    let boot = report.trigger == Trigger::Boot.as_str();
-    if let Some(meta) = fetched.unchanged().filter(|_| !boot) {
+    if let Some(meta) = fetched.unchanged().filter(|_| quiet && agent.run_services) {
         let fingerprint = fingerprint(agent, &identity, &meta.sha256);
         if timed(report, "drift", async {
             settled::holds(agent, &fingerprint)
@@ -350,13 +353,23 @@ async fn reconcile(
     let boot = report.trigger == Trigger::Boot.as_str();
     if preview.is_noop() && !boot {
         commit(agent, loaded, &preview.desired, &BTreeSet::new());
-        settled::store(agent, fingerprint, &preview.desired);
+        settle(agent, fingerprint, &preview.desired);
         return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
     }
     settled::forget(agent);
     execute(agent, loaded, &preview, report).await;
     if report.outcome == Outcome::Converged {
-        settled::store(agent, fingerprint, &preview.desired);
+        settle(agent, fingerprint, &preview.desired);
+    }
+}
+
+/// Record what a converged reconcile settled on, unless it ran files only: hooks and
+/// smoke tests it skipped are still due, so the next reconcile must take the full path.
+fn settle(agent: &Agent, fingerprint: &str, desired: &crate::render::Desired) {
+    if agent.run_services {
+        settled::store(agent, fingerprint, desired);
+    } else {
+        settled::forget(agent);
     }
 }
 

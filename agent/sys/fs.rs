@@ -349,7 +349,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
 /// # Errors
 /// I/O errors; an existing file is `AlreadyExists` ("creating …: File exists").
 pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+    // `fleet.key` has the parent "", which is the current directory.
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".rolecall-")
         .permissions(fs::Permissions::from_mode(mode))
