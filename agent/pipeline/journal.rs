@@ -42,7 +42,9 @@ pub(super) fn open(agent: &Agent, plan: &Plan) {
 
 /// The reconcile finished (converged or rolled back): forget the journal.
 pub(super) fn close(agent: &Agent) {
-    let _ = std::fs::remove_file(agent.state_dir.join(JOURNAL_FILE));
+    if let Err(e) = crate::sys::fs::remove_state(&agent.state_dir.join(JOURNAL_FILE)) {
+        tracing::error!(error = %crate::error::chain(&e), "journal not removed");
+    }
 }
 
 /// Undo an interrupted reconcile, if a journal is left; returns how many files were restored.

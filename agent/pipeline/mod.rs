@@ -356,7 +356,9 @@ async fn reconcile(
         settle(agent, fingerprint, &preview.desired);
         return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
     }
-    settled::forget(agent);
+    if let Err(e) = settled::forget(agent) {
+        return fail(report, &Error::from(e));
+    }
     execute(agent, loaded, &preview, report).await;
     if report.outcome == Outcome::Converged {
         settle(agent, fingerprint, &preview.desired);
@@ -368,8 +370,8 @@ async fn reconcile(
 fn settle(agent: &Agent, fingerprint: &str, desired: &crate::render::Desired) {
     if agent.run_services {
         settled::store(agent, fingerprint, desired);
-    } else {
-        settled::forget(agent);
+    } else if let Err(e) = settled::forget(agent) {
+        error!(error = %chain(&e), "settled record not removed");
     }
 }
 

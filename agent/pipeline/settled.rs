@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, error};
+use tracing::debug;
 
 use super::Agent;
 use crate::error::chain;
@@ -66,13 +66,11 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
 
 /// Forget the settled state: files are about to change, and until a reconcile converges
 /// again no shortcut may be taken.
-pub(super) fn forget(agent: &Agent) {
-    let path = agent.state_dir.join(SETTLED_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => error!(error = %e, path = %path.display(), "settled record not removed"),
-    }
+///
+/// # Errors
+/// The record could not be removed; the caller must not change files then.
+pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
+    crate::sys::fs::remove_state(&agent.state_dir.join(SETTLED_FILE))
 }
 
 /// The last converged reconcile had the inputs `fingerprint` and every file it manages is

@@ -367,6 +367,18 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     sync_dir(dir)
 }
 
+/// Remove a state-directory file; one that is already gone is fine.
+///
+/// # Errors
+/// I/O errors other than "not found".
+pub fn remove_state(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing", path)(e)),
+    }
+}
+
 /// Write any state-directory file atomically.
 ///
 /// # Errors
