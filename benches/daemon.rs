@@ -285,7 +285,7 @@ fn idle_case(ec2: &Ec2, rounds: &Rounds, imds: bool) {
         mb(after.rss_shmem_kb)
     );
     println!(
-        "daemon log: {} reconciles logged at info (boot and the first quiet poll; quiet polls log at debug), {} WARN/ERROR lines",
+        "daemon log: {} reconciles logged at info (boot, the first quiet poll, the quiet count flushed at stop; quiet polls log at debug), {} WARN/ERROR lines",
         log.reconciles,
         log.problems
     );

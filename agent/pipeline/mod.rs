@@ -187,7 +187,7 @@ pub async fn run_held(
     };
     report.host_id = Some(identity.id.clone());
     let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
-    if let Some(meta) = fetched.unchanged().filter(|_| quiet && agent.run_services) {
+    if let Some(meta) = fetched.unchanged().filter(|_| quiet) {
         let fingerprint = fingerprint(agent, &identity, &meta.sha256);
         if timed(report, "drift", async {
             settled::holds(agent, &fingerprint)
@@ -353,7 +353,7 @@ async fn reconcile(
     let boot = report.trigger == Trigger::Boot.as_str();
     if preview.is_noop() && !boot {
         commit(agent, loaded, &preview.desired, &BTreeSet::new());
-        settle(agent, fingerprint, &preview.desired);
+        settled::store(agent, fingerprint, &preview.desired);
         return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
     }
     if let Err(e) = settled::forget(agent) {
@@ -361,17 +361,7 @@ async fn reconcile(
     }
     execute(agent, loaded, &preview, report).await;
     if report.outcome == Outcome::Converged {
-        settle(agent, fingerprint, &preview.desired);
-    }
-}
-
-/// Record what a converged reconcile settled on, unless it ran files only: hooks and
-/// smoke tests it skipped are still due, so the next reconcile must take the full path.
-fn settle(agent: &Agent, fingerprint: &str, desired: &crate::render::Desired) {
-    if agent.run_services {
-        settled::store(agent, fingerprint, desired);
-    } else if let Err(e) = settled::forget(agent) {
-        error!(error = %chain(&e), "settled record not removed");
+        settled::store(agent, fingerprint, &preview.desired);
     }
 }
 

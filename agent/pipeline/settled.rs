@@ -25,6 +25,9 @@ pub const SETTLED_FILE: &str = "settled.json";
 pub struct Settled {
     /// Fingerprint of its inputs (see `map::fingerprint`).
     pub fingerprint: String,
+    /// It ran the checks, reloads, hooks and smoke tests (not `--files-only`). Only such a
+    /// record lets a full reconcile be quiet: after a files-only run they are still due.
+    pub services: bool,
     /// Every file it manages, as it left it.
     pub files: BTreeMap<PathBuf, Expected>,
 }
@@ -42,7 +45,8 @@ pub struct Expected {
     pub mode: u32,
 }
 
-/// Remember that the inputs `fingerprint` converged to `desired`.
+/// Remember that the inputs `fingerprint` converged to `desired`. A files-only run keeps
+/// a full run's record of the same inputs and files rather than weaken it.
 pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
     let files = desired
         .files
@@ -59,9 +63,27 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
         .collect();
     let settled = Settled {
         fingerprint: fingerprint.to_string(),
+        services: agent.run_services,
         files,
     };
+    if !agent.run_services {
+        if let Some(old) = read(agent) {
+            if old.fingerprint == settled.fingerprint && old.files == settled.files {
+                return;
+            }
+        }
+    }
     super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+}
+
+fn read(agent: &Agent) -> Option<Settled> {
+    match crate::sys::fs::read_json(&agent.state_dir.join(SETTLED_FILE)) {
+        Ok(settled) => settled,
+        Err(e) => {
+            debug!(error = %chain(&e), "settled record unreadable");
+            None
+        }
+    }
 }
 
 /// Forget the settled state: files are about to change, and until a reconcile converges
@@ -74,18 +96,17 @@ pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
 }
 
 /// The last converged reconcile had the inputs `fingerprint` and every file it manages is
-/// still as it left it.
+/// still as it left it; for a full reconcile, that one ran the services too.
 pub(super) fn holds(agent: &Agent, fingerprint: &str) -> bool {
-    let settled: Settled = match crate::sys::fs::read_json(&agent.state_dir.join(SETTLED_FILE)) {
-        Ok(Some(s)) => s,
-        Ok(None) => return false,
-        Err(e) => {
-            debug!(error = %chain(&e), "settled record unreadable");
-            return false;
-        }
+    let Some(settled) = read(agent) else {
+        return false;
     };
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
+        return false;
+    }
+    if agent.run_services && !settled.services {
+        debug!("the last converged reconcile ran files only");
         return false;
     }
     settled.files.iter().all(|(path, expected)| {
