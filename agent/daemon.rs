@@ -170,10 +170,12 @@ impl Loop {
 
     /// Status record, metrics and `STATUS=` for a finished reconcile. A quiet poll that
     /// says what the one before said writes and sends nothing, but the record is refreshed
-    /// every `STATUS_REFRESH`.
+    /// every `STATUS_REFRESH`; a reconcile someone asked for is always recorded.
     fn publish(&mut self, agent: &Agent, report: &mut RunReport, inputs: &pipeline::Inputs) {
         let line = report.status_line();
-        let repeated = inputs.quiet && self.status.as_deref() == Some(line.as_str());
+        // Asked-for reconciles (SIGHUP, `rolecall sync`) are always recorded.
+        let polled = report.trigger == Trigger::Poll.as_str();
+        let repeated = polled && inputs.quiet && self.status.as_deref() == Some(line.as_str());
         let fresh = self
             .recorded
             .is_some_and(|at| at.elapsed() < STATUS_REFRESH);

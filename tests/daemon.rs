@@ -250,6 +250,16 @@ fn quiet_polls_write_nothing_but_still_repair_drift() {
         during.iter().map(|n| n.0.clone()).collect::<Vec<_>>()
     );
 
+    // A reconcile someone asks for is recorded even when it is quiet.
+    let out = d.command(&["sync"]).output().expect("rolecall sync");
+    assert_exit(&out, 0);
+    assert_ne!(
+        identity_of(&files[0]),
+        after[0],
+        "a requested sync was not recorded: {}",
+        describe(&out)
+    );
+
     let conf = d.agent.path(MEMCACHED_CONF);
     std::fs::write(&conf, "-m 1\n").expect("hand edit");
     assert!(
