@@ -430,6 +430,21 @@ fn imds_late_and_an_unassigned_host_wait_then_converge() {
         !d.notify.seen().iter().any(|n| n.has("READY", "1")),
         "READY before the host had a role"
     );
+    // Waiting polls on an unchanged map parse and write nothing either.
+    let key_path = format!("/{}/rolemap.toml", d.bucket);
+    let moto = d.moto;
+    let polls = || moto.request_count("GET", &key_path, Some(304));
+    let first = polls();
+    assert!(wait_until(Duration::from_secs(10), || polls() >= first + 2));
+    let status = d.agent.state().join("status.json");
+    let before = identity_of(&status);
+    let counted = polls();
+    assert!(wait_until(Duration::from_secs(10), || polls() >= counted + 2));
+    assert_eq!(
+        identity_of(&status),
+        before,
+        "a waiting poll rewrote the status record"
+    );
     d.publish(&map(2, 64, true));
     d.wait_notification(Duration::from_secs(15), "READY", "1");
     assert!(d.conf().contains("-m 64"));

@@ -187,13 +187,23 @@ pub async fn run_held(
     };
     report.host_id = Some(identity.id.clone());
     let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
-    if let Some(meta) = fetched.unchanged().filter(|_| quiet) {
+    if let Some(meta) = fetched.unchanged() {
         let fingerprint = fingerprint(agent, &identity, &meta.sha256);
-        if timed(report, "drift", async {
-            settled::holds(agent, &fingerprint)
+        let found = timed(report, "drift", async {
+            settled::quiet(agent, &fingerprint)
         })
-        .await
-        {
+        .await;
+        let shortcut = match found {
+            // A converged shortcut only where the caller allows it (see above).
+            Some(settled::Quiet::Converged) if quiet => Some((
+                Outcome::Converged,
+                converged_text(meta.generation, meta.etag.as_deref(), None, "no changes"),
+            )),
+            // Waiting does nothing, so its shortcut is always the same as the full path.
+            Some(settled::Quiet::Waiting) => Some((Outcome::Waiting, waiting_text(&identity))),
+            _ => None,
+        };
+        if let Some((outcome, text)) = shortcut {
             report.map = Some(MapReport {
                 url: meta.url.clone(),
                 etag: meta.etag.clone(),
@@ -202,8 +212,7 @@ pub async fn run_held(
                 from_cache: false,
                 cache_reason: None,
             });
-            let text = converged_text(meta.generation, meta.etag.as_deref(), None, "no changes");
-            report.finish(Outcome::Converged, text);
+            report.finish(outcome, text);
             return Inputs {
                 fingerprint: Some(fingerprint),
                 held: false,
@@ -340,13 +349,8 @@ async fn reconcile(
         Ok(None) => {
             info!(host_id = %identity.id, "waiting for role assignment");
             store_cache(agent, loaded);
-            return report.finish(
-                Outcome::Waiting,
-                format!(
-                    "waiting for role assignment: host {} is not in the map",
-                    identity.id
-                ),
-            );
+            settled::store_waiting(agent, fingerprint);
+            return report.finish(Outcome::Waiting, waiting_text(identity));
         }
         Err(e) => return fail(report, &e),
     };
@@ -438,6 +442,13 @@ async fn apply_all(agent: &Agent, catalog: &Catalog, plan: &Plan) -> (Vec<Receip
         }
     }
     (receipts, failures)
+}
+
+fn waiting_text(identity: &Identity) -> String {
+    format!(
+        "waiting for role assignment: host {} is not in the map",
+        identity.id
+    )
 }
 
 fn loaded_text(loaded: &LoadedMap, what: &str) -> String {

@@ -28,6 +28,9 @@ pub struct Settled {
     /// It ran the checks, reloads, hooks and smoke tests (not `--files-only`). Only such a
     /// record lets a full reconcile be quiet: after a files-only run they are still due.
     pub services: bool,
+    /// The host was not in the map: nothing was rendered, so nothing is to check.
+    #[serde(default)]
+    pub waiting: bool,
     /// Every file it manages, as it left it.
     pub files: BTreeMap<PathBuf, Expected>,
 }
@@ -64,6 +67,7 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
     let settled = Settled {
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
+        waiting: false,
         files,
     };
     if !agent.run_services {
@@ -86,6 +90,26 @@ fn read(agent: &Agent) -> Option<Settled> {
     }
 }
 
+/// Remember that the inputs `fingerprint` leave this host waiting for a role.
+pub(super) fn store_waiting(agent: &Agent, fingerprint: &str) {
+    let settled = Settled {
+        fingerprint: fingerprint.to_string(),
+        services: agent.run_services,
+        waiting: true,
+        files: BTreeMap::new(),
+    };
+    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+}
+
+/// What a reconcile with settled inputs would find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quiet {
+    /// Converged, no changes.
+    Converged,
+    /// Waiting for role assignment.
+    Waiting,
+}
+
 /// Forget the settled state: files are about to change, and until a reconcile converges
 /// again no shortcut may be taken.
 ///
@@ -95,16 +119,23 @@ pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
     crate::sys::fs::remove_state(&agent.state_dir.join(SETTLED_FILE))
 }
 
-/// The last converged reconcile had the inputs `fingerprint` and every file it manages is
-/// still as it left it; for a full reconcile, that one ran the services too.
-pub(super) fn holds(agent: &Agent, fingerprint: &str) -> bool {
-    let Some(settled) = read(agent) else {
-        return false;
-    };
+/// What the inputs `fingerprint` come to without a render, when the last reconcile that
+/// finished had them: waiting again, or converged when every file it manages is still as
+/// it left it (and, for a full reconcile, that one ran the services too). `None`: take the
+/// full path.
+pub(super) fn quiet(agent: &Agent, fingerprint: &str) -> Option<Quiet> {
+    let settled = read(agent)?;
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
-        return false;
+        return None;
     }
+    if settled.waiting {
+        return Some(Quiet::Waiting);
+    }
+    holds(agent, &settled).then_some(Quiet::Converged)
+}
+
+fn holds(agent: &Agent, settled: &Settled) -> bool {
     if agent.run_services && !settled.services {
         debug!("the last converged reconcile ran files only");
         return false;
