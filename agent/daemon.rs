@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::error::{chain, Error};
+use crate::metrics::Unrecorded;
 use crate::pipeline::{self, Agent, Hold, Trigger};
 use crate::report::{Outcome, RunReport};
 use crate::source::AnySource;
@@ -188,9 +189,8 @@ impl Loop {
             );
             return;
         }
-        pipeline::record(agent, report, self.unrecorded);
-        self.unrecorded = 0;
-        self.pending = None;
+        let earlier = self.take_unrecorded();
+        pipeline::record(agent, report, earlier);
         self.recorded = Some(tokio::time::Instant::now());
         // A full reconcile always says how it ended: other STATUS= lines (waiting for
         // instance metadata) may have been sent meanwhile.
@@ -200,12 +200,26 @@ impl Loop {
         }
     }
 
-    /// Record the quiet polls not yet counted (at stop).
+    /// The quiet polls not yet counted, which all ended like the last of them.
+    fn take_unrecorded(&mut self) -> Option<Unrecorded> {
+        let count = std::mem::take(&mut self.unrecorded);
+        self.pending.take().map(|last| Unrecorded {
+            outcome: last.outcome,
+            count,
+        })
+    }
+
+    /// Record the quiet polls not yet counted (at stop): the last one as the status
+    /// record, the others as counts.
     fn flush(&mut self, agent: &Agent) {
-        if let Some(mut last) = self.pending.take() {
-            pipeline::record(agent, &mut last, self.unrecorded.saturating_sub(1));
-            self.unrecorded = 0;
+        let Some(mut last) = self.pending.clone() else {
+            return;
+        };
+        let mut earlier = self.take_unrecorded();
+        if let Some(e) = earlier.as_mut() {
+            e.count = e.count.saturating_sub(1);
         }
+        pipeline::record(agent, &mut last, earlier);
     }
 
     fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {

@@ -118,9 +118,18 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
     out
 }
 
-/// Count `report` and `quiet` earlier converged reconciles that were not recorded one
-/// by one (the daemon's quiet polls), persist the counters in `state_dir`, and write the
-/// textfile into `metrics_dir` when configured.
+/// Earlier reconciles that were not recorded one by one (the daemon's quiet polls, which
+/// all ended alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unrecorded {
+    /// How each of them ended.
+    pub outcome: Outcome,
+    /// How many.
+    pub count: u64,
+}
+
+/// Count `report` and the `unrecorded` reconciles before it, persist the counters in
+/// `state_dir`, and write the textfile into `metrics_dir` when configured.
 ///
 /// # Errors
 /// I/O or JSON errors of the state or metrics files.
@@ -128,15 +137,15 @@ pub fn record(
     state_dir: &Path,
     metrics_dir: Option<&Path>,
     report: &RunReport,
-    quiet: u64,
+    unrecorded: Option<Unrecorded>,
 ) -> Result<(), crate::sys::fs::Error> {
     let path = state_dir.join(COUNTERS_FILE);
     let mut counters: Counters = crate::sys::fs::read_json(&path)?.unwrap_or_default();
-    if quiet > 0 {
+    if let Some(u) = unrecorded {
         *counters
             .reconciles
-            .entry(outcome_label(Outcome::Converged).to_string())
-            .or_default() += quiet;
+            .entry(outcome_label(u.outcome).to_string())
+            .or_default() += u.count;
     }
     counters.count(report);
     crate::sys::fs::write_json(&path, &counters)?;

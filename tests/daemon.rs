@@ -250,7 +250,9 @@ fn quiet_polls_write_nothing_but_still_repair_drift() {
         during.iter().map(|n| n.0.clone()).collect::<Vec<_>>()
     );
 
-    // A reconcile someone asks for is recorded even when it is quiet.
+    // A reconcile someone asks for is recorded even when it is quiet, by the daemon: it
+    // counts the quiet polls before it too (a sync run in-process would count one).
+    let converged_before = converged(&d);
     let out = d.command(&["sync"]).output().expect("rolecall sync");
     assert_exit(&out, 0);
     assert_ne!(
@@ -258,6 +260,11 @@ fn quiet_polls_write_nothing_but_still_repair_drift() {
         after[0],
         "a requested sync was not recorded: {}",
         describe(&out)
+    );
+    assert!(
+        converged(&d) >= converged_before + 4,
+        "the quiet polls were not counted: {converged_before} -> {}",
+        converged(&d)
     );
 
     let conf = d.agent.path(MEMCACHED_CONF);
@@ -448,4 +455,17 @@ fn imds_late_and_an_unassigned_host_wait_then_converge() {
     d.publish(&map(2, 64, true));
     d.wait_notification(Duration::from_secs(15), "READY", "1");
     assert!(d.conf().contains("-m 64"));
+    // The quiet waiting polls were counted as waiting when the status changed.
+    let waiting = counters(&d)["reconciles"]["waiting"].as_u64().unwrap_or(0);
+    assert!(waiting >= 4, "waiting polls counted: {waiting}");
+}
+
+/// The daemon's persistent counters.
+fn counters(d: &Daemon) -> serde_json::Value {
+    let text = std::fs::read_to_string(d.agent.state().join("counters.json")).expect("counters");
+    serde_json::from_str(&text).expect("counters JSON")
+}
+
+fn converged(d: &Daemon) -> u64 {
+    counters(d)["reconciles"]["converged"].as_u64().unwrap_or(0)
 }

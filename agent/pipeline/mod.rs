@@ -190,7 +190,7 @@ pub async fn run_held(
     if let Some(meta) = fetched.unchanged() {
         let fingerprint = fingerprint(agent, &identity, &meta.sha256);
         let found = timed(report, "drift", async {
-            settled::quiet(agent, &fingerprint)
+            settled::quiet(agent, &fingerprint, quiet)
         })
         .await;
         let shortcut = match found {
@@ -309,13 +309,17 @@ fn fail(report: &mut RunReport, err: &Error) {
 /// Record the end of a reconcile: elapsed time, status record, `STATUS=`, summary log.
 pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
     report.elapsed_ms = ms(started);
-    record(agent, report, 0);
+    record(agent, report, None);
     notify::status(&report.status_line());
 }
 
-/// Write the status record and the metrics for `report`, with `quiet` converged
-/// reconciles before it that were not recorded (the daemon's quiet polls).
-pub fn record(agent: &Agent, report: &mut RunReport, quiet: u64) {
+/// Write the status record and the metrics for `report`, counting the `unrecorded`
+/// reconciles before it (the daemon's quiet polls).
+pub fn record(
+    agent: &Agent,
+    report: &mut RunReport,
+    unrecorded: Option<crate::metrics::Unrecorded>,
+) {
     if let Err(e) = report::write(&agent.state_dir, report) {
         warn!(error = %chain(&e), "status record not written");
     }
@@ -324,7 +328,8 @@ pub fn record(agent: &Agent, report: &mut RunReport, quiet: u64) {
         .metrics_dir
         .as_ref()
         .map(|d| agent.fs.physical(d));
-    let metrics = crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report, quiet);
+    let metrics =
+        crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report, unrecorded);
     if let Err(e) = metrics {
         warn!(error = %chain(&e), "metrics not written");
     }

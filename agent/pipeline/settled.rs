@@ -121,9 +121,9 @@ pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
 
 /// What the inputs `fingerprint` come to without a render, when the last reconcile that
 /// finished had them: waiting again, or converged when every file it manages is still as
-/// it left it (and, for a full reconcile, that one ran the services too). `None`: take the
-/// full path.
-pub(super) fn quiet(agent: &Agent, fingerprint: &str) -> Option<Quiet> {
+/// it left it (and, for a full reconcile, that one ran the services too). The files are
+/// checked only when `converged` may be answered. `None`: take the full path.
+pub(super) fn quiet(agent: &Agent, fingerprint: &str, converged: bool) -> Option<Quiet> {
     let settled = read(agent)?;
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
@@ -132,7 +132,7 @@ pub(super) fn quiet(agent: &Agent, fingerprint: &str) -> Option<Quiet> {
     if settled.waiting {
         return Some(Quiet::Waiting);
     }
-    holds(agent, &settled).then_some(Quiet::Converged)
+    (converged && holds(agent, &settled)).then_some(Quiet::Converged)
 }
 
 fn holds(agent: &Agent, settled: &Settled) -> bool {
