@@ -121,10 +121,17 @@ struct Loop {
     status: Option<String>,
     /// When the status record was last written.
     recorded: Option<tokio::time::Instant>,
-    /// Quiet polls since then, counted into the next record.
-    unrecorded: u64,
-    /// The last of them, recorded at stop if nothing else was.
-    pending: Option<RunReport>,
+    /// Quiet polls since then, counted into the next record (or recorded at stop).
+    unrecorded: Option<Quiet>,
+}
+
+/// Quiet polls not recorded yet; they all ended alike.
+#[derive(Debug)]
+struct Quiet {
+    /// The last of them.
+    last: RunReport,
+    /// How many.
+    count: u64,
 }
 
 impl Loop {
@@ -181,15 +188,21 @@ impl Loop {
             .recorded
             .is_some_and(|at| at.elapsed() < STATUS_REFRESH);
         if repeated && fresh {
-            self.unrecorded += 1;
-            self.pending = Some(report.clone());
+            let count = self.unrecorded.as_ref().map_or(0, |q| q.count);
+            self.unrecorded = Some(Quiet {
+                last: report.clone(),
+                count: count + 1,
+            });
             debug!(
                 elapsed_ms = report.elapsed_ms,
                 "quiet poll: map unchanged, no drift"
             );
             return;
         }
-        let earlier = self.take_unrecorded();
+        let earlier = self.unrecorded.take().map(|q| Unrecorded {
+            outcome: q.last.outcome,
+            count: q.count,
+        });
         pipeline::record(agent, report, earlier);
         self.recorded = Some(tokio::time::Instant::now());
         // A full reconcile always says how it ended: other STATUS= lines (waiting for
@@ -200,26 +213,16 @@ impl Loop {
         }
     }
 
-    /// The quiet polls not yet counted, which all ended like the last of them.
-    fn take_unrecorded(&mut self) -> Option<Unrecorded> {
-        let count = std::mem::take(&mut self.unrecorded);
-        self.pending.take().map(|last| Unrecorded {
-            outcome: last.outcome,
-            count,
-        })
-    }
-
     /// Record the quiet polls not yet counted (at stop): the last one as the status
     /// record, the others as counts.
     fn flush(&mut self, agent: &Agent) {
-        let Some(mut last) = self.pending.clone() else {
-            return;
-        };
-        let mut earlier = self.take_unrecorded();
-        if let Some(e) = earlier.as_mut() {
-            e.count = e.count.saturating_sub(1);
+        if let Some(Quiet { mut last, count }) = self.unrecorded.take() {
+            let earlier = Unrecorded {
+                outcome: last.outcome,
+                count: count - 1,
+            };
+            pipeline::record(agent, &mut last, Some(earlier));
         }
-        pipeline::record(agent, &mut last, earlier);
     }
 
     fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {

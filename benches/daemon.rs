@@ -46,7 +46,7 @@ use support::apache::Apache;
 use support::imds::{ImdsMeta, ImdsServer};
 use support::notify::NotifySocket;
 use support::s3::Moto;
-use support::{command_line, log_tail, terminate_child};
+use support::{command_line, log_tail, strip_ansi, terminate_child};
 
 /// The instance id IMDS reports and the map assigns the web role.
 const ID: &str = "i-0123456789abcdef0";
@@ -319,23 +319,6 @@ impl DaemonLog {
             problems,
         }
     }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut clean = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            clean.push(c);
-        }
-    }
-    clean
 }
 
 /// Issue 4: start → READY=1 with Apache's real configtest and graceful reload.

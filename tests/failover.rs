@@ -68,6 +68,18 @@ fn converged_to(agent: &Agent, generation: u64) -> bool {
     s["outcome"] == "converged" && s["map"]["generation"] == generation
 }
 
+/// Every database agent and the web agent reach `generation`, converged, within `timeout`.
+fn assert_all_converge(dbs: &[Db], web: &Agent, generation: u64, timeout: Duration, context: &str) {
+    for agent in dbs.iter().map(|d| &d.agent).chain(std::iter::once(web)) {
+        assert!(
+            wait_until(timeout, || converged_to(agent, generation)),
+            "{} did not converge to generation {generation}: {}\n{context}",
+            agent.setup.id,
+            status(agent)
+        );
+    }
+}
+
 #[test]
 #[allow(
     clippy::print_stderr,
@@ -89,19 +101,7 @@ fn promote_after_the_master_dies_reconfigures_every_host() {
     moto.put(&bucket, "rolemap.toml", map(&dbs, &base).as_bytes());
     let mut daemons: Vec<Child> = dbs.iter().map(|db| start(&db.agent, moto)).collect();
     daemons.push(start(&web, moto));
-    let agents: Vec<&Agent> = dbs
-        .iter()
-        .map(|d| &d.agent)
-        .chain(std::iter::once(&web))
-        .collect();
-    for agent in &agents {
-        assert!(
-            wait_until(Duration::from_secs(90), || converged_to(agent, 1)),
-            "{} did not converge: {}",
-            agent.setup.id,
-            status(agent)
-        );
-    }
+    assert_all_converge(&dbs, &web, 1, Duration::from_secs(90), "");
     let (master, r1, r2, backup) = (
         &dbs[0].server,
         &dbs[1].server,
@@ -137,20 +137,7 @@ fn promote_after_the_master_dies_reconfigures_every_host() {
         .output()
         .expect("promote");
     assert_exit(&out, 0);
-    let agents: Vec<&Agent> = dbs
-        .iter()
-        .map(|d| &d.agent)
-        .chain(std::iter::once(&web))
-        .collect();
-    for agent in &agents {
-        assert!(
-            wait_until(Duration::from_secs(30), || converged_to(agent, 2)),
-            "{} did not converge to the promoted map: {}\n{}",
-            agent.setup.id,
-            status(agent),
-            describe(&out)
-        );
-    }
+    assert_all_converge(&dbs, &web, 2, Duration::from_secs(30), &describe(&out));
     let converged = promoted_at.elapsed();
     eprintln!(
         "failover: promote to last agent converged in {} ms",

@@ -49,6 +49,18 @@ impl LoadedMap {
     }
 }
 
+/// What the status record says of a map the source still holds unchanged.
+pub(super) fn unchanged_report(meta: &CacheMeta) -> MapReport {
+    MapReport {
+        url: meta.url.clone(),
+        etag: meta.etag.clone(),
+        version: meta.version.clone(),
+        generation: meta.generation,
+        from_cache: false,
+        cache_reason: None,
+    }
+}
+
 /// Fetch (conditionally on the cached ETag) and validate, falling back to the cache.
 ///
 /// # Errors

@@ -16,7 +16,7 @@ use crate::hooks;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
 use crate::plan::Plan;
 use crate::render::{Hook, SmokeTest};
-use crate::report::{self, MapReport, Outcome, RunReport};
+use crate::report::{self, Outcome, RunReport};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
@@ -160,9 +160,10 @@ pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
     run_held(agent, source, report, None, quiet).await;
 }
 
-/// As [`run`], but skips the work when the inputs are those of `hold`, and takes the quiet
-/// path only when `quiet` allows it (the daemon allows it once it has converged through
-/// the full path, smoke tests included).
+/// As [`run`], but skips the work when the inputs are those of `hold`. An unchanged map
+/// may end the reconcile early as "waiting" at any time, as "converged" only when `quiet`
+/// allows it (the daemon allows it once it has converged through the full path, smoke
+/// tests included).
 #[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
 pub async fn run_held(
     agent: &Agent,
@@ -187,31 +188,23 @@ pub async fn run_held(
     };
     report.host_id = Some(identity.id.clone());
     let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
+    // An unchanged map's SHA-256 and fingerprint, kept for the full path if it must run.
+    let mut unchanged = None;
     if let Some(meta) = fetched.unchanged() {
         let fingerprint = fingerprint(agent, &identity, &meta.sha256);
         let found = timed(report, "drift", async {
             settled::quiet(agent, &fingerprint, quiet)
         })
         .await;
-        let shortcut = match found {
-            // A converged shortcut only where the caller allows it (see above).
-            Some(settled::Quiet::Converged) if quiet => Some((
-                Outcome::Converged,
-                converged_text(meta.generation, meta.etag.as_deref(), None, "no changes"),
-            )),
-            // Waiting does nothing, so its shortcut is always the same as the full path.
-            Some(settled::Quiet::Waiting) => Some((Outcome::Waiting, waiting_text(&identity))),
-            _ => None,
-        };
-        if let Some((outcome, text)) = shortcut {
-            report.map = Some(MapReport {
-                url: meta.url.clone(),
-                etag: meta.etag.clone(),
-                version: meta.version.clone(),
-                generation: meta.generation,
-                from_cache: false,
-                cache_reason: None,
-            });
+        if let Some(found) = found {
+            let (outcome, text) = match found {
+                settled::Quiet::Converged => (
+                    Outcome::Converged,
+                    converged_text(meta.generation, meta.etag.as_deref(), None, "no changes"),
+                ),
+                settled::Quiet::Waiting => (Outcome::Waiting, waiting_text(&identity)),
+            };
+            report.map = Some(map::unchanged_report(meta));
             report.finish(outcome, text);
             return Inputs {
                 fingerprint: Some(fingerprint),
@@ -219,6 +212,7 @@ pub async fn run_held(
                 quiet: true,
             };
         }
+        unchanged = Some((meta.sha256.clone(), fingerprint));
     }
     let loaded = match timed(report, "load", map::load(agent, fetched)).await {
         Ok(loaded) => {
@@ -230,7 +224,10 @@ pub async fn run_held(
             return Inputs::default();
         }
     };
-    let fingerprint = fingerprint(agent, &identity, &loaded.sha256);
+    let fingerprint = match unchanged {
+        Some((sha256, fingerprint)) if sha256 == loaded.sha256 => fingerprint,
+        _ => fingerprint(agent, &identity, &loaded.sha256),
+    };
     if let Some(h) = hold.filter(|h| h.fingerprint == fingerprint) {
         info!(
             failures = h.failures,

@@ -121,6 +121,25 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
+/// Removes ANSI colour sequences (werkzeug colours its log even when not on a terminal).
+pub fn strip_ansi(line: &str) -> String {
+    let mut clean = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip "[", parameters, and the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            clean.push(c);
+        }
+    }
+    clean
+}
+
 /// The last `max_lines` lines of a log file, for failure messages (empty if unreadable).
 pub fn log_tail(path: &Path, max_lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -17,6 +17,8 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 
+use super::strip_ansi;
+
 /// Default location of `moto_server`, where `tests/run.sh` creates the virtualenv.
 pub const DEFAULT_MOTO_SERVER: &str = "/var/cache/rolecall-ci/venv/bin/moto_server";
 /// Region the harness uses for every bucket.
@@ -398,25 +400,6 @@ fn parse_access_line(line: &str) -> Option<S3Request> {
         path: path.to_string(),
         status,
     })
-}
-
-/// Removes ANSI colour sequences (werkzeug colours its log even when not on a terminal).
-fn strip_ansi(line: &str) -> String {
-    let mut clean = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip "[", parameters, and the final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            clean.push(c);
-        }
-    }
-    clean
 }
 
 /// Runs an SDK future to completion on a runtime of its own, in a thread of its own, so the
