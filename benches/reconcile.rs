@@ -85,34 +85,39 @@ impl Stats {
     }
 }
 
-/// CPU time this thread has run (`/proc/thread-self/schedstat`, nanoseconds).
-fn thread_cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let ns = text.split_whitespace().next().and_then(|n| n.parse().ok());
-    Duration::from_nanos(ns.unwrap_or(0))
+/// CPU time (user + system) of this process, the threads a parse starts included.
+fn process_cpu() -> Duration {
+    // Fields 14 and 15 (utime, stime).
+    stat_ticks(11)
 }
 
-/// CPU time (user + system) of every reaped child process (`/proc/self/stat`, clock ticks
-/// of 10 ms: only meaningful summed over many processes).
+/// CPU time (user + system) of every reaped child process.
 fn children_cpu() -> Duration {
+    // Fields 16 and 17 (cutime, cstime).
+    stat_ticks(13)
+}
+
+/// Two consecutive CPU time fields of `/proc/self/stat`, `skip` fields after the process
+/// name (which ends field 2), in clock ticks of 10 ms: only meaningful summed over many runs.
+fn stat_ticks(skip: usize) -> Duration {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-    // Fields 16 and 17 (cutime, cstime); the name ends field 2, so they are 14th and 15th here.
     let ticks: u64 = after_name
         .split_whitespace()
-        .skip(13)
+        .skip(skip)
         .take(2)
         .filter_map(|t| t.parse::<u64>().ok())
         .sum();
     Duration::from_millis(ticks * 10)
 }
 
-/// Runs `f` `warmup` times, then `iterations` timed times, in this thread.
+/// Runs `f` `warmup` times, then `iterations` timed times, in this thread (CPU time is the
+/// process's: a large map's parse also runs on other threads).
 fn measure<T>(scale: &Scale, iterations: usize, mut f: impl FnMut() -> T) -> Stats {
     for _ in 0..scale.warmup {
         black_box(f());
     }
-    let cpu_started = thread_cpu();
+    let cpu_started = process_cpu();
     let wall = (0..iterations)
         .map(|_| {
             let started = Instant::now();
@@ -120,7 +125,7 @@ fn measure<T>(scale: &Scale, iterations: usize, mut f: impl FnMut() -> T) -> Sta
             started.elapsed()
         })
         .collect();
-    Stats::of(wall, thread_cpu().saturating_sub(cpu_started))
+    Stats::of(wall, process_cpu().saturating_sub(cpu_started))
 }
 
 /// Like [`measure`] for `f` spawning one process: CPU time is the children's.

@@ -1,9 +1,11 @@
-//! Stage 3, the role map (SPEC §5): typed parse (`types`), validation listing every
+//! Stage 3, the role map (SPEC §5): typed parse (`types`, large maps on several threads by
+//! `parallel`), validation listing every
 //! problem with its TOML path (`validate`), resolution of one host's view (`resolve`),
 //! and the pure transforms and checks behind the `map` commands. Pure: no I/O here.
 
 pub mod diff;
 pub mod lint;
+mod parallel;
 pub mod promote;
 pub mod publish;
 pub mod resolve;

@@ -111,11 +111,15 @@ pub struct Host {
     pub unknown: Unknown,
 }
 
-/// Parse map text into the typed model without validating it.
+/// Parse map text into the typed model without validating it. A large map is parsed on
+/// several threads when that provably gives the same result (`parallel`).
 ///
 /// # Errors
 /// TOML syntax errors and wrongly typed values, with toml's line information.
 pub fn parse(text: &str) -> Result<RoleMap, Error> {
+    if let Some(map) = super::parallel::parse(text) {
+        return Ok(map);
+    }
     toml::from_str(text).map_err(|e| Error::Syntax {
         message: e.to_string().trim_end().replace('\n', " "),
     })

@@ -1,0 +1,346 @@
+//! Parsing a large map on several threads. A 10,000-host map is about 1.2 MB of TOML, and
+//! toml needs some 35 ms for it on one core, more than the whole of stage 3's budget.
+//!
+//! The text is cut at lines that open a `[hosts.ID]` or `[products.NAME]` table, toml parses
+//! each piece on its own thread, and the pieces' maps are merged. The merge is used only when
+//! it is exactly what one parse of the whole text gives; otherwise [`parse`] returns `None`
+//! and the caller parses the whole text, which also words every error. Why a merge that
+//! passes the checks below is exact:
+//!
+//! - Every piece ends with a newline, and a piece that parses alone ends outside any string,
+//!   array or inline table, so the whole text reads as the pieces one after another.
+//! - Every piece but the first starts with `[`, so its first line is a table header: it sets
+//!   no key of the root, and nothing it contains belongs to the previous piece's last table.
+//! - Pieces can conflict only through tables they both reach from the root. Only `hosts` and
+//!   `products` may be shared; any other root key in two pieces is refused. Under them, the
+//!   pieces' entries must not overlap, so no table below them is reached by two pieces.
+//! - A shared `hosts` or `products` must be a table the later pieces may extend: not inline in
+//!   the first piece, and never defined by its own `[hosts]` header in a later piece (toml
+//!   gives a header-defined table the header's span, which starts with `[`; an inline table's
+//!   span starts with `{`; a table only implied by longer headers has its key's span).
+
+use std::collections::BTreeMap;
+use std::thread;
+
+use serde::Deserialize;
+use toml::de::{DeTable, Deserializer};
+
+use super::types::RoleMap;
+
+/// Below this many bytes per piece, starting a thread costs more than it saves.
+const MIN_PIECE: usize = 128 * 1024;
+
+/// More threads than this gain little: the merge and the thread starts grow with them.
+const MAX_PIECES: usize = 4;
+
+/// The root tables whose lines the text is cut at, the only ones pieces may share.
+const SHARED: [&str; 2] = ["hosts", "products"];
+
+/// The map in `text`, parsed on several threads, or `None` when the text is too small, has no
+/// place to cut, or the pieces cannot be proven to merge exactly (including any TOML or type
+/// error: the caller's parse of the whole text reports it).
+pub fn parse(text: &str) -> Option<RoleMap> {
+    let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let pieces = (text.len() / MIN_PIECE).min(cores).min(MAX_PIECES);
+    if pieces < 2 {
+        return None;
+    }
+    parse_at(text, &cuts(text, pieces))
+}
+
+/// Up to `pieces - 1` offsets, each the first cut line at or after an even share of `text`.
+fn cuts(text: &str, pieces: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = Vec::with_capacity(pieces - 1);
+    for share in 1..pieces {
+        let from = (text.len() / pieces * share).max(cuts.last().map_or(0, |c| c + 1));
+        match next_cut(text.as_bytes(), from) {
+            Some(at) => cuts.push(at),
+            None => break,
+        }
+    }
+    cuts
+}
+
+/// The start of the first line at or after `from` that is exactly `[hosts.ID]` or
+/// `[products.NAME]` with a bare key.
+fn next_cut(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at < bytes.len() {
+        let newline = at + bytes[at..].iter().position(|&b| b == b'\n')?;
+        at = newline + 1;
+        if opens_shared_table(&bytes[at..]) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+fn opens_shared_table(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"[") else {
+        return false;
+    };
+    let Some(key) = SHARED.iter().find_map(|table| {
+        rest.strip_prefix(table.as_bytes())
+            .and_then(|r| r.strip_prefix(b"."))
+    }) else {
+        return false;
+    };
+    let bare = key
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
+        .count();
+    bare > 0 && matches!(key[bare..], [b']', b'\n', ..] | [b']', b'\r', b'\n', ..])
+}
+
+/// Parse the pieces of `text` between `cuts` on their own threads and merge them.
+fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
+    let mut bounds = Vec::with_capacity(cuts.len() + 2);
+    bounds.push(0);
+    bounds.extend_from_slice(cuts);
+    bounds.push(text.len());
+    let mut pieces = Vec::with_capacity(bounds.len() - 1);
+    for pair in bounds.windows(2) {
+        let piece = text.get(pair[0]..pair[1])?;
+        if pair[0] > 0 && !(piece.starts_with('[') && text[..pair[0]].ends_with('\n')) {
+            return None;
+        }
+        pieces.push(piece);
+    }
+    let (first, later) = pieces.split_first()?;
+    let parsed: Vec<Option<RoleMap>> = thread::scope(|scope| {
+        let threads: Vec<_> = later
+            .iter()
+            .map(|piece| scope.spawn(move || parse_piece(piece, false)))
+            .collect();
+        let mut parsed = vec![parse_piece(first, true)];
+        for handle in threads {
+            parsed.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+        }
+        parsed
+    });
+    merge(parsed.into_iter().collect::<Option<Vec<_>>>()?)
+}
+
+/// One piece's map, if it parses and its shared tables may be merged with other pieces'.
+fn parse_piece(piece: &str, first: bool) -> Option<RoleMap> {
+    let table = DeTable::parse(piece).ok()?;
+    for (key, value) in table.get_ref() {
+        // A shared key that is not a table fails the typed parse below.
+        if !SHARED.contains(&key.get_ref().as_ref()) {
+            continue;
+        }
+        let opens = piece.as_bytes().get(value.span().start).copied();
+        let mergeable = if first {
+            opens != Some(b'{')
+        } else {
+            opens != Some(b'[')
+        };
+        if !mergeable {
+            return None;
+        }
+    }
+    RoleMap::deserialize(Deserializer::from(table)).ok()
+}
+
+/// The pieces' maps as one, or `None` if two pieces have an entry in common.
+fn merge(pieces: Vec<RoleMap>) -> Option<RoleMap> {
+    let mut pieces = pieces.into_iter();
+    let mut map = pieces.next()?;
+    for mut piece in pieces {
+        append_disjoint(&mut map.hosts, &mut piece.hosts)?;
+        append_disjoint(&mut map.products, &mut piece.products)?;
+        append_disjoint(&mut map.unknown, &mut piece.unknown)?;
+    }
+    Some(map)
+}
+
+fn append_disjoint<V>(
+    into: &mut BTreeMap<String, V>,
+    from: &mut BTreeMap<String, V>,
+) -> Option<()> {
+    let expected = into.len() + from.len();
+    into.append(from);
+    (into.len() == expected).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole text parsed at once, as the caller falls back to.
+    fn whole(text: &str) -> Result<RoleMap, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every offset where a line starts: cut candidates, good and bad.
+    fn line_starts(text: &str) -> Vec<usize> {
+        (1..text.len())
+            .filter(|&i| text.as_bytes()[i - 1] == b'\n')
+            .collect()
+    }
+
+    /// For a cut at every offset and every pair of cuts at line starts: a merge is returned
+    /// only when the whole text parses, and then it is equal to the whole parse.
+    fn assert_exact_at_every_cut(text: &str) -> usize {
+        let whole = whole(text);
+        let lines = line_starts(text);
+        let mut merged = 0;
+        let mut sets: Vec<Vec<usize>> = (1..text.len()).map(|c| vec![c]).collect();
+        for (i, &a) in lines.iter().enumerate() {
+            sets.extend(lines[i + 1..].iter().map(|&b| vec![a, b]));
+        }
+        for cuts in sets {
+            if let Some(map) = parse_at(text, &cuts) {
+                merged += 1;
+                match &whole {
+                    Ok(expected) => assert_eq!(&map, expected, "cuts {cuts:?} in\n{text}"),
+                    Err(e) => panic!("cuts {cuts:?} merged a text toml refuses ({e}):\n{text}"),
+                }
+            }
+        }
+        merged
+    }
+
+    const VALID: &str = "schema = 1\ngeneration = 3\n\n[products.a]\ndomain = \"a.example\"\n\
+        \n[products.a.database]\nname = \"a\"\nmaster = \"h1\"\n\n[products.b]\ndomain = \"b\"\n\
+        \n[hosts.h1]\naddress = \"10.0.0.1\"\nroles = [\"db\"]\n\n[hosts.h2]\naddress = \"x\"\n\
+        products = [\"a\",\n  \"b\"]\n\n[hosts.h3]\naz = \"c\"\n";
+
+    #[test]
+    fn a_valid_map_merges_exactly_wherever_it_is_cut() {
+        let merged = assert_exact_at_every_cut(VALID);
+        assert!(
+            merged >= 4,
+            "only {merged} cuts merged: the fast path is never taken"
+        );
+        let at_h2 = VALID.find("[hosts.h2]").expect("has h2");
+        let map = parse_at(VALID, &[at_h2]).expect("a cut between hosts merges");
+        assert_eq!(map.hosts.len(), 3);
+        assert_eq!(map.generation, 3);
+    }
+
+    #[test]
+    fn texts_toml_refuses_are_never_merged() {
+        let refused = [
+            // The same host, or a table defined twice across pieces.
+            "[hosts.a]\naz = \"x\"\n[hosts.a]\naz = \"y\"\n",
+            "[hosts]\n[hosts.a]\naz = \"x\"\n[hosts]\n[hosts.b]\naz = \"y\"\n",
+            // An inline or dotted `hosts` extended by a later header.
+            "hosts = { a = { az = \"x\" } }\n[hosts.b]\naz = \"y\"\n",
+            "hosts.a.az = \"x\"\n[hosts]\n[hosts.b]\naz = \"y\"\n",
+            // An unknown root table defined twice, a static array then a table.
+            "[other]\nx = 1\n[hosts.a]\n[other]\ny = 2\n",
+            "hosts = []\n[hosts.a]\n",
+            // A header on the line of a key, which pieces parsed alone would accept.
+            "schema = 1[hosts.a]\naz = \"x\"\n",
+            // A cut line inside a multi-line string or a multi-line array.
+            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
+            "x = [\n[hosts.a]\n]\n[hosts.b]\n[hosts.b]\n",
+        ];
+        for text in refused {
+            assert!(whole(text).is_err(), "toml accepts {text:?}");
+            assert_exact_at_every_cut(text);
+        }
+    }
+
+    #[test]
+    fn tricky_valid_texts_merge_exactly_or_not_at_all() {
+        let valid = [
+            // `[hosts]` defined once, in the first piece or implied everywhere.
+            "[hosts]\n[hosts.a]\naz = \"x\"\n[hosts.b]\naz = \"y\"\n",
+            "[hosts.a]\naz = \"x\"\n[hosts]\n[hosts.b]\naz = \"y\"\n",
+            // A sub-table of one host after another host, a host split around products.
+            "[hosts.a]\naz = \"x\"\n[hosts.b]\naz = \"y\"\n[hosts.a.extra]\nz = 1\n",
+            "[hosts.a]\naz = \"x\"\n[products.p]\ndomain = \"d\"\n[hosts.b]\n[products.q]\n",
+            // Cut lines inside strings and arrays of a valid text.
+            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.b]\n[hosts.c]\n",
+            "x = '''\n[hosts.a]\n'''\n[hosts.a]\n[hosts.b]\n",
+            "[hosts.a]\nproducts = [\n\"p\"]\n[hosts.b]\n",
+            // Keys of a host that would read as root keys if a piece started with them.
+            "[hosts.a]\naz = \"x\"\naddress = \"y\"\n[hosts.b]\n",
+            // Dotted keys that make `hosts` before any header.
+            "hosts.a.az = \"x\"\n[hosts.b]\naz = \"y\"\n",
+        ];
+        for text in valid {
+            assert!(whole(text).is_ok(), "toml refuses {text:?}");
+            assert_exact_at_every_cut(text);
+        }
+    }
+
+    #[test]
+    fn cuts_fall_on_host_and_product_lines_near_even_shares() {
+        let mut text = String::from("schema = 1\ngeneration = 1\n");
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "\n[hosts.h{i}]\naddress = \"10.0.{}.{}\"\n",
+                i / 250,
+                i % 250
+            ));
+        }
+        let cuts = cuts(&text, 4);
+        assert_eq!(cuts.len(), 3);
+        for (share, &cut) in cuts.iter().enumerate() {
+            assert!(text[cut..].starts_with("[hosts.h"), "cut at {cut}");
+            let ideal = text.len() / 4 * (share + 1);
+            assert!(
+                cut >= ideal && cut - ideal < 64,
+                "cut {cut} far from {ideal}"
+            );
+        }
+        let map = parse_at(&text, &cuts).expect("merges");
+        assert_eq!(Ok(&map), whole(&text).as_ref());
+        assert_eq!(map.hosts.len(), 2000);
+    }
+
+    #[test]
+    fn a_large_map_is_parsed_on_several_threads_as_on_one() {
+        let mut text = String::from("schema = 1\ngeneration = 7\n");
+        for p in 0..200 {
+            text.push_str(&format!("\n[products.p{p}]\ndomain = \"p{p}.example\"\n"));
+        }
+        for h in 0..6000 {
+            text.push_str(&format!(
+                "\n[hosts.web-{h}]\naddress = \"10.1.{}.{}\"\nroles = [\"web\"]\nproducts = [\"p{}\"]\n",
+                h / 250,
+                h % 250,
+                h % 200
+            ));
+        }
+        assert!(
+            text.len() >= 2 * MIN_PIECE,
+            "{} bytes is too small",
+            text.len()
+        );
+        let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        match parse(&text) {
+            Some(map) => assert_eq!(Ok(map), whole(&text)),
+            None => assert_eq!(cores, 1, "{cores} cores but parsed on one thread"),
+        }
+        let public = crate::rolemap::types::parse(&text).expect("valid");
+        assert_eq!(Ok(public), whole(&text));
+    }
+
+    #[test]
+    fn only_exact_bare_host_and_product_lines_are_cut_lines() {
+        for line in ["[hosts.a-1_B]\n", "[products.p]\r\n"] {
+            assert!(opens_shared_table(line.as_bytes()), "{line:?}");
+        }
+        for line in [
+            "[hosts]\n",
+            "[hosts.]\n",
+            "[hosts.\"a\"]\n",
+            "[hosts.a.b]\n",
+            "[hosts.a] # c\n",
+            "[[hosts.a]]\n",
+            " [hosts.a]\n",
+            "[other.a]\n",
+            "[hosts.a]",
+        ] {
+            assert!(!opens_shared_table(line.as_bytes()), "{line:?}");
+        }
+    }
+}
