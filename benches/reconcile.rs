@@ -19,7 +19,7 @@ use rolecall::catalog::Catalog;
 use rolecall::identity::Identity;
 use rolecall::plan::{self, Plan, Record, Records};
 use rolecall::render::{self, Desired, MapInfo, RenderedFile};
-use rolecall::rolemap::{self, HostView, Resolution};
+use rolecall::rolemap::{self, HostView, Resolution, RoleMap};
 use rolecall::sys::fs::{DiskState, FileState};
 
 /// The host every measurement is for: the web host serving `web_products` products.
@@ -111,21 +111,38 @@ fn stat_ticks(skip: usize) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Runs `f` `warmup` times, then `iterations` timed times, in this thread (CPU time is the
-/// process's: a large map's parse also runs on other threads).
+/// Runs `f` `warmup` times, then `iterations` timed times, in this thread. Wall time runs
+/// until `f` returns: freeing what it returned is not timed (as criterion's
+/// `iter_with_large_drop`), since a reconcile keeps it to the end. The CPU column is the
+/// process's, so it includes the freeing and the threads a large map's parse starts.
 fn measure<T>(scale: &Scale, iterations: usize, mut f: impl FnMut() -> T) -> Stats {
+    measure_with(scale, iterations, || (), |()| f())
+}
+
+/// Like [`measure`], timing `f` on a fresh untimed `setup()` each time.
+fn measure_with<S, T>(
+    scale: &Scale,
+    iterations: usize,
+    mut setup: impl FnMut() -> S,
+    mut f: impl FnMut(S) -> T,
+) -> Stats {
     for _ in 0..scale.warmup {
-        black_box(f());
+        black_box(f(setup()));
     }
-    let cpu_started = process_cpu();
+    let mut cpu = Duration::ZERO;
     let wall = (0..iterations)
         .map(|_| {
+            let input = setup();
+            let cpu_started = process_cpu();
             let started = Instant::now();
-            black_box(f());
-            started.elapsed()
+            let output = black_box(f(input));
+            let took = started.elapsed();
+            drop(output);
+            cpu += process_cpu().saturating_sub(cpu_started);
+            took
         })
         .collect();
-    Stats::of(wall, process_cpu().saturating_sub(cpu_started))
+    Stats::of(wall, cpu)
 }
 
 /// Like [`measure`] for `f` spawning one process: CPU time is the children's.
@@ -252,21 +269,34 @@ fn templates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
 }
 
-fn view_of(bytes: &[u8]) -> HostView {
-    let map = rolemap::load(bytes).expect("the generated map is valid");
-    match rolemap::resolve(&map, &identity()) {
-        Resolution::Assigned(view) => *view,
+/// Stage 3 as a reconcile runs it (`rolemap::load_for`): the map and the host's view.
+fn load_for(bytes: &[u8]) -> (RoleMap, HostView) {
+    let (map, resolution) =
+        rolemap::load_for(bytes, &identity()).expect("the generated map is valid");
+    match resolution {
+        Resolution::Assigned(view) => (map, *view),
         Resolution::Waiting => panic!("{HOST} is not in the generated map"),
     }
 }
 
+fn view_of(bytes: &[u8]) -> HostView {
+    load_for(bytes).1
+}
+
 /// (a): the whole of stage 3, and its parts.
 fn bench_resolve(scale: &Scale, bytes: &[u8]) {
-    let stats = measure(scale, scale.iterations, || view_of(bytes));
+    let stats = measure(scale, scale.iterations, || load_for(bytes));
     report(scale, "(a) parse + validate + resolve", &stats, Some(30.0));
     let text = std::str::from_utf8(bytes).expect("UTF-8");
     let stats = measure(scale, scale.iterations, || rolemap::types::parse(text));
     report(scale, "    parse (toml + serde)", &stats, None);
+    let stats = measure_with(scale, scale.iterations, || load_for(bytes), drop);
+    report(
+        scale,
+        "    freeing the map and view (not in (a))",
+        &stats,
+        None,
+    );
     let map = rolemap::types::parse(text).expect("parses");
     let stats = measure(scale, scale.iterations, || {
         rolemap::validate::validate(&map)

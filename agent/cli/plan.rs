@@ -19,7 +19,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let agent = super::agent(cli)?;
     let identity = agent.identity.identify().await?;
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
-    let loaded = pipeline::obtain_map(&agent, &source).await?;
+    let loaded = pipeline::obtain_map(&agent, &source, &identity).await?;
     if loaded.live_rejected {
         let why = loaded.cache_reason.clone().unwrap_or_default();
         return Err(Error::BadInput(why));

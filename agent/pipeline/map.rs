@@ -12,14 +12,18 @@ use crate::identity::Identity;
 use crate::plan;
 use crate::render::MapInfo;
 use crate::report::MapReport;
-use crate::rolemap::{self, RoleMap};
+use crate::rolemap::{self, Resolution, RoleMap};
 use crate::source::{sha256_hex, AnySource, CacheMeta, CachedMap, Fetched, MapSource};
 
-/// A validated map ready to reconcile from.
+/// A validated map ready to reconcile from, resolved for this host.
 #[derive(Debug, Clone)]
 pub struct LoadedMap {
     /// The map.
     pub map: RoleMap,
+    /// The host it was resolved for.
+    pub identity: Identity,
+    /// Its view of the map, or that it waits for a role.
+    pub resolution: Resolution,
     /// What templates see as `map`.
     pub info: MapInfo,
     /// Raw bytes (for the cache).
@@ -65,9 +69,13 @@ pub(super) fn unchanged_report(meta: &CacheMeta) -> MapReport {
 ///
 /// # Errors
 /// When the source fails or serves a bad map and there is no cache to fall back to.
-pub async fn obtain_map(agent: &Agent, source: &AnySource) -> Result<LoadedMap, Error> {
+pub async fn obtain_map(
+    agent: &Agent,
+    source: &AnySource,
+    identity: &Identity,
+) -> Result<LoadedMap, Error> {
     let fetch = fetch(agent, source).await;
-    load(agent, fetch).await
+    load(agent, fetch, identity).await
 }
 
 /// What one conditional fetch found: the source's answer and the cache it was asked
@@ -105,11 +113,12 @@ pub async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
     Fetch { cached, fetched }
 }
 
-/// Stage 3's entry: verify and validate what [`fetch`] found, falling back to the cache.
+/// Stage 3: verify, validate and resolve for `identity` what [`fetch`] found, falling back
+/// to the cache.
 ///
 /// # Errors
 /// When the source fails or serves a bad map and there is no cache to fall back to.
-pub async fn load(agent: &Agent, fetch: Fetch) -> Result<LoadedMap, Error> {
+pub async fn load(agent: &Agent, fetch: Fetch, identity: &Identity) -> Result<LoadedMap, Error> {
     let url = agent.settings.map_url.clone();
     let generation = fetch.cached.as_ref().map(|c| c.generation);
     let cached = || -> Option<CachedMap> {
@@ -126,13 +135,13 @@ pub async fn load(agent: &Agent, fetch: Fetch) -> Result<LoadedMap, Error> {
     let fallback = |reason: String, rejected: bool, err: Error| match cached() {
         Some(c) => {
             warn!(reason = %reason, generation = c.generation, "using cached map");
-            from_cache(&c, reason, rejected)
+            from_cache(&c, identity, reason, rejected)
         }
         None => Err(err),
     };
     match fetch.fetched {
         Ok(Fetched::NotModified) => match cached() {
-            Some(c) => from_cache(&c, String::new(), false).map(|mut m| {
+            Some(c) => from_cache(&c, identity, String::new(), false).map(|mut m| {
                 m.from_cache = false;
                 m.cache_reason = None;
                 m
@@ -146,8 +155,8 @@ pub async fn load(agent: &Agent, fetch: Fetch) -> Result<LoadedMap, Error> {
                 let reason = format!("map from {url} refused: {}", chain(&e));
                 return fallback(reason, true, Error::BadInput(chain(&e)));
             }
-            match accept(&m.bytes, generation) {
-                Ok(map) => Ok(loaded(map, m.bytes, m.etag, m.version, &url)),
+            match accept(&m.bytes, generation, identity) {
+                Ok(map) => Ok(loaded(map, identity, m.bytes, m.etag, m.version, &url)),
                 Err(e) => fallback(
                     format!("map from {url} refused: {}", chain(&e)),
                     true,
@@ -170,9 +179,13 @@ async fn verify(agent: &Agent, bytes: &[u8]) -> Result<(), crate::source::Error>
     }
 }
 
-/// Validate `bytes` and refuse a generation older than the `applied` one.
-pub(super) fn accept(bytes: &[u8], applied: Option<u64>) -> Result<RoleMap, rolemap::Error> {
-    let map = rolemap::load(bytes)?;
+/// Validate and resolve `bytes`, and refuse a generation older than the `applied` one.
+pub(super) fn accept(
+    bytes: &[u8],
+    applied: Option<u64>,
+    identity: &Identity,
+) -> Result<(RoleMap, Resolution), rolemap::Error> {
+    let (map, resolution) = rolemap::load_for(bytes, identity)?;
     if let Some(applied) = applied {
         if map.generation() < applied {
             return Err(rolemap::Error::Stale {
@@ -181,17 +194,19 @@ pub(super) fn accept(bytes: &[u8], applied: Option<u64>) -> Result<RoleMap, role
             });
         }
     }
-    Ok(map)
+    Ok((map, resolution))
 }
 
 pub(super) fn from_cache(
     c: &CachedMap,
+    identity: &Identity,
     reason: String,
     rejected: bool,
 ) -> Result<LoadedMap, Error> {
-    let map = rolemap::load(&c.bytes)?;
+    let map = rolemap::load_for(&c.bytes, identity)?;
     let mut m = loaded(
         map,
+        identity,
         c.bytes.clone(),
         c.etag.clone(),
         c.version.clone(),
@@ -205,7 +220,8 @@ pub(super) fn from_cache(
 }
 
 pub(super) fn loaded(
-    map: RoleMap,
+    (map, resolution): (RoleMap, Resolution),
+    identity: &Identity,
     bytes: Vec<u8>,
     etag: Option<String>,
     version: Option<String>,
@@ -219,6 +235,8 @@ pub(super) fn loaded(
     };
     LoadedMap {
         map,
+        identity: identity.clone(),
+        resolution,
         info,
         sha256: sha256_hex(&bytes),
         bytes,

@@ -214,7 +214,7 @@ pub async fn run_held(
         }
         unchanged = Some((meta.sha256.clone(), fingerprint));
     }
-    let loaded = match timed(report, "load", map::load(agent, fetched)).await {
+    let loaded = match timed(report, "load", map::load(agent, fetched, &identity)).await {
         Ok(loaded) => {
             report.map = Some(loaded.report());
             loaded

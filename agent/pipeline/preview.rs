@@ -48,7 +48,15 @@ pub fn preview(
     identity: &Identity,
     loaded: &LoadedMap,
 ) -> Result<Option<Preview>, Error> {
-    let view = match rolemap::resolve(&loaded.map, identity) {
+    // Resolved with the map unless asked for another host.
+    let other;
+    let resolution = if loaded.identity == *identity {
+        &loaded.resolution
+    } else {
+        other = rolemap::resolve(&loaded.map, identity);
+        &other
+    };
+    let view = match resolution {
         Resolution::Waiting => return Ok(None),
         Resolution::Assigned(view) => view,
     };

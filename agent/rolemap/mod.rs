@@ -1,7 +1,7 @@
-//! Stage 3, the role map (SPEC §5): typed parse (`types`, large maps on several threads by
-//! `parallel`), validation listing every
+//! Stage 3, the role map (SPEC §5): typed parse (`types`), validation listing every
 //! problem with its TOML path (`validate`), resolution of one host's view (`resolve`),
-//! and the pure transforms and checks behind the `map` commands. Pure: no I/O here.
+//! and the pure transforms and checks behind the `map` commands. Pure: no I/O here. A large
+//! map is parsed on several threads, then validated and resolved side by side (`parallel`).
 
 pub mod diff;
 pub mod lint;
@@ -16,6 +16,8 @@ pub mod types;
 pub mod validate;
 
 pub use resolve::{resolve, HostView, Resolution};
+
+use crate::identity::Identity;
 pub use types::RoleMap;
 pub use validate::Issue;
 
@@ -49,11 +51,36 @@ pub enum Error {
 /// # Errors
 /// `Syntax` for TOML/type errors, `Invalid` with every rule broken.
 pub fn load(bytes: &[u8]) -> Result<RoleMap, Error> {
+    let map = parse(bytes)?;
+    valid(map, validate::validate)
+}
+
+/// [`load`], and [`resolve`] for `identity`: a reconcile's stage 3. A large map is resolved
+/// on this thread while another validates it; the resolution of a refused map is dropped
+/// (resolution reads any map that parses, valid or not).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_for(bytes: &[u8], identity: &Identity) -> Result<(RoleMap, Resolution), Error> {
+    let map = parse(bytes)?;
+    let side_by_side = map.hosts.len() >= parallel::MIN_HOSTS;
+    let (issues, resolution) = parallel::join(
+        side_by_side,
+        || validate::validate(&map),
+        || resolve(&map, identity),
+    );
+    Ok((valid(map, |_| issues)?, resolution))
+}
+
+fn parse(bytes: &[u8]) -> Result<RoleMap, Error> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::Syntax {
         message: format!("not UTF-8: {e}"),
     })?;
-    let map = types::parse(text)?;
-    let issues = validate::validate(&map);
+    types::parse(text)
+}
+
+fn valid(map: RoleMap, validate: impl FnOnce(&RoleMap) -> Vec<Issue>) -> Result<RoleMap, Error> {
+    let issues = validate(&map);
     if issues.is_empty() {
         Ok(map)
     } else {

@@ -1,5 +1,6 @@
-//! Parsing a large map on several threads. A 10,000-host map is about 1.2 MB of TOML, and
-//! toml needs some 35 ms for it on one core, more than the whole of stage 3's budget.
+//! Stage 3 of a large map on several threads. A 10,000-host map is about 1.2 MB of TOML, and
+//! toml needs some 35 ms for it on one core, more than the whole of stage 3's budget; [`join`]
+//! then lets validation and resolution run side by side.
 //!
 //! The text is cut at lines that open a `[hosts.ID]` or `[products.NAME]` table, toml parses
 //! each piece on its own thread, and the pieces' maps are merged. The merge is used only when
@@ -33,6 +34,9 @@ const MIN_PIECE: usize = 128 * 1024;
 /// More threads than this gain little: the merge and the thread starts grow with them.
 const MAX_PIECES: usize = 4;
 
+/// From this many hosts on, [`join`] is worth a thread for validation and resolution.
+pub const MIN_HOSTS: usize = 1000;
+
 /// The root tables whose lines the text is cut at, the only ones pieces may share.
 const SHARED: [&str; 2] = ["hosts", "products"];
 
@@ -46,6 +50,29 @@ pub fn parse(text: &str) -> Option<RoleMap> {
         return None;
     }
     parse_at(text, &cuts(text, pieces))
+}
+
+/// `(a(), b())`, with `a` on another thread if `side_by_side`.
+pub fn join<A: Send, B>(
+    side_by_side: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B,
+) -> (A, B) {
+    if !side_by_side {
+        return (a(), b());
+    }
+    thread::scope(|scope| {
+        let a = scope.spawn(a);
+        let b = b();
+        (joined(a), b)
+    })
+}
+
+/// A scoped thread's result; its panic, if it panicked, goes on in this thread.
+fn joined<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Up to `pieces - 1` offsets, each the first cut line at or after an even share of `text`.
@@ -113,13 +140,7 @@ fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
             .map(|piece| scope.spawn(move || parse_piece(piece, false)))
             .collect();
         let mut parsed = vec![parse_piece(first, true)];
-        for handle in threads {
-            parsed.push(
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
-        }
+        parsed.extend(threads.into_iter().map(joined));
         parsed
     });
     merge(parsed.into_iter().collect::<Option<Vec<_>>>()?)
@@ -296,20 +317,29 @@ mod tests {
         assert_eq!(map.hosts.len(), 2000);
     }
 
-    #[test]
-    fn a_large_map_is_parsed_on_several_threads_as_on_one() {
+    /// A valid map of `hosts` web hosts over 200 products.
+    fn large_map(hosts: usize) -> String {
         let mut text = String::from("schema = 1\ngeneration = 7\n");
         for p in 0..200 {
-            text.push_str(&format!("\n[products.p{p}]\ndomain = \"p{p}.example\"\n"));
-        }
-        for h in 0..6000 {
             text.push_str(&format!(
-                "\n[hosts.web-{h}]\naddress = \"10.1.{}.{}\"\nroles = [\"web\"]\nproducts = [\"p{}\"]\n",
+                "\n[products.p{p}]\ndomain = \"p{p}.example\"\ndocroot = \"/srv/p{p}\"\n"
+            ));
+        }
+        for h in 0..hosts {
+            text.push_str(&format!(
+                "\n[hosts.web-{h}]\naddress = \"10.1.{}.{}\"\naz = \"a\"\nroles = [\"web\"]\n\
+                 products = [\"p{}\"]\n",
                 h / 250,
                 h % 250,
                 h % 200
             ));
         }
+        text
+    }
+
+    #[test]
+    fn a_large_map_is_parsed_on_several_threads_as_on_one() {
+        let text = large_map(6000);
         assert!(
             text.len() >= 2 * MIN_PIECE,
             "{} bytes is too small",
@@ -322,6 +352,42 @@ mod tests {
         }
         let public = crate::rolemap::types::parse(&text).expect("valid");
         assert_eq!(Ok(public), whole(&text));
+    }
+
+    #[test]
+    fn load_for_validates_and_resolves_as_load_then_resolve() {
+        use crate::identity::Identity;
+        use crate::rolemap::{load, load_for, resolve, Error};
+        let identity = |id: &str| Identity {
+            id: id.to_string(),
+            address: "10.1.0.5".to_string(),
+            az: "a".to_string(),
+            region: "r".to_string(),
+            instance_type: None,
+            ami_id: None,
+        };
+        let small = large_map(10);
+        let large = large_map(MIN_HOSTS + 10);
+        for text in [&small, &large] {
+            let expected = load(text.as_bytes()).expect("valid");
+            for id in ["web-5", "web-unknown"] {
+                let (map, resolution) = load_for(text.as_bytes(), &identity(id)).expect("valid");
+                assert_eq!(resolution, resolve(&expected, &identity(id)));
+                assert_eq!(map, expected);
+            }
+            // A duplicate address and a product not in the map: both reported, as by load.
+            let bad = text
+                .replacen("address = \"10.1.0.2\"", "address = \"10.1.0.1\"", 1)
+                .replacen("products = [\"p9\"]", "products = [\"nope\"]", 1);
+            let Err(Error::Invalid { issues: expected }) = load(bad.as_bytes()) else {
+                panic!("load accepts the bad map");
+            };
+            assert_eq!(expected.len(), 2, "{expected:?}");
+            match load_for(bad.as_bytes(), &identity("web-5")) {
+                Err(Error::Invalid { issues }) => assert_eq!(issues, expected),
+                other => panic!("load_for gave {other:?}"),
+            }
+        }
     }
 
     #[test]

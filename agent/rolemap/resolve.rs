@@ -184,13 +184,22 @@ fn product_pools(map: &RoleMap, names: &[String]) -> BTreeMap<String, BTreeMap<S
     let mut out: BTreeMap<String, BTreeMap<String, Vec<Peer>>> = BTreeMap::new();
     for (id, h) in &map.hosts {
         for product in h.products.iter().filter(|p| wanted.contains(p.as_str())) {
-            let pools = out.entry(product.clone()).or_default();
+            let pools = entry(&mut out, product);
             for role in &h.roles {
-                pools.entry(role.clone()).or_default().push(peer_of(id, h));
+                entry(pools, role).push(peer_of(id, h));
             }
         }
     }
     out
+}
+
+/// `map[key]`, inserted empty if missing; unlike `entry`, copies the key only to insert it
+/// (a 10,000-host map would otherwise copy a role or product name per host).
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 fn peer_of(id: &str, h: &super::types::Host) -> Peer {
@@ -230,7 +239,7 @@ fn fleet_pools(map: &RoleMap) -> BTreeMap<String, Vec<Peer>> {
     let mut out: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
     for (id, h) in &map.hosts {
         for role in &h.roles {
-            out.entry(role.clone()).or_default().push(peer_of(id, h));
+            entry(&mut out, role).push(peer_of(id, h));
         }
     }
     out
