@@ -66,7 +66,7 @@ pub fn preview(
         &agent.settings.vars,
     )?;
     let tera = render::load_templates(&agent.settings.templates_dir)?;
-    let desired = render::render(&view, &catalog, &tera, &loaded.info, &agent.settings.vars)?;
+    let desired = render::render(view, &catalog, &tera, &loaded.info, &agent.settings.vars)?;
     for f in &desired.files {
         crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
     }
