@@ -2,7 +2,7 @@
 //! Strings that reach templates are checked against strict character sets so that no
 //! value can end a directive and start another (no whitespace, quotes, newlines, `..`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -68,8 +68,10 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
     for (name, product) in &map.products {
         v.product(map, name, product);
     }
+    // Hosts name some 30,000 products in a 10,000-host map: a hash set beats the BTreeMap.
+    let products: HashSet<&str> = map.products.keys().map(String::as_str).collect();
     for (id, host) in &map.hosts {
-        v.host(map, id, host);
+        v.host(&products, id, host);
     }
     v.addresses(map);
     v.positions(map);
@@ -162,7 +164,7 @@ impl Validator {
         }
     }
 
-    fn host(&mut self, map: &RoleMap, id: &str, h: &Host) {
+    fn host(&mut self, products: &HashSet<&str>, id: &str, h: &Host) {
         let at = || format!("hosts.{}", key(id));
         self.check(at, id, Rule::HostId);
         self.unknown(at, &h.unknown);
@@ -179,7 +181,7 @@ impl Validator {
             }
         }
         for (i, product) in h.products.iter().enumerate() {
-            if !map.products.contains_key(product) {
+            if !products.contains(product.as_str()) {
                 self.push(
                     format!("{}.products[{i}]", at()),
                     format!("product {product:?} is not in [products]"),
