@@ -44,27 +44,36 @@ const SHARED: [&str; 2] = ["hosts", "products"];
 /// place to cut, or the pieces cannot be proven to merge exactly (including any TOML or type
 /// error: the caller's parse of the whole text reports it).
 pub fn parse(text: &str) -> Option<RoleMap> {
+    let by_size = text.len() / MIN_PIECE;
+    if by_size < 2 {
+        return None;
+    }
     let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let pieces = (text.len() / MIN_PIECE).min(cores).min(MAX_PIECES);
+    let pieces = by_size.min(cores).min(MAX_PIECES);
     if pieces < 2 {
         return None;
     }
     parse_at(text, &cuts(text, pieces))
 }
 
-/// `(a(), b())`, with `a` on another thread if `side_by_side`.
+/// `(a(), b())`, with `a` on another thread if `side_by_side` and the system grants one (a
+/// task limit may not: then `a` runs here after `b`).
 pub fn join<A: Send, B>(
     side_by_side: bool,
-    a: impl FnOnce() -> A + Send,
+    a: impl Fn() -> A + Sync,
     b: impl FnOnce() -> B,
 ) -> (A, B) {
     if !side_by_side {
         return (a(), b());
     }
     thread::scope(|scope| {
-        let a = scope.spawn(a);
+        let thread = thread::Builder::new().spawn_scoped(scope, &a);
         let b = b();
-        (joined(a), b)
+        let a = match thread {
+            Ok(handle) => joined(handle),
+            Err(_) => a(),
+        };
+        (a, b)
     })
 }
 
@@ -119,7 +128,8 @@ fn opens_shared_table(line: &[u8]) -> bool {
     bare > 0 && matches!(key[bare..], [b']', b'\n', ..] | [b']', b'\r', b'\n', ..])
 }
 
-/// Parse the pieces of `text` between `cuts` on their own threads and merge them.
+/// Parse the pieces of `text` between `cuts` on their own threads and merge them. Every
+/// piece must be non-empty, so the cuts rise and the first piece starts the text.
 fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
     let mut bounds = Vec::with_capacity(cuts.len() + 2);
     bounds.push(0);
@@ -127,6 +137,9 @@ fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
     bounds.push(text.len());
     let mut pieces = Vec::with_capacity(bounds.len() - 1);
     for pair in bounds.windows(2) {
+        if pair[0] >= pair[1] {
+            return None;
+        }
         let piece = text.get(pair[0]..pair[1])?;
         if pair[0] > 0 && !(piece.starts_with('[') && text[..pair[0]].ends_with('\n')) {
             return None;
@@ -137,10 +150,22 @@ fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
     let parsed: Vec<Option<RoleMap>> = thread::scope(|scope| {
         let threads: Vec<_> = later
             .iter()
-            .map(|piece| scope.spawn(move || parse_piece(piece, false)))
+            .map(|piece| {
+                let thread = thread::Builder::new();
+                (
+                    piece,
+                    thread.spawn_scoped(scope, move || parse_piece(piece, false)),
+                )
+            })
             .collect();
         let mut parsed = vec![parse_piece(first, true)];
-        parsed.extend(threads.into_iter().map(joined));
+        for (piece, thread) in threads {
+            // A thread the system refused (a task limit) leaves its piece to this one.
+            parsed.push(match thread {
+                Ok(handle) => joined(handle),
+                Err(_) => parse_piece(piece, false),
+            });
+        }
         parsed
     });
     merge(parsed.into_iter().collect::<Option<Vec<_>>>()?)
@@ -204,15 +229,18 @@ mod tests {
             .collect()
     }
 
-    /// For a cut at every offset and every pair of cuts at line starts: a merge is returned
-    /// only when the whole text parses, and then it is equal to the whole parse.
+    /// For a cut at every offset and every pair of cuts at line starts (the same one twice
+    /// and the start of the text included): a merge is returned only when the whole text
+    /// parses, and then it is equal to the whole parse.
     fn assert_exact_at_every_cut(text: &str) -> usize {
         let whole = whole(text);
-        let lines = line_starts(text);
+        let mut lines = line_starts(text);
+        lines.insert(0, 0);
         let mut merged = 0;
-        let mut sets: Vec<Vec<usize>> = (1..text.len()).map(|c| vec![c]).collect();
+        let mut sets: Vec<Vec<usize>> = (0..=text.len()).map(|c| vec![c]).collect();
         for (i, &a) in lines.iter().enumerate() {
-            sets.extend(lines[i + 1..].iter().map(|&b| vec![a, b]));
+            sets.extend(lines[i..].iter().map(|&b| vec![a, b]));
+            sets.push(vec![a, 0]);
         }
         for cuts in sets {
             if let Some(map) = parse_at(text, &cuts) {
@@ -258,6 +286,8 @@ mod tests {
             "hosts = []\n[hosts.a]\n",
             // A header on the line of a key, which pieces parsed alone would accept.
             "schema = 1[hosts.a]\naz = \"x\"\n",
+            // An inline `hosts` that a cut at the start would read as a later piece's.
+            "hosts = { a = {} }\n[hosts.b]\n",
             // A cut line inside a multi-line string or a multi-line array.
             "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
             "x = [\n[hosts.a]\n]\n[hosts.b]\n[hosts.b]\n",

@@ -130,7 +130,9 @@ pub struct Fleet {
     pub roles: BTreeMap<String, Vec<Peer>>,
 }
 
-/// Resolve `identity`'s view of a validated map.
+/// Resolve `identity`'s view of a map. The map need not be valid (`load_for` resolves while
+/// validation runs, and drops the view of a refused map), so nothing here may panic on a
+/// dangling reference, a cycle or a missing value.
 pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     let Some(host) = map.hosts.get(&identity.id) else {
         return Resolution::Waiting;

@@ -3,7 +3,7 @@
 
 use super::resolve::{resolve, server_id, Resolution};
 use super::validate::Issue;
-use super::{load, Error, HostView};
+use super::{load, load_for, Error, HostView};
 use crate::identity::Identity;
 
 /// A valid map exercising every position: two products, a database with a chained replica
@@ -61,13 +61,23 @@ roles = ["web"]
 products = ["videos"]
 "#;
 
-/// Every issue of `text` (which must parse).
+/// Every issue of `text` (which must parse). Each host of the sample map also resolves it
+/// through `load_for`, which resolves before validation has finished: that must neither
+/// panic on the broken map nor report anything else.
 fn issues(text: &str) -> Vec<Issue> {
-    match load(text.as_bytes()) {
+    let issues = match load(text.as_bytes()) {
         Ok(_) => Vec::new(),
         Err(Error::Invalid { issues }) => issues,
         Err(e) => panic!("expected validation issues, got {e}"),
+    };
+    for id in ["db-1", "db-2", "db-3", "db-4", "web-1", "web-2", "nobody"] {
+        match load_for(text.as_bytes(), &identity(id)) {
+            Ok(_) => assert!(issues.is_empty(), "load_for accepted what load refuses"),
+            Err(Error::Invalid { issues: found }) => assert_eq!(found, issues),
+            Err(e) => panic!("load_for as {id}: {e}"),
+        }
     }
+    issues
 }
 
 /// `text` with `old` replaced by `new` exactly once.
