@@ -8,6 +8,7 @@
 )]
 
 pub mod apache;
+pub mod fleet;
 pub mod http;
 pub mod imds;
 pub mod mariadb;
