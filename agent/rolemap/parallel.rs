@@ -8,8 +8,9 @@
 //! and the caller parses the whole text, which also words every error. Why a merge that
 //! passes the checks below is exact:
 //!
-//! - Every piece ends with a newline, and a piece that parses alone ends outside any string,
-//!   array or inline table, so the whole text reads as the pieces one after another.
+//! - Every piece but the last ends with a newline, and a piece that parses alone ends outside
+//!   any string, array or inline table, so the whole text reads as the pieces one after
+//!   another.
 //! - Every piece but the first starts with `[`, so its first line is a table header: it sets
 //!   no key of the root, and nothing it contains belongs to the previous piece's last table.
 //! - Pieces can conflict only through tables they both reach from the root. Only `hosts` and
@@ -67,9 +68,9 @@ pub fn join<A: Send, B>(
         return (a(), b());
     }
     thread::scope(|scope| {
-        let thread = thread::Builder::new().spawn_scoped(scope, &a);
+        let spawned = thread::Builder::new().spawn_scoped(scope, &a);
         let b = b();
-        let a = match thread {
+        let a = match spawned {
             Ok(handle) => joined(handle),
             Err(_) => a(),
         };
@@ -151,17 +152,15 @@ fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
         let threads: Vec<_> = later
             .iter()
             .map(|piece| {
-                let thread = thread::Builder::new();
-                (
-                    piece,
-                    thread.spawn_scoped(scope, move || parse_piece(piece, false)),
-                )
+                let builder = thread::Builder::new();
+                let spawned = builder.spawn_scoped(scope, move || parse_piece(piece, false));
+                (piece, spawned)
             })
             .collect();
         let mut parsed = vec![parse_piece(first, true)];
-        for (piece, thread) in threads {
+        for (piece, spawned) in threads {
             // A thread the system refused (a task limit) leaves its piece to this one.
-            parsed.push(match thread {
+            parsed.push(match spawned {
                 Ok(handle) => joined(handle),
                 Err(_) => parse_piece(piece, false),
             });
