@@ -156,7 +156,7 @@ pub async fn load(agent: &Agent, fetch: Fetch, identity: &Identity) -> Result<Lo
                 return fallback(reason, true, Error::BadInput(chain(&e)));
             }
             match accept(&m.bytes, generation, identity) {
-                Ok(map) => Ok(loaded(map, identity, m.bytes, m.etag, m.version, &url)),
+                Ok(resolved) => Ok(loaded(resolved, identity, m.bytes, m.etag, m.version, &url)),
                 Err(e) => fallback(
                     format!("map from {url} refused: {}", chain(&e)),
                     true,
@@ -203,9 +203,9 @@ pub(super) fn from_cache(
     reason: String,
     rejected: bool,
 ) -> Result<LoadedMap, Error> {
-    let map = rolemap::load_for(&c.bytes, identity)?;
+    let resolved = rolemap::load_for(&c.bytes, identity)?;
     let mut m = loaded(
-        map,
+        resolved,
         identity,
         c.bytes.clone(),
         c.etag.clone(),
