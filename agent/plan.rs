@@ -102,11 +102,6 @@ impl Plan {
     }
 }
 
-/// Hex sha256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
-    crate::source::sha256_hex(bytes)
-}
-
 /// Whether `logical` is a clean absolute path under one of `allowed`.
 pub fn is_allowed(logical: &Path, allowed: &[PathBuf]) -> bool {
     let clean = logical.is_absolute()

@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::fixture::{assert_exit, describe, memcached_map, stdout, Agent, Setup};
+use crate::fixture::{assert_exit, describe, memcached_map, replace_in, stdout, Agent, Setup};
 
 /// A memcached agent whose smoke test targets `port`, with a 2 s smoke deadline.
 fn agent(port: u16) -> Agent {
@@ -88,12 +88,11 @@ fn sync_exits_0_when_converged_1_when_rolled_back_2_on_bad_input() {
 #[test]
 fn a_bad_agent_config_exits_2_naming_the_key() {
     let agent = agent(closed_port());
-    let text = std::fs::read_to_string(&agent.config).expect("config");
-    std::fs::write(
+    replace_in(
         &agent.config,
-        text.replace("[vars]", "[vars]\n[surprise]\nkey = 1\n[vars2]"),
-    )
-    .expect("config");
+        "[vars]",
+        "[vars]\n[surprise]\nkey = 1\n[vars2]",
+    );
     let out = agent.run(&["sync"]);
     assert_exit(&out, 2);
     assert!(

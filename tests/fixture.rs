@@ -195,6 +195,15 @@ pub fn identity_of(path: &Path) -> (u64, i64) {
     (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
 }
 
+/// Rewrite the file at `path` with every `from` replaced by `to` (tests that edit a config,
+/// role or template between reconciles).
+pub fn replace_in(path: &Path, from: &str, to: &str) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    std::fs::write(path, text.replace(from, to))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
 /// A process's stdout as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use crate::fixture::{assert_exit, Agent, Setup};
+use crate::fixture::{assert_exit, memcached_map, replace_in, Agent, Setup};
 
 fn metrics(agent: &Agent) -> prometheus_parse::Scrape {
     let text =
@@ -42,10 +42,7 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
         format!("{text}\n[status]\nmetrics_dir = \"/var/lib/prometheus/node-exporter\"\n"),
     )
     .expect("config");
-    let map = |g: u64| {
-        format!("schema = 1\ngeneration = {g}\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n[hosts.cache-1]\naddress = \"10.0.0.5\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n")
-    };
-    agent.write_map(&map(3));
+    agent.write_map(&memcached_map(3, "monitoring"));
     assert_exit(&agent.run(&["sync"]), 0);
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_map_generation", None), 3.0);
@@ -63,19 +60,12 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
 
     // A rollback: the smoke test's port closes and the config changes.
     drop(listener);
-    let role = agent.catalog.join("memcached.toml");
-    let role_text = std::fs::read_to_string(&role).expect("role");
-    std::fs::write(
-        &role,
-        role_text.replace("timeout = \"10s\"", "timeout = \"1s\""),
-    )
-    .expect("role");
-    let text = std::fs::read_to_string(&agent.config).expect("config");
-    std::fs::write(
-        &agent.config,
-        text.replace("[vars]", "[vars]\nmemcached_mb = 256"),
-    )
-    .expect("config");
+    replace_in(
+        &agent.catalog.join("memcached.toml"),
+        "timeout = \"10s\"",
+        "timeout = \"1s\"",
+    );
+    replace_in(&agent.config, "[vars]", "[vars]\nmemcached_mb = 256");
     assert_exit(&agent.run(&["sync"]), 1);
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_rollbacks_total", None), 1.0);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, identity_of, tree, web_map, Agent, Setup};
+use crate::fixture::{assert_exit, describe, identity_of, replace_in, tree, web_map, Agent, Setup};
 use crate::support::apache::Apache;
 use crate::support::wait_until;
 
@@ -152,13 +152,11 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
     assert_exit(&agent.run(&["sync"]), 0);
     assert_eq!(mode(&agent), wanted, "a mode change was not repaired");
 
-    let template = agent.catalog.join("web/vhost.conf.tera");
-    let text = std::fs::read_to_string(&template).expect("template");
-    std::fs::write(
-        &template,
-        text.replace("</VirtualHost>", "    # new line\n</VirtualHost>"),
-    )
-    .expect("template");
+    replace_in(
+        &agent.catalog.join("web/vhost.conf.tera"),
+        "</VirtualHost>",
+        "    # new line\n</VirtualHost>",
+    );
     assert_exit(&agent.run(&["sync"]), 0);
     let now = std::fs::read_to_string(vhost(&agent, "alpha")).expect("vhost");
     assert!(
@@ -207,13 +205,11 @@ fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
     let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
     let generation = apache.generation();
 
-    let template = agent.catalog.join("web/vhost.conf.tera");
-    let text = std::fs::read_to_string(&template).expect("template");
-    std::fs::write(
-        &template,
-        text.replace("</VirtualHost>", "    NoSuchDirective on\n</VirtualHost>"),
-    )
-    .expect("template");
+    replace_in(
+        &agent.catalog.join("web/vhost.conf.tera"),
+        "</VirtualHost>",
+        "    NoSuchDirective on\n</VirtualHost>",
+    );
     let out = agent.run(&["sync"]);
     assert_exit(&out, 1);
     let stdout = String::from_utf8_lossy(&out.stdout);

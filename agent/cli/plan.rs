@@ -32,7 +32,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         "never" => false,
         _ => std::io::stdout().is_terminal(),
     };
-    match pipeline::preview(&agent, &identity, &loaded)? {
+    match pipeline::preview(&agent, &loaded)? {
         None => {
             super::out(&format!(
                 "host {} is not in the map: waiting for role assignment\n",

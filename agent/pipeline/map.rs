@@ -9,7 +9,6 @@ use tracing::warn;
 use super::Agent;
 use crate::error::{chain, Error};
 use crate::identity::Identity;
-use crate::plan;
 use crate::render::MapInfo;
 use crate::report::MapReport;
 use crate::rolemap::{self, Resolution, RoleMap};
@@ -20,9 +19,7 @@ use crate::source::{sha256_hex, AnySource, CacheMeta, CachedMap, Fetched, MapSou
 pub struct LoadedMap {
     /// The map.
     pub map: RoleMap,
-    /// The host it was resolved for.
-    pub identity: Identity,
-    /// Its view of the map, or that it waits for a role.
+    /// The host's view of the map, or that it waits for a role.
     pub resolution: Resolution,
     /// What templates see as `map`.
     pub info: MapInfo,
@@ -81,7 +78,7 @@ pub async fn obtain_map(
 /// What one conditional fetch found: the source's answer and the cache it was asked
 /// against. Nothing parsed yet.
 #[derive(Debug)]
-pub struct Fetch {
+pub(super) struct Fetch {
     /// Metadata of the cached map of this URL, if any.
     pub cached: Option<CacheMeta>,
     /// The source's answer.
@@ -100,7 +97,7 @@ impl Fetch {
 
 /// Stage 2: ask the source for the map, conditionally on the cached ETag. Reads only the
 /// cache's small metadata file, so an unchanged map costs no read of the cached bytes.
-pub async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
+pub(super) async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
     let cached = agent.cache().meta().unwrap_or_else(|e| {
         warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
         None
@@ -118,7 +115,11 @@ pub async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
 ///
 /// # Errors
 /// When the source fails or serves a bad map and there is no cache to fall back to.
-pub async fn load(agent: &Agent, fetch: Fetch, identity: &Identity) -> Result<LoadedMap, Error> {
+pub(super) async fn load(
+    agent: &Agent,
+    fetch: Fetch,
+    identity: &Identity,
+) -> Result<LoadedMap, Error> {
     let url = agent.settings.map_url.clone();
     let generation = fetch.cached.as_ref().map(|c| c.generation);
     let cached = || -> Option<CachedMap> {
@@ -156,7 +157,7 @@ pub async fn load(agent: &Agent, fetch: Fetch, identity: &Identity) -> Result<Lo
                 return fallback(reason, true, Error::BadInput(chain(&e)));
             }
             match accept(&m.bytes, generation, identity) {
-                Ok(resolved) => Ok(loaded(resolved, identity, m.bytes, m.etag, m.version, &url)),
+                Ok(resolved) => Ok(loaded(resolved, m.bytes, m.etag, m.version, &url)),
                 Err(e) => fallback(
                     format!("map from {url} refused: {}", chain(&e)),
                     true,
@@ -206,7 +207,6 @@ pub(super) fn from_cache(
     let resolved = rolemap::load_for(&c.bytes, identity)?;
     let mut m = loaded(
         resolved,
-        identity,
         c.bytes.clone(),
         c.etag.clone(),
         c.version.clone(),
@@ -221,7 +221,6 @@ pub(super) fn from_cache(
 
 pub(super) fn loaded(
     (map, resolution): (RoleMap, Resolution),
-    identity: &Identity,
     bytes: Vec<u8>,
     etag: Option<String>,
     version: Option<String>,
@@ -235,7 +234,6 @@ pub(super) fn loaded(
     };
     LoadedMap {
         map,
-        identity: identity.clone(),
         resolution,
         info,
         sha256: sha256_hex(&bytes),
@@ -269,7 +267,7 @@ pub(super) fn fingerprint(agent: &Agent, identity: &Identity, map_sha256: &str) 
             all.push(0);
         }
     }
-    plan::sha256(&all)
+    sha256_hex(&all)
 }
 
 pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -31,7 +31,7 @@ mod preview;
 mod settled;
 mod state;
 
-pub use map::{fetch, load, obtain_map, Fetch, LoadedMap};
+pub use map::{obtain_map, LoadedMap};
 pub use preview::{preview, Preview};
 pub use settled::SETTLED_FILE;
 pub use state::{read_records, RECORDS_FILE, SMOKE_FILE};
@@ -123,7 +123,7 @@ pub async fn sync(agent: &Agent, trigger: Trigger) -> RunReport {
         }
         Err(e) => {
             fail(&mut report, &Error::from(e));
-            report.elapsed_ms = ms(started);
+            report.elapsed_ms = elapsed_ms(started);
         }
     }
     report
@@ -284,11 +284,14 @@ async fn timed<T>(
 ) -> T {
     let started = Instant::now();
     let out = fut.await;
-    report.timings.insert(stage.to_string(), ms(started));
+    report
+        .timings
+        .insert(stage.to_string(), elapsed_ms(started));
     out
 }
 
-fn ms(started: Instant) -> u64 {
+/// Elapsed milliseconds since `started`.
+pub fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -305,7 +308,7 @@ fn fail(report: &mut RunReport, err: &Error) {
 
 /// Record the end of a reconcile: elapsed time, status record, `STATUS=`, summary log.
 pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
-    report.elapsed_ms = ms(started);
+    report.elapsed_ms = elapsed_ms(started);
     record(agent, report, None);
     notify::status(&report.status_line());
 }
@@ -333,11 +336,6 @@ pub fn record(
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
 }
 
-/// Elapsed milliseconds since `started`.
-pub fn elapsed_ms(started: Instant) -> u64 {
-    ms(started)
-}
-
 #[instrument(skip_all)]
 async fn reconcile(
     agent: &Agent,
@@ -346,7 +344,7 @@ async fn reconcile(
     fingerprint: &str,
     report: &mut RunReport,
 ) {
-    let preview = match preview(agent, identity, loaded) {
+    let preview = match preview(agent, loaded) {
         Ok(Some(p)) => p,
         Ok(None) => {
             info!(host_id = %identity.id, "waiting for role assignment");
@@ -375,7 +373,7 @@ async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &
     let started = Instant::now();
     journal::open(agent, &preview.plan);
     let (receipts, failed) = apply_all(agent, &preview.catalog, &preview.plan).await;
-    report.timings.insert("apply".into(), ms(started));
+    report.timings.insert("apply".into(), elapsed_ms(started));
     if agent.run_services && !verify(preview, &receipts, report).await {
         let last_good: Vec<SmokeTest> =
             crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
@@ -413,7 +411,7 @@ async fn verify(preview: &Preview, receipts: &[Receipt], report: &mut RunReport)
     for svc in services::needs_reload(&preview.catalog, receipts) {
         report.services.push(services::reload(svc).await);
     }
-    report.timings.insert("reload".into(), ms(started));
+    report.timings.insert("reload".into(), elapsed_ms(started));
     if report.services.iter().all(|s| s.ok) {
         let due: Vec<&Hook> = preview.hooks.iter().collect();
         report.hooks = timed(report, "hooks", hooks::run(&due)).await;

@@ -8,11 +8,10 @@ use super::{map::LoadedMap, state::read_records, Agent};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::hooks;
-use crate::identity::Identity;
 use crate::plan::{self, Plan, Records};
 use crate::render::{self, Desired, Hook};
 use crate::rolemap::resolve::DbPosition;
-use crate::rolemap::{self, Resolution};
+use crate::rolemap::Resolution;
 use crate::sys::fs::DiskState;
 
 /// What `plan` shows: the plan and what applying it would run.
@@ -39,24 +38,13 @@ impl Preview {
     }
 }
 
-/// Render and plan for `identity` from `loaded`, changing nothing.
+/// Render and plan for the host `loaded` was resolved for, changing nothing; `None` while
+/// it waits for a role.
 ///
 /// # Errors
 /// Bad catalog, templates, map content for this host, refused plan, unreadable disk.
-pub fn preview(
-    agent: &Agent,
-    identity: &Identity,
-    loaded: &LoadedMap,
-) -> Result<Option<Preview>, Error> {
-    // Resolved with the map unless asked for another host.
-    let other;
-    let resolution = if loaded.identity == *identity {
-        &loaded.resolution
-    } else {
-        other = rolemap::resolve(&loaded.map, identity);
-        &other
-    };
-    let view = match resolution {
+pub fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview>, Error> {
+    let view = match &loaded.resolution {
         Resolution::Waiting => return Ok(None),
         Resolution::Assigned(view) => view,
     };

@@ -13,8 +13,8 @@ use tracing::debug;
 
 use super::Agent;
 use crate::error::chain;
-use crate::plan;
 use crate::render::Desired;
+use crate::source::sha256_hex;
 use crate::sys::fs::DiskState;
 
 /// The settled record, in the state directory.
@@ -56,7 +56,7 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
         .iter()
         .map(|f| {
             let expected = Expected {
-                sha256: plan::sha256(&f.content),
+                sha256: sha256_hex(&f.content),
                 owner: f.owner.clone(),
                 group: f.group.clone(),
                 mode: f.mode,
@@ -145,7 +145,7 @@ fn holds(agent: &Agent, settled: &Settled) -> bool {
             Ok(DiskState::File(now)) => {
                 (&now.owner, &now.group, now.mode)
                     == (&expected.owner, &expected.group, expected.mode)
-                    && plan::sha256(&now.content) == expected.sha256
+                    && sha256_hex(&now.content) == expected.sha256
             }
             _ => false,
         };

@@ -10,10 +10,10 @@ use tracing::error;
 use super::{map::LoadedMap, Agent};
 use crate::error::{chain, Error};
 use crate::hooks;
-use crate::plan::{self, Record, Records};
+use crate::plan::{Record, Records};
 use crate::render::Desired;
 use crate::rolemap::resolve::DbPosition;
-use crate::source::CachedMap;
+use crate::source::{sha256_hex, CachedMap};
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";
@@ -53,7 +53,7 @@ pub(super) fn commit(
             Record {
                 role: f.role.clone(),
                 service: f.service.clone(),
-                sha256: plan::sha256(&f.content),
+                sha256: sha256_hex(&f.content),
             },
         );
     }

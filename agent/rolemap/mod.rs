@@ -52,7 +52,8 @@ pub enum Error {
 /// `Syntax` for TOML/type errors, `Invalid` with every rule broken.
 pub fn load(bytes: &[u8]) -> Result<RoleMap, Error> {
     let map = parse(bytes)?;
-    valid(map, validate::validate)
+    let issues = validate::validate(&map);
+    valid(map, issues)
 }
 
 /// [`load`], and [`resolve`] for `identity`: a reconcile's stage 3. A large map is resolved
@@ -69,7 +70,7 @@ pub fn load_for(bytes: &[u8], identity: &Identity) -> Result<(RoleMap, Resolutio
         || validate::validate(&map),
         || resolve(&map, identity),
     );
-    Ok((valid(map, |_| issues)?, resolution))
+    Ok((valid(map, issues)?, resolution))
 }
 
 fn parse(bytes: &[u8]) -> Result<RoleMap, Error> {
@@ -79,8 +80,8 @@ fn parse(bytes: &[u8]) -> Result<RoleMap, Error> {
     types::parse(text)
 }
 
-fn valid(map: RoleMap, validate: impl FnOnce(&RoleMap) -> Vec<Issue>) -> Result<RoleMap, Error> {
-    let issues = validate(&map);
+/// `map` if validation found no `issues`.
+fn valid(map: RoleMap, issues: Vec<Issue>) -> Result<RoleMap, Error> {
     if issues.is_empty() {
         Ok(map)
     } else {
