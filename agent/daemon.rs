@@ -55,11 +55,13 @@ pub fn error_delay(errors: u32, poll: Duration) -> Duration {
     FIRST_ERROR_RETRY.saturating_mul(factor).min(poll)
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
+/// Run the daemon until SIGTERM or SIGINT. `ready_target` is the systemd unit started
+/// (`systemctl start --no-block`) once the host first converged, smoke tests passed: what
+/// units that need a serving host order themselves after (issue 16).
 ///
 /// # Errors
 /// An unusable map URL, or a control socket that cannot be created.
-pub async fn run(agent: Agent) -> Result<(), Error> {
+pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), Error> {
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
     let (tx, mut requests) = mpsc::channel::<Waiter>(64);
     let socket = agent.state_dir.join(CONTROL_SOCKET);
@@ -74,7 +76,10 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("installing SIGTERM handler: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| Error::Other(format!("installing SIGINT handler: {e}")))?;
-    let mut state = Loop::default();
+    let mut state = Loop {
+        ready_target,
+        ..Loop::default()
+    };
     let mut trigger = Trigger::Boot;
     let mut waiters: Vec<Waiter> = Vec::new();
     loop {
@@ -113,7 +118,13 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 /// What the loop remembers between reconciles.
 #[derive(Debug, Default)]
 struct Loop {
+    /// `READY=1` was sent: the files were installed and checked once, so the services
+    /// ordered after this unit may start and service commands can no longer wait for us.
+    installed: bool,
+    /// Converged once through the full path, smoke tests included.
     ready: bool,
+    /// The unit to start when `ready` first becomes true.
+    ready_target: Option<String>,
     hold: Option<Hold>,
     /// Failed reconciles in a row (source down without a cache, identity lost, …).
     errors: u32,
@@ -154,9 +165,25 @@ impl Loop {
         match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
             Ok(_lock) => {
                 // Quiet polls only once this process converged through the full path, so
-                // READY=1 always follows a smoke-tested reconcile.
-                let inputs =
-                    pipeline::run_held(agent, source, &mut report, hold.as_ref(), self.ready).await;
+                // the ready target always follows a smoke-tested reconcile.
+                let installed = std::cell::Cell::new(self.installed);
+                let tell = || {
+                    if !installed.replace(true) {
+                        notify::ready("files installed and checked; reloading and smoke-testing");
+                        info!("files installed and checked: READY=1");
+                    }
+                };
+                let quiet = self.ready;
+                let inputs = pipeline::run_held(
+                    agent,
+                    source,
+                    &mut report,
+                    hold.as_ref(),
+                    quiet,
+                    Some(&tell),
+                )
+                .await;
+                self.installed = installed.get();
                 report.elapsed_ms = pipeline::elapsed_ms(started);
                 self.publish(agent, &mut report, &inputs);
                 self.remember(&report, &inputs);
@@ -165,8 +192,13 @@ impl Loop {
         }
         if report.outcome == Outcome::Converged && !self.ready {
             self.ready = true;
-            notify::ready(&report.status_line());
-            info!("ready");
+            if !std::mem::replace(&mut self.installed, true) {
+                notify::ready(&report.status_line());
+            }
+            info!("ready: converged and smoke-tested");
+            if let Some(unit) = &self.ready_target {
+                start_unit(unit).await;
+            }
         }
         self.errors = if report.outcome == Outcome::Failed {
             self.errors + 1
@@ -258,6 +290,23 @@ impl Loop {
         let share = rand::random::<f64>();
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
         error_delay(self.errors, poll)
+    }
+}
+
+/// How long `systemctl start --no-block` may take: it only queues a job.
+const START_UNIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Start `unit` without waiting for it (units after it may take their time); a failure is
+/// logged, the host keeps serving.
+async fn start_unit(unit: &str) {
+    let cmd = crate::sys::exec::Command {
+        argv: ["systemctl", "start", "--no-block", unit]
+            .map(String::from)
+            .to_vec(),
+    };
+    match crate::sys::exec::run_ok(&cmd, START_UNIT_TIMEOUT).await {
+        Ok(_) => info!(unit, "ready target started"),
+        Err(e) => warn!(unit, error = %chain(&e), "ready target not started"),
     }
 }
 

@@ -157,13 +157,18 @@ pub struct Inputs {
 /// One reconcile with an already-built source; the caller holds the lock.
 pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
     let quiet = report.trigger != Trigger::Boot.as_str();
-    run_held(agent, source, report, None, quiet).await;
+    run_held(agent, source, report, None, quiet, None).await;
 }
+
+/// Called once a reconcile's files are installed and every service's check passed, before
+/// any service command (reload, restart, hook, smoke test) runs: the daemon's `READY=1` at
+/// boot, when the services it is ordered before are still waiting for it (issue 16).
+pub type Installed<'a> = &'a dyn Fn();
 
 /// As [`run`], but skips the work when the inputs are those of `hold`. An unchanged map
 /// may end the reconcile early as "waiting" at any time, as "converged" only when `quiet`
 /// allows it (the daemon allows it once it has converged through the full path, smoke
-/// tests included).
+/// tests included); without `quiet`, an empty plan still runs the smoke tests.
 #[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
 pub async fn run_held(
     agent: &Agent,
@@ -171,6 +176,7 @@ pub async fn run_held(
     report: &mut RunReport,
     hold: Option<&Hold>,
     quiet: bool,
+    installed: Option<Installed<'_>>,
 ) -> Inputs {
     let recovered = journal::recover(agent);
     if recovered > 0 {
@@ -244,7 +250,11 @@ pub async fn run_held(
             quiet: false,
         };
     }
-    reconcile(agent, &identity, &loaded, &fingerprint, report).await;
+    let full = Full {
+        verify: !quiet,
+        installed,
+    };
+    reconcile(agent, &identity, &loaded, &fingerprint, &full, report).await;
     if loaded.live_rejected && report.outcome == Outcome::Converged {
         let why = loaded.cache_reason.clone().unwrap_or_default();
         let generation = loaded.info.generation;
@@ -336,12 +346,20 @@ pub fn record(
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
 }
 
+/// How the full path runs: whether an empty plan is still verified (boot, and until the
+/// daemon has converged once), and whom to tell when the files are installed.
+struct Full<'a> {
+    verify: bool,
+    installed: Option<Installed<'a>>,
+}
+
 #[instrument(skip_all)]
 async fn reconcile(
     agent: &Agent,
     identity: &Identity,
     loaded: &LoadedMap,
     fingerprint: &str,
+    full: &Full<'_>,
     report: &mut RunReport,
 ) {
     let preview = match preview(agent, loaded) {
@@ -354,8 +372,7 @@ async fn reconcile(
         }
         Err(e) => return fail(report, &e),
     };
-    let boot = report.trigger == Trigger::Boot.as_str();
-    if preview.is_noop() && !boot {
+    if preview.is_noop() && !full.verify {
         commit(agent, loaded, &preview.desired, &BTreeSet::new());
         settled::store(agent, fingerprint, &preview.desired);
         return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
@@ -363,17 +380,26 @@ async fn reconcile(
     if let Err(e) = settled::forget(agent) {
         return fail(report, &Error::from(e));
     }
-    execute(agent, loaded, &preview, report).await;
+    execute(agent, loaded, &preview, full.installed, report).await;
     if report.outcome == Outcome::Converged {
         settled::store(agent, fingerprint, &preview.desired);
     }
 }
 
-async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
+async fn execute(
+    agent: &Agent,
+    loaded: &LoadedMap,
+    preview: &Preview,
+    installed: Option<Installed<'_>>,
+    report: &mut RunReport,
+) {
     let started = Instant::now();
     journal::open(agent, &preview.plan);
     let (receipts, failed) = apply_all(agent, &preview.catalog, &preview.plan).await;
     report.timings.insert("apply".into(), elapsed_ms(started));
+    if let Some(installed) = installed.filter(|_| failed.is_empty()) {
+        installed();
+    }
     if agent.run_services && !verify(preview, &receipts, report).await {
         let last_good: Vec<SmokeTest> =
             crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
