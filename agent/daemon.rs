@@ -3,6 +3,7 @@
 //! and SIGINT stop between reconciles, so a service transaction always finishes or rolls
 //! back first. After a failure the same inputs are retried only after a backoff.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{chain, Error};
 use crate::metrics::Unrecorded;
-use crate::pipeline::{self, Agent, Hold, Trigger};
+use crate::pipeline::{self, Agent, Held, Reconciled, Request, Trigger, Way};
 use crate::report::{Outcome, RunReport};
 use crate::source::AnySource;
 use crate::sys::{lock, notify};
@@ -136,6 +137,18 @@ struct Loop {
     unrecorded: Option<Quiet>,
 }
 
+/// Failed inputs the daemon does not retry before `until` (SPEC §7, issue 4), unless the
+/// inputs change or someone asks.
+#[derive(Debug, Clone)]
+struct Hold {
+    /// The inputs and the failure they are held for.
+    held: Held,
+    /// Failures in a row with these inputs.
+    failures: u32,
+    /// No retry before this.
+    until: tokio::time::Instant,
+}
+
 /// Quiet polls not recorded yet; they all ended alike.
 #[derive(Debug)]
 struct Quiet {
@@ -152,94 +165,103 @@ impl Loop {
         source: &AnySource,
         trigger: Trigger,
     ) -> RunReport {
-        // An explicit request (signal, sync) retries failed inputs at once.
-        let hold = match trigger {
-            Trigger::Poll => self
-                .hold
-                .clone()
-                .filter(|h| tokio::time::Instant::now() < h.until),
-            _ => None,
-        };
-        let mut report = RunReport::start(trigger.as_str());
-        let started = std::time::Instant::now();
-        match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
+        let report = match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
             Ok(_lock) => {
-                // Quiet polls only once this process converged through the full path, so
-                // the ready target always follows a smoke-tested reconcile.
-                let installed = std::cell::Cell::new(self.installed);
-                let tell = || {
-                    if !installed.replace(true) {
-                        notify::ready("files installed and checked; reloading and smoke-testing");
-                        info!("files installed and checked: READY=1");
-                    }
-                };
-                let quiet = self.ready;
-                let inputs = pipeline::run_held(
-                    agent,
-                    source,
-                    &mut report,
-                    hold.as_ref(),
-                    quiet,
-                    Some(&tell),
-                )
-                .await;
-                self.installed = installed.get();
-                report.elapsed_ms = pipeline::elapsed_ms(started);
-                self.publish(agent, &mut report, &inputs);
-                self.remember(&report, &inputs);
+                let reconciled = self.run(agent, source, trigger).await;
+                self.publish(agent, &reconciled);
+                self.remember(&reconciled);
+                reconciled.report
             }
-            Err(e) => warn!(error = %chain(&e), "reconcile skipped"),
-        }
+            Err(e) => {
+                warn!(error = %chain(&e), "reconcile skipped");
+                pipeline::refused(trigger, &e.into())
+            }
+        };
         if report.outcome == Outcome::Converged && !self.ready {
-            self.ready = true;
-            if !std::mem::replace(&mut self.installed, true) {
-                notify::ready(&report.status_line());
-            }
-            info!("ready: converged and smoke-tested");
-            if let Some(unit) = &self.ready_target {
-                start_unit(unit).await;
-            }
+            self.become_ready(&report).await;
         }
-        self.errors = if report.outcome == Outcome::Failed {
-            self.errors + 1
-        } else {
-            0
+        self.errors = match report.outcome {
+            Outcome::Failed => self.errors + 1,
+            _ => 0,
         };
         report
+    }
+
+    /// One reconcile under the lock: quiet only once this process converged through the
+    /// full path (so the ready target always follows a smoke-tested reconcile), failed
+    /// inputs held until their backoff ends unless someone asked (signal, sync).
+    async fn run(&mut self, agent: &Agent, source: &AnySource, trigger: Trigger) -> Reconciled {
+        let now = tokio::time::Instant::now();
+        let hold = self
+            .hold
+            .as_ref()
+            .filter(|h| trigger == Trigger::Poll && now < h.until);
+        let installed = Cell::new(self.installed);
+        let tell = || {
+            if !installed.replace(true) {
+                notify::ready("files installed and checked; reloading and smoke-testing");
+                info!("files installed and checked: READY=1");
+            }
+        };
+        let request = Request {
+            trigger,
+            settled: self.ready,
+            held: hold.map(|h| &h.held),
+            installed: Some(&tell),
+        };
+        let reconciled = pipeline::reconcile(agent, source, &request).await;
+        self.installed = installed.get();
+        reconciled
+    }
+
+    /// The first converge, smoke tests passed: the host serves. `READY=1` if the files
+    /// were not installed by this process (nothing changed at boot), then the ready target.
+    async fn become_ready(&mut self, report: &RunReport) {
+        self.ready = true;
+        if !std::mem::replace(&mut self.installed, true) {
+            notify::ready(&report.status_line());
+        }
+        info!("ready: converged and smoke-tested");
+        if let Some(unit) = &self.ready_target {
+            start_unit(unit).await;
+        }
     }
 
     /// Status record, metrics and `STATUS=` for a finished reconcile. A quiet poll that
     /// says what the one before said writes and sends nothing, but the record is refreshed
     /// every `STATUS_REFRESH`; a reconcile someone asked for is always recorded.
-    fn publish(&mut self, agent: &Agent, report: &mut RunReport, inputs: &pipeline::Inputs) {
+    fn publish(&mut self, agent: &Agent, reconciled: &Reconciled) {
+        let mut report = reconciled.report.clone();
         let line = report.status_line();
+        let quiet = reconciled.way == Way::Quiet;
         // Asked-for reconciles (SIGHUP, `rolecall sync`) are always recorded.
-        let polled = report.trigger == Trigger::Poll.as_str();
-        let repeated = polled && inputs.quiet && self.status.as_deref() == Some(line.as_str());
+        let repeated = report.trigger == Trigger::Poll
+            && quiet
+            && self.status.as_deref() == Some(line.as_str());
         let fresh = self
             .recorded
             .is_some_and(|at| at.elapsed() < STATUS_REFRESH);
         if repeated && fresh {
             let count = self.unrecorded.as_ref().map_or(0, |q| q.count);
-            self.unrecorded = Some(Quiet {
-                last: report.clone(),
-                count: count + 1,
-            });
             debug!(
                 elapsed_ms = report.elapsed_ms,
                 "quiet poll: map unchanged, no drift"
             );
+            self.unrecorded = Some(Quiet {
+                last: report,
+                count: count + 1,
+            });
             return;
         }
         let earlier = self.unrecorded.take().map(|q| Unrecorded {
             outcome: q.last.outcome,
             count: q.count,
         });
-        pipeline::record(agent, report, earlier);
+        pipeline::record(agent, &mut report, earlier);
         self.recorded = Some(tokio::time::Instant::now());
         // A full reconcile always says how it ended: other STATUS= lines (waiting for
         // instance metadata) may have been sent meanwhile.
-        if !inputs.quiet || self.status.as_deref() != Some(line.as_str()) {
+        if !quiet || self.status.as_deref() != Some(line.as_str()) {
             notify::status(&line);
             self.status = Some(line);
         }
@@ -257,33 +279,40 @@ impl Loop {
         }
     }
 
-    fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {
-        if inputs.held {
+    /// Hold failed inputs for a backoff that doubles with each failure in a row; any
+    /// other end releases the hold.
+    fn remember(&mut self, reconciled: &Reconciled) {
+        let report = &reconciled.report;
+        if reconciled.way == Way::Held {
             return;
         }
         let failed = matches!(report.outcome, Outcome::Failed | Outcome::RolledBack);
-        self.hold = match (failed, &inputs.fingerprint) {
-            (true, Some(fingerprint)) => {
-                let failures = match &self.hold {
-                    Some(h) if &h.fingerprint == fingerprint => h.failures + 1,
-                    _ => 1,
-                };
-                let wait = failure_backoff(failures);
-                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                warn!(
-                    failures,
-                    wait_ms, "these inputs are retried after a backoff"
-                );
-                Some(Hold {
-                    fingerprint: fingerprint.clone(),
-                    failures,
-                    until: tokio::time::Instant::now() + wait,
-                    report: report.clone(),
-                })
-            }
+        self.hold = match (failed, &reconciled.fingerprint) {
+            (true, Some(fingerprint)) => Some(self.hold_for(fingerprint, report)),
             (true, None) => self.hold.take(),
             (false, _) => None,
         };
+    }
+
+    fn hold_for(&self, fingerprint: &str, report: &RunReport) -> Hold {
+        let failures = match &self.hold {
+            Some(h) if h.held.fingerprint == fingerprint => h.failures + 1,
+            _ => 1,
+        };
+        let wait = failure_backoff(failures);
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        warn!(
+            failures,
+            wait_ms, "these inputs are retried after a backoff"
+        );
+        Hold {
+            held: Held {
+                fingerprint: fingerprint.to_string(),
+                report: report.clone(),
+            },
+            failures,
+            until: tokio::time::Instant::now() + wait,
+        }
     }
 
     fn next_delay(&self, agent: &Agent) -> Duration {

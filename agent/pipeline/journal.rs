@@ -24,8 +24,14 @@ struct Entry {
     before: DiskState,
 }
 
-/// Save the previous state of every file `plan` changes.
-pub(super) fn open(agent: &Agent, plan: &Plan) {
+/// Save the previous state of every file `plan` changes, before the first write.
+///
+/// # Errors
+/// The journal could not be written: the caller must not write then (issue 15).
+pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Error> {
+    if plan.changes.is_empty() {
+        return Ok(());
+    }
     let entries: Vec<Entry> = plan
         .changes
         .iter()
@@ -34,10 +40,7 @@ pub(super) fn open(agent: &Agent, plan: &Plan) {
             before: c.before.clone(),
         })
         .collect();
-    if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(JOURNAL_FILE), &entries) {
-        // Without the journal the reconcile still applies; a crash would then need drift repair.
-        error!(error = %chain(&e), "transaction journal not written");
-    }
+    crate::sys::fs::write_json(&agent.state_dir.join(JOURNAL_FILE), &entries)
 }
 
 /// The reconcile finished (converged or rolled back): forget the journal.

@@ -77,7 +77,7 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
             }
         }
     }
-    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
 
 fn read(agent: &Agent) -> Option<Settled> {
@@ -98,7 +98,7 @@ pub(super) fn store_waiting(agent: &Agent, fingerprint: &str) {
         waiting: true,
         files: BTreeMap::new(),
     };
-    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
 
 /// What a reconcile with settled inputs would find.
