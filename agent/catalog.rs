@@ -9,12 +9,38 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ServiceOverride;
-use crate::sys::exec::Command;
 
 /// Default timeout of a service command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default timeout of one smoke test (retries included).
 pub const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command as argv, split once from its configured string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+}
+
+impl Command {
+    /// Split `text` with shell quoting rules (no expansion, no shell).
+    ///
+    /// # Errors
+    /// Unbalanced quotes, or an empty command.
+    pub fn parse(text: &str) -> Result<Command, String> {
+        let argv = shell_words::split(text).map_err(|e| format!("{text:?}: {e}"))?;
+        if argv.is_empty() {
+            return Err("empty command".to_string());
+        }
+        Ok(Command { argv })
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shell_words::join(&self.argv))
+    }
+}
 
 /// Errors loading the catalog.
 #[derive(Debug, thiserror::Error)]

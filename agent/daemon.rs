@@ -328,7 +328,7 @@ const START_UNIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Start `unit` without waiting for it (units after it may take their time); a failure is
 /// logged, the host keeps serving.
 async fn start_unit(unit: &str) {
-    let cmd = crate::sys::exec::Command {
+    let cmd = crate::catalog::Command {
         argv: ["systemctl", "start", "--no-block", unit]
             .map(String::from)
             .to_vec(),

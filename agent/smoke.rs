@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
+use crate::catalog::Command;
 use crate::render::{SmokeCheck, SmokeTest};
-use crate::sys::exec::{self, Command};
+use crate::sys::exec;
 
 /// Pause between attempts of one test; doubles up to `MAX_RETRY`.
 const FIRST_RETRY: Duration = Duration::from_millis(50);

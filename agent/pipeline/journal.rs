@@ -11,8 +11,8 @@ use tracing::{error, warn};
 
 use super::Agent;
 use crate::error::chain;
+use crate::plan::DiskState;
 use crate::plan::Plan;
-use crate::sys::fs::DiskState;
 
 /// Journal file in the state directory.
 pub const JOURNAL_FILE: &str = "journal.json";

@@ -9,11 +9,11 @@ use super::{commit::read_records, map::LoadedMap, Agent};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::hooks;
+use crate::plan::DiskState;
 use crate::plan::{self, Plan, Records};
 use crate::render::{self, Desired, Hook};
 use crate::rolemap::resolve::{DbPosition, HostView};
 use crate::rolemap::Resolution;
-use crate::sys::fs::DiskState;
 
 /// Stage 4's result: everything rendered, and the catalog it came from.
 #[derive(Debug, Clone, Default)]
@@ -79,8 +79,8 @@ pub(super) fn render(
     let settings = &agent.settings;
     let catalog =
         Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
-    let tera = render::load_templates(&settings.templates_dir)?;
-    let desired = render::render(view, &catalog, &tera, &loaded.info, &settings.vars)?;
+    let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
+    let desired = render::render(view, &catalog, &templates, &loaded.info, &settings.vars)?;
     for f in &desired.files {
         crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
     }

@@ -13,9 +13,9 @@ use tracing::debug;
 
 use super::Agent;
 use crate::error::chain;
+use crate::plan::DiskState;
 use crate::render::Desired;
 use crate::source::sha256_hex;
-use crate::sys::fs::DiskState;
 
 /// The settled record, in the state directory.
 pub const SETTLED_FILE: &str = "settled.json";

@@ -10,6 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::{DiskState, FileState};
+
 /// Errors touching the filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,32 +73,6 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A file's state on disk as the plan needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DiskState {
-    /// Nothing there.
-    Absent,
-    /// A regular file.
-    File(FileState),
-    /// A symlink (never followed).
-    Symlink,
-    /// A directory, socket, device…
-    Other,
-}
-
-/// A regular file's content and metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileState {
-    /// Bytes.
-    pub content: Vec<u8>,
-    /// Owner name (or number when it has no name).
-    pub owner: String,
-    /// Group name (or number).
-    pub group: String,
-    /// Permission bits.
-    pub mode: u32,
 }
 
 /// Filesystem access under a root prefix, limited to allowed roots.
