@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use crate::catalog::Command;
-use crate::catalog::{Catalog, FileSpec, HookSpec, SmokeKind, SmokeSpec, SMOKE_TIMEOUT};
+use crate::catalog::{
+    Catalog, Command, FileSpec, HookEvent, HookSpec, SmokeKind, SmokeSpec, WhenPosition,
+};
 use crate::rolemap::resolve::{HostView, ProductView};
 
 /// Errors of the render stage.
@@ -146,7 +147,7 @@ pub struct Hook {
     /// Role.
     pub role: String,
     /// Event it runs on.
-    pub on: String,
+    pub on: HookEvent,
     /// argv.
     pub command: Command,
     /// Timeout.
@@ -281,7 +282,7 @@ pub fn render(
         for spec in role
             .files
             .iter()
-            .filter(|f| position_matches(f.when_position.as_deref(), view))
+            .filter(|f| position_matches(f.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
                 set_product(&mut ctx, product);
@@ -293,7 +294,7 @@ pub fn render(
         for spec in role
             .smoke
             .iter()
-            .filter(|s| position_matches(s.when_position.as_deref(), view))
+            .filter(|s| position_matches(s.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
                 set_product(&mut ctx, product);
@@ -341,12 +342,9 @@ fn fan_out(per_product: bool, products: &[ProductView]) -> Vec<Option<&ProductVi
     }
 }
 
-fn position_matches(when: Option<&str>, view: &HostView) -> bool {
-    match (when, &view.host.database) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(want), Some(db)) => want == "any" || want == db.position,
-    }
+fn position_matches(when: Option<WhenPosition>, view: &HostView) -> bool {
+    let position = view.host.database.as_ref().map(|db| db.position);
+    when.is_none_or(|w| w.matches(position))
 }
 
 fn render_file(
@@ -491,16 +489,11 @@ fn render_smoke(
     )
     .to_lowercase();
     let name = f.opt("smoke.name", &spec.name)?.unwrap_or(default_name);
-    let timeout = spec
-        .timeout
-        .as_deref()
-        .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(SMOKE_TIMEOUT);
     Ok(SmokeTest {
         name,
         role: role.to_string(),
         check,
-        timeout,
+        timeout: spec.timeout,
     })
 }
 
@@ -522,16 +515,11 @@ fn render_hook(
         return Ok(None);
     }
     let command = Command::parse(&text).map_err(|reason| f.invalid("hooks.command", &reason))?;
-    let timeout = hook
-        .timeout
-        .as_deref()
-        .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(crate::catalog::COMMAND_TIMEOUT);
     Ok(Some(Hook {
         role: role.to_string(),
-        on: hook.on.clone(),
+        on: hook.on,
         command,
-        timeout,
+        timeout: hook.timeout,
     }))
 }
 
