@@ -528,7 +528,7 @@ fn service(
     let cmd = |key: &str, v: Option<String>| -> Result<Option<Command>, String> {
         let render = |s: String| {
             tera::Tera::one_off(&s, &ctx, false)
-                .map_err(|e| format!("services.{name}.{key}: {}", crate::error::chain(&e)))
+                .map_err(|e| format!("services.{name}.{key}: {}", crate::text::chain(&e)))
         };
         v.map(|s| {
             render(s)

@@ -67,8 +67,8 @@ pub async fn run(hooks: &[&Hook]) -> Vec<HookReport> {
     for hook in hooks {
         let started = std::time::Instant::now();
         let result = exec::run_ok(&hook.command, hook.timeout).await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let error = result.err().map(|e| crate::error::chain(&e));
+        let elapsed_ms = crate::text::elapsed_ms(started);
+        let error = result.err().map(|e| crate::text::chain(&e));
         match &error {
             None => info!(action = %hook.on, argv = %hook.command, elapsed_ms, "hook ran"),
             Some(e) => error!(action = %hook.on, argv = %hook.command, error = %e, "hook failed"),

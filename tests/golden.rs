@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use rolecall::catalog::Catalog;
-use rolecall::error::chain;
 use rolecall::identity::Identity;
 use rolecall::render::{self, Desired, MapInfo, SmokeCheck};
 use rolecall::rolemap::{self, Resolution};
+use rolecall::text::chain;
 
 /// Set to `1` to rewrite the expected files instead of comparing with them.
 const UPDATE_VAR: &str = "UPDATE_GOLDEN";

@@ -22,7 +22,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let loaded = pipeline::obtain_map(&agent, &source, &identity).await?;
     if loaded.live_rejected {
         let why = loaded.cache_reason.clone().unwrap_or_default();
-        return Err(Error::BadInput(why));
+        return Err(Error::MapRejected { reason: why });
     }
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));

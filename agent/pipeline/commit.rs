@@ -11,11 +11,12 @@ use tracing::error;
 
 use super::preview::Rendered;
 use super::{journal, map::LoadedMap, settled, Agent};
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::hooks;
 use crate::plan::{Record, Records};
 use crate::render::Desired;
 use crate::source::{sha256_hex, CachedMap};
+use crate::text::chain;
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";

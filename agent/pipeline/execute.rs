@@ -10,8 +10,9 @@ use super::preview::{Planned, Rendered};
 use super::trace::Trace;
 use super::{journal, settled, Agent};
 use crate::apply::{self, FileReport, Receipt};
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::report::{Failed, Verified};
+use crate::text::chain;
 use crate::{hooks, rollback, services, smoke};
 
 /// Failed services (`None` for files without a service) and why.

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::Agent;
-use crate::error::chain;
 use crate::plan::DiskState;
 use crate::plan::Plan;
+use crate::text::chain;
 
 /// Journal file in the state directory.
 pub const JOURNAL_FILE: &str = "journal.json";
@@ -46,7 +46,7 @@ pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Err
 /// The reconcile finished (converged or rolled back): forget the journal.
 pub(super) fn close(agent: &Agent) {
     if let Err(e) = crate::sys::fs::remove_state(&agent.state_dir.join(JOURNAL_FILE)) {
-        tracing::error!(error = %crate::error::chain(&e), "journal not removed");
+        tracing::error!(error = %crate::text::chain(&e), "journal not removed");
     }
 }
 

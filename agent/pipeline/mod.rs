@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
 use crate::report::{self, Applied, Ended, Failed, RunReport, Verified};
 use crate::rolemap::{HostView, Resolution};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
+use crate::text::chain;
 
 use commit::Settle;
 use execute::Installed;
@@ -148,7 +149,7 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     }
     let (facts, fingerprint) = trace.into_parts();
     report.conclude(facts, result);
-    report.elapsed_ms = elapsed_ms(started);
+    report.elapsed_ms = crate::text::elapsed_ms(started);
     Reconciled {
         report,
         way,
@@ -333,7 +334,7 @@ pub async fn sync(agent: &Agent, trigger: Trigger) -> RunReport {
         Ok(reconciled) => reconciled.report,
         Err(e) => refused(trigger, &e),
     };
-    report.elapsed_ms = elapsed_ms(started);
+    report.elapsed_ms = crate::text::elapsed_ms(started);
     record(agent, &mut report, None);
     notify::status(&report.status_line());
     report
@@ -354,11 +355,6 @@ async fn locked(agent: &Agent, request: &Request<'_>) -> Result<Reconciled, Erro
     let _lock = lock::acquire(&agent.state_dir, LOCK_TIMEOUT).await?;
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
     Ok(reconcile(agent, &source, request).await)
-}
-
-/// Elapsed milliseconds since `started`.
-pub fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Write the status record and the metrics for `report`, counting the `unrecorded`

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::Agent;
-use crate::error::chain;
 use crate::plan::DiskState;
 use crate::render::Desired;
 use crate::source::sha256_hex;
+use crate::text::chain;
 
 /// The settled record, in the state directory.
 pub const SETTLED_FILE: &str = "settled.json";

@@ -36,7 +36,7 @@ impl Trace {
     }
 
     fn time(&self, name: &str, started: Instant) {
-        let ms = super::elapsed_ms(started);
+        let ms = crate::text::elapsed_ms(started);
         self.facts.borrow_mut().timings.insert(name.to_string(), ms);
     }
 

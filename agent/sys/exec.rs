@@ -124,7 +124,7 @@ pub async fn run(cmd: &Command, timeout: Duration) -> Result<Output, Error> {
     };
     let stdout = join_output(stdout).await;
     let stderr = join_output(stderr).await;
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let elapsed_ms = crate::text::elapsed_ms(started);
     Ok(Output {
         exit_code: status.code(),
         stdout,

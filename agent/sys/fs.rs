@@ -355,6 +355,34 @@ pub fn remove_state(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// Make room for a unix socket at `path`: create its directory, and remove a socket left
+/// there by a process that died. Anything else at `path` (a symlink, a file) is refused.
+///
+/// # Errors
+/// `NotAFile` for something other than a socket; I/O.
+pub fn prepare_socket(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => remove_state(path),
+        Ok(_) => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("inspecting", path)(e)),
+    }
+}
+
+/// Set the permission bits of a file this process just created (a socket).
+///
+/// # Errors
+/// I/O.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io("changing mode of", path))
+}
+
 /// Write any state-directory file atomically.
 ///
 /// # Errors

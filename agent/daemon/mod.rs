@@ -3,32 +3,29 @@
 //! and SIGINT stop between reconciles, so a service transaction always finishes or rolls
 //! back first. After a failure the same inputs are retried only after a backoff.
 
+mod control;
+
+use control::Waiter;
+pub use control::{request_sync, Error, CONTROL_SOCKET};
+
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::error::{chain, Error};
 use crate::metrics::Unrecorded;
 use crate::pipeline::{self, Agent, Held, Reconciled, Request, Trigger, Way};
 use crate::report::{Outcome, RunReport};
 use crate::source::AnySource;
 use crate::sys::{lock, notify};
+use crate::text::chain;
 
-/// File name of the control socket in the state directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
 /// First retry delay after a failed reconcile; doubled per failure up to `MAX_BACKOFF`.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait before retrying inputs that failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
-/// A `sync` request waiting for the next reconcile's report.
-type Waiter = oneshot::Sender<RunReport>;
 
 /// The delay before the next poll: the interval plus a jitter share in `[0, 1]`.
 pub fn poll_delay(interval: Duration, jitter: Duration, share: f64) -> Duration {
@@ -62,21 +59,18 @@ pub fn error_delay(errors: u32, poll: Duration) -> Duration {
 ///
 /// # Errors
 /// An unusable map URL, or a control socket that cannot be created.
-pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), Error> {
+pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate::error::Error> {
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
     let (tx, mut requests) = mpsc::channel::<Waiter>(64);
     let socket = agent.state_dir.join(CONTROL_SOCKET);
-    let listener = bind(&socket)?;
-    tokio::spawn(accept(listener, tx));
+    let listener = control::bind(&socket)?;
+    tokio::spawn(control::accept(listener, tx));
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(watchdog(every / 2));
     }
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| Error::Other(format!("installing SIGHUP handler: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Error::Other(format!("installing SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Error::Other(format!("installing SIGINT handler: {e}")))?;
+    let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let mut state = Loop {
         ready_target,
         ..Loop::default()
@@ -108,8 +102,14 @@ pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), Error
         state.flush(&agent);
     }
     notify::stopping();
-    let _ = std::fs::remove_file(&socket);
+    if let Err(e) = crate::sys::fs::remove_state(&socket) {
+        warn!(error = %chain(&e), "control socket not removed");
+    }
     Ok(())
+}
+
+fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+    signal(kind).map_err(|source| Error::Signal { name, source })
 }
 
 /// How often a daemon whose polls are all quiet still rewrites its status record and
@@ -300,7 +300,7 @@ impl Loop {
             _ => 1,
         };
         let wait = failure_backoff(failures);
-        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let wait_ms = crate::text::millis(wait);
         warn!(
             failures,
             wait_ms, "these inputs are retried after a backoff"
@@ -339,101 +339,12 @@ async fn start_unit(unit: &str) {
     }
 }
 
-fn bind(socket: &Path) -> Result<UnixListener, Error> {
-    if let Some(dir) = socket.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // A socket left by a daemon that died; nobody listens on it any more.
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)
-        .map_err(|e| Error::Other(format!("binding control socket {}: {e}", socket.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
-    Ok(listener)
-}
-
-async fn accept(listener: UnixListener, tx: mpsc::Sender<Waiter>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve(stream, tx).await {
-                warn!(error = %e, "control connection failed");
-            }
-        });
-    }
-}
-
-/// One request: a line `sync`; the answer is the JSON report of the reconcile it caused.
-async fn serve(stream: UnixStream, tx: mpsc::Sender<Waiter>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    if line.trim() != "sync" {
-        write
-            .write_all(b"{\"error\":\"unknown request\"}\n")
-            .await?;
-        return Ok(());
-    }
-    let (done, wait) = oneshot::channel();
-    if tx.send(done).await.is_err() {
-        return Ok(());
-    }
-    if let Ok(report) = wait.await {
-        let mut json = serde_json::to_vec(&report).unwrap_or_default();
-        json.push(b'\n');
-        write.write_all(&json).await?;
-    }
-    Ok(())
-}
-
 async fn watchdog(every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         notify::watchdog();
     }
-}
-
-/// Ask a running daemon to reconcile now and return its report; `None` when no daemon
-/// listens on `state_dir`'s control socket.
-///
-/// # Errors
-/// The daemon accepted the request but the answer could not be read.
-pub async fn request_sync(state_dir: &Path, timeout: Duration) -> Result<Option<RunReport>, Error> {
-    let socket: PathBuf = state_dir.join(CONTROL_SOCKET);
-    let Ok(mut stream) = UnixStream::connect(&socket).await else {
-        return Ok(None);
-    };
-    let talk = async {
-        stream.write_all(b"sync\n").await?;
-        let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line).await?;
-        Ok::<String, std::io::Error>(line)
-    };
-    let line = tokio::time::timeout(timeout, talk)
-        .await
-        .map_err(|_| {
-            Error::Other(format!(
-                "the daemon did not answer on {} within {} s",
-                socket.display(),
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| {
-            Error::Other(format!(
-                "talking to the daemon on {}: {e}",
-                socket.display()
-            ))
-        })?;
-    serde_json::from_str(&line).map(Some).map_err(|e| {
-        Error::Other(format!(
-            "the daemon's answer on {} is not a report: {e}",
-            socket.display()
-        ))
-    })
 }
 
 #[cfg(test)]
