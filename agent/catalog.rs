@@ -423,7 +423,7 @@ impl Catalog {
         vars: &toml::Table,
     ) -> Result<Catalog, Error> {
         let mut catalog = Catalog::default();
-        let mut defined: BTreeMap<String, (String, RawService)> = BTreeMap::new();
+        let mut defined = Defined::new();
         for (path, text) in sources {
             let name = path
                 .file_stem()
@@ -433,22 +433,9 @@ impl Catalog {
                 path: path.clone(),
                 message,
             };
-            let raw: RawRole = toml::from_str(text)
-                .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " ")))?;
-            for (svc, def) in &raw.services {
-                match defined.get(svc) {
-                    Some((first, prev)) if prev != def => {
-                        return Err(Error::Conflict {
-                            service: svc.clone(),
-                            first: first.clone(),
-                            second: name.clone(),
-                        })
-                    }
-                    _ => {
-                        defined.insert(svc.clone(), (name.clone(), def.clone()));
-                    }
-                }
-            }
+            let raw: RawRole =
+                toml::from_str(text).map_err(|e| invalid(crate::text::toml_error(text, &e)))?;
+            define(&mut defined, &name, &raw.services)?;
             let role = role(&name, raw).map_err(invalid)?;
             catalog.roles.insert(name, role);
         }
@@ -480,6 +467,32 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// Services by name with the role that first defined them; two roles may define a service
+/// only identically.
+type Defined = BTreeMap<String, (String, RawService)>;
+
+fn define(
+    defined: &mut Defined,
+    role: &str,
+    services: &BTreeMap<String, RawService>,
+) -> Result<(), Error> {
+    for (svc, def) in services {
+        match defined.get(svc) {
+            Some((first, prev)) if prev != def => {
+                return Err(Error::Conflict {
+                    service: svc.clone(),
+                    first: first.clone(),
+                    second: role.to_string(),
+                })
+            }
+            _ => {
+                defined.insert(svc.clone(), (role.to_string(), def.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn role(name: &str, raw: RawRole) -> Result<Role, String> {

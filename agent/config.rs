@@ -190,7 +190,7 @@ impl Settings {
     pub fn from_toml(text: &str, path: &Path) -> Result<Settings, Error> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: crate::text::toml_error(text, &e),
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Validator {

@@ -54,32 +54,8 @@ pub fn outcome_label(o: Outcome) -> &'static str {
 
 /// The textfile for `report` and `counters`.
 pub fn render(report: &RunReport, counters: &Counters) -> String {
-    let generation = report.map.as_ref().map_or(0, |m| m.generation);
-    let from_cache = report.map.as_ref().is_some_and(|m| m.from_cache);
-    let gauges = [
-        (
-            "rolecall_last_reconcile_timestamp_seconds",
-            "Start of the last reconcile, seconds since the epoch.",
-            report.started_unix as f64,
-        ),
-        (
-            "rolecall_reconcile_duration_seconds",
-            "Wall time of the last reconcile.",
-            report.elapsed_ms as f64 / 1000.0,
-        ),
-        (
-            "rolecall_map_generation",
-            "Generation of the role map the last reconcile used.",
-            generation as f64,
-        ),
-        (
-            "rolecall_map_from_cache",
-            "1 when the last reconcile ran on the cached map.",
-            if from_cache { 1.0 } else { 0.0 },
-        ),
-    ];
     let mut out = String::new();
-    for (name, help, value) in gauges {
+    for (name, help, value) in gauges(report) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
@@ -116,6 +92,34 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
         );
     }
     out
+}
+
+/// The gauges of the last reconcile: name, help text, value (a table).
+fn gauges(report: &RunReport) -> [(&'static str, &'static str, f64); 4] {
+    let generation = report.map.as_ref().map_or(0, |m| m.generation);
+    let from_cache = report.map.as_ref().is_some_and(|m| m.from_cache);
+    [
+        (
+            "rolecall_last_reconcile_timestamp_seconds",
+            "Start of the last reconcile, seconds since the epoch.",
+            report.started_unix as f64,
+        ),
+        (
+            "rolecall_reconcile_duration_seconds",
+            "Wall time of the last reconcile.",
+            report.elapsed_ms as f64 / 1000.0,
+        ),
+        (
+            "rolecall_map_generation",
+            "Generation of the role map the last reconcile used.",
+            generation as f64,
+        ),
+        (
+            "rolecall_map_from_cache",
+            "1 when the last reconcile ran on the cached map.",
+            if from_cache { 1.0 } else { 0.0 },
+        ),
+    ]
 }
 
 /// Earlier reconciles that were not recorded one by one (the daemon's quiet polls, which

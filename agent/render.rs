@@ -9,7 +9,7 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use crate::catalog::{
-    Catalog, Command, FileSpec, HookEvent, HookSpec, SmokeKind, SmokeSpec, WhenPosition,
+    Catalog, Command, FileSpec, HookEvent, HookSpec, Role, SmokeKind, SmokeSpec, WhenPosition,
 };
 use crate::rolemap::resolve::{HostView, ProductView};
 
@@ -269,8 +269,12 @@ pub fn render(
     map: &MapInfo,
     vars: &toml::Table,
 ) -> Result<Desired, Error> {
-    let mut ctx = base_context(view, map, vars);
-    let mut desired = Desired::default();
+    let mut r = Renderer {
+        view,
+        templates,
+        ctx: base_context(view, map, vars),
+        desired: Desired::default(),
+    };
     for role_name in &view.host.roles {
         let role = catalog
             .roles
@@ -279,16 +283,36 @@ pub fn render(
                 role: role_name.clone(),
                 host: view.host.id.clone(),
             })?;
+        r.role(role)?;
+    }
+    let mut desired = r.desired;
+    desired.files.sort_by(|a, b| a.path.cmp(&b.path));
+    check_duplicates(&desired.files)?;
+    Ok(desired)
+}
+
+/// One host's render in progress: the context templates see, and what is rendered so far.
+struct Renderer<'a> {
+    view: &'a HostView,
+    templates: &'a Templates,
+    ctx: Context,
+    desired: Desired,
+}
+
+impl Renderer<'_> {
+    /// The files, smoke tests and hooks of `role` that apply to this host's position,
+    /// per product where the catalog says so.
+    fn role(&mut self, role: &Role) -> Result<(), Error> {
+        let (view, templates) = (self.view, self.templates);
         for spec in role
             .files
             .iter()
             .filter(|f| position_matches(f.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
-                set_product(&mut ctx, product);
-                desired
-                    .files
-                    .push(render_file(templates, &ctx, spec, product)?);
+                set_product(&mut self.ctx, product);
+                let file = render_file(templates, &self.ctx, spec, product)?;
+                self.desired.files.push(file);
             }
         }
         for spec in role
@@ -297,22 +321,18 @@ pub fn render(
             .filter(|s| position_matches(s.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
-                set_product(&mut ctx, product);
-                desired
-                    .smoke
-                    .push(render_smoke(templates, &ctx, role_name, spec, product)?);
+                set_product(&mut self.ctx, product);
+                let test = render_smoke(templates, &self.ctx, &role.name, spec, product)?;
+                self.desired.smoke.push(test);
             }
         }
+        set_product(&mut self.ctx, None);
         for hook in &role.hooks {
-            set_product(&mut ctx, None);
-            desired
-                .hooks
-                .extend(render_hook(templates, &ctx, role_name, hook)?);
+            let hook = render_hook(templates, &self.ctx, &role.name, hook)?;
+            self.desired.hooks.extend(hook);
         }
+        Ok(())
     }
-    desired.files.sort_by(|a, b| a.path.cmp(&b.path));
-    check_duplicates(&desired.files)?;
-    Ok(desired)
 }
 
 fn base_context(view: &HostView, map: &MapInfo, vars: &toml::Table) -> Context {
@@ -367,19 +387,7 @@ fn render_file(
         .tera
         .render(&spec.template, ctx)
         .map_err(|e| template_error(&spec.template, e))?;
-    let path = PathBuf::from(path.trim());
-    if !path.is_absolute()
-        || path
-            .to_string_lossy()
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Error::Invalid {
-            role: spec.role.clone(),
-            what: format!("path {:?}", spec.path),
-            reason: format!("renders to {path:?}, not a clean absolute path"),
-        });
-    }
+    let path = clean_path(spec, &path)?;
     let mut content = header(spec, product).into_bytes();
     content.extend_from_slice(body.as_bytes());
     Ok(RenderedFile {
@@ -393,6 +401,20 @@ fn render_file(
         product: name,
         template: spec.template.clone(),
         is_secret: spec.is_secret,
+    })
+}
+
+/// A rendered path must be absolute, without whitespace or control characters.
+fn clean_path(spec: &FileSpec, rendered: &str) -> Result<PathBuf, Error> {
+    let path = PathBuf::from(rendered.trim());
+    let text = path.to_string_lossy();
+    if path.is_absolute() && !text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Ok(path);
+    }
+    Err(Error::Invalid {
+        role: spec.role.clone(),
+        what: format!("path {:?}", spec.path),
+        reason: format!("renders to {path:?}, not a clean absolute path"),
     })
 }
 
@@ -442,6 +464,28 @@ impl Fields<'_> {
         Command::parse(&rendered).map_err(|reason| self.invalid(field, &reason))
     }
 
+    /// The check a smoke test of `spec`'s kind performs, its fields rendered.
+    fn check(&self, spec: &SmokeSpec) -> Result<SmokeCheck, Error> {
+        Ok(match spec.kind {
+            SmokeKind::Http => SmokeCheck::Http {
+                url: self.required("smoke.url", &spec.url)?,
+                host: self.opt("smoke.host", &spec.host)?,
+                expect_status: spec.expect_status.unwrap_or(200),
+                body_contains: self.opt("smoke.body_contains", &spec.body_contains)?,
+            },
+            SmokeKind::Tcp => SmokeCheck::Tcp {
+                address: self.required("smoke.address", &spec.address)?,
+            },
+            SmokeKind::Mysql => SmokeCheck::Mysql {
+                command: self.command("smoke.command", &spec.command)?,
+                read_only: self.opt("smoke.read_only", &spec.read_only)?,
+            },
+            SmokeKind::Command => SmokeCheck::Command {
+                command: self.command("smoke.command", &spec.command)?,
+            },
+        })
+    }
+
     fn invalid(&self, field: &str, reason: &str) -> Error {
         Error::Invalid {
             role: self.role.to_string(),
@@ -464,24 +508,7 @@ fn render_smoke(
         role,
         product,
     };
-    let check = match spec.kind {
-        SmokeKind::Http => SmokeCheck::Http {
-            url: f.required("smoke.url", &spec.url)?,
-            host: f.opt("smoke.host", &spec.host)?,
-            expect_status: spec.expect_status.unwrap_or(200),
-            body_contains: f.opt("smoke.body_contains", &spec.body_contains)?,
-        },
-        SmokeKind::Tcp => SmokeCheck::Tcp {
-            address: f.required("smoke.address", &spec.address)?,
-        },
-        SmokeKind::Mysql => SmokeCheck::Mysql {
-            command: f.command("smoke.command", &spec.command)?,
-            read_only: f.opt("smoke.read_only", &spec.read_only)?,
-        },
-        SmokeKind::Command => SmokeCheck::Command {
-            command: f.command("smoke.command", &spec.command)?,
-        },
-    };
+    let check = f.check(spec)?;
     let default_name = format!(
         "{role} {:?}{}",
         spec.kind,

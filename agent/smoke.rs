@@ -63,16 +63,7 @@ async fn run(test: &SmokeTest) -> SmokeResult {
     let mut answered = 0;
     loop {
         attempts += 1;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result =
-            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt(&test.check)).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::silent(format!(
-                    "no answer within {} ms",
-                    left.min(ATTEMPT_TIMEOUT).as_millis()
-                ))),
-            };
-        let elapsed_ms = crate::text::elapsed_ms(started);
+        let result = bounded_attempt(&test.check, deadline).await;
         answered = match &result {
             Err(f) if f.answered => answered + 1,
             _ => 0,
@@ -82,22 +73,47 @@ async fn run(test: &SmokeTest) -> SmokeResult {
             || answered >= ANSWERED_LIMIT
             || tokio::time::Instant::now() + pause >= deadline;
         if done {
-            let error = result.err().map(|f| f.text);
-            match &error {
-                None => info!(attempts, elapsed_ms, "smoke test passed"),
-                Some(e) => warn!(attempts, elapsed_ms, error = %e, "smoke test failed"),
-            }
-            return SmokeResult {
-                name: test.name.clone(),
-                role: test.role.clone(),
-                ok: error.is_none(),
-                attempts,
-                elapsed_ms,
-                error,
-            };
+            return finished(test, attempts, started, result.err().map(|f| f.text));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RETRY);
+    }
+}
+
+/// One attempt, given at most [`ATTEMPT_TIMEOUT`] and never past `deadline`.
+async fn bounded_attempt(
+    check: &SmokeCheck,
+    deadline: tokio::time::Instant,
+) -> Result<(), Failure> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let limit = left.min(ATTEMPT_TIMEOUT);
+    match tokio::time::timeout(limit, attempt(check)).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::silent(format!(
+            "no answer within {} ms",
+            limit.as_millis()
+        ))),
+    }
+}
+
+fn finished(
+    test: &SmokeTest,
+    attempts: u32,
+    started: Instant,
+    error: Option<String>,
+) -> SmokeResult {
+    let elapsed_ms = crate::text::elapsed_ms(started);
+    match &error {
+        None => info!(attempts, elapsed_ms, "smoke test passed"),
+        Some(e) => warn!(attempts, elapsed_ms, error = %e, "smoke test failed"),
+    }
+    SmokeResult {
+        name: test.name.clone(),
+        role: test.role.clone(),
+        ok: error.is_none(),
+        attempts,
+        elapsed_ms,
+        error,
     }
 }
 
@@ -113,6 +129,14 @@ impl Failure {
         Failure {
             text,
             answered: false,
+        }
+    }
+
+    /// The service answered, wrongly.
+    fn answered(text: String) -> Failure {
+        Failure {
+            text,
+            answered: true,
         }
     }
 }
@@ -158,10 +182,6 @@ async fn http(
     expect: u16,
     body_contains: Option<&str>,
 ) -> Result<(), Failure> {
-    let answered = |text: String| Failure {
-        text,
-        answered: true,
-    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -177,23 +197,28 @@ async fn http(
         .map_err(|e| Failure::silent(format!("GET {url}: {}", crate::text::chain(&e))))?;
     let status = response.status().as_u16();
     if status != expect {
-        return Err(answered(format!(
+        return Err(Failure::answered(format!(
             "GET {url} (Host {}) answered {status}, expected {expect}",
             host.unwrap_or("-")
         )));
     }
-    if let Some(needle) = body_contains {
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Failure::silent(e.to_string()))?;
-        if !body.contains(needle) {
-            return Err(answered(format!(
-                "GET {url}: body does not contain {needle:?}"
-            )));
-        }
+    match body_contains {
+        Some(needle) => body_check(response, url, needle).await,
+        None => Ok(()),
     }
-    Ok(())
+}
+
+async fn body_check(response: reqwest::Response, url: &str, needle: &str) -> Result<(), Failure> {
+    let body = response
+        .text()
+        .await
+        .map_err(|e| Failure::silent(e.to_string()))?;
+    if body.contains(needle) {
+        return Ok(());
+    }
+    Err(Failure::answered(format!(
+        "GET {url}: body does not contain {needle:?}"
+    )))
 }
 
 /// `SELECT 1, @@read_only` through the MariaDB client named by `command`.

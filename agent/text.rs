@@ -73,6 +73,15 @@ pub fn located(text: &str, at: usize, message: &str) -> String {
     )
 }
 
+/// toml's error about `text`, bounded: toml's own text repeats the whole offending line
+/// and a caret line as long (issue 15: a 50 MB one-line map made 100 MB of error).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => located(text, span.start, e.message()),
+        None => printable(e.message(), LINE_MAX),
+    }
+}
+
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
         at -= 1;

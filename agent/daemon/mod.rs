@@ -61,41 +61,22 @@ pub fn error_delay(errors: u32, poll: Duration) -> Duration {
 /// An unusable map URL, or a control socket that cannot be created.
 pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate::error::Error> {
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
-    let (tx, mut requests) = mpsc::channel::<Waiter>(64);
     let socket = agent.state_dir.join(CONTROL_SOCKET);
-    let listener = control::bind(&socket)?;
-    tokio::spawn(control::accept(listener, tx));
+    let mut events = Events::start(&socket)?;
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(watchdog(every / 2));
     }
-    let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
-    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let mut state = Loop {
         ready_target,
         ..Loop::default()
     };
-    let mut trigger = Trigger::Boot;
-    let mut waiters: Vec<Waiter> = Vec::new();
-    loop {
+    let mut next = Some((Trigger::Boot, Vec::<Waiter>::new()));
+    while let Some((trigger, waiters)) = next {
         let report = Box::pin(state.reconcile(&agent, &source, trigger)).await;
-        for w in waiters.drain(..) {
+        for w in waiters {
             let _ = w.send(report.clone());
         }
-        let delay = state.next_delay(&agent);
-        tokio::select! {
-            () = tokio::time::sleep(delay) => trigger = Trigger::Poll,
-            _ = hup.recv() => trigger = Trigger::Sighup,
-            Some(w) = requests.recv() => {
-                waiters.push(w);
-                while let Ok(more) = requests.try_recv() {
-                    waiters.push(more);
-                }
-                trigger = Trigger::Sync;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+        next = events.next(state.next_delay(&agent)).await;
     }
     info!("stopping");
     if let Ok(_lock) = lock::acquire(&agent.state_dir, Duration::from_secs(5)).await {
@@ -106,6 +87,47 @@ pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate
         warn!(error = %chain(&e), "control socket not removed");
     }
     Ok(())
+}
+
+/// What wakes the daemon between reconciles: the poll timer, SIGHUP, `rolecall sync`
+/// requests on the control socket, and SIGTERM/SIGINT, which stop it.
+struct Events {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+    requests: mpsc::Receiver<Waiter>,
+}
+
+impl Events {
+    fn start(socket: &std::path::Path) -> Result<Events, Error> {
+        let (tx, requests) = mpsc::channel::<Waiter>(64);
+        let listener = control::bind(socket)?;
+        tokio::spawn(control::accept(listener, tx));
+        Ok(Events {
+            hup: handler(SignalKind::hangup(), "SIGHUP")?,
+            term: handler(SignalKind::terminate(), "SIGTERM")?,
+            int: handler(SignalKind::interrupt(), "SIGINT")?,
+            requests,
+        })
+    }
+
+    /// The next reconcile's trigger and the `sync` requests waiting for it, after at most
+    /// `delay`; `None` to stop.
+    async fn next(&mut self, delay: Duration) -> Option<(Trigger, Vec<Waiter>)> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Some((Trigger::Poll, Vec::new())),
+            _ = self.hup.recv() => Some((Trigger::Sighup, Vec::new())),
+            Some(w) = self.requests.recv() => {
+                let mut waiters = vec![w];
+                while let Ok(more) = self.requests.try_recv() {
+                    waiters.push(more);
+                }
+                Some((Trigger::Sync, waiters))
+            }
+            _ = self.term.recv() => None,
+            _ = self.int.recv() => None,
+        }
+    }
 }
 
 fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {

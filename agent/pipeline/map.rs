@@ -119,56 +119,95 @@ pub(super) async fn load(
     fetch: Fetch,
     identity: &Identity,
 ) -> Result<LoadedMap, Error> {
-    let url = agent.settings.map_url.clone();
-    let generation = fetch.cached.as_ref().map(|c| c.generation);
-    let cached = || -> Option<CachedMap> {
-        fetch.cached.as_ref()?;
-        agent
-            .cache()
-            .load()
-            .unwrap_or_else(|e| {
-                warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
-                None
-            })
-            .filter(|c| c.url == url)
-    };
-    let fallback = |reason: String, rejected: bool, err: Error| match cached() {
-        Some(c) => {
-            warn!(reason = %reason, generation = c.generation, "using cached map");
-            from_cache(&c, identity, reason, rejected)
-        }
-        None => Err(err),
-    };
-    match fetch.fetched {
-        Ok(Fetched::NotModified) => match cached() {
-            Some(c) => from_cache(&c, identity, String::new(), false).map(|mut m| {
-                m.from_cache = false;
-                m.cache_reason = None;
-                m
-            }),
-            None => Err(crate::source::Error::NotCached { url }.into()),
-        },
+    let url = &agent.settings.map_url;
+    let had_cache = fetch.cached.is_some();
+    let refusal = match fetch.fetched {
+        Ok(Fetched::NotModified) => return unmodified(agent, had_cache, identity),
         Ok(Fetched::Map(m)) => {
-            if let Err(e) = verify(agent, &m.bytes).await {
-                let reason = format!("map from {url} refused: {}", chain(&e));
-                return fallback(reason, true, e.into());
-            }
-            match accept(&m.bytes, generation, identity) {
-                Ok(resolved) => Ok(loaded(resolved, m.bytes, m.etag, m.version, &url)),
-                Err(e) => fallback(
-                    format!("map from {url} refused: {}", chain(&e)),
-                    true,
-                    e.into(),
-                ),
+            let applied = fetch.cached.as_ref().map(|c| c.generation);
+            match take(agent, m, applied, identity).await {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => Refusal::refused(url, e),
             }
         }
-        Err(e) if e.is_bad_map() => fallback(
-            format!("map from {url} refused: {}", chain(&e)),
-            true,
-            e.into(),
-        ),
-        Err(e) => fallback(format!("{url} unreachable: {}", chain(&e)), false, e.into()),
+        Err(e) if e.is_bad_map() => Refusal::refused(url, e.into()),
+        Err(e) => Refusal {
+            reason: format!("{url} unreachable: {}", chain(&e)),
+            rejected: false,
+            error: e.into(),
+        },
+    };
+    match cached_map(agent, had_cache) {
+        Some(c) => {
+            warn!(reason = %refusal.reason, generation = c.generation, "using cached map");
+            from_cache(&c, identity, refusal.reason, refusal.rejected)
+        }
+        None => Err(refusal.error),
     }
+}
+
+/// Why the live map is not used: the cache is, if there is one; else `error` ends the
+/// reconcile.
+struct Refusal {
+    reason: String,
+    /// The source served a map, and it was refused (bad input, not an outage).
+    rejected: bool,
+    error: Error,
+}
+
+impl Refusal {
+    fn refused(url: &str, error: Error) -> Refusal {
+        Refusal {
+            reason: format!("map from {url} refused: {}", chain(&error)),
+            rejected: true,
+            error,
+        }
+    }
+}
+
+/// A map the source served: verified, validated, not older than the `applied` one, resolved.
+async fn take(
+    agent: &Agent,
+    m: crate::source::MapBytes,
+    applied: Option<u64>,
+    identity: &Identity,
+) -> Result<LoadedMap, Error> {
+    verify(agent, &m.bytes).await?;
+    let resolved = accept(&m.bytes, applied, identity)?;
+    Ok(loaded(
+        resolved,
+        m.bytes,
+        m.etag,
+        m.version,
+        &agent.settings.map_url,
+    ))
+}
+
+/// The source still holds the cached map: load it from the cache as the live one.
+fn unmodified(agent: &Agent, had_cache: bool, identity: &Identity) -> Result<LoadedMap, Error> {
+    let Some(c) = cached_map(agent, had_cache) else {
+        let url = agent.settings.map_url.clone();
+        return Err(crate::source::Error::NotCached { url }.into());
+    };
+    let mut m = from_cache(&c, identity, String::new(), false)?;
+    m.from_cache = false;
+    m.cache_reason = None;
+    Ok(m)
+}
+
+/// The cached map of this URL, read only when its metadata was found by the fetch.
+fn cached_map(agent: &Agent, had_cache: bool) -> Option<CachedMap> {
+    if !had_cache {
+        return None;
+    }
+    agent
+        .cache()
+        .load()
+        .unwrap_or_else(|e| {
+            warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
+            None
+        })
+        .filter(|c| c.url == agent.settings.map_url)
 }
 
 /// With `map.verify_key` set, a map is used only with a valid detached signature.

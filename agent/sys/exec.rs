@@ -91,7 +91,36 @@ fn tail(stderr: &str, stdout: &str) -> String {
 pub async fn run(cmd: &Command, timeout: Duration) -> Result<Output, Error> {
     let command = cmd.to_string();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&cmd.argv[0])
+    let spawn_error = |source| Error::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = spawn(cmd).map_err(spawn_error)?;
+    let stdout = child.stdout.take().map(read_capped);
+    let stderr = child.stderr.take().map(read_capped);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.map_err(spawn_error)?,
+        Err(_) => {
+            kill_group(&child);
+            let _ = child.wait().await;
+            return Err(Error::Timeout {
+                command,
+                timeout_ms: timeout.as_millis(),
+            });
+        }
+    };
+    Ok(Output {
+        exit_code: status.code(),
+        stdout: join_output(stdout).await,
+        stderr: join_output(stderr).await,
+        elapsed_ms: crate::text::elapsed_ms(started),
+    })
+}
+
+/// Start `cmd` as argv in its own process group, with the fixed minimal environment,
+/// stdin closed and its output piped.
+fn spawn(cmd: &Command) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(&cmd.argv[0])
         .args(&cmd.argv[1..])
         .env_clear()
         .env("PATH", PATH)
@@ -102,35 +131,6 @@ pub async fn run(cmd: &Command, timeout: Duration) -> Result<Output, Error> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let stdout = child.stdout.take().map(read_capped);
-    let stderr = child.stderr.take().map(read_capped);
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?,
-        Err(_) => {
-            kill_group(&child);
-            let _ = child.wait().await;
-            return Err(Error::Timeout {
-                command,
-                timeout_ms: timeout.as_millis(),
-            });
-        }
-    };
-    let stdout = join_output(stdout).await;
-    let stderr = join_output(stderr).await;
-    let elapsed_ms = crate::text::elapsed_ms(started);
-    Ok(Output {
-        exit_code: status.code(),
-        stdout,
-        stderr,
-        elapsed_ms,
-    })
 }
 
 /// Run `cmd` and turn a non-zero exit into `Error::Failed`.
