@@ -184,6 +184,7 @@ pub struct MapInfo {
 #[derive(Debug)]
 pub struct Templates {
     tera: Tera,
+    warnings: Vec<String>,
 }
 
 impl Templates {
@@ -210,7 +211,14 @@ impl Templates {
                     })?;
             }
         }
-        Ok(Templates { tera })
+        let warnings = volatile(dir);
+        Ok(Templates { tera, warnings })
+    }
+
+    /// Templates that depend on the map's generation, ETag or version: each publish
+    /// changes their output on every host (issue 13).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Render the catalog string `text` (e.g. `"/etc/x/{{ product.name }}.conf"`).
@@ -222,6 +230,40 @@ impl Templates {
         match self.tera.get_template_names().any(|n| n == name) {
             true => self.tera.render(&name, ctx),
             false => Tera::one_off(text, ctx, false),
+        }
+    }
+}
+
+/// What makes a file change with every publish, whether or not this host's part changed.
+const VOLATILE: [&str; 3] = ["map.generation", "map.etag", "map.version"];
+
+/// A warning per template under `dir` that reads a [`VOLATILE`] value: every publish then
+/// rewrites its file and reloads its service on every host (a fleet-wide reload storm).
+/// Those values are in `status`, `check` and the metrics already.
+fn volatile(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    collect_tera(dir, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for value in VOLATILE.iter().filter(|v| text.contains(**v)) {
+            out.push(format!(
+                "template {} uses {value}: every publish rewrites its file and reloads its service on every host",
+                file.strip_prefix(dir).unwrap_or(&file).display()
+            ));
+        }
+    }
+    out
+}
+
+fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_tera(&path, out);
+        } else if path.extension().is_some_and(|x| x == "tera") {
+            out.push(path);
         }
     }
 }
@@ -561,4 +603,32 @@ fn check_duplicates(files: &[RenderedFile]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a template reading the map's generation, ETag or version is named, with
+    /// what it costs; the shipped catalog has none.
+    #[test]
+    fn templates_that_change_with_every_publish_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/a.tera"), "# {{ map.generation }}\n").unwrap();
+        std::fs::write(dir.path().join("web/b.tera"), "# {{ host.id }}\n").unwrap();
+        let catalog = Catalog::default();
+        let templates = Templates::load(dir.path(), &catalog).unwrap();
+        assert_eq!(templates.warnings().len(), 1, "{:?}", templates.warnings());
+        let w = &templates.warnings()[0];
+        assert!(
+            w.contains("web/a.tera") && w.contains("map.generation") && w.contains("reloads"),
+            "{w}"
+        );
+
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let catalog = Catalog::load(&shipped, &Default::default()).unwrap();
+        let templates = Templates::load(&shipped, &catalog).unwrap();
+        assert_eq!(templates.warnings(), &[] as &[String]);
+    }
 }

@@ -4,6 +4,8 @@
 mod cli;
 /// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
 mod daemon;
+/// Issue 13: a map change that does not change a host's files costs it nothing.
+mod efficiency;
 /// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
 mod failover;
 /// The agent under test: temp dirs, agent.toml, the role map, running the real binary.

@@ -56,6 +56,9 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
 
 fn describe(p: &Preview, color: bool) -> String {
     let mut out = String::new();
+    for warning in &p.rendered.warnings {
+        out.push_str(&format!("# warning: {warning}\n"));
+    }
     let plan = &p.planned.plan;
     for change in &plan.changes {
         out.push_str(&format!("# {:?} {}\n", change.action, change.path.display()).to_lowercase());

@@ -24,6 +24,8 @@ pub struct Rendered {
     pub catalog: Catalog,
     /// The host's database position in this map.
     pub position: Option<DbPosition>,
+    /// Templates that change with every publish (see `render::Templates::warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// Stage 5's result: the changes, and what applying them runs.
@@ -84,10 +86,14 @@ pub(super) fn render(
     for f in &desired.files {
         crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
     }
+    for warning in templates.warnings() {
+        tracing::warn!(warning = %warning, "template depends on the map version");
+    }
     Ok(Rendered {
         desired,
         catalog,
         position: view.host.database.clone(),
+        warnings: templates.warnings().to_vec(),
     })
 }
 
