@@ -267,6 +267,8 @@ fn expected_other_files(zsh_dir: &str) -> BTreeSet<String> {
         "/usr/bin/rolecall",
         "/usr/lib/systemd/system/rolecall.service",
         "/usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+        "/usr/lib/systemd/system/rolecall-ready.target",
+        "/usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
         "/usr/lib/systemd/system-preset/90-rolecall.preset",
         "/usr/share/man/man1/rolecall.1.gz",
         "/usr/share/bash-completion/completions/rolecall",
@@ -480,6 +482,8 @@ const DEB_FILES: &[&str] = &[
     "/etc/rolecall/templates/web/vhost.conf.tera",
     "/usr/lib/systemd/system/rolecall.service",
     "/usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+    "/usr/lib/systemd/system/rolecall-ready.target",
+    "/usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
     "/usr/lib/systemd/system-preset/90-rolecall.preset",
     "/usr/lib/rolecall/hooks/db-promote",
     "/usr/share/man/man1/rolecall.1.gz",
@@ -644,14 +648,16 @@ fn assert_bakes(package: &Path, drop_in_marker: &str) {
             "{file} missing after baking {package_arg}"
         );
     }
-    let drop_in = fs::read_to_string(
-        root.join("usr/lib/systemd/system/rolecall.service.d/before-services.conf"),
-    )
-    .expect("drop-in");
-    assert!(
-        drop_in.contains(drop_in_marker),
-        "wrong distro drop-in:\n{drop_in}"
-    );
+    for drop_in in [
+        "usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+        "usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
+    ] {
+        let text = fs::read_to_string(root.join(drop_in)).expect("drop-in");
+        assert!(
+            text.contains(drop_in_marker),
+            "wrong distro drop-in {drop_in}:\n{text}"
+        );
+    }
 
     let config = root.join("etc/rolecall/agent.toml");
     let text = fs::read_to_string(&config).expect("agent.toml");
