@@ -135,7 +135,12 @@ fn install_registration(root: &DebianRoot) {
         .output()
         .expect("systemctl --root enable");
     assert!(out.status.success(), "{}", describe(&out));
-    root.assert_exists(&["/etc/systemd/system/rolecall-ready.target.wants/register-in-lb.service"]);
+    let wants = root.path("/etc/systemd/system/rolecall-ready.target.wants/register-in-lb.service");
+    assert_eq!(
+        fs::read_link(&wants).unwrap_or_else(|e| panic!("{}: {e}", wants.display())),
+        Path::new("/etc/systemd/system/register-in-lb.service"),
+        "enabled: wanted by rolecall-ready.target"
+    );
 }
 
 /// What the registration script recorded (empty: it never ran).
