@@ -9,9 +9,9 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 
 use crate::catalog::Service;
-use crate::plan::{Action, Change};
+use crate::plan::{Action, Change, DiskState};
 use crate::sys::exec;
-use crate::sys::fs::{DiskState, Fs};
+use crate::sys::fs::Fs;
 
 /// One file written or removed, with what was there before.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,12 +9,39 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ServiceOverride;
-use crate::sys::exec::Command;
+use crate::rolemap::resolve::Position;
 
 /// Default timeout of a service command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default timeout of one smoke test (retries included).
 pub const SMOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command as argv, split once from its configured string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+}
+
+impl Command {
+    /// Split `text` with shell quoting rules (no expansion, no shell).
+    ///
+    /// # Errors
+    /// Unbalanced quotes, or an empty command.
+    pub fn parse(text: &str) -> Result<Command, String> {
+        let argv = shell_words::split(text).map_err(|e| format!("{text:?}: {e}"))?;
+        if argv.is_empty() {
+            return Err("empty command".to_string());
+        }
+        Ok(Command { argv })
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shell_words::join(&self.argv))
+    }
+}
 
 /// Errors loading the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +108,7 @@ struct RawFile {
     secret: bool,
     #[serde(default = "hash")]
     comment: String,
-    when_position: Option<String>,
+    when_position: Option<WhenPosition>,
 }
 
 fn root() -> String {
@@ -102,7 +129,8 @@ struct RawService {
     restart: Option<String>,
     #[serde(default)]
     on_change: OnChange,
-    timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
 }
 
 /// What a changed file needs from its service.
@@ -139,8 +167,35 @@ pub struct FileSpec {
     pub is_secret: bool,
     /// Line-comment marker used for the "managed by rolecall" header.
     pub comment: String,
-    /// Only for hosts holding this database position (`master`, `replica`, `backup`, `any`).
-    pub when_position: Option<String>,
+    /// Only for hosts holding this database position.
+    pub when_position: Option<WhenPosition>,
+}
+
+/// Which hosts a file or smoke test is for, by database position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenPosition {
+    /// Hosts holding any position.
+    Any,
+    /// Masters.
+    Master,
+    /// Replicas.
+    Replica,
+    /// Backup replicas.
+    Backup,
+}
+
+impl WhenPosition {
+    /// Whether a host holding `position` (none: not a database host) qualifies.
+    pub fn matches(self, position: Option<Position>) -> bool {
+        match (self, position) {
+            (_, None) => false,
+            (WhenPosition::Any, Some(_)) => true,
+            (WhenPosition::Master, Some(p)) => p == Position::Master,
+            (WhenPosition::Replica, Some(p)) => p == Position::Replica,
+            (WhenPosition::Backup, Some(p)) => p == Position::Backup,
+        }
+    }
 }
 
 /// A service's commands after overrides.
@@ -195,10 +250,11 @@ pub struct SmokeSpec {
     pub command: Option<String>,
     /// mysql: expected `@@read_only` (`"0"`/`"1"`, templated), if checked.
     pub read_only: Option<String>,
-    /// Overall deadline including retries, e.g. `"10s"`.
-    pub timeout: Option<String>,
-    /// Only for hosts holding a database position (`master`, `replica`, `backup`, or `any`).
-    pub when_position: Option<String>,
+    /// Overall deadline including retries, e.g. `"10s"` (default 30 s).
+    #[serde(default = "smoke_timeout", deserialize_with = "some_duration")]
+    pub timeout: Duration,
+    /// Only for hosts holding a database position.
+    pub when_position: Option<WhenPosition>,
 }
 
 /// Smoke test kinds (SPEC §7.7).
@@ -215,16 +271,69 @@ pub enum SmokeKind {
     Command,
 }
 
-/// A command run when the host's database position changes (SPEC §1, promotion).
+/// What changed in the host's database position (SPEC §1, promotion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookEvent {
+    /// Became the master.
+    Promoted,
+    /// Was the master, is not any more.
+    Demoted,
+    /// Replicates from another host (or for the first time).
+    UpstreamChanged,
+    /// Any change of product or position (raised with each of the others too).
+    PositionChanged,
+}
+
+impl HookEvent {
+    /// The name the catalog and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Promoted => "promoted",
+            HookEvent::Demoted => "demoted",
+            HookEvent::UpstreamChanged => "upstream_changed",
+            HookEvent::PositionChanged => "position_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for HookEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command run when the host's database position changes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookSpec {
-    /// `promoted`, `demoted`, `upstream_changed` or `position_changed`.
-    pub on: String,
+    /// The event it runs on.
+    pub on: HookEvent,
     /// Command (templated, then split with shell rules).
     pub command: String,
-    /// Timeout, e.g. `"60s"`.
-    pub timeout: Option<String>,
+    /// Timeout, e.g. `"60s"` (default 60 s).
+    #[serde(default = "command_timeout", deserialize_with = "some_duration")]
+    pub timeout: Duration,
+}
+
+fn smoke_timeout() -> Duration {
+    SMOKE_TIMEOUT
+}
+
+fn command_timeout() -> Duration {
+    COMMAND_TIMEOUT
+}
+
+/// A duration written as `"30s"`, `"5m"`; anything else is an error naming the value.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    some_duration(d).map(Some)
+}
+
+fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\": {e}"))
+    })
 }
 
 /// One role.
@@ -399,11 +508,6 @@ fn role(name: &str, raw: RawRole) -> Result<Role, String> {
             when_position: f.when_position,
         });
     }
-    for (i, s) in raw.smoke.iter().enumerate() {
-        if let Some(t) = &s.timeout {
-            humantime::parse_duration(t).map_err(|e| format!("smoke[{i}].timeout: {t:?}: {e}"))?;
-        }
-    }
     Ok(Role {
         name: name.to_string(),
         description: raw.description,
@@ -424,7 +528,7 @@ fn service(
     let cmd = |key: &str, v: Option<String>| -> Result<Option<Command>, String> {
         let render = |s: String| {
             tera::Tera::one_off(&s, &ctx, false)
-                .map_err(|e| format!("services.{name}.{key}: {}", crate::error::chain(&e)))
+                .map_err(|e| format!("services.{name}.{key}: {}", crate::text::chain(&e)))
         };
         v.map(|s| {
             render(s)
@@ -432,11 +536,7 @@ fn service(
         })
         .transpose()
     };
-    let timeout = match raw.timeout {
-        Some(t) => humantime::parse_duration(&t)
-            .map_err(|e| format!("services.{name}.timeout: {t:?}: {e}"))?,
-        None => COMMAND_TIMEOUT,
-    };
+    let timeout = raw.timeout.unwrap_or(COMMAND_TIMEOUT);
     let o = o.cloned().unwrap_or_default();
     Ok(Service {
         name: name.to_string(),
@@ -525,6 +625,58 @@ reload = "systemctl reload {{ vars.unit | default(value='apache2') }}"
         let err =
             Catalog::from_sources(&[(PathBuf::from("x.toml"), bad)], &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("files[0].mode"), "{err}");
+    }
+
+    /// Issue 11/15: a typo in a closed set or a duration is an error naming the file and
+    /// the key, never a silent default.
+    #[test]
+    fn unknown_values_and_bad_durations_name_the_file_and_key() {
+        let cases = [
+            ("[[hooks]]\non = \"promotd\"\ncommand = \"x\"\n", "on"),
+            (
+                "[[hooks]]\non = \"promoted\"\ncommand = \"x\"\ntimeout = \"soon\"\n",
+                "timeout",
+            ),
+            (
+                "[[smoke]]\nkind = \"tcp\"\naddress = \"a:1\"\ntimeout = \"10 parsecs\"\n",
+                "timeout",
+            ),
+            (
+                "[[smoke]]\nkind = \"tcp\"\naddress = \"a:1\"\nwhen_position = \"mastr\"\n",
+                "when_position",
+            ),
+            ("[[smoke]]\nkind = \"ftp\"\n", "kind"),
+            ("[services.x]\ntimeout = \"1 fortnight-ish\"\n", "timeout"),
+            ("[services.x]\non_change = \"reboot\"\n", "on_change"),
+        ];
+        for (text, key) in cases {
+            let err = Catalog::from_sources(
+                &[(PathBuf::from("web.toml"), text.to_string())],
+                &BTreeMap::new(),
+            )
+            .expect_err(text);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("web.toml") && msg.contains(key),
+                "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let text = "[[hooks]]\non = \"upstream_changed\"\ncommand = \"x\"\ntimeout = \"5s\"\n\n[[smoke]]\nkind = \"tcp\"\naddress = \"a:1\"\nwhen_position = \"replica\"\n";
+        let c = Catalog::from_sources(&[(PathBuf::from("db.toml"), text.into())], &BTreeMap::new())
+            .unwrap();
+        let role = &c.roles["db"];
+        assert_eq!(role.hooks[0].on, HookEvent::UpstreamChanged);
+        assert_eq!(role.hooks[0].timeout, Duration::from_secs(5));
+        assert_eq!(role.smoke[0].timeout, SMOKE_TIMEOUT);
+        assert_eq!(role.smoke[0].when_position, Some(WhenPosition::Replica));
+        assert!(WhenPosition::Replica.matches(Some(Position::Replica)));
+        assert!(!WhenPosition::Replica.matches(Some(Position::Master)));
+        assert!(WhenPosition::Any.matches(Some(Position::Backup)));
+        assert!(!WhenPosition::Any.matches(None));
     }
 
     #[test]

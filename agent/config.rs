@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sys::exec::Command;
+use crate::catalog::Command;
 
 /// Errors reading or validating agent.toml.
 #[derive(Debug, thiserror::Error)]

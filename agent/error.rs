@@ -1,7 +1,4 @@
-//! The crate error, wrapping each stage's error, and the one place that prints an error
-//! chain (`a: b: c`): Tera's useful message, for one, is in a source, not the top line.
-
-use std::error::Error as StdError;
+//! The crate error, wrapping each stage's error; `text::chain` prints it with its causes.
 
 /// Any error a command can end with.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +39,24 @@ pub enum Error {
     /// `snapshot`.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
-    /// Anything else, described in words.
-    #[error("{0}")]
-    Other(String),
-    /// Bad input described in words (exit code 2).
-    #[error("{0}")]
-    BadInput(String),
+    /// The daemon's plumbing, or talking to it (`sync`).
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::Error),
+    /// The live map was refused and `plan` will not preview from the cache instead.
+    #[error("{reason}")]
+    MapRejected {
+        /// Why the live map was refused.
+        reason: String,
+    },
+    /// A file named on the command line could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -56,7 +65,7 @@ impl Error {
         matches!(
             self,
             Error::Config(_)
-                | Error::BadInput(_)
+                | Error::MapRejected { .. }
                 | Error::Map(_)
                 | Error::Catalog(_)
                 | Error::Render(_)
@@ -68,42 +77,17 @@ impl Error {
                     | crate::sys::fs::Error::Symlink { .. }
                     | crate::sys::fs::Error::UnknownOwner { .. }
             )
-        ) || matches!(self, Error::Source(crate::source::Error::BadUrl { .. }))
+        ) || matches!(
+            self,
+            Error::Source(
+                crate::source::Error::BadUrl { .. } | crate::source::Error::Unverified { .. }
+            )
+        )
     }
 }
 
 impl From<crate::render::Error> for Error {
     fn from(e: crate::render::Error) -> Self {
         Error::Render(Box::new(e))
-    }
-}
-
-/// The error and all its sources as `a: b: c`, skipping repeats.
-pub fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_joins_sources() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let err = crate::sys::fs::Error::Io {
-            action: "reading",
-            path: "/x".into(),
-            source: io,
-        };
-        assert_eq!(chain(&err), "reading /x: no such file");
     }
 }

@@ -8,51 +8,49 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
+use crate::catalog::HookEvent;
 use crate::render::Hook;
-use crate::rolemap::resolve::DbPosition;
+use crate::rolemap::resolve::{DbPosition, Position};
 use crate::sys::exec;
 
 /// State file holding the last position whose hooks succeeded.
 pub const POSITION_FILE: &str = "position.json";
 
 /// The events a position change raises, sorted.
-pub fn events(old: Option<&DbPosition>, new: Option<&DbPosition>) -> BTreeSet<&'static str> {
+pub fn events(old: Option<&DbPosition>, new: Option<&DbPosition>) -> BTreeSet<HookEvent> {
     let mut out = BTreeSet::new();
-    let was_master = old.is_some_and(|p| p.position == "master");
-    let is_master = new.is_some_and(|p| p.position == "master");
+    let was_master = old.is_some_and(|p| p.position == Position::Master);
+    let is_master = new.is_some_and(|p| p.position == Position::Master);
     if is_master && !was_master {
-        out.insert("promoted");
+        out.insert(HookEvent::Promoted);
     }
     if was_master && !is_master {
-        out.insert("demoted");
+        out.insert(HookEvent::Demoted);
     }
     let upstream = |p: Option<&DbPosition>| {
         p.and_then(|p| p.upstream.clone())
             .map(|u| (u.id, u.address, u.db_port))
     };
     if new.is_some_and(|p| p.upstream.is_some()) && upstream(old) != upstream(new) {
-        out.insert("upstream_changed");
+        out.insert(HookEvent::UpstreamChanged);
     }
-    let key = |p: Option<&DbPosition>| p.map(|p| (p.product.clone(), p.position.clone()));
+    let key = |p: Option<&DbPosition>| p.map(|p| (p.product.clone(), p.position));
     if !out.is_empty() || key(old) != key(new) {
-        out.insert("position_changed");
+        out.insert(HookEvent::PositionChanged);
     }
     out
 }
 
 /// The hooks of `hooks` due for `events`, in catalog order.
-pub fn due<'a>(hooks: &'a [Hook], events: &BTreeSet<&str>) -> Vec<&'a Hook> {
-    hooks
-        .iter()
-        .filter(|h| events.contains(h.on.as_str()))
-        .collect()
+pub fn due<'a>(hooks: &'a [Hook], events: &BTreeSet<HookEvent>) -> Vec<&'a Hook> {
+    hooks.iter().filter(|h| events.contains(&h.on)).collect()
 }
 
 /// The result of one hook, for the status record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookReport {
     /// Event.
-    pub on: String,
+    pub on: HookEvent,
     /// Command.
     pub command: String,
     /// Success.
@@ -69,15 +67,15 @@ pub async fn run(hooks: &[&Hook]) -> Vec<HookReport> {
     for hook in hooks {
         let started = std::time::Instant::now();
         let result = exec::run_ok(&hook.command, hook.timeout).await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let error = result.err().map(|e| crate::error::chain(&e));
+        let elapsed_ms = crate::text::elapsed_ms(started);
+        let error = result.err().map(|e| crate::text::chain(&e));
         match &error {
             None => info!(action = %hook.on, argv = %hook.command, elapsed_ms, "hook ran"),
             Some(e) => error!(action = %hook.on, argv = %hook.command, error = %e, "hook failed"),
         }
         let failed = error.is_some();
         reports.push(HookReport {
-            on: hook.on.clone(),
+            on: hook.on,
             command: hook.command.to_string(),
             ok: !failed,
             error,
@@ -95,11 +93,14 @@ mod tests {
     use super::*;
     use crate::rolemap::resolve::Peer;
 
+    use HookEvent::{Demoted, PositionChanged, Promoted, UpstreamChanged};
+
     fn pos(position: &str, upstream: Option<&str>) -> DbPosition {
+        let position: Position = serde_json::from_value(position.into()).unwrap();
         DbPosition {
             product: "videos".into(),
             name: "videos".into(),
-            position: position.into(),
+            position,
             upstream: upstream.map(|id| Peer {
                 id: id.into(),
                 address: "10.0.0.1".into(),
@@ -107,7 +108,7 @@ mod tests {
                 db_port: 3306,
             }),
             server_id: 1,
-            read_only: position != "master",
+            read_only: position != Position::Master,
             backup_url: None,
         }
     }
@@ -118,11 +119,11 @@ mod tests {
         let m = pos("master", None);
         assert_eq!(
             events(Some(&r), Some(&m)),
-            BTreeSet::from(["promoted", "position_changed"])
+            BTreeSet::from([Promoted, PositionChanged])
         );
         assert_eq!(
             events(Some(&m), Some(&r)),
-            BTreeSet::from(["demoted", "upstream_changed", "position_changed"])
+            BTreeSet::from([Demoted, UpstreamChanged, PositionChanged])
         );
     }
 
@@ -133,15 +134,15 @@ mod tests {
                 Some(&pos("replica", Some("db-1"))),
                 Some(&pos("replica", Some("db-2")))
             ),
-            BTreeSet::from(["upstream_changed", "position_changed"])
+            BTreeSet::from([UpstreamChanged, PositionChanged])
         );
         assert_eq!(
             events(None, Some(&pos("replica", Some("db-1")))),
-            BTreeSet::from(["upstream_changed", "position_changed"])
+            BTreeSet::from([UpstreamChanged, PositionChanged])
         );
         assert_eq!(
             events(None, Some(&pos("master", None))),
-            BTreeSet::from(["promoted", "position_changed"])
+            BTreeSet::from([Promoted, PositionChanged])
         );
     }
 

@@ -35,3 +35,4 @@ pub mod smoke;
 pub mod snapshot;
 pub mod source;
 pub mod sys;
+pub mod text;

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
-        Err(err) => fatal(&rolecall::error::chain(&err), cli::exit_code_for(&err)),
+        Err(err) => fatal(&rolecall::text::chain(&err), cli::exit_code_for(&err)),
     }
 }
 

@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn counts_and_renders_every_metric() {
-        let mut report = RunReport::start("poll");
+        let mut report = RunReport::start(crate::report::Trigger::Poll);
         report.finish(Outcome::RolledBack, "rolled back: x");
         let mut counters = Counters::default();
         counters.count(&report);

@@ -10,7 +10,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::cron;
 use crate::render::RenderedFile;
-use crate::sys::fs::{DiskState, FileState};
+
+/// A file's state on disk as the plan needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskState {
+    /// Nothing there.
+    Absent,
+    /// A regular file.
+    File(FileState),
+    /// A symlink (never followed).
+    Symlink,
+    /// A directory, socket, device…
+    Other,
+}
+
+/// A regular file's content and metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    /// Bytes.
+    pub content: Vec<u8>,
+    /// Owner name (or number when it has no name).
+    pub owner: String,
+    /// Group name (or number).
+    pub group: String,
+    /// Permission bits.
+    pub mode: u32,
+}
 
 /// What rolecall remembers about a file it wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

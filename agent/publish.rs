@@ -365,7 +365,7 @@ impl SignatureWrite {
                 tracing::info!(path = %self.target.url(), "signature changed again since, left as is")
             }
             Err(e) => {
-                tracing::warn!(path = %self.target.url(), error = %crate::error::chain(&e), "signature not restored")
+                tracing::warn!(path = %self.target.url(), error = %crate::text::chain(&e), "signature not restored")
             }
         }
     }

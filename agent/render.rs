@@ -1,6 +1,6 @@
 //! Stage 4, render (SPEC §6): `HostView` + catalog + Tera → every desired file, smoke test
-//! and hook, before anything touches disk. Pure: the caller loads the Tera instance once per
-//! reconcile with [`load_templates`]; output is byte-for-byte repeatable.
+//! and hook, before anything touches disk. Pure: the caller loads the [`Templates`] once
+//! per reconcile; output is byte-for-byte repeatable.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use crate::catalog::{Catalog, FileSpec, HookSpec, SmokeKind, SmokeSpec, SMOKE_TIMEOUT};
+use crate::catalog::{
+    Catalog, Command, FileSpec, HookEvent, HookSpec, SmokeKind, SmokeSpec, WhenPosition,
+};
 use crate::rolemap::resolve::{HostView, ProductView};
-use crate::sys::exec::Command;
 
 /// Errors of the render stage.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,7 @@ pub struct Hook {
     /// Role.
     pub role: String,
     /// Event it runs on.
-    pub on: String,
+    pub on: HookEvent,
     /// argv.
     pub command: Command,
     /// Timeout.
@@ -177,18 +178,84 @@ pub struct MapInfo {
     pub url: String,
 }
 
-/// Load every `*.tera` under `dir`, autoescape off (our outputs are config files).
-///
-/// # Errors
-/// `Load` with Tera's parse error.
-pub fn load_templates(dir: &Path) -> Result<Tera, Error> {
-    let glob = format!("{}/**/*.tera", dir.display());
-    let mut tera = Tera::new(&glob).map_err(|source| Error::Load {
-        dir: dir.to_path_buf(),
-        source: Box::new(source),
-    })?;
-    tera.autoescape_on(vec![]);
-    Ok(tera)
+/// The Tera instance of one reconcile: every `*.tera` file under `paths.templates`, and
+/// every templated string of the catalog (paths, smoke test fields, hook commands), each
+/// parsed once, not once per product.
+#[derive(Debug)]
+pub struct Templates {
+    tera: Tera,
+}
+
+impl Templates {
+    /// Load every `*.tera` under `dir` and the templated strings of `catalog`, autoescape
+    /// off (our outputs are config files).
+    ///
+    /// # Errors
+    /// `Load` with Tera's parse error; `Template` for a catalog string that does not parse.
+    pub fn load(dir: &Path, catalog: &Catalog) -> Result<Templates, Error> {
+        let glob = format!("{}/**/*.tera", dir.display());
+        let mut tera = Tera::new(&glob).map_err(|source| Error::Load {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        tera.autoescape_on(vec![]);
+        for (role, text) in catalog_strings(catalog) {
+            if is_templated(text) {
+                tera.add_raw_template(&inline_name(text), text)
+                    .map_err(|source| Error::Template {
+                        template: text.to_string(),
+                        role: role.to_string(),
+                        product: None,
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        Ok(Templates { tera })
+    }
+
+    /// Render the catalog string `text` (e.g. `"/etc/x/{{ product.name }}.conf"`).
+    fn inline(&self, text: &str, ctx: &Context) -> tera::Result<String> {
+        if !is_templated(text) {
+            return Ok(text.to_string());
+        }
+        let name = inline_name(text);
+        match self.tera.get_template_names().any(|n| n == name) {
+            true => self.tera.render(&name, ctx),
+            false => Tera::one_off(text, ctx, false),
+        }
+    }
+}
+
+fn is_templated(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// Catalog strings live beside the template files under a name no file can have.
+fn inline_name(text: &str) -> String {
+    format!("\0inline:{text}")
+}
+
+/// Every templated string of the catalog, with its role.
+fn catalog_strings(catalog: &Catalog) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    for role in catalog.roles.values() {
+        let r = role.name.as_str();
+        out.extend(role.files.iter().map(|f| (r, f.path.as_str())));
+        out.extend(role.hooks.iter().map(|h| (r, h.command.as_str())));
+        for s in &role.smoke {
+            let fields = [
+                &s.name,
+                &s.url,
+                &s.host,
+                &s.body_contains,
+                &s.address,
+                &s.command,
+                &s.read_only,
+            ];
+            out.extend(fields.into_iter().flatten().map(|t| (r, t.as_str())));
+        }
+    }
+    out
 }
 
 /// Render everything `view`'s roles need.
@@ -198,7 +265,7 @@ pub fn load_templates(dir: &Path) -> Result<Tera, Error> {
 pub fn render(
     view: &HostView,
     catalog: &Catalog,
-    tera: &Tera,
+    templates: &Templates,
     map: &MapInfo,
     vars: &toml::Table,
 ) -> Result<Desired, Error> {
@@ -215,28 +282,32 @@ pub fn render(
         for spec in role
             .files
             .iter()
-            .filter(|f| position_matches(f.when_position.as_deref(), view))
+            .filter(|f| position_matches(f.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
                 set_product(&mut ctx, product);
-                desired.files.push(render_file(tera, &ctx, spec, product)?);
+                desired
+                    .files
+                    .push(render_file(templates, &ctx, spec, product)?);
             }
         }
         for spec in role
             .smoke
             .iter()
-            .filter(|s| position_matches(s.when_position.as_deref(), view))
+            .filter(|s| position_matches(s.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
                 set_product(&mut ctx, product);
                 desired
                     .smoke
-                    .push(render_smoke(&ctx, role_name, spec, product)?);
+                    .push(render_smoke(templates, &ctx, role_name, spec, product)?);
             }
         }
         for hook in &role.hooks {
             set_product(&mut ctx, None);
-            desired.hooks.extend(render_hook(&ctx, role_name, hook)?);
+            desired
+                .hooks
+                .extend(render_hook(templates, &ctx, role_name, hook)?);
         }
     }
     desired.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -271,42 +342,13 @@ fn fan_out(per_product: bool, products: &[ProductView]) -> Vec<Option<&ProductVi
     }
 }
 
-fn position_matches(when: Option<&str>, view: &HostView) -> bool {
-    match (when, &view.host.database) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(want), Some(db)) => want == "any" || want == db.position,
-    }
-}
-
-thread_local! {
-    /// Catalog strings (paths, smoke fields, hook commands) parsed once per process, not
-    /// once per product: `Tera::one_off` re-parses on every call.
-    static INLINE: std::cell::RefCell<Tera> = std::cell::RefCell::new(inline_tera());
-}
-
-fn inline_tera() -> Tera {
-    let mut tera = Tera::default();
-    tera.autoescape_on(vec![]);
-    tera
-}
-
-/// Render a catalog string such as `"/etc/x/{{ product.name }}.conf"`.
-fn inline(text: &str, ctx: &Context) -> tera::Result<String> {
-    if !text.contains("{{") && !text.contains("{%") {
-        return Ok(text.to_string());
-    }
-    INLINE.with(|cell| {
-        let mut tera = cell.borrow_mut();
-        if !tera.get_template_names().any(|n| n == text) {
-            tera.add_raw_template(text, text)?;
-        }
-        tera.render(text, ctx)
-    })
+fn position_matches(when: Option<WhenPosition>, view: &HostView) -> bool {
+    let position = view.host.database.as_ref().map(|db| db.position);
+    when.is_none_or(|w| w.matches(position))
 }
 
 fn render_file(
-    tera: &Tera,
+    templates: &Templates,
     ctx: &Context,
     spec: &FileSpec,
     product: Option<&ProductView>,
@@ -318,8 +360,11 @@ fn render_file(
         product: name.clone(),
         source: Box::new(source),
     };
-    let path = inline(&spec.path, ctx).map_err(|e| template_error(&spec.path, e))?;
-    let body = tera
+    let path = templates
+        .inline(&spec.path, ctx)
+        .map_err(|e| template_error(&spec.path, e))?;
+    let body = templates
+        .tera
         .render(&spec.template, ctx)
         .map_err(|e| template_error(&spec.template, e))?;
     let path = PathBuf::from(path.trim());
@@ -363,6 +408,7 @@ fn header(spec: &FileSpec, product: Option<&ProductView>) -> String {
 }
 
 struct Fields<'a> {
+    templates: &'a Templates,
     ctx: &'a Context,
     role: &'a str,
     product: Option<&'a ProductView>,
@@ -370,12 +416,14 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn render(&self, field: &str, text: &str) -> Result<String, Error> {
-        inline(text, self.ctx).map_err(|source| Error::Template {
-            template: field.to_string(),
-            role: self.role.to_string(),
-            product: self.product.map(|p| p.name.clone()),
-            source: Box::new(source),
-        })
+        self.templates
+            .inline(text, self.ctx)
+            .map_err(|source| Error::Template {
+                template: field.to_string(),
+                role: self.role.to_string(),
+                product: self.product.map(|p| p.name.clone()),
+                source: Box::new(source),
+            })
     }
 
     fn opt(&self, field: &str, text: &Option<String>) -> Result<Option<String>, Error> {
@@ -404,12 +452,18 @@ impl Fields<'_> {
 }
 
 fn render_smoke(
+    templates: &Templates,
     ctx: &Context,
     role: &str,
     spec: &SmokeSpec,
     product: Option<&ProductView>,
 ) -> Result<SmokeTest, Error> {
-    let f = Fields { ctx, role, product };
+    let f = Fields {
+        templates,
+        ctx,
+        role,
+        product,
+    };
     let check = match spec.kind {
         SmokeKind::Http => SmokeCheck::Http {
             url: f.required("smoke.url", &spec.url)?,
@@ -435,22 +489,23 @@ fn render_smoke(
     )
     .to_lowercase();
     let name = f.opt("smoke.name", &spec.name)?.unwrap_or(default_name);
-    let timeout = spec
-        .timeout
-        .as_deref()
-        .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(SMOKE_TIMEOUT);
     Ok(SmokeTest {
         name,
         role: role.to_string(),
         check,
-        timeout,
+        timeout: spec.timeout,
     })
 }
 
 /// A hook whose command renders to nothing does not apply to this host.
-fn render_hook(ctx: &Context, role: &str, hook: &HookSpec) -> Result<Option<Hook>, Error> {
+fn render_hook(
+    templates: &Templates,
+    ctx: &Context,
+    role: &str,
+    hook: &HookSpec,
+) -> Result<Option<Hook>, Error> {
     let f = Fields {
+        templates,
         ctx,
         role,
         product: None,
@@ -460,16 +515,11 @@ fn render_hook(ctx: &Context, role: &str, hook: &HookSpec) -> Result<Option<Hook
         return Ok(None);
     }
     let command = Command::parse(&text).map_err(|reason| f.invalid("hooks.command", &reason))?;
-    let timeout = hook
-        .timeout
-        .as_deref()
-        .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(crate::catalog::COMMAND_TIMEOUT);
     Ok(Some(Hook {
         role: role.to_string(),
-        on: hook.on.clone(),
+        on: hook.on,
         command,
-        timeout,
+        timeout: hook.timeout,
     }))
 }
 

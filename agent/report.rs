@@ -1,6 +1,7 @@
-//! Stage 10, report (SPEC §7.8): the `RunReport` of a reconcile, its one-line `STATUS=`
-//! text, and the status record in the state directory that `status` and `check` read.
-//! The only module that reads the wall clock.
+//! Stage 10, report (SPEC §7.8): how a reconcile ended, decided in one place
+//! ([`RunReport::conclude`]) from what its stages returned; its one-line `STATUS=` text; and
+//! the status record in the state directory that `status` and `check` read. Building the
+//! report is pure; the only module that reads the wall clock.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::FileReport;
+use crate::hooks::HookReport;
 use crate::services::ReloadReport;
 use crate::smoke::SmokeResult;
 
@@ -29,6 +31,151 @@ pub enum Outcome {
     RolledBack,
     /// Bad input (invalid map, refused plan, render error): nothing was written.
     Invalid,
+}
+
+/// What started a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// Daemon start.
+    Boot,
+    /// Poll interval elapsed.
+    Poll,
+    /// SIGHUP.
+    Sighup,
+    /// `rolecall sync`.
+    Sync,
+}
+
+impl Trigger {
+    /// Name used in logs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Boot => "boot",
+            Trigger::Poll => "poll",
+            Trigger::Sighup => "sighup",
+            Trigger::Sync => "sync",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a reconcile that did not fail ended, as its stages returned it.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Map unchanged, disk as settled (or the host still waiting for its role): nothing
+    /// parsed, rendered or written.
+    Quiet {
+        /// Still waiting for its role.
+        waiting: bool,
+    },
+    /// Not in the map (quietly or not).
+    Waiting,
+    /// The inputs of a failure still in its backoff: nothing done, the failure repeated.
+    Held {
+        /// The failed reconcile's outcome.
+        outcome: Outcome,
+        /// Its message.
+        message: String,
+    },
+    /// Rendered and planned: nothing to change.
+    Unchanged,
+    /// Changes applied (every service, or all but `failed` ones) and verified.
+    Applied(Applied),
+}
+
+/// What an applying reconcile did.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Files written or removed.
+    pub files: Vec<FileReport>,
+    /// Reloads, hooks and smoke tests.
+    pub verified: Verified,
+    /// Service transactions that failed (files restored), one message each.
+    pub failed: Vec<String>,
+}
+
+/// Stages 7–8: reloads, position hooks and smoke tests.
+#[derive(Debug, Default)]
+pub(crate) struct Verified {
+    /// Reloads run.
+    pub services: Vec<ReloadReport>,
+    /// Hooks run.
+    pub hooks: Vec<HookReport>,
+    /// Smoke tests run.
+    pub smoke: Vec<SmokeResult>,
+}
+
+impl Verified {
+    /// Every reload, hook and smoke test passed.
+    pub fn passed(&self) -> bool {
+        self.services.iter().all(|s| s.ok)
+            && self.hooks.iter().all(|h| h.ok)
+            && self.smoke.iter().all(|s| s.ok)
+    }
+
+    /// What failed, one phrase each: smoke tests, reloads and hooks.
+    pub fn failures(&self) -> Vec<String> {
+        let why = |e: &Option<String>| e.clone().unwrap_or_default();
+        let smoke = self
+            .smoke
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("smoke test {}: {}", s.name, why(&s.error)));
+        let reloads = self
+            .services
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("{} {}: {}", s.action, s.service, why(&s.error)));
+        let hooks = self
+            .hooks
+            .iter()
+            .filter(|h| !h.ok)
+            .map(|h| format!("hook {}: {}", h.on, why(&h.error)));
+        smoke.chain(reloads).chain(hooks).collect()
+    }
+}
+
+/// How a reconcile failed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// A stage failed before anything was changed, or a state file could not be kept.
+    Error {
+        /// The error chain.
+        text: String,
+        /// Bad input or configuration (exit 2) rather than a failure.
+        bad_input: bool,
+    },
+    /// A reload, hook or smoke test failed: every change was undone.
+    RolledBack {
+        /// What ran and failed.
+        verified: Verified,
+        /// Files or reloads the rollback could not restore.
+        errors: Vec<String>,
+        /// The smoke tests of the last converged configuration, after the rollback.
+        smoke_after: Vec<SmokeResult>,
+        /// Nothing had been applied before this reconcile (first boot): the rollback left
+        /// the host's own files, not a configuration of rolecall's.
+        first: bool,
+    },
+}
+
+/// What the stages observed on the way, whatever the end.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// Host id, once known.
+    pub host_id: Option<String>,
+    /// The map used.
+    pub map: Option<MapReport>,
+    /// Why the live map was refused when the cached one was used instead.
+    pub rejected: Option<String>,
+    /// Milliseconds per stage.
+    pub timings: BTreeMap<String, u64>,
 }
 
 /// Where the map came from.
@@ -53,8 +200,8 @@ pub struct MapReport {
 pub struct RunReport {
     /// Unique id of the reconcile.
     pub reconcile_id: String,
-    /// `boot`, `poll`, `sighup` or `sync`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Start time, seconds since the epoch.
     pub started_unix: u64,
     /// Wall time.
@@ -87,13 +234,13 @@ pub struct RunReport {
 
 impl RunReport {
     /// A report for a reconcile starting now.
-    pub fn start(trigger: &str) -> RunReport {
+    pub fn start(trigger: Trigger) -> RunReport {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         RunReport {
             reconcile_id: format!("{:x}-{}", now.as_millis(), std::process::id()),
-            trigger: trigger.to_string(),
+            trigger,
             started_unix: now.as_secs(),
             elapsed_ms: 0,
             outcome: Outcome::Converged,
@@ -119,6 +266,104 @@ impl RunReport {
         }
     }
 
+    /// Decide the outcome and message from what the stages returned: the one place that
+    /// does (issue 11).
+    pub(crate) fn conclude(&mut self, facts: Facts, result: Result<Ended, Failed>) {
+        self.host_id = facts.host_id;
+        self.map = facts.map;
+        self.timings = facts.timings;
+        let (outcome, message) = match result {
+            Ok(ended) => self.ended(ended),
+            Err(failed) => self.failed(failed),
+        };
+        match (&facts.rejected, outcome) {
+            (Some(why), Outcome::Converged) => {
+                let generation = self.map.as_ref().map_or(0, |m| m.generation);
+                let text = format!("map rejected: {why}; kept generation {generation}");
+                self.finish(Outcome::Invalid, text);
+            }
+            _ => self.finish(outcome, message),
+        }
+    }
+
+    fn ended(&mut self, ended: Ended) -> (Outcome, String) {
+        match ended {
+            Ended::Quiet { waiting: false } | Ended::Unchanged => {
+                (Outcome::Converged, self.converged("no changes"))
+            }
+            Ended::Quiet { waiting: true } | Ended::Waiting => (Outcome::Waiting, self.waiting()),
+            Ended::Held { outcome, message } => (
+                outcome,
+                format!("{message} (retrying after a backoff, or at once on a new map or catalog)"),
+            ),
+            Ended::Applied(applied) => self.applied(applied),
+        }
+    }
+
+    fn applied(&mut self, applied: Applied) -> (Outcome, String) {
+        self.files = applied.files;
+        self.record(applied.verified);
+        if applied.failed.is_empty() {
+            let what = format!("{} files changed", self.files.len());
+            (Outcome::Converged, self.converged(&what))
+        } else {
+            (Outcome::Failed, applied.failed.join("; "))
+        }
+    }
+
+    fn failed(&mut self, failed: Failed) -> (Outcome, String) {
+        match failed {
+            Failed::Error { text, bad_input } => {
+                let outcome = if bad_input {
+                    Outcome::Invalid
+                } else {
+                    Outcome::Failed
+                };
+                (outcome, text)
+            }
+            Failed::RolledBack {
+                verified,
+                errors,
+                smoke_after,
+                first,
+            } => {
+                let message = rolled_back_text(&verified.failures(), &errors, &smoke_after, first);
+                self.record(verified);
+                self.smoke_after_rollback = smoke_after;
+                (Outcome::RolledBack, message)
+            }
+        }
+    }
+
+    fn record(&mut self, verified: Verified) {
+        self.services = verified.services;
+        self.hooks = verified.hooks;
+        self.smoke = verified.smoke;
+    }
+
+    /// `converged to generation N (etag E), <what>[ using cached map (why)]`.
+    fn converged(&self, what: &str) -> String {
+        let (generation, etag, cache) = match &self.map {
+            Some(m) => (m.generation, m.etag.as_deref(), m.cache_reason.as_deref()),
+            None => (0, None, None),
+        };
+        let from_cache = self.map.as_ref().is_some_and(|m| m.from_cache);
+        let cache = cache
+            .filter(|_| from_cache)
+            .map_or(String::new(), |r| format!(" using cached map ({r})"));
+        format!(
+            "converged to generation {generation} (etag {}), {what}{cache}",
+            etag.unwrap_or("-")
+        )
+    }
+
+    fn waiting(&self) -> String {
+        format!(
+            "waiting for role assignment: host {} is not in the map",
+            self.host_id.as_deref().unwrap_or("-")
+        )
+    }
+
     /// The `STATUS=` line for systemd.
     pub fn status_line(&self) -> String {
         self.message.clone()
@@ -128,6 +373,34 @@ impl RunReport {
     pub fn changed(&self) -> usize {
         self.files.len()
     }
+}
+
+/// `rolled back: <what failed>[; ROLLBACK INCOMPLETE: …][; still failing after rollback: …]`.
+fn rolled_back_text(
+    failing: &[String],
+    errors: &[String],
+    smoke_after: &[SmokeResult],
+    first: bool,
+) -> String {
+    let mut message = format!("rolled back: {}", failing.join("; "));
+    if !errors.is_empty() {
+        message.push_str(&format!("; ROLLBACK INCOMPLETE: {}", errors.join("; ")));
+    }
+    let unhealthy: Vec<&str> = smoke_after
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !unhealthy.is_empty() {
+        message.push_str(&format!(
+            "; still failing after rollback: {}",
+            unhealthy.join(", ")
+        ));
+    }
+    if first {
+        message.push_str("; nothing was applied before: the host keeps its own files");
+    }
+    message
 }
 
 /// Seconds since the epoch now.

@@ -2,47 +2,32 @@
 //! file this reconcile changed, reload the affected services again, and re-run the smoke
 //! tests to confirm the previous configuration is healthy. The host keeps serving it.
 
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::apply::{self, Receipt};
 use crate::catalog::Catalog;
 use crate::render::SmokeTest;
-use crate::report::{Outcome, RunReport};
+use crate::smoke::SmokeResult;
 use crate::sys::fs::Fs;
 use crate::{services, smoke};
 
-/// What failed, one phrase each: smoke tests, reloads and hooks.
-pub fn failures(report: &RunReport) -> Vec<String> {
-    let or_empty = |e: &Option<String>| e.clone().unwrap_or_default();
-    let smoke = report
-        .smoke
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| format!("smoke test {}: {}", s.name, or_empty(&s.error)));
-    let reloads = report
-        .services
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| format!("{} {}: {}", s.action, s.service, or_empty(&s.error)));
-    let hooks = report
-        .hooks
-        .iter()
-        .filter(|h| !h.ok)
-        .map(|h| format!("hook {}: {}", h.on, or_empty(&h.error)));
-    smoke.chain(reloads).chain(hooks).collect()
+/// What a rollback left.
+#[derive(Debug, Default)]
+pub struct Undone {
+    /// Files or reloads that could not be restored.
+    pub errors: Vec<String>,
+    /// The smoke tests of the last converged configuration, run after the restore.
+    pub smoke_after: Vec<SmokeResult>,
 }
 
-/// Undo `receipts`, reload again, re-run the smoke tests of the last converged
-/// configuration (`tests`), and finish `report` as rolled back.
+/// Undo `receipts`, reload again, and re-run the smoke tests of the last converged
+/// configuration (`tests`).
 pub async fn rollback(
     fs: &Fs,
     catalog: &Catalog,
     receipts: &[Receipt],
     tests: &[SmokeTest],
-    report: &mut RunReport,
-) {
-    let failing = failures(report);
-    warn!(failing = %failing.join("; "), "rolling back every change of this reconcile");
+) -> Undone {
     let mut errors = Vec::new();
     for r in receipts.iter().rev() {
         errors.extend(apply::restore(fs, &r.applied));
@@ -57,23 +42,11 @@ pub async fn rollback(
             ));
         }
     }
-    report.smoke_after_rollback = smoke::smoke(tests).await;
-    let unhealthy: Vec<&str> = report
-        .smoke_after_rollback
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| s.name.as_str())
-        .collect();
-    let mut message = format!("rolled back: {}", failing.join("; "));
     if !errors.is_empty() {
         error!(errors = %errors.join("; "), "rollback incomplete");
-        message.push_str(&format!("; ROLLBACK INCOMPLETE: {}", errors.join("; ")));
     }
-    if !unhealthy.is_empty() {
-        message.push_str(&format!(
-            "; still failing after rollback: {}",
-            unhealthy.join(", ")
-        ));
+    Undone {
+        errors,
+        smoke_after: smoke::smoke(tests).await,
     }
-    report.finish(Outcome::RolledBack, message);
 }

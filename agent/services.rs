@@ -60,8 +60,8 @@ pub async fn reload(service: &Service) -> ReloadReport {
     };
     let started = std::time::Instant::now();
     let result = exec::run_ok(cmd, service.timeout).await;
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let error = result.err().map(|e| crate::error::chain(&e));
+    let elapsed_ms = crate::text::elapsed_ms(started);
+    let error = result.err().map(|e| crate::text::chain(&e));
     match &error {
         None => info!(action, elapsed_ms, "service reloaded"),
         Some(e) => tracing::error!(action, error = %e, "service reload failed"),

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
+use crate::catalog::Command;
 use crate::render::{SmokeCheck, SmokeTest};
-use crate::sys::exec::{self, Command};
+use crate::sys::exec;
 
 /// Pause between attempts of one test; doubles up to `MAX_RETRY`.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -71,7 +72,7 @@ async fn run(test: &SmokeTest) -> SmokeResult {
                     left.min(ATTEMPT_TIMEOUT).as_millis()
                 ))),
             };
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = crate::text::elapsed_ms(started);
         answered = match &result {
             Err(f) if f.answered => answered + 1,
             _ => 0,
@@ -146,7 +147,7 @@ async fn attempt(check: &SmokeCheck) -> Result<(), Failure> {
             exec::run_ok(command, ATTEMPT_TIMEOUT)
                 .await
                 .map(drop)
-                .map_err(|e| crate::error::chain(&e)),
+                .map_err(|e| crate::text::chain(&e)),
         ),
     }
 }
@@ -173,7 +174,7 @@ async fn http(
     let response = request
         .send()
         .await
-        .map_err(|e| Failure::silent(format!("GET {url}: {}", crate::error::chain(&e))))?;
+        .map_err(|e| Failure::silent(format!("GET {url}: {}", crate::text::chain(&e))))?;
     let status = response.status().as_u16();
     if status != expect {
         return Err(answered(format!(
@@ -206,7 +207,7 @@ async fn mysql(command: &Command, read_only: Option<&str>) -> Result<(), String>
     ]);
     let out = exec::run_ok(&Command { argv }, ATTEMPT_TIMEOUT)
         .await
-        .map_err(|e| crate::error::chain(&e))?;
+        .map_err(|e| crate::text::chain(&e))?;
     let fields: Vec<&str> = out.stdout.split_whitespace().collect();
     if fields.first() != Some(&"1") {
         return Err(format!("SELECT 1 returned {:?}", out.stdout.trim()));

@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use rolecall::catalog::Catalog;
 use rolecall::identity::Identity;
-use rolecall::plan::{self, Plan, Record, Records};
+use rolecall::plan::{self, DiskState, FileState, Plan, Record, Records};
 use rolecall::render::{self, Desired, MapInfo, RenderedFile};
 use rolecall::rolemap::{self, HostView, Resolution, RoleMap};
-use rolecall::sys::fs::{DiskState, FileState};
 
 /// The host every measurement is for: the web host serving `web_products` products.
 const HOST: &str = "web-00000";
@@ -311,7 +310,7 @@ fn bench_resolve(scale: &Scale, bytes: &[u8]) {
 /// What the catalog, templates and vars of a reconcile are.
 struct Renderer {
     catalog: Catalog,
-    tera: tera::Tera,
+    tera: render::Templates,
     info: MapInfo,
     vars: toml::Table,
 }
@@ -319,9 +318,10 @@ struct Renderer {
 impl Renderer {
     fn load() -> Renderer {
         let dir = templates_dir();
+        let catalog = Catalog::load(&dir, &BTreeMap::new()).expect("the default catalog");
         Renderer {
-            catalog: Catalog::load(&dir, &BTreeMap::new()).expect("the default catalog"),
-            tera: render::load_templates(&dir).expect("the default templates"),
+            tera: render::Templates::load(&dir, &catalog).expect("the default templates"),
+            catalog,
             info: MapInfo {
                 etag: Some("\"bench\"".to_string()),
                 version: None,

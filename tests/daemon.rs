@@ -41,6 +41,11 @@ struct Daemon {
 
 impl Daemon {
     fn new(interval: &str, jitter: &str) -> Daemon {
+        Daemon::with_restart(interval, jitter, "true")
+    }
+
+    /// As `new`, with `restart` (a command string) as memcached's restart command.
+    fn with_restart(interval: &str, jitter: &str, restart: &str) -> Daemon {
         let moto = Moto::shared();
         let bucket = moto.new_bucket(true);
         let smoke_target = TcpListener::bind("127.0.0.1:0").expect("smoke target");
@@ -48,7 +53,7 @@ impl Daemon {
         let mut setup = Setup::new(ID, "10.0.1.10")
             .var(&format!("memcached_port = {port}"))
             .var("memcached_mb = 64")
-            .service("memcached", "restart = \"true\"");
+            .service("memcached", &format!("restart = {restart:?}"));
         setup.identity = Some(vec!["source = \"imds\"".into(), "timeout = \"60s\"".into()]);
         setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
         setup.map_lines = vec![
@@ -171,11 +176,44 @@ fn ready_comes_after_the_files_and_status_and_watchdog_are_sent() {
     assert!(
         ready
             .get("STATUS")
-            .is_some_and(|s| s.contains("converged to generation 1")),
+            .is_some_and(|s| s.contains("files installed and checked")),
         "{:?}",
         ready.0
     );
+    d.wait_notification(
+        Duration::from_secs(30),
+        "STATUS",
+        "converged to generation 1",
+    );
     d.wait_notification(Duration::from_secs(5), "WATCHDOG", "1");
+}
+
+/// Issue 16: under systemd, a service command run before READY=1 waits for the service's
+/// start job, which waits for rolecall's (the unit is ordered before the services): a
+/// deadlock. Here memcached's restart command only succeeds once the test has seen
+/// READY=1 (it waits up to 20 s for the file the test creates then), as `systemctl
+/// restart` only returns once systemd may start the service.
+#[test]
+fn issue16_no_service_command_runs_before_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen_ready = dir.path().join("ready-seen");
+    let restart = format!(
+        "sh -c 'for i in $(seq 200); do test -e {} && exit 0; sleep 0.1; done; exit 1'",
+        seen_ready.display()
+    );
+    let mut d = Daemon::with_restart("1s", "0s", &restart);
+    d.publish(&map(1, 64, true));
+    d.start(None);
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    std::fs::write(&seen_ready, b"").expect("mark READY seen");
+    d.wait_notification(
+        Duration::from_secs(40),
+        "STATUS",
+        "converged to generation 1",
+    );
+    let status = d.status();
+    assert_eq!(status["outcome"], "converged", "{status:#}");
+    assert_eq!(status["services"][0]["ok"], true, "{status:#}");
 }
 
 #[test]
@@ -367,18 +405,16 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     std::fs::remove_file(d.agent.path(MEMCACHED_CONF)).expect("remove conf");
     d.notify = NotifySocket::new();
     d.spawn(&env, None);
-    let seen = d
-        .notify
-        .recv_until(Duration::from_secs(30), |n| n.has("READY", "1"));
-    let ready = seen.last().expect("READY from the cache");
-    assert!(
-        ready
-            .get("STATUS")
-            .is_some_and(|s| s.contains("using cached map")),
-        "{:?}",
-        ready.0
-    );
+    d.wait_notification(Duration::from_secs(30), "READY", "1");
     assert!(d.conf().contains("-m 64"));
+    d.wait_notification(Duration::from_secs(30), "STATUS", "using cached map");
+    assert!(
+        d.status()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("converged to generation 1")),
+        "{}",
+        d.status()
+    );
 }
 
 #[test]
@@ -455,6 +491,11 @@ fn imds_late_and_an_unassigned_host_wait_then_converge() {
     d.publish(&map(2, 64, true));
     d.wait_notification(Duration::from_secs(15), "READY", "1");
     assert!(d.conf().contains("-m 64"));
+    d.wait_notification(
+        Duration::from_secs(15),
+        "STATUS",
+        "converged to generation 2",
+    );
     // The quiet waiting polls were counted as waiting when the status changed.
     let waiting = counters(&d)["reconciles"]["waiting"].as_u64().unwrap_or(0);
     assert!(waiting >= 4, "waiting polls counted: {waiting}");

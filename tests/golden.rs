@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use rolecall::catalog::Catalog;
-use rolecall::error::chain;
 use rolecall::identity::Identity;
 use rolecall::render::{self, Desired, MapInfo, SmokeCheck};
 use rolecall::rolemap::{self, Resolution};
+use rolecall::text::chain;
 
 /// Set to `1` to rewrite the expected files instead of comparing with them.
 const UPDATE_VAR: &str = "UPDATE_GOLDEN";
@@ -96,7 +96,7 @@ fn render_for(identity: &Identity, dir: &Path, catalog_dir: &Path) -> Result<Des
         Resolution::Waiting => return Err(format!("host {} is not in the map", identity.id)),
     };
     let catalog = Catalog::load(catalog_dir, &BTreeMap::new()).map_err(|err| chain(&err))?;
-    let tera = render::load_templates(catalog_dir).map_err(|err| chain(&err))?;
+    let tera = render::Templates::load(catalog_dir, &catalog).map_err(|err| chain(&err))?;
     let info = MapInfo {
         etag: Some("\"5d41402abc4b2a76b9719d911017c592\"".to_string()),
         version: None,

@@ -28,7 +28,7 @@ pub(super) fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         Err(e) => {
             return Ok(emit(
                 UNKNOWN,
-                &format!("configuration: {}", crate::error::chain(&e)),
+                &format!("configuration: {}", crate::text::chain(&e)),
                 "",
             ))
         }
@@ -36,7 +36,7 @@ pub(super) fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let record = match report::read(&agent.state_dir) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(emit(UNKNOWN, "no reconcile recorded yet", "")),
-        Err(e) => return Ok(emit(UNKNOWN, &crate::error::chain(&e), "")),
+        Err(e) => return Ok(emit(UNKNOWN, &crate::text::chain(&e), "")),
     };
     let (code, text) = judge(&record, report::now_unix(), args);
     Ok(emit(

@@ -16,16 +16,36 @@ pub struct Args {
     pub out_dir: PathBuf,
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Other(format!("{what} {}: {e}", path.display()))
+/// Write `name` in `dir` through `sys::fs` (the only writer) with what `fill` renders.
+fn write(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let path = dir.join(name);
+    let mut bytes = Vec::new();
+    fill(&mut bytes).map_err(|source| crate::sys::fs::Error::Io {
+        action: "rendering",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(crate::sys::fs::write_state(&path, &bytes)?)
+}
+
+/// One page for `cmd` and each visible subcommand, as `clap_mangen::generate_to` names them.
+fn pages(cmd: clap::Command, dir: &Path) -> Result<(), Error> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+        pages(sub, dir)?;
+    }
+    let man = clap_mangen::Man::new(cmd);
+    write(dir, &man.get_filename(), |out| man.render(out))
 }
 
 /// Write `rolecall.1` (and one page per subcommand, `rolecall-sync.1`, …).
 pub(super) fn manpage(args: &Args) -> Result<u8, Error> {
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| io("creating", &args.out_dir, e))?;
-    let cmd = super::Cli::command();
-    clap_mangen::generate_to(cmd, &args.out_dir)
-        .map_err(|e| io("writing man pages into", &args.out_dir, e))?;
+    let mut cmd = super::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    pages(cmd, &args.out_dir)?;
     super::out(&format!(
         "man pages written to {}\n",
         args.out_dir.display()
@@ -35,11 +55,13 @@ pub(super) fn manpage(args: &Args) -> Result<u8, Error> {
 
 /// Write `rolecall.bash`, `_rolecall` and `rolecall.fish`.
 pub(super) fn completions(args: &Args) -> Result<u8, Error> {
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| io("creating", &args.out_dir, e))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = super::Cli::command();
-        clap_complete::generate_to(shell, &mut cmd, "rolecall", &args.out_dir)
-            .map_err(|e| io("writing completions into", &args.out_dir, e))?;
+        let name = clap_complete::Generator::file_name(&shell, "rolecall");
+        write(&args.out_dir, &name, |out| {
+            clap_complete::generate(shell, &mut cmd, "rolecall", out);
+            Ok(())
+        })?;
     }
     super::out(&format!(
         "completions written to {}\n",

@@ -121,7 +121,10 @@ pub(super) async fn run(cmd: &MapCommand) -> Result<u8, Error> {
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(file).map_err(|e| Error::Other(format!("reading {}: {e}", file.display())))
+    std::fs::read(file).map_err(|source| Error::Read {
+        path: file.to_path_buf(),
+        source,
+    })
 }
 
 fn load(file: &Path) -> Result<rolemap::RoleMap, Error> {
@@ -222,7 +225,7 @@ fn coded(result: Result<u8, publish::Error>) -> Result<u8, Error> {
         _ => return Err(err.into()),
     };
     print_invalid(&err);
-    stderr_line(&format!("error: {}", crate::error::chain(&err)));
+    stderr_line(&format!("error: {}", crate::text::chain(&err)));
     Ok(code)
 }
 

@@ -130,16 +130,17 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     }
 }
 
-/// The exit code of an error that ended a command.
+/// The exit code of an error that ended a command: bad input, or a failure.
 pub fn exit_code_for(err: &Error) -> u8 {
-    if err.is_bad_input() {
-        EXIT_BAD_INPUT
+    sync_exit_code(if err.is_bad_input() {
+        Outcome::Invalid
     } else {
-        EXIT_FAILED
-    }
+        Outcome::Failed
+    })
 }
 
-/// The exit code of `sync` for a reconcile outcome.
+/// The exit code of an outcome (`sync`, and through [`exit_code_for`] every command's
+/// errors): the one mapping.
 pub fn sync_exit_code(outcome: Outcome) -> u8 {
     match outcome {
         Outcome::Converged | Outcome::Waiting => EXIT_OK,
@@ -179,7 +180,12 @@ mod tests {
             message: "x".into(),
         });
         assert_eq!(exit_code_for(&err), 2);
-        assert_eq!(exit_code_for(&Error::Other("x".into())), 1);
+        let io = std::io::Error::other("x");
+        let err = Error::Read {
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(exit_code_for(&err), 1);
     }
 
     #[test]

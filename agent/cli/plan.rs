@@ -22,7 +22,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     let loaded = pipeline::obtain_map(&agent, &source, &identity).await?;
     if loaded.live_rejected {
         let why = loaded.cache_reason.clone().unwrap_or_default();
-        return Err(Error::BadInput(why));
+        return Err(Error::MapRejected { reason: why });
     }
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));
@@ -40,7 +40,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
             ));
             Ok(super::EXIT_OK)
         }
-        Some(p) if p.plan.is_empty() => {
+        Some(p) if p.planned.plan.is_empty() => {
             super::out(&format!(
                 "no changes (generation {})\n",
                 loaded.info.generation
@@ -56,17 +56,18 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
 
 fn describe(p: &Preview, color: bool) -> String {
     let mut out = String::new();
-    for change in &p.plan.changes {
+    let plan = &p.planned.plan;
+    for change in &plan.changes {
         out.push_str(&format!("# {:?} {}\n", change.action, change.path.display()).to_lowercase());
         out.push_str(&paint(&crate::plan::diff(change), color));
     }
-    for path in &p.plan.forget {
+    for path in &plan.forget {
         out.push_str(&format!("# forget {} (already gone)\n", path.display()));
     }
-    for svc in &p.services {
+    for svc in plan.services() {
         out.push_str(&format!("would check and reload service {svc}\n"));
     }
-    for t in &p.desired.smoke {
+    for t in &p.rendered.desired.smoke {
         out.push_str(&format!("would run smoke test {}\n", t.name));
     }
     out

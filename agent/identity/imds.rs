@@ -99,7 +99,7 @@ impl Imds {
         };
         tracing::debug!(
             host_id = %identity.id,
-            elapsed_ms = millis(start.elapsed()),
+            elapsed_ms = crate::text::millis(start.elapsed()),
             "instance metadata read"
         );
         Ok(identity)
@@ -212,8 +212,8 @@ where
         tracing::warn!(
             path,
             attempt = failures,
-            elapsed_ms = millis(start.elapsed()),
-            error = %chain(&err),
+            elapsed_ms = crate::text::millis(start.elapsed()),
+            error = %crate::text::chain(&err),
             "instance metadata not ready, retrying"
         );
         drop(err);
@@ -268,22 +268,6 @@ fn bad_value(path: &str, value: &str) -> Error {
     }
 }
 
-/// `err` and its sources as `a: b: c`, for the `error` log field.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,14 +312,14 @@ mod tests {
     fn error_chain_joins_sources() {
         let inner = std::io::Error::other("connection refused");
         let outer = std::io::Error::new(std::io::ErrorKind::TimedOut, inner);
-        assert_eq!(chain(&outer), "connection refused");
+        assert_eq!(crate::text::chain(&outer), "connection refused");
         let err = Error::Imds {
             endpoint: DEFAULT_ENDPOINT.to_owned(),
             path: INSTANCE_ID.to_owned(),
             source: Box::new(std::io::Error::other("refused")),
         };
         assert_eq!(
-            chain(&err),
+            crate::text::chain(&err),
             "reading instance metadata /latest/meta-data/instance-id \
              from http://169.254.169.254: refused"
         );

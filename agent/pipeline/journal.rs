@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::Agent;
-use crate::error::chain;
+use crate::plan::DiskState;
 use crate::plan::Plan;
-use crate::sys::fs::DiskState;
+use crate::text::chain;
 
 /// Journal file in the state directory.
 pub const JOURNAL_FILE: &str = "journal.json";
@@ -24,8 +24,14 @@ struct Entry {
     before: DiskState,
 }
 
-/// Save the previous state of every file `plan` changes.
-pub(super) fn open(agent: &Agent, plan: &Plan) {
+/// Save the previous state of every file `plan` changes, before the first write.
+///
+/// # Errors
+/// The journal could not be written: the caller must not write then (issue 15).
+pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Error> {
+    if plan.changes.is_empty() {
+        return Ok(());
+    }
     let entries: Vec<Entry> = plan
         .changes
         .iter()
@@ -34,16 +40,13 @@ pub(super) fn open(agent: &Agent, plan: &Plan) {
             before: c.before.clone(),
         })
         .collect();
-    if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(JOURNAL_FILE), &entries) {
-        // Without the journal the reconcile still applies; a crash would then need drift repair.
-        error!(error = %chain(&e), "transaction journal not written");
-    }
+    crate::sys::fs::write_json(&agent.state_dir.join(JOURNAL_FILE), &entries)
 }
 
 /// The reconcile finished (converged or rolled back): forget the journal.
 pub(super) fn close(agent: &Agent) {
     if let Err(e) = crate::sys::fs::remove_state(&agent.state_dir.join(JOURNAL_FILE)) {
-        tracing::error!(error = %crate::error::chain(&e), "journal not removed");
+        tracing::error!(error = %crate::text::chain(&e), "journal not removed");
     }
 }
 

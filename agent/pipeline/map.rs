@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::Agent;
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::render::MapInfo;
 use crate::report::MapReport;
 use crate::rolemap::{self, Resolution, RoleMap};
 use crate::source::{sha256_hex, AnySource, CacheMeta, CachedMap, Fetched, MapSource};
+use crate::text::chain;
 
 /// A validated map ready to reconcile from, resolved for this host.
 #[derive(Debug, Clone)]
@@ -147,14 +148,12 @@ pub(super) async fn load(
                 m.cache_reason = None;
                 m
             }),
-            None => Err(Error::Other(format!(
-                "{url} answered 304 Not Modified but no map is cached"
-            ))),
+            None => Err(crate::source::Error::NotCached { url }.into()),
         },
         Ok(Fetched::Map(m)) => {
             if let Err(e) = verify(agent, &m.bytes).await {
                 let reason = format!("map from {url} refused: {}", chain(&e));
-                return fallback(reason, true, Error::BadInput(chain(&e)));
+                return fallback(reason, true, e.into());
             }
             match accept(&m.bytes, generation, identity) {
                 Ok(resolved) => Ok(loaded(resolved, m.bytes, m.etag, m.version, &url)),

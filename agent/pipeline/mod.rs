@@ -1,76 +1,52 @@
 //! One reconcile (SPEC §7): identity → map → view → render → plan → apply → reload →
-//! smoke → (rollback) → report. The only code that knows the stage order; each stage is a
-//! function of its own module and they talk through plain values.
+//! smoke → (rollback) → report. [`reconcile`] is the only code that knows the stage
+//! order; each stage is a function that returns a value, failures leave with `?`, and the
+//! report's outcome is decided once, from what came back (`report::RunReport::conclude`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, instrument, warn};
+use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::apply::{self, FileReport, Receipt};
-use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::error::{chain, Error};
-use crate::hooks;
+use crate::error::Error;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
-use crate::plan::Plan;
-use crate::render::{Hook, SmokeTest};
-use crate::report::{self, Outcome, RunReport};
+use crate::report::{self, Applied, Ended, Failed, RunReport, Verified};
+use crate::rolemap::{HostView, Resolution};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
-use crate::{rollback, services, smoke};
+use crate::text::chain;
 
-use map::fingerprint;
-use state::{commit, store_cache, store_if_changed, store_position};
+use commit::Settle;
+use execute::Installed;
+use map::{fingerprint, Fetch, LoadedMap};
+use preview::Rendered;
+use trace::Trace;
 
+mod commit;
+mod execute;
 mod journal;
 mod map;
 mod preview;
 mod settled;
-mod state;
+mod trace;
 
-pub use map::{obtain_map, LoadedMap};
+pub use commit::{read_records, RECORDS_FILE, SMOKE_FILE};
+pub use map::obtain_map;
 pub use preview::{preview, Preview};
+pub use report::Trigger;
 pub use settled::SETTLED_FILE;
-pub use state::{read_records, RECORDS_FILE, SMOKE_FILE};
 
 /// How long a reconcile waits for another one to finish.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What started a reconcile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Daemon start.
-    Boot,
-    /// Poll interval elapsed.
-    Poll,
-    /// SIGHUP.
-    Sighup,
-    /// `rolecall sync`.
-    Sync,
-}
-
-impl Trigger {
-    /// Name used in logs and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Boot => "boot",
-            Trigger::Poll => "poll",
-            Trigger::Sighup => "sighup",
-            Trigger::Sync => "sync",
-        }
-    }
-}
 
 /// The agent's fixed context: settings and where things are on this machine.
 #[derive(Debug)]
 pub struct Agent {
     /// Validated agent.toml.
     pub settings: Settings,
-    /// `--root` prefix.
-    pub root: PathBuf,
     /// Writer for managed files.
     pub fs: Fs,
     /// Physical state directory.
@@ -92,7 +68,6 @@ impl Agent {
         let identity = AnyIdentity::from_config(&settings.identity);
         Agent {
             settings,
-            root: root.to_path_buf(),
             fs,
             state_dir,
             identity,
@@ -107,156 +82,224 @@ impl Agent {
     }
 }
 
-/// Fetch the map and reconcile once under the lock; writes the status record.
-pub async fn sync(agent: &Agent, trigger: Trigger) -> RunReport {
-    let mut report = RunReport::start(trigger.as_str());
-    let started = Instant::now();
-    match lock::acquire(&agent.state_dir, LOCK_TIMEOUT).await {
-        Ok(_lock) => {
-            let source =
-                AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await;
-            match source {
-                Ok(source) => run(agent, &source, &mut report).await,
-                Err(e) => fail(&mut report, &Error::from(e)),
-            }
-            finish(agent, &mut report, started);
-        }
-        Err(e) => {
-            fail(&mut report, &Error::from(e));
-            report.elapsed_ms = elapsed_ms(started);
-        }
-    }
-    report
+/// What the caller asks of one reconcile.
+pub struct Request<'a> {
+    /// What started it.
+    pub trigger: Trigger,
+    /// The host has converged through the full path before (the daemon, once smoke-tested;
+    /// a manual run, unless it is a boot): an unchanged map may end on the quiet path and
+    /// an empty plan needs no reloads or smoke tests. Otherwise both are verified.
+    pub settled: bool,
+    /// A failure still in its backoff: inputs with its fingerprint are not tried again.
+    pub held: Option<&'a Held>,
+    /// Called once the files are installed and every service's check passed, before any
+    /// service command (reload, restart, hook, smoke test) runs: the daemon's `READY=1`,
+    /// while the services it is ordered before still wait for it (issue 16).
+    pub installed: Option<&'a dyn Fn()>,
 }
 
-/// A failed set of inputs the daemon does not retry before `until` (SPEC §7, issue 4).
+/// A failed set of inputs that the daemon does not retry before its backoff ends.
 #[derive(Debug, Clone)]
-pub struct Hold {
-    /// Fingerprint of the map and catalog that failed.
+pub struct Held {
+    /// Fingerprint of the inputs that failed.
     pub fingerprint: String,
-    /// Failures in a row with these inputs.
-    pub failures: u32,
-    /// No retry before this, unless the inputs change or someone asks.
-    pub until: tokio::time::Instant,
     /// The failed reconcile's report, repeated while held.
     pub report: RunReport,
 }
 
-/// What a reconcile worked from, for the daemon's backoff decisions.
-#[derive(Debug, Clone, Default)]
-pub struct Inputs {
-    /// Fingerprint of everything the render depends on, once a map was obtained.
+/// Which way a reconcile went, for the daemon's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The full path (including every failure).
+    Full,
+    /// The quiet path: map unchanged and disk as settled; nothing parsed or written.
+    Quiet,
+    /// Held: the inputs of a failure in its backoff; nothing done.
+    Held,
+}
+
+/// A finished reconcile.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// Its report.
+    pub report: RunReport,
+    /// Which way it went.
+    pub way: Way,
+    /// Fingerprint of the inputs, once a map was loaded (what a hold is keyed on).
     pub fingerprint: Option<String>,
-    /// The inputs matched a hold: nothing was done.
-    pub held: bool,
-    /// The map was unchanged and the disk as the last converged reconcile left it:
-    /// nothing was parsed, rendered or written.
-    pub quiet: bool,
 }
 
 /// One reconcile with an already-built source; the caller holds the lock.
-pub async fn run(agent: &Agent, source: &AnySource, report: &mut RunReport) {
-    let quiet = report.trigger != Trigger::Boot.as_str();
-    run_held(agent, source, report, None, quiet).await;
+pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>) -> Reconciled {
+    let mut report = RunReport::start(request.trigger);
+    let span =
+        info_span!("reconcile", reconcile_id = %report.reconcile_id, trigger = %request.trigger);
+    let started = Instant::now();
+    let trace = Trace::default();
+    let result = stages(agent, source, request, &trace)
+        .instrument(span)
+        .await;
+    let way = match &result {
+        Ok(Ended::Quiet { .. }) => Way::Quiet,
+        Ok(Ended::Held { .. }) => Way::Held,
+        _ => Way::Full,
+    };
+    if let Err(Failed::Error { text, .. }) = &result {
+        error!(error = %text, "reconcile failed");
+    }
+    let (facts, fingerprint) = trace.into_parts();
+    report.conclude(facts, result);
+    report.elapsed_ms = crate::text::elapsed_ms(started);
+    Reconciled {
+        report,
+        way,
+        fingerprint,
+    }
 }
 
-/// As [`run`], but skips the work when the inputs are those of `hold`. An unchanged map
-/// may end the reconcile early as "waiting" at any time, as "converged" only when `quiet`
-/// allows it (the daemon allows it once it has converged through the full path, smoke
-/// tests included).
-#[instrument(skip_all, fields(reconcile_id = %report.reconcile_id, trigger = %report.trigger))]
-pub async fn run_held(
+/// The stages in order. Identity and map either end the reconcile early (quiet, held,
+/// waiting) or give the inputs to converge to.
+async fn stages(
     agent: &Agent,
     source: &AnySource,
-    report: &mut RunReport,
-    hold: Option<&Hold>,
-    quiet: bool,
-) -> Inputs {
-    let recovered = journal::recover(agent);
-    if recovered > 0 {
-        warn!(
-            files = recovered,
-            "an interrupted reconcile was undone; applying again"
-        );
-    }
-    let identity = match timed(report, "identity", identify(agent)).await {
-        Ok(id) => id,
-        Err(e) => {
-            fail(report, &Error::from(e));
-            return Inputs::default();
-        }
+    request: &Request<'_>,
+    trace: &Trace,
+) -> Result<Ended, Failed> {
+    journal::recover(agent);
+    let identity = trace
+        .stage("identity", identify(agent))
+        .await
+        .map_err(fail)?;
+    trace.host(&identity.id);
+    let inputs = match obtain(agent, source, &identity, request, trace).await? {
+        Obtained::Ended(ended) => return Ok(ended),
+        Obtained::Inputs(inputs) => inputs,
     };
-    report.host_id = Some(identity.id.clone());
-    let fetched = timed(report, "fetch", map::fetch(agent, source)).await;
-    // An unchanged map's SHA-256 and fingerprint, kept for the full path if it must run.
-    let mut unchanged = None;
-    if let Some(meta) = fetched.unchanged() {
-        let fingerprint = fingerprint(agent, &identity, &meta.sha256);
-        let found = timed(report, "drift", async {
-            settled::quiet(agent, &fingerprint, quiet)
-        })
-        .await;
-        if let Some(found) = found {
-            let (outcome, text) = match found {
-                settled::Quiet::Converged => (
-                    Outcome::Converged,
-                    converged_text(meta.generation, meta.etag.as_deref(), None, "no changes"),
-                ),
-                settled::Quiet::Waiting => (Outcome::Waiting, waiting_text(&identity)),
-            };
-            report.map = Some(map::unchanged_report(meta));
-            report.finish(outcome, text);
-            return Inputs {
-                fingerprint: Some(fingerprint),
-                held: false,
-                quiet: true,
-            };
-        }
-        unchanged = Some((meta.sha256.clone(), fingerprint));
-    }
-    let loaded = match timed(report, "load", map::load(agent, fetched, &identity)).await {
-        Ok(loaded) => {
-            report.map = Some(loaded.report());
-            loaded
-        }
-        Err(e) => {
-            fail(report, &e);
-            return Inputs::default();
-        }
+    let Resolution::Assigned(view) = &inputs.loaded.resolution else {
+        info!(host_id = %identity.id, "waiting for role assignment");
+        commit::settle(agent, &inputs.settle(None, BTreeSet::new()));
+        return Ok(Ended::Waiting);
     };
+    converge(agent, &inputs, view, request, trace).await
+}
+
+/// The map a reconcile works from, and the fingerprint of everything it renders from.
+struct Inputs {
+    loaded: LoadedMap,
+    fingerprint: String,
+}
+
+impl Inputs {
+    fn settle<'a>(
+        &'a self,
+        rendered: Option<&'a Rendered>,
+        failed: BTreeSet<Option<String>>,
+    ) -> Settle<'a> {
+        Settle {
+            loaded: &self.loaded,
+            fingerprint: &self.fingerprint,
+            rendered,
+            failed,
+        }
+    }
+}
+
+enum Obtained {
+    Ended(Ended),
+    Inputs(Inputs),
+}
+
+/// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
+/// (validate, resolve, or fall back to the cache); end if its inputs are held.
+async fn obtain(
+    agent: &Agent,
+    source: &AnySource,
+    identity: &Identity,
+    request: &Request<'_>,
+    trace: &Trace,
+) -> Result<Obtained, Failed> {
+    let fetch: Fetch = trace.stage("fetch", map::fetch(agent, source)).await;
+    let unchanged = fetch
+        .unchanged()
+        .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
+    if let Some((meta, fingerprint)) = &unchanged {
+        let quiet = trace.now("drift", || {
+            settled::quiet(agent, fingerprint, request.settled)
+        });
+        if let Some(quiet) = quiet {
+            trace.map(map::unchanged_report(meta));
+            let waiting = quiet == settled::Quiet::Waiting;
+            return Ok(Obtained::Ended(Ended::Quiet { waiting }));
+        }
+    }
+    let loaded = trace
+        .stage("load", map::load(agent, fetch, identity))
+        .await
+        .map_err(fail)?;
     let fingerprint = match unchanged {
-        Some((sha256, fingerprint)) if sha256 == loaded.sha256 => fingerprint,
-        _ => fingerprint(agent, &identity, &loaded.sha256),
+        Some((meta, fingerprint)) if meta.sha256 == loaded.sha256 => fingerprint,
+        _ => fingerprint(agent, identity, &loaded.sha256),
     };
-    if let Some(h) = hold.filter(|h| h.fingerprint == fingerprint) {
-        info!(
-            failures = h.failures,
-            "same inputs as the last failure: waiting for the backoff"
-        );
-        let text = format!(
-            "{} (retrying after a backoff, or at once on a new map or catalog)",
-            h.report.message
-        );
-        report.finish(h.report.outcome, text);
-        return Inputs {
-            fingerprint: None,
-            held: true,
-            quiet: false,
-        };
+    trace.loaded(&loaded, &fingerprint);
+    if let Some(held) = request.held.filter(|h| h.fingerprint == fingerprint) {
+        info!("same inputs as the last failure: waiting for the backoff");
+        let (outcome, message) = (held.report.outcome, held.report.message.clone());
+        return Ok(Obtained::Ended(Ended::Held { outcome, message }));
     }
-    reconcile(agent, &identity, &loaded, &fingerprint, report).await;
-    if loaded.live_rejected && report.outcome == Outcome::Converged {
-        let why = loaded.cache_reason.clone().unwrap_or_default();
-        let generation = loaded.info.generation;
-        report.finish(
-            Outcome::Invalid,
-            format!("map rejected: {why}; kept generation {generation}"),
-        );
+    Ok(Obtained::Inputs(Inputs {
+        loaded,
+        fingerprint,
+    }))
+}
+
+/// Stages 4–9 for a host with a view: render, plan, install, verify, commit; a failed
+/// verification is undone.
+async fn converge(
+    agent: &Agent,
+    inputs: &Inputs,
+    view: &HostView,
+    request: &Request<'_>,
+    trace: &Trace,
+) -> Result<Ended, Failed> {
+    let rendered = trace.now("render", || preview::render(agent, &inputs.loaded, view));
+    let rendered = rendered.map_err(fail)?;
+    let planned = trace
+        .now("plan", || preview::plan(agent, &rendered))
+        .map_err(fail)?;
+    if planned.is_noop() && request.settled {
+        commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
+        return Ok(Ended::Unchanged);
     }
-    Inputs {
-        fingerprint: Some(fingerprint),
-        held: false,
-        quiet: false,
+    let installed = trace.stage("apply", execute::install(agent, &rendered, &planned));
+    let installed = installed.await.map_err(fail)?;
+    if let Some(tell) = request.installed.filter(|_| installed.failed.is_empty()) {
+        tell();
+    }
+    let verified = match agent.run_services {
+        true => execute::verify(&rendered, &planned, &installed, trace).await,
+        false => Verified::default(),
+    };
+    if !verified.passed() {
+        return Err(execute::undo(agent, &rendered, &installed, verified, planned.first).await);
+    }
+    let failed = installed.failed.keys().cloned().collect();
+    commit::settle(agent, &inputs.settle(Some(&rendered), failed));
+    Ok(Ended::Applied(applied(&installed, verified)))
+}
+
+fn applied(installed: &Installed, verified: Verified) -> Applied {
+    Applied {
+        files: installed.files(),
+        verified,
+        failed: installed.failed.values().cloned().collect(),
+    }
+}
+
+fn fail(err: impl Into<Error>) -> Failed {
+    let err = err.into();
+    Failed::Error {
+        text: chain(&err),
+        bad_input: err.is_bad_input(),
     }
 }
 
@@ -277,40 +320,41 @@ async fn identify(agent: &Agent) -> Result<Identity, crate::identity::Error> {
     Ok(agent.known.get_or_init(|| identity).clone())
 }
 
-async fn timed<T>(
-    report: &mut RunReport,
-    stage: &str,
-    fut: impl std::future::Future<Output = T>,
-) -> T {
+/// Fetch the map and reconcile once under the lock (`rolecall sync` without a daemon);
+/// writes the status record and sends `STATUS=`.
+pub async fn sync(agent: &Agent, trigger: Trigger) -> RunReport {
     let started = Instant::now();
-    let out = fut.await;
-    report
-        .timings
-        .insert(stage.to_string(), elapsed_ms(started));
-    out
-}
-
-/// Elapsed milliseconds since `started`.
-pub fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-fn fail(report: &mut RunReport, err: &Error) {
-    let outcome = if err.is_bad_input() {
-        Outcome::Invalid
-    } else {
-        Outcome::Failed
+    let request = Request {
+        trigger,
+        settled: trigger != Trigger::Boot,
+        held: None,
+        installed: None,
     };
-    let text = chain(err);
-    error!(error = %text, "reconcile failed");
-    report.finish(outcome, text);
+    let mut report = match locked(agent, &request).await {
+        Ok(reconciled) => reconciled.report,
+        Err(e) => refused(trigger, &e),
+    };
+    report.elapsed_ms = crate::text::elapsed_ms(started);
+    record(agent, &mut report, None);
+    notify::status(&report.status_line());
+    report
 }
 
-/// Record the end of a reconcile: elapsed time, status record, `STATUS=`, summary log.
-pub fn finish(agent: &Agent, report: &mut RunReport, started: Instant) {
-    report.elapsed_ms = elapsed_ms(started);
-    record(agent, report, None);
-    notify::status(&report.status_line());
+/// The report of a reconcile that could not start (lock, map source).
+pub fn refused(trigger: Trigger, err: &Error) -> RunReport {
+    let mut report = RunReport::start(trigger);
+    let failed = Failed::Error {
+        text: chain(err),
+        bad_input: err.is_bad_input(),
+    };
+    report.conclude(report::Facts::default(), Err(failed));
+    report
+}
+
+async fn locked(agent: &Agent, request: &Request<'_>) -> Result<Reconciled, Error> {
+    let _lock = lock::acquire(&agent.state_dir, LOCK_TIMEOUT).await?;
+    let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
+    Ok(reconcile(agent, &source, request).await)
 }
 
 /// Write the status record and the metrics for `report`, counting the `unrecorded`
@@ -334,155 +378,4 @@ pub fn record(
         warn!(error = %chain(&e), "metrics not written");
     }
     info!(outcome = ?report.outcome, changed = report.changed(), elapsed_ms = report.elapsed_ms, "reconcile finished");
-}
-
-#[instrument(skip_all)]
-async fn reconcile(
-    agent: &Agent,
-    identity: &Identity,
-    loaded: &LoadedMap,
-    fingerprint: &str,
-    report: &mut RunReport,
-) {
-    let preview = match preview(agent, loaded) {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            info!(host_id = %identity.id, "waiting for role assignment");
-            store_cache(agent, loaded);
-            settled::store_waiting(agent, fingerprint);
-            return report.finish(Outcome::Waiting, waiting_text(identity));
-        }
-        Err(e) => return fail(report, &e),
-    };
-    let boot = report.trigger == Trigger::Boot.as_str();
-    if preview.is_noop() && !boot {
-        commit(agent, loaded, &preview.desired, &BTreeSet::new());
-        settled::store(agent, fingerprint, &preview.desired);
-        return report.finish(Outcome::Converged, loaded_text(loaded, "no changes"));
-    }
-    if let Err(e) = settled::forget(agent) {
-        return fail(report, &Error::from(e));
-    }
-    execute(agent, loaded, &preview, report).await;
-    if report.outcome == Outcome::Converged {
-        settled::store(agent, fingerprint, &preview.desired);
-    }
-}
-
-async fn execute(agent: &Agent, loaded: &LoadedMap, preview: &Preview, report: &mut RunReport) {
-    let started = Instant::now();
-    journal::open(agent, &preview.plan);
-    let (receipts, failed) = apply_all(agent, &preview.catalog, &preview.plan).await;
-    report.timings.insert("apply".into(), elapsed_ms(started));
-    if agent.run_services && !verify(preview, &receipts, report).await {
-        let last_good: Vec<SmokeTest> =
-            crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        rollback::rollback(&agent.fs, &preview.catalog, &receipts, &last_good, report).await;
-        return journal::close(agent);
-    }
-    report.files = file_reports(&receipts);
-    commit(
-        agent,
-        loaded,
-        &preview.desired,
-        &failed.keys().cloned().collect(),
-    );
-    if agent.run_services {
-        store_position(agent, preview.position.as_ref());
-        store_if_changed(agent, SMOKE_FILE, &preview.desired.smoke);
-    }
-    journal::close(agent);
-    if failed.is_empty() {
-        let what = format!("{} files changed", report.files.len());
-        report.finish(Outcome::Converged, loaded_text(loaded, &what));
-    } else {
-        let texts: Vec<&str> = failed.values().map(String::as_str).collect();
-        report.finish(Outcome::Failed, texts.join("; "));
-    }
-}
-
-/// Stages 7–8 and the hooks: reload each changed service once, run the due hooks, run the
-/// smoke tests. `false` when anything failed (the caller rolls back).
-async fn verify(preview: &Preview, receipts: &[Receipt], report: &mut RunReport) -> bool {
-    let started = Instant::now();
-    for svc in services::needs_reload(&preview.catalog, receipts) {
-        report.services.push(services::reload(svc).await);
-    }
-    report.timings.insert("reload".into(), elapsed_ms(started));
-    if report.services.iter().all(|s| s.ok) {
-        let due: Vec<&Hook> = preview.hooks.iter().collect();
-        report.hooks = timed(report, "hooks", hooks::run(&due)).await;
-    }
-    report.smoke = timed(report, "smoke", smoke::smoke(&preview.desired.smoke)).await;
-    report.services.iter().all(|s| s.ok)
-        && report.hooks.iter().all(|h| h.ok)
-        && report.smoke.iter().all(|s| s.ok)
-}
-
-/// Failed services (`None` for files without a service) and why.
-type Failed = BTreeMap<Option<String>, String>;
-
-async fn apply_all(agent: &Agent, catalog: &Catalog, plan: &Plan) -> (Vec<Receipt>, Failed) {
-    let mut receipts = Vec::new();
-    let mut failures = Failed::new();
-    for (service, changes) in plan.by_service() {
-        let svc = service
-            .as_ref()
-            .and_then(|s| catalog.services.get(s))
-            .filter(|_| agent.run_services);
-        match apply::apply(&agent.fs, svc, &changes).await {
-            Ok(r) => receipts.push(r),
-            Err(e) => {
-                error!(error = %chain(&e), "service transaction failed, files restored");
-                failures.insert(service.clone(), chain(&e));
-            }
-        }
-    }
-    (receipts, failures)
-}
-
-fn waiting_text(identity: &Identity) -> String {
-    format!(
-        "waiting for role assignment: host {} is not in the map",
-        identity.id
-    )
-}
-
-fn loaded_text(loaded: &LoadedMap, what: &str) -> String {
-    let cache_reason = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache);
-    converged_text(
-        loaded.info.generation,
-        loaded.info.etag.as_deref(),
-        cache_reason,
-        what,
-    )
-}
-
-fn converged_text(
-    generation: u64,
-    etag: Option<&str>,
-    cache_reason: Option<&str>,
-    what: &str,
-) -> String {
-    let cache = cache_reason.map_or(String::new(), |r| format!(" using cached map ({r})"));
-    format!(
-        "converged to generation {generation} (etag {}), {what}{cache}",
-        etag.unwrap_or("-")
-    )
-}
-
-fn file_reports(receipts: &[Receipt]) -> Vec<FileReport> {
-    receipts
-        .iter()
-        .flat_map(|r| {
-            r.applied.iter().map(move |a| FileReport {
-                path: a.path.clone(),
-                action: format!("{:?}", a.action).to_lowercase(),
-                service: r.service.clone(),
-            })
-        })
-        .collect()
 }

@@ -1,41 +1,56 @@
-//! Render and plan for one host without touching disk (SPEC §7.3–7.4): what `plan` shows
-//! and what a reconcile then executes, including the position hooks that are due.
+//! Stages 4 and 5 for one host without touching disk (SPEC §7.3–7.4): render everything
+//! the host's roles want, then plan it against the disk and the managed-file records,
+//! including the position hooks that are due. What `plan` shows and a reconcile executes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{map::LoadedMap, state::read_records, Agent};
+use super::{commit::read_records, map::LoadedMap, Agent};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::hooks;
+use crate::plan::DiskState;
 use crate::plan::{self, Plan, Records};
 use crate::render::{self, Desired, Hook};
-use crate::rolemap::resolve::DbPosition;
+use crate::rolemap::resolve::{DbPosition, HostView};
 use crate::rolemap::Resolution;
-use crate::sys::fs::DiskState;
 
-/// What `plan` shows: the plan and what applying it would run.
+/// Stage 4's result: everything rendered, and the catalog it came from.
 #[derive(Debug, Clone, Default)]
-pub struct Preview {
-    /// The plan.
-    pub plan: Plan,
-    /// Everything rendered.
+pub struct Rendered {
+    /// Files, smoke tests and hooks.
     pub desired: Desired,
-    /// Services that would be checked and reloaded.
-    pub services: Vec<String>,
-    /// The catalog it was rendered from.
+    /// The catalog (service commands for apply and reload).
     pub catalog: Catalog,
     /// The host's database position in this map.
     pub position: Option<DbPosition>,
-    /// Hooks due because the position changed since the last converged reconcile.
-    pub hooks: Vec<Hook>,
 }
 
-impl Preview {
+/// Stage 5's result: the changes, and what applying them runs.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    /// The changes.
+    pub plan: Plan,
+    /// Hooks due because the position changed since the last converged reconcile.
+    pub hooks: Vec<Hook>,
+    /// Nothing was recorded before: this host never converged (first boot).
+    pub first: bool,
+}
+
+impl Planned {
     /// Nothing to write and no hook to run.
     pub fn is_noop(&self) -> bool {
         self.plan.is_empty() && self.hooks.is_empty()
     }
+}
+
+/// What `plan` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Preview {
+    /// Stage 4.
+    pub rendered: Rendered,
+    /// Stage 5.
+    pub planned: Planned,
 }
 
 /// Render and plan for the host `loaded` was resolved for, changing nothing; `None` while
@@ -44,47 +59,67 @@ impl Preview {
 /// # Errors
 /// Bad catalog, templates, map content for this host, refused plan, unreadable disk.
 pub fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview>, Error> {
-    let view = match &loaded.resolution {
-        Resolution::Waiting => return Ok(None),
-        Resolution::Assigned(view) => view,
+    let Resolution::Assigned(view) = &loaded.resolution else {
+        return Ok(None);
     };
-    let catalog = Catalog::load_with_vars(
-        &agent.settings.catalog_dir,
-        &agent.settings.services,
-        &agent.settings.vars,
-    )?;
-    let tera = render::load_templates(&agent.settings.templates_dir)?;
-    let desired = render::render(view, &catalog, &tera, &loaded.info, &agent.settings.vars)?;
+    let rendered = render(agent, loaded, view)?;
+    let planned = plan(agent, &rendered)?;
+    Ok(Some(Preview { rendered, planned }))
+}
+
+/// Stage 4: every file, smoke test and hook of the host's roles, in memory.
+///
+/// # Errors
+/// Bad catalog or templates, a template error, an owner or group unknown on this host.
+pub(super) fn render(
+    agent: &Agent,
+    loaded: &LoadedMap,
+    view: &HostView,
+) -> Result<Rendered, Error> {
+    let settings = &agent.settings;
+    let catalog =
+        Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
+    let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
+    let desired = render::render(view, &catalog, &templates, &loaded.info, &settings.vars)?;
     for f in &desired.files {
         crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
     }
+    Ok(Rendered {
+        desired,
+        catalog,
+        position: view.host.database.clone(),
+    })
+}
+
+/// Stage 5: compare with the disk and the records; find the hooks the position change makes due.
+///
+/// # Errors
+/// A refused plan (symlink, path outside the allowed roots, bad cron file), unreadable
+/// disk or state.
+pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error> {
+    let desired = &rendered.desired;
     let records = read_records(&agent.state_dir)?;
-    let disk = snapshot(agent, &desired, &records)?;
+    let disk = snapshot(agent, desired, &records)?;
     let plan = plan::plan(
         &desired.files,
         &disk,
         &records,
         &agent.settings.allowed_roots,
     )?;
-    let services = plan.services().into_iter().collect();
-    let position = view.host.database.clone();
     let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
         &agent.state_dir.join(hooks::POSITION_FILE),
     )?
     .flatten();
-    let events = hooks::events(previous.as_ref(), position.as_ref());
-    let due = hooks::due(&desired.hooks, &events)
+    let events = hooks::events(previous.as_ref(), rendered.position.as_ref());
+    let hooks = hooks::due(&desired.hooks, &events)
         .into_iter()
         .cloned()
         .collect();
-    Ok(Some(Preview {
+    Ok(Planned {
         plan,
-        desired,
-        services,
-        catalog,
-        position,
-        hooks: due,
-    }))
+        hooks,
+        first: records.is_empty(),
+    })
 }
 
 pub(super) fn snapshot(

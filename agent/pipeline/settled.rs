@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::Agent;
-use crate::error::chain;
+use crate::plan::DiskState;
 use crate::render::Desired;
 use crate::source::sha256_hex;
-use crate::sys::fs::DiskState;
+use crate::text::chain;
 
 /// The settled record, in the state directory.
 pub const SETTLED_FILE: &str = "settled.json";
@@ -77,7 +77,7 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
             }
         }
     }
-    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
 
 fn read(agent: &Agent) -> Option<Settled> {
@@ -98,7 +98,7 @@ pub(super) fn store_waiting(agent: &Agent, fingerprint: &str) {
         waiting: true,
         files: BTreeMap::new(),
     };
-    super::state::store_if_changed(agent, SETTLED_FILE, &settled);
+    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
 
 /// What a reconcile with settled inputs would find.

@@ -88,7 +88,7 @@ fn web_spread(map: &RoleMap, name: &str, out: &mut Vec<Warning>) {
         .hosts
         .values()
         .filter(|h| h.products.iter().any(|p| p == name))
-        .filter(|h| h.roles.iter().any(|r| r == "web"))
+        .filter(|h| h.roles.iter().any(|r| r == super::roles::WEB))
         .map(|h| h.az.as_str())
         .collect();
     let count = web.len();

@@ -17,6 +17,18 @@ pub mod validate;
 
 pub use resolve::{resolve, HostView, Resolution};
 
+/// The role names the map's own rules know (SPEC §5: a database position needs the `db`
+/// role, a backup `db` or `db-backup`; lint looks at `web` hosts). Every role is defined
+/// by the catalog; these are the ones validation, lint and `map show` refer to.
+pub mod roles {
+    /// Apache virtual hosts.
+    pub const WEB: &str = "web";
+    /// MariaDB/MySQL server.
+    pub const DB: &str = "db";
+    /// The backup replica's snapshot job.
+    pub const DB_BACKUP: &str = "db-backup";
+}
+
 use crate::identity::Identity;
 pub use types::RoleMap;
 pub use validate::Issue;

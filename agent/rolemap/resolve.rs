@@ -70,6 +70,35 @@ pub struct HostInfo {
     pub database: Option<DbPosition>,
 }
 
+/// A database host's place in its product's replication chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// Takes the writes.
+    Master,
+    /// Follows the master or the replica before it.
+    Replica,
+    /// Follows the master and dumps the database to `backup_url`.
+    Backup,
+}
+
+impl Position {
+    /// The name templates, reports and `map show` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Position::Master => "master",
+            Position::Replica => "replica",
+            Position::Backup => "backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A host's place in one product's replication topology.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbPosition {
@@ -77,8 +106,8 @@ pub struct DbPosition {
     pub product: String,
     /// Schema name.
     pub name: String,
-    /// `master`, `replica` or `backup`.
-    pub position: String,
+    /// Master, replica or backup.
+    pub position: Position,
     /// The host it replicates from (none for the master).
     pub upstream: Option<Peer>,
     /// Deterministic MariaDB `server_id`.
@@ -252,11 +281,11 @@ pub fn db_position(map: &RoleMap, id: &str) -> Option<DbPosition> {
     for (name, p) in &map.products {
         let Some(db) = &p.database else { continue };
         let position = if db.master == id {
-            "master"
+            Position::Master
         } else if db.replicas.iter().any(|r| r == id) {
-            "replica"
+            Position::Replica
         } else if db.backup.as_deref() == Some(id) {
-            "backup"
+            Position::Backup
         } else {
             continue;
         };
@@ -264,10 +293,10 @@ pub fn db_position(map: &RoleMap, id: &str) -> Option<DbPosition> {
         return Some(DbPosition {
             product: name.clone(),
             name: db.name.clone(),
-            position: position.to_string(),
+            position,
             upstream,
             server_id: server_id(id, &peer(map, id).address),
-            read_only: position != "master",
+            read_only: position != Position::Master,
             backup_url: db.backup_url.clone(),
         });
     }

@@ -23,7 +23,7 @@ pub fn table(map: &RoleMap) -> String {
         for product in &products {
             for role in &h.roles {
                 let pos = match (&position, role.as_str()) {
-                    (Some(p), "db") if &p.product == product => p.position.clone(),
+                    (Some(p), super::roles::DB) if &p.product == product => p.position.to_string(),
                     _ => String::new(),
                 };
                 rows.push([

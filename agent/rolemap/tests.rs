@@ -5,6 +5,7 @@ use super::resolve::{resolve, server_id, Resolution};
 use super::validate::Issue;
 use super::{load, load_for, Error, HostView};
 use crate::identity::Identity;
+use crate::rolemap::resolve::Position;
 
 /// A valid map exercising every position: two products, a database with a chained replica
 /// pair and a backup, web and memcached hosts.
@@ -442,7 +443,7 @@ fn a_web_hosts_view_has_its_products_with_database_addresses_and_pools() {
 #[test]
 fn a_master_is_writable_and_has_no_upstream() {
     let position = view("db-1").host.database.expect("db-1 holds a position");
-    assert_eq!(position.position, "master");
+    assert_eq!(position.position, Position::Master);
     assert_eq!(position.upstream, None);
     assert!(!position.read_only);
     assert_eq!(position.product, "videos");
@@ -451,7 +452,7 @@ fn a_master_is_writable_and_has_no_upstream() {
 #[test]
 fn replicas_follow_the_chain_read_only() {
     let first = view("db-2").host.database.expect("db-2 holds a position");
-    assert_eq!(first.position, "replica");
+    assert_eq!(first.position, Position::Replica);
     assert_eq!(first.upstream.as_ref().map(|p| p.id.as_str()), Some("db-1"));
     assert!(first.read_only);
     let second = view("db-3").host.database.expect("db-3 holds a position");
@@ -466,7 +467,7 @@ fn replicas_follow_the_chain_read_only() {
 #[test]
 fn the_backup_follows_the_master_read_only_with_its_url() {
     let backup = view("db-4").host.database.expect("db-4 holds a position");
-    assert_eq!(backup.position, "backup");
+    assert_eq!(backup.position, Position::Backup);
     assert_eq!(backup.upstream.map(|p| p.id), Some("db-1".to_string()));
     assert!(backup.read_only);
     assert_eq!(

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::roles;
 use super::types::{Database, Host, Product, RoleMap, Unknown};
 
 /// The schema version this agent reads.
@@ -128,13 +129,13 @@ impl Validator {
     fn database(&mut self, map: &RoleMap, at: impl Fn() -> String, db: &Database) {
         self.unknown(&at, &db.unknown);
         self.check(|| at() + ".name", &db.name, Rule::DbName);
-        self.reference(map, || at() + ".master", &db.master, &["db"]);
+        self.reference(map, || at() + ".master", &db.master, &[roles::DB]);
         for (i, r) in db.replicas.iter().enumerate() {
             let path = || format!("{}.replicas[{i}]", at());
-            self.reference(map, path, r, &["db"]);
+            self.reference(map, path, r, &[roles::DB]);
         }
         if let Some(b) = &db.backup {
-            self.reference(map, || at() + ".backup", b, &["db", "db-backup"]);
+            self.reference(map, || at() + ".backup", b, &[roles::DB, roles::DB_BACKUP]);
             if db.backup_url.is_none() {
                 self.push(at() + ".backup_url", "required when a backup host is set");
             }

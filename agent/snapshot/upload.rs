@@ -104,7 +104,7 @@ impl<'a> Upload<'a> {
         match aborted {
             Ok(_) => tracing::info!(path = %path, "snapshot upload aborted"),
             Err(e) => {
-                tracing::warn!(path = %path, error = %crate::error::chain(&e), "aborting the snapshot upload failed")
+                tracing::warn!(path = %path, error = %crate::text::chain(&e), "aborting the snapshot upload failed")
             }
         }
     }

@@ -97,10 +97,6 @@ impl Cache {
     /// # Errors
     /// `Error::Cache` naming the file that could not be written.
     pub fn store(&self, map: &CachedMap) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| Error::Cache {
-            path: self.dir.clone(),
-            source,
-        })?;
         let meta = CacheMeta {
             url: map.url.clone(),
             generation: map.generation,
@@ -164,7 +160,7 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     let path = dir.join(name);
     crate::sys::fs::write_state(&path, bytes).map_err(|e| Error::Cache {
-        source: std::io::Error::other(crate::error::chain(&e)),
+        source: std::io::Error::other(crate::text::chain(&e)),
         path,
     })
 }

@@ -95,6 +95,12 @@ pub enum Error {
         #[source]
         source: verify::VerifyError,
     },
+    /// The source answered "not modified" but nothing is cached to be the unmodified map.
+    #[error("{url} answered 304 Not Modified but no map is cached")]
+    NotCached {
+        /// The map URL.
+        url: String,
+    },
     /// Reading or writing the last-good cache failed.
     #[error("last-good map cache {path}")]
     Cache {

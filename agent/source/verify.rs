@@ -131,7 +131,7 @@ pub async fn check(
         Err(e) => {
             return Err(refused(VerifyError::Missing {
                 url: sig_url,
-                reason: crate::error::chain(&e),
+                reason: crate::text::chain(&e),
             }))
         }
     };
@@ -279,10 +279,7 @@ mod tests {
         let err = check(&url, other, &key_file, TIMEOUT)
             .await
             .expect_err("another map");
-        assert!(
-            crate::error::chain(&err).contains("does not match"),
-            "{err}"
-        );
+        assert!(crate::text::chain(&err).contains("does not match"), "{err}");
     }
 
     #[tokio::test]
@@ -303,7 +300,7 @@ mod tests {
         let err = check(&url, MAP, &no_key, TIMEOUT)
             .await
             .expect_err("no key");
-        assert!(crate::error::chain(&err).contains("nope.pub"), "{err}");
+        assert!(crate::text::chain(&err).contains("nope.pub"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The only code that spawns processes: argv only (never a shell), a minimal fixed
 //! environment, a timeout that kills the process group, and captured output capped in size.
 
-use std::fmt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+pub use crate::catalog::Command;
 use tokio::io::AsyncReadExt;
 
 /// Bytes of stdout/stderr kept (the tail): enough for an error message, bounded for logs.
@@ -13,33 +14,6 @@ pub const OUTPUT_CAP_BYTES: usize = 4096;
 
 /// `PATH` given to every command: the distribution's standard directories only.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// A command as argv, split once from its configured string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Command {
-    /// Program and arguments.
-    pub argv: Vec<String>,
-}
-
-impl Command {
-    /// Split `text` with shell quoting rules (no expansion, no shell).
-    ///
-    /// # Errors
-    /// Unbalanced quotes, or an empty command.
-    pub fn parse(text: &str) -> Result<Command, String> {
-        let argv = shell_words::split(text).map_err(|e| format!("{text:?}: {e}"))?;
-        if argv.is_empty() {
-            return Err("empty command".to_string());
-        }
-        Ok(Command { argv })
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&shell_words::join(&self.argv))
-    }
-}
 
 /// What a finished command left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -150,7 +124,7 @@ pub async fn run(cmd: &Command, timeout: Duration) -> Result<Output, Error> {
     };
     let stdout = join_output(stdout).await;
     let stderr = join_output(stderr).await;
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let elapsed_ms = crate::text::elapsed_ms(started);
     Ok(Output {
         exit_code: status.code(),
         stdout,

@@ -10,6 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::{DiskState, FileState};
+
 /// Errors touching the filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,32 +73,6 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A file's state on disk as the plan needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DiskState {
-    /// Nothing there.
-    Absent,
-    /// A regular file.
-    File(FileState),
-    /// A symlink (never followed).
-    Symlink,
-    /// A directory, socket, device…
-    Other,
-}
-
-/// A regular file's content and metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileState {
-    /// Bytes.
-    pub content: Vec<u8>,
-    /// Owner name (or number when it has no name).
-    pub owner: String,
-    /// Group name (or number).
-    pub group: String,
-    /// Permission bits.
-    pub mode: u32,
 }
 
 /// Filesystem access under a root prefix, limited to allowed roots.
@@ -377,6 +353,34 @@ pub fn remove_state(path: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io("removing", path)(e)),
     }
+}
+
+/// Make room for a unix socket at `path`: create its directory, and remove a socket left
+/// there by a process that died. Anything else at `path` (a symlink, a file) is refused.
+///
+/// # Errors
+/// `NotAFile` for something other than a socket; I/O.
+pub fn prepare_socket(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => remove_state(path),
+        Ok(_) => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("inspecting", path)(e)),
+    }
+}
+
+/// Set the permission bits of a file this process just created (a socket).
+///
+/// # Errors
+/// I/O.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io("changing mode of", path))
 }
 
 /// Write any state-directory file atomically.

@@ -1,19 +1,22 @@
-//! What a converged reconcile leaves in the state directory (SPEC §7.8): managed-file
-//! records, the last-good map cache, the database position whose hooks ran, and the smoke
-//! tests re-run after a rollback. Each file is written only when its content changes.
+//! The commit step: what a finished reconcile leaves in the state directory (SPEC §7.8),
+//! in one place: managed-file records, the last-good map cache, the database position
+//! whose hooks ran, the smoke tests re-run after a rollback, the settled record of the
+//! quiet path, and the end of the crash journal. Each file is written only when its
+//! content changes.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use tracing::error;
 
-use super::{map::LoadedMap, Agent};
-use crate::error::{chain, Error};
+use super::preview::Rendered;
+use super::{journal, map::LoadedMap, settled, Agent};
+use crate::error::Error;
 use crate::hooks;
 use crate::plan::{Record, Records};
 use crate::render::Desired;
-use crate::rolemap::resolve::DbPosition;
 use crate::source::{sha256_hex, CachedMap};
+use crate::text::chain;
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";
@@ -29,14 +32,48 @@ pub fn read_records(state_dir: &Path) -> Result<Records, Error> {
     Ok(crate::sys::fs::read_json(&state_dir.join(RECORDS_FILE))?.unwrap_or_default())
 }
 
+/// What a reconcile that got through settles on.
+pub(super) struct Settle<'a> {
+    /// The map it worked from.
+    pub loaded: &'a LoadedMap,
+    /// The fingerprint of its inputs.
+    pub fingerprint: &'a str,
+    /// What it rendered; `None` for a host waiting for its role.
+    pub rendered: Option<&'a Rendered>,
+    /// Services whose transaction failed (their files were restored).
+    pub failed: BTreeSet<Option<String>>,
+}
+
+/// The one commit step of a reconcile that got through: records (keeping failed services'
+/// old ones), the map cache, the position and smoke tests (when services ran), the settled
+/// record (only when nothing failed), and the journal closed.
+pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
+    store_cache(agent, s.loaded);
+    let Some(rendered) = s.rendered else {
+        return settled::store_waiting(agent, s.fingerprint);
+    };
+    store_records(agent, &rendered.desired, &s.failed);
+    if agent.run_services {
+        store_if_changed(agent, hooks::POSITION_FILE, &rendered.position);
+        store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);
+    }
+    if s.failed.is_empty() {
+        settled::store(agent, s.fingerprint, &rendered.desired);
+    }
+    journal::close(agent);
+}
+
+/// The smoke tests of the last converged configuration (empty when unknown).
+pub(super) fn last_good_smoke(agent: &Agent) -> Vec<crate::render::SmokeTest> {
+    crate::sys::fs::read_json(&agent.state_dir.join(SMOKE_FILE))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// Record every desired file of the services that did not fail (adopting files that
-/// already matched), keep the old records of failed services, and cache the map.
-pub(super) fn commit(
-    agent: &Agent,
-    loaded: &LoadedMap,
-    desired: &Desired,
-    failed: &BTreeSet<Option<String>>,
-) {
+/// already matched), and keep the old records of failed services.
+fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<String>>) {
     let old = read_records(&agent.state_dir).unwrap_or_default();
     let mut records: Records = old
         .iter()
@@ -62,10 +99,9 @@ pub(super) fn commit(
             error!(error = %chain(&e), "managed-file records not written");
         }
     }
-    store_cache(agent, loaded);
 }
 
-pub(super) fn store_cache(agent: &Agent, loaded: &LoadedMap) {
+fn store_cache(agent: &Agent, loaded: &LoadedMap) {
     if !loaded.is_new {
         return;
     }
@@ -79,11 +115,6 @@ pub(super) fn store_cache(agent: &Agent, loaded: &LoadedMap) {
     if let Err(e) = agent.cache().store(&entry) {
         error!(error = %chain(&e), "last-good map cache not written");
     }
-}
-
-/// Remember the position whose hooks ran, so they run again only when it changes.
-pub(super) fn store_position(agent: &Agent, position: Option<&DbPosition>) {
-    store_if_changed(agent, hooks::POSITION_FILE, &position.cloned());
 }
 
 /// Write a JSON state file only when its content changes (no writes on a quiet poll).

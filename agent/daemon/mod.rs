@@ -3,31 +3,29 @@
 //! and SIGINT stop between reconciles, so a service transaction always finishes or rolls
 //! back first. After a failure the same inputs are retried only after a backoff.
 
-use std::path::{Path, PathBuf};
+mod control;
+
+use control::Waiter;
+pub use control::{request_sync, Error, CONTROL_SOCKET};
+
+use std::cell::Cell;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::error::{chain, Error};
 use crate::metrics::Unrecorded;
-use crate::pipeline::{self, Agent, Hold, Trigger};
+use crate::pipeline::{self, Agent, Held, Reconciled, Request, Trigger, Way};
 use crate::report::{Outcome, RunReport};
 use crate::source::AnySource;
 use crate::sys::{lock, notify};
+use crate::text::chain;
 
-/// File name of the control socket in the state directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
 /// First retry delay after a failed reconcile; doubled per failure up to `MAX_BACKOFF`.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait before retrying inputs that failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
-/// A `sync` request waiting for the next reconcile's report.
-type Waiter = oneshot::Sender<RunReport>;
 
 /// The delay before the next poll: the interval plus a jitter share in `[0, 1]`.
 pub fn poll_delay(interval: Duration, jitter: Duration, share: f64) -> Duration {
@@ -55,26 +53,28 @@ pub fn error_delay(errors: u32, poll: Duration) -> Duration {
     FIRST_ERROR_RETRY.saturating_mul(factor).min(poll)
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
+/// Run the daemon until SIGTERM or SIGINT. `ready_target` is the systemd unit started
+/// (`systemctl start --no-block`) once the host first converged, smoke tests passed: what
+/// units that need a serving host order themselves after (issue 16).
 ///
 /// # Errors
 /// An unusable map URL, or a control socket that cannot be created.
-pub async fn run(agent: Agent) -> Result<(), Error> {
+pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate::error::Error> {
     let source = AnySource::from_url(&agent.settings.map_url, agent.settings.fetch_timeout).await?;
     let (tx, mut requests) = mpsc::channel::<Waiter>(64);
     let socket = agent.state_dir.join(CONTROL_SOCKET);
-    let listener = bind(&socket)?;
-    tokio::spawn(accept(listener, tx));
+    let listener = control::bind(&socket)?;
+    tokio::spawn(control::accept(listener, tx));
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(watchdog(every / 2));
     }
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| Error::Other(format!("installing SIGHUP handler: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Error::Other(format!("installing SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Error::Other(format!("installing SIGINT handler: {e}")))?;
-    let mut state = Loop::default();
+    let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
+    let mut state = Loop {
+        ready_target,
+        ..Loop::default()
+    };
     let mut trigger = Trigger::Boot;
     let mut waiters: Vec<Waiter> = Vec::new();
     loop {
@@ -102,8 +102,14 @@ pub async fn run(agent: Agent) -> Result<(), Error> {
         state.flush(&agent);
     }
     notify::stopping();
-    let _ = std::fs::remove_file(&socket);
+    if let Err(e) = crate::sys::fs::remove_state(&socket) {
+        warn!(error = %chain(&e), "control socket not removed");
+    }
     Ok(())
+}
+
+fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+    signal(kind).map_err(|source| Error::Signal { name, source })
 }
 
 /// How often a daemon whose polls are all quiet still rewrites its status record and
@@ -113,7 +119,13 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 /// What the loop remembers between reconciles.
 #[derive(Debug, Default)]
 struct Loop {
+    /// `READY=1` was sent: the files were installed and checked once, so the services
+    /// ordered after this unit may start and service commands can no longer wait for us.
+    installed: bool,
+    /// Converged once through the full path, smoke tests included.
     ready: bool,
+    /// The unit to start when `ready` first becomes true.
+    ready_target: Option<String>,
     hold: Option<Hold>,
     /// Failed reconciles in a row (source down without a cache, identity lost, …).
     errors: u32,
@@ -123,6 +135,18 @@ struct Loop {
     recorded: Option<tokio::time::Instant>,
     /// Quiet polls since then, counted into the next record (or recorded at stop).
     unrecorded: Option<Quiet>,
+}
+
+/// Failed inputs the daemon does not retry before `until` (SPEC §7, issue 4), unless the
+/// inputs change or someone asks.
+#[derive(Debug, Clone)]
+struct Hold {
+    /// The inputs and the failure they are held for.
+    held: Held,
+    /// Failures in a row with these inputs.
+    failures: u32,
+    /// No retry before this.
+    until: tokio::time::Instant,
 }
 
 /// Quiet polls not recorded yet; they all ended alike.
@@ -141,73 +165,103 @@ impl Loop {
         source: &AnySource,
         trigger: Trigger,
     ) -> RunReport {
-        // An explicit request (signal, sync) retries failed inputs at once.
-        let hold = match trigger {
-            Trigger::Poll => self
-                .hold
-                .clone()
-                .filter(|h| tokio::time::Instant::now() < h.until),
-            _ => None,
-        };
-        let mut report = RunReport::start(trigger.as_str());
-        let started = std::time::Instant::now();
-        match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
+        let report = match lock::acquire(&agent.state_dir, pipeline::LOCK_TIMEOUT).await {
             Ok(_lock) => {
-                // Quiet polls only once this process converged through the full path, so
-                // READY=1 always follows a smoke-tested reconcile.
-                let inputs =
-                    pipeline::run_held(agent, source, &mut report, hold.as_ref(), self.ready).await;
-                report.elapsed_ms = pipeline::elapsed_ms(started);
-                self.publish(agent, &mut report, &inputs);
-                self.remember(&report, &inputs);
+                let reconciled = self.run(agent, source, trigger).await;
+                self.publish(agent, &reconciled);
+                self.remember(&reconciled);
+                reconciled.report
             }
-            Err(e) => warn!(error = %chain(&e), "reconcile skipped"),
-        }
+            Err(e) => {
+                warn!(error = %chain(&e), "reconcile skipped");
+                pipeline::refused(trigger, &e.into())
+            }
+        };
         if report.outcome == Outcome::Converged && !self.ready {
-            self.ready = true;
-            notify::ready(&report.status_line());
-            info!("ready");
+            self.become_ready(&report).await;
         }
-        self.errors = if report.outcome == Outcome::Failed {
-            self.errors + 1
-        } else {
-            0
+        self.errors = match report.outcome {
+            Outcome::Failed => self.errors + 1,
+            _ => 0,
         };
         report
+    }
+
+    /// One reconcile under the lock: quiet only once this process converged through the
+    /// full path (so the ready target always follows a smoke-tested reconcile), failed
+    /// inputs held until their backoff ends unless someone asked (signal, sync).
+    async fn run(&mut self, agent: &Agent, source: &AnySource, trigger: Trigger) -> Reconciled {
+        let now = tokio::time::Instant::now();
+        let hold = self
+            .hold
+            .as_ref()
+            .filter(|h| trigger == Trigger::Poll && now < h.until);
+        let installed = Cell::new(self.installed);
+        let tell = || {
+            if !installed.replace(true) {
+                notify::ready("files installed and checked; reloading and smoke-testing");
+                info!("files installed and checked: READY=1");
+            }
+        };
+        let request = Request {
+            trigger,
+            settled: self.ready,
+            held: hold.map(|h| &h.held),
+            installed: Some(&tell),
+        };
+        let reconciled = pipeline::reconcile(agent, source, &request).await;
+        self.installed = installed.get();
+        reconciled
+    }
+
+    /// The first converge, smoke tests passed: the host serves. `READY=1` if the files
+    /// were not installed by this process (nothing changed at boot), then the ready target.
+    async fn become_ready(&mut self, report: &RunReport) {
+        self.ready = true;
+        if !std::mem::replace(&mut self.installed, true) {
+            notify::ready(&report.status_line());
+        }
+        info!("ready: converged and smoke-tested");
+        if let Some(unit) = &self.ready_target {
+            start_unit(unit).await;
+        }
     }
 
     /// Status record, metrics and `STATUS=` for a finished reconcile. A quiet poll that
     /// says what the one before said writes and sends nothing, but the record is refreshed
     /// every `STATUS_REFRESH`; a reconcile someone asked for is always recorded.
-    fn publish(&mut self, agent: &Agent, report: &mut RunReport, inputs: &pipeline::Inputs) {
+    fn publish(&mut self, agent: &Agent, reconciled: &Reconciled) {
+        let mut report = reconciled.report.clone();
         let line = report.status_line();
+        let quiet = reconciled.way == Way::Quiet;
         // Asked-for reconciles (SIGHUP, `rolecall sync`) are always recorded.
-        let polled = report.trigger == Trigger::Poll.as_str();
-        let repeated = polled && inputs.quiet && self.status.as_deref() == Some(line.as_str());
+        let repeated = report.trigger == Trigger::Poll
+            && quiet
+            && self.status.as_deref() == Some(line.as_str());
         let fresh = self
             .recorded
             .is_some_and(|at| at.elapsed() < STATUS_REFRESH);
         if repeated && fresh {
             let count = self.unrecorded.as_ref().map_or(0, |q| q.count);
-            self.unrecorded = Some(Quiet {
-                last: report.clone(),
-                count: count + 1,
-            });
             debug!(
                 elapsed_ms = report.elapsed_ms,
                 "quiet poll: map unchanged, no drift"
             );
+            self.unrecorded = Some(Quiet {
+                last: report,
+                count: count + 1,
+            });
             return;
         }
         let earlier = self.unrecorded.take().map(|q| Unrecorded {
             outcome: q.last.outcome,
             count: q.count,
         });
-        pipeline::record(agent, report, earlier);
+        pipeline::record(agent, &mut report, earlier);
         self.recorded = Some(tokio::time::Instant::now());
         // A full reconcile always says how it ended: other STATUS= lines (waiting for
         // instance metadata) may have been sent meanwhile.
-        if !inputs.quiet || self.status.as_deref() != Some(line.as_str()) {
+        if !quiet || self.status.as_deref() != Some(line.as_str()) {
             notify::status(&line);
             self.status = Some(line);
         }
@@ -225,33 +279,40 @@ impl Loop {
         }
     }
 
-    fn remember(&mut self, report: &RunReport, inputs: &pipeline::Inputs) {
-        if inputs.held {
+    /// Hold failed inputs for a backoff that doubles with each failure in a row; any
+    /// other end releases the hold.
+    fn remember(&mut self, reconciled: &Reconciled) {
+        let report = &reconciled.report;
+        if reconciled.way == Way::Held {
             return;
         }
         let failed = matches!(report.outcome, Outcome::Failed | Outcome::RolledBack);
-        self.hold = match (failed, &inputs.fingerprint) {
-            (true, Some(fingerprint)) => {
-                let failures = match &self.hold {
-                    Some(h) if &h.fingerprint == fingerprint => h.failures + 1,
-                    _ => 1,
-                };
-                let wait = failure_backoff(failures);
-                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                warn!(
-                    failures,
-                    wait_ms, "these inputs are retried after a backoff"
-                );
-                Some(Hold {
-                    fingerprint: fingerprint.clone(),
-                    failures,
-                    until: tokio::time::Instant::now() + wait,
-                    report: report.clone(),
-                })
-            }
+        self.hold = match (failed, &reconciled.fingerprint) {
+            (true, Some(fingerprint)) => Some(self.hold_for(fingerprint, report)),
             (true, None) => self.hold.take(),
             (false, _) => None,
         };
+    }
+
+    fn hold_for(&self, fingerprint: &str, report: &RunReport) -> Hold {
+        let failures = match &self.hold {
+            Some(h) if h.held.fingerprint == fingerprint => h.failures + 1,
+            _ => 1,
+        };
+        let wait = failure_backoff(failures);
+        let wait_ms = crate::text::millis(wait);
+        warn!(
+            failures,
+            wait_ms, "these inputs are retried after a backoff"
+        );
+        Hold {
+            held: Held {
+                fingerprint: fingerprint.to_string(),
+                report: report.clone(),
+            },
+            failures,
+            until: tokio::time::Instant::now() + wait,
+        }
     }
 
     fn next_delay(&self, agent: &Agent) -> Duration {
@@ -261,54 +322,21 @@ impl Loop {
     }
 }
 
-fn bind(socket: &Path) -> Result<UnixListener, Error> {
-    if let Some(dir) = socket.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // A socket left by a daemon that died; nobody listens on it any more.
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)
-        .map_err(|e| Error::Other(format!("binding control socket {}: {e}", socket.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
-    Ok(listener)
-}
+/// How long `systemctl start --no-block` may take: it only queues a job.
+const START_UNIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn accept(listener: UnixListener, tx: mpsc::Sender<Waiter>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve(stream, tx).await {
-                warn!(error = %e, "control connection failed");
-            }
-        });
+/// Start `unit` without waiting for it (units after it may take their time); a failure is
+/// logged, the host keeps serving.
+async fn start_unit(unit: &str) {
+    let cmd = crate::catalog::Command {
+        argv: ["systemctl", "start", "--no-block", unit]
+            .map(String::from)
+            .to_vec(),
+    };
+    match crate::sys::exec::run_ok(&cmd, START_UNIT_TIMEOUT).await {
+        Ok(_) => info!(unit, "ready target started"),
+        Err(e) => warn!(unit, error = %chain(&e), "ready target not started"),
     }
-}
-
-/// One request: a line `sync`; the answer is the JSON report of the reconcile it caused.
-async fn serve(stream: UnixStream, tx: mpsc::Sender<Waiter>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    if line.trim() != "sync" {
-        write
-            .write_all(b"{\"error\":\"unknown request\"}\n")
-            .await?;
-        return Ok(());
-    }
-    let (done, wait) = oneshot::channel();
-    if tx.send(done).await.is_err() {
-        return Ok(());
-    }
-    if let Ok(report) = wait.await {
-        let mut json = serde_json::to_vec(&report).unwrap_or_default();
-        json.push(b'\n');
-        write.write_all(&json).await?;
-    }
-    Ok(())
 }
 
 async fn watchdog(every: Duration) {
@@ -317,45 +345,6 @@ async fn watchdog(every: Duration) {
         tick.tick().await;
         notify::watchdog();
     }
-}
-
-/// Ask a running daemon to reconcile now and return its report; `None` when no daemon
-/// listens on `state_dir`'s control socket.
-///
-/// # Errors
-/// The daemon accepted the request but the answer could not be read.
-pub async fn request_sync(state_dir: &Path, timeout: Duration) -> Result<Option<RunReport>, Error> {
-    let socket: PathBuf = state_dir.join(CONTROL_SOCKET);
-    let Ok(mut stream) = UnixStream::connect(&socket).await else {
-        return Ok(None);
-    };
-    let talk = async {
-        stream.write_all(b"sync\n").await?;
-        let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line).await?;
-        Ok::<String, std::io::Error>(line)
-    };
-    let line = tokio::time::timeout(timeout, talk)
-        .await
-        .map_err(|_| {
-            Error::Other(format!(
-                "the daemon did not answer on {} within {} s",
-                socket.display(),
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| {
-            Error::Other(format!(
-                "talking to the daemon on {}: {e}",
-                socket.display()
-            ))
-        })?;
-    serde_json::from_str(&line).map(Some).map_err(|e| {
-        Error::Other(format!(
-            "the daemon's answer on {} is not a report: {e}",
-            socket.display()
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! Stages 6–9 of a reconcile that has changes: apply each service's changes as a
+//! transaction (journalled first), then reload, run the due hooks and smoke-test; a failure
+//! there is undone by [`undo`]. The pipeline decides when each runs.
+
+use std::collections::BTreeMap;
+
+use tracing::error;
+
+use super::preview::{Planned, Rendered};
+use super::trace::Trace;
+use super::{journal, settled, Agent};
+use crate::apply::{self, FileReport, Receipt};
+use crate::error::Error;
+use crate::report::{Failed, Verified};
+use crate::text::chain;
+use crate::{hooks, rollback, services, smoke};
+
+/// Failed services (`None` for files without a service) and why.
+pub(super) type FailedServices = BTreeMap<Option<String>, String>;
+
+/// Stage 6's result: the transactions that went through and those that did not.
+#[derive(Debug)]
+pub(super) struct Installed {
+    /// One per service whose files were written and checked.
+    pub receipts: Vec<Receipt>,
+    /// Services whose transaction failed; their files were restored.
+    pub failed: FailedServices,
+}
+
+impl Installed {
+    /// The files written or removed, for the report.
+    pub fn files(&self) -> Vec<FileReport> {
+        let file = |r: &Receipt, a: &apply::Applied| FileReport {
+            path: a.path.clone(),
+            action: format!("{:?}", a.action).to_lowercase(),
+            service: r.service.clone(),
+        };
+        self.receipts
+            .iter()
+            .flat_map(|r| r.applied.iter().map(move |a| file(r, a)))
+            .collect()
+    }
+}
+
+/// Stage 6: forget the settled state, journal every file's previous state, then apply each
+/// service's changes as a transaction (write, check, restore on failure).
+///
+/// # Errors
+/// The settled record cannot be removed or the journal cannot be written: nothing is
+/// written then (a crash would leave files without their check, reload and smoke tests).
+pub(super) async fn install(
+    agent: &Agent,
+    rendered: &Rendered,
+    planned: &Planned,
+) -> Result<Installed, Error> {
+    settled::forget(agent)?;
+    journal::open(agent, &planned.plan)?;
+    let mut installed = Installed {
+        receipts: Vec::new(),
+        failed: FailedServices::new(),
+    };
+    for (service, changes) in planned.plan.by_service() {
+        let svc = service
+            .as_ref()
+            .and_then(|s| rendered.catalog.services.get(s))
+            .filter(|_| agent.run_services);
+        match apply::apply(&agent.fs, svc, &changes).await {
+            Ok(r) => installed.receipts.push(r),
+            Err(e) => {
+                error!(error = %chain(&e), "service transaction failed, files restored");
+                installed.failed.insert(service.clone(), chain(&e));
+            }
+        }
+    }
+    Ok(installed)
+}
+
+/// Stages 7–8 and the hooks: reload each changed service once, run the due hooks if the
+/// reloads worked, run the smoke tests.
+pub(super) async fn verify(
+    rendered: &Rendered,
+    planned: &Planned,
+    installed: &Installed,
+    trace: &Trace,
+) -> Verified {
+    let mut verified = Verified::default();
+    let reload = async {
+        for svc in services::needs_reload(&rendered.catalog, &installed.receipts) {
+            verified.services.push(services::reload(svc).await);
+        }
+    };
+    trace.stage("reload", reload).await;
+    if verified.services.iter().all(|s| s.ok) {
+        let due: Vec<_> = planned.hooks.iter().collect();
+        verified.hooks = trace.stage("hooks", hooks::run(&due)).await;
+    }
+    verified.smoke = trace
+        .stage("smoke", smoke::smoke(&rendered.desired.smoke))
+        .await;
+    verified
+}
+
+/// Stage 9: restore every file of `installed`, reload again, re-run the last converged
+/// configuration's smoke tests, close the journal.
+pub(super) async fn undo(
+    agent: &Agent,
+    rendered: &Rendered,
+    installed: &Installed,
+    verified: Verified,
+    first: bool,
+) -> Failed {
+    let failing = verified.failures().join("; ");
+    tracing::warn!(failing = %failing, "rolling back every change of this reconcile");
+    let last_good = super::commit::last_good_smoke(agent);
+    let undone = rollback::rollback(
+        &agent.fs,
+        &rendered.catalog,
+        &installed.receipts,
+        &last_good,
+    )
+    .await;
+    journal::close(agent);
+    Failed::RolledBack {
+        verified,
+        errors: undone.errors,
+        smoke_after: undone.smoke_after,
+        first,
+    }
+}
