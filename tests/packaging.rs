@@ -64,8 +64,59 @@ fn unit_passes_systemd_analyze_verify() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     for flavour in ["debian", "rhel"] {
-        let ok = format!("ok: systemd-analyze verify (rolecall.service + {flavour} drop-in");
+        let ok = format!(
+            "ok: systemd-analyze verify (rolecall.service + rolecall-ready.target + {flavour} drop-ins"
+        );
         assert!(stderr.contains(&ok), "{ok:?} missing\n{}", describe(&out));
+    }
+    assert!(
+        stderr.contains("ok: rolecall-ready.target: started by the daemon only"),
+        "the ready point's contract was not checked\n{}",
+        describe(&out)
+    );
+}
+
+/// Issue 16, negative control: the ready point's contract catches a target that depends on
+/// rolecall (an agent restart would stop it) and an example pulled in by the boot (it would
+/// register a host whose smoke tests failed).
+#[test]
+fn issue_16_ready_target_contract_violations_fail_verify() {
+    let dir = TempDir::new().expect("tempdir");
+    let packaging = dir.path().join("packaging");
+    copy_dir(&repo().join("packaging"), &packaging);
+    let target = packaging.join("systemd/rolecall-ready.target");
+    let example = packaging.join("systemd/examples/register-in-lb.service");
+    let edits = [
+        (
+            &target,
+            "\nAfter=rolecall.service\n",
+            "\nAfter=rolecall.service\n# (test)\nBindsTo=rolecall.service\n",
+        ),
+        (
+            &example,
+            "\nWantedBy=rolecall-ready.target\n",
+            "\nWantedBy=multi-user.target\n",
+        ),
+    ];
+    for (file, from, to) in edits {
+        let text = fs::read_to_string(file).expect("read");
+        assert!(text.contains(from), "{} changed", file.display());
+        fs::write(file, text.replace(from, to)).expect("write");
+    }
+
+    let out = verify_unit(&packaging);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for failure in [
+        "FAILED: rolecall-ready.target: BindsTo=",
+        "FAILED: register-in-lb.service: not WantedBy=rolecall-ready.target",
+        "FAILED: register-in-lb.service: WantedBy=multi-user.target",
+    ] {
+        assert!(
+            stderr.contains(failure),
+            "{failure:?} missing\n{}",
+            describe(&out)
+        );
     }
 }
 

@@ -19,9 +19,11 @@ case "$mode" in
         # Refuse to run in the caller's cgroup: systemd would take over its tree.
         [ -f "$cgroup/cgroup.procs" ] || { echo "ns-init: $cgroup is not a cgroup" >&2; exit 2; }
         echo $$ >"$cgroup/cgroup.procs"
-        # --kill-child: if unshare dies, so does the namespace.
-        exec unshare --pid --fork --kill-child --mount --propagation private --uts --ipc \
-            --net --cgroup -- bash "${BASH_SOURCE[0]}" init "$root"
+        # --pdeathsig: if the test dies, so does unshare; --kill-child: if unshare dies,
+        # so does the namespace's PID 1, and with it every process of the namespace.
+        exec setpriv --pdeathsig KILL -- unshare --pid --fork --kill-child --mount \
+            --propagation private --uts --ipc --net --cgroup -- \
+            bash "${BASH_SOURCE[0]}" init "$root"
         ;;
     init) root="$2" ;;
     *) echo "usage: ns-init.sh enter CGROUP ROOT" >&2; exit 2 ;;

@@ -56,16 +56,43 @@ fn own_cgroup2() -> PathBuf {
 
 static BOOTS: AtomicU32 = AtomicU32::new(0);
 
+/// The boot cgroups' names: this prefix, the test process's PID, a counter.
+const CGROUP_PREFIX: &str = "rolecall-boot-";
+
+/// Removes the (empty) boot cgroups a killed test run left behind: those named after a
+/// test process that no longer runs.
+fn remove_stale_cgroups(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name
+            .strip_prefix(CGROUP_PREFIX)
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !pid_alive(pid)) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+}
+
 impl Booted {
     /// Boots `root`'s `/lib/systemd/systemd`; the namespace's console output goes to
     /// `console` (outside the root). Returns at once: wait for what the test needs.
     pub fn boot(root: DebianRoot, console: &Path) -> Booted {
-        for (program, package) in [("unshare", "util-linux"), ("nsenter", "util-linux")] {
+        for (program, package) in [
+            ("unshare", "util-linux"),
+            ("nsenter", "util-linux"),
+            ("setpriv", "util-linux"),
+            ("timeout", "coreutils"),
+        ] {
             require_program(program, &format!("apt-get install {package}"));
         }
         require_program("ip", "apt-get install iproute2 (tests/run.sh does)");
-        let cgroup = own_cgroup2().join(format!(
-            "rolecall-boot-{}-{}",
+        let parent = own_cgroup2();
+        remove_stale_cgroups(&parent);
+        let cgroup = parent.join(format!(
+            "{CGROUP_PREFIX}{}-{}",
             std::process::id(),
             BOOTS.fetch_add(1, Ordering::SeqCst)
         ));
