@@ -13,26 +13,26 @@
 //!
 //! `pipeline` is the only code that knows the order; `sys` holds every side effect.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod cron;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod error;
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod identity;
-pub mod metrics;
-pub mod pipeline;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
 pub mod plan;
-pub mod publish;
+pub(crate) mod publish;
 pub mod render;
-pub mod report;
+pub(crate) mod report;
 pub mod rolemap;
-pub mod rollback;
-pub mod services;
-pub mod smoke;
-pub mod snapshot;
+pub(crate) mod rollback;
+pub(crate) mod services;
+pub(crate) mod smoke;
+pub(crate) mod snapshot;
 pub mod source;
-pub mod sys;
+pub(crate) mod sys;
 pub mod text;

@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::rolemap::prepare::{self, Prepared};
 use crate::rolemap::promote::{self, Promoted};
-use crate::rolemap::publish::{self as prepare, Prepared};
 use crate::source::file::file_etag;
 use crate::source::verify::{self, signature_url, VerifyError};
 use crate::source::{self, Fetched, FileSource, MapSource, PutOutcome, S3Source};

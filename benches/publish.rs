@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use rolecall::rolemap::{promote, publish};
+use rolecall::rolemap::{prepare, promote};
 use rolecall::source::verify;
 
 #[path = "../tests/support/fleet.rs"]
@@ -41,7 +41,7 @@ fn main() {
     );
     let (secret, public) = verify::generate().expect("a key pair");
     let publish_once = || {
-        let prepared = publish::prepare(&edited, Some(&published)).expect("valid map");
+        let prepared = prepare::prepare(&edited, Some(&published)).expect("valid map");
         let signature = verify::sign(&prepared.bytes, &secret).expect("signed");
         (prepared, signature)
     };
@@ -51,11 +51,11 @@ fn main() {
     let (median, max) = time(rounds, publish_once);
     let promote_once = || {
         let promoted = promote::promote_text(&published, "p7", None).expect("promotes");
-        let current = publish::Published {
+        let current = prepare::Published {
             text: &published,
             map: Some(&promoted.original),
         };
-        let prepared = publish::prepare_loaded(&promoted.text, promoted.map.clone(), Some(current))
+        let prepared = prepare::prepare_loaded(&promoted.text, promoted.map.clone(), Some(current))
             .expect("valid");
         verify::sign(&prepared.bytes, &secret).expect("signed")
     };
@@ -92,10 +92,10 @@ fn breakdown(edited: &str, published: &str, secret: &[u8]) {
                 .expect("parses");
         }),
         ("generation read leniently", &|| {
-            std::hint::black_box(publish::generation_of(published));
+            std::hint::black_box(prepare::generation_of(published));
         }),
         ("generation edit (toml_edit)", &|| {
-            publish::with_generation(edited, 2)
+            prepare::with_generation(edited, 2)
                 .map(|_| ())
                 .expect("edits");
         }),
@@ -103,7 +103,7 @@ fn breakdown(edited: &str, published: &str, secret: &[u8]) {
             std::hint::black_box(rolecall::rolemap::diff::diff(&parsed.0, &parsed.1));
         }),
         ("unified diff", &|| {
-            std::hint::black_box(publish::unified(published, edited));
+            std::hint::black_box(prepare::unified(published, edited));
         }),
         ("sign", &|| {
             verify::sign(edited.as_bytes(), secret)

@@ -442,7 +442,7 @@ fn promote_works_on_a_local_file_map() {
 
 #[test]
 fn prepare_keeps_the_operators_bytes_apart_from_the_generation() {
-    let prepared = rolecall::rolemap::publish::prepare(CLEAN_MAP, None).expect("valid");
+    let prepared = rolecall::rolemap::prepare::prepare(CLEAN_MAP, None).expect("valid");
     assert_eq!(
         String::from_utf8(prepared.bytes).expect("utf-8"),
         CLEAN_MAP.replace("generation = 41 ", "generation = 42 ")

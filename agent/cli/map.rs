@@ -14,7 +14,7 @@ use clap::Subcommand;
 
 use crate::error::Error;
 use crate::publish::{self, Current, Target};
-use crate::rolemap::publish::Prepared;
+use crate::rolemap::prepare::Prepared;
 use crate::rolemap::{self, diff, lint, promote};
 
 /// `map` subcommands.
@@ -214,7 +214,7 @@ fn coded(result: Result<u8, publish::Error>) -> Result<u8, Error> {
     let code = match &err {
         publish::Error::Conflict { .. } => super::EXIT_CONFLICT,
         publish::Error::Prepare { source, .. } => match source {
-            rolemap::publish::Error::Stale { .. } => super::EXIT_CONFLICT,
+            rolemap::prepare::Error::Stale { .. } => super::EXIT_CONFLICT,
             _ => super::EXIT_BAD_INPUT,
         },
         publish::Error::Promote { .. }
@@ -233,7 +233,7 @@ fn coded(result: Result<u8, publish::Error>) -> Result<u8, Error> {
 fn print_invalid(err: &publish::Error) {
     let issues = match err {
         publish::Error::Prepare {
-            source: rolemap::publish::Error::Invalid(rolemap::Error::Invalid { issues }),
+            source: rolemap::prepare::Error::Invalid(rolemap::Error::Invalid { issues }),
             ..
         }
         | publish::Error::Promote {

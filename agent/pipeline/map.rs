@@ -18,8 +18,6 @@ use crate::text::chain;
 /// A validated map ready to reconcile from, resolved for this host.
 #[derive(Debug, Clone)]
 pub struct LoadedMap {
-    /// The map.
-    pub map: RoleMap,
     /// The host's view of the map, or that it waits for a role.
     pub resolution: Resolution,
     /// What templates see as `map`.
@@ -232,7 +230,6 @@ pub(super) fn loaded(
         url: url.to_string(),
     };
     LoadedMap {
-        map,
         resolution,
         info,
         sha256: sha256_hex(&bytes),

@@ -33,11 +33,9 @@ mod preview;
 mod settled;
 mod trace;
 
-pub use commit::{read_records, RECORDS_FILE, SMOKE_FILE};
 pub use map::obtain_map;
 pub use preview::{preview, Preview};
 pub use report::Trigger;
-pub use settled::SETTLED_FILE;
 
 /// How long a reconcile waits for another one to finish.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(300);

@@ -6,8 +6,8 @@
 pub mod diff;
 pub mod lint;
 mod parallel;
+pub mod prepare;
 pub mod promote;
-pub mod publish;
 pub mod resolve;
 pub mod show;
 #[cfg(test)]

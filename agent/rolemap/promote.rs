@@ -5,7 +5,7 @@
 //! so no position points at it again until an operator puts it back. `promote_text` applies
 //! the same change to the operator's text, keeping its comments and layout.
 
-use super::publish::{self, document, set, string_array, table_at};
+use super::prepare::{self, document, set, string_array, table_at};
 use super::types::RoleMap;
 use super::validate::key;
 
@@ -51,7 +51,7 @@ pub enum Error {
     },
     /// The text could not be edited the way the typed map was.
     #[error("rewriting the map text")]
-    Edit(#[source] publish::Error),
+    Edit(#[source] prepare::Error),
 }
 
 /// The decision a promotion takes.
@@ -165,8 +165,8 @@ pub fn promote_text(text: &str, product: &str, to: Option<&str>) -> Result<Promo
     }
     let edited = doc.to_string();
     let promoted = apply(&map, &promotion);
-    if !publish::same_map(&edited, &promoted) {
-        return Err(Error::Edit(publish::Error::Edit {
+    if !prepare::same_map(&edited, &promoted) {
+        return Err(Error::Edit(prepare::Error::Edit {
             path: at,
             reason: "the edited text does not read back as the promoted map".into(),
         }));

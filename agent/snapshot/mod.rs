@@ -15,8 +15,8 @@ mod upload;
 
 use std::time::Duration;
 
-pub use naming::{expired, is_snapshot_key, object_key, parse_backup_url, timestamp};
-use upload::{client, retention, Upload};
+pub use naming::{object_key, parse_backup_url};
+use upload::{retention, Upload};
 
 /// Size of each uploaded part but the last. S3 wants at least 5 MiB and at most 10,000
 /// parts, so 8 MiB parts allow dumps up to about 78 GiB compressed, holding one part in memory.
@@ -223,7 +223,7 @@ fn client_args(settings: &crate::config::Settings) -> Result<Vec<String>, Error>
 pub async fn snapshot(req: &Request) -> Result<Report, Error> {
     let (bucket, prefix) = parse_backup_url(&req.backup_url)?;
     let key = object_key(&prefix, &req.product, req.now_unix);
-    let client = client().await;
+    let client = crate::source::s3::client().await;
     let mut upload = Upload::start(&client, &bucket, &key).await?;
     let deadline = tokio::time::timeout(req.timeout, async {
         let dumped = dump::stream(req, &mut upload).await?;

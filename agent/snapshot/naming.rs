@@ -13,9 +13,8 @@ pub fn parse_backup_url(url: &str) -> Result<(String, String), Error> {
     let bad = || Error::BadUrl {
         url: url.to_string(),
     };
-    let rest = url.strip_prefix("s3://").ok_or_else(bad)?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.len() < 3 || prefix.starts_with('/') || prefix.contains("//") {
+    let (bucket, prefix) = crate::source::s3::split_s3_url(url).map_err(|_| bad())?;
+    if prefix.starts_with('/') || prefix.contains("//") {
         return Err(bad());
     }
     let prefix = if prefix.is_empty() || prefix.ends_with('/') {

@@ -1,8 +1,6 @@
 //! The S3 side of a snapshot: one multipart upload (create, parts, complete or abort), the
 //! listing and deletions of retention, and the client from the SDK's default chain. I/O.
 
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::BehaviorVersion;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -160,20 +158,4 @@ pub(super) async fn retention(
         tracing::info!(product = %product, path = %format!("s3://{bucket}/{key}"), "old snapshot deleted");
     }
     Ok(doomed)
-}
-
-/// An S3 client from the SDK's default chain; path-style when a custom endpoint is set
-/// (an S3-compatible server on an address has no per-bucket host names), as the map source.
-pub(super) async fn client() -> Client {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(RegionProviderChain::default_provider().or_else("us-east-1"))
-        .load()
-        .await;
-    let custom = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    let conf = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(custom)
-        .build();
-    Client::from_conf(conf)
 }

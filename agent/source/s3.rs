@@ -55,16 +55,8 @@ impl S3Source {
     /// `Error::BadUrl` when `url` is not `s3://bucket/key`.
     pub async fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
         let (bucket, key) = parse_s3_url(url)?;
-        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-            .region(RegionProviderChain::default_provider().or_else(DEFAULT_REGION))
-            .load()
-            .await;
-        let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
-            // An S3-compatible server on an address has no per-bucket host names.
-            .force_path_style(has_custom_endpoint())
-            .build();
         Ok(Self {
-            client: aws_sdk_s3::Client::from_conf(s3_config),
+            client: client().await,
             bucket,
             key,
             url: url.to_owned(),
@@ -232,22 +224,44 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), Error> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let (bucket, key) = url
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(|| bad("expected s3://bucket/key"))?;
-    let bucket_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
-    if !(3..=255).contains(&bucket.len()) || !bucket.bytes().all(bucket_char) {
-        return Err(bad(
-            "the bucket name must be 3-255 letters, digits, '.', '-' or '_'",
-        ));
-    }
+    let (bucket, key) = split_s3_url(url).map_err(bad)?;
     if key.is_empty() || key.ends_with('/') || key.chars().any(char::is_control) {
         return Err(bad(
             "the key must name an object: not empty, not ending in '/', no control characters",
         ));
     }
     Ok((bucket.to_owned(), key.to_owned()))
+}
+
+/// `s3://bucket/rest` → (bucket, rest), the bucket name checked; `rest` may be empty. The
+/// one parser of S3 URLs (maps, backup and report prefixes).
+///
+/// # Errors
+/// Why the URL is unusable, in words.
+pub fn split_s3_url(url: &str) -> Result<(&str, &str), &'static str> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or("expected s3://bucket/key")?;
+    let (bucket, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+    if !(3..=255).contains(&bucket.len()) || !bucket.bytes().all(bucket_char) {
+        return Err("the bucket name must be 3-255 letters, digits, '.', '-' or '_'");
+    }
+    Ok((bucket, rest))
+}
+
+/// An S3 client from the SDK's default chain (instance profile, `AWS_*` variables): the
+/// one place clients are built. Path-style addressing when a custom endpoint is set, since
+/// an S3-compatible server on an address has no per-bucket host names.
+pub async fn client() -> aws_sdk_s3::Client {
+    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        .region(RegionProviderChain::default_provider().or_else(DEFAULT_REGION))
+        .load()
+        .await;
+    let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
+        .force_path_style(has_custom_endpoint())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3_config)
 }
 
 /// Whether a `GetObject` failure is S3's answer to `If-None-Match` on the current ETag. The

@@ -5,7 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
@@ -102,11 +102,7 @@ impl Fs {
     /// # Errors
     /// `NotAllowed`.
     pub fn check_allowed(&self, logical: &Path) -> Result<(), Error> {
-        let clean = logical.is_absolute()
-            && logical
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if clean && self.allowed.iter().any(|root| logical.starts_with(root)) {
+        if crate::plan::is_allowed(logical, &self.allowed) {
             return Ok(());
         }
         let allowed: Vec<String> = self
