@@ -77,12 +77,8 @@ impl Error {
                     | crate::sys::fs::Error::Symlink { .. }
                     | crate::sys::fs::Error::UnknownOwner { .. }
             )
-        ) || matches!(
-            self,
-            Error::Source(
-                crate::source::Error::BadUrl { .. } | crate::source::Error::Unverified { .. }
-            )
-        )
+        ) || matches!(self, Error::Source(e) if e.is_bad_map())
+            || matches!(self, Error::Source(crate::source::Error::BadUrl { .. }))
     }
 }
 

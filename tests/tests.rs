@@ -13,6 +13,9 @@ mod failover;
 mod fixture;
 /// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).
 mod golden;
+/// Issue 15: promises attacked: no write without a journal, bounded errors, oversize maps,
+/// escaped map strings.
+mod hardening;
 /// Issue 5: `map validate|show|lint|diff|keygen` exit codes and output through the binary.
 mod map_cli;
 /// Issue 5: `map publish`/`promote` against moto: lost updates refused, signed maps.

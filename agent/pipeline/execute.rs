@@ -42,19 +42,22 @@ impl Installed {
     }
 }
 
-/// Stage 6: forget the settled state, journal every file's previous state, then apply each
+/// Stage 6: journal every file's previous state, forget the settled state, then apply each
 /// service's changes as a transaction (write, check, restore on failure).
 ///
 /// # Errors
-/// The settled record cannot be removed or the journal cannot be written: nothing is
-/// written then (a crash would leave files without their check, reload and smoke tests).
+/// The journal cannot be written or the settled record removed: nothing is written then
+/// (a crash would leave files without their check, reload and smoke tests).
 pub(super) async fn install(
     agent: &Agent,
     rendered: &Rendered,
     planned: &Planned,
 ) -> Result<Installed, Error> {
-    settled::forget(agent)?;
     journal::open(agent, &planned.plan)?;
+    if let Err(e) = settled::forget(agent) {
+        journal::close(agent);
+        return Err(e.into());
+    }
     let mut installed = Installed {
         receipts: Vec::new(),
         failed: FailedServices::new(),

@@ -1,8 +1,13 @@
 //! The transaction journal: before the first file of a reconcile is written, the previous
-//! state of every file it will touch is saved in `<state>/journal.json`; a converged or
+//! state of every file it will touch is saved in `<state>/journal`; a converged or
 //! rolled-back reconcile deletes it. If the agent dies in between (power loss, OOM kill),
 //! the next reconcile finds the journal, puts those files back and starts over, so a
 //! configuration is never left installed without its check, reload and smoke tests.
+//!
+//! Format (issue 15: compact, and private since it holds file contents, secrets included):
+//! a first line `rolecall-journal 1`, a JSON line listing the entries (path, and for a file
+//! that existed its owner, group, mode and length), then the files' bytes back to back in
+//! that order. Mode 0600, written atomically and fsynced in one write.
 
 use std::path::PathBuf;
 
@@ -10,18 +15,35 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::Agent;
-use crate::plan::DiskState;
-use crate::plan::Plan;
+use crate::plan::{DiskState, FileState, Plan};
 use crate::text::chain;
 
 /// Journal file in the state directory.
-pub const JOURNAL_FILE: &str = "journal.json";
+pub const JOURNAL_FILE: &str = "journal";
+/// Its first line.
+const MAGIC: &[u8] = b"rolecall-journal 1\n";
+/// It holds file contents: owner only.
+const MODE: u32 = 0o600;
 
-/// One file's state before the interrupted reconcile.
+/// One file's state before the interrupted reconcile; the bytes follow the header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     path: PathBuf,
-    before: DiskState,
+    before: Before,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Before {
+    /// Nothing there (or something rolecall never writes through): remove on restore.
+    Absent,
+    /// A regular file of `len` bytes.
+    File {
+        owner: String,
+        group: String,
+        mode: u32,
+        len: usize,
+    },
 }
 
 /// Save the previous state of every file `plan` changes, before the first write.
@@ -32,15 +54,76 @@ pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Err
     if plan.changes.is_empty() {
         return Ok(());
     }
-    let entries: Vec<Entry> = plan
+    let path = agent.state_dir.join(JOURNAL_FILE);
+    let befores = plan
         .changes
         .iter()
-        .map(|c| Entry {
-            path: c.path.clone(),
-            before: c.before.clone(),
+        .map(|c| (c.path.clone(), c.before.clone()));
+    let bytes = encode(befores.collect()).map_err(|source| crate::sys::fs::Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    crate::sys::fs::write_state_mode(&path, &bytes, MODE)
+}
+
+fn encode(files: Vec<(PathBuf, DiskState)>) -> serde_json::Result<Vec<u8>> {
+    let mut blobs = Vec::new();
+    let entries: Vec<Entry> = files
+        .into_iter()
+        .map(|(path, state)| {
+            let before = match state {
+                DiskState::File(f) => {
+                    let len = f.content.len();
+                    blobs.extend_from_slice(&f.content);
+                    let (owner, group, mode) = (f.owner, f.group, f.mode);
+                    Before::File {
+                        owner,
+                        group,
+                        mode,
+                        len,
+                    }
+                }
+                _ => Before::Absent,
+            };
+            Entry { path, before }
         })
         .collect();
-    crate::sys::fs::write_json(&agent.state_dir.join(JOURNAL_FILE), &entries)
+    let mut out = MAGIC.to_vec();
+    serde_json::to_writer(&mut out, &entries)?;
+    out.push(b'\n');
+    out.extend_from_slice(&blobs);
+    Ok(out)
+}
+
+/// The entries of a journal, with their previous states; `None` when it is not one.
+fn decode(bytes: &[u8]) -> Option<Vec<(PathBuf, DiskState)>> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let newline = rest.iter().position(|&b| b == b'\n')?;
+    let entries: Vec<Entry> = serde_json::from_slice(&rest[..newline]).ok()?;
+    let mut blobs = &rest[newline + 1..];
+    let mut out = Vec::with_capacity(entries.len());
+    for Entry { path, before } in entries {
+        let state = match before {
+            Before::Absent => DiskState::Absent,
+            Before::File {
+                owner,
+                group,
+                mode,
+                len,
+            } => {
+                let content = blobs.get(..len)?.to_vec();
+                blobs = &blobs[len..];
+                DiskState::File(FileState {
+                    content,
+                    owner,
+                    group,
+                    mode,
+                })
+            }
+        };
+        out.push((path, state));
+    }
+    blobs.is_empty().then_some(out)
 }
 
 /// The reconcile finished (converged or rolled back): forget the journal.
@@ -53,8 +136,8 @@ pub(super) fn close(agent: &Agent) {
 /// Undo an interrupted reconcile, if a journal is left; returns how many files were restored.
 pub(super) fn recover(agent: &Agent) -> usize {
     let path = agent.state_dir.join(JOURNAL_FILE);
-    let entries: Vec<Entry> = match crate::sys::fs::read_json(&path) {
-        Ok(Some(e)) => e,
+    let bytes = match crate::sys::fs::read_state(&path) {
+        Ok(Some(bytes)) => bytes,
         Ok(None) => return 0,
         Err(e) => {
             error!(error = %chain(&e), "transaction journal unreadable; ignoring it");
@@ -62,17 +145,66 @@ pub(super) fn recover(agent: &Agent) -> usize {
             return 0;
         }
     };
+    let Some(entries) = decode(&bytes) else {
+        error!(path = %path.display(), "transaction journal damaged; ignoring it");
+        close(agent);
+        return 0;
+    };
     warn!(
         files = entries.len(),
         "restoring the files of an interrupted reconcile"
     );
     let mut restored = 0;
-    for entry in entries.iter().rev() {
-        match agent.fs.restore(&entry.path, &entry.before) {
+    for (file, before) in entries.iter().rev() {
+        match agent.fs.restore(file, before) {
             Ok(()) => restored += 1,
-            Err(e) => error!(path = %entry.path.display(), error = %chain(&e), "restore failed"),
+            Err(e) => error!(path = %file.display(), error = %chain(&e), "restore failed"),
         }
     }
     close(agent);
     restored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_is_compact_and_round_trips() {
+        let big = vec![b'x'; 10_000];
+        let files = vec![
+            (PathBuf::from("/etc/a"), DiskState::Absent),
+            (
+                PathBuf::from("/etc/b"),
+                DiskState::File(FileState {
+                    content: big.clone(),
+                    owner: "root".into(),
+                    group: "www-data".into(),
+                    mode: 0o640,
+                }),
+            ),
+            (PathBuf::from("/etc/c"), DiskState::Symlink),
+        ];
+        let bytes = encode(files.clone()).unwrap();
+        assert!(bytes.len() < big.len() + 300, "{} bytes", bytes.len());
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back[0..2], files[0..2]);
+        assert_eq!(back[2], (PathBuf::from("/etc/c"), DiskState::Absent));
+    }
+
+    #[test]
+    fn a_damaged_journal_is_not_read() {
+        let file = DiskState::File(FileState {
+            content: b"abc".to_vec(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+        });
+        let bytes = encode(vec![(PathBuf::from("/etc/b"), file)]).unwrap();
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none(), "truncated");
+        let mut longer = bytes.clone();
+        longer.push(b'!');
+        assert!(decode(&longer).is_none(), "trailing bytes");
+        assert!(decode(b"[]").is_none(), "old format");
+    }
 }

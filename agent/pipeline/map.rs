@@ -162,6 +162,11 @@ pub(super) async fn load(
                 ),
             }
         }
+        Err(e) if e.is_bad_map() => fallback(
+            format!("map from {url} refused: {}", chain(&e)),
+            true,
+            e.into(),
+        ),
         Err(e) => fallback(format!("{url} unreachable: {}", chain(&e)), false, e.into()),
     }
 }

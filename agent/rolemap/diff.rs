@@ -122,16 +122,19 @@ pub enum Change {
     },
 }
 
+/// One line per change. Map strings are untrusted (an `az` holding ESC sequences and a
+/// newline could forge a line), so the line is escaped and bounded (issue 15).
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::Generation { old, new } => write!(f, "generation {old} -> {new}"),
+        let line = match self {
+            Change::Generation { old, new } => format!("generation {old} -> {new}"),
             Change::HostAdded { .. }
             | Change::HostRemoved { .. }
             | Change::HostField { .. }
-            | Change::HostList { .. } => f.write_str(&self.host_words()),
-            _ => f.write_str(&self.product_words()),
-        }
+            | Change::HostList { .. } => self.host_words(),
+            _ => self.product_words(),
+        };
+        f.write_str(&crate::text::printable(&line, crate::text::LINE_MAX))
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::types::{Database, RoleMap};
-use super::validate::key;
+use super::validate::{key, q};
 
 /// What a warning is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,7 +63,7 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
             out.push(warning(
                 Kind::NoRole,
                 format!("hosts.{}.roles", key(id)),
-                format!("host {id:?} has no role; it configures nothing"),
+                format!("host {} has no role; it configures nothing", q(id)),
             ));
         }
     }
@@ -98,7 +98,9 @@ fn web_spread(map: &RoleMap, name: &str, out: &mut Vec<Warning>) {
             Kind::WebSingleAz,
             format!("products.{}", key(name)),
             format!(
-                "all {count} web host(s) of product {name:?} are in {az}; losing that zone takes the site down"
+                "all {count} web host(s) of product {} are in {}; losing that zone takes the site down",
+                q(name),
+                q(az)
             ),
         ));
     }
@@ -110,15 +112,20 @@ fn database(map: &RoleMap, name: &str, db: &Database, out: &mut Vec<Warning>) {
         [] => out.push(warning(
             Kind::NoReplica,
             format!("{at}.replicas"),
-            format!("product {name:?} has no database replica; there is nothing to promote if master {:?} fails", db.master),
+            format!(
+                "product {} has no database replica; there is nothing to promote if master {} fails",
+                q(name),
+                q(&db.master)
+            ),
         )),
         [only] if az_of(map, only) == az_of(map, &db.master) => out.push(warning(
             Kind::ReplicaSameAz,
             format!("{at}.replicas[0]"),
             format!(
-                "the only replica {only:?} is in {}, the zone of master {:?}; one zone outage loses both",
-                az_of(map, only),
-                db.master
+                "the only replica {} is in {}, the zone of master {}; one zone outage loses both",
+                q(only),
+                q(az_of(map, only)),
+                q(&db.master)
             ),
         )),
         _ => {}
@@ -127,7 +134,10 @@ fn database(map: &RoleMap, name: &str, db: &Database, out: &mut Vec<Warning>) {
         out.push(warning(
             Kind::NoBackup,
             format!("{at}.backup"),
-            format!("product {name:?} has no backup host; its database is never dumped to S3"),
+            format!(
+                "product {} has no backup host; its database is never dumped to S3",
+                q(name)
+            ),
         ));
     }
 }
@@ -155,8 +165,9 @@ fn az_balance(map: &RoleMap, out: &mut Vec<Warning>) {
                 Kind::AzImbalance,
                 "hosts".to_string(),
                 format!(
-                    "role {role:?} is unbalanced across zones ({}); they should differ by at most one",
-                    spread.join(", ")
+                    "role {} is unbalanced across zones ({}); they should differ by at most one",
+                    q(role),
+                    crate::text::printable(&spread.join(", "), crate::text::LINE_MAX)
                 ),
             ));
         }

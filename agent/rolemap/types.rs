@@ -121,8 +121,18 @@ pub fn parse(text: &str) -> Result<RoleMap, Error> {
         return Ok(map);
     }
     toml::from_str(text).map_err(|e| Error::Syntax {
-        message: e.to_string().trim_end().replace('\n', " "),
+        message: syntax_message(text, &e),
     })
+}
+
+/// toml's message with its line and column and a bounded excerpt: toml's own text repeats
+/// the whole offending line and a caret line as long (issue 15: a 50 MB one-line map made
+/// 100 MB of error).
+pub fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => crate::text::located(text, span.start, e.message()),
+        None => crate::text::printable(e.message(), crate::text::LINE_MAX),
+    }
 }
 
 impl RoleMap {

@@ -34,15 +34,21 @@ pub fn summary(issues: &[Issue]) -> String {
     texts.join("; ")
 }
 
-/// Quote a TOML key for a path when it is not a bare key.
+/// A map string in a message: quoted, control characters escaped, length bounded
+/// (issue 15: a 15 MB value must not make a 15 MB message).
+pub fn q(s: &str) -> String {
+    crate::text::quoted(s)
+}
+
+/// Quote a TOML key for a path when it is not a bare key (bounded like [`q`]).
 pub fn key(k: &str) -> String {
     let bare = !k.is_empty()
         && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if bare {
+    if bare && k.len() <= crate::text::VALUE_MAX {
         k.to_string()
     } else {
-        format!("{k:?}")
+        q(k)
     }
 }
 
@@ -107,7 +113,7 @@ impl Validator {
         if value.is_empty() {
             self.push(path(), "required");
         } else if let Err(why) = rule.check(value) {
-            self.push(path(), format!("{value:?} {why}"));
+            self.push(path(), format!("{} {why}", q(value)));
         }
     }
 
@@ -153,13 +159,17 @@ impl Validator {
             return self.push(path(), "required");
         }
         let Some(host) = map.hosts.get(id) else {
-            return self.push(path(), format!("host {id:?} is not in [hosts]"));
+            return self.push(path(), format!("host {} is not in [hosts]", q(id)));
         };
         for role in roles {
             if !host.roles.iter().any(|r| r == role) {
                 self.push(
                     path(),
-                    format!("host {id:?} lacks the role {role:?} this position needs"),
+                    format!(
+                        "host {} lacks the role {} this position needs",
+                        q(id),
+                        q(role)
+                    ),
                 );
             }
         }
@@ -177,7 +187,7 @@ impl Validator {
             if h.roles[..i].contains(role) {
                 self.push(
                     format!("{}.roles[{i}]", at()),
-                    format!("role {role:?} listed twice"),
+                    format!("role {} listed twice", q(role)),
                 );
             }
         }
@@ -185,7 +195,7 @@ impl Validator {
             if !products.contains(product.as_str()) {
                 self.push(
                     format!("{}.products[{i}]", at()),
-                    format!("product {product:?} is not in [products]"),
+                    format!("product {} is not in [products]", q(product)),
                 );
             }
         }
@@ -200,7 +210,7 @@ impl Validator {
             if let Some(first) = by_address.insert(&h.address, id) {
                 self.push(
                     format!("hosts.{}.address", key(id)),
-                    format!("{:?} is also the address of host {first:?}", h.address),
+                    format!("{} is also the address of host {}", q(&h.address), q(first)),
                 );
             }
         }
@@ -215,20 +225,20 @@ impl Validator {
             let mut here: BTreeMap<&str, String> = BTreeMap::new();
             for (path, id) in positions_of(&at, db) {
                 if let Some(first) = here.get(id) {
-                    self.push(&path, format!("host {id:?} already holds {first}"));
+                    self.push(&path, format!("host {} already holds {first}", q(id)));
                     continue;
                 }
                 here.insert(id, path.clone());
                 if let Some(other) = owner.insert(id, name) {
                     if other != name {
-                        self.push(&path, format!("host {id:?} already serves the database of product {other:?}; a server follows one upstream"));
+                        self.push(&path, format!("host {} already serves the database of product {}; a server follows one upstream", q(id), q(other)));
                     }
                 }
             }
             if let Some(cycle) = find_cycle(db) {
                 self.push(
                     format!("{at}.replicas"),
-                    format!("replication cycle through {cycle:?}"),
+                    format!("replication cycle through {}", q(&cycle)),
                 );
             }
             for (i, r) in db.removed.iter().enumerate() {
@@ -236,7 +246,8 @@ impl Validator {
                     self.push(
                         format!("{at}.removed[{i}]"),
                         format!(
-                            "host {r:?} was removed from this database but still holds a position"
+                            "host {} was removed from this database but still holds a position",
+                            q(r)
                         ),
                     );
                 }

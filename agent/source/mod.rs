@@ -69,6 +69,14 @@ pub enum Error {
         /// Status or error code and message.
         reason: String,
     },
+    /// The map is larger than [`MAX_MAP_BYTES`]: an invalid map, never read whole.
+    #[error("role map from {url} is {len} bytes, more than the limit of {MAX_MAP_BYTES}")]
+    TooLarge {
+        /// The map URL.
+        url: String,
+        /// Its size (or the bytes read before giving up).
+        len: u64,
+    },
     /// The map URL itself is not usable.
     #[error("map url {url:?} is not usable: {reason}")]
     BadUrl {
@@ -180,11 +188,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex
 }
 
-/// `Error::Refused` for a map larger than [`MAX_MAP_BYTES`].
+/// `Error::TooLarge` for a map larger than [`MAX_MAP_BYTES`].
 fn too_large(url: &str, len: u64) -> Error {
-    Error::Refused {
+    Error::TooLarge {
         url: url.to_owned(),
-        reason: format!("the map is {len} bytes, more than the limit of {MAX_MAP_BYTES}"),
+        len,
+    }
+}
+
+impl Error {
+    /// The source answered with something that is not a usable map (too large, signature
+    /// refused): bad input, like an invalid map, not an unreachable source.
+    pub fn is_bad_map(&self) -> bool {
+        matches!(self, Error::TooLarge { .. } | Error::Unverified { .. })
     }
 }
 

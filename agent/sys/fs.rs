@@ -379,21 +379,42 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
         .map_err(io("changing mode of", path))
 }
 
-/// Write any state-directory file atomically.
+/// Read a state-directory file; `None` when it does not exist.
+///
+/// # Errors
+/// I/O errors other than "not found".
+pub fn read_state(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("reading", path)(e)),
+    }
+}
+
+/// Write any state-directory file atomically, readable by everyone (status, records).
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_state_mode(path, bytes, 0o644)
+}
+
+/// Write a state-directory file atomically with `mode` from its first byte (0600 for
+/// files that hold managed files' contents).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".rolecall-")
         .tempfile_in(dir)
         .map_err(io("creating temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io("writing", path))?;
     tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
+        .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io("changing mode of", path))?;
+    tmp.write_all(bytes).map_err(io("writing", path))?;
     tmp.as_file().sync_all().map_err(io("syncing", path))?;
     tmp.persist(path)
         .map_err(|e| io("renaming into", path)(e.error))?;
