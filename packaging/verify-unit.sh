@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Verify the systemd units shipped in packaging/systemd/ (STYLE.md §3.13):
-#   1. `systemd-analyze verify` on rolecall.service with each distro drop-in
-#      (debian, rhel) and on examples/register-in-lb.service;
+#   1. `systemd-analyze verify` on rolecall.service and rolecall-ready.target
+#      with each distro's drop-ins (debian, rhel) and on
+#      examples/register-in-lb.service;
 #   2. the unit's contract: required directives, a comment above every
 #      dependency/hardening line, ReadWritePaths= covering agent.toml's
 #      allowed_roots and state directory;
-#   3. the preset really enables the unit (systemctl --root preset in a scratch
+#   3. the ready point's contract (README "First boot"): the daemon starts
+#      rolecall-ready.target itself, nothing else pulls it in, it depends on
+#      rolecall only by ordering, the example orders itself after it, and each
+#      distro's target drop-in names the same services as its Before= drop-in;
+#   4. the preset really enables the unit (systemctl --root preset in a scratch
 #      root whose catch-all preset disables everything else).
 #
 # systemd-analyze refuses a unit whose ExecStart= binary does not exist, and
@@ -22,6 +27,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 units_src="$here/systemd"
 agent_toml="$here/config/agent.toml"
 unit_src="$units_src/rolecall.service"
+target_src="$units_src/rolecall-ready.target"
+example_src="$units_src/examples/register-in-lb.service"
 
 passed=0
 failed=0
@@ -86,7 +93,7 @@ analyze() {
     fi
     out="$(cd "$dir" && systemd-analyze verify "${flags[@]}" "$@" 2>&1)" || rc=$?
     [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    systemd-analyze: /' >&2
-    if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -q -e "$dir" -e 'rolecall' -e 'register-in-lb'; then
+    if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -q -e "$dir" -e 'rolecall' -e 'register-in-lb' -e 'cycle'; then
         fail "systemd-analyze verify ($label), exit $rc"
     else
         pass "systemd-analyze verify ($label)"
@@ -95,13 +102,15 @@ analyze() {
 
 verify_flavour() {
     local flavour="$1" dir="$tmp/$1"
-    mkdir -p "$dir/rolecall.service.d"
+    mkdir -p "$dir/rolecall.service.d" "$dir/rolecall-ready.target.d"
     stage_unit "$unit_src" "$dir/rolecall.service" /usr/bin/rolecall "$tmp/bin/rolecall"
     cp "$units_src/$flavour/rolecall.service.d/before-services.conf" "$dir/rolecall.service.d/"
-    stage_unit "$units_src/examples/register-in-lb.service" "$dir/register-in-lb.service" \
+    cp "$target_src" "$dir/"
+    cp "$units_src/$flavour/rolecall-ready.target.d/after-services.conf" "$dir/rolecall-ready.target.d/"
+    stage_unit "$example_src" "$dir/register-in-lb.service" \
         /usr/local/sbin/register-in-lb "$tmp/bin/register-in-lb"
-    analyze "$dir" "rolecall.service + $flavour drop-in, register-in-lb.service" \
-        rolecall.service register-in-lb.service
+    analyze "$dir" "rolecall.service + rolecall-ready.target + $flavour drop-ins, register-in-lb.service" \
+        rolecall.service rolecall-ready.target register-in-lb.service
 }
 
 # Directive lines (Key=value) of a unit file, with line numbers.
@@ -110,7 +119,7 @@ directives() { grep -n -E '^[A-Za-z]+=' "$1" || true; }
 check_required() {
     local want missing=()
     # shellcheck disable=SC2016 # $MAINPID is literal unit text, not shell
-    for want in 'Type=notify' 'ExecStart=/usr/bin/rolecall run' \
+    for want in 'Type=notify' 'ExecStart=/usr/bin/rolecall run --ready-target rolecall-ready.target' \
         'ExecReload=/bin/kill -HUP $MAINPID' 'NotifyAccess=main' 'WatchdogSec=' \
         'Restart=on-failure' 'RestartSec=5' 'RestartPreventExitStatus=2' \
         'Wants=network-online.target' 'After=network-online.target' \
@@ -140,9 +149,58 @@ check_comments() {
         case "$prev" in \#*) ;; *) bad+=("line $n") ;; esac
     done < <(grep -n -E "^($keys)=" "$file" || true)
     if [ ${#bad[@]} -eq 0 ]; then
-        pass "$(basename "$file"): comment above every dependency/hardening line"
+        pass "${file#"$units_src"/}: comment above every dependency/hardening line"
     else
-        fail "$(basename "$file"): no comment above ${bad[*]}"
+        fail "${file#"$units_src"/}: no comment above ${bad[*]}"
+    fi
+}
+
+# The values of directive $2 in unit file $1, one per line (space-separated
+# lists split).
+values_of() { sed -n "s/^$2=//p" "$1" | tr ' ' '\n' | sed '/^$/d'; }
+
+# README "First boot": READY=1 comes before the smoke tests, so "serving" is
+# rolecall-ready.target, which only the daemon starts.
+check_ready_target() {
+    local bad=() unit key flavour
+    values_of "$target_src" After | grep -qx rolecall.service \
+        || bad+=("rolecall-ready.target: no After=rolecall.service")
+    for key in Requires Requisite BindsTo PartOf Upholds Wants; do
+        if values_of "$target_src" "$key" | grep -q .; then
+            bad+=("rolecall-ready.target: $key= (an agent restart must not stop it; ordering only)")
+        fi
+    done
+    if grep -q '^\[Install\]' "$target_src"; then
+        bad+=("rolecall-ready.target: [Install] (nothing may enable it into the boot)")
+    fi
+    for unit in "$unit_src" "$example_src" "$units_src"/*/*.d/*.conf; do
+        for key in Wants Requires Requisite BindsTo Upholds; do
+            if values_of "$unit" "$key" | grep -qx rolecall-ready.target; then
+                bad+=("$(basename "$unit"): $key=rolecall-ready.target (would reach it at READY=1, before the smoke tests)")
+            fi
+        done
+    done
+    values_of "$example_src" After | grep -qx rolecall-ready.target \
+        || bad+=("register-in-lb.service: no After=rolecall-ready.target")
+    values_of "$example_src" WantedBy | grep -qx rolecall-ready.target \
+        || bad+=("register-in-lb.service: not WantedBy=rolecall-ready.target")
+    if values_of "$example_src" WantedBy | grep -qx multi-user.target; then
+        bad+=("register-in-lb.service: WantedBy=multi-user.target (would run on a host that failed its smoke tests)")
+    fi
+    if values_of "$example_src" After | grep -qx rolecall.service; then
+        bad+=("register-in-lb.service: After=rolecall.service means after READY=1, not after the smoke tests")
+    fi
+    for flavour in debian rhel; do
+        if [ "$(values_of "$units_src/$flavour/rolecall.service.d/before-services.conf" Before | sort)" \
+            != "$(values_of "$units_src/$flavour/rolecall-ready.target.d/after-services.conf" After | sort)" ]; then
+            bad+=("$flavour: the target's After= services differ from rolecall.service's Before= services")
+        fi
+    done
+    if [ ${#bad[@]} -eq 0 ]; then
+        pass "rolecall-ready.target: started by the daemon only, ordering-only on rolecall, example after it"
+    else
+        local b
+        for b in "${bad[@]}"; do fail "$b"; done
     fi
 }
 
@@ -205,10 +263,13 @@ verify_flavour debian
 verify_flavour rhel
 check_required
 check_comments "$unit_src"
-check_comments "$units_src/debian/rolecall.service.d/before-services.conf"
-check_comments "$units_src/rhel/rolecall.service.d/before-services.conf"
-check_comments "$units_src/examples/register-in-lb.service"
+check_comments "$target_src"
+check_comments "$example_src"
+for drop_in in "$units_src"/*/*.d/*.conf; do
+    check_comments "$drop_in"
+done
 check_write_paths
+check_ready_target
 check_preset
 
 printf 'verify-unit: %d passed, %d failed\n' "$passed" "$failed"

@@ -8,20 +8,20 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 use crate::fixture::{assert_exit, copy_dir, describe, stdout};
+use crate::support::debian::{self, require_root, DebianRoot, RootSpec};
+use crate::support::packages::packages;
 use crate::support::require_program;
 
-/// Where CI keeps what survives between runs (tests/run.sh): here the Debian root tarball.
-const CACHE_DIR: &str = "/var/cache/rolecall-ci";
-/// The cached debootstrap result; bump the suffix when the debootstrap arguments change.
-const DEBIAN_TARBALL: &str = "debian-12-minbase-procps-v1.tar";
-/// The Debian mirror debootstrap uses (`ROLECALL_DEBIAN_MIRROR` overrides it).
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+/// A Debian 12 minbase root, plus `procps` for the package's dependency.
+const MINBASE: RootSpec = RootSpec {
+    name: "debian-12-minbase-procps-v1.tar",
+    include: &["procps"],
+    prepare: |_| {},
+};
 /// A map URL bake.sh accepts (its bucket name is valid).
 const MAP_URL: &str = "s3://fleet-config/rolemap.toml";
 
@@ -40,13 +40,6 @@ fn run_ok(command: &mut Command) -> Output {
     let out = run(command);
     assert!(out.status.success(), "{command:?}\n{}", describe(&out));
     out
-}
-
-fn require_root(what: &str) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "{what} needs root (chroot, dpkg, debootstrap): run the suite as root, as tests/run.sh does in CI"
-    );
 }
 
 // --- the systemd unit ----------------------------------------------------------------
@@ -71,8 +64,59 @@ fn unit_passes_systemd_analyze_verify() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     for flavour in ["debian", "rhel"] {
-        let ok = format!("ok: systemd-analyze verify (rolecall.service + {flavour} drop-in");
+        let ok = format!(
+            "ok: systemd-analyze verify (rolecall.service + rolecall-ready.target + {flavour} drop-ins"
+        );
         assert!(stderr.contains(&ok), "{ok:?} missing\n{}", describe(&out));
+    }
+    assert!(
+        stderr.contains("ok: rolecall-ready.target: started by the daemon only"),
+        "the ready point's contract was not checked\n{}",
+        describe(&out)
+    );
+}
+
+/// Issue 16, negative control: the ready point's contract catches a target that depends on
+/// rolecall (an agent restart would stop it) and an example pulled in by the boot (it would
+/// register a host whose smoke tests failed).
+#[test]
+fn issue_16_ready_target_contract_violations_fail_verify() {
+    let dir = TempDir::new().expect("tempdir");
+    let packaging = dir.path().join("packaging");
+    copy_dir(&repo().join("packaging"), &packaging);
+    let target = packaging.join("systemd/rolecall-ready.target");
+    let example = packaging.join("systemd/examples/register-in-lb.service");
+    let edits = [
+        (
+            &target,
+            "\nAfter=rolecall.service\n",
+            "\nAfter=rolecall.service\n# (test)\nBindsTo=rolecall.service\n",
+        ),
+        (
+            &example,
+            "\nWantedBy=rolecall-ready.target\n",
+            "\nWantedBy=multi-user.target\n",
+        ),
+    ];
+    for (file, from, to) in edits {
+        let text = fs::read_to_string(file).expect("read");
+        assert!(text.contains(from), "{} changed", file.display());
+        fs::write(file, text.replace(from, to)).expect("write");
+    }
+
+    let out = verify_unit(&packaging);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for failure in [
+        "FAILED: rolecall-ready.target: BindsTo=",
+        "FAILED: register-in-lb.service: not WantedBy=rolecall-ready.target",
+        "FAILED: register-in-lb.service: WantedBy=multi-user.target",
+    ] {
+        assert!(
+            stderr.contains(failure),
+            "{failure:?} missing\n{}",
+            describe(&out)
+        );
     }
 }
 
@@ -128,6 +172,8 @@ fn packaging_scripts_pass_shellcheck() {
         p.join("deb/postrm"),
     ];
     scripts.extend(files_in(&p.join("hooks")));
+    // The boot tests' namespace init (tests/support/systemd.rs).
+    scripts.push(repo().join("tests/support/ns-init.sh"));
     run_ok(Command::new(&shellcheck).args(&scripts));
     // cargo-generate-rpm's scriptlets have no shebang: rpm runs them with /bin/sh.
     run_ok(
@@ -145,96 +191,6 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-// --- building the packages (once per test binary) -------------------------------------
-
-/// The `.deb` and `.rpm` that `packaging/build.sh` built in this run.
-struct Packages {
-    deb: PathBuf,
-    rpm: PathBuf,
-}
-
-static PACKAGES: OnceLock<Result<Packages, String>> = OnceLock::new();
-
-/// Builds the packages on first use; every later caller gets the same files (or the same
-/// build failure).
-fn packages() -> &'static Packages {
-    match PACKAGES.get_or_init(build_packages) {
-        Ok(packages) => packages,
-        Err(message) => panic!("{message}"),
-    }
-}
-
-fn build_packages() -> Result<Packages, String> {
-    // Other test runs share the target dir: build.sh clears the .rpm output directory
-    // before generating into it, and a package being rewritten must not be read.
-    let lock_path = std::env::temp_dir().join("rolecall-packaging-build.lock");
-    let file = fs::File::create(&lock_path)
-        .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("locking {}: {e}", lock_path.display()))?;
-    let built = run_build_sh()?;
-    // Tests read stable copies: a later run replaces them by rename, never in place.
-    let target = built.deb.ancestors().nth(2).ok_or("unexpected .deb path")?;
-    let dir = target.join("packages-under-test");
-    Ok(Packages {
-        deb: stable_copy(&built.deb, &dir, "rolecall.deb")?,
-        rpm: stable_copy(&built.rpm, &dir, "rolecall.rpm")?,
-    })
-}
-
-fn stable_copy(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
-    let to = dir.join(name);
-    let partial = dir.join(format!(".{name}.{}", std::process::id()));
-    fs::create_dir_all(dir)
-        .and_then(|()| fs::copy(from, &partial))
-        .and_then(|_| fs::rename(&partial, &to))
-        .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
-    Ok(to)
-}
-
-fn run_build_sh() -> Result<Packages, String> {
-    let mut command = Command::new("bash");
-    command
-        .args(["packaging/build.sh", "--strict-docs", "--fast"])
-        .current_dir(repo());
-    // The build must see the environment a shell would, not the one cargo gives a test
-    // (CARGO_PKG_*, CARGO_MANIFEST_DIR, LD_LIBRARY_PATH, ...): build scripts that watch
-    // such variables would otherwise rebuild the release dependencies here, and again in
-    // the next plain `cargo build --release`.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        let keep = matches!(name.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
-        if !keep && (name.starts_with("CARGO") || name == "LD_LIBRARY_PATH" || name == "OUT_DIR") {
-            command.env_remove(&name);
-        }
-    }
-    // Under `cargo test --release` this process's cargo holds the release directory's
-    // lock, and the binary it built is the one to package.
-    let profile_dir = Path::new(env!("CARGO_BIN_EXE_rolecall")).parent();
-    if profile_dir.and_then(Path::file_name) == Some("release".as_ref()) {
-        command.arg("--no-build");
-    }
-    let out = run(&mut command);
-    if !out.status.success() {
-        return Err(format!("packaging/build.sh failed\n{}", describe(&out)));
-    }
-    let text = stdout(&out);
-    let mut lines = text.lines().rev();
-    let (rpm, deb) = (lines.next(), lines.next());
-    match (deb.map(PathBuf::from), rpm.map(PathBuf::from)) {
-        (Some(deb), Some(rpm))
-            if deb.extension() == Some("deb".as_ref())
-                && rpm.extension() == Some("rpm".as_ref()) =>
-        {
-            Ok(Packages { deb, rpm })
-        }
-        _ => Err(format!(
-            "build.sh did not print the .deb and .rpm paths last\n{}",
-            describe(&out)
-        )),
-    }
 }
 
 // --- what the packages must contain (SPEC §4) ----------------------------------------
@@ -267,6 +223,8 @@ fn expected_other_files(zsh_dir: &str) -> BTreeSet<String> {
         "/usr/bin/rolecall",
         "/usr/lib/systemd/system/rolecall.service",
         "/usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+        "/usr/lib/systemd/system/rolecall-ready.target",
+        "/usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
         "/usr/lib/systemd/system-preset/90-rolecall.preset",
         "/usr/share/man/man1/rolecall.1.gz",
         "/usr/share/bash-completion/completions/rolecall",
@@ -338,121 +296,6 @@ fn rpm_ships_the_spec_paths_and_marks_config_files() {
 
 // --- the .deb in a clean Debian 12 root ---------------------------------------------
 
-/// A debootstrapped Debian 12 (minbase, plus `procps` for the package's dependency),
-/// built once and kept as a tarball in the CI cache.
-fn debian_tarball() -> PathBuf {
-    let tarball = Path::new(CACHE_DIR).join(DEBIAN_TARBALL);
-    if tarball.is_file() {
-        return tarball;
-    }
-    let debootstrap = require_program(
-        "debootstrap",
-        "apt-get install debootstrap (tests/run.sh does)",
-    );
-    fs::create_dir_all(CACHE_DIR).expect("create the cache dir");
-    let work = tempfile::Builder::new()
-        .prefix("debootstrap-")
-        .tempdir_in(CACHE_DIR)
-        .expect("tempdir");
-    let root = work.path().join("root");
-    let mirror = std::env::var("ROLECALL_DEBIAN_MIRROR").unwrap_or_else(|_| DEBIAN_MIRROR.into());
-    run_ok(
-        Command::new(debootstrap)
-            .args(["--variant=minbase", "--include=procps", "bookworm"])
-            .arg(&root)
-            .arg(mirror),
-    );
-    // The downloaded .debs (a sixth of the root) are not needed to use it.
-    let archives = files_in(&root.join("var/cache/apt/archives"));
-    for deb in archives
-        .iter()
-        .filter(|p| p.extension() == Some("deb".as_ref()))
-    {
-        fs::remove_file(deb).expect("remove a cached .deb");
-    }
-    let partial = work.path().join("root.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["-cf"])
-            .arg(&partial)
-            .arg("."),
-    );
-    fs::rename(&partial, &tarball).expect("move the tarball into the cache");
-    tarball
-}
-
-/// A fresh copy of the Debian root, removed when dropped.
-struct DebianRoot {
-    dir: TempDir,
-}
-
-impl DebianRoot {
-    fn new(tarball: &Path) -> DebianRoot {
-        let dir = tempfile::Builder::new()
-            .prefix("rolecall-debian12-")
-            .tempdir()
-            .expect("tempdir");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(dir.path())
-                .arg("-xf")
-                .arg(tarball),
-        );
-        DebianRoot { dir }
-    }
-
-    /// `path` (absolute inside the root) as seen from outside.
-    fn path(&self, path: &str) -> PathBuf {
-        self.dir.path().join(path.trim_start_matches('/'))
-    }
-
-    /// Runs `argv` in the root with a clean environment.
-    fn run(&self, argv: &[&str]) -> Output {
-        run(
-            Command::new(require_program("chroot", "apt-get install coreutils"))
-                .arg(self.dir.path())
-                .args([
-                    "/usr/bin/env",
-                    "-i",
-                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                    "LC_ALL=C",
-                ])
-                .args(argv),
-        )
-    }
-
-    #[track_caller]
-    fn run_ok(&self, argv: &[&str]) -> String {
-        let out = self.run(argv);
-        assert!(
-            out.status.success(),
-            "in the Debian root: {argv:?}\n{}",
-            describe(&out)
-        );
-        stdout(&out)
-    }
-
-    #[track_caller]
-    fn assert_exists(&self, paths: &[&str]) {
-        for path in paths {
-            assert!(
-                self.path(path).exists(),
-                "{path} missing in the Debian root"
-            );
-        }
-    }
-
-    #[track_caller]
-    fn assert_absent(&self, paths: &[&str]) {
-        for path in paths {
-            assert!(!self.path(path).exists(), "{path} still in the Debian root");
-        }
-    }
-}
-
 /// An agent.toml for the shipped example map's `web-1`, using the packaged catalog.
 const CHROOT_AGENT_TOML: &str = r#"
 [identity]
@@ -480,6 +323,8 @@ const DEB_FILES: &[&str] = &[
     "/etc/rolecall/templates/web/vhost.conf.tera",
     "/usr/lib/systemd/system/rolecall.service",
     "/usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+    "/usr/lib/systemd/system/rolecall-ready.target",
+    "/usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
     "/usr/lib/systemd/system-preset/90-rolecall.preset",
     "/usr/lib/rolecall/hooks/db-promote",
     "/usr/share/man/man1/rolecall.1.gz",
@@ -501,7 +346,7 @@ fn with_prefix(prefix: &str, paths: &[&str]) -> Vec<String> {
 fn deb_installs_runs_and_purges_in_a_clean_debian_12_root() {
     require_root("installing the .deb into a Debian root");
     // Debootstrap (first run only) before waiting for the build another test may be running.
-    let tarball = debian_tarball();
+    let tarball = debian::tarball(&MINBASE);
     let deb = &packages().deb;
     let root = DebianRoot::new(&tarball);
     fs::copy(deb, root.path("/tmp/rolecall.deb")).expect("copy the .deb in");
@@ -644,14 +489,16 @@ fn assert_bakes(package: &Path, drop_in_marker: &str) {
             "{file} missing after baking {package_arg}"
         );
     }
-    let drop_in = fs::read_to_string(
-        root.join("usr/lib/systemd/system/rolecall.service.d/before-services.conf"),
-    )
-    .expect("drop-in");
-    assert!(
-        drop_in.contains(drop_in_marker),
-        "wrong distro drop-in:\n{drop_in}"
-    );
+    for drop_in in [
+        "usr/lib/systemd/system/rolecall.service.d/before-services.conf",
+        "usr/lib/systemd/system/rolecall-ready.target.d/after-services.conf",
+    ] {
+        let text = fs::read_to_string(root.join(drop_in)).expect("drop-in");
+        assert!(
+            text.contains(drop_in_marker),
+            "wrong distro drop-in {drop_in}:\n{text}"
+        );
+    }
 
     let config = root.join("etc/rolecall/agent.toml");
     let text = fs::read_to_string(&config).expect("agent.toml");

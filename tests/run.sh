@@ -42,6 +42,13 @@ missing_packages() {
         [/usr/bin/rpm2cpio]=rpm2cpio
         [/usr/bin/cpio]=cpio
         [/usr/bin/shellcheck]=shellcheck
+        # tests/boot.rs: a Debian 12 root booted by systemd in its own namespaces
+        # (debootstrap above; systemctl --root from systemd above).
+        [/usr/bin/unshare]=util-linux
+        [/usr/bin/nsenter]=util-linux
+        [/usr/bin/setpriv]=util-linux
+        [/usr/bin/timeout]=coreutils
+        [/usr/sbin/ip]=iproute2
     )
     local program
     for program in "${!needs[@]}"; do

@@ -1,5 +1,8 @@
 //! rolecall's one integration-test binary (STYLE §3.11): real servers on loopback (SPEC §8).
 
+/// Issue 16: the baked .deb booted by a real systemd in its own namespaces (first boot,
+/// second boot from the cache, a smoke test failing at boot, a db host).
+mod boot;
 /// Exit codes of sync, plan, map validate and check through the real binary.
 mod cli;
 /// Issue 3: the daemon on "EC2": IMDSv2, S3 (moto), notify socket, signals, cache, faults.
@@ -34,7 +37,8 @@ mod services;
 mod signing;
 /// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
 mod snapshot;
-/// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket.
+/// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket,
+/// Debian roots, the packages under test and a booted systemd.
 mod support;
 /// Self-tests of `support`: each server starts, answers and enforces its protocol.
 mod support_tests;
