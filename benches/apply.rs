@@ -1,0 +1,354 @@
+//! Issue 13's benchmark: whole `rolecall sync --files-only` processes on a 10,000-host /
+//! 500-product map where one web host serves all 500 products, against the fsync floor
+//! (`../shared/bench/floor.rs`: the same files installed with nothing else done), measured
+//! in the same run on the same disk:
+//! - first apply (500 vhosts) vs the floor on an empty target;
+//! - no change vs the floor with `--skip-unchanged`;
+//! - one product's master moved: whole process time and files rewritten (target 1 file,
+//!   ≤ 40 ms);
+//! - peak RSS of the whole `sync` (target ≤ 20 MB).
+//!
+//! `cargo bench --bench apply` runs the full size (the floor is found through
+//! `ROLECALL_FLOOR_DIR` or `../shared/bench` beside the repository); under `cargo test`
+//! (no `--bench`) each scenario runs once on a small map as a sanity pass, with the floor
+//! only when its source is there.
+#![allow(
+    clippy::print_stdout,
+    reason = "a bench binary reports its figures on stdout"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "../tests/support/fleet.rs"]
+mod fleet;
+
+/// The web host that serves every product.
+const HOST: &str = "web-all";
+
+struct Scale {
+    is_full: bool,
+    hosts: usize,
+    products: usize,
+    runs: usize,
+}
+
+/// A scratch agent: config, map and `--root`, removed on drop.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(map: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("rolecall-apply-bench-")
+            .tempdir_in(bench_dir())
+            .expect("tempdir");
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let config = format!(
+            "[identity]\nsource = \"static\"\nid = \"{HOST}\"\naddress = \"10.250.0.1\"\naz = \"us-east-1a\"\n\n\
+             [map]\nurl = \"file://{}\"\n\n[paths]\ncatalog = \"{1}\"\ntemplates = \"{1}\"\n",
+            dir.path().join("map.toml").display(),
+            templates.display()
+        );
+        std::fs::write(dir.path().join("agent.toml"), config).expect("agent.toml");
+        let scratch = Scratch { dir };
+        scratch.write_map(map);
+        scratch
+    }
+
+    fn write_map(&self, map: &str) {
+        std::fs::write(self.dir.path().join("map.toml"), map).expect("map");
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// One `sync --files-only`: wall time, peak RSS (KiB) and the files it changed. It runs
+    /// under this binary's `--rss-of` mode, whose only child it is, so getrusage sees
+    /// nothing else (the floor's build, earlier syncs).
+    fn sync(&self) -> (Duration, u64, usize) {
+        let started = Instant::now();
+        let out = Command::new(std::env::current_exe().expect("this bench"))
+            .args([RSS_OF, env!("CARGO_BIN_EXE_rolecall")])
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .arg("--root")
+            .arg(self.root())
+            .args(["sync", "--files-only", "--json"])
+            .output()
+            .expect("running rolecall");
+        let wall = started.elapsed();
+        assert!(
+            out.status.success(),
+            "sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        let files = report["files"].as_array().map_or(0, Vec::len);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let rss = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("rss_kib="))
+            .next_back()
+            .and_then(|n| n.parse().ok())
+            .expect("the --rss-of line");
+        (wall, rss, files)
+    }
+}
+
+/// The argument that makes this binary run the rest of its arguments as a command and
+/// report that child's peak RSS (`rss_kib=N` on stderr), passing its stdout through.
+const RSS_OF: &str = "--rss-of";
+
+fn rss_of(argv: &[String]) -> ! {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("running the measured command");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    std::io::Write::write_all(&mut std::io::stdout(), &out.stdout).expect("stdout");
+    let mut err = std::io::stderr();
+    std::io::Write::write_all(&mut err, &out.stderr).expect("stderr");
+    std::io::Write::write_all(
+        &mut err,
+        format!("rss_kib={}\n", usage.max_rss()).as_bytes(),
+    )
+    .expect("stderr");
+    std::process::exit(out.status.code().unwrap_or(1))
+}
+
+/// Scratch space on the disk the managed files would be on (not a tmpfs /tmp).
+fn bench_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("apply-bench");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
+
+/// The map: `fleet::fleet`'s fleet plus `HOST` serving every product.
+fn map(scale: &Scale, generation: u64) -> String {
+    let mut text = fleet::fleet(scale.hosts - 1, scale.products).replacen(
+        "generation = 1",
+        &format!("generation = {generation}"),
+        1,
+    );
+    let all: Vec<String> = (0..scale.products).map(|p| format!("\"p{p}\"")).collect();
+    text.push_str(&format!(
+        "[hosts.{HOST}]\naddress = \"10.250.0.1\"\naz = \"us-east-1a\"\nroles = [\"web\"]\nproducts = [{}]\n",
+        all.join(", ")
+    ));
+    text
+}
+
+/// The same map with product `p7`'s master and first replica swapped (a failover).
+fn master_moved(text: &str, generation: u64) -> String {
+    text.replacen(
+        "master = \"db-7-0\"\nreplicas = [\"db-7-1\", \"db-7-2\"]",
+        "master = \"db-7-1\"\nreplicas = [\"db-7-0\", \"db-7-2\"]",
+        1,
+    )
+    .replacen(
+        &format!("generation = {}", generation - 1),
+        &format!("generation = {generation}"),
+        1,
+    )
+}
+
+/// The floor program, built from `floor.rs` once; `None` when its source is not found.
+fn floor_binary() -> Option<PathBuf> {
+    let dir = std::env::var_os("ROLECALL_FLOOR_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench"));
+    let source = dir.join("floor.rs");
+    if !source.is_file() {
+        return None;
+    }
+    let out = bench_dir().join("floor");
+    let status = Command::new("rustc")
+        .args(["-O", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("rustc");
+    assert!(status.success(), "building {}", source.display());
+    Some(out)
+}
+
+/// The bundle of every file under `etc` of `root`, in the floor's format.
+fn bundle(root: &Path) -> Vec<u8> {
+    let mut files = Vec::new();
+    collect(&root.join("etc"), &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let data = std::fs::read(&f).expect("read");
+        let rel = f.strip_prefix(root.join("etc")).expect("under etc");
+        out.extend_from_slice(format!("{} {}\n", data.len(), rel.display()).as_bytes());
+        out.extend_from_slice(&data);
+    }
+    out
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if !entry.file_name().to_string_lossy().starts_with('.') {
+            out.push(path);
+        }
+    }
+}
+
+/// One floor run over `bundle` into `target`: wall time.
+fn floor(floor: &Path, bundle: &Path, target: &Path, skip: bool) -> Duration {
+    let started = Instant::now();
+    let mut cmd = Command::new(floor);
+    cmd.arg(bundle).arg(target);
+    if skip {
+        cmd.arg("--skip-unchanged");
+    }
+    let status = cmd.status().expect("floor");
+    let wall = started.elapsed();
+    assert!(status.success(), "the floor failed");
+    wall
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What the scenarios measured, medians.
+#[derive(Default)]
+struct Figures {
+    first: Vec<Duration>,
+    unchanged: Vec<Duration>,
+    moved: Vec<Duration>,
+    moved_files: usize,
+    floor_first: Vec<Duration>,
+    floor_unchanged: Vec<Duration>,
+    peak_rss_kib: u64,
+}
+
+fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
+    let text = map(scale, 1);
+    let scratch = Scratch::new(&text);
+    let (first, _, created) = scratch.sync();
+    assert!(
+        created >= scale.products,
+        "first apply wrote {created} files"
+    );
+    figures.first.push(first);
+    let (unchanged, _, none) = scratch.sync();
+    assert_eq!(none, 0, "a no-change sync wrote files");
+    figures.unchanged.push(unchanged);
+    scratch.write_map(&master_moved(&text, 2));
+    let (moved, rss, files) = scratch.sync();
+    figures.moved.push(moved);
+    figures.moved_files = files;
+    figures.peak_rss_kib = figures.peak_rss_kib.max(rss);
+    if let Some(floor_bin) = floor_bin {
+        let bundle_path = scratch.dir.path().join("files.bin");
+        std::fs::write(&bundle_path, bundle(&scratch.root())).expect("bundle");
+        let target = scratch.dir.path().join("floor-target");
+        figures
+            .floor_first
+            .push(floor(floor_bin, &bundle_path, &target, false));
+        figures
+            .floor_unchanged
+            .push(floor(floor_bin, &bundle_path, &target, true));
+    }
+}
+
+fn report(scale: &Scale, f: Figures) {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let ratio = |a: &[Duration], b: &[Duration]| {
+        (!b.is_empty()).then(|| ms(median(a.to_vec())) / ms(median(b.to_vec())))
+    };
+    let first = ratio(&f.first, &f.floor_first);
+    println!(
+        "first apply ({} vhosts): {:.0} ms; floor {}; ratio {}  target <= 1.5x {}",
+        scale.products,
+        ms(median(f.first.clone())),
+        f.floor_first.first().map_or("-".into(), |_| format!(
+            "{:.0} ms",
+            ms(median(f.floor_first.clone()))
+        )),
+        first.map_or("-".into(), |r| format!("{r:.2}x")),
+        first.map_or("-", |r| verdict(r <= 1.5)),
+    );
+    println!(
+        "no change: {:.1} ms; floor {}",
+        ms(median(f.unchanged.clone())),
+        f.floor_unchanged.first().map_or("-".into(), |_| format!(
+            "{:.1} ms",
+            ms(median(f.floor_unchanged.clone()))
+        )),
+    );
+    let moved = ms(median(f.moved.clone()));
+    println!(
+        "one master moved: {moved:.1} ms, {} file(s) rewritten  targets <= 40 ms {}, 1 file {}",
+        f.moved_files,
+        verdict(moved <= 40.0),
+        verdict(f.moved_files == 1),
+    );
+    let rss_mb = f.peak_rss_kib as f64 / 1024.0;
+    println!(
+        "peak RSS of sync (any scenario): {rss_mb:.1} MB  target <= 20 MB {}",
+        verdict(rss_mb <= 20.0)
+    );
+    if !scale.is_full {
+        assert_eq!(
+            f.moved_files, 1,
+            "moving one master rewrote more than its vhost"
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(RSS_OF) {
+        rss_of(&args[1..]);
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    let scale = if full {
+        Scale {
+            is_full: true,
+            hosts: 10_000,
+            products: 500,
+            runs: 7,
+        }
+    } else {
+        Scale {
+            is_full: false,
+            hosts: 200,
+            products: 20,
+            runs: 1,
+        }
+    };
+    let floor_bin = floor_binary();
+    if floor_bin.is_none() {
+        assert!(!full, "floor.rs not found: set ROLECALL_FLOOR_DIR");
+        println!("(floor.rs not found beside the repository: floor ratios skipped)");
+    }
+    println!(
+        "issue 13 apply benchmark: {} hosts, {} products, {HOST} serves all; {} runs",
+        scale.hosts, scale.products, scale.runs
+    );
+    let mut figures = Figures::default();
+    for _ in 0..scale.runs {
+        run(&scale, floor_bin.as_deref(), &mut figures);
+    }
+    report(&scale, figures);
+}
