@@ -33,11 +33,13 @@ enum Writer {
 
 /// A fresh temp name for this process.
 pub(super) fn name() -> String {
-    format!(
-        "{PREFIX}{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    )
+    format!("{PREFIX}{}-{:016x}", pid(), rand::random::<u64>())
+}
+
+/// This process's id, asked once (rolecall never forks without exec).
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Who wrote `name`, if it is one of rolecall's temp files (what a sweep may remove): this
@@ -65,7 +67,7 @@ fn writer(name: &str) -> Option<Writer> {
 fn is_alive(writer: Writer) -> bool {
     match writer {
         Writer::Legacy => false,
-        Writer::Pid(pid) if pid == std::process::id() as i32 => false,
+        Writer::Pid(pid) if pid == self::pid() as i32 => false,
         Writer::Pid(pid) => !matches!(
             nix::sys::signal::kill(Pid::from_raw(pid), None),
             Err(Errno::ESRCH)

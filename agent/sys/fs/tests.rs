@@ -394,3 +394,18 @@ fn create_new_sets_the_mode_and_never_replaces_a_file() {
         .collect();
     assert_eq!(names, ["fleet.key"], "a temporary file was left behind");
 }
+
+#[test]
+fn a_directory_found_missing_is_created_later_in_the_same_transaction() {
+    let root = Root::new();
+    let vhost = Path::new("/etc/apache2/sites-enabled/a.conf");
+    let mut txn = root.fs.transaction();
+    assert_eq!(txn.snapshot(vhost).expect("snapshot"), DiskState::Absent);
+    txn.write(vhost, &file("x\n", 0o644)).expect("written");
+    txn.sync().expect("synced");
+    assert!(matches!(txn.snapshot(vhost), Ok(DiskState::File(_))));
+    let other = Path::new("/etc/apache2/conf.d/b.conf");
+    assert_eq!(txn.snapshot(other).expect("snapshot"), DiskState::Absent);
+    txn.write(other, &file("y\n", 0o644)).expect("written");
+    assert!(matches!(txn.snapshot(other), Ok(DiskState::File(_))));
+}

@@ -34,6 +34,9 @@ pub struct Transaction<'fs> {
     dirty: BTreeSet<PathBuf>,
     /// Directories swept of stale temp files already.
     swept: BTreeSet<PathBuf>,
+    /// Directories found missing (a plan of a first apply asks once, not once per file);
+    /// forgotten when this transaction creates one.
+    missing: BTreeSet<PathBuf>,
     owners: Owners,
 }
 
@@ -44,6 +47,7 @@ impl<'fs> Transaction<'fs> {
             dirs: BTreeMap::new(),
             dirty: BTreeSet::new(),
             swept: BTreeSet::new(),
+            missing: BTreeSet::new(),
             owners: Owners::default(),
         }
     }
@@ -156,7 +160,11 @@ impl<'fs> Transaction<'fs> {
         if !clean {
             return Err(self.not_clean(dir));
         }
+        if !create && dir.ancestors().any(|a| self.missing.contains(a)) {
+            return Ok(None);
+        }
         let Some(mut fd) = self.root(create)? else {
+            self.missing.insert(PathBuf::from("/"));
             return Ok(None);
         };
         let mut at = PathBuf::from("/");
@@ -170,7 +178,10 @@ impl<'fs> Transaction<'fs> {
                         self.dirs.insert(at.clone(), Arc::clone(&child));
                         child
                     }
-                    None => return Ok(None),
+                    None => {
+                        self.missing.insert(at);
+                        return Ok(None);
+                    }
                 },
             };
         }
@@ -198,6 +209,7 @@ impl<'fs> Transaction<'fs> {
         let fd = match nix::fcntl::open(root, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if create => {
+                self.missing.clear();
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(DIR_MODE)
@@ -232,6 +244,7 @@ impl<'fs> Transaction<'fs> {
         let fd = match openat(parent, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if create => {
+                self.missing.clear();
                 let created = mkdirat(parent, name, Mode::from_bits_truncate(DIR_MODE));
                 match created {
                     Ok(()) | Err(Errno::EEXIST) => {}
