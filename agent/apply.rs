@@ -66,7 +66,7 @@ pub enum Error {
 ///
 /// # Errors
 /// `Write` or `Check`, after restoring the service's files.
-#[instrument(skip_all, fields(service = service_name(service)))]
+#[instrument(skip_all, fields(service = service_name(service, changes)))]
 pub async fn apply(
     fs: &Fs,
     service: Option<&Service>,
@@ -79,7 +79,7 @@ pub async fn apply(
     };
     if let Err(source) = write_all(&mut txn, changes, &mut receipt.applied) {
         return Err(Error::Write {
-            service: service_name(service),
+            service: service_name(service, changes),
             restore_errors: restore_in(&mut txn, &receipt.applied),
             source,
         });
@@ -88,7 +88,7 @@ pub async fn apply(
         if let Err(source) = exec::run_ok(check.0, check.1).await {
             warn!(error = %source, "check failed, restoring files");
             return Err(Error::Check {
-                service: service_name(service),
+                service: service_name(service, changes),
                 restore_errors: restore_in(&mut txn, &receipt.applied),
                 source,
             });
@@ -144,8 +144,13 @@ fn restore_in(txn: &mut Transaction<'_>, applied: &[Applied]) -> Vec<String> {
     errors
 }
 
-fn service_name(service: Option<&Service>) -> String {
-    service.map_or_else(|| "-".to_string(), |s| s.name.clone())
+/// The service's name; with services off (`--files-only`) the one the files belong to.
+fn service_name(service: Option<&Service>, changes: &[&Change]) -> String {
+    let of_files = || changes.first().and_then(|c| c.service.clone());
+    service
+        .map(|s| s.name.clone())
+        .or_else(of_files)
+        .unwrap_or_else(|| "-".to_string())
 }
 
 /// What the status record keeps of an applied file.

@@ -49,6 +49,9 @@ missing_packages() {
         [/usr/bin/setpriv]=util-linux
         [/usr/bin/timeout]=coreutils
         [/usr/sbin/ip]=iproute2
+        # tests/faults.rs and tests/writer.rs: errors and kills injected at file-system
+        # calls, syscall counts.
+        [/usr/bin/strace]=strace
     )
     local program
     for program in "${!needs[@]}"; do

@@ -11,6 +11,10 @@ mod daemon;
 mod efficiency;
 /// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
 mod failover;
+/// Issue 15: the fault matrix: an error or a kill -9 at every file-system call of a real
+/// apply (strace), kills at random moments, a full managed root; old or new, truthful
+/// status, converged next time.
+mod faults;
 /// The agent under test: temp dirs, agent.toml, the role map, running the real binary.
 mod fixture;
 /// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).

@@ -92,6 +92,7 @@ impl<'fs> Transaction<'fs> {
             return Ok(());
         };
         let (path, dir_path) = (self.fs.physical(logical), self.fs.physical(parent));
+        self.sweep_once(parent, &dir, &dir_path)?;
         if file::remove(at(&dir, &dir_path, name, &path))? {
             self.dirty.insert(parent.to_path_buf());
         }
@@ -141,10 +142,16 @@ impl<'fs> Transaction<'fs> {
         let path = self.fs.physical(dir);
         let missing = || io("opening directory", &path)(Errno::ENOENT.into());
         let fd = self.walk(dir, true)?.ok_or_else(missing)?;
-        if self.swept.insert(dir.to_path_buf()) {
-            temp::sweep_at(fd.as_fd(), &path)?;
-        }
+        self.sweep_once(dir, &fd, &path)?;
         Ok(fd)
+    }
+
+    /// Sweep `dir` of stale temp files before this transaction's first change in it.
+    fn sweep_once(&mut self, dir: &Path, fd: &OwnedFd, path: &Path) -> Result<(), Error> {
+        if self.swept.insert(dir.to_path_buf()) {
+            temp::sweep_at(fd.as_fd(), path)?;
+        }
+        Ok(())
     }
 
     /// The fd of logical directory `dir`, opening (and with `create`, creating) each
