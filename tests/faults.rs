@@ -26,7 +26,9 @@ use crate::fixture::{assert_exit, binary, describe, tree, Agent, Setup};
 use crate::support::require_program;
 
 /// The file-system calls of an apply (SPEC §7.5's recipe, the sweep and the state files).
-const SYSCALLS: &str = "openat,write,fsync,renameat,fchown,fchmod,mkdirat,unlinkat";
+/// Path-based and directory-fd-based variants alike, so any writer is covered.
+const SYSCALLS: &str =
+    "openat,write,fsync,rename,renameat,fchown,fchmod,mkdir,mkdirat,unlink,unlinkat";
 
 type Tree = BTreeMap<PathBuf, Vec<u8>>;
 
@@ -187,11 +189,9 @@ impl Lab {
             v1.keys(),
             v2.keys()
         );
-        for (syscall, sites) in ["mkdirat", "fchmod", "unlinkat", "renameat", "fsync"]
-            .iter()
-            .map(|s| (s, self.sites[0].iter().filter(|x| x.syscall == *s).count()))
-        {
-            assert!(sites > 0, "v1 → v2 makes no {syscall} under the root");
+        for kind in ["mkdir", "fchmod", "unlink", "rename", "fsync"] {
+            let sites = self.sites[0].iter().filter(|x| x.syscall.starts_with(kind));
+            assert!(sites.count() > 0, "v1 → v2 makes no {kind} under the root");
         }
     }
 
@@ -221,7 +221,11 @@ impl Lab {
             .to_string();
         for line in log.lines() {
             let mut words = line.splitn(2, ' ');
-            let (pid, call) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            // strace pads the pid column: "4426  openat(" as well as "24419 openat(".
+            let (pid, call) = (
+                words.next().unwrap_or(""),
+                words.next().unwrap_or("").trim_start(),
+            );
             let Some((syscall, _)) = call.split_once('(') else {
                 continue;
             };
@@ -282,7 +286,7 @@ impl Lab {
     ) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
         let mut now = self.managed();
         if died {
-            now.retain(|p, _| !p.to_string_lossy().contains("/.rolecall-tmp-"));
+            now.retain(|p, _| !is_temp(p));
         }
         let (old, new) = (&self.trees[from], &self.trees[1 - from]);
         let paths: BTreeSet<&PathBuf> = old.keys().chain(new.keys()).chain(now.keys()).collect();
@@ -354,7 +358,7 @@ impl Lab {
     fn check_killed_run(&self, what: &str) {
         self.versions(self.at, true, what);
         let mut now = self.managed();
-        now.retain(|p, _| !p.to_string_lossy().contains("/.rolecall-tmp-"));
+        now.retain(|p, _| !is_temp(p));
         let mixed = now != self.trees[self.at] && now != self.trees[1 - self.at];
         assert!(
             !mixed || self.agent.state().join("journal").exists(),
@@ -485,11 +489,21 @@ fn landed_on(log: &str, syscall: &str) -> Option<String> {
         return None;
     }
     let main = log.split_whitespace().next()?;
-    let call = format!("{main} {syscall}(");
+    let is_call = |l: &&str| {
+        l.split_once(' ').is_some_and(|(pid, call)| {
+            pid == main && call.trim_start().starts_with(&format!("{syscall}("))
+        })
+    };
     log.lines()
-        .rfind(|l| l.starts_with(&call))
+        .rfind(is_call)
         .filter(|l| l.ends_with("= ?") || l.contains("<unfinished"))
         .map(str::to_string)
+}
+
+/// Whether `path` is named like one of rolecall's temp files (any version's).
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(".rolecall-"))
 }
 
 /// Names under `root` that look like rolecall's temp files.
@@ -501,7 +515,7 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
             let meta = std::fs::symlink_metadata(e.path()).expect("lstat");
             if meta.is_dir() {
                 dirs.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with(".rolecall-") {
+            } else if is_temp(&e.path()) {
                 out.push(e.path());
             }
         }

@@ -46,3 +46,6 @@ mod snapshot;
 mod support;
 /// Self-tests of `support`: each server starts, answers and enforces its protocol.
 mod support_tests;
+/// Issues 15 and 13: sys::fs attacked through the binary: symlinked parents and allowed
+/// roots, hard links, umask 000, symlinked state files and lock, stale temp files, fsyncs.
+mod writer;
