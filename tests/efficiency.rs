@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, identity_of, web_map};
-use crate::reconcile::{docroots, web_agent};
+use crate::fixture::{assert_exit, docroots, identity_of, web_map};
+use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 
 #[test]

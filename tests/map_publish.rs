@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
 
-use crate::fixture::{assert_exit, describe, stdout};
-use crate::map_cli::{write, CLEAN_MAP};
+use crate::fixture::{assert_exit, describe, stdout, SAMPLE_MAP};
+use crate::map_cli::write;
 use crate::support::s3::Moto;
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -71,14 +71,14 @@ fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     let bucket = moto.new_bucket(false);
     let url = format!("s3://{bucket}/rolemap.toml");
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let out = run(moto, &["map", "publish", &file, "--to", &url]);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("creating"), "{}", describe(&out));
     let stored = String::from_utf8(moto.get(&bucket, "rolemap.toml")).expect("utf-8");
     assert_eq!(
         stored,
-        CLEAN_MAP.replace("generation = 41 ", "generation = 42 ")
+        SAMPLE_MAP.replace("generation = 41 ", "generation = 42 ")
     );
     // The operator edits the published copy and publishes it; dry run first.
     let edited = stored.replace("docroot = \"/srv/videos\"", "docroot = \"/srv/videos2\"");
@@ -109,10 +109,10 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     for round in 0..3 {
         let bucket = moto.new_bucket(false);
         let url = format!("s3://{bucket}/rolemap.toml");
-        moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+        moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
         let dir = tempfile::tempdir().expect("temp dir");
-        let a = CLEAN_MAP.replace("/srv/videos", "/srv/videos-a");
-        let b = CLEAN_MAP.replace("videos.example.com", "videos-b.example.com");
+        let a = SAMPLE_MAP.replace("/srv/videos", "/srv/videos-a");
+        let b = SAMPLE_MAP.replace("videos.example.com", "videos-b.example.com");
         let files = [
             write(dir.path(), "a.toml", &a),
             write(dir.path(), "b.toml", &b),
@@ -212,10 +212,10 @@ fn hand_over(fifo: &Path, secret: &[u8], child: &mut Child) {
 fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
     let moto = Moto::shared();
     let bucket = moto.new_bucket(false);
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
-    let winner = CLEAN_MAP.replace("generation = 41", "generation = 50");
+    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
+    let winner = SAMPLE_MAP.replace("generation = 41", "generation = 50");
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let out = publish_with_a_gap(moto, &bucket, &file, || {
         moto.put(&bucket, "rolemap.toml", winner.as_bytes());
     });
@@ -233,10 +233,10 @@ fn a_file_edited_from_an_older_generation_exits_4_and_creating_over_an_existing_
     let moto = Moto::shared();
     let bucket = moto.new_bucket(false);
     let url = format!("s3://{bucket}/rolemap.toml");
-    let published = CLEAN_MAP.replace("generation = 41", "generation = 45");
+    let published = SAMPLE_MAP.replace("generation = 41", "generation = 45");
     moto.put(&bucket, "rolemap.toml", published.as_bytes());
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "old.toml", CLEAN_MAP);
+    let file = write(dir.path(), "old.toml", SAMPLE_MAP);
     let out = run(moto, &["map", "publish", &file, "--to", &url]);
     assert_exit(&out, 4);
     assert!(
@@ -270,7 +270,7 @@ fn an_invalid_map_is_never_uploaded() {
     let bucket = moto.new_bucket(false);
     let url = format!("s3://{bucket}/rolemap.toml");
     let dir = tempfile::tempdir().expect("temp dir");
-    let bad = CLEAN_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
+    let bad = SAMPLE_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
     let file = write(dir.path(), "bad.toml", &bad);
     let out = run(moto, &["map", "publish", &file, "--to", &url]);
     assert_exit(&out, 2);
@@ -302,7 +302,7 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
     let url = format!("s3://{bucket}/rolemap.toml");
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let out = run(
         moto,
         &["map", "publish", &file, "--to", &url, "--sign-key", &key],
@@ -340,7 +340,7 @@ fn promote_makes_the_first_replica_master_and_signs() {
     let moto = Moto::shared();
     let bucket = moto.new_bucket(false);
     let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
     let args = [
@@ -380,7 +380,7 @@ fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
     let moto = Moto::shared();
     let bucket = moto.new_bucket(false);
     let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
     for host in ["db-1", "db-4", "web-1"] {
         let out = run(
             moto,
@@ -409,13 +409,13 @@ fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
         &["map", "promote", "--product", "blog", "--map", &url],
     );
     assert_exit(&out, 2);
-    assert_eq!(moto.get(&bucket, "rolemap.toml"), CLEAN_MAP.as_bytes());
+    assert_eq!(moto.get(&bucket, "rolemap.toml"), SAMPLE_MAP.as_bytes());
 }
 
 #[test]
 fn promote_works_on_a_local_file_map() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let url = format!("file://{file}");
     let out = Command::new(crate::fixture::binary())
         .args([
@@ -442,9 +442,9 @@ fn promote_works_on_a_local_file_map() {
 
 #[test]
 fn prepare_keeps_the_operators_bytes_apart_from_the_generation() {
-    let prepared = rolecall::rolemap::prepare::prepare(CLEAN_MAP, None).expect("valid");
+    let prepared = rolecall::rolemap::prepare::prepare(SAMPLE_MAP, None).expect("valid");
     assert_eq!(
         String::from_utf8(prepared.bytes).expect("utf-8"),
-        CLEAN_MAP.replace("generation = 41 ", "generation = 42 ")
+        SAMPLE_MAP.replace("generation = 41 ", "generation = 42 ")
     );
 }

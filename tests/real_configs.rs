@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
-use crate::golden::{case_dir, diff, read_vars, IdentityFile};
-use crate::reconcile::{docroots, web_agent};
+use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Setup};
+use crate::golden::{case_dir, diff, golden_map, read_vars, IdentityFile};
+use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
 use crate::support::{describe_output, require_program};
@@ -204,8 +204,8 @@ fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
     );
 }
 
-/// An agent for the host of golden `case` (its identity, map and vars), synced (files only)
-/// by the real binary; the files written must equal the case's expected files.
+/// An agent for the host of golden `case` (its identity and vars, the golden map), synced
+/// (files only) by the real binary; the files written must equal the case's expected files.
 fn synced_golden_agent(case: &str) -> Agent {
     let dir = case_dir(case);
     let identity = IdentityFile::read(&dir);
@@ -214,7 +214,7 @@ fn synced_golden_agent(case: &str) -> Agent {
         setup = setup.var(&format!("{key} = {value}"));
     }
     let agent = Agent::new(setup);
-    agent.write_map(&std::fs::read_to_string(dir.join("map.toml")).expect("the case's map"));
+    agent.write_map(&std::fs::read_to_string(golden_map()).expect("the golden map"));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
     let expected = dir.join("expected");

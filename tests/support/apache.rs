@@ -97,6 +97,33 @@ impl Apache {
         self.command(&["-k", "graceful"])
     }
 
+    /// The graceful reload, after appending the time (nanoseconds since the epoch) to
+    /// `reloads.log` in the ServerRoot: [`Apache::reloads`] then knows every reload command
+    /// run, exactly and at once, where the error log shows a reload only once Apache has
+    /// finished it (and two quick ones may show as one).
+    pub fn counted_reload_cmd(&self) -> Vec<String> {
+        let log = self.reloads_log().display().to_string();
+        let script = format!(
+            "date +%s%N >> {} && exec {}",
+            super::command_line(&[log]),
+            super::command_line(&self.reload_cmd())
+        );
+        vec!["sh".into(), "-c".into(), script]
+    }
+
+    /// When each [`Apache::counted_reload_cmd`] ran, in nanoseconds since the epoch.
+    pub fn reloads(&self) -> Vec<u128> {
+        std::fs::read_to_string(self.reloads_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.parse().expect("a time in reloads.log"))
+            .collect()
+    }
+
+    fn reloads_log(&self) -> PathBuf {
+        self.server_root().join("logs/reloads.log")
+    }
+
     /// Restart (`apache2 -k restart`).
     pub fn restart_cmd(&self) -> Vec<String> {
         self.command(&["-k", "restart"])
