@@ -2,7 +2,7 @@
 //! (two concurrent publishes, a write over a changed ETag, a stale file), nothing uploaded
 //! for an invalid map, signed maps end to end, promotion and its refusal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
@@ -103,27 +103,39 @@ fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     );
 }
 
+/// Both publishes read the published map before either writes (each waits for its signing
+/// key, handed over only once both have read): the overlap is certain, not a race the
+/// scheduler may or may not produce. One write wins, the other is refused.
 #[test]
 fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     let moto = Moto::shared();
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (key, _) = keygen(keys.path());
+    let secret = std::fs::read(&key).expect("secret key");
     for round in 0..3 {
         let bucket = moto.new_bucket(false);
-        let url = format!("s3://{bucket}/rolemap.toml");
         moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
         let dir = tempfile::tempdir().expect("temp dir");
         let a = SAMPLE_MAP.replace("/srv/videos", "/srv/videos-a");
         let b = SAMPLE_MAP.replace("videos.example.com", "videos-b.example.com");
-        let files = [
-            write(dir.path(), "a.toml", &a),
-            write(dir.path(), "b.toml", &b),
-        ];
-        let children: Vec<Child> = files
-            .iter()
-            .map(|f| spawn(moto, &["map", "publish", f, "--to", &url]))
-            .collect();
-        let outs: Vec<Output> = children
+        let mut publishes: Vec<Paused> = [("a", &a), ("b", &b)]
             .into_iter()
-            .map(|c| c.wait_with_output().expect("waiting for rolecall"))
+            .map(|(name, text)| {
+                let file = write(dir.path(), &format!("{name}.toml"), text);
+                Paused::start(
+                    moto,
+                    &bucket,
+                    &file,
+                    &dir.path().join(format!("{name}.fifo")),
+                )
+            })
+            .collect();
+        for paused in &mut publishes {
+            hand_over(&paused.fifo, &secret, &mut paused.child);
+        }
+        let outs: Vec<Output> = publishes
+            .into_iter()
+            .map(|p| p.child.wait_with_output().expect("waiting for rolecall"))
             .collect();
         let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
         let all = format!("{}\n{}", describe(&outs[0]), describe(&outs[1]));
@@ -147,6 +159,50 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     }
 }
 
+/// A `map publish` signing with a key it reads from a FIFO: it stops between reading the
+/// published map and writing its own until [`hand_over`] gives it the key.
+struct Paused {
+    child: Child,
+    fifo: PathBuf,
+}
+
+impl Paused {
+    /// Publishes `file` to `bucket/rolemap.toml`, key from a FIFO created at `fifo`; returns
+    /// once the publish has read the published map (or found none).
+    fn start(moto: &Moto, bucket: &str, file: &str, fifo: &Path) -> Paused {
+        nix::unistd::mkfifo(
+            fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .expect("mkfifo");
+        let url = format!("s3://{bucket}/rolemap.toml");
+        let path = format!("/{bucket}/rolemap.toml");
+        // The read is done when the map was downloaded, or found missing.
+        let reads = || {
+            moto.request_count("GET", &path, Some(200))
+                + moto.request_count("HEAD", &path, Some(404))
+        };
+        let reads_before = reads();
+        let fifo_arg = fifo.display().to_string();
+        let args = [
+            "map",
+            "publish",
+            file,
+            "--to",
+            &url,
+            "--sign-key",
+            &fifo_arg,
+        ];
+        let child = spawn(moto, &args);
+        let read = crate::support::wait_until(TIMEOUT, || reads() > reads_before);
+        assert!(read, "the publish read the current map");
+        Paused {
+            child,
+            fifo: fifo.to_path_buf(),
+        }
+    }
+}
+
 /// Publish `file` to `bucket/rolemap.toml` signed with a key read from a FIFO, so the
 /// binary stops between reading the published map and writing its own; `meanwhile` runs in
 /// that gap (another writer). The binary's output.
@@ -154,35 +210,13 @@ fn publish_with_a_gap(moto: &Moto, bucket: &str, file: &str, meanwhile: impl FnO
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, _) = keygen(dir.path());
     let secret = std::fs::read(&key).expect("secret key");
-    let fifo = dir.path().join("key.fifo");
-    nix::unistd::mkfifo(
-        &fifo,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    )
-    .expect("mkfifo");
-    let url = format!("s3://{bucket}/rolemap.toml");
-    let path = format!("/{bucket}/rolemap.toml");
-    // The read is done when the map was downloaded, or found missing.
-    let reads = || {
-        moto.request_count("GET", &path, Some(200)) + moto.request_count("HEAD", &path, Some(404))
-    };
-    let reads_before = reads();
-    let fifo_arg = fifo.display().to_string();
-    let args = [
-        "map",
-        "publish",
-        file,
-        "--to",
-        &url,
-        "--sign-key",
-        &fifo_arg,
-    ];
-    let mut child = spawn(moto, &args);
-    let read = crate::support::wait_until(TIMEOUT, || reads() > reads_before);
-    assert!(read, "the publish read the current map");
+    let mut paused = Paused::start(moto, bucket, file, &dir.path().join("key.fifo"));
     meanwhile();
-    hand_over(&fifo, &secret, &mut child);
-    child.wait_with_output().expect("waiting for rolecall")
+    hand_over(&paused.fifo, &secret, &mut paused.child);
+    paused
+        .child
+        .wait_with_output()
+        .expect("waiting for rolecall")
 }
 
 /// Write `secret` into `fifo` once `child` opens it for reading; never blocks on a child that

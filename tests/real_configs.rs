@@ -1,7 +1,9 @@
-//! The real programs accept what the default catalog renders (issue 2): vhosts pass Debian's
-//! `apache2 -t` and serve, the MariaDB config passes `mariadbd --help --verbose` and boots a
-//! server whose variables match the host's position, the backup cron file passes the cron
-//! checks on disk. Each positive check has a negative control proving it can fail.
+//! The real programs accept what the default catalog renders (issues 2, 15): vhosts pass
+//! Debian's `apache2 -t` and serve, the MariaDB config passes `mariadbd --help --verbose` and
+//! boots a server whose variables match the host's position, memcached runs with the
+//! rendered options and serves, munin-node runs with the rendered config and answers the
+//! hosts it allows, the backup cron file passes the cron checks on disk. Each positive check
+//! has a negative control proving it can fail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use crate::golden::{case_dir, diff, golden_map, read_vars, IdentityFile};
 use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
+use crate::support::memcached::{conf_options, Memcached};
+use crate::support::munin::MuninNode;
 use crate::support::{describe_output, require_program};
 
 const MARIADB_HINT: &str = "run `bash tests/run.sh` or `apt-get install mariadb-server`";
@@ -281,4 +285,94 @@ fn the_backup_hosts_cron_file_passes_the_cron_checks_on_disk() {
     // Control: the same check refuses a file cron would ignore.
     let truncated = &content[..content.len() - 1];
     assert!(!rolecall::cron::check(logical, truncated, &owner, 0o664).is_empty());
+}
+
+#[test]
+fn memcached_runs_with_the_rendered_options_and_serves() {
+    let agent = synced_golden_agent("memcached");
+    let conf = agent.path("/etc/memcached.conf");
+    let options = conf_options(&std::fs::read_to_string(&conf).expect("memcached.conf"));
+    assert!(
+        options.windows(2).any(|o| o == ["-m", "1024"]),
+        "{options:?}"
+    );
+    let memcached = Memcached::start(&conf);
+    // The values prove the file's options were used, not memcached's defaults.
+    let settings = memcached.settings();
+    let setting = |name: &str| settings.get(name).map(String::as_str);
+    assert_eq!(
+        (setting("maxbytes"), setting("maxconns"), setting("udpport")),
+        (Some("1073741824"), Some("1024"), Some("0")),
+        "{:?}: {settings:?}",
+        memcached.argv()
+    );
+    assert_eq!(
+        setting("tcpport"),
+        Some(memcached.port().to_string().as_str())
+    );
+    let stored = memcached.request("set rolecall 0 60 5\r\nhello", |l| l != "");
+    assert_eq!(stored, ["STORED"]);
+    let got = memcached.request("get rolecall", |l| l == "END");
+    assert_eq!(got, ["VALUE rolecall 0 5", "hello", "END"]);
+}
+
+#[test]
+fn memcached_refuses_a_misspelt_option_in_the_same_start() {
+    let agent = synced_golden_agent("memcached");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("memcached.conf");
+    let rendered = std::fs::read_to_string(agent.path("/etc/memcached.conf")).expect("conf");
+    std::fs::write(&conf, format!("{rendered}--max-conections 10\n")).expect("writing the conf");
+    let refused = Memcached::try_start(&conf).err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|why| why.contains("max-conections")),
+        "memcached started with a misspelt option: {refused:?}"
+    );
+}
+
+/// The rendered allow lines admit 127.0.0.1 (and the monitor hosts, which cannot connect
+/// from here); the node answers with the rendered host name.
+#[test]
+fn munin_node_runs_with_the_rendered_config_and_answers_loopback() {
+    let agent = synced_golden_agent("monitor");
+    let conf = agent.path("/etc/munin/munin-node.conf");
+    let node = MuninNode::start(&conf);
+    let said = node.session(&["version", "nodes", "list"]);
+    let lines: Vec<&str> = said.lines().collect();
+    let host = "i-0f0000000000000f1";
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("# munin node at {host}").as_str()),
+        "{said}\n{}",
+        node.log_tail()
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with(&format!("munins node on {host} version: "))),
+        "{said}"
+    );
+    assert_eq!(lines.get(2..4), Some(&[host, "."][..]), "{said}");
+    let plugins = lines.get(4).copied().unwrap_or_default();
+    assert!(
+        !plugins.trim().is_empty(),
+        "`list` named no plugin of /etc/munin/plugins: {said}"
+    );
+}
+
+#[test]
+fn munin_node_refuses_loopback_without_the_rendered_allow_line() {
+    let agent = synced_golden_agent("monitor");
+    let rendered =
+        std::fs::read_to_string(agent.path("/etc/munin/munin-node.conf")).expect("the conf");
+    let allow = "allow ^127\\.0\\.0\\.1$\n";
+    assert!(rendered.contains(allow), "{rendered}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("munin-node.conf");
+    std::fs::write(&conf, rendered.replace(allow, "")).expect("writing the conf");
+    let node = MuninNode::start(&conf);
+    let said = node.session(&["version"]);
+    assert_eq!(said, "", "munin-node answered a host it does not allow");
 }

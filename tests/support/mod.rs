@@ -1,6 +1,6 @@
 //! Test harness: starts the real parts SPEC §8 names on loopback, each with its own random
-//! port and temp dir: Apache 2.4 and MariaDB from Debian, moto as the S3 server, an IMDSv2
-//! test server and a systemd notify socket; and for the packaging and boot tests, the packages
+//! port and temp dir: Apache 2.4, MariaDB, memcached and munin-node from Debian, moto as the
+//! S3 server, an IMDSv2 test server and a systemd notify socket; and for the packaging and boot tests, the packages
 //! under test, cached Debian roots and a real systemd booting one in its own namespaces. A
 //! missing program fails the test with an install hint (`require_program`); nothing is ever
 //! skipped.
@@ -15,6 +15,8 @@ pub mod fleet;
 pub mod http;
 pub mod imds;
 pub mod mariadb;
+pub mod memcached;
+pub mod munin;
 pub mod notify;
 pub mod packages;
 pub mod s3;
