@@ -73,6 +73,28 @@ impl Ec2 {
         }
     }
 
+    /// Publishes `map(generation)`, starts the daemon and waits for `READY=1`.
+    fn started(mut self, generation: u64) -> Ec2 {
+        self.publish(&map(generation, 64, true));
+        self.start(None);
+        self.wait_ready();
+        self
+    }
+
+    fn wait_ready(&mut self) {
+        self.wait_notification(Duration::from_secs(30), "READY", "1");
+    }
+
+    /// An agent whose map is in a moto of the test's own, which it can stop and start.
+    fn on_private_moto(interval: &str, jitter: &str) -> (Ec2, Moto, String) {
+        let moto = Moto::start_private();
+        let bucket = moto.new_bucket(false);
+        let mut d = Ec2::new(interval, jitter);
+        d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
+        d.agent.write_config();
+        (d, moto, bucket)
+    }
+
     fn publish(&self, text: &str) {
         self.moto.put(&self.bucket, "rolemap.toml", text.as_bytes());
     }
@@ -185,7 +207,15 @@ fn ready_comes_after_the_files_and_status_and_watchdog_are_sent() {
         "{:?}",
         ready.0
     );
-    let log = d.daemon().log_lines();
+    // The daemon logs READY=1 just after sending it: wait for that line.
+    let daemon = d.daemon();
+    let told = |log: &[String]| log.iter().any(|l| l.contains("READY=1"));
+    assert!(
+        wait_until(Duration::from_secs(10), || told(&daemon.log_lines())),
+        "READY=1 was not logged:\n{}",
+        daemon.log_tail()
+    );
+    let log = daemon.log_lines();
     let line = |needle: &str| log.iter().position(|l| l.contains(needle));
     let (written, told) = (line(MEMCACHED_CONF), line("READY=1"));
     assert!(
@@ -210,10 +240,7 @@ fn issue16_no_service_command_runs_before_ready() {
         "sh -c 'for i in $(seq 200); do test -e {} && exit 0; sleep 0.1; done; exit 1'",
         seen_ready.display()
     );
-    let mut d = Ec2::with_restart("1s", "0s", &restart);
-    d.publish(&map(1, 64, true));
-    d.start(None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let mut d = Ec2::with_restart("1s", "0s", &restart).started(1);
     std::fs::write(&seen_ready, b"").expect("mark READY seen");
     d.wait_notification(
         Duration::from_secs(40),
@@ -230,10 +257,7 @@ fn issue16_no_service_command_runs_before_ready() {
 /// was in flight during the upload), and that download is the one applied.
 #[test]
 fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
-    let mut d = Ec2::new("1s", "1s");
-    d.publish(&map(1, 64, true));
-    d.start(None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let d = Ec2::new("1s", "1s").started(1);
     let key_path = d.key_path();
     assert!(
         wait_until(Duration::from_secs(10), || d.moto.request_count(
@@ -299,10 +323,7 @@ fn polls_after_last_put(requests: &[S3Request], key_path: &str) -> Vec<u16> {
 /// edit of a managed file is still noticed by the next poll and undone.
 #[test]
 fn quiet_polls_write_nothing_but_still_repair_drift() {
-    let mut d = Ec2::new("1s", "0s");
-    d.publish(&map(1, 64, true));
-    d.start(None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let mut d = Ec2::new("1s", "0s").started(1);
     let key_path = format!("/{}/rolemap.toml", d.bucket);
     let moto = d.moto;
     let polls = |_: &Ec2| moto.request_count("GET", &key_path, Some(304));
@@ -370,10 +391,7 @@ fn quiet_polls_write_nothing_but_still_repair_drift() {
 /// (the record's `started_unix`; headroom for a loaded machine), is the signal's doing.
 #[test]
 fn sighup_reconciles_at_once_and_sync_gets_the_daemons_result() {
-    let mut d = Ec2::new("60s", "0s");
-    d.publish(&map(1, 64, true));
-    d.start(None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let mut d = Ec2::new("60s", "0s").started(1);
     d.publish(&map(2, 64, true));
     let sent = unix_seconds();
     d.daemon().signal(nix::sys::signal::Signal::SIGHUP);
@@ -413,15 +431,11 @@ fn unix_seconds() -> u64 {
 
 #[test]
 fn s3_outage_keeps_the_cache_and_recovers() {
-    let mut moto = Moto::start_private();
-    let bucket = moto.new_bucket(false);
-    let mut d = Ec2::new("1s", "0s");
-    d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
-    d.agent.write_config();
+    let (mut d, mut moto, bucket) = Ec2::on_private_moto("1s", "0s");
     let good = map(1, 64, true);
     moto.put(&bucket, "rolemap.toml", good.as_bytes());
     d.spawn(&moto.agent_env(), None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    d.wait_ready();
     d.wait_notification(
         Duration::from_secs(30),
         "STATUS",
@@ -459,11 +473,7 @@ fn holds_file(dir: &std::path::Path, bytes: &[u8]) -> bool {
 
 #[test]
 fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
-    let mut moto = Moto::start_private();
-    let bucket = moto.new_bucket(false);
-    let mut d = Ec2::new("1s", "0s");
-    d.agent.setup.map_url = Some(format!("s3://{bucket}/rolemap.toml"));
-    d.agent.write_config();
+    let (mut d, mut moto, bucket) = Ec2::on_private_moto("1s", "0s");
     let env = moto.agent_env();
     moto.stop();
     // No cache: the daemon waits and retries instead of exiting.
@@ -472,7 +482,7 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     assert!(d.daemon().running(), "exited without a cache");
     moto.start();
     moto.put(&bucket, "rolemap.toml", map(1, 64, true).as_bytes());
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    d.wait_ready();
     d.daemon().stop();
 
     // With a cache: a fresh boot while S3 is down converges from it.
@@ -480,7 +490,7 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     std::fs::remove_file(d.agent.path(MEMCACHED_CONF)).expect("remove conf");
     d.notify = NotifySocket::new();
     d.spawn(&env, None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    d.wait_ready();
     assert!(d.conf().contains("-m 64"));
     d.wait_notification(Duration::from_secs(30), "STATUS", "using cached map");
     assert!(
@@ -494,10 +504,7 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
 
 #[test]
 fn invalid_and_older_maps_are_refused_and_the_next_valid_one_applies() {
-    let mut d = Ec2::new("1s", "0s");
-    d.publish(&map(5, 64, true));
-    d.start(None);
-    d.wait_notification(Duration::from_secs(30), "READY", "1");
+    let mut d = Ec2::new("1s", "0s").started(5);
     let before = d.conf();
 
     d.publish(&map(6, 64, true).replace("az = \"us-east-1a\"", "az = \"us east\""));

@@ -293,6 +293,36 @@ pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{}", describe(out));
 }
 
+/// Assert the exit code and that stdout holds each of `needles`, showing the output
+/// otherwise.
+#[track_caller]
+pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    let text = stdout(out);
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "no {needle:?} on stdout: {}",
+            describe(out)
+        );
+    }
+}
+
+/// Assert the exit code and that stderr holds each of `needles`, showing the output
+/// otherwise.
+#[track_caller]
+pub fn assert_stderr(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    let text = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "no {needle:?} on stderr: {}",
+            describe(out)
+        );
+    }
+}
+
 /// `(inode, mtime_ns)` of a file: equal before and after means it was not rewritten.
 pub fn identity_of(path: &Path) -> (u64, i64) {
     let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));

@@ -38,41 +38,36 @@ pub fn case_dir(case: &str) -> PathBuf {
     golden_dir().join(case)
 }
 
-/// `identity.toml` of a case: what stage 1 reports for the host.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityFile {
-    /// Host id (the key in the map).
-    pub id: String,
-    /// Primary address.
-    pub address: String,
-    /// Availability zone.
-    pub az: String,
-    /// Region.
-    pub region: String,
-    /// EC2 instance type.
-    pub instance_type: Option<String>,
-    /// AMI id.
-    pub ami_id: Option<String>,
-}
-
-impl IdentityFile {
-    /// Reads `<dir>/identity.toml`.
-    pub fn read(dir: &Path) -> IdentityFile {
-        let path = dir.join("identity.toml");
-        let text = read_text(&path);
-        toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-    }
-
-    fn identity(self) -> Identity {
-        Identity {
-            id: self.id,
-            address: self.address,
-            az: self.az,
-            region: self.region,
-            instance_type: self.instance_type,
-            ami_id: self.ami_id,
-        }
+/// `<dir>/identity.toml`: what stage 1 reports for the case's host (`id`, `address`,
+/// `az`, `region`, optionally `instance_type` and `ami_id`; no other key).
+pub fn read_identity(dir: &Path) -> Identity {
+    let path = dir.join("identity.toml");
+    let mut table: toml::Table =
+        toml::from_str(&read_text(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let mut take = |key: &str| {
+        table.remove(key).map(|value| match value {
+            toml::Value::String(text) => text,
+            other => panic!("{}: {key} = {other} is not a string", path.display()),
+        })
+    };
+    let mut need = |key: &str| {
+        take(key).unwrap_or_else(|| panic!("{}: no {key}", dir.join("identity.toml").display()))
+    };
+    let (id, address, az, region) = (need("id"), need("address"), need("az"), need("region"));
+    let (instance_type, ami_id) = (take("instance_type"), take("ami_id"));
+    assert!(
+        table.is_empty(),
+        "{}: unknown keys {:?}",
+        path.display(),
+        table.keys().collect::<Vec<_>>()
+    );
+    Identity {
+        id,
+        address,
+        az,
+        region,
+        instance_type,
+        ami_id,
     }
 }
 
@@ -93,8 +88,7 @@ pub fn read_vars(dir: &Path) -> toml::Table {
 /// catalog and templates in `catalog_dir`, through the library exactly as a reconcile does;
 /// the error chain on failure.
 pub fn render_case(dir: &Path, catalog_dir: &Path) -> Result<Desired, String> {
-    let identity = IdentityFile::read(dir).identity();
-    render_for(&identity, &golden_map(), dir, catalog_dir)
+    render_for(&read_identity(dir), &golden_map(), dir, catalog_dir)
 }
 
 /// Renders `identity`'s host in the map at `map_path`, with the vars of `dir`.
@@ -159,25 +153,10 @@ fn expected_path(expected: &Path, logical: &Path) -> PathBuf {
 
 /// Every file under `expected/`, keyed by logical path.
 fn read_expected(expected: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    collect(expected, expected, &mut files);
-    files
-}
-
-fn collect(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("a directory entry under expected/").path();
-        if path.is_dir() {
-            collect(base, &path, out);
-        } else {
-            let relative = path.strip_prefix(base).expect("a path under expected/");
-            let bytes = std::fs::read(&path).expect("reading an expected file");
-            out.insert(Path::new("/").join(relative), bytes);
-        }
-    }
+    crate::fixture::tree(expected)
+        .into_iter()
+        .map(|(relative, bytes)| (Path::new("/").join(relative), bytes))
+        .collect()
 }
 
 /// Replaces `expected/` with what was rendered.

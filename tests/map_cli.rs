@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::fixture::{assert_exit, describe, stdout, SAMPLE_MAP};
+use crate::fixture::{assert_exit, assert_stderr, assert_stdout, stdout, SAMPLE_MAP};
 
 /// Run `rolecall ARGS` (map commands read no agent.toml).
 pub fn rolecall(args: &[&str]) -> Output {
@@ -27,9 +27,11 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
 fn validate_exits_0_for_a_valid_map_and_2_listing_problems() {
     let dir = tempfile::tempdir().expect("temp dir");
     let good = write(dir.path(), "good.toml", SAMPLE_MAP);
-    let out = rolecall(&["map", "validate", &good]);
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains("valid (generation 41, 1 products, 6 hosts)"));
+    assert_stdout(
+        &rolecall(&["map", "validate", &good]),
+        0,
+        &["valid (generation 41, 1 products, 6 hosts)"],
+    );
     let bad_text = SAMPLE_MAP
         .replace("master = \"db-1\"", "master = \"db-9\"")
         .replace(
@@ -37,15 +39,15 @@ fn validate_exits_0_for_a_valid_map_and_2_listing_problems() {
             "az = \"b b\"\nroles = [\"db\"]",
         );
     let bad = write(dir.path(), "bad.toml", &bad_text);
-    let out = rolecall(&["map", "validate", &bad]);
-    assert_exit(&out, 2);
-    let text = stdout(&out);
-    assert!(
-        text.contains("products.videos.database.master: host \"db-9\" is not in [hosts]"),
-        "{text}"
+    assert_stdout(
+        &rolecall(&["map", "validate", &bad]),
+        2,
+        &[
+            "products.videos.database.master: host \"db-9\" is not in [hosts]",
+            "hosts.db-2.az: \"b b\"",
+            "invalid, 2 problem(s)",
+        ],
     );
-    assert!(text.contains("hosts.db-2.az: \"b b\""), "{text}");
-    assert!(text.contains("invalid, 2 problem(s)"), "{text}");
     let broken = write(dir.path(), "broken.toml", "schema = = 1\n");
     assert_exit(&rolecall(&["map", "validate", &broken]), 2);
 }
@@ -55,10 +57,8 @@ fn show_exits_0_with_a_table_and_2_for_an_invalid_map() {
     let dir = tempfile::tempdir().expect("temp dir");
     let good = write(dir.path(), "good.toml", SAMPLE_MAP);
     let out = rolecall(&["map", "show", &good]);
-    assert_exit(&out, 0);
-    let text = stdout(&out);
-    assert!(text.starts_with("PRODUCT"), "{text}");
-    assert!(text.contains("db-2"), "{text}");
+    assert_stdout(&out, 0, &["db-2"]);
+    assert!(stdout(&out).starts_with("PRODUCT"), "{}", stdout(&out));
     let bad = write(
         dir.path(),
         "bad.toml",
@@ -71,19 +71,17 @@ fn show_exits_0_with_a_table_and_2_for_an_invalid_map() {
 fn lint_exits_0_or_1_with_strict_and_2_when_invalid() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clean = write(dir.path(), "clean.toml", SAMPLE_MAP);
-    let out = rolecall(&["map", "lint", "--strict", &clean]);
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains("0 warning(s)"), "{}", describe(&out));
+    assert_stdout(
+        &rolecall(&["map", "lint", "--strict", &clean]),
+        0,
+        &["0 warning(s)"],
+    );
     let risky = SAMPLE_MAP.replace("backup = \"db-4\"\n", "");
     let risky = write(dir.path(), "risky.toml", &risky);
-    let out = rolecall(&["map", "lint", &risky]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains(
-            "warning: products.videos.database.backup: product \"videos\" has no backup host"
-        ),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &rolecall(&["map", "lint", &risky]),
+        0,
+        &["warning: products.videos.database.backup: product \"videos\" has no backup host"],
     );
     assert_exit(&rolecall(&["map", "lint", "--strict", &risky]), 1);
     let bad = write(
@@ -91,9 +89,7 @@ fn lint_exits_0_or_1_with_strict_and_2_when_invalid() {
         "bad.toml",
         &SAMPLE_MAP.replace("generation = 41", "generation = -1"),
     );
-    let out = rolecall(&["map", "lint", &bad]);
-    assert_exit(&out, 2);
-    assert!(stdout(&out).contains("generation"), "{}", describe(&out));
+    assert_stdout(&rolecall(&["map", "lint", &bad]), 2, &["generation"]);
 }
 
 #[test]
@@ -119,12 +115,10 @@ fn diff_prints_one_line_per_change_and_exits_2_on_unparseable_input() {
          host web-3 added (10.0.0.2, b, roles [web], products [videos])\n"
     );
     let broken = write(dir.path(), "broken.toml", "[hosts\n");
-    let out = rolecall(&["map", "diff", &old, &broken]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("broken.toml"),
-        "{}",
-        describe(&out)
+    assert_stderr(
+        &rolecall(&["map", "diff", &old, &broken]),
+        2,
+        &["broken.toml"],
     );
 }
 
@@ -151,13 +145,7 @@ fn keygen_writes_a_private_secret_key_and_never_overwrites() {
     assert_eq!(mode(dir.path().join("fleet.key")), 0o600);
     assert_eq!(mode(dir.path().join("fleet.pub")) & 0o600, 0o600);
     let secret = std::fs::read(dir.path().join("fleet.key")).expect("key");
-    let out = keygen();
-    assert_exit(&out, 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("fleet.key"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr(&keygen(), 1, &["fleet.key"]);
     assert_eq!(
         std::fs::read(dir.path().join("fleet.key")).expect("key"),
         secret

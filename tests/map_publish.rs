@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
 
-use crate::fixture::{assert_exit, describe, stdout, SAMPLE_MAP};
+use crate::fixture::{assert_exit, assert_stderr, assert_stdout, describe, stdout, SAMPLE_MAP};
 use crate::map_cli::write;
 use crate::support::s3::Moto;
 
@@ -72,9 +72,11 @@ fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     let url = format!("s3://{bucket}/rolemap.toml");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "map.toml", SAMPLE_MAP);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains("creating"), "{}", describe(&out));
+    assert_stdout(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        0,
+        &["creating"],
+    );
     let stored = String::from_utf8(moto.get(&bucket, "rolemap.toml")).expect("utf-8");
     assert_eq!(
         stored,
@@ -249,6 +251,21 @@ fn hand_over(fifo: &Path, secret: &[u8], child: &mut Child) {
     std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
 }
 
+/// Publishing `file` to `bucket` while `winner` is written in the gap between its read and
+/// its write exits 4 naming the winner's generation, and leaves the winner in place.
+fn loses_to_a_write_in_the_gap(moto: &Moto, bucket: &str, file: &str, winner: &str) {
+    let out = publish_with_a_gap(moto, bucket, file, || {
+        moto.put(bucket, "rolemap.toml", winner.as_bytes());
+    });
+    let generation = winner
+        .lines()
+        .find_map(|l| l.strip_prefix("generation = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the winner's generation");
+    assert_stderr(&out, 4, &[&format!("current generation: {generation}")]);
+    assert_eq!(moto.get(bucket, "rolemap.toml"), winner.as_bytes());
+}
+
 #[test]
 fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
     let moto = Moto::shared();
@@ -257,16 +274,7 @@ fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
     let winner = SAMPLE_MAP.replace("generation = 41", "generation = 50");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "map.toml", SAMPLE_MAP);
-    let out = publish_with_a_gap(moto, &bucket, &file, || {
-        moto.put(&bucket, "rolemap.toml", winner.as_bytes());
-    });
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("current generation: 50"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(moto.get(&bucket, "rolemap.toml"), winner.as_bytes());
+    loses_to_a_write_in_the_gap(moto, &bucket, &file, &winner);
 }
 
 #[test]
@@ -278,31 +286,15 @@ fn a_file_edited_from_an_older_generation_exits_4_and_creating_over_an_existing_
     moto.put(&bucket, "rolemap.toml", published.as_bytes());
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "old.toml", SAMPLE_MAP);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("edited from generation 41"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stderr(&out).contains("at generation 45"),
-        "{}",
-        describe(&out)
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        4,
+        &["edited from generation 41", "at generation 45"],
     );
     assert_eq!(moto.get(&bucket, "rolemap.toml"), published.as_bytes());
     // Create-only: the map appears after the read that found none.
     let fresh = moto.new_bucket(false);
-    let out = publish_with_a_gap(moto, &fresh, &file, || {
-        moto.put(&fresh, "rolemap.toml", published.as_bytes());
-    });
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("current generation: 45"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(moto.get(&fresh, "rolemap.toml"), published.as_bytes());
+    loses_to_a_write_in_the_gap(moto, &fresh, &file, &published);
 }
 
 #[test]
@@ -313,14 +305,10 @@ fn an_invalid_map_is_never_uploaded() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bad = SAMPLE_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
     let file = write(dir.path(), "bad.toml", &bad);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains(
-            "invalid: products.videos.database.master: host \"web-1\" lacks the role \"db\""
-        ),
-        "{}",
-        describe(&out)
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        2,
+        &["invalid: products.videos.database.master: host \"web-1\" lacks the role \"db\""],
     );
     assert_eq!(list_keys(moto, &bucket, ""), Vec::<String>::new());
 }
@@ -348,8 +336,7 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
         moto,
         &["map", "publish", &file, "--to", &url, "--sign-key", &key],
     );
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains(", signed"), "{}", describe(&out));
+    assert_stdout(&out, 0, &[", signed"]);
     let map = moto.get(&bucket, "rolemap.toml");
     let sig = moto.get(&bucket, "rolemap.toml.sig");
     assert_eq!(verify::signature_url(&url), format!("{url}.sig"));
@@ -369,9 +356,11 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
     assert!(verify::verify(&map, &sig, &other_public).is_err());
     // Publishing unsigned over a signed map warns, and the old signature no longer fits.
     let file = write(dir.path(), "map.toml", &String::from_utf8_lossy(&map));
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 0);
-    assert!(stderr(&out).contains("is not signed"), "{}", describe(&out));
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        0,
+        &["is not signed"],
+    );
     let unsigned = moto.get(&bucket, "rolemap.toml");
     assert!(verify::verify(&unsigned, &moto.get(&bucket, "rolemap.toml.sig"), &public).is_err());
 }
@@ -394,12 +383,10 @@ fn promote_makes_the_first_replica_master_and_signs() {
         "--sign-key",
         &key,
     ];
-    let out = run(moto, &args);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("new database master db-2 (was db-1)"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &run(moto, &args),
+        0,
+        &["new database master db-2 (was db-1)"],
     );
     let stored = moto.get(&bucket, "rolemap.toml");
     let map = rolecall::rolemap::load(&stored).expect("the promoted map is valid");
@@ -436,14 +423,8 @@ fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
                 &url,
             ],
         );
-        assert_exit(&out, 2);
-        assert!(
-            stderr(&out).contains(&format!(
-                "host \"{host}\" is not a replica of product \"videos\""
-            )),
-            "{}",
-            describe(&out)
-        );
+        let why = format!("host \"{host}\" is not a replica of product \"videos\"");
+        assert_stderr(&out, 2, &[&why]);
     }
     let out = run(
         moto,

@@ -27,6 +27,14 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &st
     }
 }
 
+fn reconciles(scrape: &prometheus_parse::Scrape, outcome: &str) -> f64 {
+    value(
+        scrape,
+        "rolecall_reconciles_total",
+        Some(("outcome", outcome)),
+    )
+}
+
 #[test]
 fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -46,14 +54,7 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     assert_exit(&agent.run(&["sync"]), 0);
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_map_generation", None), 3.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "rolecall_reconciles_total",
-            Some(("outcome", "converged"))
-        ),
-        1.0
-    );
+    assert_eq!(reconciles(&scrape, "converged"), 1.0);
     assert_eq!(value(&scrape, "rolecall_rollbacks_total", None), 0.0);
     assert!(value(&scrape, "rolecall_last_reconcile_timestamp_seconds", None) > 1.0e9);
     assert!(value(&scrape, "rolecall_reconcile_duration_seconds", None) >= 0.0);
@@ -70,14 +71,7 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_rollbacks_total", None), 1.0);
     assert_eq!(value(&scrape, "rolecall_smoke_failures_total", None), 1.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "rolecall_reconciles_total",
-            Some(("outcome", "rolled_back"))
-        ),
-        1.0
-    );
+    assert_eq!(reconciles(&scrape, "rolled_back"), 1.0);
 }
 
 #[test]

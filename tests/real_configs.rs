@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Setup};
-use crate::golden::{case_dir, diff, golden_map, read_vars, IdentityFile};
+use crate::golden::{case_dir, diff, golden_map, read_identity, read_vars};
 use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
@@ -36,6 +36,16 @@ fn run(argv: &[String]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|err| panic!("running {argv:?}: {err}"))
+}
+
+/// The negative control: the program failed, naming `what` on stderr.
+#[track_caller]
+fn refused(out: &Output, what: &str) {
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(what),
+        "accepted, or refused without naming {what:?}: {}",
+        describe_output(out)
+    );
 }
 
 fn vhost(agent: &Agent, product: &str) -> PathBuf {
@@ -97,17 +107,7 @@ fn a_vhost_with_a_misspelt_directive_fails_apache_configtest() {
     let sites = Apache::sites_dir(&agent.root);
     std::fs::write(sites.join("zz-misspelt.conf"), misspelt).expect("writing the bad vhost");
 
-    let check = run(&apache.check_cmd());
-    assert!(
-        !check.status.success(),
-        "apache2 -t accepted a misspelt directive: {}",
-        describe_output(&check)
-    );
-    assert!(
-        String::from_utf8_lossy(&check.stderr).contains("DocumentRooot"),
-        "{}",
-        describe_output(&check)
-    );
+    refused(&run(&apache.check_cmd()), "DocumentRooot");
 }
 
 /// A defaults file that only includes `cnf`: `--defaults-file` reads this file and nothing
@@ -195,16 +195,9 @@ fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
     text.push_str("slave_paralel_threads = 4\n");
     let cnf = dir.path().join("60-rolecall.cnf");
     std::fs::write(&cnf, text).expect("writing the misspelt cnf");
-    let out = mariadbd_help(&cnf);
-    assert!(
-        !out.status.success(),
-        "mariadbd accepted a misspelt option: {}",
-        describe_output(&out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unknown variable 'slave_paralel_threads"),
-        "{}",
-        describe_output(&out)
+    refused(
+        &mariadbd_help(&cnf),
+        "unknown variable 'slave_paralel_threads",
     );
 }
 
@@ -212,7 +205,7 @@ fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
 /// (files only) by the real binary; the files written must equal the case's expected files.
 fn synced_golden_agent(case: &str) -> Agent {
     let dir = case_dir(case);
-    let identity = IdentityFile::read(&dir);
+    let identity = read_identity(&dir);
     let mut setup = Setup::new(&identity.id, &identity.address);
     for (key, value) in read_vars(&dir) {
         setup = setup.var(&format!("{key} = {value}"));
@@ -310,7 +303,7 @@ fn memcached_runs_with_the_rendered_options_and_serves() {
         setting("tcpport"),
         Some(memcached.port().to_string().as_str())
     );
-    let stored = memcached.request("set rolecall 0 60 5\r\nhello", |l| l != "");
+    let stored = memcached.request("set rolecall 0 60 5\r\nhello", |l| !l.is_empty());
     assert_eq!(stored, ["STORED"]);
     let got = memcached.request("get rolecall", |l| l == "END");
     assert_eq!(got, ["VALUE rolecall 0 5", "hello", "END"]);

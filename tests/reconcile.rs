@@ -2,12 +2,13 @@
 //! longer desired, restore on a failed check, refusals, and the lock. Apache is the real
 //! Debian server; its config test and graceful reload are the service commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::fixture::{
-    assert_exit, describe, docroots, identity_of, replace_in, tree, web_map, Agent, Setup,
+    assert_exit, assert_stdout, describe, docroots, identity_of, replace_in, tree, web_map, Agent,
+    Setup,
 };
 use crate::support::apache::Apache;
 use crate::support::wait_until;
@@ -21,7 +22,23 @@ pub fn web_agent(apache_for: impl FnOnce(&Path) -> Apache) -> (Agent, Apache) {
     (agent, apache)
 }
 
-fn vhost(agent: &Agent, product: &str) -> std::path::PathBuf {
+/// A web agent and its Apache serving `products` (docroots with health pages under the
+/// returned base), converged by one sync: one reload, and Apache has taken it.
+pub fn synced_web_agent(products: &[&str]) -> (Agent, Apache, PathBuf) {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, products);
+    agent.write_map(&web_map(1, products, &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(apache.reloads().len(), 1, "one reload for the first sync");
+    assert!(
+        apache.wait_generation(2, Duration::from_secs(10)),
+        "Apache was not reloaded: {}",
+        apache.error_log_tail()
+    );
+    (agent, apache, base)
+}
+
+fn vhost(agent: &Agent, product: &str) -> PathBuf {
     agent.path(&format!(
         "/etc/apache2/sites-enabled/rolecall-{product}.conf"
     ))
@@ -29,14 +46,7 @@ fn vhost(agent: &Agent, product: &str) -> std::path::PathBuf {
 
 #[test]
 fn second_sync_writes_nothing_and_reloads_nothing() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha", "beta"]);
-    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
-    assert!(
-        apache.wait_generation(2, Duration::from_secs(10)),
-        "Apache was not reloaded"
-    );
+    let (agent, apache, _) = synced_web_agent(&["alpha", "beta"]);
     assert_eq!(
         apache.get("alpha.example.test", "/health.txt"),
         (200, "ok alpha\n".to_string())
@@ -46,15 +56,8 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
         identity_of(&vhost(&agent, "beta")),
     );
     let generation = apache.generation();
-    assert_eq!(apache.reloads().len(), 1, "one reload for the first sync");
 
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("no changes"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&agent.run(&["sync"]), 0, &["no changes"]);
     assert_eq!(
         (
             identity_of(&vhost(&agent, "alpha")),
@@ -152,10 +155,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
 
 #[test]
 fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha", "beta"]);
-    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
+    let (agent, apache, base) = synced_web_agent(&["alpha", "beta"]);
     let theirs = agent.path("/etc/apache2/sites-enabled/zz-operator.conf");
     std::fs::write(&theirs, "# written by an operator\n").expect("unmanaged file");
 
@@ -182,11 +182,7 @@ fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
 
 #[test]
 fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha"]);
-    agent.write_map(&web_map(1, &["alpha"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
-    assert!(apache.wait_generation(2, Duration::from_secs(10)));
+    let (agent, apache, _) = synced_web_agent(&["alpha"]);
     let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
     let (reloads, generation) = (apache.reloads().len(), apache.generation());
 
@@ -227,13 +223,7 @@ fn a_symlink_at_a_destination_is_refused_and_nothing_is_written() {
     std::os::unix::fs::symlink(&target, vhost(&agent, "beta")).expect("symlink");
     let before = tree(&agent.path("/etc"));
 
-    let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("symlink"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&agent.run(&["sync", "--files-only"]), 2, &["symlink"]);
     assert_eq!(
         std::fs::read(&target).expect("target"),
         b"do not overwrite\n"
@@ -249,12 +239,10 @@ fn a_path_outside_allowed_roots_is_refused_and_nothing_is_written() {
     let agent = Agent::new(setup);
     let base = docroots(&agent, &["alpha"]);
     agent.write_map(&web_map(1, &["alpha"], &base));
-    let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("outside the allowed roots"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &agent.run(&["sync", "--files-only"]),
+        2,
+        &["outside the allowed roots"],
     );
     assert!(
         !agent.path("/etc/apache2").exists(),
@@ -384,13 +372,8 @@ fn a_reconcile_killed_mid_transaction_is_undone_and_applied_again() {
             &format!("reload = \"sh -c 'echo reload >> {logp}'\""),
         );
     agent.write_config();
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("create"),
-        "the file was not applied again: {}",
-        describe(&out)
-    );
+    // The file is applied again.
+    assert_stdout(&agent.run(&["sync"]), 0, &["create"]);
     assert_eq!(
         std::fs::read_to_string(log.path()).expect("log"),
         "reload\n",

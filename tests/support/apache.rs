@@ -5,10 +5,10 @@
 //! from the error log.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -229,25 +229,23 @@ fn try_start(program: &Path, root: &Path) -> Result<Apache, String> {
     let port = super::free_port();
     let conf = write_config(server_root.path(), root, port);
     let startup_log = server_root.path().join("logs/startup.log");
-    let log_file = std::fs::File::create(&startup_log).expect("creating startup.log");
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .arg("-d")
         .arg(server_root.path())
         .arg("-f")
         .arg(&conf)
-        .arg("-DFOREGROUND")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("cloning a file handle"))
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+        .arg("-DFOREGROUND");
+    let child = super::spawn_logged(&mut command, &startup_log);
     let mut apache = Apache {
         server_root,
         conf,
         port,
         child,
     };
-    if wait_ready(&mut apache) {
+    let error_log = apache.error_log();
+    let ready = || generation(&error_log) >= 1 && super::listening(port);
+    if super::wait_started(&mut apache.child, START_TIMEOUT, ready) {
         return Ok(apache);
     }
     let why = format!(
@@ -256,16 +254,6 @@ fn try_start(program: &Path, root: &Path) -> Result<Apache, String> {
         apache.error_log_tail()
     );
     Err(why) // dropping `apache` stops whatever did start
-}
-
-fn wait_ready(apache: &mut Apache) -> bool {
-    let addr = apache.addr();
-    let error_log = apache.error_log();
-    let child = &mut apache.child;
-    super::wait_until(START_TIMEOUT, || {
-        let exited = !matches!(child.try_wait(), Ok(None));
-        exited || (generation(&error_log) >= 1 && TcpStream::connect(addr).is_ok())
-    }) && matches!(child.try_wait(), Ok(None))
 }
 
 fn write_config(server_root: &Path, root: &Path, port: u16) -> PathBuf {

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -156,26 +156,16 @@ fn try_start(program: &Path, options: &[String]) -> Result<Memcached, String> {
         dir.path().join("memcached.pid").display().to_string(),
     ]);
     let log_path = dir.path().join("memcached.log");
-    let log = std::fs::File::create(&log_path).expect("creating memcached.log");
-    let child = Command::new(program)
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("cloning a file handle"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+    let child = super::spawn_logged(Command::new(program).args(&argv[1..]), &log_path);
     let mut memcached = Memcached {
         child,
         port,
         argv,
         _dir: dir,
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = &mut memcached.child;
-    let up = super::wait_until(START_TIMEOUT, || {
-        !matches!(child.try_wait(), Ok(None)) || TcpStream::connect(addr).is_ok()
-    }) && matches!(child.try_wait(), Ok(None));
-    if up {
+    if super::wait_started(&mut memcached.child, START_TIMEOUT, || {
+        super::listening(port)
+    }) {
         return Ok(memcached);
     }
     Err(format!(

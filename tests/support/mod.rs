@@ -167,6 +167,34 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Spawns `command` with stdin closed and stdout and stderr appended to `log` (created if
+/// missing): a server started by the harness, whose output a failure message can show.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("cloning a file handle"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {command:?}: {err}"))
+}
+
+/// Waits up to `timeout` until `ready` holds while `child` runs; whether it does and the
+/// child still runs (a server that exited at start-up is not waited for).
+pub fn wait_started(child: &mut Child, timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    wait_until(timeout, || !matches!(child.try_wait(), Ok(None)) || ready())
+        && matches!(child.try_wait(), Ok(None))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
 /// Waits up to `timeout` for `child` to exit, then kills it; always reaps it.
 pub fn stop_child(child: &mut Child, timeout: Duration) {
     if !wait_until(timeout, || !matches!(child.try_wait(), Ok(None))) {

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -126,23 +126,11 @@ fn try_start(program: &Path, text: &str) -> Result<MuninNode, String> {
     let conf = dir.path().join("munin-node.conf");
     std::fs::write(&conf, fitted(text, dir.path(), port)).expect("writing munin-node.conf");
     let output = dir.path().join("output.log");
-    let log = std::fs::File::create(&output).expect("creating output.log");
-    let child = Command::new(program)
-        .arg("--config")
-        .arg(&conf)
-        .arg("--foreground")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("cloning a file handle"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+    let mut command = Command::new(program);
+    command.arg("--config").arg(&conf).arg("--foreground");
+    let child = super::spawn_logged(&mut command, &output);
     let mut node = MuninNode { child, port, dir };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = &mut node.child;
-    let up = super::wait_until(START_TIMEOUT, || {
-        !matches!(child.try_wait(), Ok(None)) || TcpStream::connect(addr).is_ok()
-    }) && matches!(child.try_wait(), Ok(None));
-    if up {
+    if super::wait_started(&mut node.child, START_TIMEOUT, || super::listening(port)) {
         return Ok(node);
     }
     Err(format!(
