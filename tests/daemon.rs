@@ -174,6 +174,14 @@ impl Ec2 {
     fn status(&self) -> serde_json::Value {
         self.agent.status()
     }
+
+    /// The last status record's message.
+    fn message(&self) -> String {
+        self.status()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 #[test]
@@ -259,12 +267,9 @@ fn issue16_no_service_command_runs_before_ready() {
 fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
     let d = Ec2::new("1s", "1s").started(1);
     let key_path = d.key_path();
+    let get = |status| ("GET", key_path.as_str(), Some(status));
     assert!(
-        wait_until(Duration::from_secs(10), || d.moto.request_count(
-            "GET",
-            &key_path,
-            Some(304)
-        ) >= 2),
+        d.moto.wait_requests(get(304), 2, Duration::from_secs(10)),
         "unchanged polls did not get 304s"
     );
     let full_gets = d.moto.request_count("GET", &key_path, Some(200));
@@ -277,13 +282,9 @@ fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
         d.status(),
         d.log_tail()
     );
-    // moto's log is read by a thread: wait for the download to show in it.
     assert!(
-        wait_until(Duration::from_secs(10), || d.moto.request_count(
-            "GET",
-            &key_path,
-            Some(200)
-        ) > full_gets),
+        d.moto
+            .wait_requests(get(200), full_gets + 1, Duration::from_secs(10)),
         "the applied download is not in moto's log"
     );
     let polls = polls_after_last_put(&d.moto.requests(), &key_path);
@@ -327,13 +328,14 @@ fn quiet_polls_write_nothing_but_still_repair_drift() {
     let key_path = format!("/{}/rolemap.toml", d.bucket);
     let moto = d.moto;
     let polls = |_: &Ec2| moto.request_count("GET", &key_path, Some(304));
-    // The first quiet poll records "no changes" once; from the next one on, nothing.
+    // The first quiet poll records "no changes" once (and says so); from the next one on,
+    // nothing.
     let first = polls(&d);
+    d.wait_notification(Duration::from_secs(15), "STATUS", "no changes");
     assert!(
         wait_until(Duration::from_secs(10), || polls(&d) >= first + 2),
         "no 304 polls"
     );
-    d.notify.recv_until(Duration::from_millis(1500), |_| false);
     let state = d.agent.state();
     let files = [state.join("status.json"), state.join("counters.json")];
     let before: Vec<_> = files.iter().map(|f| identity_of(f)).collect();
@@ -493,12 +495,10 @@ fn boot_with_s3_down_converges_from_the_cache_or_waits_without_one() {
     d.wait_ready();
     assert!(d.conf().contains("-m 64"));
     d.wait_notification(Duration::from_secs(30), "STATUS", "using cached map");
+    let message = d.message();
     assert!(
-        d.status()["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("converged to generation 1")),
-        "{}",
-        d.status()
+        message.starts_with("converged to generation 1"),
+        "{message}"
     );
 }
 
@@ -509,13 +509,7 @@ fn invalid_and_older_maps_are_refused_and_the_next_valid_one_applies() {
 
     d.publish(&map(6, 64, true).replace("az = \"us-east-1a\"", "az = \"us east\""));
     d.wait_notification(Duration::from_secs(10), "STATUS", "refused");
-    assert!(
-        d.status()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("az")),
-        "{}",
-        d.status()
-    );
+    assert!(d.message().contains("az"), "{}", d.status());
     assert_eq!(d.conf(), before);
 
     d.publish(&map(4, 64, true).replace("10.0.9.9", "10.0.9.8"));

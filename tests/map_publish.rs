@@ -61,6 +61,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A fresh bucket in the shared moto, holding `map` as `rolemap.toml` if given; the bucket
+/// and the map's URL.
+fn bucket_with(moto: &Moto, map: Option<&str>) -> (String, String) {
+    let bucket = moto.new_bucket(false);
+    if let Some(text) = map {
+        moto.put(&bucket, "rolemap.toml", text.as_bytes());
+    }
+    let url = format!("s3://{bucket}/rolemap.toml");
+    (bucket, url)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -68,8 +79,7 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     assert_stdout(
@@ -118,9 +128,7 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     let (key, _) = keygen(keys.path());
     let secret = std::fs::read(&key).expect("secret key");
     for round in 0..2 {
-        let bucket = moto.new_bucket(false);
-        let url = format!("s3://{bucket}/rolemap.toml");
-        moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
+        let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
         let dir = tempfile::tempdir().expect("temp dir");
         let a = SAMPLE_MAP.replace("/srv/videos", "/srv/videos-a");
         let b = SAMPLE_MAP.replace("videos.example.com", "videos-b.example.com");
@@ -269,8 +277,7 @@ fn loses_to_a_write_in_the_gap(moto: &Moto, bucket: &str, file: &str, winner: &s
 #[test]
 fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
+    let (bucket, _) = bucket_with(moto, Some(SAMPLE_MAP));
     let winner = SAMPLE_MAP.replace("generation = 41", "generation = 50");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "map.toml", SAMPLE_MAP);
@@ -280,10 +287,8 @@ fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
 #[test]
 fn a_file_edited_from_an_older_generation_exits_4_and_creating_over_an_existing_map_too() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
     let published = SAMPLE_MAP.replace("generation = 41", "generation = 45");
-    moto.put(&bucket, "rolemap.toml", published.as_bytes());
+    let (bucket, url) = bucket_with(moto, Some(&published));
     let dir = tempfile::tempdir().expect("temp dir");
     let file = write(dir.path(), "old.toml", SAMPLE_MAP);
     assert_stderr(
@@ -300,8 +305,7 @@ fn a_file_edited_from_an_older_generation_exits_4_and_creating_over_an_existing_
 #[test]
 fn an_invalid_map_is_never_uploaded() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
     let bad = SAMPLE_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
     let file = write(dir.path(), "bad.toml", &bad);
@@ -327,8 +331,7 @@ fn keygen(dir: &Path) -> (String, Vec<u8>) {
 #[test]
 fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
     let file = write(dir.path(), "map.toml", SAMPLE_MAP);
@@ -368,9 +371,7 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
 #[test]
 fn promote_makes_the_first_replica_master_and_signs() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
+    let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
     let args = [
@@ -406,9 +407,7 @@ fn promote_makes_the_first_replica_master_and_signs() {
 #[test]
 fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", SAMPLE_MAP.as_bytes());
+    let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
     for host in ["db-1", "db-4", "web-1"] {
         let out = run(
             moto,

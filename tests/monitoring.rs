@@ -77,25 +77,22 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
 #[test]
 fn man_pages_and_completions_are_generated_from_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
-    let bin = crate::fixture::binary();
-    let out = std::process::Command::new(&bin)
-        .args(["manpage", "--out-dir"])
-        .arg(dir.path().join("man"))
-        .output()
-        .expect("manpage");
-    assert!(out.status.success());
+    let generate = |what: &str, sub: &str| {
+        let out = std::process::Command::new(crate::fixture::binary())
+            .args([what, "--out-dir"])
+            .arg(dir.path().join(sub))
+            .output()
+            .expect("running rolecall");
+        assert_exit(&out, 0);
+    };
+    generate("manpage", "man");
     let page = std::fs::read_to_string(dir.path().join("man/rolecall.1")).expect("rolecall.1");
     assert!(
         page.contains(".TH rolecall 1") && page.contains("sync"),
         "{page}"
     );
     assert!(dir.path().join("man/rolecall-sync.1").exists());
-    let out = std::process::Command::new(&bin)
-        .args(["completions", "--out-dir"])
-        .arg(dir.path().join("c"))
-        .output()
-        .expect("completions");
-    assert!(out.status.success());
+    generate("completions", "c");
     for f in ["rolecall.bash", "_rolecall", "rolecall.fish"] {
         let text = std::fs::read_to_string(dir.path().join("c").join(f)).expect("completion file");
         assert!(text.contains("promote"), "{f} lacks subcommands");

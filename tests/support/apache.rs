@@ -21,8 +21,6 @@ const INSTALL_HINT: &str = "run `bash tests/run.sh` or `apt-get install apache2`
 const GENERATION_MARK: &str = "resuming normal operations";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Attempts at start-up: another process may take the free port before Apache binds it.
-const START_ATTEMPTS: usize = 3;
 
 const MODULES: [&str; 10] = [
     "mpm_event",
@@ -52,14 +50,8 @@ impl Apache {
     pub fn start(root: &Path) -> Apache {
         let program = super::require_program(APACHE, INSTALL_HINT);
         prepare_root(root);
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match try_start(&program, root) {
-                Ok(apache) => return apache,
-                Err(failure) => failures.push_str(&failure),
-            }
-        }
-        panic!("apache2 did not start:\n{failures}");
+        super::start_with_retries(|| try_start(&program, root))
+            .unwrap_or_else(|failures| panic!("apache2 did not start:\n{failures}"))
     }
 
     /// The port Apache listens on (127.0.0.1 only).

@@ -19,8 +19,6 @@ const INSTALL_HINT: &str = "run `bash tests/run.sh` or `apt-get install memcache
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts at start-up: another process may take the free port before memcached binds it.
-const START_ATTEMPTS: usize = 3;
 /// Options the harness sets itself, each followed by its value.
 const REPLACED: [&str; 3] = ["-p", "-l", "-P"];
 
@@ -45,14 +43,7 @@ impl Memcached {
         let text = std::fs::read_to_string(conf)
             .unwrap_or_else(|err| panic!("reading {}: {err}", conf.display()));
         let options = conf_options(&text);
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match try_start(&program, &options) {
-                Ok(memcached) => return Ok(memcached),
-                Err(failure) => failures.push_str(&failure),
-            }
-        }
-        Err(failures)
+        super::start_with_retries(|| try_start(&program, &options))
     }
 
     /// The port it listens on (127.0.0.1 only).

@@ -40,6 +40,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Attempts at starting a server on a fresh free port: another process may take the port
+/// between [`free_port`] and the server binding it.
+pub const START_ATTEMPTS: usize = 3;
+
+/// The first of up to [`START_ATTEMPTS`] start attempts that succeeds, or every
+/// attempt's reason.
+pub fn start_with_retries<T>(mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut failures = String::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(server) => return Ok(server),
+            Err(failure) => failures.push_str(&failure),
+        }
+    }
+    Err(failures)
+}
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
 ///
 /// This is the only way tests wait for readiness: never a bare sleep.

@@ -17,8 +17,6 @@ const INSTALL_HINT: &str = "run `bash tests/run.sh` or `apt-get install munin-no
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts at start-up: another process may take the free port before munin-node binds it.
-const START_ATTEMPTS: usize = 3;
 
 /// A running munin-node; stopped (and reaped) on drop.
 pub struct MuninNode {
@@ -34,14 +32,8 @@ impl MuninNode {
         let program = super::require_program(MUNIN_NODE, INSTALL_HINT);
         let text = std::fs::read_to_string(conf)
             .unwrap_or_else(|err| panic!("reading {}: {err}", conf.display()));
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match try_start(&program, &text) {
-                Ok(node) => return node,
-                Err(failure) => failures.push_str(&failure),
-            }
-        }
-        panic!("munin-node did not start:\n{failures}");
+        super::start_with_retries(|| try_start(&program, &text))
+            .unwrap_or_else(|failures| panic!("munin-node did not start:\n{failures}"))
     }
 
     /// The port it listens on (127.0.0.1 only).
