@@ -175,6 +175,21 @@ impl Ec2 {
         self.agent.status()
     }
 
+    /// Waits until the daemon has converged to `generation`; panics saying `what` did not
+    /// happen, with the status and the log.
+    #[track_caller]
+    fn wait_converged(&self, generation: u64, what: &str) {
+        let converged = |status: serde_json::Value| {
+            status["map"]["generation"] == generation && status["outcome"] == "converged"
+        };
+        assert!(
+            wait_until(Duration::from_secs(30), || converged(self.status())),
+            "{what}: {}\n{}",
+            self.status(),
+            self.log_tail()
+        );
+    }
+
     /// The last status record's message.
     fn message(&self) -> String {
         self.status()["message"]
@@ -275,13 +290,7 @@ fn a_map_change_is_applied_within_one_poll_and_unchanged_polls_cost_a_304() {
     let full_gets = d.moto.request_count("GET", &key_path, Some(200));
 
     d.publish(&map(2, 64, true).replace("other-1", "other-2"));
-    assert!(
-        wait_until(Duration::from_secs(30), || d.status()["map"]["generation"]
-            == 2),
-        "generation 2 not applied: {}\n{}",
-        d.status(),
-        d.log_tail()
-    );
+    d.wait_converged(2, "generation 2 not applied");
     assert!(
         d.moto
             .wait_requests(get(200), full_gets + 1, Duration::from_secs(10)),
@@ -397,13 +406,7 @@ fn sighup_reconciles_at_once_and_sync_gets_the_daemons_result() {
     d.publish(&map(2, 64, true));
     let sent = unix_seconds();
     d.daemon().signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(
-        wait_until(Duration::from_secs(30), || d.status()["map"]["generation"]
-            == 2),
-        "SIGHUP did not reconcile: {}\n{}",
-        d.status(),
-        d.log_tail()
-    );
+    d.wait_converged(2, "SIGHUP did not reconcile");
     let status = d.status();
     assert_eq!(status["trigger"], "sighup", "{status:#}");
     let started = status["started_unix"].as_u64().expect("started_unix");
@@ -461,11 +464,7 @@ fn s3_outage_keeps_the_cache_and_recovers() {
     );
     moto.start();
     moto.put(&bucket, "rolemap.toml", map(2, 64, true).as_bytes());
-    assert!(
-        wait_until(Duration::from_secs(15), || d.status()["map"]["generation"]
-            == 2),
-        "did not recover when S3 came back"
-    );
+    d.wait_converged(2, "did not recover when S3 came back");
 }
 
 /// Whether a file under `dir` holds exactly `bytes` (the last-good cache, whatever its name).
@@ -521,10 +520,7 @@ fn invalid_and_older_maps_are_refused_and_the_next_valid_one_applies() {
     assert_eq!(d.status()["map"]["generation"], 5);
 
     d.publish(&map(7, 64, true).replace("10.0.9.9", "10.0.9.7"));
-    assert!(wait_until(Duration::from_secs(10), || d.status()["map"]
-        ["generation"]
-        == 7
-        && d.status()["outcome"] == "converged"));
+    d.wait_converged(7, "the next valid map was not applied");
 }
 
 #[test]

@@ -196,6 +196,16 @@ pub struct Db {
     pub server: MariaDb,
 }
 
+impl Db {
+    /// `sync` converges, and `sql` then answers `expected` on the agent's server.
+    #[track_caller]
+    fn synced_answers(&self, sql: &str, expected: &str) {
+        let out = self.agent.run(&["sync"]);
+        assert_exit(&out, 0);
+        assert_eq!(self.server.query(sql), expected, "{}", describe(&out));
+    }
+}
+
 /// A db agent whose mariadb service is a real MariaDB instance of its own.
 pub fn db_agent(id: &str, address: &str) -> Db {
     let mut agent = Agent::new(Setup::new(id, address));
@@ -258,22 +268,8 @@ fn mariadb_master_and_replica_from_the_map_then_promotion() {
     let map1 = db_map(1, m1, Some(m2), &[]);
     one.agent.write_map(&map1);
     two.agent.write_map(&map1);
-    let out = one.agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert_eq!(
-        one.server.query("SELECT @@read_only, @@log_bin"),
-        "0\t1",
-        "{}",
-        describe(&out)
-    );
-    let out = two.agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert_eq!(
-        two.server.query("SELECT @@read_only"),
-        "1",
-        "{}",
-        describe(&out)
-    );
+    one.synced_answers("SELECT @@read_only, @@log_bin", "0\t1");
+    two.synced_answers("SELECT @@read_only", "1");
 
     one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1), (2)");
     assert!(
