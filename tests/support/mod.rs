@@ -105,11 +105,16 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Runs `command` to completion; panics only when it cannot be started.
+pub fn output(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
+}
+
 /// Runs `command` to completion and returns its stdout; panics with its stderr on failure.
 pub fn run_ok(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    let output = output(command);
     assert!(
         output.status.success(),
         "{command:?} failed ({}): {}",
