@@ -62,32 +62,48 @@ pub enum Error {
         replicas: Vec<String>,
     },
     /// The target does not replicate every product on the master being replaced.
-    #[error(
-        "host {} is not a replica of product{} {}, which share{} master {} with product {}: a failover moves every product on that server; promote a replica of all of them ({}) or add {} to their replicas",
-        q(host),
-        if missing.len() == 1 { "" } else { "s" },
-        quoted(missing),
-        if missing.len() == 1 { "s" } else { "" },
-        q(master),
-        q(product),
-        if candidates.is_empty() { "there is none".to_string() } else { quoted(candidates) },
-        q(host)
-    )]
-    NotSharedReplica {
-        /// The product asked for.
-        product: String,
-        /// The master the products share.
-        master: String,
-        /// The host asked for (or the first replica).
-        host: String,
-        /// Products on that master the host does not replicate.
-        missing: Vec<String>,
-        /// Hosts replicating every product on that master.
-        candidates: Vec<String>,
-    },
+    #[error("{0}")]
+    NotSharedReplica(Box<SharedRefusal>),
     /// The text could not be edited the way the typed map was.
     #[error("rewriting the map text")]
     Edit(#[source] prepare::Error),
+}
+
+/// Why a shared master cannot move to the host asked for (boxed: errors stay small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRefusal {
+    /// The product asked for.
+    pub product: String,
+    /// The master the products share.
+    pub master: String,
+    /// The host asked for (or the first replica).
+    pub host: String,
+    /// Products on that master the host does not replicate.
+    pub missing: Vec<String>,
+    /// Hosts replicating every product on that master.
+    pub candidates: Vec<String>,
+}
+
+impl std::fmt::Display for SharedRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, verb) = match self.missing.len() {
+            1 => ("", "shares"),
+            _ => ("s", "share"),
+        };
+        let candidates = match self.candidates.as_slice() {
+            [] => "there is none".to_string(),
+            some => quoted(some),
+        };
+        write!(
+            f,
+            "host {} is not a replica of product{s} {}, which {verb} master {} with product {}: a failover moves every product on that server; promote a replica of all of them ({candidates}) or add {} to their replicas",
+            q(&self.host),
+            quoted(&self.missing),
+            q(&self.master),
+            q(&self.product),
+            q(&self.host)
+        )
+    }
 }
 
 /// The decision a promotion takes.
@@ -210,13 +226,13 @@ fn check_shared(
             .cloned()
             .collect()
     });
-    Err(Error::NotSharedReplica {
+    Err(Error::NotSharedReplica(Box::new(SharedRefusal {
         product: product.to_string(),
         master: master.to_string(),
         host: target.to_string(),
         missing,
         candidates,
-    })
+    })))
 }
 
 /// `map` with `promotion` applied (generation unchanged: publishing raises it).
@@ -503,7 +519,7 @@ roles = ["db", "db-backup"]
     fn a_new_master_that_does_not_replicate_every_product_is_refused() {
         let text = shared("[\"db-2\"]");
         let err = promote_text(&text, "videos", Some("db-3")).expect_err("db-3 lacks blog");
-        assert!(matches!(err, Error::NotSharedReplica { .. }), "{err:?}");
+        assert!(matches!(err, Error::NotSharedReplica(_)), "{err:?}");
         let message = err.to_string();
         for needle in [
             "host \"db-3\" is not a replica of product \"blog\"",
