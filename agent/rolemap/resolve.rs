@@ -1,7 +1,8 @@
 //! Host view resolution (SPEC §5, §6): everything one host needs from a valid map,
 //! ordered so that rendering is byte-for-byte repeatable. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -163,8 +164,9 @@ pub struct ProductView {
     pub health_path: String,
     /// Database topology with addresses.
     pub database: Option<DatabaseView>,
-    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id.
-    pub pools: BTreeMap<String, Vec<Peer>>,
+    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. Shared
+    /// with the fleet's pools: one record per host, however many pools it is in.
+    pub pools: BTreeMap<String, Vec<Arc<Peer>>>,
 }
 
 /// A product's database with addresses.
@@ -186,7 +188,7 @@ pub struct DatabaseView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fleet {
     /// Every host with each role, sorted by id.
-    pub roles: BTreeMap<String, Vec<Peer>>,
+    pub roles: BTreeMap<String, Vec<Arc<Peer>>>,
 }
 
 /// Resolve `identity`'s view of a map. The map need not be valid (`load_for` resolves while
@@ -201,7 +203,8 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     names.extend(databases.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
-    let mut pools = product_pools(map, &names);
+    let mut peers = Peers::default();
+    let mut pools = product_pools(map, &names, &mut peers);
     let products = names
         .iter()
         .map(|n| product_view(map, n, pools.remove(n).unwrap_or_default()))
@@ -222,7 +225,7 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
         host: info,
         products,
         fleet: Fleet {
-            roles: fleet_pools(map),
+            roles: fleet_pools(map, &mut peers),
         },
         generation: map.generation(),
     }))
@@ -239,16 +242,40 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
     }
 }
 
+/// Pools by role name.
+type Pools = BTreeMap<String, Vec<Arc<Peer>>>;
+
+/// The peer record of each host, made once per resolve and shared by every pool it is in
+/// (issue 13: a web host serving 500 products of a 10,000-host map would otherwise hold
+/// some 80,000 copies).
+#[derive(Default)]
+struct Peers<'m> {
+    made: HashMap<&'m str, Arc<Peer>>,
+}
+
+impl<'m> Peers<'m> {
+    fn of(&mut self, id: &'m str, h: &super::types::Host) -> Arc<Peer> {
+        self.made
+            .entry(id)
+            .or_insert_with(|| Arc::new(peer_of(id, h)))
+            .clone()
+    }
+}
+
 /// Role pools of each product in `names`, from one pass over the hosts (a fleet of
 /// thousands of hosts must not be scanned once per product).
-fn product_pools(map: &RoleMap, names: &[String]) -> BTreeMap<String, BTreeMap<String, Vec<Peer>>> {
+fn product_pools<'m>(
+    map: &'m RoleMap,
+    names: &[String],
+    peers: &mut Peers<'m>,
+) -> BTreeMap<String, Pools> {
     let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    let mut out: BTreeMap<String, BTreeMap<String, Vec<Peer>>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Pools> = BTreeMap::new();
     for (id, h) in &map.hosts {
         for product in h.products.iter().filter(|p| wanted.contains(p.as_str())) {
             let pools = entry(&mut out, product);
             for role in &h.roles {
-                entry(pools, role).push(peer_of(id, h));
+                entry(pools, role).push(peers.of(id, h));
             }
         }
     }
@@ -273,7 +300,7 @@ fn peer_of(id: &str, h: &super::types::Host) -> Peer {
     }
 }
 
-fn product_view(map: &RoleMap, name: &str, pools: BTreeMap<String, Vec<Peer>>) -> ProductView {
+fn product_view(map: &RoleMap, name: &str, pools: Pools) -> ProductView {
     let p = map.products.get(name).cloned().unwrap_or_default();
     ProductView {
         name: name.to_string(),
@@ -297,11 +324,11 @@ fn database_view(map: &RoleMap, db: &Database) -> DatabaseView {
 }
 
 /// Every host by role, across the fleet.
-fn fleet_pools(map: &RoleMap) -> BTreeMap<String, Vec<Peer>> {
-    let mut out: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
+fn fleet_pools<'m>(map: &'m RoleMap, peers: &mut Peers<'m>) -> Pools {
+    let mut out = Pools::new();
     for (id, h) in &map.hosts {
         for role in &h.roles {
-            entry(&mut out, role).push(peer_of(id, h));
+            entry(&mut out, role).push(peers.of(id, h));
         }
     }
     out
