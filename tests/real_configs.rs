@@ -275,8 +275,8 @@ fn the_shared_backup_hosts_cron_file_dumps_each_product_and_passes_the_cron_chec
     let text = String::from_utf8(content).expect("utf-8");
     let jobs: Vec<&str> = text.lines().filter(|l| l.contains(" root ")).collect();
     assert_eq!(jobs.len(), 2, "{text}");
-    assert!(jobs[0].ends_with("snapshot --product blog"), "{text}");
-    assert!(jobs[1].ends_with("snapshot --product videos"), "{text}");
+    assert!(jobs[0].ends_with("snapshot --product forum"), "{text}");
+    assert!(jobs[1].ends_with("snapshot --product wiki"), "{text}");
     // Staggered: the two dumps of one server do not start in the same minute.
     assert_ne!(
         jobs[0].split(' ').next(),
