@@ -88,6 +88,12 @@ pub fn read_vars(dir: &Path) -> toml::Table {
 /// catalog and templates in `catalog_dir`, through the library exactly as a reconcile does;
 /// the error chain on failure.
 pub fn render_case(dir: &Path, catalog_dir: &Path) -> Result<Desired, String> {
+    assert!(
+        !dir.join("map.toml").exists(),
+        "{}: every case renders a host of tests/golden/map.toml; add the case's hosts there \
+         instead of a map of its own",
+        dir.display()
+    );
     render_for(&read_identity(dir), &golden_map(), dir, catalog_dir)
 }
 
