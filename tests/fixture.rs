@@ -277,6 +277,39 @@ impl Drop for Daemon {
     }
 }
 
+/// Makes a FIFO at `path` to pass as `--sign-key`: a `map publish` or `map promote` reading
+/// its key from it stops there, after reading the published map and before writing, until
+/// [`hand_key`] writes the key.
+pub fn key_fifo(path: &Path) {
+    let owner = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
+    nix::unistd::mkfifo(path, owner)
+        .unwrap_or_else(|err| panic!("mkfifo {}: {err}", path.display()));
+}
+
+/// Once `child` has opened `fifo` for reading (so it has read the map), runs `meanwhile`
+/// and writes `secret` into the FIFO; panics if the child exits first (never blocks on it).
+pub fn hand_key(fifo: &Path, secret: &[u8], child: &mut Child, meanwhile: impl FnOnce()) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opened = None;
+    let ready = crate::support::wait_until(Duration::from_secs(20), || {
+        // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) until a reader has it open.
+        opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo)
+            .ok();
+        opened.is_some() || !matches!(child.try_wait(), Ok(None))
+    });
+    let Some(mut writer) = opened.filter(|_| ready) else {
+        panic!(
+            "rolecall exited without reading its key: {:?}",
+            child.try_wait()
+        );
+    };
+    meanwhile();
+    std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
+}
+
 /// Stdout, stderr and exit code as one string, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(

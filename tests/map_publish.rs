@@ -7,7 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
 
-use crate::fixture::{assert_exit, assert_stderr, assert_stdout, describe, stdout, SAMPLE_MAP};
+use crate::fixture::{
+    assert_exit, assert_stderr, assert_stdout, describe, hand_key, key_fifo, stdout, SAMPLE_MAP,
+};
 use crate::map_cli::write;
 use crate::support::s3::Moto;
 
@@ -140,14 +142,14 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
         let mut first = Paused::start(moto, &bucket, &files[0], &fifo("a"));
         let outs: Vec<Output> = if round == 0 {
             let mut second = Paused::start(moto, &bucket, &files[1], &fifo("b"));
-            hand_over(&first.fifo, &secret, &mut first.child);
-            hand_over(&second.fifo, &secret, &mut second.child);
+            hand_key(&first.fifo, &secret, &mut first.child, || {});
+            hand_key(&second.fifo, &secret, &mut second.child, || {});
             [first, second]
                 .map(|p| p.child.wait_with_output().expect("waiting for rolecall"))
                 .into()
         } else {
             let second = run(moto, &["map", "publish", &files[1], "--to", &url]);
-            hand_over(&first.fifo, &secret, &mut first.child);
+            hand_key(&first.fifo, &secret, &mut first.child, || {});
             let first = first
                 .child
                 .wait_with_output()
@@ -177,7 +179,7 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
 }
 
 /// A `map publish` signing with a key it reads from a FIFO: it stops between reading the
-/// published map and writing its own until [`hand_over`] gives it the key.
+/// published map and writing its own until [`hand_key`] gives it the key.
 struct Paused {
     child: Child,
     fifo: PathBuf,
@@ -187,11 +189,7 @@ impl Paused {
     /// Publishes `file` to `bucket/rolemap.toml`, key from a FIFO created at `fifo`; returns
     /// once the publish has read the published map (or found none).
     fn start(moto: &Moto, bucket: &str, file: &str, fifo: &Path) -> Paused {
-        nix::unistd::mkfifo(
-            fifo,
-            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-        )
-        .expect("mkfifo");
+        key_fifo(fifo);
         let url = format!("s3://{bucket}/rolemap.toml");
         let path = format!("/{bucket}/rolemap.toml");
         // The read is done when the map was downloaded, or found missing.
@@ -228,35 +226,11 @@ fn publish_with_a_gap(moto: &Moto, bucket: &str, file: &str, meanwhile: impl FnO
     let (key, _) = keygen(dir.path());
     let secret = std::fs::read(&key).expect("secret key");
     let mut paused = Paused::start(moto, bucket, file, &dir.path().join("key.fifo"));
-    meanwhile();
-    hand_over(&paused.fifo, &secret, &mut paused.child);
+    hand_key(&paused.fifo, &secret, &mut paused.child, meanwhile);
     paused
         .child
         .wait_with_output()
         .expect("waiting for rolecall")
-}
-
-/// Write `secret` into `fifo` once `child` opens it for reading; never blocks on a child that
-/// exited without opening it.
-fn hand_over(fifo: &Path, secret: &[u8], child: &mut Child) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opened = None;
-    let ready = crate::support::wait_until(TIMEOUT, || {
-        // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) until a reader has it open.
-        opened = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(fifo)
-            .ok();
-        opened.is_some() || !matches!(child.try_wait(), Ok(None))
-    });
-    let Some(mut writer) = opened.filter(|_| ready) else {
-        panic!(
-            "rolecall exited without reading its key: {:?}",
-            child.try_wait()
-        );
-    };
-    std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
 }
 
 /// Publishing `file` to `bucket` while `winner` is written in the gap between its read and
