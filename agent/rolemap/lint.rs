@@ -30,6 +30,8 @@ pub enum Kind {
     NoRole,
     /// A role's hosts are spread over the AZs unevenly (by more than one).
     AzImbalance,
+    /// A product account's id is in a range the system, systemd or the kernel use.
+    AccountId,
 }
 
 /// One piece of advice.
@@ -68,6 +70,7 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
         }
     }
     az_balance(map, &mut out);
+    out.extend(super::accounts::lint(map));
     out
 }
 

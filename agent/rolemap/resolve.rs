@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::accounts::{GroupView, UserView};
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
 use crate::identity::Identity;
@@ -135,6 +136,16 @@ pub struct ProductView {
     pub database: Option<DatabaseView>,
     /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id.
     pub pools: BTreeMap<String, Vec<Peer>>,
+    /// The product's user (SPEC §10; see `accounts::view`); absent when it declares none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The product's group (see `accounts::view`); absent when it declares none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Every user the product declares, by name.
+    pub users: BTreeMap<String, UserView>,
+    /// Every group the product declares, by name.
+    pub groups: BTreeMap<String, GroupView>,
 }
 
 /// A product's database with addresses.
@@ -244,7 +255,12 @@ fn peer_of(id: &str, h: &super::types::Host) -> Peer {
 
 fn product_view(map: &RoleMap, name: &str, pools: BTreeMap<String, Vec<Peer>>) -> ProductView {
     let p = map.products.get(name).cloned().unwrap_or_default();
+    let accounts = super::accounts::view(name, &p);
     ProductView {
+        user: accounts.user,
+        group: accounts.group,
+        users: accounts.users,
+        groups: accounts.groups,
         name: name.to_string(),
         database: p.database.as_ref().map(|db| database_view(map, db)),
         pools,
