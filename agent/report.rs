@@ -94,6 +94,8 @@ pub(crate) enum Ended {
 pub(crate) struct Applied {
     /// Files written or removed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), one phrase each.
+    pub accounts: Vec<String>,
     /// Reloads, hooks and smoke tests.
     pub verified: Verified,
     /// Service transactions that failed (files restored), one message each.
@@ -216,6 +218,9 @@ pub struct RunReport {
     pub map: Option<MapReport>,
     /// Files changed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), e.g. `create user tv (uid 20001, …)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
     /// Reloads run.
     pub services: Vec<ReloadReport>,
     /// Smoke test results.
@@ -248,6 +253,7 @@ impl RunReport {
             host_id: None,
             map: None,
             files: Vec::new(),
+            accounts: Vec::new(),
             services: Vec::new(),
             smoke: Vec::new(),
             hooks: Vec::new(),
@@ -302,9 +308,13 @@ impl RunReport {
 
     fn applied(&mut self, applied: Applied) -> (Outcome, String) {
         self.files = applied.files;
+        self.accounts = applied.accounts;
         self.record(applied.verified);
         if applied.failed.is_empty() {
-            let what = format!("{} files changed", self.files.len());
+            let what = match self.accounts.len() {
+                0 => format!("{} files changed", self.files.len()),
+                n => format!("{} files and {n} accounts changed", self.files.len()),
+            };
             (Outcome::Converged, self.converged(&what))
         } else {
             (Outcome::Failed, applied.failed.join("; "))
@@ -453,6 +463,9 @@ pub fn summary(r: &RunReport) -> String {
             "map: {} generation {} etag {etag}{cache}\n",
             m.url, m.generation
         ));
+    }
+    for a in &r.accounts {
+        out.push_str(&format!("  account  {a}\n"));
     }
     for f in &r.files {
         out.push_str(&format!("  {:<8} {}\n", f.action, f.path.display()));

@@ -1,4 +1,6 @@
-//! `rolecall plan`: the diffs, reloads and smoke tests a reconcile would run; changes nothing.
+//! `rolecall plan`: the account changes, diffs, reloads and smoke tests a reconcile would
+//! run; changes nothing. Account conflicts (SPEC §10) are listed and exit 1: the reconcile
+//! would fail on them before changing anything.
 
 use std::io::IsTerminal;
 
@@ -40,7 +42,11 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
             ));
             Ok(super::EXIT_OK)
         }
-        Some(p) if p.planned.plan.is_empty() => {
+        Some(p) if !p.planned.accounts.conflicts.is_empty() => {
+            super::out(&describe(&p, color));
+            Ok(super::EXIT_FAILED)
+        }
+        Some(p) if p.planned.plan.is_empty() && p.planned.accounts.changes.is_empty() => {
             super::out(&format!(
                 "no changes (generation {})\n",
                 loaded.info.generation
@@ -58,6 +64,12 @@ fn describe(p: &Preview, color: bool) -> String {
     let mut out = String::new();
     for warning in &p.rendered.warnings {
         out.push_str(&format!("# warning: {warning}\n"));
+    }
+    for conflict in &p.planned.accounts.conflicts {
+        out.push_str(&format!("# account conflict: {conflict}\n"));
+    }
+    for change in &p.planned.accounts.changes {
+        out.push_str(&format!("# account: {change}\n"));
     }
     let plan = &p.planned.plan;
     for change in &plan.changes {

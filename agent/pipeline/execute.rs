@@ -1,6 +1,7 @@
-//! Stages 6–9 of a reconcile that has changes: apply each service's changes as a
-//! transaction (journalled first), then reload, run the due hooks and smoke-test; a failure
-//! there is undone by [`undo`]. The pipeline decides when each runs.
+//! Stages 6–9 of a reconcile that has changes: the account changes (SPEC §10), then each
+//! service's changes as a transaction (journalled first), then reload, run the due hooks
+//! and smoke-test; a failure there is undone by [`undo`], accounts included. The pipeline
+//! decides when each runs.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use crate::apply::{self, FileReport, Receipt};
 use crate::error::Error;
 use crate::report::{Failed, Verified};
 use crate::text::chain;
-use crate::{hooks, rollback, services, smoke};
+use crate::{accounts, hooks, rollback, services, smoke};
 
 /// Failed services (`None` for files without a service) and why.
 pub(super) type FailedServices = BTreeMap<Option<String>, String>;
@@ -42,7 +43,27 @@ impl Installed {
     }
 }
 
-/// Stage 6: journal every file's previous state, forget the settled state, then apply each
+/// Stage 6a: create and converge the accounts of the host's products before any file (which
+/// may be owned by them) is written. A failed command restores the account files itself.
+///
+/// # Errors
+/// Conflicts (nothing changed), a failed command or unreadable account files (restored).
+pub(super) async fn accounts(
+    agent: &Agent,
+    planned: &Planned,
+) -> Result<Option<accounts::Applied>, Error> {
+    Ok(accounts::apply(&agent.fs, &agent.state_dir, &planned.accounts).await?)
+}
+
+/// Stage 6 could not start: put the accounts back, and fail with `err`.
+pub(super) fn abandon(agent: &Agent, applied: Option<&accounts::Applied>, err: Error) -> Failed {
+    if let Some(applied) = applied {
+        accounts::undo(&agent.fs, &agent.state_dir, applied);
+    }
+    super::fail(err)
+}
+
+/// Stage 6b: journal every file's previous state, forget the settled state, then apply each
 /// service's changes as a transaction (write, check, restore on failure).
 ///
 /// # Errors
@@ -103,30 +124,45 @@ pub(super) async fn verify(
     verified
 }
 
-/// Stage 9: restore every file of `installed`, reload again, re-run the last converged
-/// configuration's smoke tests, close the journal.
+/// What a reconcile changed before its verification failed.
+pub(super) struct Done<'a> {
+    /// The service transactions that went through.
+    pub installed: &'a Installed,
+    /// The account changes, if any.
+    pub accounts: Option<&'a accounts::Applied>,
+    /// Nothing was recorded before this reconcile (first boot).
+    pub first: bool,
+}
+
+/// Stage 9: restore every file of `done`, then its account files (the reverse of the
+/// order they changed in), reload again, re-run the last converged configuration's smoke
+/// tests, close the journal.
 pub(super) async fn undo(
     agent: &Agent,
     rendered: &Rendered,
-    installed: &Installed,
+    done: Done<'_>,
     verified: Verified,
-    first: bool,
 ) -> Failed {
     let failing = verified.failures().join("; ");
     tracing::warn!(failing = %failing, "rolling back every change of this reconcile");
     let last_good = super::commit::last_good_smoke(agent);
-    let undone = rollback::rollback(
+    let restore_accounts = || match done.accounts {
+        Some(applied) => accounts::undo(&agent.fs, &agent.state_dir, applied),
+        None => Vec::new(),
+    };
+    let mut undone = rollback::rollback(
         &agent.fs,
         &rendered.catalog,
-        &installed.receipts,
+        &done.installed.receipts,
+        restore_accounts,
         &last_good,
     )
     .await;
     journal::close(agent);
     Failed::RolledBack {
         verified,
-        errors: undone.errors,
+        errors: std::mem::take(&mut undone.errors),
         smoke_after: undone.smoke_after,
-        first,
+        first: done.first,
     }
 }

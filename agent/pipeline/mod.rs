@@ -250,8 +250,8 @@ async fn obtain(
     }))
 }
 
-/// Stages 4–9 for a host with a view: render, plan, install, verify, commit; a failed
-/// verification is undone.
+/// Stages 4–9 for a host with a view: render, plan, accounts, install, verify, commit; a
+/// failed verification is undone (files and accounts).
 async fn converge(
     agent: &Agent,
     inputs: &Inputs,
@@ -268,8 +268,12 @@ async fn converge(
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);
     }
+    let accounts = trace.stage("accounts", execute::accounts(agent, &planned));
+    let accounts = accounts.await.map_err(fail)?;
     let installed = trace.stage("apply", execute::install(agent, &rendered, &planned));
-    let installed = installed.await.map_err(fail)?;
+    let installed = installed
+        .await
+        .map_err(|e| execute::abandon(agent, accounts.as_ref(), e))?;
     if let Some(tell) = request.installed.filter(|_| installed.failed.is_empty()) {
         tell();
     }
@@ -278,16 +282,26 @@ async fn converge(
         false => Verified::default(),
     };
     if !verified.passed() {
-        return Err(execute::undo(agent, &rendered, &installed, verified, planned.first).await);
+        let done = execute::Done {
+            installed: &installed,
+            accounts: accounts.as_ref(),
+            first: planned.first,
+        };
+        return Err(execute::undo(agent, &rendered, done, verified).await);
     }
     let failed = installed.failed.keys().cloned().collect();
     commit::settle(agent, &inputs.settle(Some(&rendered), failed));
-    Ok(Ended::Applied(applied(&installed, verified)))
+    Ok(Ended::Applied(applied(&installed, accounts.as_ref(), verified)))
 }
 
-fn applied(installed: &Installed, verified: Verified) -> Applied {
+fn applied(
+    installed: &Installed,
+    accounts: Option<&crate::accounts::Applied>,
+    verified: Verified,
+) -> Applied {
     Applied {
         files: installed.files(),
+        accounts: accounts.map_or_else(Vec::new, |a| a.changes.iter().map(ToString::to_string).collect()),
         verified,
         failed: installed.failed.values().cloned().collect(),
     }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lint::{Kind, Warning};
 use super::types::{Group, Product, RoleMap, User};
@@ -284,7 +284,7 @@ fn reserved_range(id: i64) -> Option<&'static str> {
 }
 
 /// A product's user as templates see it (`product.users.NAME`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserView {
     /// Login name.
     pub name: String,
@@ -301,7 +301,7 @@ pub struct UserView {
 }
 
 /// A product's group as templates see it (`product.groups.NAME`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupView {
     /// Group name.
     pub name: String,
