@@ -47,3 +47,6 @@ pub enum Error {
     #[error("account files")]
     Files(#[from] crate::sys::fs::Error),
 }
+
+#[cfg(test)]
+mod tests;
