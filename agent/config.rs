@@ -281,10 +281,12 @@ impl Validator<'_> {
             None => DEFAULT_UID_RANGE,
             Some(&[lo, hi]) => match (u32::try_from(lo), u32::try_from(hi)) {
                 (Ok(lo), Ok(hi)) if 0 < lo && lo <= hi && hi < u32::MAX => (lo, hi),
-                _ => return Err(self.invalid(
-                    "accounts.uid_range",
-                    format!("[{lo}, {hi}] must be two ids, 1 <= first <= last < 4294967295"),
-                )),
+                _ => {
+                    return Err(self.invalid(
+                        "accounts.uid_range",
+                        format!("[{lo}, {hi}] must be two ids, 1 <= first <= last < 4294967295"),
+                    ))
+                }
             },
             Some(other) => {
                 return Err(self.invalid(
@@ -472,17 +474,41 @@ url = "file:///etc/rolecall/map.toml"
     #[test]
     fn accounts_default_to_managed_in_20000_to_29999() {
         let s = load(MINIMAL).unwrap();
-        assert_eq!(s.accounts, AccountSettings { manage: true, range: (20000, 29999) });
-        let s = load(&format!("{MINIMAL}\n[accounts]\nmanage = false\nuid_range = [5000, 5999]\n"))
-            .unwrap();
-        assert_eq!(s.accounts, AccountSettings { manage: false, range: (5000, 5999) });
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: true,
+                range: (20000, 29999)
+            }
+        );
+        let s = load(&format!(
+            "{MINIMAL}\n[accounts]\nmanage = false\nuid_range = [5000, 5999]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: false,
+                range: (5000, 5999)
+            }
+        );
     }
 
     #[test]
     fn a_bad_uid_range_names_the_key() {
-        for bad in ["[0, 10]", "[30000, 20000]", "[1]", "[1, 2, 3]", "[-5, 10]", "[1, 4294967295]"] {
+        for bad in [
+            "[0, 10]",
+            "[30000, 20000]",
+            "[1]",
+            "[1, 2, 3]",
+            "[-5, 10]",
+            "[1, 4294967295]",
+        ] {
             let err = load(&format!("{MINIMAL}\n[accounts]\nuid_range = {bad}\n")).unwrap_err();
-            assert!(err.to_string().contains("accounts.uid_range"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("accounts.uid_range"),
+                "{bad}: {err}"
+            );
         }
     }
 

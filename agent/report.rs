@@ -464,12 +464,7 @@ pub fn summary(r: &RunReport) -> String {
             m.url, m.generation
         ));
     }
-    for a in &r.accounts {
-        out.push_str(&format!("  account  {a}\n"));
-    }
-    for f in &r.files {
-        out.push_str(&format!("  {:<8} {}\n", f.action, f.path.display()));
-    }
+    out.push_str(&changes(r));
     for s in &r.services {
         out.push_str(&step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
     }
@@ -494,6 +489,16 @@ pub fn summary(r: &RunReport) -> String {
         r.elapsed_ms, r.reconcile_id
     ));
     out
+}
+
+/// One line per account change, then per file.
+fn changes(r: &RunReport) -> String {
+    let accounts = r.accounts.iter().map(|a| format!("  account  {a}\n"));
+    let files = r
+        .files
+        .iter()
+        .map(|f| format!("  {:<8} {}\n", f.action, f.path.display()));
+    accounts.chain(files).collect()
 }
 
 /// One indented result line: `  <kind> <what> ok|FAILED: why (N ms)`.

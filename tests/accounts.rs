@@ -89,7 +89,10 @@ fn line_of(agent: &Agent, file: &str, name: &str) -> Option<String> {
 fn members(agent: &Agent, name: &str) -> Vec<String> {
     let line = line_of(agent, "/etc/group", name).unwrap_or_else(|| panic!("no group {name}"));
     let list = line.rsplit(':').next().unwrap_or_default();
-    list.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
+    list.split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A catalog role `app` whose per-product file belongs to the product's user and group.
@@ -153,24 +156,43 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     let out = agent.run(&["plan"]);
     assert_exit(&out, 3);
     let text = stdout(&out);
-    assert!(text.contains("# account: create group tv (gid 20001)"), "{text}");
-    assert!(text.contains("# account: create user tv (uid 20001"), "{text}");
+    assert!(
+        text.contains("# account: create group tv (gid 20001)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# account: create user tv (uid 20001"),
+        "{text}"
+    );
 
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("account  create user tv"), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("account  create user tv"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(
         line_of(&agent, "/etc/passwd", "tv").as_deref(),
         Some("tv:x:20001:20001::/srv/tv:/usr/sbin/nologin")
     );
-    assert_eq!(line_of(&agent, "/etc/group", "tv").as_deref(), Some("tv:x:20001:"));
+    assert_eq!(
+        line_of(&agent, "/etc/group", "tv").as_deref(),
+        Some("tv:x:20001:")
+    );
     assert_eq!(members(&agent, "www-data"), ["big", "tv"]);
     assert!(line_of(&agent, "/etc/shadow", "tv").is_some());
     assert!(line_of(&agent, "/etc/gshadow", "tv").is_some());
-    assert!(!agent.path("/srv/tv").exists(), "a home directory was created");
+    assert!(
+        !agent.path("/srv/tv").exists(),
+        "a home directory was created"
+    );
     // The product's file belongs to the root's tv (a user the build machine does not have).
     let env = fs::metadata(agent.path("/etc/apache2/rolecall-app/tv.env")).expect("tv.env");
-    assert_eq!((env.uid(), env.gid(), env.mode() & 0o7777), (20001, 20001, 0o640));
+    assert_eq!(
+        (env.uid(), env.gid(), env.mode() & 0o7777),
+        (20001, 20001, 0o640)
+    );
 
     // Converged: nothing to do, the account files are not rewritten.
     let passwd = identity_of(&agent.path("/etc/passwd"));
@@ -184,7 +206,13 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     agent.write_map(&map(2, &["tv", "big"], "/bin/bash", &["adm"]));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("account  modify user tv: shell /usr/sbin/nologin -> /bin/bash, groups www-data -> adm"), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains(
+            "account  modify user tv: shell /usr/sbin/nologin -> /bin/bash, groups www-data -> adm"
+        ),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(
         line_of(&agent, "/etc/passwd", "tv").as_deref(),
         Some("tv:x:20001:20001::/srv/tv:/bin/bash")
@@ -205,7 +233,11 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     agent.write_map(&map(3, &[], "/bin/bash", &["adm"]));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("account  remove user tv (uid 20001)"), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("account  remove user tv (uid 20001)"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(line_of(&agent, "/etc/passwd", "tv"), None);
     assert_eq!(line_of(&agent, "/etc/group", "tv"), None);
     assert_eq!(line_of(&agent, "/etc/shadow", "tv"), None);
@@ -247,10 +279,19 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 1);
     let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("account conflicts, nothing changed"), "{said}");
+    assert!(
+        said.contains("account conflicts, nothing changed"),
+        "{said}"
+    );
     assert!(said.contains("user tv exists with uid 1500"), "{said}");
-    assert_eq!(root_accounts(&agent), before, "the root's account files changed");
-    assert!(!agent.path("/etc/apache2/sites-enabled/rolecall-tv.conf").exists());
+    assert_eq!(
+        root_accounts(&agent),
+        before,
+        "the root's account files changed"
+    );
+    assert!(!agent
+        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
+        .exists());
     assert!(!agent.state().join("accounts.json").exists());
     host.check();
 }
@@ -262,18 +303,33 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
 fn a_group_rolecall_did_not_create_survives_the_removal_of_its_user() {
     let host = HostGuard::new();
     let agent = files_only_agent();
-    seed(&agent, &[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")]);
+    seed(
+        &agent,
+        &[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")],
+    );
     agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(!stdout(&out).contains("create group tv"), "{}", describe(&out));
+    assert!(
+        !stdout(&out).contains("create group tv"),
+        "{}",
+        describe(&out)
+    );
     assert!(line_of(&agent, "/etc/passwd", "tv").is_some());
 
     agent.write_map(&map(2, &[], "/usr/sbin/nologin", &[]));
     let out = agent.run(&["-v", "sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert_eq!(line_of(&agent, "/etc/passwd", "tv"), None, "{}", describe(&out));
-    assert_eq!(line_of(&agent, "/etc/group", "tv").as_deref(), Some("tv:x:20001:"));
+    assert_eq!(
+        line_of(&agent, "/etc/passwd", "tv"),
+        None,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        line_of(&agent, "/etc/group", "tv").as_deref(),
+        Some("tv:x:20001:")
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("userdel removed a group still needed"),
         "{}",
@@ -288,7 +344,11 @@ fn with_accounts_unmanaged_nothing_is_created_and_their_owners_must_exist() {
     let agent = files_only_agent();
     seed(&agent, &[]);
     let config = fs::read_to_string(&agent.config).expect("agent.toml");
-    fs::write(&agent.config, format!("{config}\n[accounts]\nmanage = false\n")).expect("write");
+    fs::write(
+        &agent.config,
+        format!("{config}\n[accounts]\nmanage = false\n"),
+    )
+    .expect("write");
     let before = root_accounts(&agent);
     agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
     let out = agent.run(&["sync", "--files-only"]);
@@ -311,7 +371,10 @@ fn web_accounts_map(generation: u64, base: &Path, with_beta: bool) -> String {
             base.display()
         )
     };
-    let mut text = format!("schema = 1\ngeneration = {generation}\n{}", product("alpha"));
+    let mut text = format!(
+        "schema = 1\ngeneration = {generation}\n{}",
+        product("alpha")
+    );
     let mut products = "\"alpha\"".to_string();
     if with_beta {
         text.push_str(&product("beta"));
@@ -341,7 +404,11 @@ fn a_failed_smoke_test_rolls_the_account_files_back_byte_for_byte() {
     let logs = String::from_utf8_lossy(&out.stderr);
     // The accounts were really made before the files, then put back with them.
     assert!(logs.contains("account changed"), "{}", describe(&out));
-    assert!(logs.contains("account files restored"), "{}", describe(&out));
+    assert!(
+        logs.contains("account files restored"),
+        "{}",
+        describe(&out)
+    );
     assert!(stdout(&out).contains("rolled back"), "{}", describe(&out));
     assert_eq!(
         root_accounts(&agent),

@@ -50,7 +50,11 @@ fn read_records(state_dir: &Path) -> Result<Records, Error> {
 ///
 /// # Errors
 /// `Conflicts` (nothing changed), `Command` or `Files` (everything restored).
-pub async fn apply(fs: &Fs, state_dir: &Path, plan: &AccountPlan) -> Result<Option<Applied>, Error> {
+pub async fn apply(
+    fs: &Fs,
+    state_dir: &Path,
+    plan: &AccountPlan,
+) -> Result<Option<Applied>, Error> {
     if !plan.conflicts.is_empty() {
         return Err(Error::Conflicts {
             conflicts: plan.conflicts.clone(),
@@ -82,7 +86,12 @@ pub async fn apply(fs: &Fs, state_dir: &Path, plan: &AccountPlan) -> Result<Opti
 /// `e`, noting what the restore could not put back.
 fn restored(e: Error, errors: Vec<String>) -> Error {
     match e {
-        Error::Command { action, argv, source, .. } if !errors.is_empty() => Error::Command {
+        Error::Command {
+            action,
+            argv,
+            source,
+            ..
+        } if !errors.is_empty() => Error::Command {
             action,
             argv,
             source,
@@ -105,12 +114,15 @@ async fn run_each(fs: &Fs, changes: &[Change]) -> Result<(), Error> {
         let failed = |source| Error::Command {
             action: change.to_string(),
             argv: cmd.to_string(),
-            source,
+            source: Box::new(source),
             unrestored: None,
         };
         let out = exec::run(&cmd, COMMAND_TIMEOUT).await.map_err(failed)?;
         let gone = out.exit_code == Some(EXIT_NO_SUCH_ACCOUNT)
-            && matches!(change, Change::RemoveUser { .. } | Change::RemoveGroup { .. });
+            && matches!(
+                change,
+                Change::RemoveUser { .. } | Change::RemoveGroup { .. }
+            );
         if !out.is_success() && !gone {
             return Err(failed(exec::Error::Failed {
                 command: cmd.to_string(),
@@ -129,7 +141,11 @@ async fn run_each(fs: &Fs, changes: &[Change]) -> Result<(), Error> {
 /// put back, with its gid, every group that was there before and that the plan did not
 /// remove.
 async fn recreate_vanished(fs: &Fs, plan: &AccountPlan, before: &Existing) -> Result<(), Error> {
-    if !plan.changes.iter().any(|c| matches!(c, Change::RemoveUser { .. })) {
+    if !plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::RemoveUser { .. }))
+    {
         return Ok(());
     }
     let now = fs.accounts()?;

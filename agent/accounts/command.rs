@@ -21,8 +21,17 @@ pub fn argv(change: &Change, prefix: Option<&Path>) -> Command {
         Change::CreateUser(u) => {
             let mut a = words(&["useradd", "--uid", &u.uid.to_string(), "--gid", &u.group]);
             a.extend(words(&["--home-dir", &u.home, "--shell", &u.shell]));
-            a.extend(words(&["--no-create-home", "--no-user-group", "--no-log-init"]));
-            a.extend(words(&["--key", "SUB_UID_COUNT=0", "--key", "SUB_GID_COUNT=0"]));
+            a.extend(words(&[
+                "--no-create-home",
+                "--no-user-group",
+                "--no-log-init",
+            ]));
+            a.extend(words(&[
+                "--key",
+                "SUB_UID_COUNT=0",
+                "--key",
+                "SUB_GID_COUNT=0",
+            ]));
             if !u.groups.is_empty() {
                 a.extend(words(&["--groups", &u.groups.join(",")]));
             }

@@ -39,7 +39,7 @@ pub enum Error {
         argv: String,
         /// The command's failure, with its output tail.
         #[source]
-        source: crate::sys::exec::Error,
+        source: Box<crate::sys::exec::Error>,
         /// What the restore could not put back.
         unrestored: Option<String>,
     },

@@ -199,7 +199,12 @@ fn groups(desired: &Desired, existing: &Existing, out: &mut AccountPlan) -> BTre
     blocked
 }
 
-fn users(desired: &Desired, existing: &Existing, blocked: &BTreeSet<String>, out: &mut AccountPlan) {
+fn users(
+    desired: &Desired,
+    existing: &Existing,
+    blocked: &BTreeSet<String>,
+    out: &mut AccountPlan,
+) {
     let mut modify = Vec::new();
     for u in desired.users.values() {
         if let Err(conflict) = usable(u, desired, existing, blocked) {
@@ -210,7 +215,10 @@ fn users(desired: &Desired, existing: &Existing, blocked: &BTreeSet<String>, out
             Some(e) => {
                 let fields = differences(u, e, desired, existing);
                 if !fields.is_empty() {
-                    modify.push(Change::ModifyUser { user: u.clone(), fields });
+                    modify.push(Change::ModifyUser {
+                        user: u.clone(),
+                        fields,
+                    });
                 }
             }
             None => out.changes.push(Change::CreateUser(u.clone())),
@@ -244,7 +252,10 @@ fn usable(
     let groups = std::iter::once(&u.group).chain(&u.groups);
     for g in groups {
         if blocked.contains(g) {
-            return Err(format!("user {}: group {g} is in conflict: left untouched", u.name));
+            return Err(format!(
+                "user {}: group {g} is in conflict: left untouched",
+                u.name
+            ));
         }
         if !desired.groups.contains_key(g) && existing.gid(g).is_none() {
             return Err(format!(
@@ -266,22 +277,38 @@ fn differences(
     let mut out = Vec::new();
     let mut field = |name, from: &str, to: &str| {
         if from != to {
-            out.push(Field { name, from: from.to_string(), to: to.to_string() });
+            out.push(Field {
+                name,
+                from: from.to_string(),
+                to: to.to_string(),
+            });
         }
     };
     field("shell", &e.shell, &u.shell);
     field("home", &e.home, &u.home);
-    let want_gid = desired.groups.get(&u.group).map(|g| g.gid).or(existing.gid(&u.group));
+    let want_gid = desired
+        .groups
+        .get(&u.group)
+        .map(|g| g.gid)
+        .or(existing.gid(&u.group));
     if want_gid != Some(e.gid) {
-        let now = existing.group_name(e.gid).map_or_else(|| e.gid.to_string(), str::to_string);
+        let now = existing
+            .group_name(e.gid)
+            .map_or_else(|| e.gid.to_string(), str::to_string);
         field("group", &now, &u.group);
     }
-    let now: Vec<String> = existing.memberships(&u.name).into_iter().collect();
-    let want: Vec<String> = u.groups.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    if now != want {
-        field("groups", &list(&now), &list(&want));
-    }
+    let (now, want) = memberships(u, existing);
+    field("groups", &now, &want);
     out
+}
+
+/// The supplementary groups of `u` now and as the map wants them, sorted, as listed in a
+/// [`Field`].
+fn memberships(u: &UserView, existing: &Existing) -> (String, String) {
+    let now: Vec<String> = existing.memberships(&u.name).into_iter().collect();
+    let want: BTreeSet<&String> = u.groups.iter().collect();
+    let want: Vec<&String> = want.into_iter().collect();
+    (list(&now), list(&want))
 }
 
 /// Remove what rolecall created, no product wants any more, still has the recorded id and
@@ -298,7 +325,10 @@ fn removals(
     for (name, &uid) in &records.users {
         if !desired.users.contains_key(name) && existing.uid(name) == Some(uid) && inside(uid) {
             gone.insert(name.as_str());
-            out.changes.push(Change::RemoveUser { name: name.clone(), uid });
+            out.changes.push(Change::RemoveUser {
+                name: name.clone(),
+                uid,
+            });
         }
     }
     for (name, &gid) in &records.groups {
@@ -308,7 +338,10 @@ fn removals(
             .any(|u| u.gid == gid && !gone.contains(u.name.as_str()));
         let wanted = desired.groups.contains_key(name);
         if !wanted && existing.gid(name) == Some(gid) && inside(gid) && !still_primary {
-            out.changes.push(Change::RemoveGroup { name: name.clone(), gid });
+            out.changes.push(Change::RemoveGroup {
+                name: name.clone(),
+                gid,
+            });
         }
     }
 }

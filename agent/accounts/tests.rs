@@ -81,9 +81,15 @@ fn passwd_and_group_text_parse_skipping_comments_nis_and_broken_lines() {
     assert_eq!(e.user_name(1001), Some("legacy"));
     assert_eq!(e.group_name(4), Some("adm"));
     assert_eq!(e.uid("nisuser"), None);
-    assert_eq!(e.memberships("tv").into_iter().collect::<Vec<_>>(), ["www-data"]);
+    assert_eq!(
+        e.memberships("tv").into_iter().collect::<Vec<_>>(),
+        ["www-data"]
+    );
     // The first of two lines with one name or id wins, as with getpwnam/getpwuid.
-    let twice = Existing::parse("a:x:5:5::/:/bin/sh\nb:x:5:5::/:/bin/sh\na:x:6:6::/:/bin/sh\n", "");
+    let twice = Existing::parse(
+        "a:x:5:5::/:/bin/sh\nb:x:5:5::/:/bin/sh\na:x:6:6::/:/bin/sh\n",
+        "",
+    );
     assert_eq!(twice.uid("a"), Some(5));
     assert_eq!(twice.user_name(5), Some("a"));
 }
@@ -127,7 +133,16 @@ fn a_changed_shell_home_and_groups_are_converged() {
     let cmd = argv(&p.changes[0], None);
     assert_eq!(
         cmd.argv,
-        ["usermod", "--shell", "/usr/sbin/nologin", "--home", "/srv/tv2", "--groups", "adm", "tv"]
+        [
+            "usermod",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--home",
+            "/srv/tv2",
+            "--groups",
+            "adm",
+            "tv"
+        ]
     );
     // No supplementary group at all: usermod --groups "".
     let want = desired(&[group("tv", 20001)], &[user("tv", 20001, "tv", &[])]);
@@ -135,7 +150,16 @@ fn a_changed_shell_home_and_groups_are_converged() {
     let cmd = argv(&p.changes[0], Some(Path::new("/tmp/root")));
     assert_eq!(
         cmd.argv,
-        ["usermod", "--shell", "/usr/sbin/nologin", "--groups", "", "--prefix", "/tmp/root", "tv"]
+        [
+            "usermod",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--groups",
+            "",
+            "--prefix",
+            "/tmp/root",
+            "tv"
+        ]
     );
 }
 
@@ -147,16 +171,25 @@ fn a_changed_primary_group_is_converged() {
     let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(
         texts(&p.changes),
-        ["create group media (gid 20100)", "modify user tv: group tv -> media"]
+        [
+            "create group media (gid 20100)",
+            "modify user tv: group tv -> media"
+        ]
     );
-    assert_eq!(argv(&p.changes[1], None).argv, ["usermod", "--gid", "media", "tv"]);
+    assert_eq!(
+        argv(&p.changes[1], None).argv,
+        ["usermod", "--gid", "media", "tv"]
+    );
 }
 
 #[test]
 fn a_foreign_account_with_another_id_is_a_conflict_left_untouched() {
     let want = desired(
         &[group("legacy", 20003), group("ok", 20004)],
-        &[user("legacy", 20003, "legacy", &[]), user("ok", 20004, "ok", &[])],
+        &[
+            user("legacy", 20003, "legacy", &[]),
+            user("ok", 20004, "ok", &[]),
+        ],
     );
     let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(
@@ -203,7 +236,11 @@ fn a_user_whose_group_conflicts_or_is_missing_is_left_untouched() {
     );
     let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(p.conflicts.len(), 3, "{:?}", p.conflicts);
-    assert!(p.conflicts[1].contains("user a: group legacy is in conflict"), "{:?}", p.conflicts);
+    assert!(
+        p.conflicts[1].contains("user a: group legacy is in conflict"),
+        "{:?}",
+        p.conflicts
+    );
     let want = desired(&[group("c", 20008)], &[user("c", 20008, "c", &["nosuch"])]);
     let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(
@@ -214,7 +251,8 @@ fn a_user_whose_group_conflicts_or_is_missing_is_left_untouched() {
 
 #[test]
 fn only_created_accounts_inside_the_range_are_removed() {
-    let passwd = format!("{PASSWD}old:x:30001:30001::/srv/old:/bin/sh\nadopted:x:20010:20010::/:/bin/sh\n");
+    let passwd =
+        format!("{PASSWD}old:x:30001:30001::/srv/old:/bin/sh\nadopted:x:20010:20010::/:/bin/sh\n");
     let groups = format!("{GROUP}old:x:30001:\nadopted:x:20010:\n");
     let e = Existing::parse(&passwd, &groups);
     // tv was created by rolecall, inside the range; old too, but outside it; adopted was
@@ -231,11 +269,14 @@ fn only_created_accounts_inside_the_range_are_removed() {
     assert_eq!(argv(&p.changes[0], None).argv, ["userdel", "tv"]);
     assert_eq!(argv(&p.changes[1], None).argv, ["groupdel", "tv"]);
     // Still wanted: nothing is removed.
-    let want = desired(&[group("tv", 20001)], &[{
-        let mut tv = user("tv", 20001, "tv", &["www-data"]);
-        tv.shell = "/bin/sh".into();
-        tv
-    }]);
+    let want = desired(
+        &[group("tv", 20001)],
+        &[{
+            let mut tv = user("tv", 20001, "tv", &["www-data"]);
+            tv.shell = "/bin/sh".into();
+            tv
+        }],
+    );
     assert!(plan(&want, &e, &rec, RANGE).is_empty());
 }
 
@@ -249,13 +290,20 @@ fn a_created_group_still_primary_for_a_remaining_user_is_kept() {
 
 #[test]
 fn records_note_creations_first_and_drop_removed_or_vanished_accounts() {
-    let want = desired(&[group("radio", 20002)], &[user("radio", 20002, "radio", &[])]);
+    let want = desired(
+        &[group("radio", 20002)],
+        &[user("radio", 20002, "radio", &[])],
+    );
     let rec = records(&[("gone", 20009), ("tv", 20001)], &[]);
     let p = plan(&want, &existing(), &rec, RANGE);
     let before = records_before(&rec, &p);
     assert_eq!(
         before.users,
-        BTreeMap::from([("gone".into(), 20009), ("radio".into(), 20002), ("tv".into(), 20001)])
+        BTreeMap::from([
+            ("gone".into(), 20009),
+            ("radio".into(), 20002),
+            ("tv".into(), 20001)
+        ])
     );
     let after = records_after(&rec, &p, &existing());
     // `gone` is not in the root any more: forgotten; tv stays recorded (still wanted? no:
@@ -271,10 +319,27 @@ fn useradd_never_creates_a_home_a_user_group_logs_or_subordinate_ids() {
     assert_eq!(
         argv(&c, Some(Path::new("/srv/image"))).argv,
         [
-            "useradd", "--uid", "20001", "--gid", "tv", "--home-dir", "/srv/tv", "--shell",
-            "/usr/sbin/nologin", "--no-create-home", "--no-user-group", "--no-log-init",
-            "--key", "SUB_UID_COUNT=0", "--key", "SUB_GID_COUNT=0", "--groups", "www-data,adm",
-            "--prefix", "/srv/image", "tv"
+            "useradd",
+            "--uid",
+            "20001",
+            "--gid",
+            "tv",
+            "--home-dir",
+            "/srv/tv",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--no-create-home",
+            "--no-user-group",
+            "--no-log-init",
+            "--key",
+            "SUB_UID_COUNT=0",
+            "--key",
+            "SUB_GID_COUNT=0",
+            "--groups",
+            "www-data,adm",
+            "--prefix",
+            "/srv/image",
+            "tv"
         ]
     );
     let g = Change::CreateGroup(group("tv", 20001));
@@ -318,7 +383,8 @@ products = ["a", "b"]
         instance_type: None,
         ami_id: None,
     };
-    let crate::rolemap::Resolution::Assigned(view) = crate::rolemap::resolve(&map, &identity) else {
+    let crate::rolemap::Resolution::Assigned(view) = crate::rolemap::resolve(&map, &identity)
+    else {
         panic!("not assigned");
     };
     let d = Desired::from_view(&view);

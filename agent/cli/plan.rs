@@ -29,12 +29,9 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));
     }
-    let color = match args.color.as_str() {
-        "always" => true,
-        "never" => false,
-        _ => std::io::stdout().is_terminal(),
-    };
-    match pipeline::preview(&agent, &loaded)? {
+    let color = color(args);
+    let preview = pipeline::preview(&agent, &loaded)?;
+    match preview {
         None => {
             super::out(&format!(
                 "host {} is not in the map: waiting for role assignment\n",
@@ -42,11 +39,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
             ));
             Ok(super::EXIT_OK)
         }
-        Some(p) if !p.planned.accounts.conflicts.is_empty() => {
-            super::out(&describe(&p, color));
-            Ok(super::EXIT_FAILED)
-        }
-        Some(p) if p.planned.plan.is_empty() && p.planned.accounts.changes.is_empty() => {
+        Some(p) if p.planned.plan.is_empty() && p.planned.accounts.is_empty() => {
             super::out(&format!(
                 "no changes (generation {})\n",
                 loaded.info.generation
@@ -55,8 +48,19 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         }
         Some(p) => {
             super::out(&describe(&p, color));
-            Ok(super::EXIT_CHANGES)
+            match p.planned.accounts.conflicts.is_empty() {
+                true => Ok(super::EXIT_CHANGES),
+                false => Ok(super::EXIT_FAILED),
+            }
         }
+    }
+}
+
+fn color(args: &Args) -> bool {
+    match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
     }
 }
 

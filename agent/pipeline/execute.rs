@@ -12,7 +12,7 @@ use super::trace::Trace;
 use super::{journal, settled, Agent};
 use crate::apply::{self, FileReport, Receipt};
 use crate::error::Error;
-use crate::report::{Failed, Verified};
+use crate::report::{Applied, Failed, Verified};
 use crate::text::chain;
 use crate::{accounts, hooks, rollback, services, smoke};
 
@@ -43,24 +43,44 @@ impl Installed {
     }
 }
 
+/// Stage 6: the account changes ([`accounts`]), then the files ([`install`]). If the
+/// files cannot even start, the accounts are put back.
+///
+/// # Errors
+/// Either stage's error, with nothing left changed.
+pub(super) async fn change(
+    agent: &Agent,
+    rendered: &Rendered,
+    planned: &Planned,
+    trace: &Trace,
+) -> Result<Done, Failed> {
+    let accounts = trace.stage("accounts", accounts(agent, planned));
+    let accounts = accounts.await.map_err(super::fail)?;
+    let installed = trace
+        .stage("apply", install(agent, rendered, planned))
+        .await;
+    match installed {
+        Ok(installed) => Ok(Done {
+            installed,
+            accounts,
+            first: planned.first,
+        }),
+        Err(e) => {
+            if let Some(applied) = &accounts {
+                accounts::undo(&agent.fs, &agent.state_dir, applied);
+            }
+            Err(super::fail(e))
+        }
+    }
+}
+
 /// Stage 6a: create and converge the accounts of the host's products before any file (which
 /// may be owned by them) is written. A failed command restores the account files itself.
 ///
 /// # Errors
 /// Conflicts (nothing changed), a failed command or unreadable account files (restored).
-pub(super) async fn accounts(
-    agent: &Agent,
-    planned: &Planned,
-) -> Result<Option<accounts::Applied>, Error> {
+async fn accounts(agent: &Agent, planned: &Planned) -> Result<Option<accounts::Applied>, Error> {
     Ok(accounts::apply(&agent.fs, &agent.state_dir, &planned.accounts).await?)
-}
-
-/// Stage 6 could not start: put the accounts back, and fail with `err`.
-pub(super) fn abandon(agent: &Agent, applied: Option<&accounts::Applied>, err: Error) -> Failed {
-    if let Some(applied) = applied {
-        accounts::undo(&agent.fs, &agent.state_dir, applied);
-    }
-    super::fail(err)
 }
 
 /// Stage 6b: journal every file's previous state, forget the settled state, then apply each
@@ -69,7 +89,7 @@ pub(super) fn abandon(agent: &Agent, applied: Option<&accounts::Applied>, err: E
 /// # Errors
 /// The journal cannot be written or the settled record removed: nothing is written then
 /// (a crash would leave files without their check, reload and smoke tests).
-pub(super) async fn install(
+async fn install(
     agent: &Agent,
     rendered: &Rendered,
     planned: &Planned,
@@ -124,14 +144,31 @@ pub(super) async fn verify(
     verified
 }
 
-/// What a reconcile changed before its verification failed.
-pub(super) struct Done<'a> {
-    /// The service transactions that went through.
-    pub installed: &'a Installed,
+/// What stage 6 changed: the account changes and the service transactions.
+pub(super) struct Done {
+    /// The service transactions.
+    pub installed: Installed,
     /// The account changes, if any.
-    pub accounts: Option<&'a accounts::Applied>,
+    pub accounts: Option<accounts::Applied>,
     /// Nothing was recorded before this reconcile (first boot).
     pub first: bool,
+}
+
+impl Done {
+    /// The report of a reconcile that went through.
+    pub fn applied(&self, verified: Verified) -> Applied {
+        let accounts = self.accounts.as_ref().map(|a| &a.changes[..]);
+        Applied {
+            files: self.installed.files(),
+            accounts: accounts
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            verified,
+            failed: self.installed.failed.values().cloned().collect(),
+        }
+    }
 }
 
 /// Stage 9: restore every file of `done`, then its account files (the reverse of the
@@ -140,13 +177,13 @@ pub(super) struct Done<'a> {
 pub(super) async fn undo(
     agent: &Agent,
     rendered: &Rendered,
-    done: Done<'_>,
+    done: &Done,
     verified: Verified,
 ) -> Failed {
     let failing = verified.failures().join("; ");
     tracing::warn!(failing = %failing, "rolling back every change of this reconcile");
     let last_good = super::commit::last_good_smoke(agent);
-    let restore_accounts = || match done.accounts {
+    let restore_accounts = || match &done.accounts {
         Some(applied) => accounts::undo(&agent.fs, &agent.state_dir, applied),
         None => Vec::new(),
     };

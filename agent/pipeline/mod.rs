@@ -12,7 +12,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
-use crate::report::{self, Applied, Ended, Failed, RunReport, Verified};
+use crate::report::{self, Ended, Failed, RunReport, Verified};
 use crate::rolemap::{HostView, Resolution};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
@@ -20,7 +20,6 @@ use crate::sys::{lock, notify};
 use crate::text::chain;
 
 use commit::Settle;
-use execute::Installed;
 use map::{fingerprint, Fetch, LoadedMap};
 use preview::Rendered;
 use trace::Trace;
@@ -268,43 +267,23 @@ async fn converge(
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);
     }
-    let accounts = trace.stage("accounts", execute::accounts(agent, &planned));
-    let accounts = accounts.await.map_err(fail)?;
-    let installed = trace.stage("apply", execute::install(agent, &rendered, &planned));
-    let installed = installed
-        .await
-        .map_err(|e| execute::abandon(agent, accounts.as_ref(), e))?;
-    if let Some(tell) = request.installed.filter(|_| installed.failed.is_empty()) {
+    let done = execute::change(agent, &rendered, &planned, trace).await?;
+    if let Some(tell) = request
+        .installed
+        .filter(|_| done.installed.failed.is_empty())
+    {
         tell();
     }
     let verified = match agent.run_services {
-        true => execute::verify(&rendered, &planned, &installed, trace).await,
+        true => execute::verify(&rendered, &planned, &done.installed, trace).await,
         false => Verified::default(),
     };
     if !verified.passed() {
-        let done = execute::Done {
-            installed: &installed,
-            accounts: accounts.as_ref(),
-            first: planned.first,
-        };
-        return Err(execute::undo(agent, &rendered, done, verified).await);
+        return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
-    let failed = installed.failed.keys().cloned().collect();
+    let failed = done.installed.failed.keys().cloned().collect();
     commit::settle(agent, &inputs.settle(Some(&rendered), failed));
-    Ok(Ended::Applied(applied(&installed, accounts.as_ref(), verified)))
-}
-
-fn applied(
-    installed: &Installed,
-    accounts: Option<&crate::accounts::Applied>,
-    verified: Verified,
-) -> Applied {
-    Applied {
-        files: installed.files(),
-        accounts: accounts.map_or_else(Vec::new, |a| a.changes.iter().map(ToString::to_string).collect()),
-        verified,
-        failed: installed.failed.values().cloned().collect(),
-    }
+    Ok(Ended::Applied(done.applied(verified)))
 }
 
 fn fail(err: impl Into<Error>) -> Failed {

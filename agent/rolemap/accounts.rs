@@ -62,7 +62,13 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
             v.group(&format!("{at}.groups.{}", key(group)), group, g);
         }
         for (user, u) in &product.users {
-            v.user(map, name, product, &format!("{at}.users.{}", key(user)), (user, u));
+            v.user(
+                map,
+                name,
+                product,
+                &format!("{at}.users.{}", key(user)),
+                (user, u),
+            );
         }
     }
     v.issues
@@ -255,7 +261,10 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
     let mut seen = std::collections::BTreeSet::new();
     for (name, product) in &map.products {
         let at = format!("products.{}", key(name));
-        let groups = product.groups.iter().map(|(n, g)| ("group", "gid", n, g.gid));
+        let groups = product
+            .groups
+            .iter()
+            .map(|(n, g)| ("group", "gid", n, g.gid));
         let users = product.users.iter().map(|(n, u)| ("user", "uid", n, u.uid));
         for (word, field, account, id) in groups.chain(users) {
             let Some(range) = reserved_range(id) else {
@@ -276,8 +285,12 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
 /// Why `id` is a poor choice for a product account, if it is.
 fn reserved_range(id: i64) -> Option<&'static str> {
     match id {
-        ..=999 => Some("in the system range (below 1000) where the distribution's packages allocate ids"),
-        61184..=65519 => Some("in systemd's dynamic range (61184-65519) used by DynamicUser= services"),
+        ..=999 => {
+            Some("in the system range (below 1000) where the distribution's packages allocate ids")
+        }
+        61184..=65519 => {
+            Some("in systemd's dynamic range (61184-65519) used by DynamicUser= services")
+        }
         65534.. => Some("at or above 65534 (nobody/nogroup, the 16-bit -1, user-namespace ranges)"),
         _ => None,
     }
@@ -326,39 +339,60 @@ pub struct ProductAccounts {
 /// else the first by name; `group` is that user's primary group, else the group named like
 /// the product, else the first by name. The map need not be valid: ids out of range read 0.
 pub fn view(name: &str, p: &Product) -> ProductAccounts {
-    let id = |n: i64| u32::try_from(n).unwrap_or(0);
     let users: BTreeMap<String, UserView> = p
         .users
         .iter()
-        .map(|(n, u)| {
-            let view = UserView {
-                name: n.clone(),
-                uid: id(u.uid),
-                group: u.group.clone(),
-                home: u.home.clone(),
-                shell: u.shell.clone(),
-                groups: u.groups.clone(),
-            };
-            (n.clone(), view)
-        })
+        .map(|(n, u)| (n.clone(), user_view(n, u)))
         .collect();
     let groups: BTreeMap<String, GroupView> = p
         .groups
         .iter()
-        .map(|(n, g)| (n.clone(), GroupView { name: n.clone(), gid: id(g.gid) }))
+        .map(|(n, g)| {
+            (
+                n.clone(),
+                GroupView {
+                    name: n.clone(),
+                    gid: id(g.gid),
+                },
+            )
+        })
         .collect();
-    let main = |keys: Vec<&String>| {
-        keys.iter()
-            .find(|k| k.as_str() == name)
-            .or(keys.first())
-            .map(|k| (*k).clone())
-    };
-    let user = main(users.keys().collect());
+    let user = main(name, users.keys());
     let group = match user.as_ref().and_then(|u| users.get(u)) {
         Some(u) => Some(u.group.clone()),
-        None => main(groups.keys().collect()),
+        None => main(name, groups.keys()),
     };
-    ProductAccounts { user, group, users, groups }
+    ProductAccounts {
+        user,
+        group,
+        users,
+        groups,
+    }
+}
+
+/// An id of a map that need not be valid: out of range reads 0.
+fn id(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+fn user_view(name: &str, u: &User) -> UserView {
+    UserView {
+        name: name.to_string(),
+        uid: id(u.uid),
+        group: u.group.clone(),
+        home: u.home.clone(),
+        shell: u.shell.clone(),
+        groups: u.groups.clone(),
+    }
+}
+
+/// The name equal to the product's, else the first.
+fn main<'a>(product: &str, mut names: impl Iterator<Item = &'a String> + Clone) -> Option<String> {
+    names
+        .clone()
+        .find(|n| n.as_str() == product)
+        .or_else(|| names.next())
+        .cloned()
 }
 
 #[cfg(test)]

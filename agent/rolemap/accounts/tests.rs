@@ -71,12 +71,21 @@ fn the_example_is_valid() {
 #[test]
 fn names_follow_the_strict_pattern() {
     let text = MAP
-        .replace("[products.radio.users.radio-app]", "[products.radio.users.Radio]")
-        .replace("[products.tv.groups.media]\ngid", "[products.tv.groups.\"me dia\"]\ngid");
+        .replace(
+            "[products.radio.users.radio-app]",
+            "[products.radio.users.Radio]",
+        )
+        .replace(
+            "[products.tv.groups.media]\ngid",
+            "[products.tv.groups.\"me dia\"]\ngid",
+        );
     let found = issues(&text);
     let found: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
     assert!(found.contains(&"products.radio.users.Radio"), "{found:?}");
-    assert!(found.contains(&"products.tv.groups.\"me dia\""), "{found:?}");
+    assert!(
+        found.contains(&"products.tv.groups.\"me dia\""),
+        "{found:?}"
+    );
     assert!(!is_account_name("1abc"));
     assert!(!is_account_name(&"a".repeat(33)));
     assert!(is_account_name(&"a".repeat(32)));
@@ -91,9 +100,19 @@ fn home_and_shell_are_clean_absolute_paths() {
         .replace("shell = \"/bin/sh\"", "shell = \"/bin/../bin/sh\"");
     assert_eq!(
         paths(&text),
-        ["products.radio.users.radio-app.shell", "products.tv.users.tv.home"]
+        [
+            "products.radio.users.radio-app.shell",
+            "products.tv.users.tv.home"
+        ]
     );
-    for bad in ["/srv//tv", "/srv/tv/", "/srv/./tv", "/srv/t:v", "/srv/t v", ""] {
+    for bad in [
+        "/srv//tv",
+        "/srv/tv/",
+        "/srv/./tv",
+        "/srv/t:v",
+        "/srv/t v",
+        "",
+    ] {
         assert!(!is_clean_path(bad), "{bad:?} accepted");
     }
     assert!(is_clean_path("/"));
@@ -124,7 +143,10 @@ fn ids_must_be_from_1_to_the_reserved_minus_one() {
     let found = issues(&text);
     assert_eq!(
         found.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        ["products.radio.groups.radio.gid", "products.radio.users.radio-app.uid"]
+        [
+            "products.radio.groups.radio.gid",
+            "products.radio.users.radio-app.uid"
+        ]
     );
     assert!(found[1].1.contains("root"), "{found:?}");
 }
@@ -141,7 +163,10 @@ fn the_primary_group_is_declared_in_the_same_product() {
 #[test]
 fn a_supplementary_group_of_another_product_only_is_refused() {
     // `radio` is declared by product radio only; www-data by none (a system group: fine).
-    let text = MAP.replace("groups = [\"www-data\", \"media\"]", "groups = [\"www-data\", \"radio\"]");
+    let text = MAP.replace(
+        "groups = [\"www-data\", \"media\"]",
+        "groups = [\"www-data\", \"radio\"]",
+    );
     let found = issues(&text);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].0, "products.tv.users.tv.groups[1]");
@@ -173,7 +198,10 @@ fn a_gid_given_to_two_names_names_both_paths() {
     assert_eq!(found.len(), 1, "{found:?}");
     // radio's groups come first (products in name order): media, then radio.
     assert_eq!(found[0].0, "products.radio.groups.radio.gid");
-    assert!(found[0].1.contains("products.radio.groups.media.gid"), "{found:?}");
+    assert!(
+        found[0].1.contains("products.radio.groups.media.gid"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -184,11 +212,18 @@ fn uids_and_gids_are_separate_spaces() {
 
 #[test]
 fn one_name_declared_differently_in_two_products_is_refused() {
-    let text = MAP.replacen("[products.radio.groups.media]\ngid = 20100", "[products.radio.groups.media]\ngid = 20101", 1);
+    let text = MAP.replacen(
+        "[products.radio.groups.media]\ngid = 20100",
+        "[products.radio.groups.media]\ngid = 20101",
+        1,
+    );
     let found = issues(&text);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].0, "products.tv.groups.media");
-    assert!(found[0].1.contains("products.radio.groups.media"), "{found:?}");
+    assert!(
+        found[0].1.contains("products.radio.groups.media"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -222,8 +257,16 @@ fn messages_quote_map_strings_boundedly() {
     let text = MAP.replace("home = \"/srv/tv\"", &format!("home = \"/srv/\\n{long}\""));
     let found = issues(&text);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].1.contains("\\n"), "newline not escaped: {}", found[0].1);
-    assert!(found[0].1.len() < 600, "unbounded message: {} bytes", found[0].1.len());
+    assert!(
+        found[0].1.contains("\\n"),
+        "newline not escaped: {}",
+        found[0].1
+    );
+    assert!(
+        found[0].1.len() < 600,
+        "unbounded message: {} bytes",
+        found[0].1.len()
+    );
 }
 
 #[test]
@@ -247,8 +290,14 @@ fn lint_warns_about_reserved_id_ranges_once_per_name() {
             "products.radio.users.radio-app.uid",
         ]
     );
-    assert_eq!(reserved_range(999).map(|r| r.contains("system")), Some(true));
-    assert_eq!(reserved_range(65519).map(|r| r.contains("dynamic")), Some(true));
+    assert_eq!(
+        reserved_range(999).map(|r| r.contains("system")),
+        Some(true)
+    );
+    assert_eq!(
+        reserved_range(65519).map(|r| r.contains("dynamic")),
+        Some(true)
+    );
     assert_eq!(reserved_range(1000), None);
     assert_eq!(reserved_range(61183), None);
     assert_eq!(reserved_range(65520), None);

@@ -58,7 +58,10 @@ impl Names {
     /// The name of `uid`, or the number when it has none.
     pub fn user_name(&self, uid: u32) -> String {
         let name = match self {
-            Names::Nss => User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name),
+            Names::Nss => User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
             Names::Root(db) => db.user_name(uid).map(str::to_string),
         };
         name.unwrap_or_else(|| uid.to_string())
@@ -67,7 +70,10 @@ impl Names {
     /// The name of `gid`, or the number when it has none.
     pub fn group_name(&self, gid: u32) -> String {
         let name = match self {
-            Names::Nss => Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name),
+            Names::Nss => Group::from_gid(Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name),
             Names::Root(db) => db.group_name(gid).map(str::to_string),
         };
         name.unwrap_or_else(|| gid.to_string())

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::plan::FileState;
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\ntv:x:20001:20001::/srv/tv:/usr/sbin/nologin\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/bash\ntv:x:20001:20001::/srv/tv:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nshadow:x:42:\ntv:x:20001:\n";
 
 /// A scratch root with the four account files (shadow files root:42 0640) and
@@ -38,7 +39,12 @@ fn scratch() -> (tempfile::TempDir, Fs) {
 
 fn state(path: &Path) -> (Vec<u8>, u32, u32, u32) {
     let m = fs::symlink_metadata(path).expect("stat");
-    (fs::read(path).expect("read"), m.uid(), m.gid(), m.mode() & 0o7777)
+    (
+        fs::read(path).expect("read"),
+        m.uid(),
+        m.gid(),
+        m.mode() & 0o7777,
+    )
 }
 
 #[test]
@@ -105,7 +111,10 @@ fn nothing_but_the_four_account_files_becomes_writable() {
         let err = fs.remove(Path::new(logical)).expect_err("removed");
         assert!(matches!(err, Error::NotAllowed { .. }), "{logical}: {err}");
     }
-    assert_eq!(fs::read_to_string(etc.join("passwd")).expect("read"), PASSWD);
+    assert_eq!(
+        fs::read_to_string(etc.join("passwd")).expect("read"),
+        PASSWD
+    );
 }
 
 #[test]
@@ -117,7 +126,9 @@ fn a_symlink_at_an_account_file_is_refused_and_never_followed() {
     fs::write(&target, "target\n").expect("write");
     fs::remove_file(etc.join("passwd")).expect("rm");
     std::os::unix::fs::symlink(&target, etc.join("passwd")).expect("symlink");
-    let err = fs.restore_accounts(&snapshot).expect_err("restored through a symlink");
+    let err = fs
+        .restore_accounts(&snapshot)
+        .expect_err("restored through a symlink");
     assert!(matches!(err, Error::Symlink { .. }), "{err}");
     assert_eq!(fs::read(&target).expect("read"), b"target\n");
     // The other three were still restored.
@@ -141,7 +152,9 @@ fn names_resolve_from_the_roots_files_not_the_hosts() {
     assert_eq!(names.uid("33"), Some(Uid::from_raw(33)));
     let path = Path::new("/etc/apache2/x.conf");
     assert!(fs.check_owner(Some("tv"), Some("tv"), path).is_ok());
-    let err = fs.check_owner(Some("www-data"), None, path).expect_err("host user accepted");
+    let err = fs
+        .check_owner(Some("www-data"), None, path)
+        .expect_err("host user accepted");
     assert!(err.to_string().contains("www-data"), "{err}");
 }
 
