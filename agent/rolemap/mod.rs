@@ -7,9 +7,12 @@ pub mod accounts;
 pub mod diff;
 pub mod lint;
 mod parallel;
+mod positions;
 pub mod prepare;
 pub mod promote;
 pub mod resolve;
+#[cfg(test)]
+mod shared_tests;
 pub mod show;
 #[cfg(test)]
 mod tests;
