@@ -2,7 +2,8 @@
 //!
 //! - Owner names ↔ ids: the host's NSS for `--root /`, else the root's own `/etc/passwd`
 //!   and `/etc/group` read as text, since an account made with `useradd --prefix ROOT`
-//!   exists only there ([`Names`]).
+//!   exists only there ([`Names`]). A root without one of those files (a scratch
+//!   directory, not a system tree) uses the host's NSS for it, as before accounts existed.
 //! - The one exception to `allowed_roots`: when accounts are managed, the four files the
 //!   shadow tools change are saved before they run ([`Fs::snapshot_accounts`]) and put back
 //!   byte for byte, with their owner and mode, after a failed change or a rollback
@@ -23,24 +24,31 @@ use crate::accounts::etc::Existing;
 /// The files `groupadd`, `useradd`, `usermod`, `userdel` and `groupdel` change.
 pub const ACCOUNT_FILES: [&str; 4] = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"];
 
-/// Where owner names come from.
-#[derive(Debug)]
-pub enum Names {
-    /// The host's name service (`--root /`).
-    Nss,
-    /// The root's `/etc/passwd` and `/etc/group` (another `--root`).
-    Root(Existing),
+/// Where owner names come from: the root's account files where it has them, else NSS.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// The root's accounts (empty for `--root /`).
+    db: Existing,
+    /// Users come from the root's `/etc/passwd` (else NSS).
+    users_from_root: bool,
+    /// Groups come from the root's `/etc/group` (else NSS).
+    groups_from_root: bool,
 }
 
 impl Names {
+    /// Whether both come from the host's name service.
+    pub fn is_nss(&self) -> bool {
+        !self.users_from_root && !self.groups_from_root
+    }
+
     /// The uid of user `name` (a number is taken as it is).
     pub fn uid(&self, name: &str) -> Option<Uid> {
         if let Ok(n) = name.parse::<u32>() {
             return Some(Uid::from_raw(n));
         }
-        match self {
-            Names::Nss => User::from_name(name).ok().flatten().map(|u| u.uid),
-            Names::Root(db) => db.uid(name).map(Uid::from_raw),
+        match self.users_from_root {
+            false => User::from_name(name).ok().flatten().map(|u| u.uid),
+            true => self.db.uid(name).map(Uid::from_raw),
         }
     }
 
@@ -49,32 +57,32 @@ impl Names {
         if let Ok(n) = name.parse::<u32>() {
             return Some(Gid::from_raw(n));
         }
-        match self {
-            Names::Nss => Group::from_name(name).ok().flatten().map(|g| g.gid),
-            Names::Root(db) => db.gid(name).map(Gid::from_raw),
+        match self.groups_from_root {
+            false => Group::from_name(name).ok().flatten().map(|g| g.gid),
+            true => self.db.gid(name).map(Gid::from_raw),
         }
     }
 
     /// The name of `uid`, or the number when it has none.
     pub fn user_name(&self, uid: u32) -> String {
-        let name = match self {
-            Names::Nss => User::from_uid(Uid::from_raw(uid))
+        let name = match self.users_from_root {
+            false => User::from_uid(Uid::from_raw(uid))
                 .ok()
                 .flatten()
                 .map(|u| u.name),
-            Names::Root(db) => db.user_name(uid).map(str::to_string),
+            true => self.db.user_name(uid).map(str::to_string),
         };
         name.unwrap_or_else(|| uid.to_string())
     }
 
     /// The name of `gid`, or the number when it has none.
     pub fn group_name(&self, gid: u32) -> String {
-        let name = match self {
-            Names::Nss => Group::from_gid(Gid::from_raw(gid))
+        let name = match self.groups_from_root {
+            false => Group::from_gid(Gid::from_raw(gid))
                 .ok()
                 .flatten()
                 .map(|g| g.name),
-            Names::Root(db) => db.group_name(gid).map(str::to_string),
+            true => self.db.group_name(gid).map(str::to_string),
         };
         name.unwrap_or_else(|| gid.to_string())
     }
@@ -109,15 +117,21 @@ impl Fs {
     }
 
     /// Where owner names come from: NSS for `/`, else the root's passwd and group files
-    /// (read now: a user created since the last call is seen).
+    /// where it has them (read now: a user created since the last call is seen).
     ///
     /// # Errors
     /// The root's files exist but cannot be read.
     pub fn names(&self) -> Result<Names, Error> {
         if self.is_host_root() {
-            return Ok(Names::Nss);
+            return Ok(Names::default());
         }
-        self.accounts().map(Names::Root)
+        let passwd = self.read_account_file("/etc/passwd")?;
+        let group = self.read_account_file("/etc/group")?;
+        Ok(Names {
+            users_from_root: passwd.is_some(),
+            groups_from_root: group.is_some(),
+            db: parse(passwd, group),
+        })
     }
 
     /// The root's accounts, parsed from its `/etc/passwd` and `/etc/group` (a missing file
@@ -126,12 +140,9 @@ impl Fs {
     /// # Errors
     /// I/O other than "not found".
     pub fn accounts(&self) -> Result<Existing, Error> {
-        let passwd = self.read_account_file("/etc/passwd")?.unwrap_or_default();
-        let group = self.read_account_file("/etc/group")?.unwrap_or_default();
-        Ok(Existing::parse(
-            &String::from_utf8_lossy(&passwd),
-            &String::from_utf8_lossy(&group),
-        ))
+        let passwd = self.read_account_file("/etc/passwd")?;
+        let group = self.read_account_file("/etc/group")?;
+        Ok(parse(passwd, group))
     }
 
     fn read_account_file(&self, logical: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -190,6 +201,12 @@ impl Fs {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+fn parse(passwd: Option<Vec<u8>>, group: Option<Vec<u8>>) -> Existing {
+    let text =
+        |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
+    Existing::parse(&text(passwd), &text(group))
 }
 
 fn replace(path: &Path, saved: &Saved) -> Result<(), Error> {

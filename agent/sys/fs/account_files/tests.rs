@@ -163,5 +163,22 @@ fn the_host_root_uses_nss_and_no_prefix() {
     let fs = Fs::new(Path::new("/"), &[]);
     assert!(fs.is_host_root());
     assert_eq!(fs.prefix(), None);
-    assert!(matches!(fs.names().expect("names"), Names::Nss));
+    assert!(fs.names().expect("names").is_nss());
+}
+
+#[test]
+fn a_root_without_account_files_uses_the_hosts_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fs = Fs::new(dir.path(), &[]);
+    let names = fs.names().expect("names");
+    assert!(names.is_nss());
+    assert_eq!(names.uid("root"), Some(Uid::from_raw(0)));
+    // With only a passwd, groups still come from the host.
+    fs::create_dir_all(dir.path().join("etc")).expect("etc");
+    fs::write(dir.path().join("etc/passwd"), PASSWD).expect("passwd");
+    let names = fs.names().expect("names");
+    assert!(!names.is_nss());
+    assert_eq!(names.uid("tv"), Some(Uid::from_raw(20001)));
+    assert_eq!(names.gid("root"), Some(Gid::from_raw(0)));
+    assert_eq!(names.gid("tv"), None);
 }
