@@ -296,6 +296,42 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
     host.check();
 }
 
+/// A command that fails half way (groupadd went through, useradd finds `/etc/passwd` locked
+/// by a live process, as during an administrator's `vipw`) puts the four account files back
+/// byte for byte, and nothing else is written.
+#[test]
+fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
+    let host = HostGuard::new();
+    let agent = files_only_agent();
+    seed(&agent, &[]);
+    fs::write(
+        agent.path("/etc/passwd.lock"),
+        std::process::id().to_string(),
+    )
+    .expect("lock");
+    let before = root_accounts(&agent);
+    agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
+    let out = agent.run(&["-v", "sync", "--files-only"]);
+    assert_exit(&out, 1);
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("create user tv"), "{said}");
+    assert!(said.contains("cannot lock"), "{said}");
+    assert!(
+        said.contains("account changed"),
+        "groupadd did not run first: {said}"
+    );
+    assert_eq!(
+        root_accounts(&agent),
+        before,
+        "the account files were not restored"
+    );
+    assert!(!agent.state().join("accounts.json").exists());
+    assert!(!agent
+        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
+        .exists());
+    host.check();
+}
+
 /// Debian's userdel also deletes a user's same-named primary group (USERGROUPS_ENAB in the
 /// root's login.defs): a group that was there before rolecall (adopted, never recorded)
 /// must survive the removal of the user rolecall created.

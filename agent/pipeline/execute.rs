@@ -187,7 +187,7 @@ pub(super) async fn undo(
         Some(applied) => accounts::undo(&agent.fs, &agent.state_dir, applied),
         None => Vec::new(),
     };
-    let mut undone = rollback::rollback(
+    let undone = rollback::rollback(
         &agent.fs,
         &rendered.catalog,
         &done.installed.receipts,
@@ -198,7 +198,7 @@ pub(super) async fn undo(
     journal::close(agent);
     Failed::RolledBack {
         verified,
-        errors: std::mem::take(&mut undone.errors),
+        errors: undone.errors,
         smoke_after: undone.smoke_after,
         first: done.first,
     }
