@@ -160,8 +160,12 @@ async fn recreate_vanished(fs: &Fs, plan: &AccountPlan, before: &Existing) -> Re
         .filter(|g| !removed(&g.name) && now.gid(&g.name).is_none());
     let again: Vec<Change> = vanished
         .map(|g| {
-            warn!(action = "recreate group", group = %g.name, "userdel removed a group still needed");
-            Change::CreateGroup(GroupView { name: g.name.clone(), gid: g.gid })
+            let change = Change::CreateGroup(GroupView {
+                name: g.name.clone(),
+                gid: g.gid,
+            });
+            warn!(action = %change, "userdel removed a group still needed");
+            change
         })
         .collect();
     run_each(fs, &again).await
@@ -183,7 +187,7 @@ pub fn undo(fs: &Fs, state_dir: &Path, applied: &Applied) -> Vec<String> {
         errors.push(crate::text::chain(&e));
     }
     match errors.is_empty() {
-        true => info!(changes = applied.changes.len(), "account files restored"),
+        true => info!(changed = applied.changes.len(), "account files restored"),
         false => tracing::error!(errors = %errors.join("; "), "account files not restored"),
     }
     errors
