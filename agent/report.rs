@@ -94,6 +94,8 @@ pub(crate) enum Ended {
 pub(crate) struct Applied {
     /// Files written or removed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), one phrase each.
+    pub accounts: Vec<String>,
     /// Reloads, hooks and smoke tests.
     pub verified: Verified,
     /// Service transactions that failed (files restored), one message each.
@@ -216,6 +218,9 @@ pub struct RunReport {
     pub map: Option<MapReport>,
     /// Files changed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), e.g. `create user tv (uid 20001, …)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
     /// Reloads run.
     pub services: Vec<ReloadReport>,
     /// Smoke test results.
@@ -248,6 +253,7 @@ impl RunReport {
             host_id: None,
             map: None,
             files: Vec::new(),
+            accounts: Vec::new(),
             services: Vec::new(),
             smoke: Vec::new(),
             hooks: Vec::new(),
@@ -302,9 +308,13 @@ impl RunReport {
 
     fn applied(&mut self, applied: Applied) -> (Outcome, String) {
         self.files = applied.files;
+        self.accounts = applied.accounts;
         self.record(applied.verified);
         if applied.failed.is_empty() {
-            let what = format!("{} files changed", self.files.len());
+            let what = match self.accounts.len() {
+                0 => format!("{} files changed", self.files.len()),
+                n => format!("{} files and {n} accounts changed", self.files.len()),
+            };
             (Outcome::Converged, self.converged(&what))
         } else {
             (Outcome::Failed, applied.failed.join("; "))
@@ -454,9 +464,7 @@ pub fn summary(r: &RunReport) -> String {
             m.url, m.generation
         ));
     }
-    for f in &r.files {
-        out.push_str(&format!("  {:<8} {}\n", f.action, f.path.display()));
-    }
+    out.push_str(&changes(r));
     for s in &r.services {
         out.push_str(&step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
     }
@@ -481,6 +489,16 @@ pub fn summary(r: &RunReport) -> String {
         r.elapsed_ms, r.reconcile_id
     ));
     out
+}
+
+/// One line per account change, then per file.
+fn changes(r: &RunReport) -> String {
+    let accounts = r.accounts.iter().map(|a| format!("  account  {a}\n"));
+    let files = r
+        .files
+        .iter()
+        .map(|f| format!("  {:<8} {}\n", f.action, f.path.display()));
+    accounts.chain(files).collect()
 }
 
 /// One indented result line: `  <kind> <what> ok|FAILED: why (N ms)`.

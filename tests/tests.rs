@@ -1,5 +1,8 @@
 //! rolecall's one integration-test binary (STYLE §3.11): real servers on loopback (SPEC §8).
 
+/// Issue 14: product accounts on a scratch root with the real shadow tools (`--prefix`):
+/// create, converge, conflicts, removal inside the managed range, rollback byte for byte.
+mod accounts;
 /// Issue 16: the baked .deb booted by a real systemd in its own namespaces (first boot,
 /// second boot from the cache, a smoke test failing at boot, a db host).
 mod boot;

@@ -34,6 +34,8 @@ pub enum Kind {
     /// Products sharing a master have different replica chains: a failover of that server
     /// moves them all and needs a replica common to each (issue 14).
     SharedChainDiffers,
+    /// A product account's id is in a range the system, systemd or the kernel use.
+    AccountId,
 }
 
 /// One piece of advice.
@@ -73,6 +75,7 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
     }
     az_balance(map, &mut out);
     shared_chains(map, &mut out);
+    out.extend(super::accounts::lint(map));
     out
 }
 

@@ -3,6 +3,7 @@
 //! and the pure transforms and checks behind the `map` commands. Pure: no I/O here. A large
 //! map is parsed on several threads, then validated and resolved side by side (`parallel`).
 
+pub mod accounts;
 pub mod diff;
 pub mod lint;
 mod parallel;

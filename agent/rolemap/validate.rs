@@ -82,6 +82,7 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
     }
     v.addresses(map);
     v.issues.extend(super::positions::issues(map));
+    v.issues.extend(super::accounts::validate(map));
     v.issues
 }
 

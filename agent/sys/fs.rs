@@ -7,10 +7,13 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 pub use crate::plan::{DiskState, FileState};
+
+mod account_files;
+pub use account_files::{AccountSnapshot, Names};
 
 /// Errors touching the filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +137,11 @@ impl Fs {
             return Ok(DiskState::Other);
         }
         let content = read_nofollow(&path)?;
+        let names = self.names()?;
         Ok(DiskState::File(FileState {
             content,
-            owner: user_name(meta.uid()),
-            group: group_name(meta.gid()),
+            owner: names.user_name(meta.uid()),
+            group: names.group_name(meta.gid()),
             mode: meta.mode() & 0o7777,
         }))
     }
@@ -149,7 +153,7 @@ impl Fs {
     pub fn write(&self, logical: &Path, file: &FileState) -> Result<(), Error> {
         self.check_allowed(logical)?;
         let path = self.physical(logical);
-        let (uid, gid) = owner_ids(&file.owner, &file.group, logical)?;
+        let (uid, gid) = owner_ids(&self.names()?, &file.owner, &file.group, logical)?;
         self.refuse_non_file(&path)?;
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         fs::create_dir_all(&dir).map_err(io("creating directory", &dir))?;
@@ -234,55 +238,32 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(io("syncing directory", dir))
 }
 
-fn owner_ids(owner: &str, group: &str, path: &Path) -> Result<(Uid, Gid), Error> {
+fn owner_ids(names: &Names, owner: &str, group: &str, path: &Path) -> Result<(Uid, Gid), Error> {
     let unknown = |kind, name: &str| Error::UnknownOwner {
         kind,
         name: name.to_string(),
         path: path.to_path_buf(),
     };
-    let uid = match owner.parse::<u32>() {
-        Ok(n) => Uid::from_raw(n),
-        Err(_) => {
-            User::from_name(owner)
-                .ok()
-                .flatten()
-                .ok_or_else(|| unknown("user", owner))?
-                .uid
-        }
-    };
-    let gid = match group.parse::<u32>() {
-        Ok(n) => Gid::from_raw(n),
-        Err(_) => {
-            Group::from_name(group)
-                .ok()
-                .flatten()
-                .ok_or_else(|| unknown("group", group))?
-                .gid
-        }
-    };
+    let uid = names.uid(owner).ok_or_else(|| unknown("user", owner))?;
+    let gid = names.gid(group).ok_or_else(|| unknown("group", group))?;
     Ok((uid, gid))
 }
 
-/// Check that owner and group names exist, before anything is written.
-///
-/// # Errors
-/// `UnknownOwner`.
-pub fn check_owner(owner: &str, group: &str, path: &Path) -> Result<(), Error> {
-    owner_ids(owner, group, path).map(|_| ())
-}
-
-fn user_name(uid: u32) -> String {
-    User::from_uid(Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |u| u.name)
-}
-
-fn group_name(gid: u32) -> String {
-    Group::from_gid(Gid::from_raw(gid))
-        .ok()
-        .flatten()
-        .map_or_else(|| gid.to_string(), |g| g.name)
+impl Fs {
+    /// Check that owner and group names exist under the root, before anything is written;
+    /// `None` skips one (an account this reconcile is about to create).
+    ///
+    /// # Errors
+    /// `UnknownOwner`; I/O reading the root's account files.
+    pub fn check_owner(
+        &self,
+        owner: Option<&str>,
+        group: Option<&str>,
+        path: &Path,
+    ) -> Result<(), Error> {
+        let names = self.names()?;
+        owner_ids(&names, owner.unwrap_or("0"), group.unwrap_or("0"), path).map(|_| ())
+    }
 }
 
 /// Read a JSON state file; `None` when it does not exist.
