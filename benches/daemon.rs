@@ -566,7 +566,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon and waits for `READY=1`; returns it and the time from spawn. Logs
+    /// Starts the daemon, waits for `READY=1` and then for the boot reconcile to finish;
+    /// returns it and the time from spawn to `READY=1`. Logs
     /// at `info`, the daemon's default level, so that logging costs what it does in
     /// production.
     fn start(agent: &Agent, env: &[(String, String)]) -> (Daemon, Duration) {
@@ -589,6 +590,14 @@ impl Daemon {
                 daemon.daemon.log_tail()
             );
         }
+        // READY=1 comes once the files are installed and checked, before the reloads and
+        // smoke tests (issue 16): the boot reconcile's record says when it has finished.
+        let finished = support::wait_until(READY_TIMEOUT, || agent.status()["trigger"] == "boot");
+        assert!(
+            finished,
+            "the boot reconcile did not finish within {READY_TIMEOUT:?}\n{}",
+            daemon.daemon.log_tail()
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let stop = Arc::clone(&stop);
