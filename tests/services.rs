@@ -166,6 +166,20 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
         "the sync, two attempts and at least 3 held polls during the backoff: {}",
         agent.counters()
     );
+    // Held polls did nothing: they are counted as held, not as more rollbacks.
+    let counters = agent.counters();
+    assert!(
+        counters["reconciles"]["held"].as_u64() >= Some(1),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["rollbacks"], counters["reconciles"]["rolled_back"],
+        "{counters}"
+    );
+    assert_eq!(
+        counters["rollbacks"], counters["smoke_failures"],
+        "{counters}"
+    );
 
     std::fs::write(base.join("beta/health.txt"), "ok beta\n").expect("health page");
     agent.write_map(&web_map(3, &["alpha", "beta"], &base));
