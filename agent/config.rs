@@ -55,6 +55,8 @@ struct RawConfig {
     services: BTreeMap<String, RawServiceOverride>,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    accounts: RawAccounts,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +95,13 @@ struct RawStatus {
     metrics_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    manage: Option<bool>,
+    uid_range: Option<Vec<i64>>,
+}
+
 /// `[services.NAME]`: replaces the catalog's commands for one service.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +137,28 @@ pub struct ServiceOverride {
     pub timeout: Option<Duration>,
 }
 
+/// `[accounts]` (SPEC §10): whether the map's product accounts are created on this host,
+/// and the id range inside which rolecall may remove the accounts it created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// Create and converge the accounts of the host's products (default true).
+    pub manage: bool,
+    /// Inclusive range of uids and gids rolecall may remove (default 20000-29999).
+    pub range: (u32, u32),
+}
+
+/// The managed id range when agent.toml does not set one.
+pub const DEFAULT_UID_RANGE: (u32, u32) = (20000, 29999);
+
+impl Default for AccountSettings {
+    fn default() -> AccountSettings {
+        AccountSettings {
+            manage: true,
+            range: DEFAULT_UID_RANGE,
+        }
+    }
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,6 +190,8 @@ pub struct Settings {
     pub services: BTreeMap<String, ServiceOverride>,
     /// Directory for the Prometheus textfile, if any.
     pub metrics_dir: Option<PathBuf>,
+    /// `[accounts]`.
+    pub accounts: AccountSettings,
 }
 
 /// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
@@ -239,6 +272,32 @@ impl Validator<'_> {
             vars: raw.vars,
             services: self.services(raw.services)?,
             metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
+            accounts: self.accounts(raw.accounts)?,
+        })
+    }
+
+    fn accounts(&self, raw: RawAccounts) -> Result<AccountSettings, Error> {
+        let range = match raw.uid_range.as_deref() {
+            None => DEFAULT_UID_RANGE,
+            Some(&[lo, hi]) => match (u32::try_from(lo), u32::try_from(hi)) {
+                (Ok(lo), Ok(hi)) if 0 < lo && lo <= hi && hi < u32::MAX => (lo, hi),
+                _ => {
+                    return Err(self.invalid(
+                        "accounts.uid_range",
+                        format!("[{lo}, {hi}] must be two ids, 1 <= first <= last < 4294967295"),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(self.invalid(
+                    "accounts.uid_range",
+                    format!("{other:?} must be [first, last], e.g. [20000, 29999]"),
+                ))
+            }
+        };
+        Ok(AccountSettings {
+            manage: raw.manage.unwrap_or(true),
+            range,
         })
     }
 
@@ -410,6 +469,54 @@ url = "file:///etc/rolecall/map.toml"
         let text = format!("{MINIMAL}\n[paths]\ncatalog = \"../templates\"\n");
         let s = load(&text).unwrap();
         assert_eq!(s.catalog_dir, PathBuf::from("/etc/rolecall/../templates"));
+    }
+
+    #[test]
+    fn accounts_default_to_managed_in_20000_to_29999() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: true,
+                range: (20000, 29999)
+            }
+        );
+        let s = load(&format!(
+            "{MINIMAL}\n[accounts]\nmanage = false\nuid_range = [5000, 5999]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: false,
+                range: (5000, 5999)
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_uid_range_names_the_key() {
+        for bad in [
+            "[0, 10]",
+            "[30000, 20000]",
+            "[1]",
+            "[1, 2, 3]",
+            "[-5, 10]",
+            "[1, 4294967295]",
+        ] {
+            let err = load(&format!("{MINIMAL}\n[accounts]\nuid_range = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("accounts.uid_range"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_accounts_key_names_key_and_line() {
+        let err = load(&format!("{MINIMAL}\n[accounts]\nmanaged = true\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("managed") && text.contains("line"), "{text}");
     }
 
     #[test]

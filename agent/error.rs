@@ -39,6 +39,9 @@ pub enum Error {
     /// `snapshot`.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
+    /// Account changes (SPEC §10): conflicts, a failed command.
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::Error),
     /// The daemon's plumbing, or talking to it (`sync`).
     #[error(transparent)]
     Daemon(#[from] crate::daemon::Error),

@@ -3,12 +3,16 @@
 //! and the pure transforms and checks behind the `map` commands. Pure: no I/O here. A large
 //! map is parsed on several threads, then validated and resolved side by side (`parallel`).
 
+pub mod accounts;
 pub mod diff;
 pub mod lint;
 mod parallel;
+mod positions;
 pub mod prepare;
 pub mod promote;
 pub mod resolve;
+#[cfg(test)]
+mod shared_tests;
 pub mod show;
 #[cfg(test)]
 mod tests;

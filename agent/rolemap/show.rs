@@ -13,7 +13,7 @@ pub fn table(map: &RoleMap) -> String {
         let mut products: Vec<String> = h.products.clone();
         let position = db_position(map, id);
         if let Some(pos) = &position {
-            products.push(pos.product.clone());
+            products.extend(pos.products.iter().cloned());
         }
         products.sort();
         products.dedup();
@@ -23,7 +23,9 @@ pub fn table(map: &RoleMap) -> String {
         for product in &products {
             for role in &h.roles {
                 let pos = match (&position, role.as_str()) {
-                    (Some(p), super::roles::DB) if &p.product == product => p.position.to_string(),
+                    (Some(p), super::roles::DB) if p.products.contains(product) => {
+                        p.position.to_string()
+                    }
                     _ => String::new(),
                 };
                 rows.push([

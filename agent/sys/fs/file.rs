@@ -14,7 +14,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use super::owners::Owners;
-use super::{errno, io, temp, DiskState, Error, FileState};
+use super::{errno, io, temp, DiskState, Error, FileState, Fs};
 
 /// A file: its directory's fd, its name there, and its physical path (for errors).
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ fn lstat(at: At<'_>) -> Result<Option<FileStat>, Error> {
 
 /// What is at `at`: absent, a symlink (never followed), something else, or a regular file
 /// with its bytes and metadata.
-pub(super) fn inspect(at: At<'_>, owners: &mut Owners) -> Result<DiskState, Error> {
+pub(super) fn inspect(at: At<'_>, fs: &Fs, owners: &mut Owners) -> Result<DiskState, Error> {
     match lstat(at)? {
         None => return Ok(DiskState::Absent),
         Some(st) if kind(&st) == SFlag::S_IFLNK => return Ok(DiskState::Symlink),
@@ -68,8 +68,8 @@ pub(super) fn inspect(at: At<'_>, owners: &mut Owners) -> Result<DiskState, Erro
     let content = read_all(File::from(fd), st.st_size, at.path)?;
     Ok(DiskState::File(FileState {
         content,
-        owner: owners.user_name(st.st_uid),
-        group: owners.group_name(st.st_gid),
+        owner: owners.user_name(fs, st.st_uid)?,
+        group: owners.group_name(fs, st.st_gid)?,
         mode: st.st_mode & 0o7777,
     }))
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod account_files;
 mod file;
 mod owners;
 mod state;
@@ -18,12 +19,10 @@ mod txn;
 mod tests;
 
 pub use crate::plan::{DiskState, FileState};
-// check_owners, Fs::snapshot_all and Fs::sweep are for the pipeline (preview::render,
-// preview::snapshot, settled::holds, a sweep per reconcile): remove these allows once it
+pub use account_files::{AccountSnapshot, Names};
+// Fs::check_owners, Fs::snapshot_all and Fs::sweep are for the pipeline (preview::render,
+// preview::snapshot, settled::holds, a sweep per reconcile): remove their allows once it
 // calls them.
-pub use owners::check_owner;
-#[allow(unused_imports, reason = "for the pipeline; see above")]
-pub use owners::check_owners;
 pub use state::{
     create_dirs, create_new, prepare_socket, read_json, read_state, remove_state, set_mode,
     write_json, write_state, write_state_mode,
@@ -105,6 +104,20 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// `map_err` adapter for nix's `Errno`.
 fn errno<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(nix::errno::Errno) -> Error + 'a {
     move |e| io(action, path)(e.into())
+}
+
+/// A whole regular file, not read through a symlink at its name (the account files).
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
+    read_state(path)?.ok_or_else(|| io("reading", path)(std::io::ErrorKind::NotFound.into()))
+}
+
+/// fsync a directory so a rename in it survives a crash (the account files).
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let flags =
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .map_err(errno("syncing directory", dir))?;
+    nix::unistd::fsync(fd).map_err(errno("syncing directory", dir))
 }
 
 /// Filesystem access under a root prefix, limited to allowed roots.

@@ -1,17 +1,19 @@
-//! Owner and group names ↔ ids, each looked up once per transaction or plan snapshot
-//! (every lookup reads /etc/passwd or /etc/group through NSS; issue 13 counted one per file).
-//! A cache lives only as long as its transaction, so a user created since is seen next time.
+//! Owner and group names ↔ ids, through [`Names`] (the root's account files, or NSS for
+//! `/`), each looked up once per transaction or plan snapshot: every NSS lookup reads
+//! /etc/passwd or /etc/group again (issue 13 counted one per file). A cache lives only as
+//! long as its transaction, so a user created since is seen next time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 
-use super::Error;
+use super::{Error, Fs, Names};
 
 /// Lookups made so far.
 #[derive(Debug, Default)]
 pub(super) struct Owners {
+    names: Option<Names>,
     uids: BTreeMap<String, Uid>,
     gids: BTreeMap<String, Gid>,
     users: BTreeMap<u32, String>,
@@ -19,19 +21,35 @@ pub(super) struct Owners {
 }
 
 impl Owners {
+    /// Where names come from, read on first use.
+    fn names(&mut self, fs: &Fs) -> Result<&Names, Error> {
+        match &mut self.names {
+            Some(names) => Ok(names),
+            slot => Ok(slot.insert(fs.names()?)),
+        }
+    }
+
     /// The ids of `owner` and `group` (names or numbers), for the file `path`.
-    pub fn ids(&mut self, owner: &str, group: &str, path: &Path) -> Result<(Uid, Gid), Error> {
+    pub fn ids(
+        &mut self,
+        fs: &Fs,
+        owner: &str,
+        group: &str,
+        path: &Path,
+    ) -> Result<(Uid, Gid), Error> {
         let uid = match self.uids.get(owner) {
             Some(uid) => *uid,
             None => {
-                let uid = uid_of(owner).ok_or_else(|| unknown("user", owner, path))?;
+                let uid = self.names(fs)?.uid(owner);
+                let uid = uid.ok_or_else(|| unknown("user", owner, path))?;
                 *self.uids.entry(owner.to_owned()).or_insert(uid)
             }
         };
         let gid = match self.gids.get(group) {
             Some(gid) => *gid,
             None => {
-                let gid = gid_of(group).ok_or_else(|| unknown("group", group, path))?;
+                let gid = self.names(fs)?.gid(group);
+                let gid = gid.ok_or_else(|| unknown("group", group, path))?;
                 *self.gids.entry(group.to_owned()).or_insert(gid)
             }
         };
@@ -39,43 +57,21 @@ impl Owners {
     }
 
     /// The name of `uid`, or the number when it has none.
-    pub fn user_name(&mut self, uid: u32) -> String {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                User::from_uid(Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| uid.to_string(), |u| u.name)
-            })
-            .clone()
+    pub fn user_name(&mut self, fs: &Fs, uid: u32) -> Result<String, Error> {
+        if let Some(name) = self.users.get(&uid) {
+            return Ok(name.clone());
+        }
+        let name = self.names(fs)?.user_name(uid);
+        Ok(self.users.entry(uid).or_insert(name).clone())
     }
 
     /// The name of `gid`, or the number when it has none.
-    pub fn group_name(&mut self, gid: u32) -> String {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                Group::from_gid(Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| gid.to_string(), |g| g.name)
-            })
-            .clone()
-    }
-}
-
-fn uid_of(owner: &str) -> Option<Uid> {
-    match owner.parse::<u32>() {
-        Ok(n) => Some(Uid::from_raw(n)),
-        Err(_) => User::from_name(owner).ok().flatten().map(|u| u.uid),
-    }
-}
-
-fn gid_of(group: &str) -> Option<Gid> {
-    match group.parse::<u32>() {
-        Ok(n) => Some(Gid::from_raw(n)),
-        Err(_) => Group::from_name(group).ok().flatten().map(|g| g.gid),
+    pub fn group_name(&mut self, fs: &Fs, gid: u32) -> Result<String, Error> {
+        if let Some(name) = self.groups.get(&gid) {
+            return Ok(name.clone());
+        }
+        let name = self.names(fs)?.group_name(gid);
+        Ok(self.groups.entry(gid).or_insert(name).clone())
     }
 }
 
@@ -87,26 +83,36 @@ fn unknown(kind: &'static str, name: &str, path: &Path) -> Error {
     }
 }
 
-/// Check that owner and group names exist, before anything is written.
-///
-/// # Errors
-/// `UnknownOwner`.
-pub fn check_owner(owner: &str, group: &str, path: &Path) -> Result<(), Error> {
-    Owners::default().ids(owner, group, path).map(|_| ())
-}
-
-/// [`check_owner`] for every `(owner, group, path)`, looking each name up once (what the
-/// render stage needs: one call per reconcile, not one per file).
-///
-/// # Errors
-/// `UnknownOwner` for the first file whose owner or group does not exist.
-#[allow(dead_code, reason = "for the pipeline; see the re-exports in mod.rs")]
-pub fn check_owners<'a>(
-    files: impl IntoIterator<Item = (&'a str, &'a str, &'a Path)>,
-) -> Result<(), Error> {
-    let mut owners = Owners::default();
-    for (owner, group, path) in files {
-        owners.ids(owner, group, path)?;
+impl Fs {
+    /// Check that owner and group names exist under the root, before anything is written;
+    /// `None` skips one (an account this reconcile is about to create).
+    ///
+    /// # Errors
+    /// `UnknownOwner`; I/O reading the root's account files.
+    pub fn check_owner(
+        &self,
+        owner: Option<&str>,
+        group: Option<&str>,
+        path: &Path,
+    ) -> Result<(), Error> {
+        self.check_owners([(owner, group, path)])
     }
-    Ok(())
+
+    /// [`Fs::check_owner`] for every `(owner, group, path)`, reading the account files once
+    /// and looking each name up once (what the render stage needs: one call per reconcile,
+    /// not one per file).
+    ///
+    /// # Errors
+    /// `UnknownOwner` for the first file whose owner or group does not exist; I/O.
+    #[allow(dead_code, reason = "for the pipeline; see the re-exports in mod.rs")]
+    pub fn check_owners<'a>(
+        &self,
+        files: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>, &'a Path)>,
+    ) -> Result<(), Error> {
+        let mut owners = Owners::default();
+        for (owner, group, path) in files {
+            owners.ids(self, owner.unwrap_or("0"), group.unwrap_or("0"), path)?;
+        }
+        Ok(())
+    }
 }

@@ -258,10 +258,10 @@ fn an_unknown_owner_is_refused_before_anything_is_created() {
     assert!(matches!(err, Error::UnknownOwner { .. }), "{err:?}");
     assert!(!root.path("/etc").exists());
     let files = [
-        ("root", "root", Path::new("/a")),
-        ("root", "nogroup-x", Path::new("/b")),
+        (Some("root"), Some("root"), Path::new("/a")),
+        (None, Some("nogroup-x"), Path::new("/b")),
     ];
-    let err = check_owners(files).expect_err("unknown group");
+    let err = root.fs.check_owners(files).expect_err("unknown group");
     assert!(err.to_string().contains("nogroup-x"), "{err}");
 }
 

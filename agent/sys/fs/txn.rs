@@ -63,7 +63,7 @@ impl<'fs> Transaction<'fs> {
         };
         let (path, dir_path) = (self.fs.physical(logical), self.fs.physical(parent));
         let at = at(&dir, &dir_path, name, &path);
-        file::inspect(at, &mut self.owners)
+        file::inspect(at, self.fs, &mut self.owners)
     }
 
     /// Atomically replace `logical` with `file` (see [`Fs::write`]); durable once synced.
@@ -72,7 +72,9 @@ impl<'fs> Transaction<'fs> {
     /// `NotAllowed`, `Symlink`, `NotAFile`, `NotADirectory`, `UnknownOwner`, or I/O.
     pub fn write(&mut self, logical: &Path, file: &FileState) -> Result<(), Error> {
         self.fs.check_allowed(logical)?;
-        let ids: (Uid, Gid) = self.owners.ids(&file.owner, &file.group, logical)?;
+        let ids: (Uid, Gid) = self
+            .owners
+            .ids(self.fs, &file.owner, &file.group, logical)?;
         let (parent, name) = split(logical)?;
         let dir = self.writable(parent)?;
         let (path, dir_path) = (self.fs.physical(logical), self.fs.physical(parent));
