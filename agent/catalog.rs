@@ -109,6 +109,7 @@ struct RawFile {
     #[serde(default = "hash")]
     comment: String,
     when_position: Option<WhenPosition>,
+    when: Option<String>,
 }
 
 fn root() -> String {
@@ -170,6 +171,9 @@ pub struct FileSpec {
     pub comment: String,
     /// Only for hosts holding this database position.
     pub when_position: Option<WhenPosition>,
+    /// A Tera string: the file exists only where it renders to `true` (e.g. only when
+    /// `vars.replication_secret` is set, or for products with a database).
+    pub when: Option<String>,
 }
 
 /// Which hosts a file or smoke test is for, by database position.
@@ -508,6 +512,12 @@ fn role(name: &str, raw: RawRole) -> Result<Role, String> {
                     f.mode
                 )
             })?;
+        if f.secret && mode & 0o007 != 0 {
+            return Err(format!(
+                "files[{i}].mode: {:?} lets others read or write a file marked secret (use 0600 or 0640)",
+                f.mode
+            ));
+        }
         files.push(FileSpec {
             role: name.to_string(),
             path: f.path,
@@ -520,6 +530,7 @@ fn role(name: &str, raw: RawRole) -> Result<Role, String> {
             is_secret: f.secret,
             comment: f.comment,
             when_position: f.when_position,
+            when: f.when,
         });
     }
     Ok(Role {

@@ -57,6 +57,8 @@ struct RawConfig {
     status: RawStatus,
     #[serde(default)]
     accounts: RawAccounts,
+    #[serde(default)]
+    secrets: RawSecrets,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +102,12 @@ struct RawStatus {
 struct RawAccounts {
     manage: Option<bool>,
     uid_range: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    refresh: Option<String>,
 }
 
 /// `[services.NAME]`: replaces the catalog's commands for one service.
@@ -192,6 +200,9 @@ pub struct Settings {
     pub metrics_dir: Option<PathBuf>,
     /// `[accounts]`.
     pub accounts: AccountSettings,
+    /// `[secrets] refresh` (SPEC §10): how often the daemon reads the secrets again while
+    /// the map and catalog stay the same (default 1 h, jittered by up to a tenth less).
+    pub secrets_refresh: Duration,
 }
 
 /// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
@@ -269,10 +280,11 @@ impl Validator<'_> {
                 .resolve(&paths.templates.unwrap_or("/etc/rolecall/templates".into())),
             state_dir: self.resolve(&paths.state.unwrap_or("/var/lib/rolecall".into())),
             allowed_roots: allowed,
-            vars: raw.vars,
+            vars: self.vars(raw.vars)?,
             services: self.services(raw.services)?,
             metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
             accounts: self.accounts(raw.accounts)?,
+            secrets_refresh: self.refresh(raw.secrets)?,
         })
     }
 
@@ -299,6 +311,30 @@ impl Validator<'_> {
             manage: raw.manage.unwrap_or(true),
             range,
         })
+    }
+
+    /// `[vars]`, whose values starting with `ssm:` or `secretsmanager:` must be secret
+    /// references (templates see their values as `secrets.NAME`, SPEC §10).
+    fn vars(&self, vars: toml::Table) -> Result<toml::Table, Error> {
+        use crate::secrets::reference::{looks_like, Reference};
+        for (name, value) in &vars {
+            let Some(text) = value.as_str().filter(|t| looks_like(t)) else {
+                continue;
+            };
+            Reference::parse(text)
+                .map_err(|why| self.invalid(&format!("vars.{name}"), format!("{text:?} {why}")))?;
+        }
+        Ok(vars)
+    }
+
+    /// `[secrets] refresh`: at least a second (a zero would read the secrets on every
+    /// poll, which SPEC §10 forbids).
+    fn refresh(&self, raw: RawSecrets) -> Result<Duration, Error> {
+        let refresh = self.duration("secrets.refresh", raw.refresh, "1h")?;
+        if refresh < Duration::from_secs(1) {
+            return Err(self.invalid("secrets.refresh", "must be at least 1s"));
+        }
+        Ok(refresh)
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -542,5 +578,26 @@ url = "file:///etc/rolecall/map.toml"
     fn static_identity_requires_id() {
         let err = load(&MINIMAL.replace("id = \"srv-17\"\n", "")).unwrap_err();
         assert!(err.to_string().contains("identity.id"), "{err}");
+    }
+
+    #[test]
+    fn secrets_refresh_defaults_to_an_hour_and_refuses_zero() {
+        assert_eq!(
+            load(MINIMAL).unwrap().secrets_refresh,
+            Duration::from_secs(3600)
+        );
+        let s = load(&format!("{MINIMAL}\n[secrets]\nrefresh = \"5m\"\n")).unwrap();
+        assert_eq!(s.secrets_refresh, Duration::from_secs(300));
+        let err = load(&format!("{MINIMAL}\n[secrets]\nrefresh = \"0s\"\n")).unwrap_err();
+        assert!(err.to_string().contains("secrets.refresh"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_secret_reference_in_vars_names_the_key() {
+        let text = format!("{MINIMAL}\n[vars]\nreplication_secret = \"ssm:relative\"\n");
+        let err = load(&text).unwrap_err();
+        assert!(err.to_string().contains("vars.replication_secret"), "{err}");
+        let text = format!("{MINIMAL}\n[vars]\nreplication_secret = \"ssm:/db/repl\"\n");
+        assert!(load(&text).is_ok());
     }
 }

@@ -31,6 +31,7 @@ pub mod render;
 pub(crate) mod report;
 pub mod rolemap;
 pub(crate) mod rollback;
+pub mod secrets;
 pub(crate) mod services;
 pub(crate) mod smoke;
 pub(crate) mod snapshot;

@@ -30,7 +30,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         super::out(&format!("# using the cached map: {reason}\n"));
     }
     let color = color(args);
-    let preview = pipeline::preview(&agent, &loaded)?;
+    let preview = pipeline::preview(&agent, &loaded).await?;
     match preview {
         None => {
             super::out(&format!(
@@ -39,7 +39,11 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
             ));
             Ok(super::EXIT_OK)
         }
-        Some(p) if p.planned.plan.is_empty() && p.planned.accounts.is_empty() => {
+        Some(p)
+            if p.planned.plan.is_empty()
+                && p.planned.accounts.is_empty()
+                && p.rendered.desired.blocked.is_empty() =>
+        {
             super::out(&format!(
                 "no changes (generation {})\n",
                 loaded.info.generation
@@ -48,7 +52,9 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         }
         Some(p) => {
             super::out(&describe(&p, color));
-            match p.planned.accounts.conflicts.is_empty() {
+            let clean =
+                p.planned.accounts.conflicts.is_empty() && p.rendered.desired.blocked.is_empty();
+            match clean {
                 true => Ok(super::EXIT_CHANGES),
                 false => Ok(super::EXIT_FAILED),
             }
@@ -68,6 +74,14 @@ fn describe(p: &Preview, color: bool) -> String {
     let mut out = String::new();
     for warning in &p.rendered.warnings {
         out.push_str(&format!("# warning: {warning}\n"));
+    }
+    for (service, refs) in &p.rendered.desired.blocked {
+        let name = service.as_deref().unwrap_or("(files without a service)");
+        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "# secret not read: service {name} left as it is ({})\n",
+            refs.join(", ")
+        ));
     }
     for conflict in &p.planned.accounts.conflicts {
         out.push_str(&format!("# account conflict: {conflict}\n"));

@@ -340,7 +340,9 @@ impl Loop {
     fn next_delay(&self, agent: &Agent) -> Duration {
         let share = rand::random::<f64>();
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
-        error_delay(self.errors, poll)
+        let delay = error_delay(self.errors, poll);
+        // The secrets' refresh (SPEC §10) wakes the loop when it comes before the poll.
+        agent.secrets.due_in().map_or(delay, |due| due.min(delay))
     }
 }
 

@@ -83,6 +83,22 @@ async fn accounts(agent: &Agent, planned: &Planned) -> Result<Option<accounts::A
     Ok(accounts::apply(&agent.fs, &agent.state_dir, &planned.accounts).await?)
 }
 
+/// The services a secret that could not be read leaves as they are (nothing of them is
+/// written), as failures naming the references, never a value.
+pub(super) fn blocked(rendered: &Rendered) -> FailedServices {
+    rendered
+        .desired
+        .blocked
+        .iter()
+        .map(|(service, refs)| {
+            let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+            let name = service.as_deref().unwrap_or("(files without a service)");
+            let text = format!("service {name}: secret not read: {}", refs.join(", "));
+            (service.clone(), text)
+        })
+        .collect()
+}
+
 /// Stage 6b: journal every file's previous state, forget the settled state, then apply each
 /// service's changes as a transaction (write, check, restore on failure).
 ///

@@ -52,6 +52,8 @@ pub struct Agent {
     pub identity: AnyIdentity,
     /// Run checks, reloads and smoke tests (off for image builds and demos: files only).
     pub run_services: bool,
+    /// Secret values in memory, and when they are read again (SPEC §10).
+    pub secrets: crate::secrets::Secrets,
     /// The identity once read: an instance's id, zone and address do not change while it
     /// runs, so the daemon asks instance metadata once, not on every poll.
     known: std::sync::OnceLock<Identity>,
@@ -69,6 +71,7 @@ impl Agent {
             state_dir,
             identity,
             run_services: true,
+            secrets: crate::secrets::Secrets::default(),
             known: std::sync::OnceLock::new(),
         }
     }
@@ -216,8 +219,10 @@ async fn obtain(
     trace: &Trace,
 ) -> Result<Obtained, Failed> {
     let fetch: Fetch = trace.stage("fetch", map::fetch(agent, source)).await;
+    // Secrets due for their refresh take the full path: they are re-read and re-rendered.
     let unchanged = fetch
         .unchanged()
+        .filter(|_| !agent.secrets.is_due())
         .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
     if let Some((meta, fingerprint)) = &unchanged {
         let quiet = trace.now("drift", || {
@@ -258,16 +263,23 @@ async fn converge(
     request: &Request<'_>,
     trace: &Trace,
 ) -> Result<Ended, Failed> {
-    let rendered = trace.now("render", || preview::render(agent, &inputs.loaded, view));
+    let secrets = preview::secrets(agent, view, &inputs.fingerprint);
+    let secrets = trace.stage("secrets", secrets).await;
+    let rendered = trace.now("render", || {
+        preview::render(agent, &inputs.loaded, view, &secrets)
+    });
+    drop(secrets);
     let rendered = rendered.map_err(fail)?;
     let planned = trace
         .now("plan", || preview::plan(agent, &rendered))
         .map_err(fail)?;
-    if planned.is_noop() && request.settled {
+    let blocked = execute::blocked(&rendered);
+    if planned.is_noop() && blocked.is_empty() && request.settled {
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);
     }
-    let done = execute::change(agent, &rendered, &planned, trace).await?;
+    let mut done = execute::change(agent, &rendered, &planned, trace).await?;
+    done.installed.failed.extend(blocked);
     if let Some(tell) = request
         .installed
         .filter(|_| done.installed.failed.is_empty())

@@ -16,6 +16,7 @@ use crate::plan::{self, Plan, Records};
 use crate::render::{self, Desired, Hook};
 use crate::rolemap::resolve::{DbPosition, HostView};
 use crate::rolemap::Resolution;
+use crate::secrets::Resolved;
 
 /// Stage 4's result: everything rendered, and the catalog it came from.
 #[derive(Debug, Clone, Default)]
@@ -66,13 +67,28 @@ pub struct Preview {
 ///
 /// # Errors
 /// Bad catalog, templates, map content for this host, refused plan, unreadable disk.
-pub fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview>, Error> {
+pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview>, Error> {
     let Resolution::Assigned(view) = &loaded.resolution else {
         return Ok(None);
     };
-    let rendered = render(agent, loaded, view)?;
+    let resolved = secrets(agent, view, &loaded.sha256).await;
+    let rendered = render(agent, loaded, view, &resolved)?;
     let planned = plan(agent, &rendered)?;
     Ok(Some(Preview { rendered, planned }))
+}
+
+/// Stage 4a: the secrets the host's templates can ask for (SPEC §10), from memory or their
+/// stores; `inputs` is the fingerprint they are read for (a change reads them all again).
+pub(super) async fn secrets(agent: &Agent, view: &HostView, inputs: &str) -> Resolved {
+    let (wanted, vars) = crate::secrets::wanted(view, &agent.settings.vars);
+    let ask = crate::secrets::Ask {
+        wanted,
+        vars,
+        inputs,
+        refresh: agent.settings.secrets_refresh,
+        timeout: agent.settings.fetch_timeout,
+    };
+    agent.secrets.resolve(ask).await
 }
 
 /// Stage 4: every file, smoke test and hook of the host's roles, in memory.
@@ -84,12 +100,18 @@ pub(super) fn render(
     agent: &Agent,
     loaded: &LoadedMap,
     view: &HostView,
+    secrets: &Resolved,
 ) -> Result<Rendered, Error> {
     let settings = &agent.settings;
     let catalog =
         Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
     let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
-    let desired = render::render(view, &catalog, &templates, &loaded.info, &settings.vars)?;
+    let inputs = render::Inputs {
+        map: &loaded.info,
+        vars: &settings.vars,
+        secrets,
+    };
+    let desired = render::render_with(view, &catalog, &templates, &inputs)?;
     let accounts = match settings.accounts.manage {
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
@@ -120,12 +142,17 @@ pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error>
     let desired = &rendered.desired;
     let records = read_records(&agent.state_dir)?;
     let disk = snapshot(agent, desired, &records)?;
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &desired.files,
         &disk,
         &records,
         &agent.settings.allowed_roots,
     )?;
+    // A service blocked by an unreadable secret keeps every file as it is (SPEC §10).
+    let blocked = |service: &Option<String>| desired.blocked.contains_key(service);
+    plan.changes.retain(|c| !blocked(&c.service));
+    plan.forget
+        .retain(|p| !records.get(p).is_some_and(|r| blocked(&r.service)));
     let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
         &agent.state_dir.join(hooks::POSITION_FILE),
     )?

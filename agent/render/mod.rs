@@ -2,6 +2,7 @@
 //! and hook, before anything touches disk. Pure: the caller loads the [`Templates`] once
 //! per reconcile; output is byte-for-byte repeatable.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::catalog::{
     Catalog, Command, FileSpec, HookEvent, HookSpec, Role, SmokeKind, SmokeSpec, WhenPosition,
 };
 use crate::rolemap::resolve::{HostView, ProductView};
+use crate::secrets::Resolved;
 
 /// Errors of the render stage.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +161,10 @@ pub struct Hook {
 pub struct Desired {
     /// Files, sorted by path.
     pub files: Vec<RenderedFile>,
+    /// Services left as they are because a secret one of their files may read could not
+    /// be read (SPEC §10), with those references. Their files are not in `files`.
+    #[serde(skip)]
+    pub blocked: BTreeMap<Option<String>, BTreeSet<String>>,
     /// Smoke tests in catalog order.
     pub smoke: Vec<SmokeTest>,
     /// Hooks in catalog order.
@@ -188,6 +194,7 @@ pub struct Templates {
 }
 
 mod reads;
+mod secrets;
 
 use reads::Reads;
 
@@ -215,8 +222,39 @@ impl Templates {
                     })?;
             }
         }
-        let warnings = volatile(dir);
-        Ok(Templates { tera, warnings })
+        let templates = Templates {
+            tera,
+            warnings: volatile(dir),
+        };
+        templates.check_secret_modes(catalog)?;
+        Ok(templates)
+    }
+
+    /// Whether the file template `name` may read a secret's value (see `reads::secret`).
+    fn reads_secret(&self, name: &str) -> bool {
+        self.tera
+            .get_template(name)
+            .is_ok_and(|t| reads::secret(&t.ast))
+    }
+
+    /// Refuse a file whose template reads secrets and whose mode lets others read or
+    /// write it (SPEC §10: 0600 or 0640).
+    fn check_secret_modes(&self, catalog: &Catalog) -> Result<(), Error> {
+        for role in catalog.roles.values() {
+            for (i, f) in role.files.iter().enumerate() {
+                if f.mode & 0o007 != 0 && self.reads_secret(&f.template) {
+                    return Err(Error::Invalid {
+                        role: role.name.clone(),
+                        what: format!("files[{i}].mode"),
+                        reason: format!(
+                            "{:04o} lets others read {}, which reads secrets (use 0600 or 0640)",
+                            f.mode, f.template
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the file template `name`, or the catalog string `text`, reads from the context.
@@ -306,6 +344,11 @@ fn catalog_strings(catalog: &Catalog) -> Vec<(&str, &str)> {
         out.extend(role.files.iter().map(|f| (r, f.path.as_str())));
         out.extend(role.files.iter().map(|f| (r, f.owner.as_str())));
         out.extend(role.files.iter().map(|f| (r, f.group.as_str())));
+        out.extend(
+            role.files
+                .iter()
+                .filter_map(|f| Some((r, f.when.as_deref()?))),
+        );
         out.extend(role.hooks.iter().map(|h| (r, h.command.as_str())));
         for s in &role.smoke {
             out.extend(smoke_strings(s).map(|t| (r, t)));
@@ -314,16 +357,45 @@ fn catalog_strings(catalog: &Catalog) -> Vec<(&str, &str)> {
     out
 }
 
-/// Render everything `view`'s roles need.
+/// Render everything `view`'s roles need, for a host without secrets.
 ///
 /// # Errors
-/// Unknown roles, template errors, unusable rendered paths or commands, duplicates.
+/// See [`render_with`].
 pub fn render(
     view: &HostView,
     catalog: &Catalog,
     templates: &Templates,
     map: &MapInfo,
     vars: &toml::Table,
+) -> Result<Desired, Error> {
+    let inputs = Inputs {
+        map,
+        vars,
+        secrets: &Resolved::default(),
+    };
+    render_with(view, catalog, templates, &inputs)
+}
+
+/// What a render reads besides the view and the catalog.
+pub struct Inputs<'a> {
+    /// What templates see as `map`.
+    pub map: &'a MapInfo,
+    /// `[vars]`.
+    pub vars: &'a toml::Table,
+    /// The secrets read for this render (SPEC §10).
+    pub secrets: &'a Resolved,
+}
+
+/// Render everything `view`'s roles need. A file that may read a secret that could not
+/// be read is not rendered: its service goes into [`Desired::blocked`].
+///
+/// # Errors
+/// Unknown roles, template errors, unusable rendered paths or commands, duplicates.
+pub fn render_with(
+    view: &HostView,
+    catalog: &Catalog,
+    templates: &Templates,
+    inputs: &Inputs<'_>,
 ) -> Result<Desired, Error> {
     let mut roles = Vec::new();
     for role_name in &view.host.roles {
@@ -344,8 +416,9 @@ pub fn render(
     let mut r = Renderer {
         view,
         templates,
-        ctx: base_context(view, map, vars, &needs),
+        ctx: base_context(view, inputs, &needs),
         with_product: needs.reads("product"),
+        secrets: inputs.secrets,
         desired: Desired::default(),
     };
     for role in roles {
@@ -364,14 +437,54 @@ struct Renderer<'a> {
     ctx: Context,
     /// Some template reads `product`: set it for each per-product render.
     with_product: bool,
+    secrets: &'a Resolved,
     desired: Desired,
 }
 
 impl Renderer<'_> {
     fn set_product(&mut self, product: Option<&ProductView>) {
         if self.with_product {
-            set_product(&mut self.ctx, product);
+            set_product(&mut self.ctx, product, self.secrets);
         }
+    }
+
+    /// One file of `spec` (for `product`): skipped where its `when` is not `true`, and
+    /// left out with its service blocked when a secret it may read could not be read.
+    fn file(&mut self, spec: &FileSpec, product: Option<&ProductView>) -> Result<(), Error> {
+        if !self.wanted(spec, product)? {
+            return Ok(());
+        }
+        let is_secret = self.templates.reads_secret(&spec.template);
+        let missing = match is_secret {
+            true => secrets::unreadable(product, self.secrets),
+            false => Vec::new(),
+        };
+        if !missing.is_empty() {
+            let blocked = self.desired.blocked.entry(spec.service.clone());
+            blocked.or_default().extend(missing);
+            return Ok(());
+        }
+        let mut file = render_file(self.templates, &self.ctx, spec, product)?;
+        file.is_secret |= is_secret;
+        self.desired.files.push(file);
+        Ok(())
+    }
+
+    /// Whether `spec`'s `when`, if any, renders to `true`.
+    fn wanted(&self, spec: &FileSpec, product: Option<&ProductView>) -> Result<bool, Error> {
+        let Some(when) = &spec.when else {
+            return Ok(true);
+        };
+        let rendered =
+            self.templates
+                .inline(when, &self.ctx)
+                .map_err(|source| Error::Template {
+                    template: when.clone(),
+                    role: spec.role.clone(),
+                    product: product.map(|p| p.name.clone()),
+                    source: Box::new(source),
+                })?;
+        Ok(rendered.trim() == "true")
     }
 
     /// The files, smoke tests and hooks of `role` that apply to this host's position,
@@ -385,8 +498,7 @@ impl Renderer<'_> {
         {
             for product in fan_out(spec.per_product, &view.products) {
                 self.set_product(product);
-                let file = render_file(templates, &self.ctx, spec, product)?;
-                self.desired.files.push(file);
+                self.file(spec, product)?;
             }
         }
         for spec in role
@@ -437,6 +549,7 @@ fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
                 f.path.as_str(),
                 f.owner.as_str(),
                 f.group.as_str(),
+                f.when.as_deref().unwrap_or_default(),
             ]
         });
     let smoke = role
@@ -456,7 +569,8 @@ fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
 /// The context every template of this host sees: only the names they read, since
 /// `fleet` and `products` of a large map cost more to serialise than the render itself.
 /// A name no template reads is left out, which no template can tell.
-fn base_context(view: &HostView, map: &MapInfo, vars: &toml::Table, needs: &Reads) -> Context {
+fn base_context(view: &HostView, inputs: &Inputs<'_>, needs: &Reads) -> Context {
+    let (map, vars) = (inputs.map, inputs.vars);
     let mut ctx = Context::new();
     if needs.reads("host") {
         ctx.insert("host", &view.host);
@@ -473,12 +587,15 @@ fn base_context(view: &HostView, map: &MapInfo, vars: &toml::Table, needs: &Read
     if needs.reads("vars") {
         ctx.insert("vars", vars);
     }
+    if needs.reads("secrets") {
+        ctx.insert("secrets", &secrets::vars_values(inputs.secrets));
+    }
     ctx
 }
 
-fn set_product(ctx: &mut Context, product: Option<&ProductView>) {
+fn set_product(ctx: &mut Context, product: Option<&ProductView>, resolved: &Resolved) {
     match product {
-        Some(p) => ctx.insert("product", p),
+        Some(p) => secrets::set_product(ctx, p, resolved),
         None => {
             ctx.remove("product");
         }

@@ -38,6 +38,15 @@ impl Reads {
     }
 }
 
+/// Whether the template `ast` may read a secret's value (SPEC §10): `secrets`, the whole
+/// `product` or its `secrets`, or anything it cannot follow. Its file is then secret:
+/// never diffed or logged, and never readable by others.
+pub(super) fn secret(ast: &[Node]) -> bool {
+    let mut walk = Walk::default();
+    walk.nodes(ast);
+    walk.everything || walk.secret
+}
+
 /// What the template `ast` reads.
 pub(super) fn of(ast: &[Node]) -> Reads {
     let mut walk = Walk::default();
@@ -53,6 +62,8 @@ pub(super) fn of(ast: &[Node]) -> Reads {
 struct Walk {
     names: BTreeSet<String>,
     everything: bool,
+    /// A secret's value may be read.
+    secret: bool,
 }
 
 impl Walk {
@@ -137,6 +148,9 @@ impl Walk {
             return;
         }
         let root = name.split('.').next().unwrap_or(name);
+        if root == "secrets" || name == "product" || name.starts_with("product.secrets") {
+            self.secret = true;
+        }
         self.names.insert(root.to_string());
     }
 }
@@ -171,6 +185,24 @@ mod tests {
             names(&["a", "host", "vars"])
         );
         assert_eq!(reads("plain text"), names(&[]));
+    }
+
+    #[test]
+    fn secret_readers_are_found() {
+        let secret = |text: &str| {
+            let mut tera = tera::Tera::default();
+            tera.add_raw_template("t", text).unwrap();
+            super::secret(&tera.get_template("t").unwrap().ast)
+        };
+        assert!(secret("{{ secrets.replication_secret }}"));
+        assert!(secret(
+            "{% if product.secrets.db is defined %}{{ product.secrets.db }}{% endif %}"
+        ));
+        assert!(secret("{% for k, v in product %}{{ v }}{% endfor %}"));
+        assert!(secret("{{ product[vars.x] }}"));
+        assert!(!secret(
+            "{{ product.name }} {{ products | length }} {{ vars.secrets_dir }}"
+        ));
     }
 
     #[test]

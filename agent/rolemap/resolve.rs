@@ -178,6 +178,9 @@ pub struct ProductView {
     pub users: BTreeMap<String, UserView>,
     /// Every group the product declares, by name.
     pub groups: BTreeMap<String, GroupView>,
+    /// Secret references by name (SPEC §10). A per-product template sees the values
+    /// instead, as `product.secrets.NAME` (`render` puts them there).
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// A product's database with addresses.
@@ -326,6 +329,7 @@ fn product_view(map: &RoleMap, name: &str, pools: Pools) -> ProductView {
         aliases: p.aliases,
         docroot: p.docroot,
         health_path: p.health_path,
+        secrets: p.secrets,
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Product {
     /// Unix users its hosts need, by name (SPEC §10, `[products.P.users.U]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, User>,
+    /// Secret references by name (SPEC §10, `[products.P.secrets]`): `ssm:/path` or
+    /// `secretsmanager:name[#key]`. Only references: the values never enter the map.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Keys not in the schema.
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,

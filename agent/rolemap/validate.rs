@@ -131,6 +131,13 @@ impl Validator {
         if let Some(db) = &p.database {
             self.database(map, || at() + ".database", db);
         }
+        for (name, text) in &p.secrets {
+            let path = || format!("{}.secrets.{}", at(), key(name));
+            self.check(path, name, Rule::Identifier);
+            if let Err(why) = crate::secrets::reference::Reference::parse(text) {
+                self.push(path(), format!("{} {why}", q(text)));
+            }
+        }
     }
 
     fn database(&mut self, map: &RoleMap, at: impl Fn() -> String, db: &Database) {

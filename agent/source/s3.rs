@@ -254,14 +254,22 @@ pub fn split_s3_url(url: &str) -> Result<(&str, &str), &'static str> {
 /// one place clients are built. Path-style addressing when a custom endpoint is set, since
 /// an S3-compatible server on an address has no per-bucket host names.
 pub async fn client() -> aws_sdk_s3::Client {
-    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-        .region(RegionProviderChain::default_provider().or_else(DEFAULT_REGION))
-        .load()
-        .await;
+    let sdk_config = sdk_config().await;
     let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
         .force_path_style(has_custom_endpoint())
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+/// The SDK's shared configuration: credentials from the default chain (instance profile,
+/// `AWS_*` variables), region from the environment, profile or IMDS, else `us-east-1`.
+/// Every AWS client rolecall builds (S3 here, SSM and Secrets Manager in `secrets`) starts
+/// from it, so they share credentials, region and the `AWS_ENDPOINT_URL[_SERVICE]` variables.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(RegionProviderChain::default_provider().or_else(DEFAULT_REGION))
+        .load()
+        .await
 }
 
 /// Whether a `GetObject` failure is S3's answer to `If-None-Match` on the current ETag. The
