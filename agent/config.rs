@@ -206,12 +206,14 @@ pub struct Settings {
 }
 
 /// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
-pub const DEFAULT_ALLOWED_ROOTS: [&str; 5] = [
+pub const DEFAULT_ALLOWED_ROOTS: [&str; 7] = [
     "/etc/apache2",
     "/etc/mysql",
     "/etc/cron.d",
     "/etc/memcached.conf",
     "/etc/munin/munin-node.conf",
+    "/etc/rolecall/products",
+    "/etc/rolecall/replication.password",
 ];
 
 impl Settings {

@@ -45,6 +45,8 @@ pub struct Setup {
     pub identity: Option<Vec<String>>,
     /// `paths.allowed_roots`, if not the default.
     pub allowed_roots: Option<Vec<String>>,
+    /// Whole sections appended to agent.toml (`"[secrets]\nrefresh = \"3s\""`).
+    pub sections: Vec<String>,
 }
 
 impl Setup {
@@ -60,6 +62,7 @@ impl Setup {
             map_lines: vec!["poll_interval = \"1s\"".into(), "jitter = \"0s\"".into()],
             identity: None,
             allowed_roots: None,
+            sections: Vec::new(),
         }
     }
 
@@ -154,6 +157,9 @@ impl Agent {
             text.push_str(&format!("\n[services.{name}]\n"));
             lines.iter().for_each(|l| text.push_str(&format!("{l}\n")));
         }
+        s.sections
+            .iter()
+            .for_each(|section| text.push_str(&format!("\n{section}\n")));
         std::fs::write(&self.config, text).expect("writing agent.toml");
     }
 

@@ -84,6 +84,28 @@ pub fn read_vars(dir: &Path) -> toml::Table {
     toml::from_str(&read_text(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
+/// `<dir>/secrets.toml` (secret reference = its value, standing in for SSM and Secrets
+/// Manager), as the reconcile would have read them for the case's vars.
+pub fn read_secrets(dir: &Path, vars: &toml::Table) -> rolecall::secrets::Resolved {
+    let path = dir.join("secrets.toml");
+    let mut resolved = rolecall::secrets::Resolved {
+        vars: rolecall::secrets::vars_references(vars),
+        ..Default::default()
+    };
+    if !path.exists() {
+        return resolved;
+    }
+    let table: toml::Table =
+        toml::from_str(&read_text(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    for (reference, value) in table {
+        let reference = rolecall::secrets::Reference::parse(&reference).expect("a reference");
+        let text = value.as_str().expect("a string value").to_string();
+        let value = rolecall::secrets::Value::new(text).expect("a one-line value");
+        resolved.values.insert(reference, value);
+    }
+    resolved
+}
+
 /// Renders the host of case `dir` (its identity and vars) in the golden map with the
 /// catalog and templates in `catalog_dir`, through the library exactly as a reconcile does;
 /// the error chain on failure.
@@ -119,7 +141,13 @@ fn render_for(
         generation: map.generation(),
         url: MAP_URL.to_string(),
     };
-    render::render(&view, &catalog, &tera, &info, &read_vars(dir)).map_err(|err| chain(&err))
+    let vars = read_vars(dir);
+    let inputs = render::Inputs {
+        map: &info,
+        vars: &vars,
+        secrets: &read_secrets(dir, &vars),
+    };
+    render::render_with(&view, &catalog, &tera, &inputs).map_err(|err| chain(&err))
 }
 
 /// The repository's default catalog (its role files and templates share one directory).

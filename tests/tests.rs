@@ -40,6 +40,9 @@ mod packaging;
 mod real_configs;
 /// Issue 2: idempotence, removals, restore on a failed check, refusals, the lock.
 mod reconcile;
+/// Issue 14, SPEC §10: secrets from moto's SSM and Secrets Manager: the credentials file,
+/// rotation within the refresh, no reads on quiet polls, unreadable secrets, no leaks.
+mod secrets;
 /// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
 mod services;
 /// Issue 14: several products on one database cluster: real replication of both, a

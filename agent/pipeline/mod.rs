@@ -263,10 +263,11 @@ async fn converge(
     request: &Request<'_>,
     trace: &Trace,
 ) -> Result<Ended, Failed> {
-    let secrets = preview::secrets(agent, view, &inputs.fingerprint);
+    let catalog = preview::load_catalog(agent).map_err(fail)?;
+    let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint);
     let secrets = trace.stage("secrets", secrets).await;
     let rendered = trace.now("render", || {
-        preview::render(agent, &inputs.loaded, view, &secrets)
+        preview::render(agent, &inputs.loaded, view, catalog, &secrets)
     });
     drop(secrets);
     let rendered = rendered.map_err(fail)?;

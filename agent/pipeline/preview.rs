@@ -71,16 +71,35 @@ pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview
     let Resolution::Assigned(view) = &loaded.resolution else {
         return Ok(None);
     };
-    let resolved = secrets(agent, view, &loaded.sha256).await;
-    let rendered = render(agent, loaded, view, &resolved)?;
+    let loaded_catalog = load_catalog(agent)?;
+    let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256).await;
+    let rendered = render(agent, loaded, view, loaded_catalog, &resolved)?;
     let planned = plan(agent, &rendered)?;
     Ok(Some(Preview { rendered, planned }))
 }
 
+/// The catalog and its templates, loaded once per reconcile.
+///
+/// # Errors
+/// A bad role file or template.
+pub(super) fn load_catalog(agent: &Agent) -> Result<(Catalog, render::Templates), Error> {
+    let settings = &agent.settings;
+    let catalog =
+        Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
+    let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
+    Ok((catalog, templates))
+}
+
 /// Stage 4a: the secrets the host's templates can ask for (SPEC §10), from memory or their
 /// stores; `inputs` is the fingerprint they are read for (a change reads them all again).
-pub(super) async fn secrets(agent: &Agent, view: &HostView, inputs: &str) -> Resolved {
-    let (wanted, vars) = crate::secrets::wanted(view, &agent.settings.vars);
+pub(super) async fn secrets(
+    agent: &Agent,
+    view: &HostView,
+    (catalog, templates): &(Catalog, render::Templates),
+    inputs: &str,
+) -> Resolved {
+    let needs = render::secret_needs(view, catalog, templates);
+    let (wanted, vars) = crate::secrets::wanted(view, &agent.settings.vars, needs);
     let ask = crate::secrets::Ask {
         wanted,
         vars,
@@ -100,12 +119,10 @@ pub(super) fn render(
     agent: &Agent,
     loaded: &LoadedMap,
     view: &HostView,
+    (catalog, templates): (Catalog, render::Templates),
     secrets: &Resolved,
 ) -> Result<Rendered, Error> {
     let settings = &agent.settings;
-    let catalog =
-        Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
-    let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
     let inputs = render::Inputs {
         map: &loaded.info,
         vars: &settings.vars,

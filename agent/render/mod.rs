@@ -376,6 +376,23 @@ pub fn render(
     render_with(view, catalog, templates, &inputs)
 }
 
+/// Which secrets the files of `view`'s roles may read (SPEC §10): `(products, vars)`, the
+/// products' (a per-product file reads secrets) and the `[vars]` ones (any file does). A
+/// host whose templates read none asks its stores for nothing.
+pub fn secret_needs(view: &HostView, catalog: &Catalog, templates: &Templates) -> (bool, bool) {
+    let files = view
+        .host
+        .roles
+        .iter()
+        .filter_map(|r| catalog.roles.get(r))
+        .flat_map(|role| role.files.iter())
+        .filter(|f| position_matches(f.when_position, view))
+        .filter(|f| templates.reads_secret(&f.template));
+    files.fold((false, false), |(products, _), f| {
+        (products || f.per_product, true)
+    })
+}
+
 /// What a render reads besides the view and the catalog.
 pub struct Inputs<'a> {
     /// What templates see as `map`.
@@ -876,5 +893,45 @@ mod tests {
         let catalog = Catalog::load(&shipped, &Default::default()).unwrap();
         let templates = Templates::load(&shipped, &catalog).unwrap();
         assert_eq!(templates.warnings(), &[] as &[String]);
+    }
+
+    fn catalog_with(dir: &Path, mode: &str, template: &str) -> Result<Templates, String> {
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("app/env.tera"), template).unwrap();
+        let role = format!(
+            "[[files]]\npath = \"/etc/app/{{{{ product.name }}}}.env\"\ntemplate = \"app/env.tera\"\nper_product = true\nmode = \"{mode}\"\n"
+        );
+        std::fs::write(dir.join("app.toml"), role).unwrap();
+        let catalog = Catalog::load(dir, &Default::default()).map_err(|e| e.to_string())?;
+        Templates::load(dir, &catalog).map_err(|e| crate::text::chain(&e))
+    }
+
+    /// SPEC §10: a file whose template reads a secret may not be readable by others; the
+    /// error names the role and the key.
+    #[test]
+    fn a_secret_reading_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let reads = "PASSWORD={{ product.secrets.db_password }}\n";
+        let err = catalog_with(dir.path(), "0644", reads)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.contains("role app") && err.contains("files[0].mode"),
+            "{err}"
+        );
+        assert!(catalog_with(dir.path(), "0640", reads).is_ok());
+        assert!(catalog_with(dir.path(), "0644", "NAME={{ product.name }}\n").is_ok());
+        let marked = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(marked.path().join("app")).unwrap();
+        std::fs::write(marked.path().join("app/x.tera"), "x\n").unwrap();
+        let role = "[[files]]\npath = \"/etc/x\"\ntemplate = \"app/x.tera\"\nsecret = true\nmode = \"0604\"\n";
+        std::fs::write(marked.path().join("app.toml"), role).unwrap();
+        let err = Catalog::load(marked.path(), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("app.toml") && err.contains("files[0].mode"),
+            "{err}"
+        );
     }
 }

@@ -40,7 +40,8 @@ pub(super) fn set_product(ctx: &mut Context, product: &ProductView, resolved: &R
 }
 
 /// The references a file that reads secrets may need (its product's and the `[vars]`
-/// ones) that could not be read: its service is then left as it is (SPEC §10).
+/// ones) that could not be read, each with why: its service is then left as it is (SPEC
+/// §10). The reasons are the stores' error codes and messages, never a value.
 pub(super) fn unreadable(product: Option<&ProductView>, resolved: &Resolved) -> Vec<String> {
     let of_product = product
         .into_iter()
@@ -48,7 +49,6 @@ pub(super) fn unreadable(product: Option<&ProductView>, resolved: &Resolved) -> 
         .filter_map(|text| Reference::parse(text).ok());
     of_product
         .chain(resolved.vars.values().cloned())
-        .filter(|r| resolved.is_failed(r))
-        .map(|r| r.to_string())
+        .filter_map(|r| Some(format!("{r} ({})", resolved.failed.get(&r)?)))
         .collect()
 }

@@ -35,27 +35,28 @@ impl Resolved {
     pub fn value(&self, reference: &Reference) -> Option<&Value> {
         self.values.get(reference)
     }
-
-    /// `reference` is wanted and could not be read.
-    pub fn is_failed(&self, reference: &Reference) -> bool {
-        self.failed.contains_key(reference)
-    }
 }
 
-/// The secrets the host's templates can ask for: every reference of its products and of
-/// `vars` (references in map and agent.toml were validated when they were loaded; one
-/// that does not parse here is left out, and a template asking for it fails).
+/// The secrets the host's templates can ask for: the references of its products when a
+/// per-product template reads secrets (`products`), those of `vars` when any template does
+/// (`with_vars`). References in map and agent.toml were validated when they were loaded;
+/// one that does not parse here is left out, and a template asking for it fails.
 pub fn wanted(
     view: &HostView,
     vars: &toml::Table,
+    (products, with_vars): (bool, bool),
 ) -> (BTreeSet<Reference>, BTreeMap<String, Reference>) {
     let mut refs: BTreeSet<Reference> = view
         .products
         .iter()
+        .filter(|_| products)
         .flat_map(|p| p.secrets.values())
         .filter_map(|text| Reference::parse(text).ok())
         .collect();
-    let vars = vars_references(vars);
+    let vars = match with_vars {
+        true => vars_references(vars),
+        false => BTreeMap::new(),
+    };
     refs.extend(vars.values().cloned());
     (refs, vars)
 }

@@ -20,6 +20,7 @@ pub mod munin;
 pub mod notify;
 pub mod packages;
 pub mod s3;
+pub mod secrets;
 pub mod systemd;
 
 use std::ffi::OsStr;

@@ -417,7 +417,7 @@ fn parse_access_line(line: &str) -> Option<S3Request> {
 
 /// Runs an SDK future to completion on a runtime of its own, in a thread of its own, so the
 /// synchronous methods above also work when called from inside a `#[tokio::test]`.
-fn block_on<F>(future: F) -> F::Output
+pub(crate) fn block_on<F>(future: F) -> F::Output
 where
     F: std::future::Future + Send,
     F::Output: Send,

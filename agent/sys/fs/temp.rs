@@ -237,4 +237,22 @@ mod tests {
         // Pids above /proc/sys/kernel/pid_max (at most 2^22) never exist.
         assert!(!is_alive(Writer::Pid(1 << 23)));
     }
+
+    /// SPEC §10: a secret file is never readable by others, not even empty, before its
+    /// first byte: the temp file is born with the file's mode (less the umask), not 0644
+    /// and chmodded later.
+    #[test]
+    fn a_temp_file_has_its_final_mode_before_its_first_byte() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fd = Dir::open(dir.path(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        for mode in [0o600, 0o640] {
+            let (file, name) = create(fd.as_fd(), dir.path(), mode).unwrap();
+            let meta = file.metadata().unwrap();
+            assert_eq!(meta.len(), 0, "nothing written yet");
+            let born = meta.permissions().mode() & 0o777;
+            assert_eq!(born, mode & !umask(), "{name}: born {born:o}");
+            assert_eq!(born & 0o007, 0, "others may not read {name}");
+        }
+    }
 }

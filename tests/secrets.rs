@@ -1,0 +1,299 @@
+//! Issue 14, SPEC §10: secrets from moto's SSM Parameter Store and Secrets Manager through
+//! the real binary and a real Apache: the shipped web role's `database.env` (0640) gets the
+//! product's credentials, a rotation reaches it within one `[secrets] refresh` (reloaded
+//! and smoke-tested), the stores are not asked on every poll, an unreadable secret leaves
+//! the service untouched naming the reference, and no value leaks into output, logs,
+//! status or the state directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Daemon};
+use crate::reconcile::web_agent;
+use crate::support::apache::Apache;
+use crate::support::s3::Moto;
+use crate::support::secrets::{agent_env, agent_env_at, create_secret, put_parameter};
+use crate::support::wait_until;
+
+/// The shipped web role's credentials file for product `alpha`.
+const ENV_FILE: &str = "/etc/rolecall/products/alpha/database.env";
+const VHOST: &str = "/etc/apache2/sites-enabled/rolecall-alpha.conf";
+
+static SERIAL: AtomicU32 = AtomicU32::new(0);
+
+/// Names of this test's secrets on the shared moto: a parameter and a secret of its own.
+struct Names {
+    parameter: String,
+    secret: String,
+}
+
+fn names() -> Names {
+    let serial = SERIAL.fetch_add(1, Ordering::SeqCst);
+    let unique = format!("rc{}-{serial}", std::process::id());
+    Names {
+        parameter: format!("/{unique}/alpha/db-password"),
+        secret: format!("{unique}/alpha/db"),
+    }
+}
+
+/// A value no template, path or message could contain by chance.
+fn value(what: &str) -> String {
+    format!("{what}-{:016x}", rand::random::<u64>())
+}
+
+/// `web_map` with product alpha on a database, its credentials as secret references.
+fn secret_map(base: &Path, names: &Names) -> String {
+    let mut text = web_map(1, &["alpha"], base);
+    text.push_str("\n[products.alpha.database]\nname = \"alpha\"\nmaster = \"db-1\"\n");
+    text.push_str(&format!(
+        "\n[products.alpha.secrets]\ndb_password = \"ssm:{}\"\ndb_user = \"secretsmanager:{}#username\"\n",
+        names.parameter, names.secret
+    ));
+    text
+}
+
+/// A web agent with a real Apache serving alpha from the secret map, `[secrets] refresh`.
+fn agent(names: &Names, refresh: &str) -> (Agent, Apache) {
+    let (mut agent, apache) = web_agent(Apache::start);
+    agent
+        .setup
+        .sections
+        .push(format!("[secrets]\nrefresh = \"{refresh}\""));
+    agent.write_config();
+    let base = docroots(&agent, &["alpha"]);
+    agent.write_map(&secret_map(&base, names));
+    (agent, apache)
+}
+
+fn run(agent: &Agent, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut cmd = agent.command(args);
+    cmd.envs(env.iter().cloned())
+        .env("RUST_LOG", "rolecall=trace");
+    cmd.output().expect("running rolecall")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Where `needle` appears among `texts` (name, bytes): the names.
+fn leaks<'a>(needle: &str, texts: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
+    texts
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+fn outputs(name: &str, out: &Output) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (format!("{name} stdout"), out.stdout.clone()),
+        (format!("{name} stderr"), out.stderr.clone()),
+    ]
+}
+
+#[test]
+fn secrets_reach_the_credentials_file_and_nothing_else_shows_them() {
+    let moto = Moto::shared();
+    let names = names();
+    let (old, new, user) = (value("old-pw"), value("new-pw"), value("alpha-user"));
+    put_parameter(moto, &names.parameter, &old);
+    let json = format!(r#"{{"username":"{user}","password":"unused"}}"#);
+    create_secret(moto, &names.secret, &json);
+    let (agent, apache) = agent(&names, "1h");
+    let env = agent_env(moto);
+
+    let first = run(&agent, &env, &["sync", "--json"]);
+    assert_exit(&first, 0);
+    let text = read(&agent.path(ENV_FILE));
+    assert!(text.contains(&format!("\nDB_PASSWORD={old}\n")), "{text}");
+    assert!(text.contains(&format!("\nDB_USER={user}\n")), "{text}");
+    assert!(text.contains("\nDB_NAME=alpha\n"), "{text}");
+    let mode = std::fs::metadata(agent.path(ENV_FILE))
+        .expect("written")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    assert!(read(&agent.path(VHOST)).contains(&format!("ROLECALL_DB_ENV_FILE {ENV_FILE}")));
+    assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
+
+    put_parameter(moto, &names.parameter, &new);
+    let plan = run(&agent, &env, &["plan", "--color", "never"]);
+    assert_exit(&plan, 3);
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        shown.contains(&format!("# update {ENV_FILE}")) && shown.contains("secret content changed"),
+        "the plan must still say the file changes: {shown}"
+    );
+    let second = run(&agent, &env, &["sync", "--json"]);
+    assert_exit(&second, 0);
+    assert!(read(&agent.path(ENV_FILE)).contains(&format!("DB_PASSWORD={new}")));
+    let status = run(&agent, &env, &["status", "--json"]);
+
+    let mut texts = outputs("first sync", &first);
+    texts.extend(outputs("plan", &plan));
+    texts.extend(outputs("second sync", &second));
+    texts.extend(outputs("status", &status));
+    for file in files_under(&agent.state()) {
+        texts.push((
+            file.display().to_string(),
+            std::fs::read(&file).unwrap_or_default(),
+        ));
+    }
+    texts.push((
+        VHOST.to_string(),
+        std::fs::read(agent.path(VHOST)).unwrap_or_default(),
+    ));
+    assert!(texts.len() > 8, "too little looked at: {texts:?}");
+    for secret in [&old, &new, &user] {
+        let found = leaks(secret, &texts);
+        assert!(found.is_empty(), "a secret value shows in {found:?}");
+    }
+}
+
+/// The daemon on a short refresh: the rotated value is in the file within one refresh (plus
+/// one poll), Apache reloaded and the smoke test run again, with the map unchanged.
+#[test]
+fn a_rotated_secret_reaches_the_file_within_one_refresh_reloaded_and_smoke_tested() {
+    let moto = Moto::shared();
+    let names = names();
+    let (old, new) = (value("old-pw"), value("new-pw"));
+    put_parameter(moto, &names.parameter, &old);
+    create_secret(moto, &names.secret, r#"{"username":"alpha_app"}"#);
+    let refresh = Duration::from_secs(4);
+    let (agent, apache) = agent(&names, "4s");
+    let mut daemon = Daemon::start(&agent, &agent_env(moto));
+    let converged = || agent.status()["outcome"] == "converged";
+    assert!(
+        wait_until(Duration::from_secs(60), || converged()
+            && read(&agent.path(ENV_FILE)).contains(&old)),
+        "{}",
+        daemon.log_tail()
+    );
+    let reloads = apache.reloads().len();
+    let smoke_runs = smoke_count(&daemon);
+
+    put_parameter(moto, &names.parameter, &new);
+    let rotated = Instant::now();
+    let reached = wait_until(Duration::from_secs(60), || {
+        read(&agent.path(ENV_FILE)).contains(&new)
+    });
+    let took = rotated.elapsed();
+    assert!(reached, "{}", daemon.log_tail());
+    // One refresh, one poll interval (1 s), and room for a loaded machine's reconcile.
+    assert!(took <= refresh + Duration::from_secs(6), "took {took:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || apache.reloads().len() > reloads
+            && smoke_count(&daemon) > smoke_runs
+            && converged()),
+        "no reload and smoke test after the rotation: {}",
+        daemon.log_tail()
+    );
+    assert!(daemon.running());
+    daemon.stop();
+}
+
+/// Smoke test runs the daemon has logged.
+fn smoke_count(daemon: &Daemon) -> usize {
+    daemon
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("smoke test passed"))
+        .count()
+}
+
+/// SPEC §10: 10,000 hosts on a 30 s poll must not read Parameter Store on every poll. With
+/// a private moto, no SSM or Secrets Manager request is made by quiet polls.
+#[test]
+fn quiet_polls_do_not_read_secrets() {
+    let moto = Moto::start_private();
+    let names = names();
+    put_parameter(&moto, &names.parameter, &value("pw"));
+    create_secret(&moto, &names.secret, r#"{"username":"alpha_app"}"#);
+    let (agent, _apache) = agent(&names, "1h");
+    let daemon = Daemon::start(&agent, &agent_env(&moto));
+    let quiet = || {
+        daemon
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("quiet poll"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || quiet() >= 1),
+        "{}",
+        daemon.log_tail()
+    );
+    let reads = moto.request_count("POST", "/", None);
+    let polls = quiet();
+    assert!(
+        wait_until(Duration::from_secs(30), || quiet() >= polls + 4),
+        "{}",
+        daemon.log_tail()
+    );
+    assert_eq!(
+        moto.request_count("POST", "/", None),
+        reads,
+        "secrets read by quiet polls"
+    );
+}
+
+/// An unreadable secret fails the web service before anything of it is written; the
+/// message names the reference.
+fn refused_before_writing(env: &[(String, String)], agent: &Agent, names: &Names, why: &str) {
+    let started = Instant::now();
+    let out = run(agent, env, &["sync"]);
+    assert_exit(&out, 1);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let status = agent.status();
+    let message = status["message"].as_str().unwrap_or_default().to_string();
+    let reference = format!("ssm:{}", names.parameter);
+    assert!(
+        message.contains(&reference) && message.contains(why),
+        "{message}\n{}",
+        describe(&out)
+    );
+    for path in [ENV_FILE, VHOST] {
+        assert!(
+            !agent.path(path).exists(),
+            "{path} written: {}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn a_missing_parameter_leaves_the_service_unwritten_and_names_the_reference() {
+    let moto = Moto::shared();
+    let names = names();
+    create_secret(moto, &names.secret, r#"{"username":"alpha_app"}"#);
+    let (agent, _apache) = agent(&names, "1h");
+    refused_before_writing(&agent_env(moto), &agent, &names, "ParameterNotFound");
+}
+
+#[test]
+fn an_unreachable_secret_store_leaves_the_service_unwritten_and_names_the_reference() {
+    let moto = Moto::shared();
+    let names = names();
+    let (agent, _apache) = agent(&names, "1h");
+    // Nothing listens on port 9 (discard) of the loopback.
+    let env = agent_env_at(moto, "http://127.0.0.1:9");
+    refused_before_writing(&env, &agent, &names, "secret not read");
+}
