@@ -48,6 +48,11 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Asked for by hand (SIGHUP, `rolecall sync`): secrets are read again (SPEC §10).
+    pub fn is_manual(self) -> bool {
+        matches!(self, Trigger::Sighup | Trigger::Sync)
+    }
+
     /// Name used in logs and reports.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -242,6 +242,7 @@ fn quiet_polls_do_not_read_secrets() {
         daemon.log_tail()
     );
     let reads = moto.request_count("POST", "/", None);
+    assert!(reads >= 2, "the boot reconcile read both secrets from moto: {reads}");
     let polls = quiet();
     assert!(
         wait_until(Duration::from_secs(30), || quiet() >= polls + 4),

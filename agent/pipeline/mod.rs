@@ -219,14 +219,13 @@ async fn obtain(
     trace: &Trace,
 ) -> Result<Obtained, Failed> {
     let fetch: Fetch = trace.stage("fetch", map::fetch(agent, source)).await;
-    // Secrets due for their refresh take the full path: they are re-read and re-rendered.
     let unchanged = fetch
         .unchanged()
-        .filter(|_| !agent.secrets.is_due())
         .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
     if let Some((meta, fingerprint)) = &unchanged {
+        let current = agent.secrets.is_current() && !request.trigger.is_manual();
         let quiet = trace.now("drift", || {
-            settled::quiet(agent, fingerprint, request.settled)
+            settled::quiet(agent, fingerprint, request.settled, current)
         });
         if let Some(quiet) = quiet {
             trace.map(map::unchanged_report(meta));
@@ -264,7 +263,8 @@ async fn converge(
     trace: &Trace,
 ) -> Result<Ended, Failed> {
     let catalog = preview::load_catalog(agent).map_err(fail)?;
-    let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint);
+    let force = request.trigger.is_manual();
+    let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
     let secrets = trace.stage("secrets", secrets).await;
     let rendered = trace.now("render", || {
         preview::render(agent, &inputs.loaded, view, catalog, &secrets)

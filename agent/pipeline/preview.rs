@@ -72,7 +72,7 @@ pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview
         return Ok(None);
     };
     let loaded_catalog = load_catalog(agent)?;
-    let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256).await;
+    let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256, false).await;
     let rendered = render(agent, loaded, view, loaded_catalog, &resolved)?;
     let planned = plan(agent, &rendered)?;
     Ok(Some(Preview { rendered, planned }))
@@ -91,12 +91,14 @@ pub(super) fn load_catalog(agent: &Agent) -> Result<(Catalog, render::Templates)
 }
 
 /// Stage 4a: the secrets the host's templates can ask for (SPEC §10), from memory or their
-/// stores; `inputs` is the fingerprint they are read for (a change reads them all again).
+/// stores; `inputs` is the fingerprint they are read for (a change reads them all again),
+/// `force` reads them all again anyway (SIGHUP, `rolecall sync`).
 pub(super) async fn secrets(
     agent: &Agent,
     view: &HostView,
     (catalog, templates): &(Catalog, render::Templates),
     inputs: &str,
+    force: bool,
 ) -> Resolved {
     let needs = render::secret_needs(view, catalog, templates);
     let (wanted, vars) = crate::secrets::wanted(view, &agent.settings.vars, needs);
@@ -104,6 +106,7 @@ pub(super) async fn secrets(
         wanted,
         vars,
         inputs,
+        force,
         refresh: agent.settings.secrets_refresh,
         timeout: agent.settings.fetch_timeout,
     };

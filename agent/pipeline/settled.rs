@@ -32,6 +32,10 @@ pub struct Settled {
     /// The host was not in the map: nothing was rendered, so nothing is to check.
     #[serde(default)]
     pub waiting: bool,
+    /// Some file holds secrets (SPEC §10): quiet only while this process holds their
+    /// values and their refresh is not due, else they are read again.
+    #[serde(default)]
+    pub secrets: bool,
     /// Every file it manages, as it left it.
     pub files: BTreeMap<PathBuf, Expected>,
     /// The accounts it converged (none when it manages none): checked against the root's
@@ -79,6 +83,7 @@ pub(super) fn store(
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
         waiting: false,
+        secrets: desired.files.iter().any(|f| f.is_secret),
         files,
         accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };
@@ -108,6 +113,7 @@ pub(super) fn store_waiting(agent: &Agent, fingerprint: &str) {
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
         waiting: true,
+        secrets: false,
         files: BTreeMap::new(),
         accounts: None,
     };
@@ -135,11 +141,22 @@ pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
 /// What the inputs `fingerprint` come to without a render, when the last reconcile that
 /// finished had them: waiting again, or converged when every file it manages is still as
 /// it left it (and, for a full reconcile, that one ran the services too). The files are
-/// checked only when `converged` may be answered. `None`: take the full path.
-pub(super) fn quiet(agent: &Agent, fingerprint: &str, converged: bool) -> Option<Quiet> {
+/// checked only when `converged` may be answered. Secrets not `current` (not read by
+/// this process, refresh due, or asked for by hand) take the full path too. `None`: take
+/// the full path.
+pub(super) fn quiet(
+    agent: &Agent,
+    fingerprint: &str,
+    converged: bool,
+    current: bool,
+) -> Option<Quiet> {
     let settled = read(agent)?;
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
+        return None;
+    }
+    if settled.secrets && !current {
+        debug!("secrets to read again");
         return None;
     }
     if settled.waiting {

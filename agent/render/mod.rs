@@ -438,13 +438,30 @@ pub fn render_with(
         secrets: inputs.secrets,
         desired: Desired::default(),
     };
-    for role in roles {
+    for role in &roles {
         r.role(role)?;
     }
     let mut desired = r.desired;
     desired.files.sort_by(|a, b| a.path.cmp(&b.path));
     check_duplicates(&desired.files)?;
+    drop_blocked(&roles, &mut desired);
     Ok(desired)
+}
+
+/// A role with a service blocked by an unreadable secret runs no smoke test and no hook:
+/// its service is left as it was, and a hook would act on the old secret.
+fn drop_blocked(roles: &[&Role], desired: &mut Desired) {
+    let blocked: BTreeSet<&str> = roles
+        .iter()
+        .filter(|r| {
+            r.files
+                .iter()
+                .any(|f| desired.blocked.contains_key(&f.service))
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    desired.smoke.retain(|t| !blocked.contains(t.role.as_str()));
+    desired.hooks.retain(|h| !blocked.contains(h.role.as_str()));
 }
 
 /// One host's render in progress: the context templates see, and what is rendered so far.

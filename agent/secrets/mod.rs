@@ -96,6 +96,8 @@ pub struct Ask<'a> {
     pub vars: BTreeMap<String, Reference>,
     /// Fingerprint of the reconcile's inputs (map, catalog, agent.toml, identity).
     pub inputs: &'a str,
+    /// Read every value again, whatever the cache holds (asked for by hand).
+    pub force: bool,
     /// `[secrets] refresh`.
     pub refresh: Duration,
     /// Deadline of one read.
@@ -103,9 +105,10 @@ pub struct Ask<'a> {
 }
 
 impl Secrets {
-    /// Whether the cached values must be read again now (the refresh is due).
-    pub fn is_due(&self) -> bool {
-        self.lock().due.is_some_and(|due| Instant::now() >= due)
+    /// Whether this process holds values read within the refresh period (false before
+    /// the first read, and once the refresh is due).
+    pub fn is_current(&self) -> bool {
+        self.lock().due.is_some_and(|due| Instant::now() < due)
     }
 
     /// Time until the refresh is due (the daemon wakes for it); `None` without secrets.
@@ -158,7 +161,8 @@ impl Secrets {
     /// cache was fresh (same inputs, refresh not due: only references new to it are read).
     fn split(&self, ask: &Ask<'_>) -> (BTreeMap<Reference, Value>, BTreeSet<Reference>, bool) {
         let cache = self.lock();
-        let fresh = cache.inputs.as_deref() == Some(ask.inputs)
+        let fresh = !ask.force
+            && cache.inputs.as_deref() == Some(ask.inputs)
             && cache.due.is_some_and(|due| Instant::now() < due);
         let mut values = BTreeMap::new();
         let mut to_read = BTreeSet::new();

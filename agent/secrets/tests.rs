@@ -11,6 +11,7 @@ fn ask<'a>(wanted: &[&str], inputs: &'a str) -> Ask<'a> {
         wanted: wanted.iter().map(|t| reference(t)).collect(),
         vars: BTreeMap::new(),
         inputs,
+        force: false,
         refresh: Duration::from_secs(3600),
         timeout: Duration::from_secs(1),
     }
@@ -39,8 +40,9 @@ async fn cached_values_serve_the_same_inputs_until_the_refresh_is_due() {
     assert!(fresh && to_read.is_empty() && values.len() == 1);
     let due = secrets.due_in().unwrap();
     assert!(due <= Duration::from_secs(3600) && due >= Duration::from_secs(3240));
+    assert!(secrets.is_current());
     tokio::time::advance(due).await;
-    assert!(secrets.is_due());
+    assert!(!secrets.is_current(), "due");
     let (values, to_read, fresh) = secrets.split(&ask(&["ssm:/a"], "inputs-1"));
     assert!(
         !fresh && values.is_empty() && to_read.len() == 1,
