@@ -312,7 +312,7 @@ url = "file:///tmp/rolemap.toml"
 catalog = "/etc/rolecall/roles"
 templates = "/etc/rolecall/templates"
 state = "/var/lib/rolecall"
-allowed_roots = ["/etc/apache2", "/etc/memcached.conf"]
+allowed_roots = ["/etc/apache2", "/etc/memcached.conf", "/etc/rolecall/products"]
 "#;
 
 /// What the .deb installs (SPEC §4), relative to the root.
@@ -336,6 +336,8 @@ const WEB_1_FILES: &[&str] = &[
     "/etc/apache2/sites-enabled/rolecall-videos.conf",
     "/etc/apache2/sites-enabled/rolecall-blog.conf",
     "/etc/memcached.conf",
+    "/etc/rolecall/products/videos/database.env",
+    "/etc/rolecall/products/blog/database.env",
 ];
 
 fn with_prefix(prefix: &str, paths: &[&str]) -> Vec<String> {
@@ -441,7 +443,14 @@ fn assert_remove_keeps_config_and_purge_cleans_up(root: &DebianRoot) {
     assert_eq!(status.trim(), "rc", "removed, config files kept");
 
     root.run_ok(&["dpkg", "-P", "rolecall"]);
-    root.assert_absent(&["/etc/rolecall", "/var/lib/rolecall"]);
+    // /etc/rolecall itself stays while it holds the products' database.env (SPEC §10):
+    // rendered service configuration, like the vhosts.
+    root.assert_absent(&[
+        "/etc/rolecall/agent.toml",
+        "/etc/rolecall/roles",
+        "/etc/rolecall/templates",
+        "/var/lib/rolecall",
+    ]);
     // The services' configuration stays: deleting it would break running services.
     root.assert_exists(WEB_1_FILES);
     assert!(
