@@ -102,13 +102,6 @@ fn leaks<'a>(needle: &str, texts: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
         .collect()
 }
 
-fn outputs(name: &str, out: &Output) -> Vec<(String, Vec<u8>)> {
-    vec![
-        (format!("{name} stdout"), out.stdout.clone()),
-        (format!("{name} stderr"), out.stderr.clone()),
-    ]
-}
-
 #[test]
 fn secrets_reach_the_credentials_file_and_nothing_else_shows_them() {
     let moto = Moto::shared();
@@ -146,11 +139,29 @@ fn secrets_reach_the_credentials_file_and_nothing_else_shows_them() {
     assert_exit(&second, 0);
     assert!(read(&agent.path(ENV_FILE)).contains(&format!("DB_PASSWORD={new}")));
     let status = run(&agent, &env, &["status", "--json"]);
+    let shown = everything_shown(
+        &agent,
+        &[
+            ("first sync", &first),
+            ("plan", &plan),
+            ("second sync", &second),
+            ("status", &status),
+        ],
+    );
+    for secret in [&old, &new, &user] {
+        let found = leaks(secret, &shown);
+        assert!(found.is_empty(), "a secret value shows in {found:?}");
+    }
+}
 
-    let mut texts = outputs("first sync", &first);
-    texts.extend(outputs("plan", &plan));
-    texts.extend(outputs("second sync", &second));
-    texts.extend(outputs("status", &status));
+/// Everything a reconcile shows: the commands' stdout and stderr (logs at trace level),
+/// every file of the state directory, and the vhost.
+fn everything_shown(agent: &Agent, runs: &[(&str, &Output)]) -> Vec<(String, Vec<u8>)> {
+    let mut texts = Vec::new();
+    for (name, out) in runs {
+        texts.push((format!("{name} stdout"), out.stdout.clone()));
+        texts.push((format!("{name} stderr"), out.stderr.clone()));
+    }
     for file in files_under(&agent.state()) {
         texts.push((
             file.display().to_string(),
@@ -162,10 +173,7 @@ fn secrets_reach_the_credentials_file_and_nothing_else_shows_them() {
         std::fs::read(agent.path(VHOST)).unwrap_or_default(),
     ));
     assert!(texts.len() > 8, "too little looked at: {texts:?}");
-    for secret in [&old, &new, &user] {
-        let found = leaks(secret, &texts);
-        assert!(found.is_empty(), "a secret value shows in {found:?}");
-    }
+    texts
 }
 
 /// The daemon on a short refresh: the rotated value is in the file within one refresh (plus
@@ -242,7 +250,10 @@ fn quiet_polls_do_not_read_secrets() {
         daemon.log_tail()
     );
     let reads = moto.request_count("POST", "/", None);
-    assert!(reads >= 2, "the boot reconcile read both secrets from moto: {reads}");
+    assert!(
+        reads >= 2,
+        "the boot reconcile read both secrets from moto: {reads}"
+    );
     let polls = quiet();
     assert!(
         wait_until(Duration::from_secs(30), || quiet() >= polls + 4),

@@ -196,6 +196,8 @@ pub struct Templates {
 mod reads;
 mod secrets;
 
+pub use secrets::secret_needs;
+
 use reads::Reads;
 
 impl Templates {
@@ -235,26 +237,6 @@ impl Templates {
         self.tera
             .get_template(name)
             .is_ok_and(|t| reads::secret(&t.ast))
-    }
-
-    /// Refuse a file whose template reads secrets and whose mode lets others read or
-    /// write it (SPEC §10: 0600 or 0640).
-    fn check_secret_modes(&self, catalog: &Catalog) -> Result<(), Error> {
-        for role in catalog.roles.values() {
-            for (i, f) in role.files.iter().enumerate() {
-                if f.mode & 0o007 != 0 && self.reads_secret(&f.template) {
-                    return Err(Error::Invalid {
-                        role: role.name.clone(),
-                        what: format!("files[{i}].mode"),
-                        reason: format!(
-                            "{:04o} lets others read {}, which reads secrets (use 0600 or 0640)",
-                            f.mode, f.template
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// What the file template `name`, or the catalog string `text`, reads from the context.
@@ -376,23 +358,6 @@ pub fn render(
     render_with(view, catalog, templates, &inputs)
 }
 
-/// Which secrets the files of `view`'s roles may read (SPEC §10): `(products, vars)`, the
-/// products' (a per-product file reads secrets) and the `[vars]` ones (any file does). A
-/// host whose templates read none asks its stores for nothing.
-pub fn secret_needs(view: &HostView, catalog: &Catalog, templates: &Templates) -> (bool, bool) {
-    let files = view
-        .host
-        .roles
-        .iter()
-        .filter_map(|r| catalog.roles.get(r))
-        .flat_map(|role| role.files.iter())
-        .filter(|f| position_matches(f.when_position, view))
-        .filter(|f| templates.reads_secret(&f.template));
-    files.fold((false, false), |(products, _), f| {
-        (products || f.per_product, true)
-    })
-}
-
 /// What a render reads besides the view and the catalog.
 pub struct Inputs<'a> {
     /// What templates see as `map`.
@@ -444,24 +409,8 @@ pub fn render_with(
     let mut desired = r.desired;
     desired.files.sort_by(|a, b| a.path.cmp(&b.path));
     check_duplicates(&desired.files)?;
-    drop_blocked(&roles, &mut desired);
+    secrets::drop_blocked(&roles, &mut desired);
     Ok(desired)
-}
-
-/// A role with a service blocked by an unreadable secret runs no smoke test and no hook:
-/// its service is left as it was, and a hook would act on the old secret.
-fn drop_blocked(roles: &[&Role], desired: &mut Desired) {
-    let blocked: BTreeSet<&str> = roles
-        .iter()
-        .filter(|r| {
-            r.files
-                .iter()
-                .any(|f| desired.blocked.contains_key(&f.service))
-        })
-        .map(|r| r.name.as_str())
-        .collect();
-    desired.smoke.retain(|t| !blocked.contains(t.role.as_str()));
-    desired.hooks.retain(|h| !blocked.contains(h.role.as_str()));
 }
 
 /// One host's render in progress: the context templates see, and what is rendered so far.

@@ -1,13 +1,71 @@
 //! Secrets in the render (SPEC §10): the values templates see (`secrets.NAME` for `[vars]`
 //! references, `product.secrets.NAME` for the product's), and which files cannot be
-//! rendered because a secret they may read could not be. Pure.
+//! rendered because a secret they may read could not be; the catalog's refusal of a
+//! secret file others may read. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tera::Context;
 
-use crate::rolemap::resolve::ProductView;
+use super::{position_matches, Desired, Error, Templates};
+use crate::catalog::{Catalog, Role};
+use crate::rolemap::resolve::{HostView, ProductView};
 use crate::secrets::{Reference, Resolved};
+
+impl Templates {
+    /// Refuse a file whose template reads secrets and whose mode lets others read or
+    /// write it (SPEC §10: 0600 or 0640).
+    pub(super) fn check_secret_modes(&self, catalog: &Catalog) -> Result<(), Error> {
+        for role in catalog.roles.values() {
+            for (i, f) in role.files.iter().enumerate() {
+                if f.mode & 0o007 != 0 && self.reads_secret(&f.template) {
+                    return Err(Error::Invalid {
+                        role: role.name.clone(),
+                        what: format!("files[{i}].mode"),
+                        reason: format!(
+                            "{:04o} lets others read {}, which reads secrets (use 0600 or 0640)",
+                            f.mode, f.template
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which secrets the files of `view`'s roles may read (SPEC §10): `(products, vars)`, the
+/// products' (a per-product file reads secrets) and the `[vars]` ones (any file does). A
+/// host whose templates read none asks its stores for nothing.
+pub fn secret_needs(view: &HostView, catalog: &Catalog, templates: &Templates) -> (bool, bool) {
+    let files = view
+        .host
+        .roles
+        .iter()
+        .filter_map(|r| catalog.roles.get(r))
+        .flat_map(|role| role.files.iter())
+        .filter(|f| position_matches(f.when_position, view))
+        .filter(|f| templates.reads_secret(&f.template));
+    files.fold((false, false), |(products, _), f| {
+        (products || f.per_product, true)
+    })
+}
+
+/// A role with a service blocked by an unreadable secret runs no smoke test and no hook:
+/// its service is left as it was, and a hook would act on the old secret.
+pub(super) fn drop_blocked(roles: &[&Role], desired: &mut Desired) {
+    let blocked: BTreeSet<&str> = roles
+        .iter()
+        .filter(|r| {
+            r.files
+                .iter()
+                .any(|f| desired.blocked.contains_key(&f.service))
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    desired.smoke.retain(|t| !blocked.contains(t.role.as_str()));
+    desired.hooks.retain(|h| !blocked.contains(h.role.as_str()));
+}
 
 /// `secrets` as templates see it: the values of the `[vars]` references that were read.
 pub(super) fn vars_values(resolved: &Resolved) -> BTreeMap<&str, &str> {
