@@ -269,6 +269,37 @@ fn issue15_temp_files_of_dead_writers_are_removed_by_the_next_reconcile() {
     assert_eq!(std::fs::read(&target).expect("target"), b"keep");
 }
 
+/// Issue 15 #4: a reconcile that writes nothing (a new generation that changes no file of
+/// this host) still sweeps the directories of its files: the dead writer's temp file goes,
+/// the live writer's stays.
+#[test]
+fn issue15_a_reconcile_that_writes_nothing_still_sweeps_its_directories() {
+    let agent = agent(&["alpha"]);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let sites = agent.path("/etc/apache2/sites-enabled");
+    let before = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    let dead = sites.join(".rolecall-tmp-8388609-fedcba9876543210");
+    let live = sites.join(".rolecall-tmp-1-fedcba9876543210");
+    for f in [&dead, &live] {
+        std::fs::write(f, "half written").expect("plant");
+    }
+
+    write_map(&agent, 2, &["alpha"]);
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        before,
+        "the new generation changed the vhost: this test needs a reconcile that writes nothing"
+    );
+    assert!(
+        !dead.exists(),
+        "the dead writer's temp file stayed: {}",
+        describe(&out)
+    );
+    assert!(live.exists(), "the live writer's temp file was removed");
+}
+
 /// `strace -f -c` of `sync --files-only`: calls per syscall.
 fn syscall_counts(agent: &Agent) -> (Output, std::collections::BTreeMap<String, u64>) {
     require_program(

@@ -263,6 +263,7 @@ async fn converge(
     let planned = trace
         .now("plan", || preview::plan(agent, &rendered))
         .map_err(fail)?;
+    execute::sweep(agent, &planned);
     if planned.is_noop() && request.settled {
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);

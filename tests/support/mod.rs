@@ -21,6 +21,7 @@ pub mod notify;
 pub mod packages;
 pub mod s3;
 pub mod systemd;
+pub mod tmpfs;
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
