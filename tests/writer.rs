@@ -154,16 +154,7 @@ fn issue15_a_hard_linked_destination_is_replaced_not_written_through() {
 #[test]
 fn issue15_directories_created_under_umask_000_are_0755() {
     let agent = agent(&["alpha"]);
-    let out = Command::new("sh")
-        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
-        .arg(binary())
-        .arg("--config")
-        .arg(&agent.config)
-        .arg("--root")
-        .arg(&agent.root)
-        .args(["sync", "--files-only"])
-        .output()
-        .expect("sync");
+    let out = sync_under(&agent, &["sh", "-c", "umask 000 && exec \"$0\" \"$@\""]);
     assert_exit(&out, 0);
     for dir in [
         "/etc",
@@ -300,16 +291,11 @@ fn issue15_a_reconcile_that_writes_nothing_still_sweeps_its_directories() {
     assert!(live.exists(), "the live writer's temp file was removed");
 }
 
-/// `strace -f -c` of `sync --files-only`: calls per syscall.
-fn syscall_counts(agent: &Agent) -> (Output, std::collections::BTreeMap<String, u64>) {
-    require_program(
-        "strace",
-        "apt-get install strace (tests/run.sh installs it)",
-    );
-    let summary = agent.dir.path().join("strace-c.txt");
-    let out = Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&summary)
+/// `sync --files-only` of `agent` run through the command `wrapper` (its program and
+/// arguments, the rolecall command line appended).
+fn sync_under(agent: &Agent, wrapper: &[&str]) -> Output {
+    Command::new(wrapper[0])
+        .args(&wrapper[1..])
         .arg(binary())
         .arg("--config")
         .arg(&agent.config)
@@ -317,7 +303,18 @@ fn syscall_counts(agent: &Agent) -> (Output, std::collections::BTreeMap<String, 
         .arg(&agent.root)
         .args(["sync", "--files-only"])
         .output()
-        .expect("strace");
+        .unwrap_or_else(|e| panic!("{}: {e}", wrapper[0]))
+}
+
+/// `strace -f -c` of `sync --files-only`: calls per syscall.
+fn syscall_counts(agent: &Agent) -> (Output, std::collections::BTreeMap<String, u64>) {
+    require_program(
+        "strace",
+        "apt-get install strace (tests/run.sh installs it)",
+    );
+    let summary = agent.dir.path().join("strace-c.txt");
+    let summary_arg = summary.display().to_string();
+    let out = sync_under(agent, &["strace", "-f", "-c", "-o", &summary_arg]);
     let text = std::fs::read_to_string(&summary).expect("strace summary");
     let counts = text
         .lines()
