@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::fixture::{assert_exit, binary, describe, tree, Agent, Setup};
 use crate::support::require_program;
+use crate::support::tmpfs::{Tmpfs, FILLER};
 
 /// The file-system calls of an apply (SPEC §7.5's recipe, the sweep and the state files).
 /// Path-based and directory-fd-based variants alike, so any writer is covered.
@@ -31,9 +32,6 @@ const SYSCALLS: &str =
     "openat,write,fsync,rename,renameat,fchown,fchmod,mkdir,mkdirat,unlink,unlinkat";
 
 type Tree = BTreeMap<PathBuf, Vec<u8>>;
-
-/// Names of the files that fill a tmpfs (not managed files).
-const FILLER: &str = "zz-filler";
 
 /// The paths where two trees differ, for assertion messages.
 fn differ(a: &Tree, b: &Tree) -> Vec<PathBuf> {
@@ -604,63 +602,6 @@ fn issue15_kill_9_at_file_system_calls_and_at_random_moments_is_undone_or_finish
         landed.get(&Outcome::Hit).copied().unwrap_or(0) * 10 >= runs * 9,
         "most kills missed their call sites: {landed:?}"
     );
-}
-
-/// A tmpfs over `dir` with its files copied in, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn over(dir: &Path, size: &str) -> Tmpfs {
-        let saved = tempfile::tempdir().expect("tempdir");
-        crate::fixture::copy_dir(dir, saved.path());
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .expect("mount");
-        assert!(out.status.success(), "mount: {}", describe(&out));
-        let mounted = Tmpfs {
-            dir: dir.to_path_buf(),
-        };
-        crate::fixture::copy_dir(saved.path(), dir);
-        mounted
-    }
-
-    /// Fill it to the last byte.
-    fn fill(&self) {
-        for (bs, n) in [("4096", 1), ("1", 2)] {
-            let _ = Command::new("dd")
-                .args(["if=/dev/zero", &format!("bs={bs}")])
-                .arg(format!(
-                    "of={}",
-                    self.dir.join(format!("{FILLER}{n}")).display()
-                ))
-                .output()
-                .expect("dd");
-        }
-        let probe = std::fs::write(self.dir.join(format!("{FILLER}-probe")), b"x");
-        assert!(probe.is_err(), "the tmpfs is not full");
-    }
-
-    fn empty(&self) {
-        for name in ["1", "2", "-probe"] {
-            let _ = std::fs::remove_file(self.dir.join(format!("{FILLER}{name}")));
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 #[test]

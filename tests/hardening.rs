@@ -3,10 +3,8 @@
 //! oversize map is an invalid map (not an unreachable one), and map strings printed by
 //! `map diff` cannot drive the terminal or forge a line.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::fixture::{assert_exit, describe, stdout, tree, web_map, Agent, Setup};
+use crate::support::tmpfs::Tmpfs;
 
 /// A `--files-only` web agent converged on product `alpha`.
 fn converged_agent() -> Agent {
@@ -15,60 +13,6 @@ fn converged_agent() -> Agent {
     agent.write_map(&web_map(1, &["alpha"], &base));
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     agent
-}
-
-/// A tmpfs mounted over `dir` (its files copied in first), unmounted on drop.
-struct Tmpfs<'a> {
-    dir: &'a Path,
-}
-
-impl<'a> Tmpfs<'a> {
-    fn over(dir: &'a Path, size: &str) -> Tmpfs<'a> {
-        let saved = tempfile::tempdir().expect("tempdir");
-        crate::fixture::copy_dir(dir, saved.path());
-        run(Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir));
-        let mounted = Tmpfs { dir };
-        crate::fixture::copy_dir(saved.path(), dir);
-        mounted
-    }
-
-    /// Fill it to the last byte.
-    fn fill(&self) {
-        let out = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4096"])
-            .arg(format!("of={}", self.dir.join("filler").display()))
-            .output()
-            .expect("dd");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("No space left"),
-            "the tmpfs did not fill: {}",
-            describe(&out)
-        );
-        // dd stops at the last whole block; take the rest byte by byte.
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=1"])
-            .arg(format!("of={}", self.dir.join("filler2").display()))
-            .output();
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir).status();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
 }
 
 /// Issue 15 #2: with the state directory full, the journal cannot be written, and a

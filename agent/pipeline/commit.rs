@@ -44,10 +44,15 @@ pub(super) struct Settle<'a> {
     pub failed: BTreeSet<Option<String>>,
 }
 
-/// The one commit step of a reconcile that got through: records (keeping failed services'
-/// old ones), the map cache, the position and smoke tests (when services ran), the settled
-/// record (only when nothing failed), and the journal closed.
+/// The one commit step of a reconcile that got through: the journal closed first (its
+/// files are final now), then records (keeping failed services' old ones), the map cache,
+/// the position and smoke tests (when services ran) and the settled record (only when
+/// nothing failed). A journal that cannot be removed commits nothing: the next reconcile
+/// restores the files it lists, and the records must still describe those files.
 pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
+    if !journal::close(agent) {
+        return;
+    }
     store_cache(agent, s.loaded);
     let Some(rendered) = s.rendered else {
         return settled::store_waiting(agent, s.fingerprint);
@@ -60,7 +65,6 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     if s.failed.is_empty() {
         settled::store(agent, s.fingerprint, &rendered.desired, &rendered.accounts);
     }
-    journal::close(agent);
 }
 
 /// The smoke tests of the last converged configuration (empty when unknown).

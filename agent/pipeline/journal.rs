@@ -126,10 +126,15 @@ fn decode(bytes: &[u8]) -> Option<Vec<(PathBuf, DiskState)>> {
     blobs.is_empty().then_some(out)
 }
 
-/// The reconcile finished (converged or rolled back): forget the journal.
-pub(super) fn close(agent: &Agent) {
-    if let Err(e) = crate::sys::fs::remove_state(&agent.state_dir.join(JOURNAL_FILE)) {
-        tracing::error!(error = %crate::text::chain(&e), "journal not removed");
+/// The reconcile finished (converged or rolled back): forget the journal, durably. False
+/// when it is still there: the next reconcile will restore what it lists.
+pub(super) fn close(agent: &Agent) -> bool {
+    match crate::sys::fs::remove_state(&agent.state_dir.join(JOURNAL_FILE)) {
+        Ok(()) => true,
+        Err(e) => {
+            error!(error = %chain(&e), "journal not removed");
+            false
+        }
     }
 }
 

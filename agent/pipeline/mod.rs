@@ -274,6 +274,7 @@ async fn converge(
     let planned = trace
         .now("plan", || preview::plan(agent, &rendered))
         .map_err(fail)?;
+    execute::sweep(agent, &planned);
     let blocked = execute::blocked(&rendered);
     if planned.is_noop() && blocked.is_empty() && request.settled {
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));

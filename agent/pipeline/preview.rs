@@ -3,8 +3,8 @@
 //! including the position hooks that are due and the account changes (SPEC §10). What
 //! `plan` shows and a reconcile executes.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use super::{commit::read_records, map::LoadedMap, Agent};
 use crate::accounts::{self, AccountPlan};
@@ -44,6 +44,9 @@ pub struct Planned {
     pub first: bool,
     /// Account changes, run before the files are written, and conflicts.
     pub accounts: AccountPlan,
+    /// The directories of every desired and recorded file: where a killed rolecall may
+    /// have left temp files (swept by a reconcile that may write, never by `plan`).
+    pub dirs: BTreeSet<PathBuf>,
 }
 
 impl Planned {
@@ -136,11 +139,11 @@ pub(super) fn render(
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
     };
-    for f in &desired.files {
+    agent.fs.check_owners(desired.files.iter().map(|f| {
         let owner = Some(f.owner.as_str()).filter(|o| !accounts.users.contains_key(*o));
         let group = Some(f.group.as_str()).filter(|g| !accounts.groups.contains_key(*g));
-        agent.fs.check_owner(owner, group, &f.path)?;
-    }
+        (owner, group, f.path.as_path())
+    }))?;
     for warning in templates.warnings() {
         tracing::warn!(warning = %warning, "template depends on the map version");
     }
@@ -191,11 +194,16 @@ pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error>
         )?,
         false => AccountPlan::default(),
     };
+    let dirs = disk
+        .keys()
+        .filter_map(|p| p.parent())
+        .map(Path::to_path_buf);
     Ok(Planned {
         plan,
         hooks,
         first: records.is_empty(),
         accounts,
+        dirs: dirs.collect(),
     })
 }
 
@@ -204,11 +212,9 @@ pub(super) fn snapshot(
     desired: &Desired,
     records: &Records,
 ) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
-    let mut disk = BTreeMap::new();
-    for path in plan::paths_to_inspect(&desired.files, records) {
-        if plan::is_allowed(&path, &agent.settings.allowed_roots) {
-            disk.insert(path.clone(), agent.fs.snapshot(&path)?);
-        }
-    }
-    Ok(disk)
+    let paths = plan::paths_to_inspect(&desired.files, records);
+    let allowed = paths
+        .iter()
+        .filter(|p| plan::is_allowed(p, &agent.settings.allowed_roots));
+    Ok(agent.fs.snapshot_all(allowed.map(PathBuf::as_path))?)
 }

@@ -187,18 +187,32 @@ fn holds(agent: &Agent, settled: &Settled) -> bool {
         debug!("an account drifted");
         return false;
     }
+    let disk = match agent
+        .fs
+        .snapshot_all(settled.files.keys().map(PathBuf::as_path))
+    {
+        Ok(disk) => disk,
+        Err(e) => {
+            debug!(error = %chain(&e), "a managed file cannot be read");
+            return false;
+        }
+    };
     settled.files.iter().all(|(path, expected)| {
-        let same = match agent.fs.snapshot(path) {
-            Ok(DiskState::File(now)) => {
-                (&now.owner, &now.group, now.mode)
-                    == (&expected.owner, &expected.group, expected.mode)
-                    && sha256_hex(&now.content) == expected.sha256
-            }
-            _ => false,
-        };
+        let same = matches(disk.get(path), expected);
         if !same {
             debug!(path = %path.display(), "managed file drifted");
         }
         same
     })
+}
+
+/// The file on disk is the one the last converged reconcile left.
+fn matches(now: Option<&DiskState>, expected: &Expected) -> bool {
+    match now {
+        Some(DiskState::File(now)) => {
+            (&now.owner, &now.group, now.mode) == (&expected.owner, &expected.group, expected.mode)
+                && sha256_hex(&now.content) == expected.sha256
+        }
+        _ => false,
+    }
 }

@@ -22,6 +22,7 @@ pub mod packages;
 pub mod s3;
 pub mod secrets;
 pub mod systemd;
+pub mod tmpfs;
 
 use std::ffi::OsStr;
 use std::net::TcpListener;

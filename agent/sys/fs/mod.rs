@@ -20,9 +20,6 @@ mod tests;
 
 pub use crate::plan::{DiskState, FileState};
 pub use account_files::{AccountSnapshot, Names};
-// Fs::check_owners, Fs::snapshot_all and Fs::sweep are for the pipeline (preview::render,
-// preview::snapshot, settled::holds, a sweep per reconcile): remove their allows once it
-// calls them.
 pub use state::{
     create_dirs, create_new, prepare_socket, read_json, read_state, remove_state, set_mode,
     write_json, write_state, write_state_mode,
@@ -188,7 +185,6 @@ impl Fs {
     ///
     /// # Errors
     /// As [`Fs::snapshot`], for the first path that fails.
-    #[allow(dead_code, reason = "for the pipeline; see the re-exports")]
     pub fn snapshot_all<'p>(
         &self,
         paths: impl IntoIterator<Item = &'p Path>,
@@ -221,7 +217,6 @@ impl Fs {
     ///
     /// # Errors
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
-    #[allow(dead_code, reason = "for the pipeline; see the re-exports")]
     pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
         let mut txn = self.transaction();
         let mut removed = 0;

@@ -104,7 +104,6 @@ impl Fs {
     ///
     /// # Errors
     /// `UnknownOwner` for the first file whose owner or group does not exist; I/O.
-    #[allow(dead_code, reason = "for the pipeline; see the re-exports in mod.rs")]
     pub fn check_owners<'a>(
         &self,
         files: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>, &'a Path)>,

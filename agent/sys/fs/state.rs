@@ -91,21 +91,10 @@ pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, true)?;
     refuse_non_file(dir.as_fd(), name, path)?;
-    let (mut tmp, tmp_name) = temp::create(dir.as_fd(), dir_path, mode)?;
-    let result = tmp
-        .write_all(bytes)
-        .map_err(io("writing", path))
-        .and_then(|()| chmod_if_needed(&tmp, mode, path))
-        .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
-        .and_then(|()| {
-            renameat(dir.as_fd(), tmp_name.as_str(), dir.as_fd(), name)
-                .map_err(errno("renaming into", path))
-        });
-    if result.is_err() {
-        let _ = unlinkat(dir.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-    }
-    result?;
-    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+    let placed = staged(dir.as_fd(), dir_path, path, bytes, mode, |tmp| {
+        renameat(dir.as_fd(), tmp, dir.as_fd(), name).map_err(errno("renaming into", path))
+    });
+    placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
 }
 
 /// Create `path` with `bytes` and `mode`, never replacing an existing file (key files of
@@ -117,32 +106,57 @@ pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
 pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, false)?;
-    let (mut tmp, tmp_name) = temp::create(dir.as_fd(), dir_path, mode)?;
+    let mut tmp_left = None;
+    let placed = staged(dir.as_fd(), dir_path, path, bytes, mode, |tmp| {
+        tmp_left = Some(tmp.to_owned());
+        let (d, flags) = (dir.as_fd(), AtFlags::empty());
+        linkat(d, tmp, d, name, flags).map_err(errno("creating", path))
+    });
+    if let Some(tmp) = tmp_left {
+        let _ = unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
+}
+
+/// Write `bytes` to a new temp file in `dir` with `mode` from the first byte, fsync it and
+/// hand its name to `place` (rename or link it into `path`); the temp file is removed if
+/// any step fails, `place` included.
+fn staged(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    place: impl FnOnce(&str) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let (mut tmp, tmp_name) = temp::create(dir, dir_path, mode)?;
     let result = tmp
         .write_all(bytes)
         .map_err(io("writing", path))
         .and_then(|()| chmod_if_needed(&tmp, mode, path))
         .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
-        .and_then(|()| {
-            let (d, flags) = (dir.as_fd(), AtFlags::empty());
-            linkat(d, tmp_name.as_str(), d, name, flags).map_err(errno("creating", path))
-        });
-    let _ = unlinkat(dir.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-    result?;
-    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+        .and_then(|()| place(tmp_name.as_str()));
+    if result.is_err() {
+        let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
 }
 
-/// Remove a state-directory file (a symlink there is removed, not followed); one that is
+/// Remove a state-directory file (a symlink there is removed, not followed), durably: the
+/// directory is fsynced, so the file does not come back after a power loss. One that is
 /// already gone is fine.
 ///
 /// # Errors
 /// I/O errors other than "not found".
 pub fn remove_state(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("removing", path)(e)),
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("removing", path)(e)),
     }
+    let (dir_path, _) = split(path)?;
+    let dir = open_dir(dir_path, false)?;
+    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
 }
 
 /// Make room for a unix socket at `path`: create its directory, and remove a socket left
