@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Daemon};
 use crate::reconcile::web_agent;
+use crate::services::{db_agent, db_map, hooks_dir};
 use crate::support::apache::Apache;
 use crate::support::s3::Moto;
 use crate::support::secrets::{agent_env, agent_env_at, create_secret, put_parameter};
@@ -318,4 +319,70 @@ fn an_unreachable_secret_store_leaves_the_service_unwritten_and_names_the_refere
     // Nothing listens on port 9 (discard) of the loopback.
     let env = agent_env_at(moto, "http://127.0.0.1:9");
     refused_before_writing(&env, &agent, &names, "secret not read");
+}
+
+/// The db role with `vars.replication_secret`: the replica's replication password file is
+/// written from Parameter Store (0600), and the shipped `db-follow` hook, given that file,
+/// makes real replication work with the password (it skips the file's header line).
+#[test]
+fn the_replication_password_comes_from_a_secret_and_replication_runs_with_it() {
+    let moto = Moto::shared();
+    let names = names();
+    let password = value("repl");
+    put_parameter(moto, &names.parameter, &password);
+    let one = db_agent("db-1", "127.0.0.31");
+    let mut two = db_agent("db-2", "127.0.0.32");
+    let mut setup = two.agent.setup.clone();
+    setup.vars.retain(|line| !line.starts_with("replication_"));
+    two.agent.setup = setup
+        .var("replication_user = \"repl\"")
+        .var(&format!("replication_secret = \"ssm:{}\"", names.parameter));
+    two.agent.write_config();
+    let map = db_map(
+        1,
+        ("db-1", "127.0.0.31", one.server.port()),
+        Some(("db-2", "127.0.0.32", two.server.port())),
+        &[],
+    );
+    one.agent.write_map(&map);
+    two.agent.write_map(&map);
+    let env = agent_env(moto);
+    assert_exit(&run(&one.agent, &env, &["sync"]), 0);
+    one.server.query(&format!(
+        "CREATE USER repl@'%' IDENTIFIED BY '{password}'; GRANT REPLICATION SLAVE ON *.* TO repl@'%'"
+    ));
+    let out = run(&two.agent, &env, &["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    let file = two.agent.path("/etc/rolecall/replication.password");
+    let mode = std::fs::metadata(&file)
+        .expect("written")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    assert!(
+        read(&file).ends_with(&format!("\n{password}\n")),
+        "{}",
+        read(&file)
+    );
+    assert!(leaks(&password, &everything_shown(&two.agent, &[("sync", &out)])).is_empty());
+
+    // What the upstream_changed hook runs, with the physical path of the written file.
+    let follow = std::process::Command::new(format!("{}/db-follow", hooks_dir()))
+        .args(["127.0.0.31", &one.server.port().to_string(), "repl"])
+        .arg(&file)
+        .arg(format!("--socket={}", two.server.socket().display()))
+        .arg("--user=root")
+        .output()
+        .expect("running db-follow");
+    assert!(follow.status.success(), "{}", describe(&follow));
+    one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1)");
+    assert!(
+        wait_until(Duration::from_secs(30), || two
+            .server
+            .try_query("SELECT COUNT(*) FROM shop.orders")
+            .as_deref()
+            == Ok("1")),
+        "replication with the secret's password failed: {}",
+        two.server.query("SHOW SLAVE STATUS\\G")
+    );
 }

@@ -249,7 +249,8 @@ pub fn db_agent(id: &str, address: &str) -> Db {
     Db { agent, server }
 }
 
-fn db_map(
+/// A map of product shop on `master` (id, address, port) and an optional `replica`.
+pub fn db_map(
     generation: u64,
     master: (&str, &str, u16),
     replica: Option<(&str, &str, u16)>,
