@@ -58,6 +58,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A template that reads secrets failed; its message, every secret value replaced by
+    /// `[redacted]` (Tera quotes the values its filters and tests choke on).
+    #[error("{message}")]
+    Redacted {
+        /// The error chain, redacted.
+        message: String,
+    },
     /// Two entries render to the same path.
     #[error("{path} is rendered twice (roles {first} and {second})")]
     Duplicate {
@@ -447,7 +454,11 @@ impl Renderer<'_> {
             blocked.or_default().extend(missing);
             return Ok(());
         }
-        let mut file = render_file(self.templates, &self.ctx, spec, product)?;
+        let rendered = render_file(self.templates, &self.ctx, spec, product);
+        let mut file = match is_secret {
+            true => rendered.map_err(|e| secrets::redact(&e, self.secrets))?,
+            false => rendered?,
+        };
         file.is_secret |= is_secret;
         self.desired.files.push(file);
         Ok(())

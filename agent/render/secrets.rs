@@ -76,6 +76,17 @@ pub(super) fn vars_values(resolved: &Resolved) -> BTreeMap<&str, &str> {
         .collect()
 }
 
+/// `err`'s whole chain with every secret value of `resolved` replaced by `[redacted]`.
+pub(super) fn redact(err: &Error, resolved: &Resolved) -> Error {
+    let mut message = crate::text::chain(err);
+    for value in resolved.values.values().map(|v| v.expose()) {
+        if !value.is_empty() {
+            message = message.replace(value, "[redacted]");
+        }
+    }
+    Error::Redacted { message }
+}
+
 /// Put `product` into `ctx`, its `secrets` holding the values read instead of references.
 pub(super) fn set_product(ctx: &mut Context, product: &ProductView, resolved: &Resolved) {
     if product.secrets.is_empty() {
@@ -109,4 +120,40 @@ pub(super) fn unreadable(product: Option<&ProductView>, resolved: &Resolved) -> 
         .chain(resolved.vars.values().cloned())
         .filter_map(|r| Some(format!("{r} ({})", resolved.failed.get(&r)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Value;
+
+    /// Tera quotes a value its filter chokes on: the error of a secret-reading template
+    /// keeps its message but never the value.
+    #[test]
+    fn a_failed_secret_template_is_reported_without_the_value() {
+        let mut ctx = Context::new();
+        ctx.insert("password", "hunter2-value");
+        let tera_err = tera::Tera::one_off("{{ password | round }}", &ctx, false).unwrap_err();
+        let err = Error::Template {
+            template: "app/env.tera".into(),
+            role: "app".into(),
+            product: None,
+            source: Box::new(tera_err),
+        };
+        let raw = crate::text::chain(&err);
+        let mut resolved = Resolved::default();
+        let reference = Reference::parse("ssm:/app/password").unwrap();
+        let value = Value::new("hunter2-value".into()).unwrap();
+        resolved.values.insert(reference, value);
+        let redacted = redact(&err, &resolved).to_string();
+        assert!(
+            raw.contains("hunter2-value"),
+            "Tera no longer quotes it: {raw}"
+        );
+        assert!(!redacted.contains("hunter2-value"), "{redacted}");
+        assert!(
+            redacted.contains("app/env.tera") && redacted.contains("[redacted]"),
+            "{redacted}"
+        );
+    }
 }
