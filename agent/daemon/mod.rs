@@ -342,7 +342,9 @@ impl Loop {
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
         let delay = error_delay(self.errors, poll);
         // The secrets' refresh (SPEC §10) wakes the loop when it comes before the poll.
-        agent.secrets.due_in().map_or(delay, |due| due.min(delay))
+        // Once past (a held failure did not read them), the polls take it up: no busy loop.
+        let due = agent.secrets.due_in().filter(|d| !d.is_zero());
+        due.map_or(delay, |due| due.min(delay))
     }
 }
 
