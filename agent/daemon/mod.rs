@@ -40,6 +40,14 @@ pub fn failure_backoff(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// The wait before the next reconcile: `delay`, or less when the secrets' refresh (SPEC
+/// §10) is due before it (`due_in`). A refresh already past (held inputs did not read the
+/// secrets) is left to the polls: no busy loop.
+pub fn wake_delay(delay: Duration, due_in: Option<Duration>) -> Duration {
+    let due = due_in.filter(|d| !d.is_zero());
+    due.map_or(delay, |due| due.min(delay))
+}
+
 /// First retry after a failed reconcile (source down without a cache, …).
 pub const FIRST_ERROR_RETRY: Duration = Duration::from_secs(1);
 
@@ -341,10 +349,7 @@ impl Loop {
         let share = rand::random::<f64>();
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
         let delay = error_delay(self.errors, poll);
-        // The secrets' refresh (SPEC §10) wakes the loop when it comes before the poll.
-        // Once past (a held failure did not read them), the polls take it up: no busy loop.
-        let due = agent.secrets.due_in().filter(|d| !d.is_zero());
-        due.map_or(delay, |due| due.min(delay))
+        wake_delay(delay, agent.secrets.due_in())
     }
 }
 
@@ -383,6 +388,22 @@ mod tests {
         assert_eq!(poll_delay(s(30), s(10), 0.0), s(30));
         assert_eq!(poll_delay(s(30), s(10), 0.5), s(35));
         assert_eq!(poll_delay(s(30), s(10), 7.0), s(40));
+    }
+
+    #[test]
+    fn the_secrets_refresh_wakes_the_loop_early_but_never_at_once() {
+        let poll = Duration::from_secs(30);
+        assert_eq!(wake_delay(poll, None), poll);
+        assert_eq!(
+            wake_delay(poll, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(wake_delay(poll, Some(Duration::from_secs(90))), poll);
+        assert_eq!(
+            wake_delay(poll, Some(Duration::ZERO)),
+            poll,
+            "past: no busy loop"
+        );
     }
 
     #[test]
