@@ -386,3 +386,41 @@ fn the_replication_password_comes_from_a_secret_and_replication_runs_with_it() {
         two.server.query("SHOW SLAVE STATUS\\G")
     );
 }
+
+/// Only the service whose secret is unreadable is left out: the host's other roles apply
+/// (here munin-node's config beside the blocked web role, files only).
+#[test]
+fn an_unreadable_secret_blocks_only_its_own_service() {
+    let moto = Moto::shared();
+    let names = names();
+    let (agent, _apache) = agent(&names, "1h");
+    let base = docroots(&agent, &["alpha"]);
+    let map = secret_map(&base, &names).replacen(
+        "roles = [\"web\"]\nproducts",
+        "roles = [\"web\", \"monitor\"]\nproducts",
+        1,
+    );
+    agent.write_map(&map);
+    let out = run(&agent, &agent_env(moto), &["sync", "--files-only"]);
+    assert_exit(&out, 1);
+    assert!(
+        agent.path("/etc/munin/munin-node.conf").exists(),
+        "{}",
+        describe(&out)
+    );
+    for path in [ENV_FILE, VHOST] {
+        assert!(
+            !agent.path(path).exists(),
+            "{path} written: {}",
+            describe(&out)
+        );
+    }
+    let message = agent.status()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("service apache2: secret not read: ssm:"),
+        "{message}"
+    );
+}
