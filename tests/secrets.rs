@@ -419,8 +419,9 @@ fn an_unreadable_secret_blocks_only_its_own_service() {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let reference = format!("ssm:{}", names.parameter);
     assert!(
-        message.contains("service apache2: secret not read: ssm:"),
+        message.contains("service apache2: secret not read: ") && message.contains(&reference),
         "{message}"
     );
 }
