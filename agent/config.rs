@@ -55,6 +55,7 @@ struct RawConfig {
     services: BTreeMap<String, RawServiceOverride>,
     #[serde(default)]
     status: RawStatus,
+    report: Option<RawReport>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +94,13 @@ struct RawStatus {
     metrics_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    url: String,
+    heartbeat: Option<String>,
+}
+
 /// `[services.NAME]`: replaces the catalog's commands for one service.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +136,15 @@ pub struct ServiceOverride {
     pub timeout: Option<Duration>,
 }
 
+/// `[report]` (SPEC §9.1): where the host reports its state for `fleet status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// Prefix written under, ending in `/`: `s3://bucket/prefix/` or `file:///dir/`.
+    pub url: String,
+    /// The record is rewritten at least this often.
+    pub heartbeat: Duration,
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,6 +176,8 @@ pub struct Settings {
     pub services: BTreeMap<String, ServiceOverride>,
     /// Directory for the Prometheus textfile, if any.
     pub metrics_dir: Option<PathBuf>,
+    /// `[report]`; `None`: the host reports nothing.
+    pub report: Option<ReportSettings>,
 }
 
 /// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
@@ -239,7 +258,18 @@ impl Validator<'_> {
             vars: raw.vars,
             services: self.services(raw.services)?,
             metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
+            report: raw.report.map(|r| self.report(r)).transpose()?,
         })
+    }
+
+    fn report(&self, raw: RawReport) -> Result<ReportSettings, Error> {
+        let heartbeat = self.duration("report.heartbeat", raw.heartbeat, "1h")?;
+        if heartbeat.is_zero() {
+            return Err(self.invalid("report.heartbeat", "must be longer than zero"));
+        }
+        let url = crate::fleet::store::prefix_url(&raw.url)
+            .map_err(|reason| self.invalid("report.url", reason))?;
+        Ok(ReportSettings { url, heartbeat })
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -410,6 +440,47 @@ url = "file:///etc/rolecall/map.toml"
         let text = format!("{MINIMAL}\n[paths]\ncatalog = \"../templates\"\n");
         let s = load(&text).unwrap();
         assert_eq!(s.catalog_dir, PathBuf::from("/etc/rolecall/../templates"));
+    }
+
+    #[test]
+    fn report_is_optional_with_a_one_hour_heartbeat() {
+        assert_eq!(load(MINIMAL).unwrap().report, None);
+        let s = load(&format!(
+            "{MINIMAL}\n[report]\nurl = \"s3://fleet-config/fleet\"\n"
+        ))
+        .unwrap();
+        let report = s.report.expect("[report] set");
+        assert_eq!(report.url, "s3://fleet-config/fleet/");
+        assert_eq!(report.heartbeat, Duration::from_secs(3600));
+        let text =
+            format!("{MINIMAL}\n[report]\nurl = \"file:///srv/fleet/\"\nheartbeat = \"5m\"\n");
+        let report = load(&text).unwrap().report.expect("[report] set");
+        assert_eq!(
+            (report.url.as_str(), report.heartbeat),
+            ("file:///srv/fleet/", Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn report_keys_are_checked() {
+        for (body, key) in [
+            ("url = \"https://example.com/fleet/\"", "report.url"),
+            ("url = \"s3://b/fleet/\"", "report.url"),
+            ("url = \"file://relative/dir\"", "report.url"),
+            (
+                "url = \"s3://fleet-config/x\"\nheartbeat = \"0s\"",
+                "report.heartbeat",
+            ),
+            (
+                "url = \"s3://fleet-config/x\"\nheartbeat = \"often\"",
+                "report.heartbeat",
+            ),
+            ("url = \"s3://fleet-config/x\"\ncolour = 1", "colour"),
+            ("heartbeat = \"1h\"", "url"),
+        ] {
+            let err = load(&format!("{MINIMAL}\n[report]\n{body}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{body}: {err}");
+        }
     }
 
     #[test]
