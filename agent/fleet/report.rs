@@ -147,17 +147,7 @@ impl Reporter {
             self.write(&record, due, old.as_deref(), &mut written.marker),
         )
         .await;
-        match wrote {
-            Ok(Ok(())) => {
-                written.complete = true;
-                info!(generation = ?standing.generation, outcome = %standing.state, "fleet report written");
-            }
-            Ok(Err(e)) => warn!(error = %chain(&e), "fleet report not written; retried later"),
-            Err(_) => warn!(
-                timeout_ms = crate::text::millis(WRITE_TIMEOUT),
-                "fleet report timed out; retried later"
-            ),
-        }
+        written.complete = logged(wrote, &standing);
         self.remember(written);
         due
     }
@@ -192,6 +182,28 @@ impl Reporter {
             warn!(error = %chain(&e), "last fleet report not recorded");
         }
         self.last = Some(written);
+    }
+}
+
+/// Log how a report write ended; whether it wrote everything.
+fn logged(
+    wrote: Result<Result<(), store::Error>, tokio::time::error::Elapsed>,
+    standing: &Standing,
+) -> bool {
+    match wrote {
+        Ok(Ok(())) => {
+            info!(generation = ?standing.generation, outcome = %standing.state, "fleet report written");
+            true
+        }
+        Ok(Err(e)) => {
+            warn!(error = %chain(&e), "fleet report not written; retried later");
+            false
+        }
+        Err(_) => {
+            let timeout_ms = crate::text::millis(WRITE_TIMEOUT);
+            warn!(timeout_ms, "fleet report timed out; retried later");
+            false
+        }
     }
 }
 

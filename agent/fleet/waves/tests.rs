@@ -282,7 +282,12 @@ fn halt_rule_counts_fail_markers_and_silent_earlier_hosts() {
     assert_eq!(Tally::count(&waves, 2, &markers(&one_silent)).silent, 1);
     assert!(Tally::count(&waves, 2, &markers(&one_silent)).halts(1));
     assert_eq!(Tally::count(&waves, 1, &markers(&one_silent)).silent, 0);
+}
 
+#[test]
+fn held_after_the_bake_is_silent_and_later_waves_never_count() {
+    let waves = assign(&hosts(20, 1), 9, &[10, 50, 100]);
+    let w0: Vec<&str> = waves.members(0).iter().map(String::as_str).collect();
     // Still `held` after its wave baked: silent. Halted and ok are not.
     let held = markers(&[(w0[0], State::Held), (w0[1], State::Halted)]);
     assert_eq!(
