@@ -9,6 +9,7 @@ mod parallel;
 pub mod prepare;
 pub mod promote;
 pub mod resolve;
+pub mod rollout;
 pub mod show;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,8 @@
 //! it in their order, the backup follows the new master (a backup follows "the master" by
 //! definition, so it needs no edit), and the old master is appended to `database.removed`,
 //! so no position points at it again until an operator puts it back. `promote_text` applies
-//! the same change to the operator's text, keeping its comments and layout.
+//! the same change to the operator's text, keeping its comments and layout. A promotion
+//! removes any `[rollout]`: a failover cannot wait for waves (SPEC §9.2).
 
 use super::prepare::{self, document, set, string_array, table_at};
 use super::types::RoleMap;
@@ -111,9 +112,11 @@ pub fn plan(map: &RoleMap, product: &str, to: Option<&str>) -> Result<Promotion,
     })
 }
 
-/// `map` with `promotion` applied (generation unchanged: publishing raises it).
+/// `map` with `promotion` applied (generation unchanged: publishing raises it), and no
+/// `[rollout]`: a failover goes to every host at once (SPEC §9.2).
 pub fn apply(map: &RoleMap, promotion: &Promotion) -> RoleMap {
     let mut out = map.clone();
+    out.rollout = None;
     let db = out
         .products
         .get_mut(&promotion.product)
@@ -163,6 +166,7 @@ pub fn promote_text(text: &str, product: &str, to: Option<&str>) -> Result<Promo
     for (name, value) in edits {
         set(db, name, &format!("{at}.{name}"), value).map_err(Error::Edit)?;
     }
+    doc.remove("rollout");
     let edited = doc.to_string();
     let promoted = apply(&map, &promotion);
     if !prepare::same_map(&edited, &promoted) {
@@ -270,6 +274,17 @@ roles = ["db", "db-backup"]
             .text
             .contains("replicas = [\"db-3\", \"db-4\"]   # a chain"));
         assert!(promoted.text.starts_with("schema = 1\ngeneration = 41\n"));
+    }
+
+    #[test]
+    fn a_promotion_publishes_without_a_rollout() {
+        let staged = format!(
+            "{MAP}\n[rollout]\nwaves = [10, 100]\nbake = \"10m\"\nstart = 2026-01-01T00:00:00Z\n"
+        );
+        let promoted = promote_text(&staged, "videos", None).expect("promotes");
+        assert!(!promoted.text.contains("[rollout]"), "{}", promoted.text);
+        assert_eq!(promoted.map.rollout, None);
+        assert!(promoted.original.rollout.is_some());
     }
 
     #[test]
