@@ -1,6 +1,7 @@
 //! Position hooks (issue 4): when the host's database position changes (promoted to
 //! master, demoted, or pointed at a new upstream), the roles' hook commands run after the
-//! new configuration is applied and the services reloaded. Which hooks are due is a pure
+//! new configuration is applied and the services reloaded, once per change of the server's
+//! position however many products share it (issue 14). Which hooks are due is a pure
 //! decision over the previous and the new position; running them goes through `sys::exec`.
 
 use std::collections::BTreeSet;
@@ -34,7 +35,10 @@ pub fn events(old: Option<&DbPosition>, new: Option<&DbPosition>) -> BTreeSet<Ho
     if new.is_some_and(|p| p.upstream.is_some()) && upstream(old) != upstream(new) {
         out.insert(HookEvent::UpstreamChanged);
     }
-    let key = |p: Option<&DbPosition>| p.map(|p| (p.product.clone(), p.position));
+    // One position per host, however many products share its server: a promotion of a
+    // shared cluster raises each event once. A product joining or leaving the server is a
+    // change of position too.
+    let key = |p: Option<&DbPosition>| p.map(|p| (p.product_names().join(","), p.position));
     if !out.is_empty() || key(old) != key(new) {
         out.insert(HookEvent::PositionChanged);
     }
@@ -91,15 +95,26 @@ pub async fn run(hooks: &[&Hook]) -> Vec<HookReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rolemap::resolve::Peer;
+    use crate::rolemap::resolve::{Peer, ProductDatabase};
 
     use HookEvent::{Demoted, PositionChanged, Promoted, UpstreamChanged};
 
     fn pos(position: &str, upstream: Option<&str>) -> DbPosition {
+        shared(position, upstream, &["videos"])
+    }
+
+    /// The position of a host holding the databases of `products` (one server).
+    fn shared(position: &str, upstream: Option<&str>, products: &[&str]) -> DbPosition {
         let position: Position = serde_json::from_value(position.into()).unwrap();
+        let only = match products {
+            [one] => Some(ProductDatabase {
+                product: one.to_string(),
+                name: one.to_string(),
+                backup_url: None,
+            }),
+            _ => None,
+        };
         DbPosition {
-            product: "videos".into(),
-            name: "videos".into(),
             position,
             upstream: upstream.map(|id| Peer {
                 id: id.into(),
@@ -109,7 +124,8 @@ mod tests {
             }),
             server_id: 1,
             read_only: position != Position::Master,
-            backup_url: None,
+            products: products.iter().map(|p| p.to_string()).collect(),
+            only,
         }
     }
 
@@ -151,5 +167,39 @@ mod tests {
         let r = pos("replica", Some("db-1"));
         assert!(events(Some(&r), Some(&r)).is_empty());
         assert!(events(None, None).is_empty());
+    }
+
+    /// Issue 14: a server shared by two products is one position; its promotion raises each
+    /// event once, and a product joining the server is a position change, nothing more.
+    #[test]
+    fn a_shared_server_changes_position_once() {
+        let both = ["blog", "videos"];
+        let r = shared("replica", Some("db-1"), &both);
+        let m = shared("master", None, &both);
+        assert_eq!(
+            events(Some(&r), Some(&m)),
+            BTreeSet::from([Promoted, PositionChanged])
+        );
+        assert_eq!(
+            events(Some(&pos("replica", Some("db-1"))), Some(&r)),
+            BTreeSet::from([PositionChanged])
+        );
+        assert!(events(Some(&r), Some(&r.clone())).is_empty());
+    }
+
+    /// A `position.json` written before shared clusters (`product`, `name`, `backup_url`
+    /// and no `products`) reads as the same position: an upgrade runs no hook.
+    #[test]
+    fn a_position_recorded_by_an_older_release_is_the_same_position() {
+        let old = r#"{"product":"videos","name":"videos","position":"replica",
+            "upstream":{"id":"db-1","address":"10.0.0.1","az":"a","db_port":3306},
+            "server_id":1,"read_only":true,"backup_url":null}"#;
+        let old: DbPosition = serde_json::from_str(old).unwrap();
+        assert_eq!(old.product_names(), ["videos"]);
+        assert!(events(Some(&old), Some(&pos("replica", Some("db-1")))).is_empty());
+        let now = serde_json::to_value(shared("master", None, &["blog", "videos"])).unwrap();
+        assert!(now.get("product").is_none(), "{now}");
+        let back: DbPosition = serde_json::from_value(now).unwrap();
+        assert_eq!(back, shared("master", None, &["blog", "videos"]));
     }
 }

@@ -18,12 +18,15 @@ use crate::support::{describe_output, require_program};
 const MARIADB_HINT: &str = "run `bash tests/run.sh` or `apt-get install mariadb-server`";
 /// The db role's file, as a logical path and relative to a golden case's `expected/`.
 const DB_CNF: &str = "/etc/mysql/mariadb.conf.d/60-rolecall.cnf";
-/// The golden cases of the db role, one per position (and none).
-const DB_CASES: [&str; 4] = [
+/// The golden cases of the db role, one per position (and none), and servers shared by
+/// two products (issue 14).
+const DB_CASES: [&str; 6] = [
     "db-master",
     "db-replica-chain",
     "db-backup",
     "db-no-position",
+    "db-shared-replica",
+    "db-shared-backup",
 ];
 
 fn run(argv: &[String]) -> Output {
@@ -265,8 +268,30 @@ fn a_chained_replicas_rendered_config_boots_mariadb_read_only_with_its_server_id
 
 #[test]
 fn the_backup_hosts_cron_file_passes_the_cron_checks_on_disk() {
-    let agent = synced_golden_agent("db-backup");
-    let logical = Path::new("/etc/cron.d/rolecall-snapshot-videos");
+    check_cron_on_disk("db-backup", "/etc/cron.d/rolecall-snapshot-videos");
+}
+
+/// Issue 14: one cron file on a backup shared by two products, a job per product.
+#[test]
+fn the_shared_backup_hosts_cron_file_dumps_each_product_and_passes_the_cron_checks() {
+    let content = check_cron_on_disk("db-shared-backup", "/etc/cron.d/rolecall-snapshot");
+    let text = String::from_utf8(content).expect("utf-8");
+    let jobs: Vec<&str> = text.lines().filter(|l| l.contains(" root ")).collect();
+    assert_eq!(jobs.len(), 2, "{text}");
+    assert!(jobs[0].ends_with("snapshot --product blog"), "{text}");
+    assert!(jobs[1].ends_with("snapshot --product videos"), "{text}");
+    // Staggered: the two dumps of one server do not start in the same minute.
+    assert_ne!(
+        jobs[0].split(' ').next(),
+        jobs[1].split(' ').next(),
+        "{text}"
+    );
+}
+
+/// Syncs golden `case` and checks the cron file at `logical` on disk; its bytes.
+fn check_cron_on_disk(case: &str, logical: &str) -> Vec<u8> {
+    let agent = synced_golden_agent(case);
+    let logical = Path::new(logical);
     let physical = agent.path(&logical.display().to_string());
     let meta = std::fs::metadata(&physical).expect("the cron file was written");
     let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
@@ -281,4 +306,5 @@ fn the_backup_hosts_cron_file_passes_the_cron_checks_on_disk() {
     // Control: the same check refuses a file cron would ignore.
     let truncated = &content[..content.len() - 1];
     assert!(!rolecall::cron::check(logical, truncated, &owner, 0o664).is_empty());
+    content
 }

@@ -206,7 +206,7 @@ fn a_dump_that_fails_mid_stream_after_uploading_parts_leaves_no_object() {
         describe(&out)
     );
     let part_path = format!("/{bucket}/nightly/videos/");
-    let uploaded = crate::support::wait_until(std::time::Duration::from_secs(5), || {
+    let uploaded = crate::support::wait_until(std::time::Duration::from_secs(30), || {
         moto.request_count("PUT", &part_path, Some(200)) >= 1
     });
     assert!(

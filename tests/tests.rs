@@ -33,6 +33,9 @@ mod real_configs;
 mod reconcile;
 /// Issue 4: real Apache reloads and smoke tests, rollback, MariaDB replication and hooks, cron.
 mod services;
+/// Issue 14: several products on one database cluster: real replication of both, a
+/// failover moving both, `map validate|lint|show|promote` of a shared cluster.
+mod shared_db;
 /// Issue 5: signed maps refused or applied by the agent.
 mod signing;
 /// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.

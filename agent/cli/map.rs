@@ -327,13 +327,24 @@ async fn run_promote(
     let target = Target::open(map, options.timeout).await?;
     let (promoted, prepared, current) = publish::promote(&target, product, to).await?;
     let p = &promoted.promotion;
-    super::out(&format!(
-        "promoting {} to master of product {product} (was {}); replicas now [{}]; {} marked removed\n",
-        p.new_master,
-        p.old_master,
-        p.replicas.join(", "),
-        p.old_master
-    ));
+    // The product asked for first, then those moved with it because they share its server.
+    let mut moves: Vec<&promote::Move> = p.moves.iter().collect();
+    moves.sort_by_key(|m| m.product != p.product);
+    for m in moves {
+        let shared = if m.product == p.product {
+            String::new()
+        } else {
+            format!(", sharing that server with product {product}")
+        };
+        super::out(&format!(
+            "promoting {} to master of product {} (was {}{shared}); replicas now [{}]; {} marked removed\n",
+            p.new_master,
+            m.product,
+            p.old_master,
+            m.replicas.join(", "),
+            p.old_master
+        ));
+    }
     describe(&target, &prepared, Some(&current), "promotion");
     write(&target, &prepared, Some(&current), options).await
 }

@@ -4,7 +4,8 @@
 //! Decisions: a product with one web host counts as "all web hosts in one AZ"; products
 //! without a `database` table get no database warnings (static sites); AZ balance is judged
 //! per role across the AZs that appear anywhere in the map, and a role whose hosts differ by
-//! more than one between the busiest and the emptiest AZ is reported once.
+//! more than one between the busiest and the emptiest AZ is reported once. Products sharing
+//! a database server (issue 14) are linted each with its own path, as any other product.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +31,9 @@ pub enum Kind {
     NoRole,
     /// A role's hosts are spread over the AZs unevenly (by more than one).
     AzImbalance,
+    /// Products sharing a master have different replica chains: a failover of that server
+    /// moves them all and needs a replica common to each (issue 14).
+    SharedChainDiffers,
 }
 
 /// One piece of advice.
@@ -68,6 +72,7 @@ pub fn lint(map: &RoleMap) -> Vec<Warning> {
         }
     }
     az_balance(map, &mut out);
+    shared_chains(map, &mut out);
     out
 }
 
@@ -139,6 +144,34 @@ fn database(map: &RoleMap, name: &str, db: &Database, out: &mut Vec<Warning>) {
                 q(name)
             ),
         ));
+    }
+}
+
+/// Products on one master are one server: `map promote` moves them together, to a replica
+/// of every one of them. Each product whose chain differs from the first one's on that
+/// master (by name) is reported.
+fn shared_chains(map: &RoleMap, out: &mut Vec<Warning>) {
+    let mut first: BTreeMap<&str, (&str, &Database)> = BTreeMap::new();
+    for (name, product) in &map.products {
+        let Some(db) = &product.database else {
+            continue;
+        };
+        let Some((other, theirs)) = first.get(db.master.as_str()) else {
+            first.insert(&db.master, (name, db));
+            continue;
+        };
+        if theirs.replicas != db.replicas {
+            out.push(warning(
+                Kind::SharedChainDiffers,
+                format!("products.{}.database.replicas", key(name)),
+                format!(
+                    "product {} shares master {} with product {} but not its replica chain; a failover of that server moves both and can only promote a replica of each",
+                    q(name),
+                    q(&db.master),
+                    q(other)
+                ),
+            ));
+        }
     }
 }
 
@@ -317,5 +350,30 @@ roles = ["db", "db-backup"]
             .map(|w| w.message.split('"').nth(1).unwrap_or(""))
             .collect();
         assert_eq!(roles, ["db"], "{warnings:?}");
+    }
+
+    /// Issue 14: products on one master with the same chain lint like one product each;
+    /// a product on that master with another chain is named.
+    #[test]
+    fn products_sharing_a_master_with_another_chain_are_reported() {
+        let shared = CLEAN.replace(
+            "[hosts.web-1]",
+            "[products.blog]\ndomain = \"blog.example.com\"\ndocroot = \"/srv/blog\"\n[products.blog.database]\nname = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]\nbackup = \"db-3\"\nbackup_url = \"s3://backups/blog/\"\n[hosts.web-1]",
+        );
+        assert_eq!(lint_text(&shared), vec![]);
+        let differs = shared.replace(
+            "name = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]",
+            "name = \"blog\"\nmaster = \"db-1\"\nreplicas = []",
+        );
+        let warnings = lint_text(&differs);
+        let found = only(&warnings, Kind::SharedChainDiffers);
+        assert_eq!(found.len(), 1, "{warnings:?}");
+        // Products in name order: blog is first on db-1, so videos is the one that differs.
+        assert_eq!(found[0].path, "products.videos.database.replicas");
+        assert!(
+            found[0].message.contains("product \"blog\""),
+            "{}",
+            found[0]
+        );
     }
 }

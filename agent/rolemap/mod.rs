@@ -6,10 +6,13 @@
 pub mod diff;
 pub mod lint;
 mod parallel;
+mod positions;
 pub mod prepare;
 pub mod promote;
 pub mod resolve;
 pub mod rollout;
+#[cfg(test)]
+mod shared_tests;
 pub mod show;
 #[cfg(test)]
 mod tests;

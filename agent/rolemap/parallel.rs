@@ -2,8 +2,11 @@
 //! toml needs some 35 ms for it on one core, more than the whole of stage 3's budget; [`join`]
 //! then lets validation and resolution run side by side.
 //!
-//! The text is cut at lines that open a `[hosts.ID]` or `[products.NAME]` table, toml parses
-//! each piece on its own thread, and the pieces' maps are merged. The merge is used only when
+//! The text is cut at lines that open a `[hosts.ID]` or `[products.NAME]` table into pieces
+//! of about [`PIECE`] bytes, a few threads take the pieces in turn, and the pieces' maps are
+//! merged. Small pieces keep memory low (issue 13): toml's parse tree of a piece is some 30
+//! times the piece's size, and each is dropped as soon as its typed map is built, so the
+//! peak is a few pieces' trees rather than the whole map's. The merge is used only when
 //! it is exactly what one parse of the whole text gives; otherwise [`parse`] returns `None`
 //! and the caller parses the whole text, which also words every error. Why a merge that
 //! passes the checks below is exact:
@@ -22,6 +25,8 @@
 //!   span starts with `{`; a table only implied by longer headers has its key's span).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::thread;
 
 use serde::Deserialize;
@@ -29,11 +34,15 @@ use toml::de::{DeTable, Deserializer};
 
 use super::types::RoleMap;
 
-/// Below this many bytes per piece, starting a thread costs more than it saves.
+/// Below twice this many bytes, a map is parsed whole: starting threads costs more than it
+/// saves.
 const MIN_PIECE: usize = 128 * 1024;
 
-/// More threads than this gain little: the merge and the thread starts grow with them.
-const MAX_PIECES: usize = 4;
+/// About how many bytes each piece has.
+const PIECE: usize = 64 * 1024;
+
+/// More threads than this gain little.
+const MAX_THREADS: usize = 4;
 
 /// From this many hosts on, [`join`] is worth a thread for validation and resolution.
 pub const MIN_HOSTS: usize = 1000;
@@ -45,16 +54,10 @@ const SHARED: [&str; 2] = ["hosts", "products"];
 /// place to cut, or the pieces cannot be proven to merge exactly (including any TOML or type
 /// error: the caller's parse of the whole text reports it).
 pub fn parse(text: &str) -> Option<RoleMap> {
-    let by_size = text.len() / MIN_PIECE;
-    if by_size < 2 {
+    if text.len() < 2 * MIN_PIECE {
         return None;
     }
-    let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let pieces = by_size.min(cores).min(MAX_PIECES);
-    if pieces < 2 {
-        return None;
-    }
-    parse_at(text, &cuts(text, pieces))
+    parse_at(text, &cuts(text, text.len() / PIECE))
 }
 
 /// `(a(), b())`, with `a` on another thread if `side_by_side` and the system grants one (a
@@ -147,27 +150,41 @@ fn parse_at(text: &str, cuts: &[usize]) -> Option<RoleMap> {
         }
         pieces.push(piece);
     }
-    let (first, later) = pieces.split_first()?;
-    let parsed: Vec<Option<RoleMap>> = thread::scope(|scope| {
-        let threads: Vec<_> = later
-            .iter()
-            .map(|piece| {
-                let builder = thread::Builder::new();
-                let spawned = builder.spawn_scoped(scope, move || parse_piece(piece, false));
-                (piece, spawned)
-            })
+    merge(parse_all(&pieces).into_iter().collect::<Option<Vec<_>>>()?)
+}
+
+/// Every piece's map, in order: this thread and up to [`MAX_THREADS`] - 1 others (one per
+/// core) take the next unparsed piece until none is left. A thread the system refuses (a
+/// task limit) only costs parallelism.
+fn parse_all(pieces: &[&str]) -> Vec<Option<RoleMap>> {
+    let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let helpers = cores.min(MAX_THREADS).min(pieces.len()).saturating_sub(1);
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Option<RoleMap>>>> =
+        pieces.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(piece) = pieces.get(i) else { break };
+        let map = parse_piece(piece, i == 0);
+        *slots[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(map);
+    };
+    thread::scope(|scope| {
+        let spawned: Vec<_> = (0..helpers)
+            .filter_map(|_| thread::Builder::new().spawn_scoped(scope, work).ok())
             .collect();
-        let mut parsed = vec![parse_piece(first, true)];
-        for (piece, spawned) in threads {
-            // A thread the system refused (a task limit) leaves its piece to this one.
-            parsed.push(match spawned {
-                Ok(handle) => joined(handle),
-                Err(_) => parse_piece(piece, false),
-            });
-        }
-        parsed
+        work();
+        spawned.into_iter().for_each(joined);
     });
-    merge(parsed.into_iter().collect::<Option<Vec<_>>>()?)
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .flatten()
+        })
+        .collect()
 }
 
 /// One piece's map, if it parses and its shared tables may be merged with other pieces'.

@@ -1,7 +1,8 @@
 //! Host view resolution (SPEC §5, §6): everything one host needs from a valid map,
 //! ordered so that rendering is byte-for-byte repeatable. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,8 +67,11 @@ pub struct HostInfo {
     pub roles: Vec<String>,
     /// Names of `products`, sorted.
     pub products: Vec<String>,
-    /// The host's database position, if it holds one.
+    /// The host's place in its database cluster, if it holds one: the same in every
+    /// product whose database it holds (validation refuses a map where they disagree).
     pub database: Option<DbPosition>,
+    /// Every product database on this host's server, by product (empty without a position).
+    pub databases: Vec<ProductDatabase>,
 }
 
 /// A database host's place in its product's replication chain.
@@ -99,13 +103,11 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// A host's place in one product's replication topology.
+/// A host's place in its replication chain. Several products may keep their databases on
+/// one cluster (one master, one replica chain, one backup); the host is then one server
+/// with one position, and `products` names them all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbPosition {
-    /// Product whose database this is.
-    pub product: String,
-    /// Schema name.
-    pub name: String,
     /// Master, replica or backup.
     pub position: Position,
     /// The host it replicates from (none for the master).
@@ -114,6 +116,35 @@ pub struct DbPosition {
     pub server_id: u32,
     /// Whether the server must refuse writes (every position but master).
     pub read_only: bool,
+    /// Every product whose database the host holds, sorted (empty in a `position.json`
+    /// written before shared clusters: see [`DbPosition::product_names`]).
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// The product's database when the host holds exactly one: `host.database.product`,
+    /// `.name` and `.backup_url`, as templates read them before shared clusters. Absent with
+    /// several products, so that such a template fails loudly (an undefined variable)
+    /// instead of configuring one product of the server; those read `host.databases`.
+    #[serde(flatten)]
+    pub only: Option<ProductDatabase>,
+}
+
+impl DbPosition {
+    /// The products holding this position, sorted.
+    pub fn product_names(&self) -> Vec<&str> {
+        if self.products.is_empty() {
+            return self.only.iter().map(|d| d.product.as_str()).collect();
+        }
+        self.products.iter().map(String::as_str).collect()
+    }
+}
+
+/// One product's database on a host's server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductDatabase {
+    /// Product whose database this is.
+    pub product: String,
+    /// Schema name.
+    pub name: String,
     /// Where the product's snapshots go.
     pub backup_url: Option<String>,
 }
@@ -133,8 +164,9 @@ pub struct ProductView {
     pub health_path: String,
     /// Database topology with addresses.
     pub database: Option<DatabaseView>,
-    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id.
-    pub pools: BTreeMap<String, Vec<Peer>>,
+    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. Shared
+    /// with the fleet's pools: one record per host, however many pools it is in.
+    pub pools: BTreeMap<String, Vec<Arc<Peer>>>,
 }
 
 /// A product's database with addresses.
@@ -156,7 +188,7 @@ pub struct DatabaseView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fleet {
     /// Every host with each role, sorted by id.
-    pub roles: BTreeMap<String, Vec<Peer>>,
+    pub roles: BTreeMap<String, Vec<Arc<Peer>>>,
 }
 
 /// Resolve `identity`'s view of a map. The map need not be valid (`load_for` resolves while
@@ -166,12 +198,13 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     let Some(host) = map.hosts.get(&identity.id) else {
         return Resolution::Waiting;
     };
-    let database = db_position(map, &identity.id);
+    let (database, databases) = db_place(map, &identity.id);
     let mut names: Vec<String> = host.products.clone();
-    names.extend(database.iter().map(|d| d.product.clone()));
+    names.extend(databases.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
-    let mut pools = product_pools(map, &names);
+    let mut peers = Peers::default();
+    let mut pools = product_pools(map, &names, &mut peers);
     let products = names
         .iter()
         .map(|n| product_view(map, n, pools.remove(n).unwrap_or_default()))
@@ -186,12 +219,13 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
         roles: host.roles.clone(),
         products: names,
         database,
+        databases,
     };
     Resolution::Assigned(Box::new(HostView {
         host: info,
         products,
         fleet: Fleet {
-            roles: fleet_pools(map),
+            roles: fleet_pools(map, &mut peers),
         },
         generation: map.generation(),
     }))
@@ -208,16 +242,40 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
     }
 }
 
+/// Pools by role name.
+type Pools = BTreeMap<String, Vec<Arc<Peer>>>;
+
+/// The peer record of each host, made once per resolve and shared by every pool it is in
+/// (issue 13: a web host serving 500 products of a 10,000-host map would otherwise hold
+/// some 80,000 copies).
+#[derive(Default)]
+struct Peers<'m> {
+    made: HashMap<&'m str, Arc<Peer>>,
+}
+
+impl<'m> Peers<'m> {
+    fn of(&mut self, id: &'m str, h: &super::types::Host) -> Arc<Peer> {
+        self.made
+            .entry(id)
+            .or_insert_with(|| Arc::new(peer_of(id, h)))
+            .clone()
+    }
+}
+
 /// Role pools of each product in `names`, from one pass over the hosts (a fleet of
 /// thousands of hosts must not be scanned once per product).
-fn product_pools(map: &RoleMap, names: &[String]) -> BTreeMap<String, BTreeMap<String, Vec<Peer>>> {
+fn product_pools<'m>(
+    map: &'m RoleMap,
+    names: &[String],
+    peers: &mut Peers<'m>,
+) -> BTreeMap<String, Pools> {
     let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    let mut out: BTreeMap<String, BTreeMap<String, Vec<Peer>>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Pools> = BTreeMap::new();
     for (id, h) in &map.hosts {
         for product in h.products.iter().filter(|p| wanted.contains(p.as_str())) {
             let pools = entry(&mut out, product);
             for role in &h.roles {
-                entry(pools, role).push(peer_of(id, h));
+                entry(pools, role).push(peers.of(id, h));
             }
         }
     }
@@ -242,7 +300,7 @@ fn peer_of(id: &str, h: &super::types::Host) -> Peer {
     }
 }
 
-fn product_view(map: &RoleMap, name: &str, pools: BTreeMap<String, Vec<Peer>>) -> ProductView {
+fn product_view(map: &RoleMap, name: &str, pools: Pools) -> ProductView {
     let p = map.products.get(name).cloned().unwrap_or_default();
     ProductView {
         name: name.to_string(),
@@ -266,41 +324,67 @@ fn database_view(map: &RoleMap, db: &Database) -> DatabaseView {
 }
 
 /// Every host by role, across the fleet.
-fn fleet_pools(map: &RoleMap) -> BTreeMap<String, Vec<Peer>> {
-    let mut out: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
+fn fleet_pools<'m>(map: &'m RoleMap, peers: &mut Peers<'m>) -> Pools {
+    let mut out = Pools::new();
     for (id, h) in &map.hosts {
         for role in &h.roles {
-            entry(&mut out, role).push(peer_of(id, h));
+            entry(&mut out, role).push(peers.of(id, h));
         }
     }
     out
 }
 
-/// The position `id` holds in any product's database (validation allows at most one).
+/// The position `id` holds in the products' databases, if any (see [`db_place`]).
 pub fn db_position(map: &RoleMap, id: &str) -> Option<DbPosition> {
+    db_place(map, id).0
+}
+
+/// Where `id` sits in the products' databases: its position, and every product database it
+/// holds, by product. Validation makes the position the same in each product; in a map it
+/// refuses, the first product's (by name) is taken, without panicking.
+pub fn db_place(map: &RoleMap, id: &str) -> (Option<DbPosition>, Vec<ProductDatabase>) {
+    let mut position = None;
+    let mut databases = Vec::new();
     for (name, p) in &map.products {
         let Some(db) = &p.database else { continue };
-        let position = if db.master == id {
-            Position::Master
-        } else if db.replicas.iter().any(|r| r == id) {
-            Position::Replica
-        } else if db.backup.as_deref() == Some(id) {
-            Position::Backup
-        } else {
+        let Some(kind) = position_in(db, id) else {
             continue;
         };
-        let upstream = upstreams(db).get(id).map(|up| peer(map, up));
-        return Some(DbPosition {
+        position.get_or_insert_with(|| DbPosition {
+            position: kind,
+            upstream: upstreams(db).get(id).map(|up| peer(map, up)),
+            server_id: server_id(id, &peer(map, id).address),
+            read_only: kind != Position::Master,
+            products: Vec::new(),
+            only: None,
+        });
+        databases.push(ProductDatabase {
             product: name.clone(),
             name: db.name.clone(),
-            position,
-            upstream,
-            server_id: server_id(id, &peer(map, id).address),
-            read_only: position != Position::Master,
             backup_url: db.backup_url.clone(),
         });
     }
-    None
+    if let Some(p) = position.as_mut() {
+        p.products = databases.iter().map(|d| d.product.clone()).collect();
+        if let [only] = databases.as_slice() {
+            p.only = Some(only.clone());
+        }
+    }
+    (position, databases)
+}
+
+/// The position `id` holds in `db`, if any (a refused map may list it twice: the master
+/// wins, then the replicas, then the backup).
+pub fn position_in(db: &Database, id: &str) -> Option<Position> {
+    if db.master == id {
+        Some(Position::Master)
+    } else if db.replicas.iter().any(|r| r == id) {
+        Some(Position::Replica)
+    } else if db.backup.as_deref() == Some(id) {
+        Some(Position::Backup)
+    } else {
+        None
+    }
 }
 
 /// MariaDB `server_id`: the IPv4 address as a number (unique in a valid map), else a

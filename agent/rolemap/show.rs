@@ -15,7 +15,7 @@ pub fn table(map: &RoleMap) -> String {
         let mut products: Vec<String> = h.products.clone();
         let position = db_position(map, id);
         if let Some(pos) = &position {
-            products.push(pos.product.clone());
+            products.extend(pos.products.iter().cloned());
         }
         products.sort();
         products.dedup();
@@ -25,7 +25,9 @@ pub fn table(map: &RoleMap) -> String {
         for product in &products {
             for role in &h.roles {
                 let pos = match (&position, role.as_str()) {
-                    (Some(p), super::roles::DB) if &p.product == product => p.position.to_string(),
+                    (Some(p), super::roles::DB) if p.products.contains(product) => {
+                        p.position.to_string()
+                    }
                     _ => String::new(),
                 };
                 let mut row = vec![product.clone(), role.clone(), h.az.clone(), id.clone()];

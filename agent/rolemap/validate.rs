@@ -81,7 +81,7 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
         v.host(&products, id, host);
     }
     v.addresses(map);
-    v.positions(map);
+    v.issues.extend(super::positions::issues(map));
     if let Some(rollout) = &map.rollout {
         v.rollout(rollout);
     }
@@ -228,58 +228,6 @@ impl Validator {
             }
         }
     }
-
-    /// One position per host per product, one database per host, no replication cycle.
-    fn positions(&mut self, map: &RoleMap) {
-        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
-        for (name, p) in &map.products {
-            let Some(db) = &p.database else { continue };
-            let at = format!("products.{}.database", key(name));
-            let mut here: BTreeMap<&str, String> = BTreeMap::new();
-            for (path, id) in positions_of(&at, db) {
-                if let Some(first) = here.get(id) {
-                    self.push(&path, format!("host {} already holds {first}", q(id)));
-                    continue;
-                }
-                here.insert(id, path.clone());
-                if let Some(other) = owner.insert(id, name) {
-                    if other != name {
-                        self.push(&path, format!("host {} already serves the database of product {}; a server follows one upstream", q(id), q(other)));
-                    }
-                }
-            }
-            if let Some(cycle) = find_cycle(db) {
-                self.push(
-                    format!("{at}.replicas"),
-                    format!("replication cycle through {}", q(&cycle)),
-                );
-            }
-            for (i, r) in db.removed.iter().enumerate() {
-                if here.contains_key(r.as_str()) {
-                    self.push(
-                        format!("{at}.removed[{i}]"),
-                        format!(
-                            "host {} was removed from this database but still holds a position",
-                            q(r)
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// `(path, host id)` of every position of a database, master first.
-fn positions_of<'a>(at: &str, db: &'a Database) -> Vec<(String, &'a str)> {
-    let mut out = vec![(format!("{at}.master"), db.master.as_str())];
-    for (i, r) in db.replicas.iter().enumerate() {
-        out.push((format!("{at}.replicas[{i}]"), r.as_str()));
-    }
-    if let Some(b) = &db.backup {
-        out.push((format!("{at}.backup"), b.as_str()));
-    }
-    out.retain(|(_, id)| !id.is_empty());
-    out
 }
 
 /// Follow each host's upstream; a host met twice on one walk is a cycle.

@@ -187,6 +187,10 @@ pub struct Templates {
     warnings: Vec<String>,
 }
 
+mod reads;
+
+use reads::Reads;
+
 impl Templates {
     /// Load every `*.tera` under `dir` and the templated strings of `catalog`, autoescape
     /// off (our outputs are config files).
@@ -215,6 +219,20 @@ impl Templates {
         Ok(Templates { tera, warnings })
     }
 
+    /// What the file template `name`, or the catalog string `text`, reads from the context.
+    fn reads(&self, name: &str) -> Reads {
+        let inline = inline_name(name);
+        let found = self
+            .tera
+            .get_template(&inline)
+            .or_else(|_| self.tera.get_template(name));
+        match found {
+            Ok(template) => reads::of(&template.ast),
+            Err(_) if !is_templated(name) => Reads::Names(Default::default()),
+            Err(_) => Reads::Everything,
+        }
+    }
+
     /// Templates that depend on the map's generation, ETag or version: each publish
     /// changes their output on every host (issue 13).
     pub fn warnings(&self) -> &[String] {
@@ -227,10 +245,13 @@ impl Templates {
             return Ok(text.to_string());
         }
         let name = inline_name(text);
-        match self.tera.get_template_names().any(|n| n == name) {
+        let mut out = match self.tera.get_template(&name).is_ok() {
             true => self.tera.render(&name, ctx),
             false => Tera::one_off(text, ctx, false),
-        }
+        }?;
+        // Tera renders into a 2,000-byte buffer: 1,500 smoke-test strings kept 3 MB.
+        out.shrink_to_fit();
+        Ok(out)
     }
 }
 
@@ -311,12 +332,7 @@ pub fn render(
     map: &MapInfo,
     vars: &toml::Table,
 ) -> Result<Desired, Error> {
-    let mut r = Renderer {
-        view,
-        templates,
-        ctx: base_context(view, map, vars),
-        desired: Desired::default(),
-    };
+    let mut roles = Vec::new();
     for role_name in &view.host.roles {
         let role = catalog
             .roles
@@ -325,6 +341,21 @@ pub fn render(
                 role: role_name.clone(),
                 host: view.host.id.clone(),
             })?;
+        roles.push(role);
+    }
+    let needs = roles
+        .iter()
+        .fold(Reads::Names(Default::default()), |acc, role| {
+            acc.union(role_reads(templates, role, view))
+        });
+    let mut r = Renderer {
+        view,
+        templates,
+        ctx: base_context(view, map, vars, &needs),
+        with_product: needs.reads("product"),
+        desired: Desired::default(),
+    };
+    for role in roles {
         r.role(role)?;
     }
     let mut desired = r.desired;
@@ -338,10 +369,18 @@ struct Renderer<'a> {
     view: &'a HostView,
     templates: &'a Templates,
     ctx: Context,
+    /// Some template reads `product`: set it for each per-product render.
+    with_product: bool,
     desired: Desired,
 }
 
 impl Renderer<'_> {
+    fn set_product(&mut self, product: Option<&ProductView>) {
+        if self.with_product {
+            set_product(&mut self.ctx, product);
+        }
+    }
+
     /// The files, smoke tests and hooks of `role` that apply to this host's position,
     /// per product where the catalog says so.
     fn role(&mut self, role: &Role) -> Result<(), Error> {
@@ -352,7 +391,7 @@ impl Renderer<'_> {
             .filter(|f| position_matches(f.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
-                set_product(&mut self.ctx, product);
+                self.set_product(product);
                 let file = render_file(templates, &self.ctx, spec, product)?;
                 self.desired.files.push(file);
             }
@@ -363,12 +402,12 @@ impl Renderer<'_> {
             .filter(|s| position_matches(s.when_position, view))
         {
             for product in fan_out(spec.per_product, &view.products) {
-                set_product(&mut self.ctx, product);
+                self.set_product(product);
                 let test = render_smoke(templates, &self.ctx, &role.name, spec, product)?;
                 self.desired.smoke.push(test);
             }
         }
-        set_product(&mut self.ctx, None);
+        self.set_product(None);
         for hook in &role.hooks {
             let hook = render_hook(templates, &self.ctx, &role.name, hook)?;
             self.desired.hooks.extend(hook);
@@ -377,13 +416,59 @@ impl Renderer<'_> {
     }
 }
 
-fn base_context(view: &HostView, map: &MapInfo, vars: &toml::Table) -> Context {
+/// What `role`'s templates and catalog strings that apply to this host read.
+fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
+    let files = role
+        .files
+        .iter()
+        .filter(|f| position_matches(f.when_position, view))
+        .flat_map(|f| [f.template.as_str(), f.path.as_str()]);
+    let smoke = role
+        .smoke
+        .iter()
+        .filter(|s| position_matches(s.when_position, view))
+        .flat_map(|s| {
+            [
+                &s.name,
+                &s.url,
+                &s.host,
+                &s.body_contains,
+                &s.address,
+                &s.command,
+                &s.read_only,
+            ]
+        })
+        .flatten()
+        .map(String::as_str);
+    let hooks = role.hooks.iter().map(|h| h.command.as_str());
+    files
+        .chain(smoke)
+        .chain(hooks)
+        .fold(Reads::Names(Default::default()), |acc, name| {
+            acc.union(templates.reads(name))
+        })
+}
+
+/// The context every template of this host sees: only the names they read, since
+/// `fleet` and `products` of a large map cost more to serialise than the render itself.
+/// A name no template reads is left out, which no template can tell.
+fn base_context(view: &HostView, map: &MapInfo, vars: &toml::Table, needs: &Reads) -> Context {
     let mut ctx = Context::new();
-    ctx.insert("host", &view.host);
-    ctx.insert("products", &view.products);
-    ctx.insert("fleet", &view.fleet);
-    ctx.insert("map", map);
-    ctx.insert("vars", vars);
+    if needs.reads("host") {
+        ctx.insert("host", &view.host);
+    }
+    if needs.reads("products") {
+        ctx.insert("products", &view.products);
+    }
+    if needs.reads("fleet") {
+        ctx.insert("fleet", &view.fleet);
+    }
+    if needs.reads("map") {
+        ctx.insert("map", map);
+    }
+    if needs.reads("vars") {
+        ctx.insert("vars", vars);
+    }
     ctx
 }
 
