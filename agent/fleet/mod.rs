@@ -3,6 +3,7 @@
 //! host's report (pure); `store` is the I/O against S3 or a directory; `report` decides
 //! when a host writes; `status` joins the map with the markers for `fleet status`.
 
+pub mod gate;
 pub mod html;
 pub mod record;
 pub mod report;

@@ -31,9 +31,17 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// A reconcile without a rollout decision: its outcome on the map it used.
+    /// A reconcile's standing: `held` or `halted` on the newer generation a staged rollout
+    /// kept from it, else its outcome on the map it used.
     pub fn of(report: &RunReport) -> Standing {
         let generation = report.map.as_ref().map(|m| m.generation);
+        if let Some(note) = &report.rollout {
+            return Standing {
+                state: note.state,
+                generation: Some(note.generation),
+                running: generation,
+            };
+        }
         let state = match report.outcome {
             Outcome::Converged => State::Ok,
             Outcome::Waiting => State::Waiting,
