@@ -35,6 +35,8 @@ pub struct Setup {
     pub identity: Option<Vec<String>>,
     /// `paths.allowed_roots`, if not the default.
     pub allowed_roots: Option<Vec<String>>,
+    /// Lines appended to agent.toml as written (whole tables, e.g. `[report]`).
+    pub extra: Vec<String>,
 }
 
 impl Setup {
@@ -50,6 +52,7 @@ impl Setup {
             map_lines: vec!["poll_interval = \"1s\"".into(), "jitter = \"0s\"".into()],
             identity: None,
             allowed_roots: None,
+            extra: Vec::new(),
         }
     }
 
@@ -134,6 +137,12 @@ impl Agent {
         for (name, lines) in &s.services {
             text.push_str(&format!("\n[services.{name}]\n"));
             lines.iter().for_each(|l| text.push_str(&format!("{l}\n")));
+        }
+        if !s.extra.is_empty() {
+            text.push('\n');
+            s.extra
+                .iter()
+                .for_each(|l| text.push_str(&format!("{l}\n")));
         }
         std::fs::write(&self.config, text).expect("writing agent.toml");
     }

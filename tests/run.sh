@@ -49,6 +49,8 @@ missing_packages() {
         [/usr/bin/setpriv]=util-linux
         [/usr/bin/timeout]=coreutils
         [/usr/sbin/ip]=iproute2
+        # tests/fleet.rs: the `fleet status --html` page loaded in a headless browser.
+        [/usr/bin/chromium]=chromium
     )
     local program
     for program in "${!needs[@]}"; do

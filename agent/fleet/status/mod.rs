@@ -319,7 +319,7 @@ fn host_statuses(
             zone: h.az.clone(),
             address: h.address.clone(),
             roles: h.roles.clone(),
-            products: products_of(h, databases.get(id.as_str()).copied()),
+            products: products_of(h, databases.get(id.as_str())),
             wave: waves.and_then(|w| w.wave_of(id)),
             health: health(id),
             reason: None,
@@ -343,24 +343,24 @@ fn health(id: &str, seen: &Seen, now: SystemTime, heartbeat: Duration) -> Health
 }
 
 /// The products a host serves, and the one whose database it belongs to.
-fn products_of(host: &crate::rolemap::types::Host, database: Option<&str>) -> Vec<String> {
+fn products_of(host: &crate::rolemap::types::Host, databases: Option<&Vec<&str>>) -> Vec<String> {
     let mut products = host.products.clone();
-    products.extend(database.map(str::to_string));
+    products.extend(databases.into_iter().flatten().map(|p| (*p).to_string()));
     products.sort();
     products.dedup();
     products
 }
 
-/// Host id → the product whose database it serves.
-fn database_products(map: &RoleMap) -> HashMap<&str, &str> {
-    let mut out = HashMap::new();
+/// Host id → the products whose databases it serves (a shared server serves several).
+fn database_products(map: &RoleMap) -> HashMap<&str, Vec<&str>> {
+    let mut out: HashMap<&str, Vec<&str>> = HashMap::new();
     for (name, p) in &map.products {
         let Some(db) = &p.database else { continue };
         let ids = std::iter::once(&db.master)
             .chain(&db.replicas)
             .chain(&db.backup);
         for id in ids {
-            out.insert(id.as_str(), name.as_str());
+            out.entry(id.as_str()).or_default().push(name.as_str());
         }
     }
     out

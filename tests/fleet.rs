@@ -1,0 +1,524 @@
+//! Issue 12, the fleet's reports (SPEC §9.1) with real daemons against moto: written on a
+//! change and at the heartbeat but not on quiet polls, markers moved within a generation
+//! (new one first, old one deleted) and kept one per generation, a report store that is
+//! missing or hangs never failing or holding up a reconcile; `fleet status` counts and exit
+//! codes over markers in moto; the HTML page in headless Chromium.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{assert_exit, describe, memcached_map, stdout, Agent, Setup};
+use crate::map_publish::list_keys;
+use crate::support::s3::Moto;
+use crate::support::{log_tail, terminate_child, wait_until};
+
+const ID: &str = "cache-1";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A memcached host `cache-1` whose smoke test connects to a listener the test holds,
+/// reading its map from `map_url` and reporting to `report_url` with `heartbeat`.
+pub struct Host {
+    pub agent: Agent,
+    _smoke_target: TcpListener,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Host {
+    pub fn new(
+        map_url: Option<String>,
+        report_url: &str,
+        heartbeat: &str,
+        env: Vec<(String, String)>,
+    ) -> Host {
+        let smoke_target = TcpListener::bind("127.0.0.1:0").expect("smoke target");
+        let port = smoke_target.local_addr().expect("address").port();
+        let mut setup = Setup::new(ID, "10.0.0.5")
+            .var(&format!("memcached_port = {port}"))
+            .var("memcached_mb = 64")
+            .service("memcached", "restart = \"true\"");
+        setup.map_url = map_url;
+        setup.map_lines = vec![
+            "poll_interval = \"1s\"".into(),
+            "jitter = \"0s\"".into(),
+            "timeout = \"2s\"".into(),
+        ];
+        setup.extra = vec![
+            "[report]".into(),
+            format!("url = \"{report_url}\""),
+            format!("heartbeat = \"{heartbeat}\""),
+        ];
+        Host {
+            agent: Agent::new(setup),
+            _smoke_target: smoke_target,
+            child: None,
+            env,
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.agent.command(args);
+        cmd.envs(self.env.iter().cloned())
+            .env("RUST_LOG", "rolecall=debug");
+        cmd
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.log()).expect("daemon log");
+        let child = self
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        self.child = Some(child.expect("starting rolecall run"));
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.agent.dir.path().join("daemon.log")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(self.agent.state().join("status.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until the status record says `text`; panics with the log otherwise.
+    #[track_caller]
+    pub fn wait_status(&self, timeout: Duration, text: &str) {
+        let ok = wait_until(timeout, || {
+            self.status()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        });
+        assert!(
+            ok,
+            "no status {text:?}: {}\n{}",
+            self.status(),
+            log_tail(&self.log(), 40)
+        );
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            terminate_child(child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A memcached map with `cache-1` and the `others` (same product, zone `a`).
+fn map_with(generation: u64, others: &[String]) -> String {
+    let mut text = memcached_map(generation, "fleet");
+    for (i, id) in others.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[hosts.{id}]\naddress = \"10.0.1.{}\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+/// Three other hosts such that, at `generation` with waves `[50, 100]`, `cache-1` is in wave 1.
+fn others_putting_cache_1_in_wave_1(generation: u64) -> Vec<String> {
+    (0..100)
+        .map(|n| {
+            (0..3)
+                .map(|i| format!("peer-{n}-{i}"))
+                .collect::<Vec<String>>()
+        })
+        .find(|others| {
+            let ids: Vec<&str> = std::iter::once(ID)
+                .chain(others.iter().map(String::as_str))
+                .collect();
+            let waves = rolecall::fleet::waves::Waves::assign(
+                ids.iter().map(|id| (*id, "a")),
+                generation,
+                &[50, 100],
+            );
+            waves.wave_of(ID) == Some(1)
+        })
+        .expect("some peers put cache-1 in wave 1")
+}
+
+fn puts(moto: &Moto, prefix: &str) -> usize {
+    moto.request_count("PUT", prefix, None)
+}
+
+#[test]
+fn reports_follow_changes_and_heartbeats_and_markers_move() {
+    let moto = Moto::shared();
+    let bucket = moto.new_bucket(false);
+    let map_url = format!("s3://{bucket}/rolemap.toml");
+    let mut host = Host::new(
+        Some(map_url.clone()),
+        &format!("s3://{bucket}/fleet/"),
+        "5s",
+        moto.agent_env(),
+    );
+    moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());
+    host.start();
+    let keys = || list_keys(moto, &bucket, "fleet/");
+    let first = ["fleet/g/1/ok/cache-1", "fleet/hosts/cache-1.json"];
+    assert!(
+        wait_until(WAIT, || keys() == first),
+        "{:?}\n{}",
+        keys(),
+        log_tail(&host.log(), 40)
+    );
+    let (records, markers) = (
+        format!("/{bucket}/fleet/hosts/"),
+        format!("/{bucket}/fleet/g/"),
+    );
+    assert!(wait_until(WAIT, || puts(moto, &records) == 1
+        && puts(moto, &markers) == 1));
+
+    // Quiet polls (304s) write nothing; the heartbeat rewrites the record only.
+    let map_path = format!("/{bucket}/rolemap.toml");
+    let polls = moto.request_count("GET", &map_path, Some(304));
+    assert!(wait_until(WAIT, || moto.request_count(
+        "GET",
+        &map_path,
+        Some(304)
+    ) >= polls + 2));
+    assert_eq!(
+        (puts(moto, &records), puts(moto, &markers)),
+        (1, 1),
+        "a quiet poll wrote a report"
+    );
+    assert!(
+        wait_until(WAIT, || puts(moto, &records) == 2),
+        "no heartbeat"
+    );
+    assert_eq!(puts(moto, &markers), 1, "the heartbeat moved the marker");
+
+    // A staged generation: held (cache-1 is in wave 1), then ok when wave 1 opens; the held
+    // marker is deleted, generation 1's stays.
+    let map_file = host.agent.dir.path().join("next.toml");
+    std::fs::write(&map_file, map_with(1, &others_putting_cache_1_in_wave_1(2))).expect("map file");
+    let publish = host
+        .command(&[
+            "map",
+            "publish",
+            &map_file.display().to_string(),
+            "--to",
+            &map_url,
+        ])
+        .args(["--rollout", "50,100", "--bake", "4s", "--max-failed", "10"])
+        .output()
+        .expect("map publish");
+    assert_exit(&publish, 0);
+    host.wait_status(WAIT, "generation 2 held: wave 1 opens");
+    assert!(
+        wait_until(WAIT, || keys()
+            .contains(&"fleet/g/2/held/cache-1".to_string())),
+        "{:?}",
+        keys()
+    );
+    host.wait_status(WAIT, "converged to generation 2");
+    let expected = [
+        "fleet/g/1/ok/cache-1",
+        "fleet/g/2/ok/cache-1",
+        "fleet/hosts/cache-1.json",
+    ];
+    assert!(wait_until(WAIT, || keys() == expected), "{:?}", keys());
+    assert_eq!(
+        moto.request_count("DELETE", &format!("/{bucket}/fleet/g/2/held/cache-1"), None),
+        1
+    );
+}
+
+/// A report URL whose bucket does not exist, and an S3 endpoint that accepts connections
+/// and never answers: the host converges, `sync` answers at once, a new map is applied
+/// within a poll plus the report's bound, and the next change retries the report.
+#[test]
+fn a_report_store_that_fails_never_fails_or_holds_up_a_reconcile() {
+    let moto = Moto::shared();
+    let missing = format!("rolecall-test-missing-{}", std::process::id());
+    let mut host = Host::new(
+        None,
+        &format!("s3://{missing}/fleet/"),
+        "1h",
+        moto.agent_env(),
+    );
+    host.agent.write_map(&memcached_map(1, "a"));
+    host.start();
+    host.wait_status(WAIT, "converged to generation 1");
+    assert_exit(&host.command(&["check"]).output().expect("check"), 0);
+    assert!(wait_until(WAIT, || log_tail(&host.log(), 200)
+        .contains("fleet report not written")));
+    // The next change retries: with the bucket there now, the report lands.
+    create_bucket(moto, &missing);
+    host.agent.write_map(&memcached_map(2, "b"));
+    host.wait_status(WAIT, "converged to generation 2");
+    assert!(wait_until(WAIT, || list_keys(moto, &missing, "fleet/")
+        .contains(&"fleet/g/2/ok/cache-1".to_string())));
+
+    let hanging = TcpListener::bind("127.0.0.1:0").expect("a server that never answers");
+    let endpoint = format!("http://{}", hanging.local_addr().expect("address"));
+    let mut env = moto.agent_env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_S3");
+    env.push(("AWS_ENDPOINT_URL_S3".into(), endpoint));
+    let mut host = Host::new(None, "s3://hanging-bucket/fleet/", "1h", env);
+    host.agent.write_map(&memcached_map(1, "a"));
+    host.start();
+    host.wait_status(WAIT, "converged to generation 1");
+    let asked = Instant::now();
+    assert_exit(&host.command(&["sync"]).output().expect("sync"), 0);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "sync waited for the report: {:?}",
+        asked.elapsed()
+    );
+    let changed = Instant::now();
+    host.agent.write_map(&memcached_map(2, "b"));
+    host.wait_status(Duration::from_secs(20), "converged to generation 2");
+    // One poll (1 s) plus at most the report's 5 s bound after the sync's reconcile.
+    assert!(
+        changed.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        changed.elapsed()
+    );
+    let log = log_tail(&host.log(), 300);
+    assert!(
+        log.contains("fleet report not written") && log.contains("no answer within 2000 ms"),
+        "{log}"
+    );
+    assert_eq!(host.status()["outcome"], "converged");
+}
+
+fn create_bucket(moto: &Moto, bucket: &str) {
+    let client = moto.client();
+    crate::map_publish::runtime()
+        .block_on(client.create_bucket().bucket(bucket).send())
+        .expect("creating the bucket");
+}
+
+/// Four hosts in two zones; markers and records put straight into moto.
+const STATUS_MAP: &str = "schema = 1\ngeneration = 7\n\n[products.shop]\ndomain = \"shop.example.test\"\ndocroot = \"/srv/shop\"\n\n[products.shop.database]\nname = \"shop\"\nmaster = \"db-1\"\n\n[hosts.db-1]\naddress = \"10.0.0.1\"\naz = \"a\"\nroles = [\"db\"]\n\n[hosts.web-1]\naddress = \"10.0.0.2\"\naz = \"a\"\nroles = [\"web\"]\nproducts = [\"shop\"]\n\n[hosts.web-2]\naddress = \"10.0.0.3\"\naz = \"b\"\nroles = [\"web\"]\nproducts = [\"shop\"]\n\n[hosts.web-3]\naddress = \"10.0.0.4\"\naz = \"b\"\nroles = [\"web\"]\nproducts = [\"shop\"]\n";
+
+struct Reports {
+    moto: &'static Moto,
+    bucket: String,
+}
+
+impl Reports {
+    fn new() -> Reports {
+        let moto = Moto::shared();
+        let bucket = moto.new_bucket(false);
+        moto.put(&bucket, "rolemap.toml", STATUS_MAP.as_bytes());
+        Reports { moto, bucket }
+    }
+
+    fn marker(&self, state: &str, id: &str) {
+        self.moto
+            .put(&self.bucket, &format!("fleet/g/7/{state}/{id}"), b"");
+    }
+
+    fn unmark(&self, state: &str, id: &str) {
+        self.moto
+            .delete(&self.bucket, &format!("fleet/g/7/{state}/{id}"));
+    }
+
+    fn status(&self, extra: &[&str]) -> Output {
+        let map = format!("s3://{}/rolemap.toml", self.bucket);
+        let report = format!("s3://{}/fleet/", self.bucket);
+        let mut cmd = Command::new(crate::fixture::binary());
+        cmd.args([
+            "--config",
+            "/nonexistent/agent.toml",
+            "fleet",
+            "status",
+            "--map",
+            &map,
+            "--report",
+            &report,
+        ])
+        .args(extra)
+        .envs(self.moto.agent_env())
+        .env_remove("RUST_LOG");
+        cmd.output().expect("fleet status")
+    }
+}
+
+#[test]
+fn fleet_status_counts_hosts_and_exits_by_the_worst() {
+    let r = Reports::new();
+    for id in ["db-1", "web-1", "web-2", "web-3"] {
+        r.marker("ok", id);
+    }
+    let lists = |r: &Reports| {
+        let listing = format!("/{}/?list-type=2", r.bucket);
+        r.moto.request_count("GET", &listing, None)
+    };
+    let out = r.status(&[]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("4 of 4 hosts ok"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || lists(&r) >= 1),
+        "{:?}",
+        r.moto
+            .requests()
+            .iter()
+            .filter(|q| q.path.contains(&r.bucket))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(lists(&r), 1, "one LIST when every host has a marker");
+
+    r.unmark("ok", "web-3");
+    r.marker("held", "web-3");
+    assert_exit(&r.status(&[]), 1);
+    r.unmark("held", "web-3");
+    let out = r.status(&[]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains("silent hosts: web-3"),
+        "{}",
+        describe(&out)
+    );
+    r.moto.put(&r.bucket, "fleet/hosts/web-3.json", b"{}");
+    let out = r.status(&[]);
+    assert!(
+        stdout(&out).contains("lagging hosts: web-3"),
+        "{}",
+        describe(&out)
+    );
+    r.marker("ok", "web-3");
+
+    r.unmark("ok", "web-2");
+    r.marker("fail", "web-2");
+    let record = r#"{"id":"web-2","state":"fail","generation":7,"running":6,"zone":"b","roles":["web"],"products":["shop"],"map_sha256":null,"wave":null,"outcome":"rolled_back","message":"rolled back: smoke test http shop.example.test/: HTTP 404\u001b[2J","failed":[],"rolled_back":true,"converged_at":null,"written_at":1,"agent_version":"0.1.0"}"#;
+    r.moto
+        .put(&r.bucket, "fleet/hosts/web-2.json", record.as_bytes());
+    let record_gets = |r: &Reports| r.moto.request_count("GET", "/fleet/hosts/", None);
+    let before = record_gets(&r);
+    let out = r.status(&[]);
+    assert_exit(&out, 2);
+    let text = stdout(&out);
+    assert!(text.contains("web-2 (b, running generation 6) failed: rolled back: smoke test http shop.example.test/: HTTP 404\\u{1b}[2J"), "{text}");
+    assert_eq!(
+        record_gets(&r),
+        before + 1,
+        "only the failed host's record is read"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&r.status(&["--json"]).stdout).expect("JSON");
+    assert_eq!(json["totals"]["failed"], 1);
+    assert_eq!(json["totals"]["ok"], 3);
+
+    r.unmark("fail", "web-2");
+    r.marker("halted", "web-2");
+    assert_exit(&r.status(&[]), 2);
+}
+
+#[test]
+fn fleet_status_exits_3_when_the_map_or_the_reports_cannot_be_read() {
+    let r = Reports::new();
+    let moto = r.moto;
+    let run = |map: &str, report: &str| {
+        let mut cmd = Command::new(crate::fixture::binary());
+        cmd.args([
+            "--config",
+            "/nonexistent/agent.toml",
+            "fleet",
+            "status",
+            "--map",
+            map,
+            "--report",
+            report,
+        ])
+        .envs(moto.agent_env());
+        cmd.output().expect("fleet status")
+    };
+    let report = format!("s3://{}/fleet/", r.bucket);
+    let out = run(&format!("s3://{}/absent.toml", r.bucket), &report);
+    assert_exit(&out, 3);
+    moto.put(&r.bucket, "bad.toml", b"schema = 1\ngeneration = -4\n");
+    assert_exit(&run(&format!("s3://{}/bad.toml", r.bucket), &report), 3);
+    let map = format!("s3://{}/rolemap.toml", r.bucket);
+    let out = run(&map, "s3://rolecall-no-such-bucket/fleet/");
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reading the fleet's reports"),
+        "{}",
+        describe(&out)
+    );
+    let mut no_config = Command::new(crate::fixture::binary());
+    no_config.args(["--config", "/nonexistent/agent.toml", "fleet", "status"]);
+    assert_exit(&no_config.output().expect("fleet status"), 3);
+}
+
+/// A fleet in a report directory: every health once, a database chain, two zones.
+fn page_fixture(dir: &Path) -> PathBuf {
+    let map = dir.join("rolemap.toml");
+    let text = STATUS_MAP.replace(
+        "master = \"db-1\"\n",
+        "master = \"db-1\"\nreplicas = [\"db-2\"]\n",
+    ) + "\n[hosts.db-2]\naddress = \"10.0.0.5\"\naz = \"b\"\nroles = [\"db\"]\n";
+    std::fs::write(&map, text).expect("map");
+    let reports = dir.join("reports");
+    for (state, id) in [
+        ("ok", "db-1"),
+        ("ok", "web-1"),
+        ("fail", "web-2"),
+        ("held", "db-2"),
+    ] {
+        let path = reports.join(format!("g/7/{state}/{id}"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("marker dir");
+        std::fs::write(path, b"").expect("marker");
+    }
+    let record = r#"{"id":"web-2","state":"fail","generation":7,"running":6,"zone":"b","roles":["web"],"products":["shop"],"map_sha256":null,"wave":null,"outcome":"rolled_back","message":"rolled back: smoke test http shop.example.test/: <HTTP 404>","failed":[],"rolled_back":true,"converged_at":null,"written_at":1,"agent_version":"0.1.0"}"#;
+    std::fs::create_dir_all(reports.join("hosts")).expect("hosts dir");
+    std::fs::write(reports.join("hosts/web-2.json"), record).expect("record");
+    map
+}
+
+#[test]
+fn the_html_page_in_headless_chromium() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let map = page_fixture(dir.path());
+    let page = dir.path().join("fleet.html");
+    let mut cmd = Command::new(crate::fixture::binary());
+    cmd.args(["--config", "/nonexistent/agent.toml", "fleet", "status"])
+        .arg("--map")
+        .arg(format!("file://{}", map.display()))
+        .arg("--report")
+        .arg(format!("file://{}/reports", dir.path().display()))
+        .arg("--html")
+        .arg(&page);
+    let out = cmd.output().expect("fleet status --html");
+    assert_exit(&out, 2);
+    let dom = crate::support::chromium::dump_dom(&page);
+    for text in [
+        "Fleet at generation 7",
+        "1 host(s) failed and 0 halted on generation 7.",
+        "zone a",
+        "zone b",
+        "database shop",
+        "✗ failed",
+        "◷ held",
+        "? silent",
+        "generation 7 failed, runs 6",
+        "rolled back: smoke test http shop.example.test/: &lt;HTTP 404&gt;",
+    ] {
+        assert!(dom.contains(text), "{text:?} not in the page:\n{dom}");
+    }
+    let chain = &dom[dom.find("database shop").expect("chain")..];
+    assert!(
+        chain.find("db-1") < chain.find("db-2"),
+        "master before replica"
+    );
+    let png = crate::support::chromium::artifacts_dir().join("fleet-status.png");
+    crate::support::chromium::screenshot(&page, &png, 1280, 2000);
+    #[allow(clippy::print_stdout, reason = "the artifact's path for people")]
+    {
+        println!("fleet status page screenshot: {}", png.display());
+    }
+}
