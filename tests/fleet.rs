@@ -498,7 +498,7 @@ fn the_html_page_in_headless_chromium() {
     let dom = crate::support::chromium::dump_dom(&page);
     for text in [
         "Fleet at generation 7",
-        "1 host(s) failed and 0 halted on generation 7.",
+        "1 host failed on generation 7.",
         "zone a",
         "zone b",
         "database shop",

@@ -80,27 +80,39 @@ fn header(fleet: &Fleet) -> String {
 
 fn verdict(fleet: &Fleet) -> (&'static str, String) {
     let t = &fleet.totals;
+    let g = fleet.generation;
     match fleet.verdict() {
-        super::status::Verdict::AllOk => (
-            "v-ok",
-            format!("All {} hosts are on generation {}.", t.ok, fleet.generation),
-        ),
+        super::status::Verdict::AllOk => {
+            ("v-ok", format!("All {} on generation {g}.", hosts(t.ok)))
+        }
         super::status::Verdict::Lagging => (
             "v-lagging",
             format!(
-                "{} of {} hosts are not on generation {} yet; none failed.",
+                "{} of {} not on generation {g} yet; none failed.",
                 t.total() - t.ok,
-                t.total(),
-                fleet.generation
+                hosts(t.total())
             ),
         ),
-        super::status::Verdict::Failing => (
-            "v-failing",
-            format!(
-                "{} host(s) failed and {} halted on generation {}.",
-                t.failed, t.halted, fleet.generation
-            ),
-        ),
+        super::status::Verdict::Failing => {
+            let parts: Vec<String> = [(t.failed, "failed"), (t.halted, "halted")]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{} {what}", hosts(*n)))
+                .collect();
+            (
+                "v-failing",
+                format!("{} on generation {g}.", parts.join(", ")),
+            )
+        }
+    }
+}
+
+/// `1 host`, `2 hosts`.
+fn hosts(n: usize) -> String {
+    if n == 1 {
+        "1 host".to_string()
+    } else {
+        format!("{n} hosts")
     }
 }
 
@@ -142,7 +154,7 @@ fn attention(fleet: &Fleet) -> String {
     for h in bad {
         let _ = writeln!(
             out,
-            "<li>{} <b>{}</b> ({}) — {}</li>",
+            "<li>{} <b>{}</b> (zone {}) — {}</li>",
             badge(h.health),
             esc(&h.id),
             esc(&h.zone),
