@@ -181,12 +181,13 @@ impl Fleet {
         let started = Instant::now();
         self.spawn(0);
         self.wait_ok(1, 1, Duration::from_secs(60));
+        let converged = started.elapsed();
         // Two polls of quiet before the figure.
         std::thread::sleep(self.plan.poll * 2 + self.plan.jitter);
         let usage = Usage::read(self.agents[0].child.id());
         println!(
-            "\n== one agent alone: converged in {:.1} s; idle RSS {:.1} MB (private {:.1} MB)",
-            started.elapsed().as_secs_f64(),
+            "\n== one agent alone: its ok marker after {:.1} s; idle RSS after two polls {:.1} MB (private {:.1} MB)",
+            converged.as_secs_f64(),
             mb(usage.rss_kb),
             mb(usage.private_kb)
         );
@@ -271,8 +272,10 @@ impl Fleet {
         );
     }
 
-    /// Requests from the agents and RSS over an idle window.
+    /// Requests from the agents and RSS over an idle window, which starts two polls after
+    /// the boot: the agents started within seconds, and the jitter spreads their polls.
     fn idle(&self) {
+        std::thread::sleep((self.plan.poll + self.plan.jitter) * 2);
         let before = Counts::read(&self.moto, &self.bucket);
         let started = Instant::now();
         std::thread::sleep(self.plan.idle);
@@ -307,6 +310,29 @@ impl Fleet {
             verdict(puts_per_hour <= put_target)
         );
         print_rss(&usages);
+        self.print_cost(&d, window);
+    }
+
+    /// A 10,000-host fleet's S3 bill per day at a 30 s and a 60 s poll, from the requests
+    /// measured per poll and the report PUTs of a 1 h heartbeat (one PUT per hour; changes
+    /// and rollouts come on top). Polls are counted at the interval alone (jitter only
+    /// spaces them out further), so this is an upper bound.
+    fn print_cost(&self, d: &Counts, window: Duration) {
+        let n = self.plan.agents as f64;
+        let mean_interval = (self.plan.poll + self.plan.jitter / 2).as_secs_f64();
+        let polls = n * window.as_secs_f64() / mean_interval;
+        let gets_per_poll = d.map_gets() as f64 / polls;
+        println!("map GETs per poll and host: {gets_per_poll:.3} (over {polls:.0} expected polls)");
+        for interval in [30.0, 60.0] {
+            let gets = 10_000.0 * 86_400.0 / interval * gets_per_poll;
+            let puts = 10_000.0 * 24.0;
+            let cost = gets * 0.0004 / 1000.0 + puts * 0.005 / 1000.0;
+            println!(
+                "10,000 hosts, poll {interval:.0} s, heartbeat 1 h: {:.1} M GETs + {:.2} M PUTs per day = ${cost:.2}/day",
+                gets / 1e6,
+                puts / 1e6
+            );
+        }
     }
 
     /// Publish a plain change; each host's `ok` marker as first seen by a LIST every 0.5 s.
