@@ -155,9 +155,10 @@ pub struct FileSpec {
     pub template: String,
     /// Rendered once per product of the host.
     pub per_product: bool,
-    /// Owner name.
+    /// Owner name or number (a Tera template string like `path`, e.g.
+    /// `{{ product.user | default(value='root') }}`: SPEC §10).
     pub owner: String,
-    /// Group name.
+    /// Group name or number (a Tera template string like `path`).
     pub group: String,
     /// Permission bits.
     pub mode: u32,

@@ -56,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     status: RawStatus,
     report: Option<RawReport>,
+    #[serde(default)]
+    accounts: RawAccounts,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +101,13 @@ struct RawStatus {
 struct RawReport {
     url: String,
     heartbeat: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    manage: Option<bool>,
+    uid_range: Option<Vec<i64>>,
 }
 
 /// `[services.NAME]`: replaces the catalog's commands for one service.
@@ -145,6 +154,28 @@ pub struct ReportSettings {
     pub heartbeat: Duration,
 }
 
+/// `[accounts]` (SPEC §10): whether the map's product accounts are created on this host,
+/// and the id range inside which rolecall may remove the accounts it created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// Create and converge the accounts of the host's products (default true).
+    pub manage: bool,
+    /// Inclusive range of uids and gids rolecall may remove (default 20000-29999).
+    pub range: (u32, u32),
+}
+
+/// The managed id range when agent.toml does not set one.
+pub const DEFAULT_UID_RANGE: (u32, u32) = (20000, 29999);
+
+impl Default for AccountSettings {
+    fn default() -> AccountSettings {
+        AccountSettings {
+            manage: true,
+            range: DEFAULT_UID_RANGE,
+        }
+    }
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -178,6 +209,8 @@ pub struct Settings {
     pub metrics_dir: Option<PathBuf>,
     /// `[report]`; `None`: the host reports nothing.
     pub report: Option<ReportSettings>,
+    /// `[accounts]`.
+    pub accounts: AccountSettings,
 }
 
 /// Default allowed roots (SPEC §4, plus the monitor role's munin-node directory).
@@ -259,6 +292,32 @@ impl Validator<'_> {
             services: self.services(raw.services)?,
             metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
             report: raw.report.map(|r| self.report(r)).transpose()?,
+            accounts: self.accounts(raw.accounts)?,
+        })
+    }
+
+    fn accounts(&self, raw: RawAccounts) -> Result<AccountSettings, Error> {
+        let range = match raw.uid_range.as_deref() {
+            None => DEFAULT_UID_RANGE,
+            Some(&[lo, hi]) => match (u32::try_from(lo), u32::try_from(hi)) {
+                (Ok(lo), Ok(hi)) if 0 < lo && lo <= hi && hi < u32::MAX => (lo, hi),
+                _ => {
+                    return Err(self.invalid(
+                        "accounts.uid_range",
+                        format!("[{lo}, {hi}] must be two ids, 1 <= first <= last < 4294967295"),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(self.invalid(
+                    "accounts.uid_range",
+                    format!("{other:?} must be [first, last], e.g. [20000, 29999]"),
+                ))
+            }
+        };
+        Ok(AccountSettings {
+            manage: raw.manage.unwrap_or(true),
+            range,
         })
     }
 
@@ -411,6 +470,25 @@ url = "file:///etc/rolecall/map.toml"
         assert_eq!(s.allowed_roots.len(), DEFAULT_ALLOWED_ROOTS.len());
     }
 
+    /// The default allowed roots are defined once, here; the packaged agent.toml leaves
+    /// them unset and only shows them, commented out, and what it shows must be them.
+    #[test]
+    fn the_packaged_config_uses_the_default_roots_and_shows_them_as_they_are() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = Settings::from_toml(&text, &path).unwrap();
+        let defaults: Vec<PathBuf> = DEFAULT_ALLOWED_ROOTS.iter().map(PathBuf::from).collect();
+        assert_eq!(s.allowed_roots, defaults);
+        let shown: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# allowed_roots = ["))
+            .skip(1)
+            .take_while(|l| !l.starts_with("# ]"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(shown, DEFAULT_ALLOWED_ROOTS, "agent.toml shows other roots");
+    }
+
     #[test]
     fn unknown_key_names_key_and_line() {
         let err = load(&format!("{MINIMAL}\n[paths]\nstate_dir = \"/x\"\n")).unwrap_err();
@@ -462,6 +540,29 @@ url = "file:///etc/rolecall/map.toml"
     }
 
     #[test]
+    fn accounts_default_to_managed_in_20000_to_29999() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: true,
+                range: (20000, 29999)
+            }
+        );
+        let s = load(&format!(
+            "{MINIMAL}\n[accounts]\nmanage = false\nuid_range = [5000, 5999]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.accounts,
+            AccountSettings {
+                manage: false,
+                range: (5000, 5999)
+            }
+        );
+    }
+
+    #[test]
     fn report_keys_are_checked() {
         for (body, key) in [
             ("url = \"https://example.com/fleet/\"", "report.url"),
@@ -481,6 +582,31 @@ url = "file:///etc/rolecall/map.toml"
             let err = load(&format!("{MINIMAL}\n[report]\n{body}\n")).unwrap_err();
             assert!(err.to_string().contains(key), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_uid_range_names_the_key() {
+        for bad in [
+            "[0, 10]",
+            "[30000, 20000]",
+            "[1]",
+            "[1, 2, 3]",
+            "[-5, 10]",
+            "[1, 4294967295]",
+        ] {
+            let err = load(&format!("{MINIMAL}\n[accounts]\nuid_range = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("accounts.uid_range"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_accounts_key_names_key_and_line() {
+        let err = load(&format!("{MINIMAL}\n[accounts]\nmanaged = true\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("managed") && text.contains("line"), "{text}");
     }
 
     #[test]

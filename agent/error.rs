@@ -42,6 +42,9 @@ pub enum Error {
     /// The fleet's report prefix (SPEC §9.1).
     #[error(transparent)]
     Fleet(#[from] crate::fleet::store::Error),
+    /// Account changes (SPEC §10): conflicts, a failed command.
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::Error),
     /// The daemon's plumbing, or talking to it (`sync`).
     #[error(transparent)]
     Daemon(#[from] crate::daemon::Error),

@@ -13,6 +13,7 @@
 //!
 //! `pipeline` is the only code that knows the order; `sys` holds every side effect.
 
+pub mod accounts;
 pub(crate) mod apply;
 pub mod catalog;
 pub mod cli;

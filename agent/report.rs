@@ -94,6 +94,8 @@ pub(crate) enum Ended {
 pub(crate) struct Applied {
     /// Files written or removed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), one phrase each.
+    pub accounts: Vec<String>,
     /// Reloads, hooks and smoke tests.
     pub verified: Verified,
     /// Service transactions that failed (files restored), one message each.
@@ -218,6 +220,9 @@ pub struct RunReport {
     pub map: Option<MapReport>,
     /// Files changed.
     pub files: Vec<FileReport>,
+    /// Account changes made (SPEC §10), e.g. `create user tv (uid 20001, …)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
     /// Reloads run.
     pub services: Vec<ReloadReport>,
     /// Smoke test results.
@@ -236,6 +241,10 @@ pub struct RunReport {
     /// (SPEC §9.2); the rest of the report is about the map it applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::fleet::gate::Note>,
+    /// Nothing was done: the inputs of a failure still in its backoff; the outcome and
+    /// message repeat that failure's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl RunReport {
@@ -254,6 +263,7 @@ impl RunReport {
             host_id: None,
             map: None,
             files: Vec::new(),
+            accounts: Vec::new(),
             services: Vec::new(),
             smoke: Vec::new(),
             hooks: Vec::new(),
@@ -261,6 +271,7 @@ impl RunReport {
             timings: BTreeMap::new(),
             last_converged_unix: None,
             rollout: None,
+            held: false,
         }
     }
 
@@ -303,19 +314,26 @@ impl RunReport {
                 (Outcome::Converged, self.converged("no changes"))
             }
             Ended::Quiet { waiting: true } | Ended::Waiting => (Outcome::Waiting, self.waiting()),
-            Ended::Held { outcome, message } => (
-                outcome,
-                format!("{message} (retrying after a backoff, or at once on a new map or catalog)"),
-            ),
+            Ended::Held { outcome, message } => {
+                self.held = true;
+                let text = format!(
+                    "{message} (retrying after a backoff, or at once on a new map or catalog)"
+                );
+                (outcome, text)
+            }
             Ended::Applied(applied) => self.applied(applied),
         }
     }
 
     fn applied(&mut self, applied: Applied) -> (Outcome, String) {
         self.files = applied.files;
+        self.accounts = applied.accounts;
         self.record(applied.verified);
         if applied.failed.is_empty() {
-            let what = format!("{} files changed", self.files.len());
+            let what = match self.accounts.len() {
+                0 => format!("{} files changed", self.files.len()),
+                n => format!("{} files and {n} accounts changed", self.files.len()),
+            };
             (Outcome::Converged, self.converged(&what))
         } else {
             (Outcome::Failed, applied.failed.join("; "))
@@ -470,9 +488,7 @@ pub fn summary(r: &RunReport) -> String {
             m.url, m.generation
         ));
     }
-    for f in &r.files {
-        out.push_str(&format!("  {:<8} {}\n", f.action, f.path.display()));
-    }
+    out.push_str(&changes(r));
     for s in &r.services {
         out.push_str(&step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
     }
@@ -497,6 +513,16 @@ pub fn summary(r: &RunReport) -> String {
         r.elapsed_ms, r.reconcile_id
     ));
     out
+}
+
+/// One line per account change, then per file.
+fn changes(r: &RunReport) -> String {
+    let accounts = r.accounts.iter().map(|a| format!("  account  {a}\n"));
+    let files = r
+        .files
+        .iter()
+        .map(|f| format!("  {:<8} {}\n", f.action, f.path.display()));
+    accounts.chain(files).collect()
 }
 
 /// One indented result line: `  <kind> <what> ok|FAILED: why (N ms)`.

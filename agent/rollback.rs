@@ -20,18 +20,21 @@ pub struct Undone {
     pub smoke_after: Vec<SmokeResult>,
 }
 
-/// Undo `receipts`, reload again, and re-run the smoke tests of the last converged
+/// Undo `receipts`, then run `restore_accounts` (the account changes, which came before
+/// the files: SPEC §10), reload again, and re-run the smoke tests of the last converged
 /// configuration (`tests`).
 pub async fn rollback(
     fs: &Fs,
     catalog: &Catalog,
     receipts: &[Receipt],
+    restore_accounts: impl FnOnce() -> Vec<String>,
     tests: &[SmokeTest],
 ) -> Undone {
     let mut errors = Vec::new();
     for r in receipts.iter().rev() {
         errors.extend(apply::restore(fs, &r.applied));
     }
+    errors.extend(restore_accounts());
     for svc in services::needs_reload(catalog, receipts) {
         let again = services::reload(svc).await;
         if !again.ok {

@@ -1,4 +1,6 @@
-//! `rolecall plan`: the diffs, reloads and smoke tests a reconcile would run; changes nothing.
+//! `rolecall plan`: the account changes, diffs, reloads and smoke tests a reconcile would
+//! run; changes nothing. Account conflicts (SPEC §10) are listed and exit 1: the reconcile
+//! would fail on them before changing anything.
 
 use std::io::IsTerminal;
 
@@ -27,12 +29,9 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));
     }
-    let color = match args.color.as_str() {
-        "always" => true,
-        "never" => false,
-        _ => std::io::stdout().is_terminal(),
-    };
-    match pipeline::preview(&agent, &loaded)? {
+    let color = color(args);
+    let preview = pipeline::preview(&agent, &loaded)?;
+    match preview {
         None => {
             super::out(&format!(
                 "host {} is not in the map: waiting for role assignment\n",
@@ -40,7 +39,7 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
             ));
             Ok(super::EXIT_OK)
         }
-        Some(p) if p.planned.plan.is_empty() => {
+        Some(p) if p.planned.plan.is_empty() && p.planned.accounts.is_empty() => {
             super::out(&format!(
                 "no changes (generation {})\n",
                 loaded.info.generation
@@ -49,8 +48,19 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
         }
         Some(p) => {
             super::out(&describe(&p, color));
-            Ok(super::EXIT_CHANGES)
+            match p.planned.accounts.conflicts.is_empty() {
+                true => Ok(super::EXIT_CHANGES),
+                false => Ok(super::EXIT_FAILED),
+            }
         }
+    }
+}
+
+fn color(args: &Args) -> bool {
+    match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
     }
 }
 
@@ -58,6 +68,12 @@ fn describe(p: &Preview, color: bool) -> String {
     let mut out = String::new();
     for warning in &p.rendered.warnings {
         out.push_str(&format!("# warning: {warning}\n"));
+    }
+    for conflict in &p.planned.accounts.conflicts {
+        out.push_str(&format!("# account conflict: {conflict}\n"));
+    }
+    for change in &p.planned.accounts.changes {
+        out.push_str(&format!("# account: {change}\n"));
     }
     let plan = &p.planned.plan;
     for change in &plan.changes {

@@ -58,7 +58,7 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);
     }
     if s.failed.is_empty() {
-        settled::store(agent, s.fingerprint, &rendered.desired);
+        settled::store(agent, s.fingerprint, &rendered.desired, &rendered.accounts);
     }
     journal::close(agent);
 }

@@ -1,6 +1,7 @@
-//! Stages 6–9 of a reconcile that has changes: apply each service's changes as a
-//! transaction (journalled first), then reload, run the due hooks and smoke-test; a failure
-//! there is undone by [`undo`]. The pipeline decides when each runs.
+//! Stages 6–9 of a reconcile that has changes: the account changes (SPEC §10), then each
+//! service's changes as a transaction (journalled first), then reload, run the due hooks
+//! and smoke-test; a failure there is undone by [`undo`], accounts included. The pipeline
+//! decides when each runs.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,9 @@ use super::trace::Trace;
 use super::{journal, settled, Agent};
 use crate::apply::{self, FileReport, Receipt};
 use crate::error::Error;
-use crate::report::{Failed, Verified};
+use crate::report::{Applied, Failed, Verified};
 use crate::text::chain;
-use crate::{hooks, rollback, services, smoke};
+use crate::{accounts, hooks, rollback, services, smoke};
 
 /// Failed services (`None` for files without a service) and why.
 pub(super) type FailedServices = BTreeMap<Option<String>, String>;
@@ -42,13 +43,53 @@ impl Installed {
     }
 }
 
-/// Stage 6: journal every file's previous state, forget the settled state, then apply each
+/// Stage 6: the account changes ([`accounts`]), then the files ([`install`]). If the
+/// files cannot even start, the accounts are put back.
+///
+/// # Errors
+/// Either stage's error, with nothing left changed.
+pub(super) async fn change(
+    agent: &Agent,
+    rendered: &Rendered,
+    planned: &Planned,
+    trace: &Trace,
+) -> Result<Done, Failed> {
+    let accounts = trace.stage("accounts", accounts(agent, planned));
+    let accounts = accounts.await.map_err(super::fail)?;
+    let installed = trace
+        .stage("apply", install(agent, rendered, planned))
+        .await;
+    match installed {
+        Ok(installed) => Ok(Done {
+            installed,
+            accounts,
+            first: planned.first,
+        }),
+        Err(e) => {
+            if let Some(applied) = &accounts {
+                accounts::undo(&agent.fs, &agent.state_dir, applied);
+            }
+            Err(super::fail(e))
+        }
+    }
+}
+
+/// Stage 6a: create and converge the accounts of the host's products before any file (which
+/// may be owned by them) is written. A failed command restores the account files itself.
+///
+/// # Errors
+/// Conflicts (nothing changed), a failed command or unreadable account files (restored).
+async fn accounts(agent: &Agent, planned: &Planned) -> Result<Option<accounts::Applied>, Error> {
+    Ok(accounts::apply(&agent.fs, &agent.state_dir, &planned.accounts).await?)
+}
+
+/// Stage 6b: journal every file's previous state, forget the settled state, then apply each
 /// service's changes as a transaction (write, check, restore on failure).
 ///
 /// # Errors
 /// The journal cannot be written or the settled record removed: nothing is written then
 /// (a crash would leave files without their check, reload and smoke tests).
-pub(super) async fn install(
+async fn install(
     agent: &Agent,
     rendered: &Rendered,
     planned: &Planned,
@@ -103,22 +144,54 @@ pub(super) async fn verify(
     verified
 }
 
-/// Stage 9: restore every file of `installed`, reload again, re-run the last converged
-/// configuration's smoke tests, close the journal.
+/// What stage 6 changed: the account changes and the service transactions.
+pub(super) struct Done {
+    /// The service transactions.
+    pub installed: Installed,
+    /// The account changes, if any.
+    pub accounts: Option<accounts::Applied>,
+    /// Nothing was recorded before this reconcile (first boot).
+    pub first: bool,
+}
+
+impl Done {
+    /// The report of a reconcile that went through.
+    pub fn applied(&self, verified: Verified) -> Applied {
+        let accounts = self.accounts.as_ref().map(|a| &a.changes[..]);
+        Applied {
+            files: self.installed.files(),
+            accounts: accounts
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            verified,
+            failed: self.installed.failed.values().cloned().collect(),
+        }
+    }
+}
+
+/// Stage 9: restore every file of `done`, then its account files (the reverse of the
+/// order they changed in), reload again, re-run the last converged configuration's smoke
+/// tests, close the journal.
 pub(super) async fn undo(
     agent: &Agent,
     rendered: &Rendered,
-    installed: &Installed,
+    done: &Done,
     verified: Verified,
-    first: bool,
 ) -> Failed {
     let failing = verified.failures().join("; ");
     tracing::warn!(failing = %failing, "rolling back every change of this reconcile");
     let last_good = super::commit::last_good_smoke(agent);
+    let restore_accounts = || match &done.accounts {
+        Some(applied) => accounts::undo(&agent.fs, &agent.state_dir, applied),
+        None => Vec::new(),
+    };
     let undone = rollback::rollback(
         &agent.fs,
         &rendered.catalog,
-        &installed.receipts,
+        &done.installed.receipts,
+        restore_accounts,
         &last_good,
     )
     .await;
@@ -127,6 +200,6 @@ pub(super) async fn undo(
         verified,
         errors: undone.errors,
         smoke_after: undone.smoke_after,
-        first,
+        first: done.first,
     }
 }

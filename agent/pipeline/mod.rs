@@ -12,7 +12,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
-use crate::report::{self, Applied, Ended, Failed, RunReport, Verified};
+use crate::report::{self, Ended, Failed, RunReport, Verified};
 use crate::rolemap::{HostView, Resolution};
 use crate::source::{AnySource, Cache};
 use crate::sys::fs::Fs;
@@ -20,7 +20,6 @@ use crate::sys::{lock, notify};
 use crate::text::chain;
 
 use commit::Settle;
-use execute::Installed;
 use map::{fingerprint, Fetch, LoadedMap};
 use preview::Rendered;
 use trace::Trace;
@@ -270,8 +269,8 @@ async fn staged(
     Ok(loaded)
 }
 
-/// Stages 4–9 for a host with a view: render, plan, install, verify, commit; a failed
-/// verification is undone.
+/// Stages 4–9 for a host with a view: render, plan, accounts, install, verify, commit; a
+/// failed verification is undone (files and accounts).
 async fn converge(
     agent: &Agent,
     inputs: &Inputs,
@@ -288,29 +287,23 @@ async fn converge(
         commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);
     }
-    let installed = trace.stage("apply", execute::install(agent, &rendered, &planned));
-    let installed = installed.await.map_err(fail)?;
-    if let Some(tell) = request.installed.filter(|_| installed.failed.is_empty()) {
+    let done = execute::change(agent, &rendered, &planned, trace).await?;
+    if let Some(tell) = request
+        .installed
+        .filter(|_| done.installed.failed.is_empty())
+    {
         tell();
     }
     let verified = match agent.run_services {
-        true => execute::verify(&rendered, &planned, &installed, trace).await,
+        true => execute::verify(&rendered, &planned, &done.installed, trace).await,
         false => Verified::default(),
     };
     if !verified.passed() {
-        return Err(execute::undo(agent, &rendered, &installed, verified, planned.first).await);
+        return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
-    let failed = installed.failed.keys().cloned().collect();
+    let failed = done.installed.failed.keys().cloned().collect();
     commit::settle(agent, &inputs.settle(Some(&rendered), failed));
-    Ok(Ended::Applied(applied(&installed, verified)))
-}
-
-fn applied(installed: &Installed, verified: Verified) -> Applied {
-    Applied {
-        files: installed.files(),
-        verified,
-        failed: installed.failed.values().cloned().collect(),
-    }
+    Ok(Ended::Applied(done.applied(verified)))
 }
 
 fn fail(err: impl Into<Error>) -> Failed {

@@ -1,11 +1,13 @@
 //! Stages 4 and 5 for one host without touching disk (SPEC §7.3–7.4): render everything
 //! the host's roles want, then plan it against the disk and the managed-file records,
-//! including the position hooks that are due. What `plan` shows and a reconcile executes.
+//! including the position hooks that are due and the account changes (SPEC §10). What
+//! `plan` shows and a reconcile executes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{commit::read_records, map::LoadedMap, Agent};
+use crate::accounts::{self, AccountPlan};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::hooks;
@@ -26,6 +28,8 @@ pub struct Rendered {
     pub position: Option<DbPosition>,
     /// Templates that change with every publish (see `render::Templates::warnings`).
     pub warnings: Vec<String>,
+    /// The accounts of the host's products (empty when `[accounts] manage` is off).
+    pub accounts: accounts::Desired,
 }
 
 /// Stage 5's result: the changes, and what applying them runs.
@@ -37,12 +41,14 @@ pub struct Planned {
     pub hooks: Vec<Hook>,
     /// Nothing was recorded before: this host never converged (first boot).
     pub first: bool,
+    /// Account changes, run before the files are written, and conflicts.
+    pub accounts: AccountPlan,
 }
 
 impl Planned {
-    /// Nothing to write and no hook to run.
+    /// Nothing to write, no hook to run and no account to change.
     pub fn is_noop(&self) -> bool {
-        self.plan.is_empty() && self.hooks.is_empty()
+        self.plan.is_empty() && self.hooks.is_empty() && self.accounts.is_empty()
     }
 }
 
@@ -72,7 +78,8 @@ pub fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview>, Err
 /// Stage 4: every file, smoke test and hook of the host's roles, in memory.
 ///
 /// # Errors
-/// Bad catalog or templates, a template error, an owner or group unknown on this host.
+/// Bad catalog or templates, a template error, an owner or group unknown on this host
+/// (and not an account this reconcile creates).
 pub(super) fn render(
     agent: &Agent,
     loaded: &LoadedMap,
@@ -83,8 +90,14 @@ pub(super) fn render(
         Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
     let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
     let desired = render::render(view, &catalog, &templates, &loaded.info, &settings.vars)?;
+    let accounts = match settings.accounts.manage {
+        true => accounts::Desired::from_view(view),
+        false => accounts::Desired::default(),
+    };
     for f in &desired.files {
-        crate::sys::fs::check_owner(&f.owner, &f.group, &f.path)?;
+        let owner = Some(f.owner.as_str()).filter(|o| !accounts.users.contains_key(*o));
+        let group = Some(f.group.as_str()).filter(|g| !accounts.groups.contains_key(*g));
+        agent.fs.check_owner(owner, group, &f.path)?;
     }
     for warning in templates.warnings() {
         tracing::warn!(warning = %warning, "template depends on the map version");
@@ -94,6 +107,7 @@ pub(super) fn render(
         catalog,
         position: view.host.database.clone(),
         warnings: templates.warnings().to_vec(),
+        accounts,
     })
 }
 
@@ -121,10 +135,20 @@ pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error>
         .into_iter()
         .cloned()
         .collect();
+    let accounts = match agent.settings.accounts.manage {
+        true => accounts::plan_host(
+            &agent.fs,
+            &agent.state_dir,
+            &rendered.accounts,
+            agent.settings.accounts.range,
+        )?,
+        false => AccountPlan::default(),
+    };
     Ok(Planned {
         plan,
         hooks,
         first: records.is_empty(),
+        accounts,
     })
 }
 

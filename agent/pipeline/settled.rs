@@ -3,7 +3,8 @@
 //! state of every managed file. A later reconcile whose inputs have that fingerprint
 //! renders exactly those files again, so it only has to compare them with the disk: the
 //! same snapshot the planner takes, hashed instead of diffed. Any difference (drift, a
-//! missing file, another owner or mode) sends the reconcile down the full path.
+//! missing file, another owner or mode) sends the reconcile down the full path. So does an
+//! account of the host's products that no longer matches the map (SPEC §10).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub struct Settled {
     pub waiting: bool,
     /// Every file it manages, as it left it.
     pub files: BTreeMap<PathBuf, Expected>,
+    /// The accounts it converged (none when it manages none): checked against the root's
+    /// passwd and group files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<crate::accounts::Desired>,
 }
 
 /// One managed file as a converged reconcile left it.
@@ -48,9 +53,15 @@ pub struct Expected {
     pub mode: u32,
 }
 
-/// Remember that the inputs `fingerprint` converged to `desired`. A files-only run keeps
-/// a full run's record of the same inputs and files rather than weaken it.
-pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
+/// Remember that the inputs `fingerprint` converged to `desired` and `accounts`. A
+/// files-only run keeps a full run's record of the same inputs and files rather than
+/// weaken it.
+pub(super) fn store(
+    agent: &Agent,
+    fingerprint: &str,
+    desired: &Desired,
+    accounts: &crate::accounts::Desired,
+) {
     let files = desired
         .files
         .iter()
@@ -69,6 +80,7 @@ pub(super) fn store(agent: &Agent, fingerprint: &str, desired: &Desired) {
         services: agent.run_services,
         waiting: false,
         files,
+        accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };
     if !agent.run_services {
         if let Some(old) = read(agent) {
@@ -97,6 +109,7 @@ pub(super) fn store_waiting(agent: &Agent, fingerprint: &str) {
         services: agent.run_services,
         waiting: true,
         files: BTreeMap::new(),
+        accounts: None,
     };
     super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
@@ -135,9 +148,26 @@ pub(super) fn quiet(agent: &Agent, fingerprint: &str, converged: bool) -> Option
     (converged && holds(agent, &settled)).then_some(Quiet::Converged)
 }
 
+/// The settled accounts still need no change (records are not read: only a new map or
+/// catalog, which change the fingerprint, make an account unwanted).
+fn accounts_hold(agent: &Agent, accounts: Option<&crate::accounts::Desired>) -> bool {
+    let Some(desired) = accounts else {
+        return true;
+    };
+    let range = agent.settings.accounts.range;
+    agent.fs.accounts().is_ok_and(|existing| {
+        let records = crate::accounts::Records::default();
+        crate::accounts::plan::plan(desired, &existing, &records, range).is_empty()
+    })
+}
+
 fn holds(agent: &Agent, settled: &Settled) -> bool {
     if agent.run_services && !settled.services {
         debug!("the last converged reconcile ran files only");
+        return false;
+    }
+    if !accounts_hold(agent, settled.accounts.as_ref()) {
+        debug!("an account drifted");
         return false;
     }
     settled.files.iter().all(|(path, expected)| {

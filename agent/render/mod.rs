@@ -304,18 +304,11 @@ fn catalog_strings(catalog: &Catalog) -> Vec<(&str, &str)> {
     for role in catalog.roles.values() {
         let r = role.name.as_str();
         out.extend(role.files.iter().map(|f| (r, f.path.as_str())));
+        out.extend(role.files.iter().map(|f| (r, f.owner.as_str())));
+        out.extend(role.files.iter().map(|f| (r, f.group.as_str())));
         out.extend(role.hooks.iter().map(|h| (r, h.command.as_str())));
         for s in &role.smoke {
-            let fields = [
-                &s.name,
-                &s.url,
-                &s.host,
-                &s.body_contains,
-                &s.address,
-                &s.command,
-                &s.read_only,
-            ];
-            out.extend(fields.into_iter().flatten().map(|t| (r, t.as_str())));
+            out.extend(smoke_strings(s).map(|t| (r, t)));
         }
     }
     out
@@ -416,30 +409,41 @@ impl Renderer<'_> {
     }
 }
 
+/// The templated fields of a smoke test that are set.
+fn smoke_strings(s: &SmokeSpec) -> impl Iterator<Item = &str> {
+    [
+        &s.name,
+        &s.url,
+        &s.host,
+        &s.body_contains,
+        &s.address,
+        &s.command,
+        &s.read_only,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+}
+
 /// What `role`'s templates and catalog strings that apply to this host read.
 fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
     let files = role
         .files
         .iter()
         .filter(|f| position_matches(f.when_position, view))
-        .flat_map(|f| [f.template.as_str(), f.path.as_str()]);
+        .flat_map(|f| {
+            [
+                f.template.as_str(),
+                f.path.as_str(),
+                f.owner.as_str(),
+                f.group.as_str(),
+            ]
+        });
     let smoke = role
         .smoke
         .iter()
         .filter(|s| position_matches(s.when_position, view))
-        .flat_map(|s| {
-            [
-                &s.name,
-                &s.url,
-                &s.host,
-                &s.body_contains,
-                &s.address,
-                &s.command,
-                &s.read_only,
-            ]
-        })
-        .flatten()
-        .map(String::as_str);
+        .flat_map(smoke_strings);
     let hooks = role.hooks.iter().map(|h| h.command.as_str());
     files
         .chain(smoke)
@@ -515,13 +519,14 @@ fn render_file(
         .render(&spec.template, ctx)
         .map_err(|e| template_error(&spec.template, e))?;
     let path = clean_path(spec, &path)?;
+    let (owner, group) = owners(templates, ctx, spec, &template_error)?;
     let mut content = header(spec, product).into_bytes();
     content.extend_from_slice(body.as_bytes());
     Ok(RenderedFile {
         path,
         content,
-        owner: spec.owner.clone(),
-        group: spec.group.clone(),
+        owner,
+        group,
         mode: spec.mode,
         service: spec.service.clone(),
         role: spec.role.clone(),
@@ -542,6 +547,45 @@ fn clean_path(spec: &FileSpec, rendered: &str) -> Result<PathBuf, Error> {
         role: spec.role.clone(),
         what: format!("path {:?}", spec.path),
         reason: format!("renders to {path:?}, not a clean absolute path"),
+    })
+}
+
+/// The owner and group of `spec`, rendered like its path (e.g. the product's user).
+fn owners(
+    templates: &Templates,
+    ctx: &Context,
+    spec: &FileSpec,
+    error: &dyn Fn(&str, tera::Error) -> Error,
+) -> Result<(String, String), Error> {
+    let one = |what: &str, text: &String| {
+        let name = templates.inline(text, ctx).map_err(|e| error(text, e))?;
+        account_name(spec, what, text, name)
+    };
+    Ok((one("owner", &spec.owner)?, one("group", &spec.group)?))
+}
+
+/// A rendered owner or group (e.g. `{{ product.user | default(value="root") }}`) must be
+/// a user or group name or a number: letters, digits, `_`, `-`, `.`, not starting with `-`.
+fn account_name(
+    spec: &FileSpec,
+    what: &str,
+    text: &str,
+    rendered: String,
+) -> Result<String, Error> {
+    let name = rendered.trim();
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        return Ok(name.to_string());
+    }
+    Err(Error::Invalid {
+        role: spec.role.clone(),
+        what: format!("{what} {text:?}"),
+        reason: format!("renders to {rendered:?}, not a user or group name"),
     })
 }
 

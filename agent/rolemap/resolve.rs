@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::accounts::{GroupView, UserView};
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
 use crate::identity::Identity;
@@ -167,6 +168,16 @@ pub struct ProductView {
     /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. Shared
     /// with the fleet's pools: one record per host, however many pools it is in.
     pub pools: BTreeMap<String, Vec<Arc<Peer>>>,
+    /// The product's user (SPEC §10; see `accounts::view`); absent when it declares none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The product's group (see `accounts::view`); absent when it declares none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Every user the product declares, by name.
+    pub users: BTreeMap<String, UserView>,
+    /// Every group the product declares, by name.
+    pub groups: BTreeMap<String, GroupView>,
 }
 
 /// A product's database with addresses.
@@ -302,7 +313,12 @@ fn peer_of(id: &str, h: &super::types::Host) -> Peer {
 
 fn product_view(map: &RoleMap, name: &str, pools: Pools) -> ProductView {
     let p = map.products.get(name).cloned().unwrap_or_default();
+    let accounts = super::accounts::view(name, &p);
     ProductView {
+        user: accounts.user,
+        group: accounts.group,
+        users: accounts.users,
+        groups: accounts.groups,
         name: name.to_string(),
         database: p.database.as_ref().map(|db| database_view(map, db)),
         pools,

@@ -56,9 +56,53 @@ pub struct Product {
     /// Database topology, if the product has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<Database>,
+    /// Unix groups its hosts need, by name (SPEC §10, `[products.P.groups.G]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Group>,
+    /// Unix users its hosts need, by name (SPEC §10, `[products.P.users.U]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, User>,
     /// Keys not in the schema.
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
+}
+
+/// A Unix group a product's hosts need.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Group {
+    /// Group id, fleet-wide; `-1` when absent (reported by validation).
+    #[serde(default = "missing_id")]
+    pub gid: i64,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+/// A Unix user a product's hosts need.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct User {
+    /// User id, fleet-wide; `-1` when absent (reported by validation).
+    #[serde(default = "missing_id")]
+    pub uid: i64,
+    /// Primary group, declared in the same product's `groups`.
+    #[serde(default)]
+    pub group: String,
+    /// Home directory (absolute; rolecall does not create it).
+    #[serde(default)]
+    pub home: String,
+    /// Login shell (absolute), e.g. `/usr/sbin/nologin`.
+    #[serde(default)]
+    pub shell: String,
+    /// Supplementary groups: the complete list (a product's own or system groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+fn missing_id() -> i64 {
+    -1
 }
 
 fn default_health_path() -> String {

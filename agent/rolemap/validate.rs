@@ -85,6 +85,7 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
     if let Some(rollout) = &map.rollout {
         v.rollout(rollout);
     }
+    v.issues.extend(super::accounts::validate(map));
     v.issues
 }
 

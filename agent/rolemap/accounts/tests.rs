@@ -1,0 +1,351 @@
+//! The account rules of SPEC §10, one case per rule, each asserting the TOML path(s), plus
+//! lint and the product view.
+
+use super::*;
+use crate::identity::Identity;
+use crate::rolemap::{load, resolve, Error, Resolution};
+
+/// Two products with accounts, valid: `tv` (user and group, www-data supplementary) and
+/// `radio`, which declares the shared group `media` identically.
+const MAP: &str = r#"schema = 1
+generation = 1
+
+[products.tv]
+domain = "tv.example.com"
+docroot = "/srv/tv/public"
+
+[products.tv.groups.tv]
+gid = 20001
+
+[products.tv.groups.media]
+gid = 20100
+
+[products.tv.users.tv]
+uid = 20001
+group = "tv"
+home = "/srv/tv"
+shell = "/usr/sbin/nologin"
+groups = ["www-data", "media"]
+
+[products.radio]
+domain = "radio.example.com"
+docroot = "/srv/radio"
+
+[products.radio.groups.media]
+gid = 20100
+
+[products.radio.groups.radio]
+gid = 20002
+
+[products.radio.users.radio-app]
+uid = 20002
+group = "radio"
+home = "/srv/radio"
+shell = "/bin/sh"
+
+[hosts.web-1]
+address = "10.0.0.1"
+az = "a"
+roles = ["web"]
+products = ["tv"]
+"#;
+
+/// The `(path, message)` of every issue of `text`, which must parse.
+fn issues(text: &str) -> Vec<(String, String)> {
+    match load(text.as_bytes()) {
+        Ok(_) => Vec::new(),
+        Err(Error::Invalid { issues }) => issues.into_iter().map(|i| (i.path, i.message)).collect(),
+        Err(e) => panic!("not a validation error: {e}"),
+    }
+}
+
+fn paths(text: &str) -> Vec<String> {
+    issues(text).into_iter().map(|(p, _)| p).collect()
+}
+
+#[test]
+fn the_example_is_valid() {
+    assert_eq!(issues(MAP), vec![]);
+}
+
+#[test]
+fn names_follow_the_strict_pattern() {
+    let text = MAP
+        .replace(
+            "[products.radio.users.radio-app]",
+            "[products.radio.users.Radio]",
+        )
+        .replace(
+            "[products.tv.groups.media]\ngid",
+            "[products.tv.groups.\"me dia\"]\ngid",
+        );
+    let found = issues(&text);
+    let found: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(found.contains(&"products.radio.users.Radio"), "{found:?}");
+    assert!(
+        found.contains(&"products.tv.groups.\"me dia\""),
+        "{found:?}"
+    );
+    assert!(!is_account_name("1abc"));
+    assert!(!is_account_name(&"a".repeat(33)));
+    assert!(is_account_name(&"a".repeat(32)));
+    assert!(is_account_name("_svc-1"));
+    assert!(!is_account_name("svc$"));
+}
+
+#[test]
+fn home_and_shell_are_clean_absolute_paths() {
+    let text = MAP
+        .replace("home = \"/srv/tv\"", "home = \"srv/tv\"")
+        .replace("shell = \"/bin/sh\"", "shell = \"/bin/../bin/sh\"");
+    assert_eq!(
+        paths(&text),
+        [
+            "products.radio.users.radio-app.shell",
+            "products.tv.users.tv.home"
+        ]
+    );
+    for bad in [
+        "/srv//tv",
+        "/srv/tv/",
+        "/srv/./tv",
+        "/srv/t:v",
+        "/srv/t v",
+        "",
+    ] {
+        assert!(!is_clean_path(bad), "{bad:?} accepted");
+    }
+    assert!(is_clean_path("/"));
+    assert!(is_clean_path("/usr/sbin/nologin"));
+}
+
+#[test]
+fn required_fields_are_reported_with_their_paths() {
+    let text = MAP
+        .replace("uid = 20002\n", "")
+        .replace("group = \"radio\"\n", "")
+        .replace("gid = 20002\n", "");
+    assert_eq!(
+        paths(&text),
+        [
+            "products.radio.groups.radio.gid",
+            "products.radio.users.radio-app.uid",
+            "products.radio.users.radio-app.group",
+        ]
+    );
+}
+
+#[test]
+fn ids_must_be_from_1_to_the_reserved_minus_one() {
+    let text = MAP
+        .replace("uid = 20002", "uid = 0")
+        .replace("gid = 20002", "gid = 4294967295");
+    let found = issues(&text);
+    assert_eq!(
+        found.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        [
+            "products.radio.groups.radio.gid",
+            "products.radio.users.radio-app.uid"
+        ]
+    );
+    assert!(found[1].1.contains("root"), "{found:?}");
+}
+
+#[test]
+fn the_primary_group_is_declared_in_the_same_product() {
+    let text = MAP.replace("group = \"radio\"", "group = \"tv\"");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "products.radio.users.radio-app.group");
+    assert!(found[0].1.contains("products.radio.groups"), "{found:?}");
+}
+
+#[test]
+fn a_supplementary_group_of_another_product_only_is_refused() {
+    // `radio` is declared by product radio only; www-data by none (a system group: fine).
+    let text = MAP.replace(
+        "groups = [\"www-data\", \"media\"]",
+        "groups = [\"www-data\", \"radio\"]",
+    );
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "products.tv.users.tv.groups[1]");
+    assert!(found[0].1.contains("product \"radio\""), "{found:?}");
+}
+
+#[test]
+fn a_supplementary_group_listed_twice_is_refused() {
+    let text = MAP.replace("[\"www-data\", \"media\"]", "[\"media\", \"media\"]");
+    assert_eq!(paths(&text), ["products.tv.users.tv.groups[1]"]);
+}
+
+#[test]
+fn a_uid_given_to_two_names_names_both_paths() {
+    let text = MAP.replace("uid = 20002", "uid = 20001");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "products.tv.users.tv.uid");
+    assert!(
+        found[0].1.contains("products.radio.users.radio-app.uid"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_gid_given_to_two_names_names_both_paths() {
+    let text = MAP.replace("gid = 20002", "gid = 20100");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    // radio's groups come first (products in name order): media, then radio.
+    assert_eq!(found[0].0, "products.radio.groups.radio.gid");
+    assert!(
+        found[0].1.contains("products.radio.groups.media.gid"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn uids_and_gids_are_separate_spaces() {
+    // user tv has uid 20001 and group tv gid 20001: one id in each space, fine.
+    assert_eq!(issues(MAP), vec![]);
+}
+
+#[test]
+fn one_name_declared_differently_in_two_products_is_refused() {
+    let text = MAP.replacen(
+        "[products.radio.groups.media]\ngid = 20100",
+        "[products.radio.groups.media]\ngid = 20101",
+        1,
+    );
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "products.tv.groups.media");
+    assert!(
+        found[0].1.contains("products.radio.groups.media"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn one_user_declared_identically_in_two_products_is_one_account() {
+    let text = MAP.replace(
+        "[products.radio.groups.radio]",
+        "[products.radio.groups.tv]\ngid = 20001\n\n[products.radio.users.tv]\nuid = 20001\ngroup = \"tv\"\nhome = \"/srv/tv\"\nshell = \"/usr/sbin/nologin\"\ngroups = [\"media\", \"www-data\"]\n\n[products.radio.groups.radio]",
+    );
+    assert_eq!(issues(&text), vec![]);
+    let differs = text.replacen("home = \"/srv/tv\"", "home = \"/srv/radio-tv\"", 1);
+    assert_eq!(paths(&differs), ["products.tv.users.tv"]);
+}
+
+#[test]
+fn unknown_account_keys_are_reported() {
+    let text = MAP
+        .replace("gid = 20002", "gid = 20002\nmembers = [\"x\"]")
+        .replace("uid = 20002", "uid = 20002\npassword = \"x\"");
+    assert_eq!(
+        paths(&text),
+        [
+            "products.radio.groups.radio.members",
+            "products.radio.users.radio-app.password"
+        ]
+    );
+}
+
+#[test]
+fn messages_quote_map_strings_boundedly() {
+    let long = "x".repeat(5000);
+    let text = MAP.replace("home = \"/srv/tv\"", &format!("home = \"/srv/\\n{long}\""));
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].1.contains("\\n"),
+        "newline not escaped: {}",
+        found[0].1
+    );
+    assert!(
+        found[0].1.len() < 600,
+        "unbounded message: {} bytes",
+        found[0].1.len()
+    );
+}
+
+#[test]
+fn lint_warns_about_reserved_id_ranges_once_per_name() {
+    let text = MAP
+        .replace("gid = 20100", "gid = 100")
+        .replace("uid = 20002", "uid = 61184")
+        .replace("gid = 20002", "gid = 65534");
+    let map = load(text.as_bytes()).expect("valid");
+    let found: Vec<(String, Kind)> = crate::rolemap::lint::lint(&map)
+        .into_iter()
+        .filter(|w| w.kind == Kind::AccountId)
+        .map(|w| (w.path, w.kind))
+        .collect();
+    let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "products.radio.groups.media.gid",
+            "products.radio.groups.radio.gid",
+            "products.radio.users.radio-app.uid",
+        ]
+    );
+    assert_eq!(
+        reserved_range(999).map(|r| r.contains("system")),
+        Some(true)
+    );
+    assert_eq!(
+        reserved_range(65519).map(|r| r.contains("dynamic")),
+        Some(true)
+    );
+    assert_eq!(reserved_range(1000), None);
+    assert_eq!(reserved_range(61183), None);
+    assert_eq!(reserved_range(65520), None);
+}
+
+fn view_of(text: &str, host: &str) -> crate::rolemap::HostView {
+    let map = load(text.as_bytes()).expect("valid");
+    let identity = Identity {
+        id: host.into(),
+        address: "10.0.0.1".into(),
+        az: "a".into(),
+        region: "r".into(),
+        instance_type: None,
+        ami_id: None,
+    };
+    match resolve(&map, &identity) {
+        Resolution::Assigned(view) => *view,
+        Resolution::Waiting => panic!("{host} not in the map"),
+    }
+}
+
+#[test]
+fn the_view_names_the_products_user_and_group() {
+    let host = view_of(MAP, "web-1");
+    let tv = &host.products[0];
+    assert_eq!(tv.user.as_deref(), Some("tv"));
+    assert_eq!(tv.group.as_deref(), Some("tv"));
+    assert_eq!(tv.users["tv"].uid, 20001);
+    assert_eq!(tv.users["tv"].groups, ["www-data", "media"]);
+    assert_eq!(tv.groups["media"].gid, 20100);
+    let map = load(MAP.as_bytes()).expect("valid");
+    // No user named like the product: the first by name, and its primary group.
+    let radio = view("radio", &map.products["radio"]);
+    assert_eq!(radio.user.as_deref(), Some("radio-app"));
+    assert_eq!(radio.group.as_deref(), Some("radio"));
+}
+
+#[test]
+fn a_product_without_accounts_shows_no_user_to_templates() {
+    let text = MAP
+        .replace(
+            "[products.radio]\n",
+            "[products.plain]\ndomain = \"plain.example.com\"\ndocroot = \"/srv/plain\"\n\n[products.radio]\n",
+        )
+        .replace("products = [\"tv\"]", "products = [\"plain\"]");
+    let host = view_of(&text, "web-1");
+    let json = serde_json::to_value(&host.products[0]).expect("json");
+    assert!(json.get("user").is_none(), "{json}");
+    assert!(json.get("group").is_none(), "{json}");
+    assert_eq!(json["users"], serde_json::json!({}));
+}
