@@ -3,12 +3,12 @@
 //! host's report (pure); `store` is the I/O against S3 or a directory; `report` decides
 //! when a host writes; `status` joins the map with the markers for `fleet status`.
 
-pub mod gate;
-pub mod html;
-pub mod record;
-pub mod report;
-pub mod status;
-pub mod store;
+pub(crate) mod gate;
+pub(crate) mod html;
+pub(crate) mod record;
+pub(crate) mod report;
+pub(crate) mod status;
+pub(crate) mod store;
 pub mod waves;
 
 use serde::{Deserialize, Serialize};

@@ -110,6 +110,7 @@ impl Reporter {
     }
 
     /// What was last written.
+    #[cfg(test)]
     pub fn last(&self) -> Option<&Written> {
         self.last.as_ref()
     }

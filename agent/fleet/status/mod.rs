@@ -22,7 +22,7 @@ use crate::rolemap::RoleMap;
 mod gather;
 mod table;
 
-pub use gather::{gather, Options, MAX_RECORD_GETS};
+pub use gather::{gather, Options};
 pub use table::table;
 
 /// Errors of `fleet status`: the map or the reports cannot be read (exit 3).
@@ -234,7 +234,7 @@ pub struct Fleet {
     pub rows: Vec<Row>,
     /// Every host once (strangers included).
     pub totals: Counts,
-    /// Failed and halted hosts whose record was not read (past [`MAX_RECORD_GETS`]).
+    /// Failed and halted hosts whose record was not read (past [`gather::MAX_RECORD_GETS`]).
     pub unread: usize,
 }
 
