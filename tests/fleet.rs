@@ -6,23 +6,26 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::fixture::{assert_exit, describe, memcached_map, stdout, Agent, Setup};
+use crate::fixture::{
+    assert_exit, assert_stdout, describe, memcached_map, stdout, Agent, Daemon, Setup,
+};
 use crate::map_publish::list_keys;
 use crate::support::s3::Moto;
-use crate::support::{log_tail, terminate_child, wait_until};
+use crate::support::wait_until;
 
 const ID: &str = "cache-1";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A memcached host `cache-1` whose smoke test connects to a listener the test holds,
-/// reading its map from `map_url` and reporting to `report_url` with `heartbeat`.
+/// reading its map from `map_url` and reporting to `report_url` with `heartbeat`; its
+/// daemon is the fixture's, started with `env` (the S3 server's variables).
 pub struct Host {
     pub agent: Agent,
     _smoke_target: TcpListener,
-    child: Option<Child>,
+    daemon: Option<Daemon>,
     env: Vec<(String, String)>,
 }
 
@@ -53,60 +56,45 @@ impl Host {
         Host {
             agent: Agent::new(setup),
             _smoke_target: smoke_target,
-            child: None,
+            daemon: None,
             env,
         }
     }
 
+    /// The binary for this host, with its environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.agent.command(args);
-        cmd.envs(self.env.iter().cloned())
-            .env("RUST_LOG", "rolecall=debug");
+        cmd.envs(self.env.iter().cloned());
         cmd
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::File::create(self.log()).expect("daemon log");
-        let child = self
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn();
-        self.child = Some(child.expect("starting rolecall run"));
+        self.daemon = Some(Daemon::start(&self.agent, &self.env));
     }
 
-    pub fn log(&self) -> PathBuf {
-        self.agent.dir.path().join("daemon.log")
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the daemon was started")
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(self.agent.state().join("status.json")).unwrap_or_default();
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    /// Whether the daemon's log has a line holding `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.daemon().log_lines().iter().any(|l| l.contains(text))
     }
 
     /// Waits until the status record says `text`; panics with the log otherwise.
     #[track_caller]
     pub fn wait_status(&self, timeout: Duration, text: &str) {
         let ok = wait_until(timeout, || {
-            self.status()["message"]
+            self.agent.status()["message"]
                 .as_str()
                 .is_some_and(|m| m.contains(text))
         });
         assert!(
             ok,
             "no status {text:?}: {}\n{}",
-            self.status(),
-            log_tail(&self.log(), 40)
+            self.agent.status(),
+            self.daemon().log_tail()
         );
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            terminate_child(child, Duration::from_secs(10));
-        }
     }
 }
 
@@ -144,122 +132,139 @@ fn others_putting_cache_1_in_wave_1(generation: u64) -> Vec<String> {
         .expect("some peers put cache-1 in wave 1")
 }
 
-fn puts(moto: &Moto, prefix: &str) -> usize {
-    moto.request_count("PUT", prefix, None)
+/// A host reporting to a fresh bucket of the shared moto, its map in the same bucket.
+struct Reporting {
+    moto: &'static Moto,
+    bucket: String,
+    map_url: String,
+    host: Host,
+}
+
+impl Reporting {
+    fn start(heartbeat: &str) -> Reporting {
+        let moto = Moto::shared();
+        let bucket = moto.new_bucket(false);
+        let map_url = format!("s3://{bucket}/rolemap.toml");
+        let report_url = format!("s3://{bucket}/fleet/");
+        let mut host = Host::new(
+            Some(map_url.clone()),
+            &report_url,
+            heartbeat,
+            moto.agent_env(),
+        );
+        moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());
+        host.start();
+        Reporting {
+            moto,
+            bucket,
+            map_url,
+            host,
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        list_keys(self.moto, &self.bucket, "fleet/")
+    }
+
+    /// Waits until the keys under `fleet/` are `expected`.
+    #[track_caller]
+    fn wait_keys(&self, expected: &[&str]) {
+        let ok = wait_until(WAIT, || self.keys() == expected);
+        assert!(ok, "{:?}\n{}", self.keys(), self.host.daemon().log_tail());
+    }
+
+    /// PUTs of records and of markers so far.
+    fn puts(&self) -> (usize, usize) {
+        let count = |part: &str| {
+            let prefix = format!("/{}/fleet/{part}", self.bucket);
+            self.moto.request_count("PUT", &prefix, None)
+        };
+        (count("hosts/"), count("g/"))
+    }
+
+    /// Unchanged polls (304) of the map so far.
+    fn quiet_polls(&self) -> usize {
+        let map_path = format!("/{}/rolemap.toml", self.bucket);
+        self.moto.request_count("GET", &map_path, Some(304))
+    }
 }
 
 #[test]
 fn reports_follow_changes_and_heartbeats_and_markers_move() {
-    let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let map_url = format!("s3://{bucket}/rolemap.toml");
-    let mut host = Host::new(
-        Some(map_url.clone()),
-        &format!("s3://{bucket}/fleet/"),
-        "5s",
-        moto.agent_env(),
-    );
-    moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());
-    host.start();
-    let keys = || list_keys(moto, &bucket, "fleet/");
-    let first = ["fleet/g/1/ok/cache-1", "fleet/hosts/cache-1.json"];
-    assert!(
-        wait_until(WAIT, || keys() == first),
-        "{:?}\n{}",
-        keys(),
-        log_tail(&host.log(), 40)
-    );
-    let (records, markers) = (
-        format!("/{bucket}/fleet/hosts/"),
-        format!("/{bucket}/fleet/g/"),
-    );
-    assert!(wait_until(WAIT, || puts(moto, &records) == 1
-        && puts(moto, &markers) == 1));
+    let r = Reporting::start("5s");
+    r.wait_keys(&["fleet/g/1/ok/cache-1", "fleet/hosts/cache-1.json"]);
+    assert!(wait_until(WAIT, || r.puts() == (1, 1)), "{:?}", r.puts());
+    quiet_polls_write_nothing_and_the_heartbeat_rewrites_the_record(&r);
+    a_staged_generation_is_held_then_ok(&r);
+}
 
-    // Quiet polls (304s) write nothing; the heartbeat rewrites the record only.
-    let map_path = format!("/{bucket}/rolemap.toml");
-    let polls = moto.request_count("GET", &map_path, Some(304));
-    assert!(wait_until(WAIT, || moto.request_count(
-        "GET",
-        &map_path,
-        Some(304)
-    ) >= polls + 2));
-    assert_eq!(
-        (puts(moto, &records), puts(moto, &markers)),
-        (1, 1),
-        "a quiet poll wrote a report"
-    );
-    assert!(
-        wait_until(WAIT, || puts(moto, &records) == 2),
-        "no heartbeat"
-    );
-    assert_eq!(puts(moto, &markers), 1, "the heartbeat moved the marker");
+fn quiet_polls_write_nothing_and_the_heartbeat_rewrites_the_record(r: &Reporting) {
+    let polls = r.quiet_polls();
+    assert!(wait_until(WAIT, || r.quiet_polls() >= polls + 2));
+    assert_eq!(r.puts(), (1, 1), "a quiet poll wrote a report");
+    assert!(wait_until(WAIT, || r.puts().0 == 2), "no heartbeat");
+    assert_eq!(r.puts().1, 1, "the heartbeat moved the marker");
+}
 
-    // A staged generation: held (cache-1 is in wave 1), then ok when wave 1 opens; the held
-    // marker is deleted, generation 1's stays.
-    let map_file = host.agent.dir.path().join("next.toml");
-    std::fs::write(&map_file, map_with(1, &others_putting_cache_1_in_wave_1(2))).expect("map file");
-    let publish = host
-        .command(&[
-            "map",
-            "publish",
-            &map_file.display().to_string(),
-            "--to",
-            &map_url,
-        ])
+/// cache-1 is in wave 1: held until wave 1 opens, then ok; the held marker is deleted,
+/// generation 1's stays.
+fn a_staged_generation_is_held_then_ok(r: &Reporting) {
+    let map_file = r.host.agent.dir.path().join("next.toml");
+    let text = map_with(1, &others_putting_cache_1_in_wave_1(2));
+    std::fs::write(&map_file, text).expect("map file");
+    let map_file = map_file.display().to_string();
+    let publish = r
+        .host
+        .command(&["map", "publish", &map_file, "--to", &r.map_url])
         .args(["--rollout", "50,100", "--bake", "4s", "--max-failed", "10"])
         .output()
         .expect("map publish");
     assert_exit(&publish, 0);
-    host.wait_status(WAIT, "generation 2 held: wave 1 opens");
+    r.host.wait_status(WAIT, "generation 2 held: wave 1 opens");
+    let held = "fleet/g/2/held/cache-1".to_string();
     assert!(
-        wait_until(WAIT, || keys()
-            .contains(&"fleet/g/2/held/cache-1".to_string())),
+        wait_until(WAIT, || r.keys().contains(&held)),
         "{:?}",
-        keys()
+        r.keys()
     );
-    host.wait_status(WAIT, "converged to generation 2");
-    let expected = [
+    r.host.wait_status(WAIT, "converged to generation 2");
+    r.wait_keys(&[
         "fleet/g/1/ok/cache-1",
         "fleet/g/2/ok/cache-1",
         "fleet/hosts/cache-1.json",
-    ];
-    assert!(wait_until(WAIT, || keys() == expected), "{:?}", keys());
-    assert_eq!(
-        moto.request_count("DELETE", &format!("/{bucket}/fleet/g/2/held/cache-1"), None),
-        1
-    );
+    ]);
+    let held_path = format!("/{}/{held}", r.bucket);
+    assert_eq!(r.moto.request_count("DELETE", &held_path, None), 1);
 }
 
-/// A report URL whose bucket does not exist, and an S3 endpoint that accepts connections
-/// and never answers: the host converges, `sync` answers at once, a new map is applied
-/// within a poll plus the report's bound, and the next change retries the report.
+/// A report URL whose bucket does not exist: the host converges and `check` is OK; the
+/// next change retries the report, which lands once the bucket is there.
 #[test]
-fn a_report_store_that_fails_never_fails_or_holds_up_a_reconcile() {
+fn a_missing_report_bucket_never_fails_a_reconcile_and_is_retried() {
     let moto = Moto::shared();
     let missing = format!("rolecall-test-missing-{}", std::process::id());
-    let mut host = Host::new(
-        None,
-        &format!("s3://{missing}/fleet/"),
-        "1h",
-        moto.agent_env(),
-    );
+    let report_url = format!("s3://{missing}/fleet/");
+    let mut host = Host::new(None, &report_url, "1h", moto.agent_env());
     host.agent.write_map(&memcached_map(1, "a"));
     host.start();
     host.wait_status(WAIT, "converged to generation 1");
     assert_exit(&host.command(&["check"]).output().expect("check"), 0);
-    assert!(wait_until(WAIT, || log_tail(&host.log(), 200)
-        .contains("fleet report not written")));
-    // The next change retries: with the bucket there now, the report lands.
-    create_bucket(moto, &missing);
+    assert!(wait_until(WAIT, || host.logged("fleet report not written")));
+    moto.create_bucket(&missing, false);
     host.agent.write_map(&memcached_map(2, "b"));
     host.wait_status(WAIT, "converged to generation 2");
+    let marker = "fleet/g/2/ok/cache-1".to_string();
     assert!(wait_until(WAIT, || list_keys(moto, &missing, "fleet/")
-        .contains(&"fleet/g/2/ok/cache-1".to_string())));
+        .contains(&marker)));
+}
 
+/// An S3 endpoint that accepts connections and never answers: `sync` answers at once, and
+/// a new map is applied within a poll plus the report's bound.
+#[test]
+fn a_hanging_report_store_never_holds_up_a_reconcile() {
     let hanging = TcpListener::bind("127.0.0.1:0").expect("a server that never answers");
     let endpoint = format!("http://{}", hanging.local_addr().expect("address"));
-    let mut env = moto.agent_env();
+    let mut env = Moto::shared().agent_env();
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_S3");
     env.push(("AWS_ENDPOINT_URL_S3".into(), endpoint));
     let mut host = Host::new(None, "s3://hanging-bucket/fleet/", "1h", env);
@@ -268,33 +273,23 @@ fn a_report_store_that_fails_never_fails_or_holds_up_a_reconcile() {
     host.wait_status(WAIT, "converged to generation 1");
     let asked = Instant::now();
     assert_exit(&host.command(&["sync"]).output().expect("sync"), 0);
+    let waited = asked.elapsed();
     assert!(
-        asked.elapsed() < Duration::from_secs(4),
-        "sync waited for the report: {:?}",
-        asked.elapsed()
+        waited < Duration::from_secs(4),
+        "sync waited for the report: {waited:?}"
     );
     let changed = Instant::now();
     host.agent.write_map(&memcached_map(2, "b"));
     host.wait_status(Duration::from_secs(20), "converged to generation 2");
     // One poll (1 s) plus at most the report's 5 s bound after the sync's reconcile.
+    let took = changed.elapsed();
+    assert!(took < Duration::from_secs(9), "{took:?}");
     assert!(
-        changed.elapsed() < Duration::from_secs(9),
-        "{:?}",
-        changed.elapsed()
+        host.logged("fleet report not written") && host.logged("no answer within 2000 ms"),
+        "{}",
+        host.daemon().log_tail()
     );
-    let log = log_tail(&host.log(), 300);
-    assert!(
-        log.contains("fleet report not written") && log.contains("no answer within 2000 ms"),
-        "{log}"
-    );
-    assert_eq!(host.status()["outcome"], "converged");
-}
-
-fn create_bucket(moto: &Moto, bucket: &str) {
-    let client = moto.client();
-    crate::map_publish::runtime()
-        .block_on(client.create_bucket().bucket(bucket).send())
-        .expect("creating the bucket");
+    assert_eq!(host.agent.status()["outcome"], "converged");
 }
 
 /// Four hosts in two zones; markers and records put straight into moto.
@@ -344,78 +339,113 @@ impl Reports {
     }
 }
 
+impl Reports {
+    /// Moto's logged requests of `method` under `part` of this bucket, once at least
+    /// `at_least` of them are logged (its log is read by a thread).
+    fn requests_seen(&self, method: &str, part: &str, at_least: usize) -> usize {
+        let path = format!("/{}/{part}", self.bucket);
+        self.moto
+            .wait_requests((method, &path, None), at_least, Duration::from_secs(5));
+        self.moto.request_count(method, &path, None)
+    }
+}
+
+/// The row of `fleet status`'s table that starts with `key` (product, role, zone, wave),
+/// as its words.
+fn row(out: &Output, key: &[&str]) -> Vec<String> {
+    let text = stdout(out);
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    text.lines()
+        .map(words)
+        .find(|w| w.len() > key.len() && w[..key.len()] == *key)
+        .unwrap_or_else(|| panic!("no row {key:?}: {}", describe(out)))
+}
+
 #[test]
 fn fleet_status_counts_hosts_and_exits_by_the_worst() {
     let r = Reports::new();
     for id in ["db-1", "web-1", "web-2", "web-3"] {
         r.marker("ok", id);
     }
-    let lists = |r: &Reports| {
-        let listing = format!("/{}/?list-type=2", r.bucket);
-        r.moto.request_count("GET", &listing, None)
-    };
     let out = r.status(&[]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("4 of 4 hosts ok"),
-        "{}",
-        describe(&out)
+    assert_stdout(&out, 0, &["4 of 4 hosts ok"]);
+    assert_eq!(
+        r.requests_seen("GET", "?list-type=2", 1),
+        1,
+        "one LIST when every host has a marker"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || lists(&r) >= 1),
-        "{:?}",
-        r.moto
-            .requests()
-            .iter()
-            .filter(|q| q.path.contains(&r.bucket))
-            .collect::<Vec<_>>()
+    held_silent_lagging_and_waiting_exit_1(&r);
+    failed_exits_2_reading_only_its_record(&r);
+    r.unmark("fail", "web-2");
+    r.marker("halted", "web-2");
+    let out = r.status(&[]);
+    assert_stdout(&out, 2, &["web-2 (b, running generation 6) halted"]);
+    assert_eq!(
+        row(&out, &["shop", "web", "b"])[4..],
+        ["1", "0", "0", "1", "0", "0", "0"]
     );
-    assert_eq!(lists(&r), 1, "one LIST when every host has a marker");
+}
 
+/// web-3 (zone b): held, then silent (no marker, no record), then lagging (a recent
+/// record); a host the map does not have waiting for a role. Each exits 1.
+fn held_silent_lagging_and_waiting_exit_1(r: &Reports) {
     r.unmark("ok", "web-3");
     r.marker("held", "web-3");
-    assert_exit(&r.status(&[]), 1);
+    let out = r.status(&[]);
+    assert_stdout(&out, 1, &["held hosts: web-3"]);
+    //                                     OK   FAILED HELD HALTED WAITING LAGGING SILENT
+    assert_eq!(
+        row(&out, &["shop", "web", "b"])[4..],
+        ["1", "0", "1", "0", "0", "0", "0"]
+    );
     r.unmark("held", "web-3");
     let out = r.status(&[]);
-    assert_exit(&out, 1);
-    assert!(
-        stdout(&out).contains("silent hosts: web-3"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &out,
+        1,
+        &["silent hosts: web-3", "3 of 4 hosts ok, 1 silent"],
+    );
+    assert_eq!(
+        row(&out, &["shop", "web", "b"])[4..],
+        ["1", "0", "0", "0", "0", "0", "1"]
     );
     r.moto.put(&r.bucket, "fleet/hosts/web-3.json", b"{}");
     let out = r.status(&[]);
-    assert!(
-        stdout(&out).contains("lagging hosts: web-3"),
-        "{}",
-        describe(&out)
+    assert_stdout(&out, 1, &["lagging hosts: web-3"]);
+    assert_eq!(
+        row(&out, &["shop", "web", "b"])[4..],
+        ["1", "0", "0", "0", "0", "1", "0"]
     );
     r.marker("ok", "web-3");
+    r.marker("waiting", "new-1");
+    assert_stdout(&r.status(&[]), 1, &["not in the map: new-1 (waiting)"]);
+    r.unmark("waiting", "new-1");
+    assert_exit(&r.status(&[]), 0);
+}
 
+/// web-2 failed: exit 2, its reason from its record (escaped), the only record read.
+fn failed_exits_2_reading_only_its_record(r: &Reports) {
     r.unmark("ok", "web-2");
     r.marker("fail", "web-2");
     let record = r#"{"id":"web-2","state":"fail","generation":7,"running":6,"zone":"b","roles":["web"],"products":["shop"],"map_sha256":null,"wave":null,"outcome":"rolled_back","message":"rolled back: smoke test http shop.example.test/: HTTP 404\u001b[2J","failed":[],"rolled_back":true,"converged_at":null,"written_at":1,"agent_version":"0.1.0"}"#;
     r.moto
         .put(&r.bucket, "fleet/hosts/web-2.json", record.as_bytes());
-    let record_gets = |r: &Reports| r.moto.request_count("GET", "/fleet/hosts/", None);
-    let before = record_gets(&r);
+    let before = r.requests_seen("GET", "fleet/hosts/", 0);
     let out = r.status(&[]);
-    assert_exit(&out, 2);
-    let text = stdout(&out);
-    assert!(text.contains("web-2 (b, running generation 6) failed: rolled back: smoke test http shop.example.test/: HTTP 404\\u{1b}[2J"), "{text}");
-    assert_eq!(
-        record_gets(&r),
-        before + 1,
-        "only the failed host's record is read"
-    );
+    let reason = "web-2 (b, running generation 6) failed: rolled back: smoke test http shop.example.test/: HTTP 404\\u{1b}[2J";
+    assert_stdout(&out, 2, &[reason, "3 of 4 hosts ok, 1 failed"]);
+    let read = r.requests_seen("GET", "fleet/hosts/", before + 1);
+    assert_eq!(read, before + 1, "only the failed host's record is read");
     let json: serde_json::Value =
         serde_json::from_slice(&r.status(&["--json"]).stdout).expect("JSON");
-    assert_eq!(json["totals"]["failed"], 1);
-    assert_eq!(json["totals"]["ok"], 3);
-
-    r.unmark("fail", "web-2");
-    r.marker("halted", "web-2");
-    assert_exit(&r.status(&[]), 2);
+    assert_eq!(
+        (&json["totals"]["failed"], &json["totals"]["ok"]),
+        (&1.into(), &3.into())
+    );
 }
 
 #[test]
