@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::fixture::{assert_exit, copy_dir, default_catalog, describe, replace_in, Agent, Setup};
+use crate::fixture::{
+    assert_exit, copy_dir, default_catalog, describe, replace_in, Agent, Daemon, Setup,
+};
 use crate::support::health::HealthServer;
-use crate::support::{log_tail, terminate_child, wait_until};
+use crate::support::wait_until;
 
 const AGENTS: usize = 20;
 const ZONES: [&str; 3] = ["test-a", "test-b", "test-c"];
@@ -26,15 +28,10 @@ struct Fleet {
     published: u64,
 }
 
+/// An agent and its daemon (stopped on drop).
 struct Host {
     agent: Agent,
-    child: Child,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        terminate_child(&mut self.child, Duration::from_secs(10));
-    }
+    daemon: Daemon,
 }
 
 fn id(i: usize) -> String {
@@ -82,13 +79,9 @@ impl Fleet {
             format!("url = \"file://{}/\"", self.reports().display()),
         ];
         let agent = Agent::new(setup);
-        let log = std::fs::File::create(agent.dir.path().join("daemon.log")).expect("log");
-        let mut cmd = agent.command(&["run"]);
-        cmd.env("RUST_LOG", "rolecall=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd.spawn().expect("starting rolecall run");
-        self.hosts.insert(id.to_string(), Host { agent, child });
+        let env = [("RUST_LOG".to_string(), "rolecall=info".to_string())];
+        let daemon = Daemon::start(&agent, &env);
+        self.hosts.insert(id.to_string(), Host { agent, daemon });
     }
 
     /// `rolecall map publish` of `text` (edited from the current generation) with `args`.
@@ -167,13 +160,15 @@ impl Fleet {
     }
 
     fn log(&self, id: &str) -> String {
-        std::fs::read_to_string(self.hosts[id].agent.dir.path().join("daemon.log"))
-            .unwrap_or_default()
+        self.hosts[id].daemon.log_lines().join("\n")
     }
 
     fn logs_tail(&self) -> String {
-        let first = self.hosts.keys().next().cloned().unwrap_or_default();
-        log_tail(&self.hosts[&first].agent.dir.path().join("daemon.log"), 30)
+        self.hosts
+            .values()
+            .next()
+            .map(|h| h.daemon.log_tail())
+            .unwrap_or_default()
     }
 
     /// When the marker `g/<generation>/<state>/<id>` was written.
@@ -246,6 +241,28 @@ fn halted_in_wave_0(fleet: &mut Fleet, ids: &[String]) {
     {
         println!("publish -> fleet status exit 2: {:?}", published.elapsed());
     }
+    only_wave_0_applied(fleet, ids, &waves, generation);
+    let halted = ids
+        .iter()
+        .find(|id| waves[*id] == 1)
+        .expect("a wave-1 host");
+    let check = fleet.hosts[halted].agent.run(&["check"]);
+    assert_exit(&check, 1);
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("HALTED"),
+        "{}",
+        describe(&check)
+    );
+}
+
+/// Wave 0's hosts wrote the broken vhost, failed and removed it; no other host wrote it
+/// (every host logs the files it writes), and each has its marker.
+fn only_wave_0_applied(
+    fleet: &Fleet,
+    ids: &[String],
+    waves: &BTreeMap<String, usize>,
+    generation: u64,
+) {
     for id in ids {
         let wave = waves[id];
         let wrote = fleet.log(id).contains("rolecall-broken.conf");
@@ -264,17 +281,6 @@ fn halted_in_wave_0(fleet: &mut Fleet, ids: &[String]) {
             "{id}: no {state} marker"
         );
     }
-    let halted = ids
-        .iter()
-        .find(|id| waves[*id] == 1)
-        .expect("a wave-1 host");
-    let check = fleet.hosts[halted].agent.run(&["check"]);
-    assert_exit(&check, 1);
-    assert!(
-        String::from_utf8_lossy(&check.stdout).contains("HALTED"),
-        "{}",
-        describe(&check)
-    );
 }
 
 /// A good map with a bake of a few seconds: each wave applies after it opens and before
