@@ -99,7 +99,7 @@ impl Host {
 }
 
 /// A memcached map with `cache-1` and the `others` (same product, zone `a`).
-fn map_with(generation: u64, others: &[String]) -> String {
+pub fn map_with(generation: u64, others: &[String]) -> String {
     let mut text = memcached_map(generation, "fleet");
     for (i, id) in others.iter().enumerate() {
         text.push_str(&format!(
@@ -111,7 +111,7 @@ fn map_with(generation: u64, others: &[String]) -> String {
 }
 
 /// Three other hosts such that, at `generation` with waves `[50, 100]`, `cache-1` is in wave 1.
-fn others_putting_cache_1_in_wave_1(generation: u64) -> Vec<String> {
+pub fn others_putting_cache_1_in_wave_1(generation: u64) -> Vec<String> {
     (0..100)
         .map(|n| {
             (0..3)

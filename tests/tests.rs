@@ -24,6 +24,9 @@ mod fixture;
 /// Issue 12: fleet reports against moto (changes, heartbeats, quiet polls, markers moved,
 /// failing stores), `fleet status` counts and exit codes, the HTML page in headless Chromium.
 mod fleet;
+/// Issue 12: `map publish --rollout` and `map promote` against moto (the table written,
+/// dropped), `map show`'s waves, a signed staged map whose rollout cannot change unsigned.
+mod fleet_publish;
 /// Issue 12: 20 real daemons in a staged rollout: a failing map halts in wave 0, a good one
 /// opens wave by wave, a new host applies at once.
 mod fleet_rollout;
