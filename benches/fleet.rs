@@ -31,10 +31,10 @@ mod fixture;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fixture::{copy_dir, default_catalog, replace_in, Agent, Setup};
+use fixture::{copy_dir, default_catalog, replace_in, Agent, Daemon, Setup};
 use support::health::HealthServer;
 use support::s3::Moto;
 use support::wait_until;
@@ -134,9 +134,10 @@ struct Fleet {
     generation: u64,
 }
 
+/// An agent and its `rolecall run` (the fixture's daemon launcher; stopped on drop).
 struct Running {
     agent: Agent,
-    child: Child,
+    daemon: Daemon,
 }
 
 fn host_id(i: usize) -> String {
@@ -184,7 +185,7 @@ impl Fleet {
         let converged = started.elapsed();
         // Two polls of quiet before the figure.
         std::thread::sleep(self.plan.poll * 2 + self.plan.jitter);
-        let usage = Usage::read(self.agents[0].child.id());
+        let usage = Usage::read(self.agents[0].daemon.pid());
         println!(
             "\n== one agent alone: its ok marker after {:.1} s; idle RSS after two polls {:.1} MB (private {:.1} MB)",
             converged.as_secs_f64(),
@@ -241,16 +242,10 @@ impl Fleet {
             ),
         ];
         let agent = Agent::new(setup);
-        let log = std::fs::File::create(agent.dir.path().join("daemon.log")).expect("log");
-        let mut cmd = agent.command(&["run"]);
-        cmd.envs(self.moto.agent_env())
-            .env("RUST_LOG", "rolecall=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .expect("starting rolecall run (ulimit -u / -n?)");
-        self.agents.push(Running { agent, child });
+        let mut env = self.moto.agent_env();
+        env.push(("RUST_LOG".to_string(), "rolecall=info".to_string()));
+        let daemon = Daemon::start(&agent, &env);
+        self.agents.push(Running { agent, daemon });
     }
 
     /// Keys of `g/<generation>/<state>/`, by host id, with when this LIST saw them.
@@ -285,7 +280,7 @@ impl Fleet {
         let usages: Vec<Usage> = self
             .agents
             .iter()
-            .map(|a| Usage::read(a.child.id()))
+            .map(|a| Usage::read(a.daemon.pid()))
             .collect();
         let d = after.minus(&before);
         let (n, minutes) = (self.plan.agents as f64, window.as_secs_f64() / 60.0);
@@ -440,9 +435,8 @@ impl Fleet {
             .iter()
             .filter(|a| outside.contains(a.agent.setup.id.as_str()))
             .filter(|a| {
-                let log = std::fs::read_to_string(a.agent.dir.path().join("daemon.log"))
-                    .unwrap_or_default();
-                log.contains("rolecall-broken.conf")
+                let log = a.daemon.log_lines();
+                log.iter().any(|l| l.contains("rolecall-broken.conf"))
             })
             .count()
     }
@@ -474,13 +468,13 @@ impl Fleet {
         cmd.output().expect("fleet status")
     }
 
+    /// SIGTERM to every agent at once, then each one waited for.
     fn stop(mut self) {
         for a in &self.agents {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(a.child.id()).expect("pid"));
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            a.daemon.signal(nix::sys::signal::Signal::SIGTERM);
         }
         for a in &mut self.agents {
-            support::stop_child(&mut a.child, Duration::from_secs(20));
+            a.daemon.stop();
         }
     }
 }
