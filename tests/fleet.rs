@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::fixture::{
     assert_exit, assert_stdout, describe, memcached_map, stdout, Agent, Daemon, Setup,
@@ -235,6 +235,53 @@ fn a_staged_generation_is_held_then_ok(r: &Reporting) {
     ]);
     let held_path = format!("/{}/{held}", r.bucket);
     assert_eq!(r.moto.request_count("DELETE", &held_path, None), 1);
+}
+
+/// With a poll of an hour, a host held for wave 1 (bake 4 s) still applies right after its
+/// wave opens, woken at the opening time, and not before it; the map is not polled faster.
+#[test]
+fn a_held_host_wakes_when_its_wave_opens_not_by_polling_faster() {
+    let moto = Moto::shared();
+    let bucket = moto.new_bucket(false);
+    let map_url = format!("s3://{bucket}/rolemap.toml");
+    let report_url = format!("s3://{bucket}/fleet/");
+    let mut host = Host::new(Some(map_url.clone()), &report_url, "1h", moto.agent_env());
+    host.agent.setup.map_lines[0] = "poll_interval = \"1h\"".into();
+    host.agent.write_config();
+    moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());
+    host.start();
+    host.wait_status(WAIT, "converged to generation 1");
+    let map_file = host.agent.dir.path().join("next.toml");
+    let text = map_with(1, &others_putting_cache_1_in_wave_1(2));
+    std::fs::write(&map_file, text).expect("map file");
+    let map_file = map_file.display().to_string();
+    let mut publish = host.command(&["map", "publish", &map_file, "--to", &map_url]);
+    publish.args(["--rollout", "50,100", "--bake", "4s", "--max-failed", "10"]);
+    assert_exit(&publish.output().expect("map publish"), 0);
+    let out = host.command(&["sync"]).output().expect("sync");
+    assert_stdout(&out, 0, &["generation 2 held: wave 1 opens"]);
+    let map_path = format!("/{bucket}/rolemap.toml");
+    let gets = moto.request_count("GET", &map_path, None);
+    host.wait_status(Duration::from_secs(20), "converged to generation 2");
+    let applied = SystemTime::now();
+    let opens = wave_opens(&moto.get(&bucket, "rolemap.toml"), 1);
+    assert!(applied >= opens, "applied before wave 1 opened");
+    let late = applied.duration_since(opens).unwrap_or_default();
+    assert!(
+        late < Duration::from_secs(5),
+        "woken {late:?} after the opening"
+    );
+    let polled = moto.request_count("GET", &map_path, None) - gets;
+    assert!(polled <= 2, "{polled} polls of the map while held");
+}
+
+/// When wave `k` of the map `bytes` opens: its `[rollout]` start plus `k` bakes.
+fn wave_opens(bytes: &[u8], k: u32) -> SystemTime {
+    let map = rolecall::rolemap::load(bytes).expect("a valid map");
+    let rollout = map.rollout.expect("[rollout]");
+    let start = rollout.start.expect("start").to_string();
+    let start = humantime::parse_rfc3339(&start).expect("RFC 3339 start");
+    start + humantime::parse_duration(&rollout.bake).expect("bake") * k
 }
 
 /// A report URL whose bucket does not exist: the host converges and `check` is OK; the
