@@ -277,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn a_host_is_held_until_its_wave_opens_then_evaluates_once() {
+    fn a_host_is_held_until_its_wave_opens_then_evaluates() {
         let s = staged(ROLLOUT);
         let (w0, w1) = (host_of(&s, 0), host_of(&s, 1));
         assert!(matches!(
@@ -306,6 +306,12 @@ mod tests {
             s.step(&w1, at(START + 600), None),
             Step::Evaluate { wave: 1 }
         );
+    }
+
+    #[test]
+    fn a_recorded_decision_is_followed_for_its_generation_only() {
+        let s = staged(ROLLOUT);
+        let w1 = host_of(&s, 1);
         let go = Decision {
             generation: 5,
             wave: 1,
