@@ -55,6 +55,7 @@ struct RawConfig {
     services: BTreeMap<String, RawServiceOverride>,
     #[serde(default)]
     status: RawStatus,
+    report: Option<RawReport>,
     #[serde(default)]
     accounts: RawAccounts,
     #[serde(default)]
@@ -95,6 +96,13 @@ struct RawPaths {
 #[serde(deny_unknown_fields)]
 struct RawStatus {
     metrics_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    url: String,
+    heartbeat: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -143,6 +151,15 @@ pub struct ServiceOverride {
     pub restart: Option<Command>,
     /// Replaces the per-command timeout.
     pub timeout: Option<Duration>,
+}
+
+/// `[report]` (SPEC §9.1): where the host reports its state for `fleet status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// Prefix written under, ending in `/`: `s3://bucket/prefix/` or `file:///dir/`.
+    pub url: String,
+    /// The record is rewritten at least this often.
+    pub heartbeat: Duration,
 }
 
 /// `[accounts]` (SPEC §10): whether the map's product accounts are created on this host,
@@ -198,6 +215,8 @@ pub struct Settings {
     pub services: BTreeMap<String, ServiceOverride>,
     /// Directory for the Prometheus textfile, if any.
     pub metrics_dir: Option<PathBuf>,
+    /// `[report]`; `None`: the host reports nothing.
+    pub report: Option<ReportSettings>,
     /// `[accounts]`.
     pub accounts: AccountSettings,
     /// `[secrets] refresh` (SPEC §10): how often the daemon reads the secrets again while
@@ -285,6 +304,7 @@ impl Validator<'_> {
             vars: self.vars(raw.vars)?,
             services: self.services(raw.services)?,
             metrics_dir: raw.status.metrics_dir.map(|p| self.resolve(&p)),
+            report: raw.report.map(|r| self.report(r)).transpose()?,
             accounts: self.accounts(raw.accounts)?,
             secrets_refresh: self.refresh(raw.secrets)?,
         })
@@ -337,6 +357,16 @@ impl Validator<'_> {
             return Err(self.invalid("secrets.refresh", "must be at least 1s"));
         }
         Ok(refresh)
+    }
+
+    fn report(&self, raw: RawReport) -> Result<ReportSettings, Error> {
+        let heartbeat = self.duration("report.heartbeat", raw.heartbeat, "1h")?;
+        if heartbeat.is_zero() {
+            return Err(self.invalid("report.heartbeat", "must be longer than zero"));
+        }
+        let url = crate::fleet::store::prefix_url(&raw.url)
+            .map_err(|reason| self.invalid("report.url", reason))?;
+        Ok(ReportSettings { url, heartbeat })
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -529,6 +559,25 @@ url = "file:///etc/rolecall/map.toml"
     }
 
     #[test]
+    fn report_is_optional_with_a_one_hour_heartbeat() {
+        assert_eq!(load(MINIMAL).unwrap().report, None);
+        let s = load(&format!(
+            "{MINIMAL}\n[report]\nurl = \"s3://fleet-config/fleet\"\n"
+        ))
+        .unwrap();
+        let report = s.report.expect("[report] set");
+        assert_eq!(report.url, "s3://fleet-config/fleet/");
+        assert_eq!(report.heartbeat, Duration::from_secs(3600));
+        let text =
+            format!("{MINIMAL}\n[report]\nurl = \"file:///srv/fleet/\"\nheartbeat = \"5m\"\n");
+        let report = load(&text).unwrap().report.expect("[report] set");
+        assert_eq!(
+            (report.url.as_str(), report.heartbeat),
+            ("file:///srv/fleet/", Duration::from_secs(300))
+        );
+    }
+
+    #[test]
     fn accounts_default_to_managed_in_20000_to_29999() {
         let s = load(MINIMAL).unwrap();
         assert_eq!(
@@ -549,6 +598,28 @@ url = "file:///etc/rolecall/map.toml"
                 range: (5000, 5999)
             }
         );
+    }
+
+    #[test]
+    fn report_keys_are_checked() {
+        for (body, key) in [
+            ("url = \"https://example.com/fleet/\"", "report.url"),
+            ("url = \"s3://b/fleet/\"", "report.url"),
+            ("url = \"file://relative/dir\"", "report.url"),
+            (
+                "url = \"s3://fleet-config/x\"\nheartbeat = \"0s\"",
+                "report.heartbeat",
+            ),
+            (
+                "url = \"s3://fleet-config/x\"\nheartbeat = \"often\"",
+                "report.heartbeat",
+            ),
+            ("url = \"s3://fleet-config/x\"\ncolour = 1", "colour"),
+            ("heartbeat = \"1h\"", "url"),
+        ] {
+            let err = load(&format!("{MINIMAL}\n[report]\n{body}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum Error {
     /// `snapshot`.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::Error),
+    /// The fleet's report prefix (SPEC §9.1).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::store::Error),
     /// Account changes (SPEC §10): conflicts, a failed command.
     #[error(transparent)]
     Accounts(#[from] crate::accounts::Error),

@@ -21,6 +21,7 @@ pub mod config;
 pub mod cron;
 pub(crate) mod daemon;
 pub mod error;
+pub mod fleet;
 pub(crate) mod hooks;
 pub mod identity;
 pub(crate) mod metrics;

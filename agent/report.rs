@@ -183,6 +183,8 @@ pub(crate) struct Facts {
     pub rejected: Option<String>,
     /// Milliseconds per stage.
     pub timings: BTreeMap<String, u64>,
+    /// A staged rollout kept the applied map (SPEC §9.2).
+    pub rollout: Option<crate::fleet::gate::Note>,
 }
 
 /// Where the map came from.
@@ -240,6 +242,10 @@ pub struct RunReport {
     pub timings: BTreeMap<String, u64>,
     /// Time of the last converged reconcile (carried over between runs).
     pub last_converged_unix: Option<u64>,
+    /// A newer generation this host does not apply yet, held for its wave or halted
+    /// (SPEC §9.2); the rest of the report is about the map it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::fleet::gate::Note>,
     /// Nothing was done: the inputs of a failure still in its backoff; the outcome and
     /// message repeat that failure's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -269,6 +275,7 @@ impl RunReport {
             smoke_after_rollback: Vec::new(),
             timings: BTreeMap::new(),
             last_converged_unix: None,
+            rollout: None,
             held: false,
         }
     }
@@ -288,10 +295,14 @@ impl RunReport {
         self.host_id = facts.host_id;
         self.map = facts.map;
         self.timings = facts.timings;
-        let (outcome, message) = match result {
+        self.rollout = facts.rollout;
+        let (outcome, mut message) = match result {
             Ok(ended) => self.ended(ended),
             Err(failed) => self.failed(failed),
         };
+        if let Some(note) = &self.rollout {
+            message = format!("{message}; {}", note.describe());
+        }
         match (&facts.rejected, outcome) {
             (Some(why), Outcome::Converged) => {
                 let generation = self.map.as_ref().map_or(0, |m| m.generation);
@@ -424,6 +435,11 @@ fn rolled_back_text(
         message.push_str("; nothing was applied before: the host keeps its own files");
     }
     message
+}
+
+/// The wall clock now (staged rollouts compare it with their waves' opening times).
+pub fn now() -> SystemTime {
+    SystemTime::now()
 }
 
 /// Seconds since the epoch now.

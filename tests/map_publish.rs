@@ -291,7 +291,8 @@ fn an_invalid_map_is_never_uploaded() {
     assert_eq!(list_keys(moto, &bucket, ""), Vec::<String>::new());
 }
 
-fn keygen(dir: &Path) -> (String, Vec<u8>) {
+/// `map keygen` in `dir`: the secret key's path and the public key's bytes.
+pub fn keygen(dir: &Path) -> (String, Vec<u8>) {
     let prefix = dir.join("fleet").display().to_string();
     let out = Command::new(crate::fixture::binary())
         .args(["map", "keygen", "--out", &prefix])

@@ -52,6 +52,8 @@ missing_packages() {
         [/usr/bin/setpriv]=util-linux
         [/usr/bin/timeout]=coreutils
         [/usr/sbin/ip]=iproute2
+        # tests/fleet.rs: the `fleet status --html` page loaded in a headless browser.
+        [/usr/bin/chromium]=chromium
         # tests/faults.rs and tests/writer.rs: errors and kills injected at file-system
         # calls, syscall counts.
         [/usr/bin/strace]=strace

@@ -21,6 +21,15 @@ mod faults;
 /// The agent under test: temp dirs, agent.toml, the role map, the sample fleet, running the
 /// real binary (one launcher for `rolecall run`, one status reader).
 mod fixture;
+/// Issue 12: fleet reports against moto (changes, heartbeats, quiet polls, markers moved,
+/// failing stores), `fleet status` counts and exit codes, the HTML page in headless Chromium.
+mod fleet;
+/// Issue 12: `map publish --rollout` and `map promote` against moto (the table written,
+/// dropped), `map show`'s waves, a signed staged map whose rollout cannot change unsigned.
+mod fleet_publish;
+/// Issue 12: 20 real daemons in a staged rollout: a failing map halts in wave 0, a good one
+/// opens wave by wave, a new host applies at once.
+mod fleet_rollout;
 /// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).
 mod golden;
 /// Issue 15: promises attacked: no write without a journal, bounded errors, oversize maps,

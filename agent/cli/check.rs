@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::fleet::State;
 use crate::report::{self, Outcome, RunReport};
 
 /// Options of `check`.
@@ -57,11 +58,20 @@ pub fn judge(r: &RunReport, now: u64, args: &Args) -> (u8, String) {
         Outcome::Waiting => return (WARNING, r.message.clone()),
         Outcome::Converged => {}
     }
-    let summary = format!(
+    if let Some(note) = r.rollout.as_ref().filter(|n| n.state == State::Halted) {
+        return (
+            WARNING,
+            format!("{}; kept generation {generation}", note.describe()),
+        );
+    }
+    let mut summary = format!(
         "converged to generation {generation} ({} files, {} services)",
         r.files.len(),
         r.services.len()
     );
+    if let Some(note) = &r.rollout {
+        summary = format!("{summary}; {}", note.describe());
+    }
     match age {
         Some(a) if a > args.crit_age.as_secs() => {
             (CRITICAL, format!("last converged {a}s ago: {summary}"))

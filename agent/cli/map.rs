@@ -15,6 +15,7 @@ use clap::Subcommand;
 use crate::error::Error;
 use crate::publish::{self, Current, Target};
 use crate::rolemap::prepare::Prepared;
+use crate::rolemap::rollout::Staging;
 use crate::rolemap::{self, diff, lint, promote};
 
 /// `map` subcommands.
@@ -53,6 +54,8 @@ pub enum MapCommand {
         #[arg(long, value_name = "URL")]
         to: String,
         #[command(flatten)]
+        rollout: RolloutOptions,
+        #[command(flatten)]
         options: WriteOptions,
     },
     /// Failover: make a replica the master, re-chain the others, publish (exit 0; 2 refused; 4 conflict).
@@ -75,6 +78,36 @@ pub enum MapCommand {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
+}
+
+/// A staged rollout of a publish (SPEC §9.2); without `--rollout` every host applies the
+/// map at once, and a `[rollout]` table in the file is removed.
+#[derive(Debug, clap::Args)]
+pub struct RolloutOptions {
+    /// Stage the publish in waves: cumulative percents of the hosts, e.g. 1,10,50,100.
+    #[arg(
+        long,
+        value_name = "PERCENTS",
+        value_delimiter = ',',
+        requires = "bake"
+    )]
+    rollout: Option<Vec<i64>>,
+    /// Time between two waves' openings (with --rollout), e.g. 10m.
+    #[arg(long, value_name = "DURATION", requires = "rollout")]
+    bake: Option<String>,
+    /// Failed or silent hosts of opened waves tolerated before the rollout halts.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "rollout")]
+    max_failed: i64,
+}
+
+impl RolloutOptions {
+    fn staging(&self) -> Option<Staging> {
+        Some(Staging {
+            waves: self.rollout.clone()?,
+            bake: self.bake.clone()?,
+            max_failed: self.max_failed,
+        })
+    }
 }
 
 /// Options shared by the commands that write the published map.
@@ -101,7 +134,12 @@ pub(super) async fn run(cmd: &MapCommand) -> Result<u8, Error> {
         }
         MapCommand::Lint { file, strict } => run_lint(file, *strict),
         MapCommand::Diff { old, new } => run_diff(old, new),
-        MapCommand::Publish { file, to, options } => coded(run_publish(file, to, options).await),
+        MapCommand::Publish {
+            file,
+            to,
+            rollout,
+            options,
+        } => coded(run_publish(file, to, rollout, options).await),
         MapCommand::Promote {
             product,
             to,
@@ -255,13 +293,19 @@ fn stderr_line(text: &str) {
     eprintln!("rolecall: {text}");
 }
 
-async fn run_publish(file: &Path, to: &str, options: &WriteOptions) -> Result<u8, publish::Error> {
+async fn run_publish(
+    file: &Path,
+    to: &str,
+    rollout: &RolloutOptions,
+    options: &WriteOptions,
+) -> Result<u8, publish::Error> {
     let bytes = std::fs::read(file).map_err(|source| publish::Error::Io {
         action: "reading",
         path: file.to_path_buf(),
         source,
     })?;
     let text = String::from_utf8_lossy(&bytes);
+    let text = staged(file, &text, rollout.staging().as_ref())?;
     let target = Target::open(to, options.timeout).await?;
     let current = target.read().await?;
     let prepared = publish::prepare(&target, &text, current.as_ref())?;
@@ -303,6 +347,25 @@ async fn run_promote(
     }
     describe(&target, &prepared, Some(&current), "promotion");
     write(&target, &prepared, Some(&current), options).await
+}
+
+/// The file's text with the `[rollout]` of this publish (start = now), or without one.
+fn staged(file: &Path, text: &str, staging: Option<&Staging>) -> Result<String, publish::Error> {
+    let now = std::time::Duration::from_secs(crate::report::now_unix());
+    let prepare = |source| publish::Error::Prepare {
+        url: file.display().to_string(),
+        source,
+    };
+    let (text, replaced) = rolemap::rollout::with_rollout(text, staging, now).map_err(prepare)?;
+    match (staging, replaced) {
+        (Some(s), _) => super::out(&format!(
+            "staged rollout: waves {:?}% one every {}, starting now; halts past {} failed or silent\n",
+            s.waves, s.bake, s.max_failed
+        )),
+        (None, true) => super::out("no --rollout: the file's [rollout] table is dropped; every host applies this map at once\n"),
+        (None, false) => {}
+    }
+    Ok(text)
 }
 
 /// Print the generation step, the changes in words and the unified diff.

@@ -3,6 +3,7 @@
 
 mod check;
 mod docs;
+mod fleet;
 mod map;
 mod plan;
 mod run;
@@ -29,6 +30,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_CHANGES: u8 = 3;
 /// Exit code of `map publish`/`promote`: someone else changed the map first.
 pub const EXIT_CONFLICT: u8 = 4;
+/// Exit code of `fleet status`: some hosts held, waiting, lagging or silent.
+pub const EXIT_FLEET_LAGGING: u8 = 1;
+/// Exit code of `fleet status`: some hosts failed or halted.
+pub const EXIT_FLEET_FAILING: u8 = 2;
+/// Exit code of `fleet status`: the map or the reports cannot be read.
+pub const EXIT_FLEET_UNREADABLE: u8 = 3;
 
 /// rolecall: configure this host from the fleet's role map.
 ///
@@ -88,6 +95,9 @@ pub enum Command {
     Map(map::MapCommand),
     /// Dump a product's database to its backup_url in S3 and keep the newest N (exit 0 stored, 1 failed).
     Snapshot(snapshot::Args),
+    /// The fleet from the hosts' reports: status (exit 0 all ok, 1 lagging, 2 failed/halted, 3 unreadable).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Write the man pages (for packaging).
     #[command(hide = true)]
     Manpage(docs::Args),
@@ -127,6 +137,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Completions(args) => docs::completions(args),
         Command::Map(cmd) => Box::pin(map::run(cmd)).await,
         Command::Snapshot(args) => Box::pin(snapshot::run(&cli, args)).await,
+        Command::Fleet(cmd) => Box::pin(fleet::run(&cli, cmd)).await,
     }
 }
 
@@ -146,6 +157,16 @@ pub fn sync_exit_code(outcome: Outcome) -> u8 {
         Outcome::Converged | Outcome::Waiting => EXIT_OK,
         Outcome::Failed | Outcome::RolledBack => EXIT_FAILED,
         Outcome::Invalid => EXIT_BAD_INPUT,
+    }
+}
+
+/// The exit code of `fleet status` (SPEC §3) for what it found.
+pub fn fleet_exit_code(verdict: crate::fleet::status::Verdict) -> u8 {
+    use crate::fleet::status::Verdict;
+    match verdict {
+        Verdict::AllOk => EXIT_OK,
+        Verdict::Lagging => EXIT_FLEET_LAGGING,
+        Verdict::Failing => EXIT_FLEET_FAILING,
     }
 }
 

@@ -9,12 +9,14 @@ use control::Waiter;
 pub use control::{request_sync, Error, CONTROL_SOCKET};
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::fleet::record::{Placement, Standing};
+use crate::fleet::report::Reporter;
 use crate::metrics::Unrecorded;
 use crate::pipeline::{self, Agent, Held, Reconciled, Request, Trigger, Way};
 use crate::report::{Outcome, RunReport};
@@ -74,8 +76,13 @@ pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(watchdog(every / 2));
     }
+    let reporter = match &agent.settings.report {
+        Some(settings) => Some(Reporter::open(settings, &agent.state_dir).await?),
+        None => None,
+    };
     let mut state = Loop {
         ready_target,
+        reporter,
         ..Loop::default()
     };
     let mut next = Some((Trigger::Boot, Vec::<Waiter>::new()));
@@ -84,6 +91,7 @@ pub async fn run(agent: Agent, ready_target: Option<String>) -> Result<(), crate
         for w in waiters {
             let _ = w.send(report.clone());
         }
+        state.report(&report).await;
         next = events.next(state.next_delay(&agent)).await;
     }
     info!("stopping");
@@ -165,6 +173,12 @@ struct Loop {
     recorded: Option<tokio::time::Instant>,
     /// Quiet polls since then, counted into the next record (or recorded at stop).
     unrecorded: Option<Quiet>,
+    /// Writes the host's fleet report (`[report]`, SPEC §9.1).
+    reporter: Option<Reporter>,
+    /// The host's place in the fleet, from the last map loaded.
+    placement: Placement,
+    /// When a staged rollout holding a newer generation opens this host's wave.
+    wake: Option<SystemTime>,
 }
 
 /// Failed inputs the daemon does not retry before `until` (SPEC §7, issue 4), unless the
@@ -200,6 +214,9 @@ impl Loop {
                 let reconciled = self.run(agent, source, trigger).await;
                 self.publish(agent, &reconciled);
                 self.remember(&reconciled);
+                if let Some(placement) = &reconciled.placement {
+                    self.placement.clone_from(placement);
+                }
                 reconciled.report
             }
             Err(e) => {
@@ -214,7 +231,25 @@ impl Loop {
             Outcome::Failed => self.errors + 1,
             _ => 0,
         };
+        self.wake = report
+            .rollout
+            .as_ref()
+            .and_then(|note| note.opens_unix)
+            .map(|t| UNIX_EPOCH + Duration::from_secs(t));
         report
+    }
+
+    /// Write the fleet report if due (SPEC §9.1): after the `sync` requests waiting for this
+    /// reconcile have their answer, so a slow report store delays only the next poll, and
+    /// by at most the reporter's bound.
+    async fn report(&mut self, report: &RunReport) {
+        if let Some(reporter) = self.reporter.as_mut() {
+            let standing = Standing::of(report);
+            let now = crate::report::now_unix();
+            reporter
+                .report(report, standing, &self.placement, now)
+                .await;
+        }
     }
 
     /// One reconcile under the lock: quiet only once this process converged through the
@@ -345,10 +380,19 @@ impl Loop {
         }
     }
 
+    /// The poll delay; a host held by a staged rollout wakes when its wave opens, plus its
+    /// share of the jitter, if that comes first (it does not poll faster).
     fn next_delay(&self, agent: &Agent) -> Duration {
         let share = rand::random::<f64>();
         let poll = poll_delay(agent.settings.poll_interval, agent.settings.jitter, share);
         let delay = error_delay(self.errors, poll);
+        let delay = match self.wake {
+            Some(at) => {
+                let until = at.duration_since(crate::report::now()).unwrap_or_default();
+                delay.min(poll_delay(until, agent.settings.jitter, share))
+            }
+            None => delay,
+        };
         wake_delay(delay, agent.secrets.due_in())
     }
 }

@@ -34,6 +34,8 @@ pub struct LoadedMap {
     pub live_rejected: bool,
     /// New bytes from the source, to be cached once applied.
     pub is_new: bool,
+    /// The map's staged rollout, when it has one (SPEC §9.2).
+    pub staged: Option<Box<crate::fleet::gate::Staged>>,
 }
 
 impl LoadedMap {
@@ -183,8 +185,13 @@ async fn take(
     ))
 }
 
-/// The source still holds the cached map: load it from the cache as the live one.
-fn unmodified(agent: &Agent, had_cache: bool, identity: &Identity) -> Result<LoadedMap, Error> {
+/// The source still holds the cached map (or a staged rollout keeps it): load it from the
+/// cache as the live one.
+pub(super) fn unmodified(
+    agent: &Agent,
+    had_cache: bool,
+    identity: &Identity,
+) -> Result<LoadedMap, Error> {
     let Some(c) = cached_map(agent, had_cache) else {
         let url = agent.settings.map_url.clone();
         return Err(crate::source::Error::NotCached { url }.into());
@@ -273,6 +280,7 @@ pub(super) fn loaded(
         generation: map.generation(),
         url: url.to_string(),
     };
+    let staged = crate::fleet::gate::Staged::of(&map).map(Box::new);
     LoadedMap {
         resolution,
         info,
@@ -282,6 +290,7 @@ pub(super) fn loaded(
         cache_reason: None,
         live_rejected: false,
         is_new: true,
+        staged,
     }
 }
 

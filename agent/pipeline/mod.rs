@@ -29,6 +29,7 @@ mod execute;
 mod journal;
 mod map;
 mod preview;
+mod rollout;
 mod settled;
 mod trace;
 
@@ -127,6 +128,8 @@ pub struct Reconciled {
     pub way: Way,
     /// Fingerprint of the inputs, once a map was loaded (what a hold is keyed on).
     pub fingerprint: Option<String>,
+    /// The host's place in the fleet, once a map was loaded (for its report, SPEC §9.1).
+    pub placement: Option<crate::fleet::record::Placement>,
 }
 
 /// One reconcile with an already-built source; the caller holds the lock.
@@ -147,13 +150,14 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     if let Err(Failed::Error { text, .. }) = &result {
         error!(error = %text, "reconcile failed");
     }
-    let (facts, fingerprint) = trace.into_parts();
+    let (facts, fingerprint, placement) = trace.into_parts();
     report.conclude(facts, result);
     report.elapsed_ms = crate::text::elapsed_ms(started);
     Reconciled {
         report,
         way,
         fingerprint,
+        placement,
     }
 }
 
@@ -210,7 +214,8 @@ enum Obtained {
 }
 
 /// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
-/// (validate, resolve, or fall back to the cache); end if its inputs are held.
+/// (validate, resolve, or fall back to the cache); keep the applied map if a staged
+/// rollout says so; end if its inputs are held.
 async fn obtain(
     agent: &Agent,
     source: &AnySource,
@@ -233,10 +238,9 @@ async fn obtain(
             return Ok(Obtained::Ended(Ended::Quiet { waiting }));
         }
     }
-    let loaded = trace
-        .stage("load", map::load(agent, fetch, identity))
-        .await
-        .map_err(fail)?;
+    let applied = fetch.cached.as_ref().map(|c| c.generation);
+    let loaded = trace.stage("load", map::load(agent, fetch, identity));
+    let loaded = staged(agent, loaded.await.map_err(fail)?, applied, identity, trace).await?;
     let fingerprint = match unchanged {
         Some((meta, fingerprint)) if meta.sha256 == loaded.sha256 => fingerprint,
         _ => fingerprint(agent, identity, &loaded.sha256),
@@ -251,6 +255,22 @@ async fn obtain(
         loaded,
         fingerprint,
     }))
+}
+
+/// The end of stage 3: note the host's place in the fleet, and keep the `applied` map
+/// instead of `loaded` if a staged rollout says so (SPEC §9.2).
+async fn staged(
+    agent: &Agent,
+    loaded: LoadedMap,
+    applied: Option<u64>,
+    identity: &Identity,
+    trace: &Trace,
+) -> Result<LoadedMap, Failed> {
+    trace.placement(&loaded, identity);
+    let gated = rollout::gate(agent, loaded, applied, identity);
+    let (loaded, note) = trace.stage("rollout", gated).await.map_err(fail)?;
+    trace.rollout(note);
+    Ok(loaded)
 }
 
 /// Stages 4–9 for a host with a view: render, plan, accounts, install, verify, commit; a

@@ -9,13 +9,18 @@ use std::time::Instant;
 use tracing::{info_span, Instrument};
 
 use super::map::LoadedMap;
+use crate::fleet::gate::Note;
+use crate::fleet::record::Placement;
+use crate::identity::Identity;
 use crate::report::{Facts, MapReport};
+use crate::rolemap::Resolution;
 
 /// The observations of one reconcile.
 #[derive(Debug, Default)]
 pub(super) struct Trace {
     facts: RefCell<Facts>,
     fingerprint: RefCell<Option<String>>,
+    placement: RefCell<Option<Placement>>,
 }
 
 impl Trace {
@@ -60,8 +65,38 @@ impl Trace {
         *self.fingerprint.borrow_mut() = Some(fingerprint.to_string());
     }
 
-    /// Everything observed, and the fingerprint of the inputs if a map was loaded.
-    pub fn into_parts(self) -> (Facts, Option<String>) {
-        (self.facts.into_inner(), self.fingerprint.into_inner())
+    /// The host's place in the fleet, from the map loaded (SPEC §9.1): before a staged
+    /// rollout may put the applied map in its place, so the wave is the new map's.
+    pub fn placement(&self, loaded: &LoadedMap, identity: &Identity) {
+        let mut placement = Placement {
+            zone: identity.az.clone(),
+            map_sha256: Some(loaded.sha256.clone()),
+            ..Placement::default()
+        };
+        if let Resolution::Assigned(view) = &loaded.resolution {
+            placement.zone.clone_from(&view.host.az);
+            placement.roles.clone_from(&view.host.roles);
+            placement.products.clone_from(&view.host.products);
+        }
+        placement.wave = loaded
+            .staged
+            .as_ref()
+            .and_then(|s| s.waves.wave_of(&identity.id));
+        *self.placement.borrow_mut() = Some(placement);
+    }
+
+    /// A staged rollout keeps the applied map: why.
+    pub fn rollout(&self, note: Option<Note>) {
+        self.facts.borrow_mut().rollout = note;
+    }
+
+    /// Everything observed, the fingerprint of the inputs if a map was loaded, and the
+    /// host's place in the fleet.
+    pub fn into_parts(self) -> (Facts, Option<String>, Option<Placement>) {
+        (
+            self.facts.into_inner(),
+            self.fingerprint.into_inner(),
+            self.placement.into_inner(),
+        )
     }
 }

@@ -11,6 +11,7 @@ mod positions;
 pub mod prepare;
 pub mod promote;
 pub mod resolve;
+pub mod rollout;
 #[cfg(test)]
 mod shared_tests;
 pub mod show;

@@ -216,6 +216,12 @@ fn merge(pieces: Vec<RoleMap>) -> Option<RoleMap> {
         append_disjoint(&mut map.hosts, &mut piece.hosts)?;
         append_disjoint(&mut map.products, &mut piece.products)?;
         append_disjoint(&mut map.unknown, &mut piece.unknown)?;
+        // `[rollout]` may sit after the cut lines; in two pieces, the whole parse words it.
+        match (&map.rollout, piece.rollout.take()) {
+            (Some(_), Some(_)) => return None,
+            (None, Some(rollout)) => map.rollout = Some(rollout),
+            _ => {}
+        }
     }
     Some(map)
 }
@@ -286,6 +292,20 @@ mod tests {
         let map = parse_at(VALID, &[at_h2]).expect("a cut between hosts merges");
         assert_eq!(map.hosts.len(), 3);
         assert_eq!(map.generation, 3);
+    }
+
+    #[test]
+    fn a_rollout_table_after_the_cut_lines_is_merged() {
+        let rollout = "\n[rollout]\nwaves = [100]\nbake = \"1m\"\n";
+        let text = format!("{VALID}{rollout}");
+        assert_exact_at_every_cut(&text);
+        let at_h2 = text.find("[hosts.h2]").expect("has h2");
+        let map = parse_at(&text, &[at_h2]).expect("merges");
+        assert_eq!(map.rollout.expect("kept").waves, vec![100]);
+        // Defined twice, in two pieces: never merged (toml refuses the whole text).
+        let twice = text.replace("\n[hosts.h1]", &format!("{rollout}\n[hosts.h1]"));
+        assert!(whole(&twice).is_err());
+        assert_exact_at_every_cut(&twice);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! it in their order, the backup follows the new master (a backup follows "the master" by
 //! definition, so it needs no edit), and the old master is appended to `database.removed`,
 //! so no position points at it again until an operator puts it back. `promote_text` applies
-//! the same change to the operator's text, keeping its comments and layout.
+//! the same change to the operator's text, keeping its comments and layout. A promotion
+//! removes any `[rollout]`: a failover cannot wait for waves (SPEC §9.2).
 //!
 //! A master shared by several products is one MariaDB server (issue 14): its failover moves
 //! every product on it to the same new master, which must be a replica of each of them;
@@ -235,9 +236,11 @@ fn check_shared(
     })))
 }
 
-/// `map` with `promotion` applied (generation unchanged: publishing raises it).
+/// `map` with `promotion` applied (generation unchanged: publishing raises it), and no
+/// `[rollout]`: a failover goes to every host at once (SPEC §9.2).
 pub fn apply(map: &RoleMap, promotion: &Promotion) -> RoleMap {
     let mut out = map.clone();
+    out.rollout = None;
     for m in &promotion.moves {
         let db = out
             .products
@@ -279,6 +282,7 @@ pub fn promote_text(text: &str, product: &str, to: Option<&str>) -> Result<Promo
     for m in &promotion.moves {
         edit(&mut doc, &promotion.new_master, m).map_err(Error::Edit)?;
     }
+    doc.remove("rollout");
     let edited = doc.to_string();
     let promoted = apply(&map, &promotion);
     if !prepare::same_map(&edited, &promoted) {
@@ -401,6 +405,17 @@ roles = ["db", "db-backup"]
             .text
             .contains("replicas = [\"db-3\", \"db-4\"]   # a chain"));
         assert!(promoted.text.starts_with("schema = 1\ngeneration = 41\n"));
+    }
+
+    #[test]
+    fn a_promotion_publishes_without_a_rollout() {
+        let staged = format!(
+            "{MAP}\n[rollout]\nwaves = [10, 100]\nbake = \"10m\"\nstart = 2026-01-01T00:00:00Z\n"
+        );
+        let promoted = promote_text(&staged, "videos", None).expect("promotes");
+        assert!(!promoted.text.contains("[rollout]"), "{}", promoted.text);
+        assert_eq!(promoted.map.rollout, None);
+        assert!(promoted.original.rollout.is_some());
     }
 
     #[test]

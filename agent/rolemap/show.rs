@@ -1,14 +1,16 @@
 //! `map show`: hosts by product, role and availability zone, as a text table. Pure.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::resolve::db_position;
 use super::types::RoleMap;
 
 /// One row per (product, role, host), sorted; hosts without products are listed under `-`.
+/// A map with a rollout shows each host's wave of this generation (SPEC §9.2).
 pub fn table(map: &RoleMap) -> String {
-    let mut rows: Vec<[String; 5]> = Vec::new();
+    let schedule = crate::fleet::waves::Schedule::of(map);
+    let waves = schedule.map(|s| crate::fleet::waves::Waves::of_map(map, &s));
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for (id, h) in &map.hosts {
         let mut products: Vec<String> = h.products.clone();
         let position = db_position(map, id);
@@ -28,44 +30,44 @@ pub fn table(map: &RoleMap) -> String {
                     }
                     _ => String::new(),
                 };
-                rows.push([
-                    product.clone(),
-                    role.clone(),
-                    h.az.clone(),
-                    id.clone(),
-                    format!("{} {pos}", h.address).trim_end().to_string(),
-                ]);
+                let mut row = vec![product.clone(), role.clone(), h.az.clone(), id.clone()];
+                if let Some(waves) = &waves {
+                    row.push(waves.wave_of(id).map_or("-".into(), |k| k.to_string()));
+                }
+                row.push(format!("{} {pos}", h.address).trim_end().to_string());
+                rows.push(row);
             }
         }
     }
     rows.sort();
-    render(&["PRODUCT", "ROLE", "AZ", "HOST", "ADDRESS"], &rows)
+    match waves {
+        Some(_) => render(&["PRODUCT", "ROLE", "AZ", "HOST", "WAVE", "ADDRESS"], &rows),
+        None => render(&["PRODUCT", "ROLE", "AZ", "HOST", "ADDRESS"], &rows),
+    }
 }
 
-fn render(header: &[&str; 5], rows: &[[String; 5]]) -> String {
-    let mut widths: BTreeMap<usize, usize> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (i, h.len()))
-        .collect();
+/// A text table: a header line and left-aligned columns two spaces apart (also `fleet
+/// status`'s). Cells are printed as given: callers escape what needs it.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
-            let w = widths.entry(i).or_default();
-            *w = (*w).max(cell.len());
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
         }
     }
     let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[&i]))
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
-    line(header.to_vec(), &mut out);
+    line(&mut header.iter().copied());
     for row in rows {
-        line(row.iter().map(String::as_str).collect(), &mut out);
+        line(&mut row.iter().map(String::as_str));
     }
     out
 }

@@ -485,3 +485,33 @@ fn server_ids_are_deterministic_and_never_zero() {
     assert_eq!(server_id("db-1", "0.0.0.0"), 1_148_644_353);
     assert_ne!(server_id("db-2", "::1"), server_id("db-1", "::1"));
 }
+
+const ROLLOUT: &str =
+    "\n[rollout]\nwaves = [1, 10, 50, 100]\nbake = \"10m\"\nstart = 2026-12-04T16:00:00Z\n";
+
+#[test]
+fn a_rollout_table_is_part_of_the_schema() {
+    let text = format!("{MAP}{ROLLOUT}max_failed = 1\n");
+    assert_eq!(issues(&text), Vec::<Issue>::new());
+    let map = load(text.as_bytes()).expect("valid");
+    let rollout = map.rollout.expect("[rollout] kept");
+    assert_eq!(rollout.waves, vec![1, 10, 50, 100]);
+    assert_eq!(rollout.max_failed, 1);
+}
+
+#[test]
+fn rollout_problems_carry_their_paths() {
+    let text = format!("{MAP}{ROLLOUT}colour = 1\n");
+    assert_issue(&text, "rollout.colour", "unknown key");
+    let bad = ROLLOUT
+        .replace("[1, 10, 50, 100]", "[1, 10, 5, 90]")
+        .replace("\"10m\"", "\"later\"")
+        .replace("16:00:00Z", "16:00:00");
+    let text = format!("{MAP}{bad}max_failed = -3\n");
+    assert_issue(&text, "rollout.waves[2]", "strictly increasing");
+    assert_issue(&text, "rollout.waves[3]", "must be 100");
+    assert_issue(&text, "rollout.bake", "\"later\"");
+    assert_issue(&text, "rollout.start", "UTC");
+    assert_issue(&text, "rollout.max_failed", "negative");
+    assert_issue(&format!("{MAP}\n[rollout]\n"), "rollout.waves", "required");
+}

@@ -26,6 +26,9 @@ pub struct RoleMap {
     /// Hosts by id.
     #[serde(default)]
     pub hosts: BTreeMap<String, Host>,
+    /// A staged rollout of this generation (SPEC §9.2); absent: every host applies at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Keys not in the schema.
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,
@@ -154,6 +157,26 @@ pub struct Host {
     /// MySQL/MariaDB port, when not the default 3306 (rolecall's extension of SPEC §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_port: Option<u16>,
+    /// Keys not in the schema.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: Unknown,
+}
+
+/// `[rollout]` as written (SPEC §9.2); `fleet::waves::Schedule` is its checked form.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Rollout {
+    /// Cumulative percent of the map's hosts per wave, strictly increasing, ending at 100.
+    #[serde(default)]
+    pub waves: Vec<i64>,
+    /// Time between two waves' openings, as a duration string (`"10m"`).
+    #[serde(default)]
+    pub bake: String,
+    /// When wave 0 opens: an RFC 3339 UTC datetime (set by `map publish --rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<toml::value::Datetime>,
+    /// Failed or silent hosts of opened waves tolerated before the rollout halts.
+    #[serde(default)]
+    pub max_failed: i64,
     /// Keys not in the schema.
     #[serde(flatten, skip_serializing)]
     pub unknown: Unknown,

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::roles;
-use super::types::{Database, Host, Product, RoleMap, Unknown};
+use super::types::{Database, Host, Product, RoleMap, Rollout, Unknown};
 
 /// The schema version this agent reads.
 pub const SCHEMA: i64 = 1;
@@ -82,6 +82,9 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
     }
     v.addresses(map);
     v.issues.extend(super::positions::issues(map));
+    if let Some(rollout) = &map.rollout {
+        v.rollout(rollout);
+    }
     v.issues.extend(super::accounts::validate(map));
     v.issues
 }
@@ -205,6 +208,16 @@ impl Validator {
                     format!("{}.products[{i}]", at()),
                     format!("product {} is not in [products]", q(product)),
                 );
+            }
+        }
+    }
+
+    /// `[rollout]` (SPEC §9.2): the checks live with the schedule they produce.
+    fn rollout(&mut self, rollout: &Rollout) {
+        self.unknown(|| "rollout".to_string(), &rollout.unknown);
+        if let Err(problems) = crate::fleet::waves::Schedule::check(rollout) {
+            for p in problems {
+                self.push(format!("rollout.{}", p.key), p.message);
             }
         }
     }

@@ -290,7 +290,7 @@ fn is_conflict<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool
 }
 
 /// HTTP status of an S3 error answer; `None` when S3 did not answer (connection, timeout).
-fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+pub(crate) fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     match err {
         SdkError::ServiceError(service) => Some(service.raw().status().as_u16()),
         _ => None,
@@ -298,7 +298,9 @@ fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 }
 
 /// `HTTP 404 NoSuchKey: message` for an S3 error answer; `None` when S3 did not answer.
-fn service_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<String> {
+pub(crate) fn service_failure<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+) -> Option<String> {
     let SdkError::ServiceError(service) = err else {
         return None;
     };

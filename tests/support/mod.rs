@@ -10,8 +10,10 @@
 )]
 
 pub mod apache;
+pub mod chromium;
 pub mod debian;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod imds;
 pub mod mariadb;

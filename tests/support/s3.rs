@@ -186,7 +186,8 @@ impl Moto {
         bucket
     }
 
-    fn create_bucket(&self, bucket: &str, versioned: bool) {
+    /// Creates `bucket` (a name the test chose), versioned if asked.
+    pub fn create_bucket(&self, bucket: &str, versioned: bool) {
         let client = self.client();
         block_on(async {
             client.create_bucket().bucket(bucket).send().await?;
