@@ -1,5 +1,6 @@
 //! Stage 6, apply (SPEC §7.5): one service's changes as a transaction. Every file is
-//! backed up (in memory, from the plan's snapshot), written atomically through `sys::fs`,
+//! backed up (in memory, from the plan's snapshot), written atomically through one
+//! `sys::fs` transaction (directories opened once, each synced once before the check),
 //! then the service's check command runs; on any failure every file of the service is put
 //! back byte for byte and the service is not reloaded.
 
@@ -11,7 +12,7 @@ use tracing::{info, instrument, warn};
 use crate::catalog::Service;
 use crate::plan::{Action, Change, DiskState};
 use crate::sys::exec;
-use crate::sys::fs::Fs;
+use crate::sys::fs::{Fs, Transaction};
 
 /// One file written or removed, with what was there before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,63 +61,75 @@ pub enum Error {
     },
 }
 
-/// Apply `changes` for `service`: write, check, and on failure restore.
+/// Apply `changes` for `service`: write every file (each fsynced), sync each directory
+/// written to once, run the check; on any failure restore every file of the service.
 ///
 /// # Errors
 /// `Write` or `Check`, after restoring the service's files.
-#[instrument(skip_all, fields(service = service_name(service)))]
+#[instrument(skip_all, fields(service = service_name(service, changes)))]
 pub async fn apply(
     fs: &Fs,
     service: Option<&Service>,
     changes: &[&Change],
 ) -> Result<Receipt, Error> {
-    let name = service_name(service);
+    let mut txn = fs.transaction();
     let mut receipt = Receipt {
         service: service.map(|s| s.name.clone()),
         applied: Vec::new(),
     };
-    for change in changes {
-        if let Err(source) = write(fs, change) {
-            let restore_errors = restore(fs, &receipt.applied);
-            return Err(Error::Write {
-                service: name,
-                source,
-                restore_errors,
-            });
-        }
-        receipt.applied.push(Applied {
-            path: change.path.clone(),
-            action: change.action,
-            before: change.before.clone(),
+    if let Err(source) = write_all(&mut txn, changes, &mut receipt.applied) {
+        return Err(Error::Write {
+            service: service_name(service, changes),
+            restore_errors: restore_in(&mut txn, &receipt.applied),
+            source,
         });
-        info!(path = %change.path.display(), action = ?change.action, "file written");
     }
     if let Some(check) = service.and_then(|s| s.check.as_ref().map(|c| (c, s.timeout))) {
         if let Err(source) = exec::run_ok(check.0, check.1).await {
             warn!(error = %source, "check failed, restoring files");
-            let restore_errors = restore(fs, &receipt.applied);
             return Err(Error::Check {
-                service: name,
+                service: service_name(service, changes),
+                restore_errors: restore_in(&mut txn, &receipt.applied),
                 source,
-                restore_errors,
             });
         }
     }
     Ok(receipt)
 }
 
-fn write(fs: &Fs, change: &Change) -> Result<(), crate::sys::fs::Error> {
-    match (&change.action, &change.after) {
-        (Action::Remove, _) | (_, None) => fs.remove(&change.path),
-        (_, Some(after)) => fs.write(&change.path, after),
+/// Write every change, recording each one done in `applied`, then make the directory
+/// entries durable: every file is on disk before the service's check reads it (SPEC §7.5),
+/// with one directory fsync per directory, not one per file (issue 13).
+fn write_all(
+    txn: &mut Transaction<'_>,
+    changes: &[&Change],
+    applied: &mut Vec<Applied>,
+) -> Result<(), crate::sys::fs::Error> {
+    for change in changes {
+        match (&change.action, &change.after) {
+            (Action::Remove, _) | (_, None) => txn.remove(&change.path)?,
+            (_, Some(after)) => txn.write(&change.path, after)?,
+        }
+        applied.push(Applied {
+            path: change.path.clone(),
+            action: change.action,
+            before: change.before.clone(),
+        });
+        info!(path = %change.path.display(), action = ?change.action, "file written");
     }
+    txn.sync()
 }
 
-/// Put every applied file back, newest first; returns the files that could not be restored.
+/// Put every applied file back, newest first, durably; returns the files that could not be
+/// restored.
 pub fn restore(fs: &Fs, applied: &[Applied]) -> Vec<String> {
+    restore_in(&mut fs.transaction(), applied)
+}
+
+fn restore_in(txn: &mut Transaction<'_>, applied: &[Applied]) -> Vec<String> {
     let mut errors = Vec::new();
     for a in applied.iter().rev() {
-        match fs.restore(&a.path, &a.before) {
+        match txn.restore(&a.path, &a.before) {
             Ok(()) => info!(path = %a.path.display(), "file restored"),
             Err(e) => {
                 tracing::error!(path = %a.path.display(), error = %e, "restore failed");
@@ -124,11 +137,20 @@ pub fn restore(fs: &Fs, applied: &[Applied]) -> Vec<String> {
             }
         }
     }
+    if let Err(e) = txn.sync() {
+        tracing::error!(error = %e, "restored files not synced");
+        errors.push(format!("syncing restored files: {e}"));
+    }
     errors
 }
 
-fn service_name(service: Option<&Service>) -> String {
-    service.map_or_else(|| "-".to_string(), |s| s.name.clone())
+/// The service's name; with services off (`--files-only`) the one the files belong to.
+fn service_name(service: Option<&Service>, changes: &[&Change]) -> String {
+    let of_files = || changes.first().and_then(|c| c.service.clone());
+    service
+        .map(|s| s.name.clone())
+        .or_else(of_files)
+        .unwrap_or_else(|| "-".to_string())
 }
 
 /// What the status record keeps of an applied file.

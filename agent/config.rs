@@ -440,6 +440,25 @@ url = "file:///etc/rolecall/map.toml"
         assert_eq!(s.allowed_roots.len(), DEFAULT_ALLOWED_ROOTS.len());
     }
 
+    /// The default allowed roots are defined once, here; the packaged agent.toml leaves
+    /// them unset and only shows them, commented out, and what it shows must be them.
+    #[test]
+    fn the_packaged_config_uses_the_default_roots_and_shows_them_as_they_are() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = Settings::from_toml(&text, &path).unwrap();
+        let defaults: Vec<PathBuf> = DEFAULT_ALLOWED_ROOTS.iter().map(PathBuf::from).collect();
+        assert_eq!(s.allowed_roots, defaults);
+        let shown: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# allowed_roots = ["))
+            .skip(1)
+            .take_while(|l| !l.starts_with("# ]"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(shown, DEFAULT_ALLOWED_ROOTS, "agent.toml shows other roots");
+    }
+
     #[test]
     fn unknown_key_names_key_and_line() {
         let err = load(&format!("{MINIMAL}\n[paths]\nstate_dir = \"/x\"\n")).unwrap_err();

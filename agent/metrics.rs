@@ -28,18 +28,24 @@ pub struct Counters {
 
 impl Counters {
     /// Count one finished reconcile.
+    /// A held reconcile (the inputs of a failure in its backoff) did nothing: it counts
+    /// as `held`, not as another failure or rollback.
     pub fn count(&mut self, report: &RunReport) {
-        *self
-            .reconciles
-            .entry(outcome_label(report.outcome).to_string())
-            .or_default() += 1;
-        if report.outcome == Outcome::RolledBack {
+        let label = match report.held {
+            true => HELD,
+            false => outcome_label(report.outcome),
+        };
+        *self.reconciles.entry(label.to_string()).or_default() += 1;
+        if report.outcome == Outcome::RolledBack && !report.held {
             self.rollbacks += 1;
         }
         let failed = report.smoke.iter().filter(|s| !s.ok).count();
         self.smoke_failures += u64::try_from(failed).unwrap_or(u64::MAX);
     }
 }
+
+/// The `outcome` label of reconciles that repeated a held failure without doing anything.
+pub const HELD: &str = "held";
 
 /// The label value of an outcome.
 pub fn outcome_label(o: Outcome) -> &'static str {
@@ -62,14 +68,15 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
         );
     }
     let _ = writeln!(out, "# HELP rolecall_reconciles_total Reconciles by outcome.\n# TYPE rolecall_reconciles_total counter");
-    for outcome in [
+    let labels = [
         Outcome::Converged,
         Outcome::Waiting,
         Outcome::Failed,
         Outcome::RolledBack,
         Outcome::Invalid,
-    ] {
-        let label = outcome_label(outcome);
+    ]
+    .map(outcome_label);
+    for label in labels.into_iter().chain([HELD]) {
         let n = counters.reconciles.get(label).copied().unwrap_or(0);
         let _ = writeln!(out, "rolecall_reconciles_total{{outcome=\"{label}\"}} {n}");
     }
@@ -165,6 +172,24 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A poll held in a failure's backoff repeats its outcome but did nothing: it is not
+    /// another rollback.
+    #[test]
+    fn held_reconciles_are_not_counted_as_rollbacks() {
+        let mut counters = Counters::default();
+        let mut rolled = RunReport::start(crate::report::Trigger::Poll);
+        rolled.finish(Outcome::RolledBack, "rolled back: x");
+        counters.count(&rolled);
+        let mut held = rolled.clone();
+        held.held = true;
+        counters.count(&held);
+        counters.count(&held);
+        assert_eq!(counters.rollbacks, 1);
+        assert_eq!(counters.reconciles["rolled_back"], 1);
+        assert_eq!(counters.reconciles[HELD], 2);
+        assert!(render(&held, &counters).contains("rolecall_reconciles_total{outcome=\"held\"} 2"));
+    }
 
     #[test]
     fn counts_and_renders_every_metric() {

@@ -235,6 +235,10 @@ pub struct RunReport {
     pub timings: BTreeMap<String, u64>,
     /// Time of the last converged reconcile (carried over between runs).
     pub last_converged_unix: Option<u64>,
+    /// Nothing was done: the inputs of a failure still in its backoff; the outcome and
+    /// message repeat that failure's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl RunReport {
@@ -260,6 +264,7 @@ impl RunReport {
             smoke_after_rollback: Vec::new(),
             timings: BTreeMap::new(),
             last_converged_unix: None,
+            held: false,
         }
     }
 
@@ -298,10 +303,13 @@ impl RunReport {
                 (Outcome::Converged, self.converged("no changes"))
             }
             Ended::Quiet { waiting: true } | Ended::Waiting => (Outcome::Waiting, self.waiting()),
-            Ended::Held { outcome, message } => (
-                outcome,
-                format!("{message} (retrying after a backoff, or at once on a new map or catalog)"),
-            ),
+            Ended::Held { outcome, message } => {
+                self.held = true;
+                let text = format!(
+                    "{message} (retrying after a backoff, or at once on a new map or catalog)"
+                );
+                (outcome, text)
+            }
             Ended::Applied(applied) => self.applied(applied),
         }
     }

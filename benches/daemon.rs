@@ -35,18 +35,17 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fixture::{describe, Agent, Setup};
+use fixture::{describe, docroots, Agent, Setup};
 use support::apache::Apache;
 use support::imds::{ImdsMeta, ImdsServer};
 use support::notify::NotifySocket;
 use support::s3::Moto;
-use support::{command_line, log_tail, strip_ansi, terminate_child};
 
 /// The instance id IMDS reports and the map assigns the web role.
 const ID: &str = "i-0123456789abcdef0";
@@ -57,7 +56,6 @@ const BROKEN: &str = "zeta";
 const MAP_KEY: &str = "rolemap.toml";
 const HEALTH: &str = "/health.txt";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The web role's smoke timeout as shipped in `templates/web.toml`, and the short variant.
 const SHIPPED_SMOKE_TIMEOUT: &str = "timeout = \"15s\"";
 const SHORT_SMOKE_TIMEOUT: &str = "timeout = \"2s\"";
@@ -150,7 +148,7 @@ fn sanity() {
     let started = Instant::now();
     let mut agent = Agent::new(Setup::new(ID, "127.0.0.1"));
     let apache = Apache::start(&agent.root);
-    agent.setup = apache_setup(Setup::new(ID, "127.0.0.1"), &apache);
+    agent.setup = Setup::new(ID, "127.0.0.1").apache(&apache);
     agent.write_config();
     agent.write_map(&web_map(1, &PRODUCTS, &docroots(&agent, &PRODUCTS)));
     let (daemon, ready) = Daemon::start(&agent, &[]);
@@ -189,7 +187,7 @@ fn issue3_boot(ec2: &Ec2, rounds: &Rounds) {
             let agent = Agent::new(setup);
             ec2.publish(&web_map(1, &PRODUCTS, &docroots(&agent, &PRODUCTS)));
             let (daemon, ready) = Daemon::start(&agent, &ec2.env());
-            let status = status(&agent);
+            let status = agent.status();
             drop(daemon);
             if i > 0 {
                 boots.add(ready, &status);
@@ -240,9 +238,9 @@ fn idle_case(ec2: &Ec2, rounds: &Rounds, imds: bool) {
     std::thread::sleep(Duration::from_millis(300));
     let polls = count(304) - polls_before;
     let bodies = count(200) - bodies_before;
-    let last = status(&agent);
+    let last = agent.status();
+    let log = DaemonLog::read(&daemon.daemon);
     drop(daemon);
-    let log = DaemonLog::read(&agent);
 
     let cpu = after.cpu_s - before.cpu_s;
     let sched = after.sched_s - before.sched_s;
@@ -303,9 +301,8 @@ struct DaemonLog {
 }
 
 impl DaemonLog {
-    fn read(agent: &Agent) -> DaemonLog {
-        let text = std::fs::read_to_string(agent.dir.path().join("daemon.log")).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(strip_ansi).collect();
+    fn read(daemon: &fixture::Daemon) -> DaemonLog {
+        let lines = daemon.log_lines();
         let reconciles = lines
             .iter()
             .filter(|l| l.contains("reconcile finished"))
@@ -329,7 +326,7 @@ fn issue4_boot(ec2: &Ec2, rounds: &Rounds) {
         ec2.publish(&web_map(1, &PRODUCTS, &agent.path("/var/www")));
         let generation = apache.generation();
         let (daemon, ready) = Daemon::start(&agent, &ec2.env());
-        let status = status(&agent);
+        let status = agent.status();
         for p in PRODUCTS {
             assert_eq!(
                 apache.get(&domain(p), HEALTH),
@@ -337,6 +334,7 @@ fn issue4_boot(ec2: &Ec2, rounds: &Rounds) {
                 "{p} not served after READY=1"
             );
         }
+        assert_eq!(apache.reloads().len(), 1, "one reload at boot");
         assert!(
             apache.wait_generation(generation + 1, Duration::from_secs(10)),
             "no reload"
@@ -499,20 +497,11 @@ fn noop_setup(ec2: &Ec2, http_port: u16) -> Setup {
         .service("apache2", "reload = \"true\"")
 }
 
-/// `setup` pointed at `apache`: its port and its real check and graceful reload commands.
-fn apache_setup(setup: Setup, apache: &Apache) -> Setup {
-    let line = |key: &str, argv: &[String]| format!("{key} = {:?}", command_line(argv));
-    setup
-        .var(&format!("http_port = {}", apache.port()))
-        .service("apache2", &line("check", &apache.check_cmd()))
-        .service("apache2", &line("reload", &apache.reload_cmd()))
-}
-
 /// A fresh EC2 web agent and an Apache serving its `--root`, with docroots and health pages.
 fn apache_agent(ec2: &Ec2) -> (Agent, Apache) {
     let mut agent = Agent::new(ec2.setup());
     let apache = Apache::start(&agent.root);
-    agent.setup = apache_setup(ec2.setup(), &apache);
+    agent.setup = ec2.setup().apache(&apache);
     agent.write_config();
     docroots(&agent, &PRODUCTS);
     (agent, apache)
@@ -558,16 +547,6 @@ fn domain(product: &str) -> String {
     format!("{product}.example.test")
 }
 
-/// Docroots with a health page for each product, under the agent's root.
-fn docroots(agent: &Agent, products: &[&str]) -> PathBuf {
-    let base = agent.path("/var/www");
-    for p in products {
-        std::fs::create_dir_all(base.join(p)).expect("docroot");
-        std::fs::write(base.join(p).join("health.txt"), format!("ok {p}\n")).expect("health");
-    }
-    base
-}
-
 /// The fixture's web map for `products` with docroots under `base`, the web host being `ID`.
 fn web_map(generation: u64, products: &[&str], base: &Path) -> String {
     fixture::web_map(generation, products, base).replace("[hosts.web-1]", &format!("[hosts.{ID}]"))
@@ -576,39 +555,49 @@ fn web_map(generation: u64, products: &[&str], base: &Path) -> String {
 // ---------------------------------------------------------------------------------------
 // Running the agent
 
-/// A running `rolecall run`; stopped with SIGTERM on drop.
+/// A running `rolecall run` (the harness's launcher) that sent `READY=1`.
 ///
 /// After `READY=1` a thread keeps reading the notify socket, as systemd does: the daemon
 /// sends `STATUS=` after every reconcile with a blocking send, and an unread socket (10
 /// datagrams, `net.unix.max_dgram_qlen`) would stall it.
 struct Daemon {
-    child: Child,
+    daemon: fixture::Daemon,
     drain: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl Daemon {
-    /// Starts the daemon and waits for `READY=1`; returns it and the time from spawn.
+    /// Starts the daemon, waits for `READY=1` and then for the boot reconcile to finish;
+    /// returns it and the time from spawn to `READY=1`. Logs
+    /// at `info`, the daemon's default level, so that logging costs what it does in
+    /// production.
     fn start(agent: &Agent, env: &[(String, String)]) -> (Daemon, Duration) {
         let mut notify = NotifySocket::new();
-        let log = agent.dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).expect("daemon log");
-        let mut cmd = agent.command(&["run"]);
-        cmd.envs(env.iter().cloned())
-            .env("NOTIFY_SOCKET", notify.path())
-            .stdout(Stdio::null())
-            .stderr(log_file);
+        let mut env = env.to_vec();
+        env.push(("NOTIFY_SOCKET".into(), notify.path().display().to_string()));
+        env.push(("RUST_LOG".into(), "info".into()));
         let started = Instant::now();
-        let child = cmd.spawn().expect("starting rolecall run");
+        let daemon = fixture::Daemon::start(agent, &env);
         let seen = notify.recv_until(READY_TIMEOUT, |n| n.has("READY", "1"));
         let ready = started.elapsed();
-        let mut daemon = Daemon { child, drain: None };
+        let mut daemon = Daemon {
+            daemon,
+            drain: None,
+        };
         if !seen.last().is_some_and(|n| n.has("READY", "1")) {
             panic!(
                 "no READY=1 within {READY_TIMEOUT:?}; notifications {:?}\n{}",
                 seen.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
-                log_tail(&log, 30)
+                daemon.daemon.log_tail()
             );
         }
+        // READY=1 comes once the files are installed and checked, before the reloads and
+        // smoke tests (issue 16): the boot reconcile's record says when it has finished.
+        let finished = support::wait_until(READY_TIMEOUT, || agent.status()["trigger"] == "boot");
+        assert!(
+            finished,
+            "the boot reconcile did not finish within {READY_TIMEOUT:?}\n{}",
+            daemon.daemon.log_tail()
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let stop = Arc::clone(&stop);
@@ -623,13 +612,13 @@ impl Daemon {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon.pid()
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        terminate_child(&mut self.child, STOP_TIMEOUT);
+        self.daemon.stop();
         if let Some((stop, reader)) = self.drain.take() {
             stop.store(true, Ordering::SeqCst);
             let _ = reader.join();
@@ -643,12 +632,6 @@ fn sync(agent: &Agent, env: &[(String, String)]) -> Output {
         .envs(env.iter().cloned())
         .output()
         .expect("running rolecall sync")
-}
-
-fn status(agent: &Agent) -> serde_json::Value {
-    let out = agent.run(&["status", "--json"]);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status --json: {e}\n{}", describe(&out)))
 }
 
 #[track_caller]

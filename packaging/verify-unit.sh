@@ -219,7 +219,10 @@ covered_by() {
 check_write_paths() {
     local rw roots path missing=()
     rw=" $(grep -E '^ReadWritePaths=' "$unit_src" | cut -d= -f2- | tr '\n' ' ') "
-    roots="$(awk '/^allowed_roots *= *\[/{on=1} on{print} on&&/\]/{exit}' "$agent_toml" \
+    # The default, shown commented out in agent.toml (rolecall defines it), or a
+    # setting that replaces it.
+    roots="$(sed 's/^# \{0,1\}//' "$agent_toml" \
+        | awk '/^allowed_roots *= *\[/{on=1} on{print} on&&/\]/{exit}' \
         | grep -o '"/[^"]*"' | tr -d '"')"
     roots+=$'\n'"$(sed -n 's/^state *= *"\(.*\)".*/\1/p' "$agent_toml")"
     [ -n "$roots" ] || { fail "no allowed_roots found in $agent_toml"; return; }

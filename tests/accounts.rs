@@ -10,8 +10,11 @@ use std::path::Path;
 
 use rolecall::source::sha256_hex;
 
-use crate::fixture::{assert_exit, describe, identity_of, stdout, Agent, Setup};
-use crate::reconcile::{docroots, web_agent};
+use crate::fixture::{
+    assert_exit, assert_stderr, assert_stdout, describe, docroots, identity_of, stdout, Agent,
+    Setup,
+};
+use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 
 /// The account files a reconcile may change, and login.defs (USERGROUPS_ENAB, as Debian).
@@ -166,12 +169,7 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     );
 
     let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("account  create user tv"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&out, 0, &["account  create user tv"]);
     assert_eq!(
         line_of(&agent, "/etc/passwd", "tv").as_deref(),
         Some("tv:x:20001:20001::/srv/tv:/usr/sbin/nologin")
@@ -232,12 +230,7 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     // does foreign (inside it, but never created by rolecall).
     agent.write_map(&map(3, &[], "/bin/bash", &["adm"]));
     let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("account  remove user tv (uid 20001)"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&out, 0, &["account  remove user tv (uid 20001)"]);
     assert_eq!(line_of(&agent, "/etc/passwd", "tv"), None);
     assert_eq!(line_of(&agent, "/etc/group", "tv"), None);
     assert_eq!(line_of(&agent, "/etc/shadow", "tv"), None);
@@ -388,12 +381,7 @@ fn with_accounts_unmanaged_nothing_is_created_and_their_owners_must_exist() {
     let before = root_accounts(&agent);
     agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
     let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("user \"tv\" does not exist"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr(&out, 2, &["user \"tv\" does not exist"]);
     assert_eq!(root_accounts(&agent), before);
     host.check();
 }

@@ -5,7 +5,9 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::fixture::{assert_exit, describe, memcached_map, replace_in, stdout, Agent, Setup};
+use crate::fixture::{
+    assert_exit, assert_stderr, assert_stdout, memcached_map, replace_in, stdout, Agent, Setup,
+};
 
 /// A memcached agent whose smoke test targets `port`, with a 2 s smoke deadline.
 fn agent(port: u16) -> Agent {
@@ -50,16 +52,10 @@ fn map_validate_exits_0_for_valid_and_2_with_every_path_for_invalid() {
     )
     .expect("bad map");
     let out = agent.run(&["map", "validate", bad.to_str().expect("utf-8")]);
-    assert_exit(&out, 2);
-    assert!(
-        stdout(&out).contains("hosts.cache-1.address"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout(&out).contains("hosts.cache-1.colour: unknown key"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &out,
+        2,
+        &["hosts.cache-1.address", "hosts.cache-1.colour: unknown key"],
     );
 }
 
@@ -71,18 +67,14 @@ fn sync_exits_0_when_converged_1_when_rolled_back_2_on_bad_input() {
     assert!(ok.path("/etc/memcached.conf").exists());
 
     let failing = agent(closed_port());
-    let out = failing.run(&["sync"]);
-    assert_exit(&out, 1);
-    assert!(stdout(&out).contains("rolled back"), "{}", describe(&out));
+    assert_stdout(&failing.run(&["sync"]), 1, &["rolled back"]);
     assert!(
         !failing.path("/etc/memcached.conf").exists(),
         "a rolled-back file stayed"
     );
 
     ok.write_map(&memcached_map(2, "cli").replace("schema = 1", "schema = 9"));
-    let out = ok.run(&["sync"]);
-    assert_exit(&out, 2);
-    assert!(stdout(&out).contains("schema"), "{}", describe(&out));
+    assert_stdout(&ok.run(&["sync"]), 2, &["schema"]);
 }
 
 #[test]
@@ -93,35 +85,21 @@ fn a_bad_agent_config_exits_2_naming_the_key() {
         "[vars]",
         "[vars]\n[surprise]\nkey = 1\n[vars2]",
     );
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("surprise"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr(&agent.run(&["sync"]), 2, &["surprise"]);
 }
 
 #[test]
 fn plan_exits_3_with_pending_changes_0_without_and_2_on_bad_input() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let agent = agent(listener.local_addr().expect("addr").port());
-    let out = agent.run(&["plan", "--color", "never"]);
-    assert_exit(&out, 3);
-    assert!(
-        stdout(&out).contains("+++ b/etc/memcached.conf"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout(&out).contains("would check and reload service memcached"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout(&out).contains("would run smoke test memcached tcp"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &agent.run(&["plan", "--color", "never"]),
+        3,
+        &[
+            "+++ b/etc/memcached.conf",
+            "would check and reload service memcached",
+            "would run smoke test memcached tcp",
+        ],
     );
     assert!(
         !agent.path("/etc/memcached.conf").exists(),
@@ -138,12 +116,8 @@ fn check_returns_each_plugin_state() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let agent = agent(listener.local_addr().expect("addr").port());
     let out = agent.run(&["check"]);
-    assert_exit(&out, 3);
-    assert!(
-        stdout(&out).starts_with("ROLECALL UNKNOWN - "),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&out, 3, &["ROLECALL UNKNOWN - "]);
+    assert!(stdout(&out).starts_with("ROLECALL UNKNOWN - "));
 
     assert_exit(&agent.run(&["sync"]), 0);
     let out = agent.run(&["check"]);
@@ -157,17 +131,11 @@ fn check_returns_each_plugin_state() {
 
     std::fs::remove_file(&agent.map).expect("map gone");
     assert_exit(&agent.run(&["sync"]), 0);
-    let out = agent.run(&["check"]);
-    assert_exit(&out, 1);
-    assert!(stdout(&out).contains("cached map"), "{}", describe(&out));
+    assert_stdout(&agent.run(&["check"]), 1, &["cached map"]);
 
     let failing = crate::cli::agent(closed_port());
     assert_exit(&failing.run(&["sync"]), 1);
     let out = failing.run(&["check"]);
-    assert_exit(&out, 2);
-    assert!(
-        stdout(&out).starts_with("ROLECALL CRITICAL - rolled back"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&out, 2, &["ROLECALL CRITICAL - rolled back"]);
+    assert!(stdout(&out).starts_with("ROLECALL CRITICAL - rolled back"));
 }

@@ -5,9 +5,19 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use crate::support::apache::Apache;
+use crate::support::{command_line, log_tail, strip_ansi, terminate_child};
+
+/// The tests' sample fleet, `tests/maps/sample.toml`: a valid map whose lint is clean (web
+/// and db hosts spread over zones a and b, a master with replicas in both zones and a
+/// backup), with comments that a publish must keep. The unit tests under `agent/` can
+/// `include_str!` the same file.
+pub const SAMPLE_MAP: &str = include_str!("maps/sample.toml");
 
 /// The repository's default catalog.
 pub fn default_catalog() -> PathBuf {
@@ -66,6 +76,15 @@ impl Setup {
     pub fn var(mut self, line: &str) -> Setup {
         self.vars.push(line.into());
         self
+    }
+
+    /// Serve the web role with `apache`: its port for the smoke tests, its config test
+    /// (`apache2 -t`) as the check and its counted graceful reload as the reload.
+    pub fn apache(self, apache: &Apache) -> Setup {
+        let line = |key: &str, argv: &[String]| format!("{key} = {:?}", command_line(argv));
+        self.var(&format!("http_port = {}", apache.port()))
+            .service("apache2", &line("check", &apache.check_cmd()))
+            .service("apache2", &line("reload", &apache.counted_reload_cmd()))
     }
 }
 
@@ -171,6 +190,124 @@ impl Agent {
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("running rolecall")
     }
+
+    /// The persistent counters the daemon and `sync` keep (`<state>/counters.json`):
+    /// reconciles by outcome, rollbacks, smoke test failures; `Null` before the first.
+    pub fn counters(&self) -> serde_json::Value {
+        std::fs::read(self.state().join("counters.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The last status record, as `rolecall status --json` prints it; `Null` while there is
+    /// none yet (no reconcile has finished), so that waits can poll it.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.run(&["status", "--json"]).stdout)
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How long a stopping daemon may take to finish its reconcile and exit.
+const DAEMON_STOP: Duration = Duration::from_secs(10);
+
+/// A running `rolecall run` of an agent, its stderr in `<agent dir>/daemon.log`; stopped
+/// with SIGTERM (and reaped) on drop.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `rolecall run` for `agent` with `env` added (the S3 server's and the IMDS
+    /// server's variables, `NOTIFY_SOCKET`, `WATCHDOG_USEC`, …). The log is at debug level
+    /// (`RUST_LOG=rolecall=debug`) unless `env` sets `RUST_LOG`. Returns at once.
+    pub fn start(agent: &Agent, env: &[(String, String)]) -> Daemon {
+        let log = agent.dir.path().join("daemon.log");
+        let file = std::fs::File::create(&log).expect("creating the daemon log");
+        let mut cmd = agent.command(&["run"]);
+        cmd.env("RUST_LOG", "rolecall=debug")
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file);
+        let child = cmd.spawn().expect("starting rolecall run");
+        Daemon { child, log }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the daemon still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits in i32"));
+        nix::sys::signal::kill(pid, signal).expect("signalling the daemon");
+    }
+
+    /// SIGTERM, then waits for the daemon to exit (it finishes a running reconcile first).
+    pub fn stop(&mut self) {
+        terminate_child(&mut self.child, DAEMON_STOP);
+    }
+
+    /// The log so far, one entry per line, colours removed.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(strip_ansi)
+            .collect()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 40)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes a FIFO at `path` to pass as `--sign-key`: a `map publish` or `map promote` reading
+/// its key from it stops there, after reading the published map and before writing, until
+/// [`hand_key`] writes the key.
+pub fn key_fifo(path: &Path) {
+    let owner = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
+    nix::unistd::mkfifo(path, owner)
+        .unwrap_or_else(|err| panic!("mkfifo {}: {err}", path.display()));
+}
+
+/// Once `child` has opened `fifo` for reading (so it has read the map), runs `meanwhile`
+/// and writes `secret` into the FIFO; panics if the child exits first (never blocks on it).
+pub fn hand_key(fifo: &Path, secret: &[u8], child: &mut Child, meanwhile: impl FnOnce()) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opened = None;
+    let ready = crate::support::wait_until(Duration::from_secs(20), || {
+        // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) until a reader has it open.
+        opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo)
+            .ok();
+        opened.is_some() || !matches!(child.try_wait(), Ok(None))
+    });
+    let Some(mut writer) = opened.filter(|_| ready) else {
+        panic!(
+            "rolecall exited without reading its key: {:?}",
+            child.try_wait()
+        );
+    };
+    meanwhile();
+    std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
 }
 
 /// Stdout, stderr and exit code as one string, for assertion messages.
@@ -187,6 +324,36 @@ pub fn describe(out: &Output) -> String {
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{}", describe(out));
+}
+
+/// Assert the exit code and that stdout holds each of `needles`, showing the output
+/// otherwise.
+#[track_caller]
+pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    let text = stdout(out);
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "no {needle:?} on stdout: {}",
+            describe(out)
+        );
+    }
+}
+
+/// Assert the exit code and that stderr holds each of `needles`, showing the output
+/// otherwise.
+#[track_caller]
+pub fn assert_stderr(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    let text = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "no {needle:?} on stderr: {}",
+            describe(out)
+        );
+    }
 }
 
 /// `(inode, mtime_ns)` of a file: equal before and after means it was not rewritten.
@@ -261,6 +428,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &target).expect("copy");
         }
     }
+}
+
+/// Docroots under the agent's `/var/www` with a health page (`ok PRODUCT`) for each product;
+/// the base directory.
+pub fn docroots(agent: &Agent, products: &[&str]) -> PathBuf {
+    let base = agent.path("/var/www");
+    for p in products {
+        std::fs::create_dir_all(base.join(p)).expect("docroot");
+        std::fs::write(base.join(p).join("health.txt"), format!("ok {p}\n")).expect("health page");
+    }
+    base
 }
 
 /// A map with web hosts `web-1`/`web-2`, a database cluster and a backup, for `products`

@@ -1,8 +1,9 @@
-//! Golden tests (STYLE §3.11): each `tests/golden/<case>/` (`identity.toml`, `map.toml`,
-//! optional `vars.toml`) renders the default catalog through the library, matching
-//! `expected/<logical path>` byte for byte, no file missing or extra; `fails/` holds maps
-//! validation rejects and templates that must fail or stay unescaped. Regenerate with
-//! `UPDATE_GOLDEN=1 cargo test --test tests golden` and review that diff like code.
+//! Golden tests (STYLE §3.11): one fleet, `tests/golden/map.toml`, rendered for the host of
+//! each `tests/golden/<case>/` (`identity.toml`, optional `vars.toml`) with the default
+//! catalog through the library, matching `expected/<logical path>` byte for byte, no file
+//! missing or extra; `fails/` holds maps validation rejects and templates that must fail or
+//! stay unescaped. Regenerate with `UPDATE_GOLDEN=1 cargo test --test tests golden` and
+//! review that diff like code; refused under `CI`, where it would make the test unfailable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -15,6 +16,8 @@ use rolecall::text::chain;
 
 /// Set to `1` to rewrite the expected files instead of comparing with them.
 const UPDATE_VAR: &str = "UPDATE_GOLDEN";
+/// Set (to anything) by CI, where updating instead of comparing is refused.
+const CI_VAR: &str = "CI";
 /// The directory of cases; `fails` is not a case.
 const FAILS: &str = "fails";
 /// What templates see as `map.url` in every case.
@@ -25,46 +28,46 @@ pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
+/// The fleet every golden case renders a host of.
+pub fn golden_map() -> PathBuf {
+    golden_dir().join("map.toml")
+}
+
 /// The directory of one golden case.
 pub fn case_dir(case: &str) -> PathBuf {
     golden_dir().join(case)
 }
 
-/// `identity.toml` of a case: what stage 1 reports for the host.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityFile {
-    /// Host id (the key in the map).
-    pub id: String,
-    /// Primary address.
-    pub address: String,
-    /// Availability zone.
-    pub az: String,
-    /// Region.
-    pub region: String,
-    /// EC2 instance type.
-    pub instance_type: Option<String>,
-    /// AMI id.
-    pub ami_id: Option<String>,
-}
-
-impl IdentityFile {
-    /// Reads `<dir>/identity.toml`.
-    pub fn read(dir: &Path) -> IdentityFile {
-        let path = dir.join("identity.toml");
-        let text = read_text(&path);
-        toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-    }
-
-    fn identity(self) -> Identity {
-        Identity {
-            id: self.id,
-            address: self.address,
-            az: self.az,
-            region: self.region,
-            instance_type: self.instance_type,
-            ami_id: self.ami_id,
-        }
+/// `<dir>/identity.toml`: what stage 1 reports for the case's host (`id`, `address`,
+/// `az`, `region`, optionally `instance_type` and `ami_id`; no other key).
+pub fn read_identity(dir: &Path) -> Identity {
+    let path = dir.join("identity.toml");
+    let mut table: toml::Table =
+        toml::from_str(&read_text(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let mut take = |key: &str| {
+        table.remove(key).map(|value| match value {
+            toml::Value::String(text) => text,
+            other => panic!("{}: {key} = {other} is not a string", path.display()),
+        })
+    };
+    let mut need = |key: &str| {
+        take(key).unwrap_or_else(|| panic!("{}: no {key}", dir.join("identity.toml").display()))
+    };
+    let (id, address, az, region) = (need("id"), need("address"), need("az"), need("region"));
+    let (instance_type, ami_id) = (take("instance_type"), take("ami_id"));
+    assert!(
+        table.is_empty(),
+        "{}: unknown keys {:?}",
+        path.display(),
+        table.keys().collect::<Vec<_>>()
+    );
+    Identity {
+        id,
+        address,
+        az,
+        region,
+        instance_type,
+        ami_id,
     }
 }
 
@@ -81,15 +84,28 @@ pub fn read_vars(dir: &Path) -> toml::Table {
     toml::from_str(&read_text(&path)).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
-/// Renders the host of `dir` (identity, map, vars) with the catalog and templates in
-/// `catalog_dir`, through the library exactly as a reconcile does; the error chain on failure.
+/// Renders the host of case `dir` (its identity and vars) in the golden map with the
+/// catalog and templates in `catalog_dir`, through the library exactly as a reconcile does;
+/// the error chain on failure.
 pub fn render_case(dir: &Path, catalog_dir: &Path) -> Result<Desired, String> {
-    let identity = IdentityFile::read(dir).identity();
-    render_for(&identity, dir, catalog_dir)
+    assert!(
+        !dir.join("map.toml").exists(),
+        "{}: every case renders a host of tests/golden/map.toml; add the case's hosts there \
+         instead of a map of its own",
+        dir.display()
+    );
+    render_for(&read_identity(dir), &golden_map(), dir, catalog_dir)
 }
 
-fn render_for(identity: &Identity, dir: &Path, catalog_dir: &Path) -> Result<Desired, String> {
-    let bytes = std::fs::read(dir.join("map.toml")).expect("reading the case's map.toml");
+/// Renders `identity`'s host in the map at `map_path`, with the vars of `dir`.
+fn render_for(
+    identity: &Identity,
+    map_path: &Path,
+    dir: &Path,
+    catalog_dir: &Path,
+) -> Result<Desired, String> {
+    let bytes = std::fs::read(map_path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", map_path.display()));
     let map = rolemap::load(&bytes).map_err(|err| chain(&err))?;
     let view = match rolemap::resolve(&map, identity) {
         Resolution::Assigned(view) => view,
@@ -143,25 +159,10 @@ fn expected_path(expected: &Path, logical: &Path) -> PathBuf {
 
 /// Every file under `expected/`, keyed by logical path.
 fn read_expected(expected: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    collect(expected, expected, &mut files);
-    files
-}
-
-fn collect(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("a directory entry under expected/").path();
-        if path.is_dir() {
-            collect(base, &path, out);
-        } else {
-            let relative = path.strip_prefix(base).expect("a path under expected/");
-            let bytes = std::fs::read(&path).expect("reading an expected file");
-            out.insert(Path::new("/").join(relative), bytes);
-        }
-    }
+    crate::fixture::tree(expected)
+        .into_iter()
+        .map(|(relative, bytes)| (Path::new("/").join(relative), bytes))
+        .collect()
 }
 
 /// Replaces `expected/` with what was rendered.
@@ -219,9 +220,21 @@ pub fn diff(expected: &[u8], actual: &[u8]) -> String {
         .to_string()
 }
 
+/// Whether `UPDATE_GOLDEN=1` asks to rewrite the expected files; panics under `CI`, where
+/// an update would turn the comparison into a test that cannot fail.
+fn updating() -> bool {
+    let updating = std::env::var(UPDATE_VAR).is_ok_and(|v| v == "1");
+    assert!(
+        !(updating && std::env::var_os(CI_VAR).is_some()),
+        "{UPDATE_VAR}=1 is refused when {CI_VAR} is set: it rewrites expected/ instead of \
+         comparing with it; regenerate locally and commit the reviewed diff"
+    );
+    updating
+}
+
 #[test]
 fn golden_cases_render_byte_for_byte() {
-    let updating = std::env::var(UPDATE_VAR).is_ok_and(|v| v == "1");
+    let updating = updating();
     let mut problems = Vec::new();
     for case in cases() {
         let dir = case_dir(&case);
@@ -373,8 +386,14 @@ fn fails_identity(id: &str) -> Identity {
 #[test]
 fn golden_fails_undefined_variable_names_the_variable_template_and_product() {
     let dir = fails_dir();
-    let err = render_for(&fails_identity("broken-1"), &dir, &dir.join("catalog"))
-        .expect_err("a template reading an undefined variable must not render");
+    let map = dir.join("map.toml");
+    let err = render_for(
+        &fails_identity("broken-1"),
+        &map,
+        &dir,
+        &dir.join("catalog"),
+    )
+    .expect_err("a template reading an undefined variable must not render");
     for needle in [
         "broken/vhost.conf.tera",
         "product.admin_email",
@@ -388,7 +407,8 @@ fn golden_fails_undefined_variable_names_the_variable_template_and_product() {
 #[test]
 fn golden_fails_autoescape_sensitive_characters_are_not_escaped() {
     let dir = fails_dir();
-    let desired = render_for(&fails_identity("raw-1"), &dir, &dir.join("catalog"))
+    let map = dir.join("map.toml");
+    let desired = render_for(&fails_identity("raw-1"), &map, &dir, &dir.join("catalog"))
         .unwrap_or_else(|err| panic!("rendering the raw role: {err}"));
     let directive = r#"<Location "/a&b"> Require all granted </Location>"#;
     let text = content(&desired, "/etc/apache2/conf-enabled/raw-snippet.conf");

@@ -2,13 +2,15 @@
 //! (two concurrent publishes, a write over a changed ETag, a stale file), nothing uploaded
 //! for an invalid map, signed maps end to end, promotion and its refusal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use rolecall::source::verify;
 
-use crate::fixture::{assert_exit, describe, stdout};
-use crate::map_cli::{write, CLEAN_MAP};
+use crate::fixture::{
+    assert_exit, assert_stderr, assert_stdout, describe, hand_key, key_fifo, stdout, SAMPLE_MAP,
+};
+use crate::map_cli::write;
 use crate::support::s3::Moto;
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -61,6 +63,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A fresh bucket in the shared moto, holding `map` as `rolemap.toml` if given; the bucket
+/// and the map's URL.
+fn bucket_with(moto: &Moto, map: Option<&str>) -> (String, String) {
+    let bucket = moto.new_bucket(false);
+    if let Some(text) = map {
+        moto.put(&bucket, "rolemap.toml", text.as_bytes());
+    }
+    let url = format!("s3://{bucket}/rolemap.toml");
+    (bucket, url)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -68,17 +81,18 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains("creating"), "{}", describe(&out));
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
+    assert_stdout(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        0,
+        &["creating"],
+    );
     let stored = String::from_utf8(moto.get(&bucket, "rolemap.toml")).expect("utf-8");
     assert_eq!(
         stored,
-        CLEAN_MAP.replace("generation = 41 ", "generation = 42 ")
+        SAMPLE_MAP.replace("generation = 41 ", "generation = 42 ")
     );
     // The operator edits the published copy and publishes it; dry run first.
     let edited = stored.replace("docroot = \"/srv/videos\"", "docroot = \"/srv/videos2\"");
@@ -103,28 +117,45 @@ fn first_publish_creates_and_a_second_raises_the_generation_keeping_comments() {
     );
 }
 
+/// Two publishes from the same published version, overlapping for certain: the first is
+/// paused between its read and its write (it waits for its signing key, see [`Paused`]).
+/// Round 0: the second is paused the same way, and both get their keys only once both
+/// have read; the signature's precondition lets one through. Round 1: the second is not
+/// signed and runs to completion in the first one's pause; the map's `If-Match` refuses
+/// the first. Either way one wins and the other exits 4.
 #[test]
 fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     let moto = Moto::shared();
-    for round in 0..3 {
-        let bucket = moto.new_bucket(false);
-        let url = format!("s3://{bucket}/rolemap.toml");
-        moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (key, _) = keygen(keys.path());
+    let secret = std::fs::read(&key).expect("secret key");
+    for round in 0..2 {
+        let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
         let dir = tempfile::tempdir().expect("temp dir");
-        let a = CLEAN_MAP.replace("/srv/videos", "/srv/videos-a");
-        let b = CLEAN_MAP.replace("videos.example.com", "videos-b.example.com");
+        let a = SAMPLE_MAP.replace("/srv/videos", "/srv/videos-a");
+        let b = SAMPLE_MAP.replace("videos.example.com", "videos-b.example.com");
         let files = [
             write(dir.path(), "a.toml", &a),
             write(dir.path(), "b.toml", &b),
         ];
-        let children: Vec<Child> = files
-            .iter()
-            .map(|f| spawn(moto, &["map", "publish", f, "--to", &url]))
-            .collect();
-        let outs: Vec<Output> = children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("waiting for rolecall"))
-            .collect();
+        let fifo = |name: &str| dir.path().join(format!("{name}.fifo"));
+        let mut first = Paused::start(moto, &bucket, &files[0], &fifo("a"));
+        let outs: Vec<Output> = if round == 0 {
+            let mut second = Paused::start(moto, &bucket, &files[1], &fifo("b"));
+            hand_key(&first.fifo, &secret, &mut first.child, || {});
+            hand_key(&second.fifo, &secret, &mut second.child, || {});
+            [first, second]
+                .map(|p| p.child.wait_with_output().expect("waiting for rolecall"))
+                .into()
+        } else {
+            let second = run(moto, &["map", "publish", &files[1], "--to", &url]);
+            hand_key(&first.fifo, &secret, &mut first.child, || {});
+            let first = first
+                .child
+                .wait_with_output()
+                .expect("waiting for rolecall");
+            vec![first, second]
+        };
         let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
         let all = format!("{}\n{}", describe(&outs[0]), describe(&outs[1]));
         let winner = match codes.as_slice() {
@@ -147,6 +178,46 @@ fn two_concurrent_publishes_one_wins_the_other_exits_4() {
     }
 }
 
+/// A `map publish` signing with a key it reads from a FIFO: it stops between reading the
+/// published map and writing its own until [`hand_key`] gives it the key.
+struct Paused {
+    child: Child,
+    fifo: PathBuf,
+}
+
+impl Paused {
+    /// Publishes `file` to `bucket/rolemap.toml`, key from a FIFO created at `fifo`; returns
+    /// once the publish has read the published map (or found none).
+    fn start(moto: &Moto, bucket: &str, file: &str, fifo: &Path) -> Paused {
+        key_fifo(fifo);
+        let url = format!("s3://{bucket}/rolemap.toml");
+        let path = format!("/{bucket}/rolemap.toml");
+        // The read is done when the map was downloaded, or found missing.
+        let reads = || {
+            moto.request_count("GET", &path, Some(200))
+                + moto.request_count("HEAD", &path, Some(404))
+        };
+        let reads_before = reads();
+        let fifo_arg = fifo.display().to_string();
+        let args = [
+            "map",
+            "publish",
+            file,
+            "--to",
+            &url,
+            "--sign-key",
+            &fifo_arg,
+        ];
+        let child = spawn(moto, &args);
+        let read = crate::support::wait_until(TIMEOUT, || reads() > reads_before);
+        assert!(read, "the publish read the current map");
+        Paused {
+            child,
+            fifo: fifo.to_path_buf(),
+        }
+    }
+}
+
 /// Publish `file` to `bucket/rolemap.toml` signed with a key read from a FIFO, so the
 /// binary stops between reading the published map and writing its own; `meanwhile` runs in
 /// that gap (another writer). The binary's output.
@@ -154,132 +225,68 @@ fn publish_with_a_gap(moto: &Moto, bucket: &str, file: &str, meanwhile: impl FnO
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, _) = keygen(dir.path());
     let secret = std::fs::read(&key).expect("secret key");
-    let fifo = dir.path().join("key.fifo");
-    nix::unistd::mkfifo(
-        &fifo,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    )
-    .expect("mkfifo");
-    let url = format!("s3://{bucket}/rolemap.toml");
-    let path = format!("/{bucket}/rolemap.toml");
-    // The read is done when the map was downloaded, or found missing.
-    let reads = || {
-        moto.request_count("GET", &path, Some(200)) + moto.request_count("HEAD", &path, Some(404))
-    };
-    let reads_before = reads();
-    let fifo_arg = fifo.display().to_string();
-    let args = [
-        "map",
-        "publish",
-        file,
-        "--to",
-        &url,
-        "--sign-key",
-        &fifo_arg,
-    ];
-    let mut child = spawn(moto, &args);
-    let read = crate::support::wait_until(TIMEOUT, || reads() > reads_before);
-    assert!(read, "the publish read the current map");
-    meanwhile();
-    hand_over(&fifo, &secret, &mut child);
-    child.wait_with_output().expect("waiting for rolecall")
+    let mut paused = Paused::start(moto, bucket, file, &dir.path().join("key.fifo"));
+    hand_key(&paused.fifo, &secret, &mut paused.child, meanwhile);
+    paused
+        .child
+        .wait_with_output()
+        .expect("waiting for rolecall")
 }
 
-/// Write `secret` into `fifo` once `child` opens it for reading; never blocks on a child that
-/// exited without opening it.
-fn hand_over(fifo: &Path, secret: &[u8], child: &mut Child) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opened = None;
-    let ready = crate::support::wait_until(TIMEOUT, || {
-        // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) until a reader has it open.
-        opened = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(fifo)
-            .ok();
-        opened.is_some() || !matches!(child.try_wait(), Ok(None))
+/// Publishing `file` to `bucket` while `winner` is written in the gap between its read and
+/// its write exits 4 naming the winner's generation, and leaves the winner in place.
+fn loses_to_a_write_in_the_gap(moto: &Moto, bucket: &str, file: &str, winner: &str) {
+    let out = publish_with_a_gap(moto, bucket, file, || {
+        moto.put(bucket, "rolemap.toml", winner.as_bytes());
     });
-    let Some(mut writer) = opened.filter(|_| ready) else {
-        panic!(
-            "rolecall exited without reading its key: {:?}",
-            child.try_wait()
-        );
-    };
-    std::io::Write::write_all(&mut writer, secret).expect("handing over the key");
+    let generation = winner
+        .lines()
+        .find_map(|l| l.strip_prefix("generation = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the winner's generation");
+    assert_stderr(&out, 4, &[&format!("current generation: {generation}")]);
+    assert_eq!(moto.get(bucket, "rolemap.toml"), winner.as_bytes());
 }
 
 #[test]
 fn a_write_over_a_changed_etag_is_refused_naming_the_winner() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
-    let winner = CLEAN_MAP.replace("generation = 41", "generation = 50");
+    let (bucket, _) = bucket_with(moto, Some(SAMPLE_MAP));
+    let winner = SAMPLE_MAP.replace("generation = 41", "generation = 50");
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
-    let out = publish_with_a_gap(moto, &bucket, &file, || {
-        moto.put(&bucket, "rolemap.toml", winner.as_bytes());
-    });
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("current generation: 50"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(moto.get(&bucket, "rolemap.toml"), winner.as_bytes());
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
+    loses_to_a_write_in_the_gap(moto, &bucket, &file, &winner);
 }
 
 #[test]
 fn a_file_edited_from_an_older_generation_exits_4_and_creating_over_an_existing_map_too() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    let published = CLEAN_MAP.replace("generation = 41", "generation = 45");
-    moto.put(&bucket, "rolemap.toml", published.as_bytes());
+    let published = SAMPLE_MAP.replace("generation = 41", "generation = 45");
+    let (bucket, url) = bucket_with(moto, Some(&published));
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "old.toml", CLEAN_MAP);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("edited from generation 41"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stderr(&out).contains("at generation 45"),
-        "{}",
-        describe(&out)
+    let file = write(dir.path(), "old.toml", SAMPLE_MAP);
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        4,
+        &["edited from generation 41", "at generation 45"],
     );
     assert_eq!(moto.get(&bucket, "rolemap.toml"), published.as_bytes());
     // Create-only: the map appears after the read that found none.
     let fresh = moto.new_bucket(false);
-    let out = publish_with_a_gap(moto, &fresh, &file, || {
-        moto.put(&fresh, "rolemap.toml", published.as_bytes());
-    });
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("current generation: 45"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(moto.get(&fresh, "rolemap.toml"), published.as_bytes());
+    loses_to_a_write_in_the_gap(moto, &fresh, &file, &published);
 }
 
 #[test]
 fn an_invalid_map_is_never_uploaded() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
-    let bad = CLEAN_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
+    let bad = SAMPLE_MAP.replace("master = \"db-1\"", "master = \"web-1\"");
     let file = write(dir.path(), "bad.toml", &bad);
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains(
-            "invalid: products.videos.database.master: host \"web-1\" lacks the role \"db\""
-        ),
-        "{}",
-        describe(&out)
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        2,
+        &["invalid: products.videos.database.master: host \"web-1\" lacks the role \"db\""],
     );
     assert_eq!(list_keys(moto, &bucket, ""), Vec::<String>::new());
 }
@@ -298,17 +305,15 @@ fn keygen(dir: &Path) -> (String, Vec<u8>) {
 #[test]
 fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
+    let (bucket, url) = bucket_with(moto, None);
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let out = run(
         moto,
         &["map", "publish", &file, "--to", &url, "--sign-key", &key],
     );
-    assert_exit(&out, 0);
-    assert!(stdout(&out).contains(", signed"), "{}", describe(&out));
+    assert_stdout(&out, 0, &[", signed"]);
     let map = moto.get(&bucket, "rolemap.toml");
     let sig = moto.get(&bucket, "rolemap.toml.sig");
     assert_eq!(verify::signature_url(&url), format!("{url}.sig"));
@@ -328,9 +333,11 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
     assert!(verify::verify(&map, &sig, &other_public).is_err());
     // Publishing unsigned over a signed map warns, and the old signature no longer fits.
     let file = write(dir.path(), "map.toml", &String::from_utf8_lossy(&map));
-    let out = run(moto, &["map", "publish", &file, "--to", &url]);
-    assert_exit(&out, 0);
-    assert!(stderr(&out).contains("is not signed"), "{}", describe(&out));
+    assert_stderr(
+        &run(moto, &["map", "publish", &file, "--to", &url]),
+        0,
+        &["is not signed"],
+    );
     let unsigned = moto.get(&bucket, "rolemap.toml");
     assert!(verify::verify(&unsigned, &moto.get(&bucket, "rolemap.toml.sig"), &public).is_err());
 }
@@ -338,9 +345,7 @@ fn signed_publish_verifies_and_tampering_or_another_key_does_not() {
 #[test]
 fn promote_makes_the_first_replica_master_and_signs() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+    let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
     let args = [
@@ -353,12 +358,10 @@ fn promote_makes_the_first_replica_master_and_signs() {
         "--sign-key",
         &key,
     ];
-    let out = run(moto, &args);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("new database master db-2 (was db-1)"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &run(moto, &args),
+        0,
+        &["new database master db-2 (was db-1)"],
     );
     let stored = moto.get(&bucket, "rolemap.toml");
     let map = rolecall::rolemap::load(&stored).expect("the promoted map is valid");
@@ -378,9 +381,7 @@ fn promote_makes_the_first_replica_master_and_signs() {
 #[test]
 fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    moto.put(&bucket, "rolemap.toml", CLEAN_MAP.as_bytes());
+    let (bucket, url) = bucket_with(moto, Some(SAMPLE_MAP));
     for host in ["db-1", "db-4", "web-1"] {
         let out = run(
             moto,
@@ -395,27 +396,21 @@ fn promoting_a_host_that_is_not_a_replica_exits_2_and_changes_nothing() {
                 &url,
             ],
         );
-        assert_exit(&out, 2);
-        assert!(
-            stderr(&out).contains(&format!(
-                "host \"{host}\" is not a replica of product \"videos\""
-            )),
-            "{}",
-            describe(&out)
-        );
+        let why = format!("host \"{host}\" is not a replica of product \"videos\"");
+        assert_stderr(&out, 2, &[&why]);
     }
     let out = run(
         moto,
         &["map", "promote", "--product", "blog", "--map", &url],
     );
     assert_exit(&out, 2);
-    assert_eq!(moto.get(&bucket, "rolemap.toml"), CLEAN_MAP.as_bytes());
+    assert_eq!(moto.get(&bucket, "rolemap.toml"), SAMPLE_MAP.as_bytes());
 }
 
 #[test]
 fn promote_works_on_a_local_file_map() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "map.toml", CLEAN_MAP);
+    let file = write(dir.path(), "map.toml", SAMPLE_MAP);
     let url = format!("file://{file}");
     let out = Command::new(crate::fixture::binary())
         .args([
@@ -442,9 +437,9 @@ fn promote_works_on_a_local_file_map() {
 
 #[test]
 fn prepare_keeps_the_operators_bytes_apart_from_the_generation() {
-    let prepared = rolecall::rolemap::prepare::prepare(CLEAN_MAP, None).expect("valid");
+    let prepared = rolecall::rolemap::prepare::prepare(SAMPLE_MAP, None).expect("valid");
     assert_eq!(
         String::from_utf8(prepared.bytes).expect("utf-8"),
-        CLEAN_MAP.replace("generation = 41 ", "generation = 42 ")
+        SAMPLE_MAP.replace("generation = 41 ", "generation = 42 ")
     );
 }

@@ -27,6 +27,14 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &st
     }
 }
 
+fn reconciles(scrape: &prometheus_parse::Scrape, outcome: &str) -> f64 {
+    value(
+        scrape,
+        "rolecall_reconciles_total",
+        Some(("outcome", outcome)),
+    )
+}
+
 #[test]
 fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -46,14 +54,7 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     assert_exit(&agent.run(&["sync"]), 0);
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_map_generation", None), 3.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "rolecall_reconciles_total",
-            Some(("outcome", "converged"))
-        ),
-        1.0
-    );
+    assert_eq!(reconciles(&scrape, "converged"), 1.0);
     assert_eq!(value(&scrape, "rolecall_rollbacks_total", None), 0.0);
     assert!(value(&scrape, "rolecall_last_reconcile_timestamp_seconds", None) > 1.0e9);
     assert!(value(&scrape, "rolecall_reconcile_duration_seconds", None) >= 0.0);
@@ -70,38 +71,28 @@ fn metrics_file_parses_and_counts_reconciles_and_rollbacks() {
     let scrape = metrics(&agent);
     assert_eq!(value(&scrape, "rolecall_rollbacks_total", None), 1.0);
     assert_eq!(value(&scrape, "rolecall_smoke_failures_total", None), 1.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "rolecall_reconciles_total",
-            Some(("outcome", "rolled_back"))
-        ),
-        1.0
-    );
+    assert_eq!(reconciles(&scrape, "rolled_back"), 1.0);
 }
 
 #[test]
 fn man_pages_and_completions_are_generated_from_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
-    let bin = crate::fixture::binary();
-    let out = std::process::Command::new(&bin)
-        .args(["manpage", "--out-dir"])
-        .arg(dir.path().join("man"))
-        .output()
-        .expect("manpage");
-    assert!(out.status.success());
+    let generate = |what: &str, sub: &str| {
+        let out = std::process::Command::new(crate::fixture::binary())
+            .args([what, "--out-dir"])
+            .arg(dir.path().join(sub))
+            .output()
+            .expect("running rolecall");
+        assert_exit(&out, 0);
+    };
+    generate("manpage", "man");
     let page = std::fs::read_to_string(dir.path().join("man/rolecall.1")).expect("rolecall.1");
     assert!(
         page.contains(".TH rolecall 1") && page.contains("sync"),
         "{page}"
     );
     assert!(dir.path().join("man/rolecall-sync.1").exists());
-    let out = std::process::Command::new(&bin)
-        .args(["completions", "--out-dir"])
-        .arg(dir.path().join("c"))
-        .output()
-        .expect("completions");
-    assert!(out.status.success());
+    generate("completions", "c");
     for f in ["rolecall.bash", "_rolecall", "rolecall.fish"] {
         let text = std::fs::read_to_string(dir.path().join("c").join(f)).expect("completion file");
         assert!(text.contains("promote"), "{f} lacks subcommands");

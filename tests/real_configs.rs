@@ -1,18 +1,22 @@
-//! The real programs accept what the default catalog renders (issue 2): vhosts pass Debian's
-//! `apache2 -t` and serve, the MariaDB config passes `mariadbd --help --verbose` and boots a
-//! server whose variables match the host's position, the backup cron file passes the cron
-//! checks on disk. Each positive check has a negative control proving it can fail.
+//! The real programs accept what the default catalog renders (issues 2, 15): vhosts pass
+//! Debian's `apache2 -t` and serve, the MariaDB config passes `mariadbd --help --verbose` and
+//! boots a server whose variables match the host's position, memcached runs with the
+//! rendered options and serves, munin-node runs with the rendered config and answers the
+//! hosts it allows, the backup cron file passes the cron checks on disk. Each positive check
+//! has a negative control proving it can fail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
-use crate::golden::{case_dir, diff, read_vars, IdentityFile};
-use crate::reconcile::{docroots, web_agent};
+use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Setup};
+use crate::golden::{case_dir, diff, golden_map, read_identity, read_vars};
+use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
+use crate::support::memcached::{conf_options, Memcached};
+use crate::support::munin::MuninNode;
 use crate::support::{describe_output, require_program};
 
 const MARIADB_HINT: &str = "run `bash tests/run.sh` or `apt-get install mariadb-server`";
@@ -35,6 +39,16 @@ fn run(argv: &[String]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|err| panic!("running {argv:?}: {err}"))
+}
+
+/// The negative control: the program failed, naming `what` on stderr.
+#[track_caller]
+fn refused(out: &Output, what: &str) {
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(what),
+        "accepted, or refused without naming {what:?}: {}",
+        describe_output(out)
+    );
 }
 
 fn vhost(agent: &Agent, product: &str) -> PathBuf {
@@ -96,17 +110,7 @@ fn a_vhost_with_a_misspelt_directive_fails_apache_configtest() {
     let sites = Apache::sites_dir(&agent.root);
     std::fs::write(sites.join("zz-misspelt.conf"), misspelt).expect("writing the bad vhost");
 
-    let check = run(&apache.check_cmd());
-    assert!(
-        !check.status.success(),
-        "apache2 -t accepted a misspelt directive: {}",
-        describe_output(&check)
-    );
-    assert!(
-        String::from_utf8_lossy(&check.stderr).contains("DocumentRooot"),
-        "{}",
-        describe_output(&check)
-    );
+    refused(&run(&apache.check_cmd()), "DocumentRooot");
 }
 
 /// A defaults file that only includes `cnf`: `--defaults-file` reads this file and nothing
@@ -194,30 +198,23 @@ fn mariadbd_rejects_a_misspelt_option_in_the_same_check() {
     text.push_str("slave_paralel_threads = 4\n");
     let cnf = dir.path().join("60-rolecall.cnf");
     std::fs::write(&cnf, text).expect("writing the misspelt cnf");
-    let out = mariadbd_help(&cnf);
-    assert!(
-        !out.status.success(),
-        "mariadbd accepted a misspelt option: {}",
-        describe_output(&out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unknown variable 'slave_paralel_threads"),
-        "{}",
-        describe_output(&out)
+    refused(
+        &mariadbd_help(&cnf),
+        "unknown variable 'slave_paralel_threads",
     );
 }
 
-/// An agent for the host of golden `case` (its identity, map and vars), synced (files only)
-/// by the real binary; the files written must equal the case's expected files.
+/// An agent for the host of golden `case` (its identity and vars, the golden map), synced
+/// (files only) by the real binary; the files written must equal the case's expected files.
 fn synced_golden_agent(case: &str) -> Agent {
     let dir = case_dir(case);
-    let identity = IdentityFile::read(&dir);
+    let identity = read_identity(&dir);
     let mut setup = Setup::new(&identity.id, &identity.address);
     for (key, value) in read_vars(&dir) {
         setup = setup.var(&format!("{key} = {value}"));
     }
     let agent = Agent::new(setup);
-    agent.write_map(&std::fs::read_to_string(dir.join("map.toml")).expect("the case's map"));
+    agent.write_map(&std::fs::read_to_string(golden_map()).expect("the golden map"));
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
     let expected = dir.join("expected");
@@ -278,8 +275,8 @@ fn the_shared_backup_hosts_cron_file_dumps_each_product_and_passes_the_cron_chec
     let text = String::from_utf8(content).expect("utf-8");
     let jobs: Vec<&str> = text.lines().filter(|l| l.contains(" root ")).collect();
     assert_eq!(jobs.len(), 2, "{text}");
-    assert!(jobs[0].ends_with("snapshot --product blog"), "{text}");
-    assert!(jobs[1].ends_with("snapshot --product videos"), "{text}");
+    assert!(jobs[0].ends_with("snapshot --product forum"), "{text}");
+    assert!(jobs[1].ends_with("snapshot --product wiki"), "{text}");
     // Staggered: the two dumps of one server do not start in the same minute.
     assert_ne!(
         jobs[0].split(' ').next(),
@@ -307,4 +304,94 @@ fn check_cron_on_disk(case: &str, logical: &str) -> Vec<u8> {
     let truncated = &content[..content.len() - 1];
     assert!(!rolecall::cron::check(logical, truncated, &owner, 0o664).is_empty());
     content
+}
+
+#[test]
+fn memcached_runs_with_the_rendered_options_and_serves() {
+    let agent = synced_golden_agent("memcached");
+    let conf = agent.path("/etc/memcached.conf");
+    let options = conf_options(&std::fs::read_to_string(&conf).expect("memcached.conf"));
+    assert!(
+        options.windows(2).any(|o| o == ["-m", "1024"]),
+        "{options:?}"
+    );
+    let memcached = Memcached::start(&conf);
+    // The values prove the file's options were used, not memcached's defaults.
+    let settings = memcached.settings();
+    let setting = |name: &str| settings.get(name).map(String::as_str);
+    assert_eq!(
+        (setting("maxbytes"), setting("maxconns"), setting("udpport")),
+        (Some("1073741824"), Some("1024"), Some("0")),
+        "{:?}: {settings:?}",
+        memcached.argv()
+    );
+    assert_eq!(
+        setting("tcpport"),
+        Some(memcached.port().to_string().as_str())
+    );
+    let stored = memcached.request("set rolecall 0 60 5\r\nhello", |l| !l.is_empty());
+    assert_eq!(stored, ["STORED"]);
+    let got = memcached.request("get rolecall", |l| l == "END");
+    assert_eq!(got, ["VALUE rolecall 0 5", "hello", "END"]);
+}
+
+#[test]
+fn memcached_refuses_a_misspelt_option_in_the_same_start() {
+    let agent = synced_golden_agent("memcached");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("memcached.conf");
+    let rendered = std::fs::read_to_string(agent.path("/etc/memcached.conf")).expect("conf");
+    std::fs::write(&conf, format!("{rendered}--max-conections 10\n")).expect("writing the conf");
+    let refused = Memcached::try_start(&conf).err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|why| why.contains("max-conections")),
+        "memcached started with a misspelt option: {refused:?}"
+    );
+}
+
+/// The rendered allow lines admit 127.0.0.1 (and the monitor hosts, which cannot connect
+/// from here); the node answers with the rendered host name.
+#[test]
+fn munin_node_runs_with_the_rendered_config_and_answers_loopback() {
+    let agent = synced_golden_agent("monitor");
+    let conf = agent.path("/etc/munin/munin-node.conf");
+    let node = MuninNode::start(&conf);
+    let said = node.session(&["version", "nodes", "list"]);
+    let lines: Vec<&str> = said.lines().collect();
+    let host = "i-0f0000000000000f1";
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("# munin node at {host}").as_str()),
+        "{said}\n{}",
+        node.log_tail()
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with(&format!("munins node on {host} version: "))),
+        "{said}"
+    );
+    assert_eq!(lines.get(2..4), Some(&[host, "."][..]), "{said}");
+    let plugins = lines.get(4).copied().unwrap_or_default();
+    assert!(
+        !plugins.trim().is_empty(),
+        "`list` named no plugin of /etc/munin/plugins: {said}"
+    );
+}
+
+#[test]
+fn munin_node_refuses_loopback_without_the_rendered_allow_line() {
+    let agent = synced_golden_agent("monitor");
+    let rendered =
+        std::fs::read_to_string(agent.path("/etc/munin/munin-node.conf")).expect("the conf");
+    let allow = "allow ^127\\.0\\.0\\.1$\n";
+    assert!(rendered.contains(allow), "{rendered}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("munin-node.conf");
+    std::fs::write(&conf, rendered.replace(allow, "")).expect("writing the conf");
+    let node = MuninNode::start(&conf);
+    let said = node.session(&["version"]);
+    assert_eq!(said, "", "munin-node answered a host it does not allow");
 }

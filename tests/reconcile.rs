@@ -2,11 +2,14 @@
 //! longer desired, restore on a failed check, refusals, and the lock. Apache is the real
 //! Debian server; its config test and graceful reload are the service commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, identity_of, replace_in, tree, web_map, Agent, Setup};
+use crate::fixture::{
+    assert_exit, assert_stdout, describe, docroots, identity_of, replace_in, tree, web_map, Agent,
+    Setup,
+};
 use crate::support::apache::Apache;
 use crate::support::wait_until;
 
@@ -14,31 +17,28 @@ use crate::support::wait_until;
 pub fn web_agent(apache_for: impl FnOnce(&Path) -> Apache) -> (Agent, Apache) {
     let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
     let apache = apache_for(&agent.root);
-    agent.setup = Setup::new("web-1", "127.0.0.1")
-        .var(&format!("http_port = {}", apache.port()))
-        .service(
-            "apache2",
-            &format!("check = \"{}\"", apache.check_cmd().join(" ")),
-        )
-        .service(
-            "apache2",
-            &format!("reload = \"{}\"", apache.reload_cmd().join(" ")),
-        );
+    agent.setup = Setup::new("web-1", "127.0.0.1").apache(&apache);
     agent.write_config();
     (agent, apache)
 }
 
-/// Docroots with a health page for each product, under the agent's root.
-pub fn docroots(agent: &Agent, products: &[&str]) -> std::path::PathBuf {
-    let base = agent.path("/var/www");
-    for p in products {
-        std::fs::create_dir_all(base.join(p)).expect("docroot");
-        std::fs::write(base.join(p).join("health.txt"), format!("ok {p}\n")).expect("health page");
-    }
-    base
+/// A web agent and its Apache serving `products` (docroots with health pages under the
+/// returned base), converged by one sync: one reload, and Apache has taken it.
+pub fn synced_web_agent(products: &[&str]) -> (Agent, Apache, PathBuf) {
+    let (agent, apache) = web_agent(Apache::start);
+    let base = docroots(&agent, products);
+    agent.write_map(&web_map(1, products, &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(apache.reloads().len(), 1, "one reload for the first sync");
+    assert!(
+        apache.wait_generation(2, Duration::from_secs(10)),
+        "Apache was not reloaded: {}",
+        apache.error_log_tail()
+    );
+    (agent, apache, base)
 }
 
-fn vhost(agent: &Agent, product: &str) -> std::path::PathBuf {
+fn vhost(agent: &Agent, product: &str) -> PathBuf {
     agent.path(&format!(
         "/etc/apache2/sites-enabled/rolecall-{product}.conf"
     ))
@@ -46,14 +46,7 @@ fn vhost(agent: &Agent, product: &str) -> std::path::PathBuf {
 
 #[test]
 fn second_sync_writes_nothing_and_reloads_nothing() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha", "beta"]);
-    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
-    assert!(
-        apache.wait_generation(2, Duration::from_secs(10)),
-        "Apache was not reloaded"
-    );
+    let (agent, apache, _) = synced_web_agent(&["alpha", "beta"]);
     assert_eq!(
         apache.get("alpha.example.test", "/health.txt"),
         (200, "ok alpha\n".to_string())
@@ -64,13 +57,7 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
     );
     let generation = apache.generation();
 
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("no changes"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&agent.run(&["sync"]), 0, &["no changes"]);
     assert_eq!(
         (
             identity_of(&vhost(&agent, "alpha")),
@@ -79,8 +66,8 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
         before
     );
     assert_eq!(
-        apache.generation(),
-        generation,
+        (apache.reloads().len(), apache.generation()),
+        (1, generation),
         "an unchanged map reloaded Apache"
     );
     assert_exit(&agent.run(&["plan"]), 0);
@@ -88,9 +75,10 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
 
 /// The stages a sync ran, from its status record.
 fn stages(agent: &Agent) -> Vec<String> {
-    let text = std::fs::read_to_string(agent.state().join("status.json")).expect("status.json");
-    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
-    let timings = status["timings"].as_object().expect("timings");
+    let status = agent.status();
+    let timings = status["timings"]
+        .as_object()
+        .expect("timings in the status");
     timings.keys().cloned().collect()
 }
 
@@ -167,10 +155,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
 
 #[test]
 fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha", "beta"]);
-    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
+    let (agent, apache, base) = synced_web_agent(&["alpha", "beta"]);
     let theirs = agent.path("/etc/apache2/sites-enabled/zz-operator.conf");
     std::fs::write(&theirs, "# written by an operator\n").expect("unmanaged file");
 
@@ -197,13 +182,9 @@ fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
 
 #[test]
 fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
-    let (agent, apache) = web_agent(Apache::start);
-    let base = docroots(&agent, &["alpha"]);
-    agent.write_map(&web_map(1, &["alpha"], &base));
-    assert_exit(&agent.run(&["sync"]), 0);
-    assert!(apache.wait_generation(2, Duration::from_secs(10)));
+    let (agent, apache, _) = synced_web_agent(&["alpha"]);
     let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
-    let generation = apache.generation();
+    let (reloads, generation) = (apache.reloads().len(), apache.generation());
 
     replace_in(
         &agent.catalog.join("web/vhost.conf.tera"),
@@ -224,8 +205,8 @@ fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
         "the old vhost was not restored"
     );
     assert_eq!(
-        apache.generation(),
-        generation,
+        (apache.reloads().len(), apache.generation()),
+        (reloads, generation),
         "Apache was reloaded with a rejected config"
     );
     assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
@@ -242,13 +223,7 @@ fn a_symlink_at_a_destination_is_refused_and_nothing_is_written() {
     std::os::unix::fs::symlink(&target, vhost(&agent, "beta")).expect("symlink");
     let before = tree(&agent.path("/etc"));
 
-    let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("symlink"),
-        "{}",
-        describe(&out)
-    );
+    assert_stdout(&agent.run(&["sync", "--files-only"]), 2, &["symlink"]);
     assert_eq!(
         std::fs::read(&target).expect("target"),
         b"do not overwrite\n"
@@ -264,12 +239,10 @@ fn a_path_outside_allowed_roots_is_refused_and_nothing_is_written() {
     let agent = Agent::new(setup);
     let base = docroots(&agent, &["alpha"]);
     agent.write_map(&web_map(1, &["alpha"], &base));
-    let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 2);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("outside the allowed roots"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &agent.run(&["sync", "--files-only"]),
+        2,
+        &["outside the allowed roots"],
     );
     assert!(
         !agent.path("/etc/apache2").exists(),
@@ -277,27 +250,28 @@ fn a_path_outside_allowed_roots_is_refused_and_nothing_is_written() {
     );
 }
 
+/// The first sync's check holds it (and the lock) until the test lets go; the second sync
+/// is started meanwhile and seen trying the lock twice while the first holds it (inotify on
+/// `<state>/lock`, which every attempt opens): the two runs overlap for certain. The check
+/// then ran once, the second sync ended after the first one and found nothing to do.
 #[test]
 fn concurrent_syncs_never_interleave() {
-    let log = tempfile::NamedTempFile::new().expect("log");
-    let logp = log.path().display().to_string();
-    let mut setup = Setup::new("web-1", "127.0.0.1");
-    // The check is slow enough that overlapping reconciles would both run it.
-    let check = format!("check = \"sh -c 'echo start >> {logp}; sleep 1; echo end >> {logp}'\"");
-    setup = setup
-        .service("apache2", &check)
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, release) = (dir.path().join("check.log"), dir.path().join("release"));
+    let check = format!(
+        "sh -c 'echo start >> {0}; for i in $(seq 600); do test -e {1} && break; sleep 0.1; done; echo end >> {0}'",
+        log.display(),
+        release.display()
+    );
+    let setup = Setup::new("web-1", "127.0.0.1")
+        .service("apache2", &format!("check = {check:?}"))
         .service("apache2", "reload = \"true\"");
     let agent = Agent::new(setup);
     let base = docroots(&agent, &["alpha"]);
+    strip_smoke(&agent);
     agent.write_map(&web_map(1, &["alpha"], &base));
-    std::fs::remove_dir_all(agent.catalog.join("web.toml")).ok();
-    let smokeless = std::fs::read_to_string(crate::fixture::default_catalog().join("web.toml"))
-        .expect("web.toml");
-    let cut = smokeless
-        .find("[[smoke]]")
-        .expect("web.toml has a smoke test");
-    std::fs::write(agent.catalog.join("web.toml"), &smokeless[..cut]).expect("web.toml");
-
+    let checks = || std::fs::read_to_string(&log).unwrap_or_default();
     let spawn = || {
         agent
             .command(&["sync"])
@@ -306,23 +280,49 @@ fn concurrent_syncs_never_interleave() {
             .spawn()
             .expect("sync")
     };
-    let (first, second) = (spawn(), spawn());
+
+    let first = spawn();
+    assert!(
+        wait_until(Duration::from_secs(60), || checks() == "start\n"),
+        "the first sync's check did not start: {:?}",
+        checks()
+    );
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).expect("inotify");
+    inotify
+        .add_watch(&agent.state().join("lock"), AddWatchFlags::IN_OPEN)
+        .expect("watching the lock file");
+    let mut second = spawn();
+    let mut attempts = 0;
+    let retried = wait_until(Duration::from_secs(30), || {
+        attempts += inotify.read_events().map_or(0, |events| events.len());
+        attempts >= 2
+    });
+    assert!(
+        retried && checks() == "start\n",
+        "the second sync did not retry the lock while the first held it: {attempts} \
+         attempt(s), checks {:?}",
+        checks()
+    );
+    assert!(
+        matches!(second.try_wait(), Ok(None)),
+        "the second sync ended while the first held the lock"
+    );
+    std::fs::write(&release, b"").expect("releasing the first check");
     let (a, b) = (
         first.wait_with_output().expect("first"),
         second.wait_with_output().expect("second"),
     );
     assert_exit(&a, 0);
     assert_exit(&b, 0);
-    let lines = std::fs::read_to_string(log.path()).expect("log");
-    assert_eq!(lines, "start\nend\n", "the check ran twice or overlapped");
-    let outputs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&a.stdout),
-        String::from_utf8_lossy(&b.stdout)
+    assert_eq!(
+        checks(),
+        "start\nend\n",
+        "the check ran twice or overlapped"
     );
     assert!(
-        outputs.contains("no changes"),
-        "the second reconcile did not see the first one's result:\n{outputs}"
+        String::from_utf8_lossy(&b.stdout).contains("no changes"),
+        "the second reconcile did not see the first one's result:\n{}",
+        describe(&b)
     );
 }
 
@@ -372,13 +372,8 @@ fn a_reconcile_killed_mid_transaction_is_undone_and_applied_again() {
             &format!("reload = \"sh -c 'echo reload >> {logp}'\""),
         );
     agent.write_config();
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("create"),
-        "the file was not applied again: {}",
-        describe(&out)
-    );
+    // The file is applied again.
+    assert_stdout(&agent.run(&["sync"]), 0, &["create"]);
     assert_eq!(
         std::fs::read_to_string(log.path()).expect("log"),
         "reload\n",

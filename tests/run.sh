@@ -34,6 +34,9 @@ missing_packages() {
         [/usr/sbin/mariadbd]=mariadb-server
         [/usr/bin/mariadb]=mariadb-client
         [/usr/bin/mariadb-install-db]=mariadb-server
+        # tests/real_configs.rs: the rendered memcached.conf and munin-node.conf, served.
+        [/usr/bin/memcached]=memcached
+        [/usr/sbin/munin-node]=munin-node
         [/usr/bin/systemd-analyze]=systemd
         # tests/packaging.rs: a Debian 12 root for the .deb, the .rpm's file list and
         # bake.sh's rpm unpacking, and the packaging scripts' lint.
@@ -49,6 +52,9 @@ missing_packages() {
         [/usr/bin/setpriv]=util-linux
         [/usr/bin/timeout]=coreutils
         [/usr/sbin/ip]=iproute2
+        # tests/faults.rs and tests/writer.rs: errors and kills injected at file-system
+        # calls, syscall counts.
+        [/usr/bin/strace]=strace
     )
     local program
     for program in "${!needs[@]}"; do
@@ -67,7 +73,7 @@ install_packages() {
     mapfile -t packages < <(missing_packages | sort -u)
     [ "${#packages[@]}" -gt 0 ] || return 0
     log "installing ${packages[*]}"
-    # Keep apt from starting the distro's apache2 and mariadb: the tests start their own.
+    # Keep apt from starting the distro's servers: the tests start their own.
     local policy=/usr/sbin/policy-rc.d status=0
     local created_policy=
     if [ ! -e "$policy" ]; then
@@ -88,7 +94,7 @@ install_packages() {
 # ports); stop them if something started them, so they hold no ports, memory or CPU.
 stop_distro_services() {
     local service
-    for service in apache2 mariadb; do
+    for service in apache2 mariadb memcached munin-node; do
         if [ -d /run/systemd/system ]; then
             if systemctl is-active --quiet "$service"; then
                 log "stopping the distro's $service service"

@@ -4,14 +4,13 @@
 //! promotion hooks, and the backup cron file's life cycle.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, web_map, Agent, Setup};
-use crate::reconcile::{docroots, web_agent};
+use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Daemon, Setup};
+use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
-use crate::support::{command_line, terminate_child, wait_until};
+use crate::support::{command_line, wait_until};
 
 /// The repository's hook scripts.
 pub fn hooks_dir() -> String {
@@ -40,6 +39,13 @@ fn three_products_one_graceful_reload_and_a_new_product_is_served_next_sync() {
         .expect("smoke")
         .iter()
         .all(|s| s["ok"] == true));
+    // Every reload command the sync ran is counted by the time it exits; the generation
+    // shows the one reload took effect.
+    assert_eq!(
+        apache.reloads().len(),
+        1,
+        "more than one reload for one reconcile"
+    );
     assert!(apache.wait_generation(2, Duration::from_secs(10)));
     assert_eq!(
         apache.generation(),
@@ -65,9 +71,33 @@ fn three_products_one_graceful_reload_and_a_new_product_is_served_next_sync() {
     );
 }
 
+/// The daemon's first retry delay after a failure, doubled for the second.
+const FIRST_BACKOFF_MS: u128 = 5_000;
+
+/// Milliseconds between reload `at` and the next one (times in nanoseconds).
+fn gap_ms(reloads: &[u128], at: usize) -> u128 {
+    (reloads[at + 1] - reloads[at]) / 1_000_000
+}
+
+/// After the rollback the daemon polls every second, but the same failing inputs are held:
+/// the first retry's reload comes at least the 5 s backoff after the rollback's (judged from
+/// the reload commands' own times, with the daemon's counters showing the polls went on
+/// meanwhile), and a new map is applied before the second (10 s) backoff would allow.
 #[test]
 fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a_new_map() {
     let (agent, apache) = web_agent(Apache::start);
+    // A short smoke timeout: each failing attempt then takes seconds, not the shipped 15 s.
+    let web = agent.catalog.join("web.toml");
+    let shipped = std::fs::read_to_string(&web).expect("web.toml");
+    assert!(
+        shipped.contains("timeout = \"15s\""),
+        "web.toml smoke timeout moved"
+    );
+    std::fs::write(
+        &web,
+        shipped.replace("timeout = \"15s\"", "timeout = \"2s\""),
+    )
+    .expect("web.toml");
     let base = docroots(&agent, &["alpha", "beta"]);
     std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
     agent.write_map(&web_map(1, &["alpha"], &base));
@@ -76,22 +106,15 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
         std::fs::read(agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf")).expect("alpha");
 
     agent.write_map(&web_map(2, &["alpha", "beta"], &base));
-    let mut daemon = agent
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run");
-    let rolled_back = || agent.run(&["status", "--json"]).stdout;
+    let daemon = Daemon::start(&agent, &[]);
     assert!(
-        wait_until(Duration::from_secs(60), || String::from_utf8_lossy(
-            &rolled_back()
-        )
-        .contains("\"outcome\": \"rolled_back\"")),
-        "no rollback: {}",
-        String::from_utf8_lossy(&rolled_back())
+        wait_until(Duration::from_secs(60), || agent.status()["outcome"]
+            == "rolled_back"),
+        "no rollback: {}\n{}",
+        agent.status(),
+        daemon.log_tail()
     );
-    let status: serde_json::Value = serde_json::from_slice(&rolled_back()).expect("status");
+    let status = agent.status();
     assert!(
         status["message"]
             .as_str()
@@ -112,23 +135,71 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
         served
     );
     assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
-
-    // Polls every second, but the same failing inputs wait for the backoff (5 s).
-    let generation = apache.generation();
+    // The rollback's own reload is counted before anything is compared with it.
+    assert_eq!(
+        apache.reloads().len(),
+        3,
+        "reloads: the sync's, then the daemon's apply and rollback"
+    );
     assert!(
-        !wait_until(Duration::from_secs(3), || apache.generation() != generation),
-        "the daemon reloaded Apache again during the backoff"
+        apache.wait_generation(4, Duration::from_secs(10)),
+        "the rollback's reload did not take effect: {}",
+        apache.error_log_tail()
+    );
+
+    // The held inputs are retried once the backoff is over: their smoke test fails again.
+    let smoke_failures = || agent.counters()["smoke_failures"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(60), || smoke_failures() >= 2),
+        "the failed inputs were never retried: {}\n{}",
+        agent.counters(),
+        daemon.log_tail()
+    );
+    let reconciles: u64 = agent.counters()["reconciles"]
+        .as_object()
+        .expect("reconciles by outcome")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(
+        reconciles >= 6,
+        "the sync, two attempts and at least 3 held polls during the backoff: {}",
+        agent.counters()
+    );
+    // Held polls did nothing: they are counted as held, not as more rollbacks.
+    let counters = agent.counters();
+    assert!(
+        counters["reconciles"]["held"].as_u64() >= Some(1),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["rollbacks"], counters["reconciles"]["rolled_back"],
+        "{counters}"
+    );
+    assert_eq!(
+        counters["rollbacks"], counters["smoke_failures"],
+        "{counters}"
     );
 
     std::fs::write(base.join("beta/health.txt"), "ok beta\n").expect("health page");
     agent.write_map(&web_map(3, &["alpha", "beta"], &base));
     assert!(
-        wait_until(Duration::from_secs(10), || apache
+        wait_until(Duration::from_secs(30), || apache
             .get("beta.example.test", "/health.txt")
             == (200, "ok beta\n".to_string())),
-        "a new map was not applied at once"
+        "the new map was not applied: {}\n{}",
+        agent.status(),
+        daemon.log_tail()
     );
-    terminate_child(&mut daemon, Duration::from_secs(10));
+    // Reloads: the sync's; an apply and a rollback per attempt; the new map's.
+    let reloads = apache.reloads();
+    assert_eq!(reloads.len(), 6, "{reloads:?}");
+    let (held, waited) = (gap_ms(&reloads, 2), gap_ms(&reloads, 4));
+    assert!(
+        held >= FIRST_BACKOFF_MS && waited < 2 * FIRST_BACKOFF_MS,
+        "retried {held} ms after the rollback (backoff {FIRST_BACKOFF_MS} ms); the new map \
+         applied {waited} ms after the last rollback (the next backoff is twice as long)"
+    );
 }
 
 /// A db agent bound to a real MariaDB instance.
@@ -137,6 +208,16 @@ pub struct Db {
     pub agent: Agent,
     /// Its MariaDB server.
     pub server: MariaDb,
+}
+
+impl Db {
+    /// `sync` converges, and `sql` then answers `expected` on the agent's server.
+    #[track_caller]
+    fn synced_answers(&self, sql: &str, expected: &str) {
+        let out = self.agent.run(&["sync"]);
+        assert_exit(&out, 0);
+        assert_eq!(self.server.query(sql), expected, "{}", describe(&out));
+    }
 }
 
 /// A db agent whose mariadb service is a real MariaDB instance of its own.
@@ -201,22 +282,8 @@ fn mariadb_master_and_replica_from_the_map_then_promotion() {
     let map1 = db_map(1, m1, Some(m2), &[]);
     one.agent.write_map(&map1);
     two.agent.write_map(&map1);
-    let out = one.agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert_eq!(
-        one.server.query("SELECT @@read_only, @@log_bin"),
-        "0\t1",
-        "{}",
-        describe(&out)
-    );
-    let out = two.agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert_eq!(
-        two.server.query("SELECT @@read_only"),
-        "1",
-        "{}",
-        describe(&out)
-    );
+    one.synced_answers("SELECT @@read_only, @@log_bin", "0\t1");
+    two.synced_answers("SELECT @@read_only", "1");
 
     one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1), (2)");
     assert!(

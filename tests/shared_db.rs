@@ -4,12 +4,13 @@
 //! new master, and each agent runs its position hook once. `map validate|lint|show` and
 //! `map promote`'s exit codes (0, 2, 4) for a shared cluster through the binary.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, stdout};
+use crate::fixture::{
+    assert_exit, assert_stderr, assert_stdout, describe, hand_key, key_fifo, stdout,
+};
 use crate::map_cli::{rolecall, write};
 use crate::services::{db_agent, Db};
 use crate::support::wait_until;
@@ -250,26 +251,20 @@ fn cli_map(blog_replicas: Option<&[&str]>) -> String {
 fn validate_accepts_a_shared_cluster_and_names_both_paths_when_it_disagrees() {
     let dir = tempfile::tempdir().expect("temp dir");
     let good = write(dir.path(), "good.toml", &cli_map(None));
-    let out = rolecall(&["map", "validate", &good]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains("valid (generation 3, 2 products, 3 hosts)"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &rolecall(&["map", "validate", &good]),
+        0,
+        &["valid (generation 3, 2 products, 3 hosts)"],
     );
     // db-3 follows db-2 for shop but db-1 for blog.
     let bad = write(dir.path(), "bad.toml", &cli_map(Some(&["db-3"])));
-    let out = rolecall(&["map", "validate", &bad]);
-    assert_exit(&out, 2);
-    assert!(
-        stdout(&out).contains("products.shop.database.replicas[1]: host \"db-3\" is a replica of \"db-2\" here but a replica of \"db-1\" at products.blog.database.replicas[0]"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        stdout(&out).contains("invalid, 1 problem(s)"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &rolecall(&["map", "validate", &bad]),
+        2,
+        &[
+            "products.shop.database.replicas[1]: host \"db-3\" is a replica of \"db-2\" here but a replica of \"db-1\" at products.blog.database.replicas[0]",
+            "invalid, 1 problem(s)",
+        ],
     );
     assert_exit(&rolecall(&["map", "lint", &bad]), 2);
 }
@@ -279,24 +274,25 @@ fn lint_treats_each_product_of_a_shared_cluster_as_its_own_and_names_a_differing
     let dir = tempfile::tempdir().expect("temp dir");
     let good = write(dir.path(), "good.toml", &cli_map(None));
     let out = rolecall(&["map", "lint", &good]);
-    assert_exit(&out, 0);
     // No backup host in this map: each product is told so at its own path.
-    for product in ["blog", "shop"] {
-        let line = format!("warning: products.{product}.database.backup:");
-        assert!(stdout(&out).contains(&line), "{}", describe(&out));
-    }
+    assert_stdout(
+        &out,
+        0,
+        &[
+            "warning: products.blog.database.backup:",
+            "warning: products.shop.database.backup:",
+        ],
+    );
     assert!(
         !stdout(&out).contains("shares master"),
         "{}",
         describe(&out)
     );
     let part = write(dir.path(), "part.toml", &cli_map(Some(&["db-2"])));
-    let out = rolecall(&["map", "lint", "--strict", &part]);
-    assert_exit(&out, 1);
-    assert!(
-        stdout(&out).contains("warning: products.shop.database.replicas: product \"shop\" shares master \"db-1\" with product \"blog\" but not its replica chain"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &rolecall(&["map", "lint", "--strict", &part]),
+        1,
+        &["warning: products.shop.database.replicas: product \"shop\" shares master \"db-1\" with product \"blog\" but not its replica chain"],
     );
 }
 
@@ -394,9 +390,7 @@ fn promote_of_a_shared_master_during_a_concurrent_publish_exits_4_and_keeps_the_
     let out = promote_with_a_gap(dir.path(), &url, || {
         std::fs::write(&file, &winner).expect("the other writer");
     });
-    assert_exit(&out, 4);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("current generation: 9"), "{}", describe(&out));
+    assert_stderr(&out, 4, &["current generation: 9"]);
     assert_eq!(std::fs::read_to_string(&file).expect("map"), winner);
 }
 
@@ -407,8 +401,7 @@ fn promote_with_a_gap(dir: &Path, url: &str, meanwhile: impl FnOnce()) -> Output
     assert_exit(&rolecall(&["map", "keygen", "--out", &prefix]), 0);
     let secret = std::fs::read(dir.join("signing.key")).expect("secret key");
     let fifo = dir.join("key.fifo");
-    let mode = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
-    nix::unistd::mkfifo(&fifo, mode).expect("mkfifo");
+    key_fifo(&fifo);
     let fifo_arg = fifo.display().to_string();
     let args = [
         "map",
@@ -426,30 +419,6 @@ fn promote_with_a_gap(dir: &Path, url: &str, meanwhile: impl FnOnce()) -> Output
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting rolecall");
-    let mut writer = reader_opened(&fifo, &mut child);
-    meanwhile();
-    std::io::Write::write_all(&mut writer, &secret).expect("handing over the key");
-    drop(writer);
+    hand_key(&fifo, &secret, &mut child, meanwhile);
     child.wait_with_output().expect("waiting for rolecall")
-}
-
-/// The write end of `fifo` once `child` opened it for reading. The binary reads its key only
-/// after reading the map and deciding the promotion, so the map read is done by then.
-fn reader_opened(fifo: &Path, child: &mut std::process::Child) -> std::fs::File {
-    let mut writer = None;
-    // Opening a FIFO for writing without blocking fails (ENXIO) until a reader has it open.
-    let opened = wait_until(Duration::from_secs(20), || {
-        writer = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(fifo)
-            .ok();
-        writer.is_some() || !matches!(child.try_wait(), Ok(None))
-    });
-    writer.filter(|_| opened).unwrap_or_else(|| {
-        panic!(
-            "rolecall exited without reading its key: {:?}",
-            child.try_wait()
-        )
-    })
 }

@@ -38,10 +38,17 @@ fn keygen(agent: &Agent, name: &str) -> (std::path::PathBuf, std::path::PathBuf)
     (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
-fn status_message(agent: &Agent) -> String {
-    let out = agent.run(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");
-    v["message"].as_str().unwrap_or_default().to_string()
+/// `sync` exits `code` and the status message it records says `says`.
+#[track_caller]
+fn sync_records(agent: &Agent, code: i32, says: &str) {
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, code);
+    let status = agent.status();
+    assert!(
+        status["message"].as_str().is_some_and(|m| m.contains(says)),
+        "no {says:?} in the status {status:#}\n{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -71,34 +78,16 @@ fn only_maps_with_a_valid_signature_are_applied() {
     let published = agent.dir.path().join("published.toml");
     let text = std::fs::read_to_string(&published).expect("published");
     std::fs::write(&published, text.replace("# 64", "# 65")).expect("tamper");
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 2);
-    assert!(
-        status_message(&agent).contains("signature does not match"),
-        "{}",
-        describe(&out)
-    );
+    sync_records(&agent, 2, "signature does not match");
 
     // Missing: a map published without a signature.
     std::fs::remove_file(agent.dir.path().join("published.toml.sig")).expect("remove sig");
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 2);
-    assert!(
-        status_message(&agent).contains("no signature"),
-        "{}",
-        describe(&out)
-    );
+    sync_records(&agent, 2, "no signature");
 
     // Wrong key: signed by a key the agent does not trust.
     let (other, _) = keygen(&agent, "intruder");
     publish(&agent, &memcached_map(5, "64"), Some(&other));
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 2);
-    assert!(
-        status_message(&agent).contains("signature does not match"),
-        "{}",
-        describe(&out)
-    );
+    sync_records(&agent, 2, "signature does not match");
     assert_eq!(
         std::fs::read(agent.path("/etc/memcached.conf")).expect("kept"),
         applied,
@@ -110,11 +99,5 @@ fn only_maps_with_a_valid_signature_are_applied() {
         &memcached_map(6, "64").replace("az = \"a\"", "az = \"b\""),
         Some(&key),
     );
-    let out = agent.run(&["sync"]);
-    assert_exit(&out, 0);
-    assert!(
-        status_message(&agent).contains("converged to generation 7"),
-        "{}",
-        describe(&out)
-    );
+    sync_records(&agent, 0, "converged to generation 7");
 }

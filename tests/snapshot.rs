@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use flate2::read::GzDecoder;
 use rolecall::source::{Cache, CachedMap};
 
-use crate::fixture::{assert_exit, describe, Agent, Setup};
+use crate::fixture::{assert_exit, assert_stderr, assert_stdout, describe, Agent, Setup};
 use crate::map_publish::{list_keys, runtime};
 use crate::support::mariadb::MariaDb;
 use crate::support::s3::Moto;
@@ -40,6 +40,42 @@ fn backup_agent(db: &MariaDb, bucket: &str, database: &str) -> Agent {
         .store(&cached)
         .expect("caching the map");
     agent
+}
+
+/// A backup host: a MariaDB server with `rows` rows in `videos` (none: no database), a
+/// bucket of its own in the shared moto, and the agent whose cached map backs up
+/// `database` to it.
+struct Backup {
+    moto: &'static Moto,
+    bucket: String,
+    db: MariaDb,
+    agent: Agent,
+    _root: tempfile::TempDir,
+}
+
+impl Backup {
+    fn new(database: &str, rows: u32) -> Backup {
+        let moto = Moto::shared();
+        let bucket = moto.new_bucket(false);
+        let root = tempfile::tempdir().expect("root");
+        let db = MariaDb::start(root.path(), "backup");
+        if rows > 0 {
+            fill(&db, "videos", rows);
+        }
+        let agent = backup_agent(&db, &bucket, database);
+        Backup {
+            moto,
+            bucket,
+            db,
+            agent,
+            _root: root,
+        }
+    }
+
+    /// `rolecall snapshot --product videos EXTRA`.
+    fn snapshot(&self, extra: &[&str]) -> Output {
+        snapshot(&self.agent, self.moto, extra)
+    }
 }
 
 fn snapshot(agent: &Agent, moto: &Moto, extra: &[&str]) -> Output {
@@ -103,15 +139,11 @@ fn restore_and_count(dump: &[u8], database: &str) -> String {
 
 #[test]
 fn a_snapshot_lands_in_s3_and_restores_with_the_same_rows() {
-    let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let root = tempfile::tempdir().expect("root");
-    let db = MariaDb::start(root.path(), "backup");
-    fill(&db, "videos", 3000);
-    let agent = backup_agent(&db, &bucket, "videos");
-    let out = snapshot(&agent, moto, &[]);
+    let backup = Backup::new("videos", 3000);
+    let (moto, bucket) = (backup.moto, &backup.bucket);
+    let out = backup.snapshot(&[]);
     assert_exit(&out, 0);
-    let keys = list_keys(moto, &bucket, "nightly/videos/");
+    let keys = list_keys(moto, bucket, "nightly/videos/");
     assert_eq!(keys.len(), 1, "{keys:?}\n{}", describe(&out));
     let name = keys[0].trim_start_matches("nightly/videos/videos-");
     assert!(
@@ -120,18 +152,18 @@ fn a_snapshot_lands_in_s3_and_restores_with_the_same_rows() {
         keys[0]
     );
     let mut sql = Vec::new();
-    GzDecoder::new(&moto.get(&bucket, &keys[0])[..])
+    GzDecoder::new(&moto.get(bucket, &keys[0])[..])
         .read_to_end(&mut sql)
         .expect("the object is gzip");
     assert!(String::from_utf8_lossy(&sql).contains("-- Dump completed"));
     assert_eq!(restore_and_count(&sql, "videos"), "3000");
-    assert_eq!(open_uploads(moto, &bucket), 0);
+    assert_eq!(open_uploads(moto, bucket), 0);
 }
 
 #[test]
 fn retention_keeps_the_newest_n_of_this_product_only() {
-    let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
+    let backup = Backup::new("videos", 10);
+    let (moto, bucket) = (backup.moto, &backup.bucket);
     let old: Vec<String> = (1..=4)
         .map(|d| format!("nightly/videos/videos-2020010{d}T000000Z.sql.gz"))
         .collect();
@@ -140,20 +172,14 @@ fn retention_keeps_the_newest_n_of_this_product_only() {
         "nightly/videos/videos-old-20200101T000000Z.sql.gz",
     ];
     for key in old.iter().map(String::as_str).chain(foreign) {
-        moto.put(&bucket, key, b"old");
+        moto.put(bucket, key, b"old");
     }
-    let root = tempfile::tempdir().expect("root");
-    let db = MariaDb::start(root.path(), "backup");
-    fill(&db, "videos", 10);
-    let agent = backup_agent(&db, &bucket, "videos");
-    let out = snapshot(&agent, moto, &["--keep", "3"]);
-    assert_exit(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("2 old snapshot(s) deleted"),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &backup.snapshot(&["--keep", "3"]),
+        0,
+        &["2 old snapshot(s) deleted"],
     );
-    let keys = list_keys(moto, &bucket, "nightly/videos/");
+    let keys = list_keys(moto, bucket, "nightly/videos/");
     assert_eq!(keys.len(), 5, "{keys:?}");
     for kept in [&old[2], &old[3]] {
         assert!(keys.contains(kept), "{kept} kept: {keys:?}");
@@ -168,43 +194,25 @@ fn retention_keeps_the_newest_n_of_this_product_only() {
 
 #[test]
 fn a_dump_that_fails_at_once_leaves_no_object() {
-    let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let root = tempfile::tempdir().expect("root");
-    let db = MariaDb::start(root.path(), "backup");
-    let agent = backup_agent(&db, &bucket, "no_such_db");
-    let out = snapshot(&agent, moto, &[]);
-    assert_exit(&out, 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no_such_db"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(list_keys(moto, &bucket, ""), Vec::<String>::new());
-    assert_eq!(open_uploads(moto, &bucket), 0);
+    let backup = Backup::new("no_such_db", 0);
+    let (moto, bucket) = (backup.moto, &backup.bucket);
+    assert_stderr(&backup.snapshot(&[]), 1, &["no_such_db"]);
+    assert_eq!(list_keys(moto, bucket, ""), Vec::<String>::new());
+    assert_eq!(open_uploads(moto, bucket), 0);
 }
 
 #[test]
 fn a_dump_that_fails_mid_stream_after_uploading_parts_leaves_no_object() {
-    let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let root = tempfile::tempdir().expect("root");
-    let db = MariaDb::start(root.path(), "backup");
     // Well over one 8 MiB part of gzip before the dump reaches the broken view.
-    fill(&db, "videos", 160_000);
-    db.query(
+    let backup = Backup::new("videos", 160_000);
+    let (moto, bucket) = (backup.moto, &backup.bucket);
+    backup.db.query(
         "CREATE TABLE videos.zz_base (a INT); \
          CREATE VIEW videos.zz_view AS SELECT a FROM videos.zz_base; \
          DROP TABLE videos.zz_base;",
     );
-    let agent = backup_agent(&db, &bucket, "videos");
-    let out = snapshot(&agent, moto, &[]);
-    assert_exit(&out, 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("zz_view"),
-        "{}",
-        describe(&out)
-    );
+    let out = backup.snapshot(&[]);
+    assert_stderr(&out, 1, &["zz_view"]);
     let part_path = format!("/{bucket}/nightly/videos/");
     let uploaded = crate::support::wait_until(std::time::Duration::from_secs(30), || {
         moto.request_count("PUT", &part_path, Some(200)) >= 1
@@ -214,6 +222,6 @@ fn a_dump_that_fails_mid_stream_after_uploading_parts_leaves_no_object() {
         "a part was uploaded before the failure\n{}",
         describe(&out)
     );
-    assert_eq!(list_keys(moto, &bucket, ""), Vec::<String>::new());
-    assert_eq!(open_uploads(moto, &bucket), 0);
+    assert_eq!(list_keys(moto, bucket, ""), Vec::<String>::new());
+    assert_eq!(open_uploads(moto, bucket), 0);
 }

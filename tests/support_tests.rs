@@ -230,11 +230,8 @@ fn moto_stores_versions_and_logs_requests() {
     let plain = moto.new_bucket(false);
     assert_eq!(moto.put(&plain, "map.toml", b"x").1, None);
     let path = format!("/{bucket}/map.toml");
-    assert!(wait_until(SHORT, || moto.request_count(
-        "GET",
-        &path,
-        Some(200)
-    ) == 1));
+    assert!(moto.wait_requests(("GET", &path, Some(200)), 1, SHORT));
+    assert_eq!(moto.request_count("GET", &path, Some(200)), 1);
     assert_eq!(moto.request_count("PUT", &path, None), 2);
 }
 
@@ -253,11 +250,8 @@ async fn moto_answers_a_conditional_get_with_304() {
     let status = err.raw_response().map(|raw| raw.status().as_u16());
     assert_eq!(status, Some(304), "{err:?}");
     let path = format!("/{bucket}/map.toml");
-    assert!(wait_until(SHORT, || moto.request_count(
-        "GET",
-        &path,
-        Some(304)
-    ) == 1));
+    assert!(moto.wait_requests(("GET", &path, Some(304)), 1, SHORT));
+    assert_eq!(moto.request_count("GET", &path, Some(304)), 1);
     assert_eq!(
         moto.request_count("GET", &path, Some(200)),
         0,
@@ -299,6 +293,17 @@ fn run_argv(argv: &[String]) -> std::process::Output {
         .unwrap_or_else(|err| panic!("running {argv:?}: {err}"))
 }
 
+/// Runs `argv` (a harness command such as a reload) and asserts it succeeded.
+#[track_caller]
+fn run_argv_ok(argv: &[String]) {
+    let out = run_argv(argv);
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        support::describe_output(&out)
+    );
+}
+
 #[test]
 fn apache_serves_vhosts_from_root_and_reloads_gracefully() {
     let root = tempfile::tempdir().expect("temp root");
@@ -307,18 +312,8 @@ fn apache_serves_vhosts_from_root_and_reloads_gracefully() {
     assert_eq!(apache.get("localhost", "/").0, 200);
     write_vhost(root.path(), &apache, "a.test", "site a\n");
     write_vhost(root.path(), &apache, "b.test", "site b\n");
-    let check = run_argv(&apache.check_cmd());
-    assert!(
-        check.status.success(),
-        "{}",
-        support::describe_output(&check)
-    );
-    let reload = run_argv(&apache.reload_cmd());
-    assert!(
-        reload.status.success(),
-        "{}",
-        support::describe_output(&reload)
-    );
+    run_argv_ok(&apache.check_cmd());
+    run_argv_ok(&apache.reload_cmd());
     assert!(
         apache.wait_generation(2, SHORT),
         "{}",
@@ -348,12 +343,7 @@ fn refused(port: u16) -> bool {
 fn apache_restart_cmd_restarts_and_drop_stops_it() {
     let root = tempfile::tempdir().expect("temp root");
     let apache = Apache::start(root.path());
-    let restart = run_argv(&apache.restart_cmd());
-    assert!(
-        restart.status.success(),
-        "{}",
-        support::describe_output(&restart)
-    );
+    run_argv_ok(&apache.restart_cmd());
     assert!(
         apache.wait_generation(2, SHORT),
         "{}",
@@ -418,12 +408,7 @@ fn mariadb_restart_cmd_applies_the_rendered_config() {
         "60-server.cnf",
         "[mysqld]\nmax_connections = 77\n",
     );
-    let restart = run_argv(&server.restart_cmd());
-    assert!(
-        restart.status.success(),
-        "{}",
-        support::describe_output(&restart)
-    );
+    run_argv_ok(&server.restart_cmd());
     assert_eq!(server.query("SELECT @@max_connections"), "77");
 
     write_cnf(

@@ -14,7 +14,12 @@ mod daemon;
 mod efficiency;
 /// Issue 5: failover end to end with real MariaDB servers, Apache and daemons.
 mod failover;
-/// The agent under test: temp dirs, agent.toml, the role map, running the real binary.
+/// Issue 15: the fault matrix: an error or a kill -9 at every file-system call of a real
+/// apply (strace), kills at random moments, a full managed root; old or new, truthful
+/// status, converged next time.
+mod faults;
+/// The agent under test: temp dirs, agent.toml, the role map, the sample fleet, running the
+/// real binary (one launcher for `rolecall run`, one status reader).
 mod fixture;
 /// Golden renders of every default-catalog template, and the `fails/` corpus (maps, templates).
 mod golden;
@@ -30,7 +35,8 @@ mod monitoring;
 /// Issue 6: systemd-analyze on the unit, the .deb in a debootstrapped Debian 12, the .rpm's
 /// files, bake.sh on a scratch root (the packages are built once per run by build.sh).
 mod packaging;
-/// The real programs accept the rendered configs: `apache2 -t`, `mariadbd`, cron checks.
+/// The real programs accept the rendered configs: `apache2 -t`, `mariadbd`, memcached and
+/// munin-node started with them and serving, cron checks.
 mod real_configs;
 /// Issue 2: idempotence, removals, restore on a failed check, refusals, the lock.
 mod reconcile;
@@ -43,8 +49,11 @@ mod shared_db;
 mod signing;
 /// Issue 5: `snapshot` of a real MariaDB streamed to moto, retention, no partial objects.
 mod snapshot;
-/// Starts the real parts: Apache, MariaDB, moto (S3), the IMDSv2 test server, a notify socket,
-/// Debian roots, the packages under test and a booted systemd.
+/// Starts the real parts: Apache, MariaDB, memcached, munin-node, moto (S3), the IMDSv2 test
+/// server, a notify socket, Debian roots, the packages under test and a booted systemd.
 mod support;
 /// Self-tests of `support`: each server starts, answers and enforces its protocol.
 mod support_tests;
+/// Issues 15 and 13: sys::fs attacked through the binary: symlinked parents and allowed
+/// roots, hard links, umask 000, symlinked state files and lock, stale temp files, fsyncs.
+mod writer;

@@ -308,16 +308,7 @@ fn catalog_strings(catalog: &Catalog) -> Vec<(&str, &str)> {
         out.extend(role.files.iter().map(|f| (r, f.group.as_str())));
         out.extend(role.hooks.iter().map(|h| (r, h.command.as_str())));
         for s in &role.smoke {
-            let fields = [
-                &s.name,
-                &s.url,
-                &s.host,
-                &s.body_contains,
-                &s.address,
-                &s.command,
-                &s.read_only,
-            ];
-            out.extend(fields.into_iter().flatten().map(|t| (r, t.as_str())));
+            out.extend(smoke_strings(s).map(|t| (r, t)));
         }
     }
     out
@@ -418,6 +409,22 @@ impl Renderer<'_> {
     }
 }
 
+/// The templated fields of a smoke test that are set.
+fn smoke_strings(s: &SmokeSpec) -> impl Iterator<Item = &str> {
+    [
+        &s.name,
+        &s.url,
+        &s.host,
+        &s.body_contains,
+        &s.address,
+        &s.command,
+        &s.read_only,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+}
+
 /// What `role`'s templates and catalog strings that apply to this host read.
 fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
     let files = role
@@ -436,19 +443,7 @@ fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
         .smoke
         .iter()
         .filter(|s| position_matches(s.when_position, view))
-        .flat_map(|s| {
-            [
-                &s.name,
-                &s.url,
-                &s.host,
-                &s.body_contains,
-                &s.address,
-                &s.command,
-                &s.read_only,
-            ]
-        })
-        .flatten()
-        .map(String::as_str);
+        .flat_map(smoke_strings);
     let hooks = role.hooks.iter().map(|h| h.command.as_str());
     files
         .chain(smoke)

@@ -373,31 +373,13 @@ mod tests {
     use super::*;
     use crate::rolemap::types::parse;
 
-    const BASE: &str = r#"
-schema = 1
-generation = 5
-[products.videos]
-domain = "videos.example.com"
-docroot = "/srv/videos"
-[products.videos.database]
-name = "videos"
-master = "db-1"
-replicas = ["db-2", "db-3"]
-backup = "db-4"
-backup_url = "s3://backups/videos/"
-[products.blog]
-domain = "blog.example.com"
-docroot = "/srv/blog"
-[hosts.web-1]
-address = "10.0.0.1"
-az = "a"
-roles = ["web"]
-products = ["videos"]
-[hosts.db-1]
-address = "10.0.1.1"
-az = "a"
-roles = ["db"]
-"#;
+    /// The tests' sample fleet, plus a product without a database.
+    fn base() -> String {
+        format!(
+            "{}\n[products.blog]\ndomain = \"blog.example.com\"\ndocroot = \"/srv/blog\"\n",
+            crate::rolemap::SAMPLE
+        )
+    }
 
     fn lines(old: &str, new: &str) -> Vec<String> {
         let (a, b) = (
@@ -409,20 +391,20 @@ roles = ["db"]
 
     #[test]
     fn identical_maps_have_no_changes() {
-        assert_eq!(lines(BASE, BASE), Vec::<String>::new());
+        assert_eq!(lines(&base(), &base()), Vec::<String>::new());
     }
 
     #[test]
     fn generation_change() {
-        let new = BASE.replace("generation = 5", "generation = 6");
-        assert_eq!(lines(BASE, &new), ["generation 5 -> 6"]);
+        let new = base().replacen("generation = 41", "generation = 42", 1);
+        assert_eq!(lines(&base(), &new), ["generation 41 -> 42"]);
     }
 
     #[test]
     fn host_added_and_removed() {
-        let new = BASE.replace("[hosts.db-1]", "[hosts.db-9]");
+        let new = base().replace("[hosts.db-1]", "[hosts.db-9]");
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             [
                 "host db-1 removed",
                 "host db-9 added (10.0.1.1, a, roles [db], products [])"
@@ -432,12 +414,12 @@ roles = ["db"]
 
     #[test]
     fn host_address_and_az_changes() {
-        let new = BASE.replace(
+        let new = base().replace(
             "address = \"10.0.0.1\"\naz = \"a\"",
             "address = \"10.0.0.7\"\naz = \"b\"",
         );
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             [
                 "host web-1: address 10.0.0.1 -> 10.0.0.7",
                 "host web-1: az a -> b"
@@ -447,12 +429,13 @@ roles = ["db"]
 
     #[test]
     fn host_roles_and_products_changes() {
-        let new = BASE.replace(
+        let new = base().replacen(
             "roles = [\"web\"]\nproducts = [\"videos\"]",
             "roles = [\"web\", \"memcached\"]\nproducts = [\"blog\"]",
+            1,
         );
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             [
                 "host web-1: roles +memcached",
                 "host web-1: products +blog -videos"
@@ -462,11 +445,11 @@ roles = ["db"]
 
     #[test]
     fn product_added_removed_and_changed() {
-        let new = BASE
+        let new = base()
             .replace("[products.blog]", "[products.shop]")
             .replace("docroot = \"/srv/videos\"", "docroot = \"/srv/videos2\"");
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             [
                 "product blog removed",
                 "product shop added",
@@ -477,60 +460,60 @@ roles = ["db"]
 
     #[test]
     fn new_master() {
-        let new = BASE.replace("master = \"db-1\"", "master = \"db-5\"");
+        let new = base().replace("master = \"db-1\"", "master = \"db-5\"");
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             ["product videos: new database master db-5 (was db-1)"]
         );
     }
 
     #[test]
     fn replicas_reordered_versus_changed() {
-        let reordered = BASE.replace("[\"db-2\", \"db-3\"]", "[\"db-3\", \"db-2\"]");
+        let reordered = base().replace("[\"db-2\", \"db-3\"]", "[\"db-3\", \"db-2\"]");
         assert_eq!(
-            lines(BASE, &reordered),
+            lines(&base(), &reordered),
             ["product videos: replicas reordered [db-3, db-2] (was [db-2, db-3])"]
         );
-        let changed = BASE.replace("[\"db-2\", \"db-3\"]", "[\"db-2\"]");
+        let changed = base().replace("[\"db-2\", \"db-3\"]", "[\"db-2\"]");
         assert_eq!(
-            lines(BASE, &changed),
+            lines(&base(), &changed),
             ["product videos: replicas [db-2] (was [db-2, db-3])"]
         );
     }
 
     #[test]
     fn backup_changed_and_removed() {
-        let moved = BASE.replace("backup = \"db-4\"", "backup = \"db-5\"");
+        let moved = base().replace("backup = \"db-4\"", "backup = \"db-5\"");
         assert_eq!(
-            lines(BASE, &moved),
+            lines(&base(), &moved),
             ["product videos: backup db-5 (was db-4)"]
         );
-        let gone = BASE.replace("backup = \"db-4\"\n", "");
+        let gone = base().replace("backup = \"db-4\"\n", "");
         assert_eq!(
-            lines(BASE, &gone),
+            lines(&base(), &gone),
             ["product videos: backup none (was db-4)"]
         );
     }
 
     #[test]
     fn database_fields_and_presence() {
-        let new = BASE
+        let new = base()
             .replace("name = \"videos\"", "name = \"videos2\"")
             .replace(
-                "backup_url = \"s3://backups/videos/\"",
-                "backup_url = \"s3://backups/videos/\"\nremoved = [\"db-0\"]",
+                "backup_url = \"s3://fleet-backups/videos/\"",
+                "backup_url = \"s3://fleet-backups/videos/\"\nremoved = [\"db-0\"]",
             );
         assert_eq!(
-            lines(BASE, &new),
+            lines(&base(), &new),
             [
                 "product videos: database.name videos -> videos2",
                 "product videos: database.removed [] -> [db-0]"
             ]
         );
-        let with_db = BASE.replace(
+        let with_db = base().replace(
             "docroot = \"/srv/blog\"",
             "docroot = \"/srv/blog\"\ndatabase = { name = \"blog\", master = \"db-1\" }",
         );
-        assert_eq!(lines(BASE, &with_db), ["product blog: database added"]);
+        assert_eq!(lines(&base(), &with_db), ["product blog: database added"]);
     }
 }

@@ -215,43 +215,9 @@ mod tests {
     use super::*;
     use crate::rolemap::load;
 
-    /// A map that lints clean: two web hosts in two zones, a master with a replica in
-    /// another zone and a backup, and every role balanced over zones a and b.
-    const CLEAN: &str = r#"
-schema = 1
-generation = 1
-[products.videos]
-domain = "videos.example.com"
-docroot = "/srv/videos"
-[products.videos.database]
-name = "videos"
-master = "db-1"
-replicas = ["db-2"]
-backup = "db-3"
-backup_url = "s3://backups/videos/"
-[hosts.web-1]
-address = "10.0.0.1"
-az = "a"
-roles = ["web"]
-products = ["videos"]
-[hosts.web-2]
-address = "10.0.0.2"
-az = "b"
-roles = ["web"]
-products = ["videos"]
-[hosts.db-1]
-address = "10.0.1.1"
-az = "a"
-roles = ["db"]
-[hosts.db-2]
-address = "10.0.1.2"
-az = "b"
-roles = ["db"]
-[hosts.db-3]
-address = "10.0.1.3"
-az = "b"
-roles = ["db", "db-backup"]
-"#;
+    /// The tests' sample fleet lints clean: two web hosts in two zones, a master with a
+    /// chain of two replicas and a backup, every role balanced over zones a and b.
+    const CLEAN: &str = crate::rolemap::SAMPLE;
 
     fn lint_text(text: &str) -> Vec<Warning> {
         lint(&load(text.as_bytes()).expect("test map is valid"))
@@ -285,10 +251,8 @@ roles = ["db", "db-backup"]
 
     #[test]
     fn only_replica_in_master_zone_is_reported() {
-        let text = CLEAN.replace(
-            "address = \"10.0.1.2\"\naz = \"b\"",
-            "address = \"10.0.1.2\"\naz = \"a\"",
-        );
+        // db-3 is in zone a, as the master.
+        let text = CLEAN.replace("replicas = [\"db-2\", \"db-3\"]", "replicas = [\"db-3\"]");
         let found = lint_text(&text);
         let found = only(&found, Kind::ReplicaSameAz);
         assert_eq!(found.len(), 1);
@@ -298,8 +262,8 @@ roles = ["db", "db-backup"]
     #[test]
     fn missing_replica_and_backup_are_reported() {
         let text = CLEAN
-            .replace("replicas = [\"db-2\"]\n", "")
-            .replace("backup = \"db-3\"\n", "");
+            .replace("replicas = [\"db-2\", \"db-3\"]\n", "")
+            .replace("backup = \"db-4\"\n", "");
         let warnings = lint_text(&text);
         let paths: Vec<&str> = warnings
             .iter()
@@ -346,7 +310,7 @@ roles = ["db", "db-backup"]
         let text = format!(
             "{CLEAN}[hosts.mon-1]\naddress = \"10.0.5.1\"\naz = \"c\"\nroles = [\"monitor\"]\n"
         );
-        // web: 1 in a, 1 in b, 0 in c, and monitor: 0/0/1 differ by one: fine. db: 1/2/0 is not.
+        // web: 1 in a, 1 in b, 0 in c, and monitor: 0/0/1 differ by one: fine. db: 2/2/0 is not.
         let warnings = lint_text(&text);
         let roles: Vec<&str> = only(&warnings, Kind::AzImbalance)
             .iter()
@@ -361,11 +325,11 @@ roles = ["db", "db-backup"]
     fn products_sharing_a_master_with_another_chain_are_reported() {
         let shared = CLEAN.replace(
             "[hosts.web-1]",
-            "[products.blog]\ndomain = \"blog.example.com\"\ndocroot = \"/srv/blog\"\n[products.blog.database]\nname = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]\nbackup = \"db-3\"\nbackup_url = \"s3://backups/blog/\"\n[hosts.web-1]",
+            "[products.blog]\ndomain = \"blog.example.com\"\ndocroot = \"/srv/blog\"\n[products.blog.database]\nname = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]\nbackup = \"db-4\"\nbackup_url = \"s3://backups/blog/\"\n[hosts.web-1]",
         );
         assert_eq!(lint_text(&shared), vec![]);
         let differs = shared.replace(
-            "name = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]",
+            "name = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]",
             "name = \"blog\"\nmaster = \"db-1\"\nreplicas = []",
         );
         let warnings = lint_text(&differs);

@@ -21,6 +21,11 @@ pub mod validate;
 
 pub use resolve::{resolve, HostView, Resolution};
 
+/// The tests' sample fleet (tests/maps/sample.toml): one product with a database chain and
+/// a backup, two web hosts, in two zones; valid and lint-clean.
+#[cfg(test)]
+pub(crate) const SAMPLE: &str = include_str!("../../tests/maps/sample.toml");
+
 /// The role names the map's own rules know (SPEC §5: a database position needs the `db`
 /// role, a backup `db` or `db-backup`; lint looks at `web` hosts). Every role is defined
 /// by the catalog; these are the ones validation, lint and `map show` refer to.

@@ -4,7 +4,6 @@
 //! metadata holds the bytes' SHA-256, so a torn pair reads as "no cache". Small synchronous
 //! local I/O.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -145,15 +144,12 @@ impl Cache {
     }
 }
 
+/// Read through `sys::fs`, which never follows a symlink at a state file (issue 15 #9).
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Cache {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    crate::sys::fs::read_state(path).map_err(|e| Error::Cache {
+        source: std::io::Error::other(crate::text::chain(&e)),
+        path: path.to_owned(),
+    })
 }
 
 /// Replace `dir/name` with `bytes` atomically, through `sys::fs` (the only writer).

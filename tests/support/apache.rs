@@ -5,10 +5,10 @@
 //! from the error log.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,8 +21,6 @@ const INSTALL_HINT: &str = "run `bash tests/run.sh` or `apt-get install apache2`
 const GENERATION_MARK: &str = "resuming normal operations";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Attempts at start-up: another process may take the free port before Apache binds it.
-const START_ATTEMPTS: usize = 3;
 
 const MODULES: [&str; 10] = [
     "mpm_event",
@@ -52,14 +50,8 @@ impl Apache {
     pub fn start(root: &Path) -> Apache {
         let program = super::require_program(APACHE, INSTALL_HINT);
         prepare_root(root);
-        let mut failures = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match try_start(&program, root) {
-                Ok(apache) => return apache,
-                Err(failure) => failures.push_str(&failure),
-            }
-        }
-        panic!("apache2 did not start:\n{failures}");
+        super::start_with_retries(|| try_start(&program, root))
+            .unwrap_or_else(|failures| panic!("apache2 did not start:\n{failures}"))
     }
 
     /// The port Apache listens on (127.0.0.1 only).
@@ -95,6 +87,33 @@ impl Apache {
     /// Graceful reload (`apache2 -k graceful`), what `systemctl reload apache2` does.
     pub fn reload_cmd(&self) -> Vec<String> {
         self.command(&["-k", "graceful"])
+    }
+
+    /// The graceful reload, after appending the time (nanoseconds since the epoch) to
+    /// `reloads.log` in the ServerRoot: [`Apache::reloads`] then knows every reload command
+    /// run, exactly and at once, where the error log shows a reload only once Apache has
+    /// finished it (and two quick ones may show as one).
+    pub fn counted_reload_cmd(&self) -> Vec<String> {
+        let log = self.reloads_log().display().to_string();
+        let script = format!(
+            "date +%s%N >> {} && exec {}",
+            super::command_line(&[log]),
+            super::command_line(&self.reload_cmd())
+        );
+        vec!["sh".into(), "-c".into(), script]
+    }
+
+    /// When each [`Apache::counted_reload_cmd`] ran, in nanoseconds since the epoch.
+    pub fn reloads(&self) -> Vec<u128> {
+        std::fs::read_to_string(self.reloads_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.parse().expect("a time in reloads.log"))
+            .collect()
+    }
+
+    fn reloads_log(&self) -> PathBuf {
+        self.server_root().join("logs/reloads.log")
     }
 
     /// Restart (`apache2 -k restart`).
@@ -202,25 +221,23 @@ fn try_start(program: &Path, root: &Path) -> Result<Apache, String> {
     let port = super::free_port();
     let conf = write_config(server_root.path(), root, port);
     let startup_log = server_root.path().join("logs/startup.log");
-    let log_file = std::fs::File::create(&startup_log).expect("creating startup.log");
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .arg("-d")
         .arg(server_root.path())
         .arg("-f")
         .arg(&conf)
-        .arg("-DFOREGROUND")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("cloning a file handle"))
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+        .arg("-DFOREGROUND");
+    let child = super::spawn_logged(&mut command, &startup_log);
     let mut apache = Apache {
         server_root,
         conf,
         port,
         child,
     };
-    if wait_ready(&mut apache) {
+    let error_log = apache.error_log();
+    let ready = || generation(&error_log) >= 1 && super::listening(port);
+    if super::wait_started(&mut apache.child, START_TIMEOUT, ready) {
         return Ok(apache);
     }
     let why = format!(
@@ -229,16 +246,6 @@ fn try_start(program: &Path, root: &Path) -> Result<Apache, String> {
         apache.error_log_tail()
     );
     Err(why) // dropping `apache` stops whatever did start
-}
-
-fn wait_ready(apache: &mut Apache) -> bool {
-    let addr = apache.addr();
-    let error_log = apache.error_log();
-    let child = &mut apache.child;
-    super::wait_until(START_TIMEOUT, || {
-        let exited = !matches!(child.try_wait(), Ok(None));
-        exited || (generation(&error_log) >= 1 && TcpStream::connect(addr).is_ok())
-    }) && matches!(child.try_wait(), Ok(None))
 }
 
 fn write_config(server_root: &Path, root: &Path, port: u16) -> PathBuf {

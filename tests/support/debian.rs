@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
-use super::require_program;
+use super::{output, require_program, run_ok};
 use crate::fixture::{describe, stdout};
 
 /// Where CI keeps what survives between runs (tests/run.sh): the root tarballs.
@@ -94,19 +94,6 @@ pub fn tarball(spec: &RootSpec) -> PathBuf {
     tarball
 }
 
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
-}
-
-#[track_caller]
-fn run_ok(command: &mut Command) -> Output {
-    let out = run(command);
-    assert!(out.status.success(), "{command:?}\n{}", describe(&out));
-    out
-}
-
 /// A fresh copy of a Debian root, removed when dropped.
 pub struct DebianRoot {
     dir: TempDir,
@@ -151,7 +138,7 @@ impl DebianRoot {
 
     /// Runs `argv` in the root (chroot, no namespaces) with a clean environment.
     pub fn run(&self, argv: &[&str]) -> Output {
-        run(
+        output(
             Command::new(require_program("chroot", "apt-get install coreutils"))
                 .arg(self.dir.path())
                 .args([

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -179,10 +179,7 @@ impl Instance {
             super::terminate_child(old, STOP_TIMEOUT);
         }
         let child = server.insert(self.spawn());
-        let answered = super::wait_until(START_TIMEOUT, || {
-            !matches!(child.try_wait(), Ok(None)) || self.try_query("SELECT 1").is_ok()
-        });
-        if answered && matches!(child.try_wait(), Ok(None)) {
+        if super::wait_started(child, START_TIMEOUT, || self.try_query("SELECT 1").is_ok()) {
             return Ok(());
         }
         let log = super::log_tail(&self.error_log, 20);
@@ -190,19 +187,9 @@ impl Instance {
     }
 
     fn spawn(&self) -> Child {
-        let console = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.error_log)
-            .expect("opening the MariaDB log");
-        let server = &programs().server;
-        Command::new(server)
-            .arg(format!("--defaults-file={}", self.base_cnf.display()))
-            .stdin(Stdio::null())
-            .stdout(console.try_clone().expect("cloning a file handle"))
-            .stderr(console)
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", server.display()))
+        let mut server = Command::new(&programs().server);
+        server.arg(format!("--defaults-file={}", self.base_cnf.display()));
+        super::spawn_logged(&mut server, &self.error_log)
     }
 
     fn stop(&self) {

@@ -1,6 +1,6 @@
 //! Test harness: starts the real parts SPEC §8 names on loopback, each with its own random
-//! port and temp dir: Apache 2.4 and MariaDB from Debian, moto as the S3 server, an IMDSv2
-//! test server and a systemd notify socket; and for the packaging and boot tests, the packages
+//! port and temp dir: Apache 2.4, MariaDB, memcached and munin-node from Debian, moto as the
+//! S3 server, an IMDSv2 test server and a systemd notify socket; and for the packaging and boot tests, the packages
 //! under test, cached Debian roots and a real systemd booting one in its own namespaces. A
 //! missing program fails the test with an install hint (`require_program`); nothing is ever
 //! skipped.
@@ -15,6 +15,8 @@ pub mod fleet;
 pub mod http;
 pub mod imds;
 pub mod mariadb;
+pub mod memcached;
+pub mod munin;
 pub mod notify;
 pub mod packages;
 pub mod s3;
@@ -36,6 +38,23 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local address of a bound listener")
         .port()
+}
+
+/// Attempts at starting a server on a fresh free port: another process may take the port
+/// between [`free_port`] and the server binding it.
+pub const START_ATTEMPTS: usize = 3;
+
+/// The first of up to [`START_ATTEMPTS`] start attempts that succeeds, or every
+/// attempt's reason.
+pub fn start_with_retries<T>(mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut failures = String::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(server) => return Ok(server),
+            Err(failure) => failures.push_str(&failure),
+        }
+    }
+    Err(failures)
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
@@ -86,11 +105,16 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Runs `command` to completion; panics only when it cannot be started.
+pub fn output(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
+}
+
 /// Runs `command` to completion and returns its stdout; panics with its stderr on failure.
 pub fn run_ok(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    let output = output(command);
     assert!(
         output.status.success(),
         "{command:?} failed ({}): {}",
@@ -163,6 +187,34 @@ pub fn pid_alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
+}
+
+/// Spawns `command` with stdin closed and stdout and stderr appended to `log` (created if
+/// missing): a server started by the harness, whose output a failure message can show.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|err| panic!("opening {}: {err}", log.display()));
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("cloning a file handle"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {command:?}: {err}"))
+}
+
+/// Waits up to `timeout` until `ready` holds while `child` runs; whether it does and the
+/// child still runs (a server that exited at start-up is not waited for).
+pub fn wait_started(child: &mut Child, timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    wait_until(timeout, || !matches!(child.try_wait(), Ok(None)) || ready())
+        && matches!(child.try_wait(), Ok(None))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Waits up to `timeout` for `child` to exit, then kills it; always reaps it.

@@ -264,6 +264,19 @@ impl Moto {
             .count()
     }
 
+    /// Waits up to `timeout` until moto has logged at least `count` requests as counted by
+    /// [`Moto::request_count`] (its log is read by a thread); whether it did.
+    pub fn wait_requests(
+        &self,
+        (method, path_part, status): (&str, &str, Option<u16>),
+        count: usize,
+        timeout: Duration,
+    ) -> bool {
+        super::wait_until(timeout, || {
+            self.request_count(method, path_part, status) >= count
+        })
+    }
+
     /// moto's last output lines, for failure messages.
     pub fn output_tail(&self) -> String {
         lock(&self.log).last_lines.join("\n")

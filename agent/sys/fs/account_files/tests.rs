@@ -106,9 +106,15 @@ fn nothing_but_the_four_account_files_becomes_writable() {
         mode: 0o644,
     };
     for logical in ACCOUNT_FILES {
-        let err = fs.write(Path::new(logical), &file).expect_err("written");
+        let err = fs
+            .transaction()
+            .write(Path::new(logical), &file)
+            .expect_err("written");
         assert!(matches!(err, Error::NotAllowed { .. }), "{logical}: {err}");
-        let err = fs.remove(Path::new(logical)).expect_err("removed");
+        let err = fs
+            .transaction()
+            .remove(Path::new(logical))
+            .expect_err("removed");
         assert!(matches!(err, Error::NotAllowed { .. }), "{logical}: {err}");
     }
     assert_eq!(

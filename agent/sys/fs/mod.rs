@@ -1,0 +1,233 @@
+//! The only code that writes files (SPEC §7.5, STYLE §2.4 and §3.6): the `--root` prefix, the
+//! `allowed_roots` check, no symlink followed from an allowed root down (each directory is
+//! opened with `O_NOFOLLOW` relative to its parent's fd, each file relative to its
+//! directory's fd), atomic writes (temp file, fsync, owner/mode, rename, one directory
+//! fsync per directory per transaction), the sweep of temp files a crash left, and the
+//! state directory's files (never through a symlink). I/O.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+mod account_files;
+mod file;
+mod owners;
+mod state;
+mod temp;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::plan::{DiskState, FileState};
+pub use account_files::{AccountSnapshot, Names};
+// Fs::check_owners, Fs::snapshot_all and Fs::sweep are for the pipeline (preview::render,
+// preview::snapshot, settled::holds, a sweep per reconcile): remove their allows once it
+// calls them.
+pub use state::{
+    create_dirs, create_new, prepare_socket, read_json, read_state, remove_state, set_mode,
+    write_json, write_state, write_state_mode,
+};
+pub use temp::sweep_dir;
+pub use txn::Transaction;
+
+/// Errors touching the filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path is outside every allowed root (or not a clean absolute path).
+    #[error("{path} is outside the allowed roots ({allowed})")]
+    NotAllowed {
+        /// Logical path (without `--root`).
+        path: PathBuf,
+        /// The allowed roots, comma separated.
+        allowed: String,
+    },
+    /// A symlink where rolecall never follows one: a destination, a directory from an
+    /// allowed root down, or a state file.
+    #[error("{path} is a symlink; refusing to write through it")]
+    Symlink {
+        /// Physical path of the symlink itself (the component, not the whole path).
+        path: PathBuf,
+    },
+    /// The destination exists but is not a regular file.
+    #[error("{path} exists and is not a regular file")]
+    NotAFile {
+        /// Physical path.
+        path: PathBuf,
+    },
+    /// Something other than a directory where a directory must be.
+    #[error("{path} exists and is not a directory")]
+    NotADirectory {
+        /// Physical path of that component.
+        path: PathBuf,
+    },
+    /// Owner or group name unknown on this system.
+    #[error("{kind} {name:?} does not exist on this host (file {path})")]
+    UnknownOwner {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The file it was meant for.
+        path: PathBuf,
+    },
+    /// An I/O operation failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done (`writing`, `renaming`, …).
+        action: &'static str,
+        /// Physical path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON state file could not be encoded or decoded.
+    #[error("state file {path}")]
+    Json {
+        /// Physical path.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `map_err` adapter: an `std::io::Error` while doing `action` to `path`.
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `map_err` adapter for nix's `Errno`.
+fn errno<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(nix::errno::Errno) -> Error + 'a {
+    move |e| io(action, path)(e.into())
+}
+
+/// A whole regular file, not read through a symlink at its name (the account files).
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, Error> {
+    read_state(path)?.ok_or_else(|| io("reading", path)(std::io::ErrorKind::NotFound.into()))
+}
+
+/// fsync a directory so a rename in it survives a crash (the account files).
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let flags =
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .map_err(errno("syncing directory", dir))?;
+    nix::unistd::fsync(fd).map_err(errno("syncing directory", dir))
+}
+
+/// Filesystem access under a root prefix, limited to allowed roots.
+#[derive(Debug, Clone)]
+pub struct Fs {
+    root: PathBuf,
+    allowed: Vec<PathBuf>,
+}
+
+impl Fs {
+    /// `root` prefixes every logical path; only paths under `allowed` may be touched.
+    pub fn new(root: &Path, allowed: &[PathBuf]) -> Fs {
+        Fs {
+            root: root.to_path_buf(),
+            allowed: allowed.to_vec(),
+        }
+    }
+
+    /// The physical path of a logical one.
+    pub fn physical(&self, logical: &Path) -> PathBuf {
+        let relative = logical.strip_prefix("/").unwrap_or(logical);
+        self.root.join(relative)
+    }
+
+    /// Refuse paths that are relative, contain `.`/`..`, or sit outside every allowed root.
+    ///
+    /// # Errors
+    /// `NotAllowed`.
+    pub fn check_allowed(&self, logical: &Path) -> Result<(), Error> {
+        if crate::plan::is_allowed(logical, &self.allowed) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self
+            .allowed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        Err(Error::NotAllowed {
+            path: logical.to_path_buf(),
+            allowed: allowed.join(", "),
+        })
+    }
+
+    /// Whether a symlink at logical directory `dir` is refused: it is an allowed root or
+    /// lies below one. Above the allowed roots (and in `--root` itself) the operator may
+    /// use symlinks and mounts.
+    fn is_protected(&self, dir: &Path) -> bool {
+        self.allowed.iter().any(|root| dir.starts_with(root))
+    }
+
+    /// A transaction: directories opened once, files written relative to them, one
+    /// directory fsync per directory at [`Transaction::sync`].
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    /// What is at `logical` now, without following a symlink from an allowed root down.
+    ///
+    /// # Errors
+    /// `Symlink` or `NotADirectory` for a parent directory from the allowed root down; I/O
+    /// errors other than "not found".
+    pub fn snapshot(&self, logical: &Path) -> Result<DiskState, Error> {
+        self.transaction().snapshot(logical)
+    }
+
+    /// [`Fs::snapshot`] of every path, sharing directory fds and owner-name lookups (what
+    /// a plan needs: one call per reconcile instead of one per file).
+    ///
+    /// # Errors
+    /// As [`Fs::snapshot`], for the first path that fails.
+    #[allow(dead_code, reason = "for the pipeline; see the re-exports")]
+    pub fn snapshot_all<'p>(
+        &self,
+        paths: impl IntoIterator<Item = &'p Path>,
+    ) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
+        let mut txn = self.transaction();
+        paths
+            .into_iter()
+            .map(|p| Ok((p.to_path_buf(), txn.snapshot(p)?)))
+            .collect()
+    }
+
+    /// Put `logical` back the way `before` describes, durable on return.
+    ///
+    /// # Errors
+    /// As [`Transaction::write`] and [`Transaction::remove`].
+    pub fn restore(&self, logical: &Path, before: &DiskState) -> Result<(), Error> {
+        let mut txn = self.transaction();
+        txn.restore(logical, before)?;
+        txn.sync()
+    }
+
+    /// Remove the temp files a killed rolecall left in the logical directories `dirs`
+    /// (regular files named `.rolecall-tmp-<pid>-<random>`, whose writer is not alive), never
+    /// following a symlink from an allowed root down and never creating a directory.
+    /// Returns how many were removed.
+    ///
+    /// The pipeline calls it once per reconcile, under the lock, with the parent directory
+    /// of every desired and recorded file (issue 15 #4); transactions also sweep each
+    /// directory before their first write in it.
+    ///
+    /// # Errors
+    /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
+    #[allow(dead_code, reason = "for the pipeline; see the re-exports")]
+    pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
+        let mut txn = self.transaction();
+        let mut removed = 0;
+        for dir in dirs {
+            removed += txn.sweep(dir)?;
+        }
+        Ok(removed)
+    }
+}

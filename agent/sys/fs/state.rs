@@ -1,0 +1,271 @@
+//! The agent's own files: the state directory's (status, records, map cache, journal,
+//! settled record, counters) and a few others it writes (man pages, keys, the control
+//! socket's directory). None is read or written through a symlink at its name (issue 15
+//! #9); writes are atomic and durable, with an explicit mode (0600 for contents, issue 15
+//! #3); directories created get mode 0755 whatever the umask.
+
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, Mode, SFlag};
+use nix::unistd::{fsync, linkat, unlinkat, UnlinkatFlags};
+use serde::{Deserialize, Serialize};
+
+use super::{errno, io, temp, Error};
+
+/// Mode of state files anyone may read (status for `rolecall check`, records).
+const PUBLIC: u32 = 0o644;
+/// Mode of the directories created for state files.
+const DIR_MODE: u32 = 0o755;
+
+/// Read a state-directory file; `None` when it does not exist.
+///
+/// # Errors
+/// `Symlink` when a symlink is there; other I/O errors.
+pub fn read_state(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = match nix::fcntl::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(symlink(path)),
+        Err(e) => return Err(errno("reading", path)(e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(errno("reading", path))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    super::file::read_all(File::from(fd), st.st_size, path).map(Some)
+}
+
+/// Read a JSON state file; `None` when it does not exist.
+///
+/// # Errors
+/// `Symlink`, I/O or JSON errors.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {
+    let Some(bytes) = read_state(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Write a JSON state file atomically, mode 0644.
+///
+/// # Errors
+/// `Symlink`, I/O or JSON errors.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_state(path, &bytes)
+}
+
+/// Write a state-directory file atomically, readable by everyone (status, records).
+///
+/// # Errors
+/// As [`write_state_mode`].
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_state_mode(path, bytes, PUBLIC)
+}
+
+/// Write a state-directory file atomically with `mode` from its first byte (0600 for files
+/// that hold managed files' contents: the journal, backups): temp file in the same
+/// directory, fsync, rename over `path` (refused if a symlink or a non-file is there), then
+/// the directory fsynced. A missing directory is created (0755).
+///
+/// # Errors
+/// `Symlink`, `NotAFile`, I/O.
+pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let (dir_path, name) = split(path)?;
+    let dir = open_dir(dir_path, true)?;
+    refuse_non_file(dir.as_fd(), name, path)?;
+    let (mut tmp, tmp_name) = temp::create(dir.as_fd(), dir_path, mode)?;
+    let result = tmp
+        .write_all(bytes)
+        .map_err(io("writing", path))
+        .and_then(|()| chmod_if_needed(&tmp, mode, path))
+        .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
+        .and_then(|()| {
+            renameat(dir.as_fd(), tmp_name.as_str(), dir.as_fd(), name)
+                .map_err(errno("renaming into", path))
+        });
+    if result.is_err() {
+        let _ = unlinkat(dir.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result?;
+    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+}
+
+/// Create `path` with `bytes` and `mode`, never replacing an existing file (key files of
+/// `map keygen`): written to a temp file in the same directory, fsynced, then linked into
+/// place only if nothing is there, so the file appears whole or not at all.
+///
+/// # Errors
+/// I/O errors; an existing file is `AlreadyExists` ("creating …: File exists").
+pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let (dir_path, name) = split(path)?;
+    let dir = open_dir(dir_path, false)?;
+    let (mut tmp, tmp_name) = temp::create(dir.as_fd(), dir_path, mode)?;
+    let result = tmp
+        .write_all(bytes)
+        .map_err(io("writing", path))
+        .and_then(|()| chmod_if_needed(&tmp, mode, path))
+        .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
+        .and_then(|()| {
+            let (d, flags) = (dir.as_fd(), AtFlags::empty());
+            linkat(d, tmp_name.as_str(), d, name, flags).map_err(errno("creating", path))
+        });
+    let _ = unlinkat(dir.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+    result?;
+    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+}
+
+/// Remove a state-directory file (a symlink there is removed, not followed); one that is
+/// already gone is fine.
+///
+/// # Errors
+/// I/O errors other than "not found".
+pub fn remove_state(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing", path)(e)),
+    }
+}
+
+/// Make room for a unix socket at `path`: create its directory, and remove a socket left
+/// there by a process that died. Anything else at `path` (a symlink, a file) is refused.
+///
+/// # Errors
+/// `NotAFile` for something other than a socket; I/O.
+pub fn prepare_socket(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let (dir, _) = split(path)?;
+    open_dir(dir, true)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => remove_state(path),
+        Ok(_) => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("inspecting", path)(e)),
+    }
+}
+
+/// Set the permission bits of a file this process just created (a socket).
+///
+/// # Errors
+/// I/O.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("changing mode of", path))
+}
+
+/// Create the directory `dir` and its missing parents, each with mode 0755 whatever the
+/// umask (the state directory before its lock file).
+///
+/// # Errors
+/// I/O.
+pub fn create_dirs(dir: &Path) -> Result<(), Error> {
+    open_dir(dir, true).map(drop)
+}
+
+fn chmod_if_needed(tmp: &File, mode: u32, path: &Path) -> Result<(), Error> {
+    if !temp::needs_chmod(mode) {
+        return Ok(());
+    }
+    fchmod(tmp.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+        .map_err(errno("changing mode of", path))
+}
+
+fn symlink(path: &Path) -> Error {
+    Error::Symlink {
+        path: path.to_path_buf(),
+    }
+}
+
+fn refuse_non_file(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, path: &Path) -> Result<(), Error> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Ok(()),
+            SFlag::S_IFLNK => Err(symlink(path)),
+            _ => Err(Error::NotAFile {
+                path: path.to_path_buf(),
+            }),
+        },
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(errno("inspecting", path)(e)),
+    }
+}
+
+/// The directory and name of a file path; a bare name is in the current directory.
+fn split(path: &Path) -> Result<(&Path, &std::ffi::OsStr), Error> {
+    let name = path.file_name().ok_or_else(|| Error::NotAFile {
+        path: path.to_path_buf(),
+    })?;
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    Ok((dir, name))
+}
+
+/// Open the directory `dir` (the operator's path: symlinks in it are followed); with
+/// `create`, create it and missing parents first.
+fn open_dir(dir: &Path, create: bool) -> Result<OwnedFd, Error> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match nix::fcntl::open(dir, flags, Mode::empty()) {
+        Err(Errno::ENOENT) if create => {
+            make_dirs(dir)?;
+            nix::fcntl::open(dir, flags, Mode::empty()).map_err(errno("opening directory", dir))
+        }
+        other => other.map_err(errno("opening directory", dir)),
+    }
+}
+
+/// `mkdir -p` with mode 0755 for each directory made, each new entry synced in its parent.
+fn make_dirs(dir: &Path) -> Result<(), Error> {
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let parent_fd = match nix::fcntl::open(parent, flags, Mode::empty()) {
+        Err(Errno::ENOENT) => {
+            make_dirs(parent)?;
+            nix::fcntl::open(parent, flags, Mode::empty())
+        }
+        other => other,
+    }
+    .map_err(errno("opening directory", parent))?;
+    let name = dir.file_name().unwrap_or(dir.as_os_str());
+    match nix::sys::stat::mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(DIR_MODE)) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => return Ok(()),
+        Err(e) => return Err(errno("creating directory", dir)(e)),
+    }
+    let made = openat(
+        parent_fd.as_fd(),
+        name,
+        flags | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(errno("opening directory", dir))?;
+    fchmod(made.as_fd(), Mode::from_bits_truncate(DIR_MODE))
+        .map_err(errno("changing mode of", dir))?;
+    fsync(parent_fd.as_fd()).map_err(errno("syncing directory", parent))
+}

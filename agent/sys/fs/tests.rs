@@ -1,0 +1,411 @@
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// A scratch `--root` allowing /etc/apache2 and the file /etc/memcached.conf.
+struct Root {
+    dir: tempfile::TempDir,
+    fs: Fs,
+}
+
+impl Root {
+    fn new() -> Root {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let allowed = [
+            PathBuf::from("/etc/apache2"),
+            PathBuf::from("/etc/memcached.conf"),
+        ];
+        let fs = Fs::new(&dir.path().join("root"), &allowed);
+        Root { dir, fs }
+    }
+
+    fn path(&self, logical: &str) -> PathBuf {
+        self.fs.physical(Path::new(logical))
+    }
+
+    fn write(&self, logical: &str, file: &FileState) -> Result<(), Error> {
+        let mut txn = self.fs.transaction();
+        txn.write(Path::new(logical), file)?;
+        txn.sync()
+    }
+
+    /// Every name under the temp dir (root and outside), for "nothing else was written".
+    fn names(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        list(self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn list(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("list").flatten() {
+        out.push(e.path());
+        if e.file_type().expect("type").is_dir() {
+            list(&e.path(), out);
+        }
+    }
+}
+
+fn file(content: &str, mode: u32) -> FileState {
+    FileState {
+        content: content.as_bytes().to_vec(),
+        owner: "root".into(),
+        group: "root".into(),
+        mode,
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn a_file_written_reads_back_as_written_and_its_directories_are_0755() {
+    let root = Root::new();
+    let vhost = "/etc/apache2/sites-enabled/a.conf";
+    for mode in [0o644, 0o640, 0o4755, 0o600] {
+        let want = file(&format!("mode {mode:o}\n"), mode);
+        root.write(vhost, &want).expect("written");
+        let got = root.fs.snapshot(Path::new(vhost)).expect("snapshot");
+        assert_eq!(got, DiskState::File(want), "mode {mode:o}");
+    }
+    for dir in ["/etc", "/etc/apache2", "/etc/apache2/sites-enabled"] {
+        assert_eq!(mode_of(&root.path(dir)), 0o755, "{dir}");
+    }
+    let left: Vec<_> = root.names().into_iter().filter(|p| is_temp(p)).collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(".rolecall-"))
+}
+
+#[test]
+fn issue15_a_symlinked_parent_below_the_allowed_root_is_refused_for_reads_and_writes() {
+    let root = Root::new();
+    let elsewhere = root.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    std::fs::create_dir_all(root.path("/etc/apache2")).expect("apache2");
+    let link = root.path("/etc/apache2/sites-enabled");
+    std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+    let before = root.names();
+
+    let vhost = "/etc/apache2/sites-enabled/a.conf";
+    let err = root.write(vhost, &file("x\n", 0o644)).expect_err("written");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &link),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("sites-enabled"), "{err}");
+    let deeper = "/etc/apache2/sites-enabled/sub/a.conf";
+    let err = root
+        .write(deeper, &file("x\n", 0o644))
+        .expect_err("written");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &link),
+        "{err:?}"
+    );
+    assert_eq!(root.names(), before, "something was written");
+
+    let err = root.fs.snapshot(Path::new(vhost)).expect_err("read");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &link),
+        "{err:?}"
+    );
+    let err = root
+        .fs
+        .transaction()
+        .remove(Path::new(vhost))
+        .expect_err("removed");
+    assert!(matches!(err, Error::Symlink { .. }), "{err:?}");
+    let err = root.fs.sweep([Path::new("/etc/apache2/sites-enabled")]);
+    assert!(matches!(err, Err(Error::Symlink { .. })), "{err:?}");
+}
+
+#[test]
+fn issue15_a_symlinked_allowed_root_is_refused() {
+    let root = Root::new();
+    let elsewhere = root.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    std::fs::create_dir_all(root.path("/etc")).expect("etc");
+    std::os::unix::fs::symlink(&elsewhere, root.path("/etc/apache2")).expect("symlink");
+    let err = root
+        .write("/etc/apache2/a.conf", &file("x\n", 0o644))
+        .expect_err("written through the allowed root");
+    assert!(matches!(err, Error::Symlink { .. }), "{err:?}");
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("list").count(), 0);
+}
+
+#[test]
+fn symlinks_above_the_allowed_roots_and_in_the_root_prefix_are_the_operators() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let real_etc = dir.path().join("mounted-etc");
+    let real_root = dir.path().join("real-root");
+    std::fs::create_dir_all(&real_etc).expect("etc");
+    std::fs::create_dir_all(&real_root).expect("root");
+    std::os::unix::fs::symlink(&real_root, dir.path().join("root")).expect("root link");
+    std::os::unix::fs::symlink(&real_etc, real_root.join("etc")).expect("etc link");
+    let fs = Fs::new(
+        &dir.path().join("root"),
+        &[PathBuf::from("/etc/memcached.conf")],
+    );
+    let mut txn = fs.transaction();
+    txn.write(Path::new("/etc/memcached.conf"), &file("-m 64\n", 0o644))
+        .expect("written through the operator's symlinks");
+    txn.sync().expect("synced");
+    assert_eq!(
+        std::fs::read(real_etc.join("memcached.conf")).expect("file"),
+        b"-m 64\n"
+    );
+}
+
+#[test]
+fn a_file_where_a_directory_should_be_is_named() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path("/etc/apache2")).expect("apache2");
+    std::fs::write(root.path("/etc/apache2/sites-enabled"), "a file\n").expect("file");
+    let err = root
+        .write("/etc/apache2/sites-enabled/a.conf", &file("x\n", 0o644))
+        .expect_err("written");
+    assert!(matches!(err, Error::NotADirectory { .. }), "{err:?}");
+    assert!(err.to_string().contains("sites-enabled"), "{err}");
+}
+
+#[test]
+fn a_symlink_at_the_destination_is_refused_and_its_target_untouched() {
+    let root = Root::new();
+    let target = root.dir.path().join("precious");
+    std::fs::write(&target, "keep\n").expect("target");
+    std::fs::create_dir_all(root.path("/etc/apache2")).expect("apache2");
+    let vhost = "/etc/apache2/a.conf";
+    std::os::unix::fs::symlink(&target, root.path(vhost)).expect("symlink");
+    assert_eq!(
+        root.fs.snapshot(Path::new(vhost)).expect("snapshot"),
+        DiskState::Symlink
+    );
+    let err = root.write(vhost, &file("x\n", 0o644)).expect_err("written");
+    assert!(matches!(err, Error::Symlink { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&target).expect("target"), b"keep\n");
+    assert!(std::fs::symlink_metadata(root.path(vhost))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert!(!root.names().iter().any(|p| is_temp(p)), "temp file left");
+}
+
+#[test]
+fn a_hard_linked_destination_is_replaced_not_written_through() {
+    let root = Root::new();
+    let vhost = "/etc/apache2/a.conf";
+    root.write(vhost, &file("old\n", 0o644)).expect("written");
+    let outside = root.dir.path().join("outside");
+    std::fs::hard_link(root.path(vhost), &outside).expect("hard link");
+    root.write(vhost, &file("new\n", 0o644)).expect("written");
+    assert_eq!(std::fs::read(&outside).expect("outside"), b"old\n");
+    assert_eq!(std::fs::read(root.path(vhost)).expect("vhost"), b"new\n");
+    assert_eq!(std::fs::metadata(&outside).expect("stat").nlink(), 1);
+}
+
+#[test]
+fn paths_outside_the_allowed_roots_or_unclean_are_refused() {
+    let root = Root::new();
+    for bad in [
+        "/etc/passwd",
+        "/etc/apache2/../passwd",
+        "etc/apache2/a.conf",
+        "/etc/memcached.conf.d/x",
+    ] {
+        let err = root.write(bad, &file("x\n", 0o644)).expect_err(bad);
+        assert!(matches!(err, Error::NotAllowed { .. }), "{bad}: {err:?}");
+    }
+    let err = root.fs.snapshot(Path::new("/etc/apache2/../../x"));
+    assert!(matches!(err, Err(Error::NotAllowed { .. })), "{err:?}");
+}
+
+#[test]
+fn remove_takes_a_file_away_and_absent_is_fine() {
+    let root = Root::new();
+    let vhost = "/etc/apache2/sites-enabled/a.conf";
+    root.write(vhost, &file("x\n", 0o644)).expect("written");
+    let mut txn = root.fs.transaction();
+    txn.remove(Path::new(vhost)).expect("removed");
+    txn.remove(Path::new(vhost)).expect("absent is fine");
+    txn.remove(Path::new("/etc/apache2/missing/b.conf"))
+        .expect("a missing directory is fine");
+    txn.sync().expect("synced");
+    assert!(!root.path(vhost).exists());
+    assert!(
+        !root.path("/etc/apache2/missing").exists(),
+        "remove created a directory"
+    );
+}
+
+#[test]
+fn an_unknown_owner_is_refused_before_anything_is_created() {
+    let root = Root::new();
+    let mut bad = file("x\n", 0o644);
+    bad.owner = "no-such-user-rolecall".into();
+    let err = root
+        .write("/etc/apache2/a.conf", &bad)
+        .expect_err("written");
+    assert!(matches!(err, Error::UnknownOwner { .. }), "{err:?}");
+    assert!(!root.path("/etc").exists());
+    let files = [
+        (Some("root"), Some("root"), Path::new("/a")),
+        (None, Some("nogroup-x"), Path::new("/b")),
+    ];
+    let err = root.fs.check_owners(files).expect_err("unknown group");
+    assert!(err.to_string().contains("nogroup-x"), "{err}");
+}
+
+/// A stale temp file of a dead writer (pid above pid_max) named like ours.
+const STALE: &str = ".rolecall-tmp-8388609-0123456789abcdef";
+
+#[test]
+fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
+    let root = Root::new();
+    let dir = root.path("/etc/apache2/sites-enabled");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let target = root.dir.path().join("target");
+    std::fs::write(&target, "keep\n").expect("target");
+    std::fs::write(dir.join(STALE), "half a vhost").expect("stale");
+    std::fs::write(dir.join(".rolecall-Ab3xY9"), "old version").expect("legacy");
+    let live = ".rolecall-tmp-1-0123456789abcdef";
+    std::fs::write(dir.join(live), "pid 1 is alive").expect("live");
+    let link = ".rolecall-tmp-8388609-aaaaaaaaaaaaaaaa";
+    std::os::unix::fs::symlink(&target, dir.join(link)).expect("symlink");
+    std::fs::create_dir(dir.join(".rolecall-tmp-8388609-bbbbbbbbbbbbbbbb")).expect("dir");
+    std::fs::write(dir.join("rolecall-a.conf"), "a vhost").expect("vhost");
+
+    let removed = root
+        .fs
+        .sweep([
+            Path::new("/etc/apache2/sites-enabled"),
+            Path::new("/etc/apache2/none"),
+        ])
+        .expect("swept");
+    assert_eq!(removed, 2);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".rolecall-tmp-1-0123456789abcdef",
+            ".rolecall-tmp-8388609-aaaaaaaaaaaaaaaa",
+            ".rolecall-tmp-8388609-bbbbbbbbbbbbbbbb",
+            "rolecall-a.conf"
+        ]
+    );
+    assert_eq!(std::fs::read(&target).expect("target"), b"keep\n");
+    assert!(
+        !root.path("/etc/apache2/none").exists(),
+        "sweep created a directory"
+    );
+}
+
+#[test]
+fn issue15_a_transaction_sweeps_a_directory_before_its_first_write_there() {
+    let root = Root::new();
+    let dir = root.path("/etc/apache2");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join(STALE), "half a vhost").expect("stale");
+    root.write("/etc/apache2/a.conf", &file("x\n", 0o644))
+        .expect("written");
+    assert!(!dir.join(STALE).exists(), "the stale temp file stayed");
+}
+
+#[test]
+fn issue15_state_files_are_never_read_or_written_through_a_symlink() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = dir.path().join("target");
+    std::fs::write(&target, "{\"a\": 1}").expect("target");
+    let status = dir.path().join("state/status.json");
+    std::fs::create_dir_all(dir.path().join("state")).expect("state");
+    std::os::unix::fs::symlink(&target, &status).expect("symlink");
+
+    let err = read_json::<serde_json::Value>(&status).expect_err("read through");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &status),
+        "{err:?}"
+    );
+    let err = write_json(&status, &2).expect_err("written through");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &status),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&target).expect("target"), b"{\"a\": 1}");
+    let dangling = dir.path().join("state/journal");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
+    let err = write_state_mode(&dangling, b"x", 0o600).expect_err("created through");
+    assert!(matches!(err, Error::Symlink { .. }), "{err:?}");
+    assert!(!dir.path().join("nowhere").exists());
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "a temp file was left: {names:?}");
+}
+
+#[test]
+fn state_files_get_their_mode_and_missing_directories_0755() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = dir.path().join("var/lib/rolecall/journal");
+    write_state_mode(&journal, b"secret", 0o600).expect("written");
+    assert_eq!(mode_of(&journal), 0o600);
+    assert_eq!(
+        read_state(&journal).expect("read"),
+        Some(b"secret".to_vec())
+    );
+    write_json(&dir.path().join("var/lib/rolecall/status.json"), &1).expect("written");
+    assert_eq!(
+        mode_of(&dir.path().join("var/lib/rolecall/status.json")),
+        0o644
+    );
+    for d in ["var", "var/lib", "var/lib/rolecall"] {
+        assert_eq!(mode_of(&dir.path().join(d)), 0o755, "{d}");
+    }
+    assert_eq!(read_state(&dir.path().join("none")).expect("read"), None);
+}
+
+#[test]
+fn create_new_sets_the_mode_and_never_replaces_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("fleet.key");
+    create_new(&key, b"secret", 0o600).expect("created");
+    assert_eq!(mode_of(&key), 0o600);
+    assert_eq!(std::fs::read(&key).expect("read"), b"secret");
+
+    let err = create_new(&key, b"other", 0o600).expect_err("exists");
+    assert!(err.to_string().contains("fleet.key"), "{err}");
+    assert_eq!(std::fs::read(&key).expect("read"), b"secret", "overwritten");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["fleet.key"], "a temporary file was left behind");
+}
+
+#[test]
+fn a_directory_found_missing_is_created_later_in_the_same_transaction() {
+    let root = Root::new();
+    let vhost = Path::new("/etc/apache2/sites-enabled/a.conf");
+    let mut txn = root.fs.transaction();
+    assert_eq!(txn.snapshot(vhost).expect("snapshot"), DiskState::Absent);
+    txn.write(vhost, &file("x\n", 0o644)).expect("written");
+    txn.sync().expect("synced");
+    assert!(matches!(txn.snapshot(vhost), Ok(DiskState::File(_))));
+    let other = Path::new("/etc/apache2/conf.d/b.conf");
+    assert_eq!(txn.snapshot(other).expect("snapshot"), DiskState::Absent);
+    txn.write(other, &file("y\n", 0o644)).expect("written");
+    assert!(matches!(txn.snapshot(other), Ok(DiskState::File(_))));
+}
