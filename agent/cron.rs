@@ -87,7 +87,10 @@ fn check_line(line: &str) -> Result<(), String> {
     let first = words.next().unwrap_or_default();
     if first.starts_with('@') {
         if !SPECIALS.contains(&first) {
-            return Err(format!("{} is not a cron special like @daily", quoted(first)));
+            return Err(format!(
+                "{} is not a cron special like @daily",
+                quoted(first)
+            ));
         }
     } else {
         check_field(0, first)?;
@@ -129,16 +132,13 @@ fn check_field(index: usize, field: &str) -> Result<(), String> {
             None => (part, None),
         };
         if let Some(step) = step {
-            step.parse::<u32>()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| {
-                    format!(
-                        "{}: step {} is not a positive number",
-                        quoted(field),
-                        quoted(step)
-                    )
-                })?;
+            step.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                format!(
+                    "{}: step {} is not a positive number",
+                    quoted(field),
+                    quoted(step)
+                )
+            })?;
         }
         if range == "*" {
             continue;

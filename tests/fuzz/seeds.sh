@@ -27,9 +27,9 @@ rm -rf "${CORPUS:?}"
 
 # map: every map the repository has, valid or not.
 seed map example <"$REPO/examples/rolemap.toml"
-for map in "$REPO"/tests/golden/*/map.toml; do
-    seed map "golden-$(basename "$(dirname "$map")")" <"$map"
-done
+seed map sample <"$REPO/tests/maps/sample.toml"
+seed map golden <"$REPO/tests/golden/map.toml"
+seed map golden-fails <"$REPO/tests/golden/fails/map.toml"
 for map in "$REPO"/tests/golden/fails/maps/*.toml; do
     seed map "fails-$(basename "$map" .toml)" <"$map"
 done
@@ -39,10 +39,10 @@ sed 's/^az = "us-east-1b"$/az = "\\u001b[2J\\nhost web-9: added as master"/' \
 printf 'schema = 1\ngeneration = 1\nx = "%s\n' "$(head -c 3000 /dev/zero | tr '\0' y)" |
     seed map long-line-unclosed
 
-# diff: the example against each golden map and against a promoted copy of itself.
-for map in "$REPO"/tests/golden/*/map.toml; do
-    pair "$REPO/examples/rolemap.toml" "$map" | seed diff "example-$(basename "$(dirname "$map")")"
-done
+# diff: the example against the other maps and against a promoted copy of itself.
+pair "$REPO/examples/rolemap.toml" "$REPO/tests/maps/sample.toml" | seed diff example-sample
+pair "$REPO/examples/rolemap.toml" "$REPO/tests/golden/map.toml" | seed diff example-golden
+pair "$REPO/tests/golden/map.toml" "$REPO/tests/golden/fails/map.toml" | seed diff golden-fails
 sed -e 's/^master = "db-1"$/master = "db-2"/' -e 's/^replicas = \["db-2", "db-3"\]$/replicas = ["db-3", "db-1"]/' \
     -e 's/^generation = 7$/generation = 8/' "$REPO/examples/rolemap.toml" >/tmp/rolecall-fuzz-promoted.$$
 pair "$REPO/examples/rolemap.toml" /tmp/rolecall-fuzz-promoted.$$ | seed diff promoted
