@@ -4,6 +4,7 @@
 # example map as `map publish --sign-key tests/fuzz/keys/fuzz.key` signed it. Run it after
 # changing those inputs and commit the result; fuzzing adds its finds to another directory
 # (README "Fuzzing"), so this corpus stays small.
+# shellcheck disable=SC2094 # `seed NAME <FILE` reads FILE and writes corpus/, not FILE
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
