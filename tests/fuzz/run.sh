@@ -5,11 +5,11 @@
 # directory (work/TARGET, git-ignored), never to corpus/. Fails on the first crash, panic,
 # output over its bound or timeout; libFuzzer leaves the input in artifacts/TARGET/.
 #
-#   bash tests/fuzz/run.sh [--seconds N | --runs N] [TARGET...]
+#   bash tests/fuzz/run.sh [--seconds N] [--runs N] [TARGET...]
 #
 # Default: every target for 20 s (tests/run.sh runs this as the test command's short pass).
-# --runs N stops a target after N executions; libFuzzer's last line, "Done N runs in S
-# second(s)", is the count to report.
+# --runs N stops a target after N executions (whichever limit comes first, with both);
+# libFuzzer's last line, "Done N runs in S second(s)", is the count to report.
 #
 # Environment:
 #   FUZZ_TARGET_DIR   cargo's target dir for the instrumented build (default tests/fuzz/target)
@@ -43,16 +43,17 @@ rustup toolchain install nightly --profile minimal"
 }
 
 main() {
-    local limit=(-max_total_time=20)
+    local limit=()
     local targets=()
     while [ "$#" -gt 0 ]; do
         case $1 in
-        --seconds) limit=("-max_total_time=$2"); shift 2 ;;
-        --runs) limit=("-runs=$2"); shift 2 ;;
-        -*) die "unknown option $1 (usage: run.sh [--seconds N | --runs N] [TARGET...])" ;;
+        --seconds) limit+=("-max_total_time=$2"); shift 2 ;;
+        --runs) limit+=("-runs=$2"); shift 2 ;;
+        -*) die "unknown option $1 (usage: run.sh [--seconds N] [--runs N] [TARGET...])" ;;
         *) targets+=("$1"); shift ;;
         esac
     done
+    [ "${#limit[@]}" -gt 0 ] || limit=(-max_total_time=20)
     [ "${#targets[@]}" -gt 0 ] || targets=("${TARGETS[@]}")
     ensure_tools
     export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$FUZZ_DIR/target}
