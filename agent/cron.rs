@@ -2,8 +2,12 @@
 //! written, because cron picks the directory up on its own. Pure. The rules follow what
 //! Debian's cron enforces: file name characters, root ownership, no group/other write,
 //! a trailing newline, and per line five time fields (or an `@` special), a user, a command.
+//! Values quoted in a problem are escaped and bounded (issue 15), as a rendered line can hold
+//! anything a template put there.
 
 use std::path::Path;
+
+use crate::text::quoted;
 
 /// The directory whose files get these checks.
 pub const CRON_DIR: &str = "/etc/cron.d";
@@ -43,12 +47,14 @@ pub fn check(path: &Path, content: &[u8], owner: &str, mode: u32) -> Vec<String>
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         problems.push(format!(
-            "file name {name:?} is ignored by cron (only letters, digits, '-' and '_')"
+            "file name {} is ignored by cron (only letters, digits, '-' and '_')",
+            quoted(&name)
         ));
     }
     if owner != "root" && owner != "0" {
         problems.push(format!(
-            "owner {owner:?}: cron only reads files owned by root"
+            "owner {}: cron only reads files owned by root",
+            quoted(owner)
         ));
     }
     if mode & 0o022 != 0 {
@@ -81,7 +87,10 @@ fn check_line(line: &str) -> Result<(), String> {
     let first = words.next().unwrap_or_default();
     if first.starts_with('@') {
         if !SPECIALS.contains(&first) {
-            return Err(format!("{first:?} is not a cron special like @daily"));
+            return Err(format!(
+                "{} is not a cron special like @daily",
+                quoted(first)
+            ));
         }
     } else {
         check_field(0, first)?;
@@ -95,7 +104,7 @@ fn check_line(line: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
     {
-        return Err(format!("{user:?} is not a user name"));
+        return Err(format!("{} is not a user name", quoted(user)));
     }
     if words.next().is_none() {
         return Err("no command after the user column".to_string());
@@ -123,10 +132,13 @@ fn check_field(index: usize, field: &str) -> Result<(), String> {
             None => (part, None),
         };
         if let Some(step) = step {
-            step.parse::<u32>()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| format!("{field:?}: step {step:?} is not a positive number"))?;
+            step.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                format!(
+                    "{}: step {} is not a positive number",
+                    quoted(field),
+                    quoted(step)
+                )
+            })?;
         }
         if range == "*" {
             continue;
@@ -135,7 +147,11 @@ fn check_field(index: usize, field: &str) -> Result<(), String> {
             let ok = names.contains(&bound.to_ascii_lowercase().as_str())
                 || bound.parse::<u32>().is_ok_and(|n| (min..=max).contains(&n));
             if !ok {
-                return Err(format!("{field:?}: {bound:?} is outside {min}-{max}"));
+                return Err(format!(
+                    "{}: {} is outside {min}-{max}",
+                    quoted(field),
+                    quoted(bound)
+                ));
             }
         }
     }
@@ -182,6 +198,29 @@ mod tests {
         assert!(problems("x", "61 * * * * root true\n")[0].contains("0-59"));
         assert!(problems("x", "@sometimes root true\n")[0].contains("special"));
         assert!(problems("x", "0 0 * jan mon root true\n").is_empty());
+    }
+
+    /// Found by the `cron` fuzz target: a problem quoted the whole offending field, so one
+    /// long word made an error as long as the line, control characters included.
+    #[test]
+    fn issue_15_problems_are_bounded_and_escaped() {
+        let word = format!("\u{1b}[2J{}", "9".repeat(1_000_000));
+        let lines = [
+            format!("{word} * * * * root true\n"),
+            format!("* * * * */{word} root true\n"),
+            format!("@{word} root true\n"),
+            format!("@daily {word} true\n"),
+        ];
+        for text in lines {
+            let found = problems("x", &text);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].len() < 400, "{} bytes", found[0].len());
+            assert!(found[0].contains("\\u{1b}[2J"), "{}", found[0]);
+            assert!(!found[0].contains('\u{1b}'), "{}", found[0]);
+        }
+        let long_name = format!("x.{}", "y".repeat(100_000));
+        let found = problems(&long_name, "@daily root true\n");
+        assert!(found[0].len() < 400, "{} bytes", found[0].len());
     }
 
     #[test]

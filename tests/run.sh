@@ -7,6 +7,8 @@
 #   ROLECALL_VENV         virtualenv holding moto (default /var/cache/rolecall-ci/venv)
 #   ROLECALL_MOTO_SERVER  moto_server to start (default: the one in ROLECALL_VENV)
 #   CARGO_TARGET_DIR      cargo's target dir (default /var/cache/rolecall-ci/target)
+#   FUZZ_TARGET_DIR       the fuzz targets' (nightly, instrumented) target dir
+#                         (default /var/cache/rolecall-ci/fuzz-target)
 set -euo pipefail
 
 readonly MOTO_VERSION=5.2.5
@@ -147,6 +149,13 @@ main() {
     fi
     log "cargo test --all-targets $*"
     cargo test --all-targets "$@"
+    # Issue 15: every fuzz target for 20 s from the committed seed corpus (about 2 minutes
+    # once built; the first instrumented build takes longer). Needs the nightly toolchain;
+    # installs cargo-fuzz if missing. Not with a test filter.
+    if [ "$#" -eq 0 ]; then
+        log "bash tests/fuzz/run.sh --seconds 20"
+        FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$CACHE_DIR/fuzz-target} bash tests/fuzz/run.sh --seconds 20
+    fi
 }
 
 main "$@"
