@@ -383,16 +383,21 @@ fn plan_for(
 
 type Disk = (BTreeMap<PathBuf, DiskState>, Records);
 
-/// What is measured is right: one vhost per product, all created on an empty disk, none
-/// changed on a converged one.
+/// Files the web role renders per product with a database: its vhost and its
+/// `database.env`.
+const FILES_PER_PRODUCT: usize = 2;
+
+/// What is measured is right: a vhost and a database.env per product, all created on an
+/// empty disk, none changed on a converged one.
 fn check_plans(scale: &Scale, desired: &Desired, empty: &Disk, converged: &Disk) {
+    let files = scale.web_products * FILES_PER_PRODUCT;
     assert_eq!(
         desired.files.len(),
-        scale.web_products,
-        "one vhost per product"
+        files,
+        "a vhost and a database.env per product"
     );
     let creates = plan_for(&desired.files, &empty.0, &empty.1).changes.len();
-    assert_eq!(creates, scale.web_products);
+    assert_eq!(creates, files);
     assert!(plan_for(&desired.files, &converged.0, &converged.1).is_empty());
 }
 
