@@ -83,7 +83,10 @@ pub(super) fn store(
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
         waiting: false,
-        secrets: desired.files.iter().any(|f| f.is_secret),
+        // Only a host that holds secret values (its last read wanted references: a refresh
+        // is due some time) must read them again; a template that could read one but has
+        // none to read (a product without `secrets`) keeps the quiet path.
+        secrets: agent.secrets.due_in().is_some() && desired.files.iter().any(|f| f.is_secret),
         files,
         accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };
