@@ -249,6 +249,10 @@ pub struct SmokeSpec {
     pub expect_status: Option<u16>,
     /// http: a substring the body must contain.
     pub body_contains: Option<String>,
+    /// http: a path (templated) that only the site's own virtual host answers, with 410
+    /// Gone. The test first waits for it, so that a graceful reload still in progress, or a
+    /// Host that falls through to another site, never passes for the site itself.
+    pub site_marker: Option<String>,
     /// tcp: `address:port`.
     pub address: Option<String>,
     /// mysql/command: argv as one string, split with shell rules after rendering.

@@ -18,6 +18,8 @@ const MAX_RETRY: Duration = Duration::from_millis(1000);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wrong answers in a row (e.g. HTTP 404 for 200) that end a test before its deadline.
 const ANSWERED_LIMIT: u32 = 3;
+/// What a site's own virtual host answers at its marker path (`Redirect gone`).
+const MARKER_STATUS: u16 = 410;
 
 /// The outcome of one smoke test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +60,11 @@ pub async fn smoke(tests: &[SmokeTest]) -> Vec<SmokeResult> {
 async fn run(test: &SmokeTest) -> SmokeResult {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + test.timeout;
+    let mut attempts = match site_served(&test.check, deadline).await {
+        Ok(attempts) => attempts,
+        Err((attempts, text)) => return finished(test, attempts, started, Some(text)),
+    };
     let mut pause = FIRST_RETRY;
-    let mut attempts = 0;
     let mut answered = 0;
     loop {
         attempts += 1;
@@ -74,6 +79,51 @@ async fn run(test: &SmokeTest) -> SmokeResult {
             || tokio::time::Instant::now() + pause >= deadline;
         if done {
             return finished(test, attempts, started, result.err().map(|f| f.text));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY);
+    }
+}
+
+/// Waits until the site's own virtual host answers its marker path (the HTTP test's
+/// `site_marker`), returning the attempts made. Until then the server answers from its old
+/// configuration (a graceful reload is applied after the reload command returns) or from
+/// another site (a Host no virtual host names falls through to the first), whose answers
+/// say nothing about this site: wrong answers are retried until the deadline.
+async fn site_served(
+    check: &SmokeCheck,
+    deadline: tokio::time::Instant,
+) -> Result<u32, (u32, String)> {
+    let SmokeCheck::Http {
+        url,
+        host,
+        site_marker: Some(path),
+        ..
+    } = check
+    else {
+        return Ok(0);
+    };
+    let marker = reqwest::Url::parse(url)
+        .and_then(|base| base.join(path))
+        .map_err(|e| (0, format!("site marker {path} of {url}: {e}")))?;
+    let probe = SmokeCheck::Http {
+        url: marker.into(),
+        host: host.clone(),
+        expect_status: MARKER_STATUS,
+        body_contains: None,
+        site_marker: None,
+    };
+    let mut pause = FIRST_RETRY;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match bounded_attempt(&probe, deadline).await {
+            Ok(()) => return Ok(attempts),
+            Err(failure) => failure,
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            let text = format!("not served by its own virtual host yet: {}", failure.text);
+            return Err((attempts, text));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RETRY);
@@ -149,6 +199,7 @@ async fn attempt(check: &SmokeCheck) -> Result<(), Failure> {
             host,
             expect_status,
             body_contains,
+            site_marker: _,
         } => {
             http(
                 url,
@@ -267,6 +318,66 @@ mod tests {
         port
     }
 
+    /// A loopback HTTP server answering `/marker` with `marker(n)` on its `n`th request
+    /// there (from 0), and everything else with 200.
+    fn site(marker: fn(usize) -> u16) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let mut asked = 0;
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let status = if buf[..n].starts_with(b"GET /marker ") {
+                    asked += 1;
+                    marker(asked - 1)
+                } else {
+                    200
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn marked(port: u16, timeout: Duration) -> SmokeTest {
+        let mut test = http_test(port, timeout);
+        if let SmokeCheck::Http { site_marker, .. } = &mut test.check {
+            *site_marker = Some("/marker".into());
+        }
+        test
+    }
+
+    #[tokio::test]
+    async fn the_site_is_checked_only_once_its_own_virtual_host_answers_the_marker() {
+        // A reload still being applied: the marker is unknown (404) three times, then served.
+        let result = run(&marked(
+            site(|n| if n < 3 { 404 } else { 410 }),
+            Duration::from_secs(10),
+        ))
+        .await;
+        assert!(result.ok, "{result:?}");
+        assert_eq!(
+            result.attempts, 5,
+            "four marker requests, one health request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_health_page_answered_by_another_virtual_host_does_not_pass() {
+        // Another site answers for this Host: its health page says 200, its marker 404.
+        let result = run(&marked(site(|_| 404), Duration::from_millis(800))).await;
+        assert!(!result.ok, "{result:?}");
+        let error = result.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("not served by its own virtual host") && error.contains("answered 404"),
+            "{error}"
+        );
+    }
+
     fn http_test(port: u16, timeout: Duration) -> SmokeTest {
         SmokeTest {
             name: "t".into(),
@@ -276,6 +387,7 @@ mod tests {
                 host: Some("a.test".into()),
                 expect_status: 200,
                 body_contains: None,
+                site_marker: None,
             },
             timeout,
         }

@@ -508,7 +508,8 @@ fn apache_agent(ec2: &Ec2) -> (Agent, Apache) {
 }
 
 /// A real Apache with an empty site set, answering 200 for `/health.txt` on any Host from
-/// its default document root: the smoke target when the service commands do nothing.
+/// its default document root, and every site's marker with 410 (as each site's own virtual
+/// host would): the smoke target when the service commands do nothing.
 struct Responder {
     apache: Apache,
     _root: tempfile::TempDir,
@@ -520,10 +521,18 @@ impl Responder {
             .prefix("rolecall-bench-")
             .tempdir()
             .expect("temp root");
+        let conf = root.path().join("etc/apache2/conf-enabled");
+        std::fs::create_dir_all(&conf).expect("conf-enabled");
+        let marker = "Redirect gone /.rolecall/site\n";
+        std::fs::write(conf.join("markers.conf"), marker).expect("markers.conf");
         let apache = Apache::start(root.path());
         let page = apache.server_root().join("htdocs/health.txt");
         std::fs::write(page, "ok\n").expect("health page");
         assert_eq!(apache.get("alpha.example.test", HEALTH).0, 200);
+        assert_eq!(
+            apache.get("alpha.example.test", "/.rolecall/site/alpha").0,
+            410
+        );
         Responder {
             apache,
             _root: root,

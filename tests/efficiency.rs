@@ -1,8 +1,12 @@
 //! Issue 13: a publish that does not change what a host renders writes nothing and reloads
 //! nothing on that host (no fleet-wide reload storm), against the real Apache.
 
-use crate::fixture::{assert_exit, identity_of, web_map};
-use crate::reconcile::synced_web_agent;
+use std::time::Duration;
+
+use crate::fixture::{assert_exit, docroots, identity_of, web_map, Daemon};
+use crate::reconcile::{synced_web_agent, web_agent};
+use crate::support::apache::Apache;
+use crate::support::wait_until;
 
 #[test]
 fn issue13_a_map_that_only_adds_an_unrelated_host_changes_nothing_on_a_web_host() {
@@ -35,4 +39,33 @@ fn issue13_a_map_that_only_adds_an_unrelated_host_changes_nothing_on_a_web_host(
         (1, generation),
         "Apache was reloaded"
     );
+}
+
+/// A web host serving a product with a database and no secret references: the shipped
+/// catalog's database.env could read secrets, yet there are none to re-read, so once
+/// converged its polls take the quiet path (no parse, render or write). The secrets work had
+/// lost this for every such host (fixed in f42cae3).
+#[test]
+fn issue13_a_web_host_with_a_database_product_polls_quietly() {
+    let (agent, _apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha"]);
+    let mut map = web_map(1, &["alpha"], &base);
+    map.push_str("\n[products.alpha.database]\nname = \"alpha\"\nmaster = \"db-1\"\n");
+    agent.write_map(&map);
+    let daemon = Daemon::start(&agent, &[]);
+    let quiet = || {
+        daemon
+            .log_lines()
+            .iter()
+            .filter(|line| line.contains("quiet poll: map unchanged, no drift"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || quiet() >= 3),
+        "no quiet polls: {}",
+        daemon.log_tail()
+    );
+    let env = agent.path("/etc/rolecall/products/alpha/database.env");
+    let text = std::fs::read_to_string(&env).expect("alpha's database.env");
+    assert!(text.contains("10.0.0.1"), "{text}");
 }

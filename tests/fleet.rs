@@ -208,7 +208,8 @@ fn quiet_polls_write_nothing_and_the_heartbeat_rewrites_the_record(r: &Reporting
 }
 
 /// cache-1 is in wave 1: held until wave 1 opens, then ok; the held marker is deleted,
-/// generation 1's stays.
+/// generation 1's stays. While held, its polls ask only whether the held map changed (304):
+/// the map is downloaded once when published and once when the wave opens.
 fn a_staged_generation_is_held_then_ok(r: &Reporting) {
     let map_file = r.host.agent.dir.path().join("next.toml");
     let text = map_with(1, &others_putting_cache_1_in_wave_1(2));
@@ -217,10 +218,21 @@ fn a_staged_generation_is_held_then_ok(r: &Reporting) {
     let publish = r
         .host
         .command(&["map", "publish", &map_file, "--to", &r.map_url])
-        .args(["--rollout", "50,100", "--bake", "4s", "--max-failed", "10"])
+        .args(["--rollout", "50,100", "--bake", "8s", "--max-failed", "10"])
         .output()
         .expect("map publish");
     assert_exit(&publish, 0);
+    r.host.wait_status(WAIT, "generation 2 held: wave 1 opens");
+    let downloads = || {
+        let map_path = format!("/{}/rolemap.toml", r.bucket);
+        r.moto.request_count("GET", &map_path, Some(200))
+    };
+    let (held_at, polls) = (downloads(), r.quiet_polls());
+    assert!(
+        wait_until(WAIT, || r.quiet_polls() >= polls + 2),
+        "no unchanged polls while held"
+    );
+    assert_eq!(downloads(), held_at, "a held poll downloaded the map again");
     r.host.wait_status(WAIT, "generation 2 held: wave 1 opens");
     let held = "fleet/g/2/held/cache-1".to_string();
     assert!(
@@ -236,6 +248,7 @@ fn a_staged_generation_is_held_then_ok(r: &Reporting) {
     ]);
     let held_path = format!("/{}/{held}", r.bucket);
     assert_eq!(r.moto.request_count("DELETE", &held_path, None), 1);
+    assert_eq!(downloads(), held_at + 1, "the opened wave's download");
 }
 
 /// With a poll of an hour, a host held for wave 1 (bake 4 s) still applies right after its

@@ -71,6 +71,81 @@ fn three_products_one_graceful_reload_and_a_new_product_is_served_next_sync() {
     );
 }
 
+/// How long after its reload command returns the delayed Apache below applies the reload.
+const RELOAD_LAG: &str = "3";
+
+/// Apache applies a graceful reload after the reload command returns; here it comes
+/// seconds later, as on a loaded host. A new site whose health page is missing must still
+/// be rolled back: the smoke test first waits for the site's own virtual host (its marker
+/// path). The control at the end shows what the marker prevents: without it the same change
+/// is kept, because the new Host falls through to alpha's virtual host, whose health page
+/// answers 200, until the reload lands and the site is broken.
+#[test]
+fn a_reload_applied_after_its_command_returns_cannot_pass_a_broken_site() {
+    let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    let apache = Apache::start(&agent.root);
+    let lagging = format!(
+        "(sleep {RELOAD_LAG}; {}) >/dev/null 2>&1 &",
+        command_line(&apache.counted_reload_cmd())
+    );
+    let line = |key: &str, argv: &[String]| format!("{key} = {:?}", command_line(argv));
+    agent.setup = Setup::new("web-1", "127.0.0.1")
+        .var(&format!("http_port = {}", apache.port()))
+        .service("apache2", &line("check", &apache.check_cmd()))
+        .service(
+            "apache2",
+            &line("reload", &["sh".into(), "-c".into(), lagging]),
+        );
+    agent.write_config();
+    let base = docroots(&agent, &["alpha", "beta", "gamma"]);
+    std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
+
+    // A good new site passes once its reload has landed.
+    agent.write_map(&web_map(1, &["alpha", "gamma"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(
+        apache.get("gamma.example.test", "/health.txt"),
+        (200, "ok gamma\n".to_string()),
+        "the sync passed before gamma was served"
+    );
+
+    agent.write_map(&web_map(2, &["alpha", "beta", "gamma"], &base));
+    let out = agent.run(&["sync"]);
+    let status = agent.status();
+    assert_eq!(
+        status["outcome"],
+        "rolled_back",
+        "{}\n{status}",
+        describe(&out)
+    );
+    assert!(!agent
+        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
+        .exists());
+
+    // Control: the shipped smoke test without its marker keeps the broken site. Once the
+    // rollback's own reload has landed, beta's Host falls through to alpha's site again.
+    assert!(
+        wait_until(Duration::from_secs(30), || apache
+            .get("beta.example.test", "/health.txt")
+            == (200, "ok alpha\n".to_string())),
+        "the rollback's reload never landed"
+    );
+    let web = agent.catalog.join("web.toml");
+    let shipped = std::fs::read_to_string(&web).expect("web.toml");
+    let marker = "site_marker = \"/.rolecall/site/{{ product.name }}\"\n";
+    assert!(shipped.contains(marker), "web.toml's site marker moved");
+    std::fs::write(&web, shipped.replace(marker, "")).expect("web.toml");
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(agent.status()["outcome"], "converged", "{}", agent.status());
+    assert!(
+        wait_until(Duration::from_secs(30), || apache
+            .get("beta.example.test", "/health.txt")
+            .0
+            == 404),
+        "beta never became the broken site the control kept"
+    );
+}
+
 /// The daemon's first retry delay after a failure, doubled for the second.
 const FIRST_BACKOFF_MS: u128 = 5_000;
 

@@ -186,9 +186,7 @@ pub async fn decide(
     report: Option<&ReportSettings>,
     now: SystemTime,
 ) -> Option<Note> {
-    let path = state_dir.join(DECISION_FILE);
-    let recorded: Option<Decision> = crate::sys::fs::read_json(&path).ok().flatten();
-    let wave = match staged.step(id, now, recorded.as_ref()) {
+    let wave = match staged.step(id, now, recorded(state_dir).as_ref()) {
         Step::Apply => return None,
         Step::Stay(note) => return Some(note),
         Step::Evaluate { wave } => wave,
@@ -205,12 +203,20 @@ pub async fn decide(
         Err(why) => return Some(staged.note(wave, State::Held, None, Some(why))),
     };
     info!(generation = staged.generation, halted = decision.halted, reason = %decision.reason, "rollout decision");
-    if let Err(e) = crate::sys::fs::write_json(&path, &decision) {
+    if let Err(e) = crate::sys::fs::write_json(&state_dir.join(DECISION_FILE), &decision) {
         warn!(error = %chain(&e), "rollout decision not recorded");
     }
     decision
         .halted
         .then(|| staged.note(wave, State::Halted, None, Some(decision.reason)))
+}
+
+/// The decision recorded in `state_dir`, if any (an unreadable one is none: the markers are
+/// listed again).
+pub fn recorded(state_dir: &Path) -> Option<Decision> {
+    crate::sys::fs::read_json(&state_dir.join(DECISION_FILE))
+        .ok()
+        .flatten()
 }
 
 /// List the generation's markers once and judge.

@@ -99,16 +99,21 @@ impl Fetch {
 /// Stage 2: ask the source for the map, conditionally on the cached ETag. Reads only the
 /// cache's small metadata file, so an unchanged map costs no read of the cached bytes.
 pub(super) async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
-    let cached = agent.cache().meta().unwrap_or_else(|e| {
-        warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
-        None
-    });
-    // A cache of another map (the URL was changed in agent.toml) is no fallback for this one.
-    let cached = cached.filter(|c| c.url == agent.settings.map_url);
+    let cached = cached_meta(agent);
     let fetched = source
         .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))
         .await;
     Fetch { cached, fetched }
+}
+
+/// The metadata of the last-good cache of this URL, if any. A cache of another map (the URL
+/// was changed in agent.toml) is no fallback for this one.
+pub(super) fn cached_meta(agent: &Agent) -> Option<CacheMeta> {
+    let cached = agent.cache().meta().unwrap_or_else(|e| {
+        warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
+        None
+    });
+    cached.filter(|c| c.url == agent.settings.map_url)
 }
 
 /// Stage 3: verify, validate and resolve for `identity` what [`fetch`] found, falling back

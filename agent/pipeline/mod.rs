@@ -58,6 +58,8 @@ pub struct Agent {
     /// The identity once read: an instance's id, zone and address do not change while it
     /// runs, so the daemon asks instance metadata once, not on every poll.
     known: std::sync::OnceLock<Identity>,
+    /// The newer map a staged rollout holds this host from, between polls.
+    held: rollout::HeldMaps,
 }
 
 impl Agent {
@@ -74,6 +76,7 @@ impl Agent {
             run_services: true,
             secrets: crate::secrets::Secrets::default(),
             known: std::sync::OnceLock::new(),
+            held: rollout::HeldMaps::default(),
         }
     }
 
@@ -223,7 +226,8 @@ async fn obtain(
     request: &Request<'_>,
     trace: &Trace,
 ) -> Result<Obtained, Failed> {
-    let fetch: Fetch = trace.stage("fetch", map::fetch(agent, source)).await;
+    let fetched = rollout::fetch(agent, source, identity);
+    let (fetch, held): (Fetch, _) = trace.stage("fetch", fetched).await;
     let unchanged = fetch
         .unchanged()
         .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
@@ -234,13 +238,22 @@ async fn obtain(
         });
         if let Some(quiet) = quiet {
             trace.map(map::unchanged_report(meta));
+            trace.rollout(held);
             let waiting = quiet == settled::Quiet::Waiting;
             return Ok(Obtained::Ended(Ended::Quiet { waiting }));
         }
     }
     let applied = fetch.cached.as_ref().map(|c| c.generation);
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
-    let loaded = staged(agent, loaded.await.map_err(fail)?, applied, identity, trace).await?;
+    let loaded = loaded.await.map_err(fail)?;
+    let loaded = match held {
+        // Kept from the held map without reading it: the placement stays the hold's.
+        Some(note) => {
+            trace.rollout(Some(note));
+            loaded
+        }
+        None => staged(agent, loaded, applied, identity, trace).await?,
+    };
     let fingerprint = match unchanged {
         Some((meta, fingerprint)) if meta.sha256 == loaded.sha256 => fingerprint,
         _ => fingerprint(agent, identity, &loaded.sha256),

@@ -3,12 +3,83 @@
 //! halted) keeps what it has by reconciling the map it applied last, from the cache, as
 //! the live map, so drift is still repaired and a rebooting host still comes up. The
 //! decision itself is `fleet::gate`'s.
+//!
+//! While it waits, the host remembers the held map ([`HeldMaps`]) and asks the source only
+//! whether that map is still current ([`fetch`]): the newer map, up to 16 MiB, is not
+//! downloaded and parsed again on every poll of a bake that may last hours.
 
-use super::map::{self, LoadedMap};
+use std::sync::{Mutex, PoisonError};
+
+use super::map::{self, Fetch, LoadedMap};
 use super::Agent;
 use crate::error::Error;
-use crate::fleet::gate::{self, Note};
+use crate::fleet::gate::{self, Note, Staged, Step};
 use crate::identity::Identity;
+use crate::source::{AnySource, Fetched, MapSource};
+
+/// The newer map a staged rollout holds this host from, kept between polls (in memory: a
+/// restarted daemon downloads it once more).
+#[derive(Debug, Default)]
+pub struct HeldMaps(Mutex<Option<HeldMap>>);
+
+#[derive(Debug)]
+struct HeldMap {
+    url: String,
+    etag: String,
+    staged: Box<Staged>,
+}
+
+impl HeldMaps {
+    fn take(&self) -> Option<HeldMap> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn keep(&self, held: HeldMap) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
+    }
+}
+
+/// Stage 2 for a host that may be held: while the held map's wave stays closed (or its
+/// rollout halted), a conditional GET on the held map's ETag; "not modified" then goes on
+/// as if the source still held the applied map (the quiet path included), with the hold's
+/// note. Anything else (the wave opened, a newer map, no held map) is the usual fetch.
+pub(super) async fn fetch(
+    agent: &Agent,
+    source: &AnySource,
+    identity: &Identity,
+) -> (Fetch, Option<Note>) {
+    let still = agent.held.take().and_then(|held| {
+        let note = still_held(agent, &held, identity)?;
+        Some((held, note))
+    });
+    let cached = map::cached_meta(agent).filter(|_| still.is_some());
+    let (Some((held, note)), Some(cached)) = (still, cached) else {
+        return (map::fetch(agent, source).await, None);
+    };
+    let fetched = source.fetch(Some(&held.etag)).await;
+    let cached = Some(cached);
+    if !matches!(fetched, Ok(Fetched::NotModified)) {
+        // A newer map (or an error): the usual load, against the applied map.
+        return (Fetch { cached, fetched }, None);
+    }
+    agent.held.keep(held);
+    (Fetch { cached, fetched }, Some(note))
+}
+
+/// The note of a host `held` still keeps from its map now, if it does.
+fn still_held(agent: &Agent, held: &HeldMap, identity: &Identity) -> Option<Note> {
+    if held.url != agent.settings.map_url {
+        return None;
+    }
+    let recorded = gate::recorded(&agent.state_dir);
+    match held
+        .staged
+        .step(&identity.id, crate::report::now(), recorded.as_ref())
+    {
+        Step::Stay(note) => Some(note),
+        Step::Apply | Step::Evaluate { .. } => None,
+    }
+}
 
 /// `loaded`, or the applied map in its place with the reason, for a host that waits.
 /// `applied` is the generation of the cached (last applied) map.
@@ -36,5 +107,14 @@ pub(super) async fn gate(
         return Ok((loaded, None));
     };
     tracing::info!(generation = note.generation, outcome = %note.state, "staged rollout: keeping the applied map");
+    if let Some(etag) = &loaded.info.etag {
+        let url = agent.settings.map_url.clone();
+        let staged = staged.clone();
+        agent.held.keep(HeldMap {
+            url,
+            etag: etag.clone(),
+            staged,
+        });
+    }
     Ok((map::unmodified(agent, true, identity)?, Some(note)))
 }

@@ -130,6 +130,8 @@ pub enum SmokeCheck {
         expect_status: u16,
         /// Substring the body must contain.
         body_contains: Option<String>,
+        /// Path only the site's own virtual host answers with 410 Gone, waited for first.
+        site_marker: Option<String>,
     },
     /// TCP connect to `address`.
     Tcp {
@@ -522,6 +524,7 @@ fn smoke_strings(s: &SmokeSpec) -> impl Iterator<Item = &str> {
         &s.url,
         &s.host,
         &s.body_contains,
+        &s.site_marker,
         &s.address,
         &s.command,
         &s.read_only,
@@ -754,6 +757,7 @@ impl Fields<'_> {
                 host: self.opt("smoke.host", &spec.host)?,
                 expect_status: spec.expect_status.unwrap_or(200),
                 body_contains: self.opt("smoke.body_contains", &spec.body_contains)?,
+                site_marker: self.marker_path(spec)?,
             },
             SmokeKind::Tcp => SmokeCheck::Tcp {
                 address: self.required("smoke.address", &spec.address)?,
@@ -766,6 +770,16 @@ impl Fields<'_> {
                 command: self.command("smoke.command", &spec.command)?,
             },
         })
+    }
+
+    /// The site marker's path, rendered; the smoke stage resolves it against the URL.
+    fn marker_path(&self, spec: &SmokeSpec) -> Result<Option<String>, Error> {
+        match self.opt("smoke.site_marker", &spec.site_marker)? {
+            Some(path) if !path.starts_with('/') => {
+                Err(self.invalid("smoke.site_marker", "must be a path starting with /"))
+            }
+            marker => Ok(marker),
+        }
     }
 
     fn invalid(&self, field: &str, reason: &str) -> Error {

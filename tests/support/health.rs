@@ -1,7 +1,9 @@
 //! One local web server standing in for every host's sites in the fleet tests and benchmark
 //! (issue 12): agents' web smoke tests (`http://127.0.0.1:PORT/<health_path>` with a Host
 //! header) get 200, except paths containing `missing`, which get 404: a product whose health
-//! page is missing. One thread per connection, each closed after its answer.
+//! page is missing. Every site's marker (`/.rolecall/site/<product>`, the smoke test's
+//! `site_marker`) gets the 410 its own virtual host gives: this one server is every site.
+//! One thread per connection, each closed after its answer.
 
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
@@ -78,7 +80,9 @@ fn answer(stream: TcpStream, served: &AtomicU64) {
     let Ok(Some(request)) = http::read_request(&mut BufReader::new(reader)) else {
         return;
     };
-    let response = if request.path.contains("missing") {
+    let response = if request.path.starts_with("/.rolecall/site/") {
+        Response::text(410, "this site's own virtual host\n")
+    } else if request.path.contains("missing") {
         Response::text(404, "no health page here\n")
     } else {
         Response::text(200, "ok\n")
