@@ -233,8 +233,11 @@ async fn http(
     expect: u16,
     body_contains: Option<&str>,
 ) -> Result<(), Failure> {
+    // No pool: the attempt's connection closes with it (a daemon keeps no sockets to the
+    // services it tested).
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
         .no_proxy()
         .build()
         .map_err(|e| Failure::silent(e.to_string()))?;

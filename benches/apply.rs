@@ -66,10 +66,11 @@ impl Scratch {
         self.dir.path().join("root")
     }
 
-    /// One `sync --files-only`: wall time, peak RSS (KiB) and the files it changed. It runs
+    /// One `sync --files-only`: wall time, peak RSS (KiB), the files it changed and its stage
+    /// timings (the report's `timings`, ms). It runs
     /// under this binary's `--rss-of` mode, whose only child it is, so getrusage sees
     /// nothing else (the floor's build, earlier syncs).
-    fn sync(&self) -> (Duration, u64, usize) {
+    fn sync(&self) -> (Duration, u64, usize, String) {
         let started = Instant::now();
         let out = Command::new(std::env::current_exe().expect("this bench"))
             .args([RSS_OF, env!("CARGO_BIN_EXE_rolecall")])
@@ -95,7 +96,7 @@ impl Scratch {
             .next_back()
             .and_then(|n| n.parse().ok())
             .expect("the --rss-of line");
-        (wall, rss, files)
+        (wall, rss, files, report["timings"].to_string())
     }
 }
 
@@ -240,6 +241,8 @@ struct Figures {
     unchanged: Vec<Duration>,
     moved: Vec<Duration>,
     moved_files: usize,
+    /// The last moved-master sync's stage timings.
+    moved_stages: String,
     floor_first: Vec<Duration>,
     floor_unchanged: Vec<Duration>,
     peak_rss_kib: u64,
@@ -248,17 +251,18 @@ struct Figures {
 fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
     let text = map(scale, 1);
     let scratch = Scratch::new(&text);
-    let (first, _, created) = scratch.sync();
+    let (first, _, created, _) = scratch.sync();
     assert!(
         created >= scale.products,
         "first apply wrote {created} files"
     );
     figures.first.push(first);
-    let (unchanged, _, none) = scratch.sync();
+    let (unchanged, _, none, _) = scratch.sync();
     assert_eq!(none, 0, "a no-change sync wrote files");
     figures.unchanged.push(unchanged);
     scratch.write_map(&master_moved(&text, 2));
-    let (moved, rss, files) = scratch.sync();
+    let (moved, rss, files, stages) = scratch.sync();
+    figures.moved_stages = stages;
     figures.moved.push(moved);
     figures.moved_files = files;
     figures.peak_rss_kib = figures.peak_rss_kib.max(rss);
@@ -307,6 +311,7 @@ fn report(scale: &Scale, f: Figures) {
         verdict(moved <= 40.0),
         verdict(f.moved_files == MOVED_FILES),
     );
+    println!("  its stages (ms): {}", f.moved_stages);
     let rss_mb = f.peak_rss_kib as f64 / 1024.0;
     println!(
         "peak RSS of sync (any scenario): {rss_mb:.1} MB  target <= 20 MB {}",

@@ -160,6 +160,11 @@ impl Soak {
         let mut env = moto.agent_env();
         env.extend(imds.agent_env());
         let daemon = Daemon::start(&agent, &env);
+        println!(
+            "peers: S3 (moto) :{}, Apache :{}",
+            moto.port(),
+            apache.port()
+        );
         Soak {
             moto,
             bucket,
@@ -255,8 +260,10 @@ impl Soak {
     }
 }
 
-/// What each of `pid`'s open fds points at, socket and pipe inode numbers dropped.
+/// What each of `pid`'s open fds points at: a socket as its kind and peer (`tcp to :PORT
+/// STATE`, `unix PATH`), a pipe as `pipe`; inode numbers dropped.
 fn open_fds(pid: u32) -> Vec<String> {
+    let sockets = sockets_of(pid);
     let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("/proc/PID/fd")
         .flatten()
@@ -264,13 +271,50 @@ fn open_fds(pid: u32) -> Vec<String> {
         .map(|target| {
             let target = target.display().to_string();
             match target.split_once(":[") {
-                Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
+                Some(("socket", inode)) => {
+                    let inode = inode.trim_end_matches(']');
+                    sockets
+                        .get(inode)
+                        .map_or_else(|| "socket".into(), |s| format!("socket {s}"))
+                }
+                Some(("pipe", _)) => "pipe".into(),
                 _ => target,
             }
         })
         .collect();
     targets.sort();
     targets
+}
+
+/// The sockets of `pid`'s network namespace by inode: TCP ones as `tcp to :PORT STATE`
+/// (the state's hex code from /proc/net/tcp), Unix ones as `unix PATH`.
+fn sockets_of(pid: u32) -> std::collections::HashMap<String, String> {
+    let read =
+        |name: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
+    let mut sockets = std::collections::HashMap::new();
+    for line in [read("tcp"), read("tcp6")].concat().lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(remote), Some(state), Some(inode)) =
+            (fields.get(2), fields.get(3), fields.get(9))
+        {
+            let port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            sockets.insert(
+                (*inode).to_string(),
+                format!("tcp to :{} {state}", port.unwrap_or(0)),
+            );
+        }
+    }
+    for line in read("unix").lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let Some(inode) = fields.get(6) {
+            let path = fields.get(7).copied().unwrap_or("(unnamed)");
+            sockets.insert((*inode).to_string(), format!("unix {path}"));
+        }
+    }
+    sockets
 }
 
 /// The catalog copy's web smoke test waits 2 s instead of 15 s.

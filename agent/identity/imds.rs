@@ -37,10 +37,11 @@ const LOCAL_IPV4: &str = "/latest/meta-data/local-ipv4";
 const INSTANCE_TYPE: &str = "/latest/meta-data/instance-type";
 const AMI_ID: &str = "/latest/meta-data/ami-id";
 
-/// Identity from IMDSv2 (`identity.source = "imds"`).
+/// Identity from IMDSv2 (`identity.source = "imds"`). Each `identify` builds its own SDK
+/// client and drops it at the end: the daemon reads its identity once, and a client kept for
+/// the process would keep its pooled connections to the metadata service open meanwhile.
 #[derive(Debug)]
 pub struct Imds {
-    client: aws_config::imds::Client,
     deadline: Duration,
     /// For error messages only; the client resolves the endpoint itself.
     endpoint: String,
@@ -53,19 +54,18 @@ impl Imds {
     /// The endpoint is the SDK's choice: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else the AWS
     /// profile's `ec2_metadata_service_endpoint`, else `http://169.254.169.254`.
     pub fn new(deadline: Duration) -> Self {
-        let client = aws_config::imds::Client::builder()
+        let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
+        Self { deadline, endpoint }
+    }
+
+    fn client() -> aws_config::imds::Client {
+        aws_config::imds::Client::builder()
             // One attempt per call: `retry` below owns retries, backoff and the deadline.
             .max_attempts(1)
             .token_ttl(TOKEN_TTL)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .build();
-        let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
-        Self {
-            client,
-            deadline,
-            endpoint,
-        }
+            .build()
     }
 
     /// [`IdentitySource::identify`], calling `on_retry(path)` before each pause between two
@@ -82,7 +82,8 @@ impl Imds {
         let start = Instant::now();
         let until = start + self.deadline;
         let on_retry: &(dyn Fn(&str) + Sync) = &on_retry;
-        let read = |path: &'static str| self.read(path, until, on_retry);
+        let client = Self::client();
+        let read = |path: &'static str| self.read(&client, path, until, on_retry);
         let id = self.required(INSTANCE_ID, read(INSTANCE_ID).await?)?;
         let az = self.required(AZ, read(AZ).await?)?;
         let region = self.required(REGION, read(REGION).await?)?;
@@ -108,11 +109,12 @@ impl Imds {
     /// Read one path, retrying until `until`; `Ok(None)` when IMDS answers 404.
     async fn read(
         &self,
+        client: &aws_config::imds::Client,
         path: &'static str,
         until: Instant,
         on_retry: &(dyn Fn(&str) + Sync),
     ) -> Result<Option<String>, Error> {
-        let attempt = move || async move { classify(self.client.get(path).await) };
+        let attempt = move || async move { classify(client.get(path).await) };
         retry(path, until, on_retry, attempt)
             .await
             .map_err(|gave_up| self.imds_error(path, gave_up))
