@@ -240,10 +240,21 @@ fn refusals(
     }
     for file in desired.iter().filter(|f| cron::is_cron_file(&f.path)) {
         for p in cron::check(&file.path, &file.content, &file.owner, file.mode) {
+            let p = if file.is_secret { withheld(&p) } else { p };
             problems.push(format!("{}: {p}", file.path.display()));
         }
     }
     problems
+}
+
+/// A cron problem of a file that holds secret values, without the excerpt of the line it
+/// quotes (a secret may stand in any field): only where it is.
+fn withheld(problem: &str) -> String {
+    let place = problem
+        .split_once(':')
+        .map_or("the file", |(place, _)| place)
+        .to_string();
+    format!("{place}: cron would reject it (details withheld: the file holds secret values)")
 }
 
 /// A unified diff of one change (content hidden for secret files).

@@ -121,6 +121,30 @@ fn refuses_bad_cron_files() {
 }
 
 #[test]
+fn a_secret_cron_files_problems_quote_none_of_its_lines() {
+    let mut cron = file(
+        "/etc/cron.d/rolecall-videos",
+        "*/15 * * * hunter2 rolecall snapshot\n",
+    );
+    cron.service = None;
+    let clear = plan(
+        &[cron.clone()],
+        &BTreeMap::new(),
+        &Records::new(),
+        &allowed(),
+    )
+    .unwrap_err();
+    assert!(clear.to_string().contains("hunter2"), "control: {clear}");
+    cron.is_secret = true;
+    let err = plan(&[cron], &BTreeMap::new(), &Records::new(), &allowed()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        !text.contains("hunter2") && text.contains("line 1: cron would reject it"),
+        "{text}"
+    );
+}
+
+#[test]
 fn diff_is_unified_and_hides_secrets() {
     let desired = vec![file("/etc/apache2/a.conf", "one\ntwo\n")];
     let disk = BTreeMap::from([(
