@@ -11,10 +11,11 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::fleet::gate::Note;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
 use crate::report::{self, Ended, Failed, RunReport, Verified};
 use crate::rolemap::{HostView, Resolution};
-use crate::source::{AnySource, Cache};
+use crate::source::{AnySource, Cache, CacheMeta};
 use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
 use crate::text::chain;
@@ -232,28 +233,14 @@ async fn obtain(
         .unchanged()
         .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
     if let Some((meta, fingerprint)) = &unchanged {
-        let current = agent.secrets.is_current() && !request.trigger.is_manual();
-        let quiet = trace.now("drift", || {
-            settled::quiet(agent, fingerprint, request.settled, current)
-        });
-        if let Some(quiet) = quiet {
-            trace.map(map::unchanged_report(meta));
-            trace.rollout(held);
-            let waiting = quiet == settled::Quiet::Waiting;
-            return Ok(Obtained::Ended(Ended::Quiet { waiting }));
+        if let Some(ended) = quiet(agent, request, trace, meta, fingerprint, held.as_ref()) {
+            return Ok(Obtained::Ended(ended));
         }
     }
     let applied = fetch.cached.as_ref().map(|c| c.generation);
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
-    let loaded = match held {
-        // Kept from the held map without reading it: the placement stays the hold's.
-        Some(note) => {
-            trace.rollout(Some(note));
-            loaded
-        }
-        None => staged(agent, loaded, applied, identity, trace).await?,
-    };
+    let loaded = staged(agent, loaded, applied, identity, held, trace).await?;
     let fingerprint = match unchanged {
         Some((meta, fingerprint)) if meta.sha256 == loaded.sha256 => fingerprint,
         _ => fingerprint(agent, identity, &loaded.sha256),
@@ -270,15 +257,41 @@ async fn obtain(
     }))
 }
 
+/// The quiet end of a poll whose map the source still holds (for a host a staged rollout
+/// holds: whose held map it still holds), when the disk and secrets are as settled.
+fn quiet(
+    agent: &Agent,
+    request: &Request<'_>,
+    trace: &Trace,
+    meta: &CacheMeta,
+    fingerprint: &str,
+    held: Option<&Note>,
+) -> Option<Ended> {
+    let current = agent.secrets.is_current() && !request.trigger.is_manual();
+    let quiet = trace.now("drift", || {
+        settled::quiet(agent, fingerprint, request.settled, current)
+    })?;
+    trace.map(map::unchanged_report(meta));
+    trace.rollout(held.cloned());
+    let waiting = quiet == settled::Quiet::Waiting;
+    Some(Ended::Quiet { waiting })
+}
+
 /// The end of stage 3: note the host's place in the fleet, and keep the `applied` map
-/// instead of `loaded` if a staged rollout says so (SPEC §9.2).
+/// instead of `loaded` if a staged rollout says so (SPEC §9.2). A host whose `held` map the
+/// source still holds has loaded the applied map already: its placement stays the hold's.
 async fn staged(
     agent: &Agent,
     loaded: LoadedMap,
     applied: Option<u64>,
     identity: &Identity,
+    held: Option<Note>,
     trace: &Trace,
 ) -> Result<LoadedMap, Failed> {
+    if held.is_some() {
+        trace.rollout(held);
+        return Ok(loaded);
+    }
     trace.placement(&loaded, identity);
     let gated = rollout::gate(agent, loaded, applied, identity);
     let (loaded, note) = trace.stage("rollout", gated).await.map_err(fail)?;
