@@ -62,18 +62,24 @@ pub fn check(path: &Path, content: &[u8], owner: &str, mode: u32) -> Vec<String>
             "mode {mode:04o}: cron refuses files writable by group or others"
         ));
     }
+    problems.extend(content_problems(content));
+    problems
+}
+
+/// The problems of the file's text: its last newline, its encoding, each line.
+fn content_problems(content: &[u8]) -> Vec<String> {
+    let mut problems = Vec::new();
     if !content.ends_with(b"\n") {
         problems.push("no newline at the end: cron ignores the last line".to_string());
     }
-    match std::str::from_utf8(content) {
-        Ok(text) => {
-            for (i, line) in text.lines().enumerate() {
-                if let Err(why) = check_line(line) {
-                    problems.push(format!("line {}: {why}", i + 1));
-                }
-            }
+    let Ok(text) = std::str::from_utf8(content) else {
+        problems.push("not UTF-8 text".to_string());
+        return problems;
+    };
+    for (i, line) in text.lines().enumerate() {
+        if let Err(why) = check_line(line) {
+            problems.push(format!("line {}: {why}", i + 1));
         }
-        Err(_) => problems.push("not UTF-8 text".to_string()),
     }
     problems
 }

@@ -281,22 +281,18 @@ pub fn diff(change: &Change) -> String {
         ));
         return out;
     }
-    let label = |present: bool, side: &str| {
-        if present {
-            format!("{side}{path}")
-        } else {
-            "/dev/null".into()
-        }
+    let label = |present: bool, side: &str| match present {
+        true => format!("{side}{path}"),
+        false => "/dev/null".into(),
     };
     let (a, b) = (label(old.is_some(), "a"), label(new.is_some(), "b"));
     let diff = similar::TextDiff::from_lines(&old_text, &new_text);
-    out.push_str(
-        &diff
-            .unified_diff()
-            .context_radius(3)
-            .header(&a, &b)
-            .to_string(),
-    );
+    let unified = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&a, &b)
+        .to_string();
+    out.push_str(&unified);
     out
 }
 

@@ -29,36 +29,29 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     if let Some(reason) = loaded.cache_reason.as_deref().filter(|_| loaded.from_cache) {
         super::out(&format!("# using the cached map: {reason}\n"));
     }
-    let color = color(args);
     let preview = pipeline::preview(&agent, &loaded).await?;
-    match preview {
-        None => {
-            super::out(&format!(
-                "host {} is not in the map: waiting for role assignment\n",
-                identity.id
-            ));
-            Ok(super::EXIT_OK)
-        }
-        Some(p)
-            if p.planned.plan.is_empty()
-                && p.planned.accounts.is_empty()
-                && p.rendered.desired.blocked.is_empty() =>
-        {
-            super::out(&format!(
-                "no changes (generation {})\n",
-                loaded.info.generation
-            ));
-            Ok(super::EXIT_OK)
-        }
-        Some(p) => {
-            super::out(&describe(&p, color));
-            let clean =
-                p.planned.accounts.conflicts.is_empty() && p.rendered.desired.blocked.is_empty();
-            match clean {
-                true => Ok(super::EXIT_CHANGES),
-                false => Ok(super::EXIT_FAILED),
-            }
-        }
+    let Some(p) = preview else {
+        super::out(&format!(
+            "host {} is not in the map: waiting for role assignment\n",
+            identity.id
+        ));
+        return Ok(super::EXIT_OK);
+    };
+    Ok(show(&p, loaded.info.generation, color(args)))
+}
+
+/// Prints the plan `p` of the map of `generation`; its exit code: no changes, changes
+/// pending, or changes that cannot be made (account conflicts, unreadable secrets).
+fn show(p: &Preview, generation: u64, color: bool) -> u8 {
+    let blocked = !p.rendered.desired.blocked.is_empty();
+    if p.planned.plan.is_empty() && p.planned.accounts.is_empty() && !blocked {
+        super::out(&format!("no changes (generation {generation})\n"));
+        return super::EXIT_OK;
+    }
+    super::out(&describe(p, color));
+    match p.planned.accounts.conflicts.is_empty() && !blocked {
+        true => super::EXIT_CHANGES,
+        false => super::EXIT_FAILED,
     }
 }
 

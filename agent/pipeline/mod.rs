@@ -308,15 +308,7 @@ async fn converge(
     request: &Request<'_>,
     trace: &Trace,
 ) -> Result<Ended, Failed> {
-    let catalog = preview::load_catalog(agent).map_err(fail)?;
-    let force = request.trigger.is_manual();
-    let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
-    let secrets = trace.stage("secrets", secrets).await;
-    let rendered = trace.now("render", || {
-        preview::render(agent, &inputs.loaded, view, catalog, &secrets)
-    });
-    drop(secrets);
-    let rendered = rendered.map_err(fail)?;
+    let rendered = render(agent, inputs, view, request, trace).await?;
     let planned = trace
         .now("plan", || preview::plan(agent, &rendered))
         .map_err(fail)?;
@@ -344,6 +336,24 @@ async fn converge(
     let failed = done.installed.failed.keys().cloned().collect();
     commit::settle(agent, &inputs.settle(Some(&rendered), failed));
     Ok(Ended::Applied(done.applied(verified)))
+}
+
+/// Stage 4: the catalog, the secrets its templates read, and the host's files rendered.
+async fn render(
+    agent: &Agent,
+    inputs: &Inputs,
+    view: &HostView,
+    request: &Request<'_>,
+    trace: &Trace,
+) -> Result<Rendered, Failed> {
+    let catalog = preview::load_catalog(agent).map_err(fail)?;
+    let force = request.trigger.is_manual();
+    let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
+    let secrets = trace.stage("secrets", secrets).await;
+    let rendered = trace.now("render", || {
+        preview::render(agent, &inputs.loaded, view, catalog, &secrets)
+    });
+    rendered.map_err(fail)
 }
 
 fn fail(err: impl Into<Error>) -> Failed {

@@ -176,24 +176,8 @@ pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error>
     plan.changes.retain(|c| !blocked(&c.service));
     plan.forget
         .retain(|p| !records.get(p).is_some_and(|r| blocked(&r.service)));
-    let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
-        &agent.state_dir.join(hooks::POSITION_FILE),
-    )?
-    .flatten();
-    let events = hooks::events(previous.as_ref(), rendered.position.as_ref());
-    let hooks = hooks::due(&desired.hooks, &events)
-        .into_iter()
-        .cloned()
-        .collect();
-    let accounts = match agent.settings.accounts.manage {
-        true => accounts::plan_host(
-            &agent.fs,
-            &agent.state_dir,
-            &rendered.accounts,
-            agent.settings.accounts.range,
-        )?,
-        false => AccountPlan::default(),
-    };
+    let hooks = due_hooks(agent, rendered)?;
+    let accounts = plan_accounts(agent, rendered)?;
     let dirs = disk
         .keys()
         .filter_map(|p| p.parent())
@@ -205,6 +189,31 @@ pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error>
         accounts,
         dirs: dirs.collect(),
     })
+}
+
+/// The hooks a change of the host's database position makes due.
+fn due_hooks(agent: &Agent, rendered: &Rendered) -> Result<Vec<Hook>, Error> {
+    let previous: Option<DbPosition> = crate::sys::fs::read_json::<Option<DbPosition>>(
+        &agent.state_dir.join(hooks::POSITION_FILE),
+    )?
+    .flatten();
+    let events = hooks::events(previous.as_ref(), rendered.position.as_ref());
+    let due = hooks::due(&rendered.desired.hooks, &events);
+    Ok(due.into_iter().cloned().collect())
+}
+
+/// The account changes, when rolecall manages accounts.
+fn plan_accounts(agent: &Agent, rendered: &Rendered) -> Result<AccountPlan, Error> {
+    if !agent.settings.accounts.manage {
+        return Ok(AccountPlan::default());
+    }
+    let range = agent.settings.accounts.range;
+    Ok(accounts::plan_host(
+        &agent.fs,
+        &agent.state_dir,
+        &rendered.accounts,
+        range,
+    )?)
 }
 
 pub(super) fn snapshot(
