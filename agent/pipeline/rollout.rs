@@ -52,8 +52,10 @@ pub(super) async fn fetch(
         let note = still_held(agent, &held, identity)?;
         Some((held, note))
     });
-    let cached = map::cached_meta(agent).filter(|_| still.is_some());
-    let (Some((held, note)), Some(cached)) = (still, cached) else {
+    let Some((held, note)) = still else {
+        return (map::fetch(agent, source).await, None);
+    };
+    let Some(cached) = map::cached_meta(agent) else {
         return (map::fetch(agent, source).await, None);
     };
     let fetched = source.fetch(Some(&held.etag)).await;

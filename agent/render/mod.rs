@@ -225,7 +225,7 @@ impl Templates {
     /// # Errors
     /// `Load` with Tera's parse error; `Template` for a catalog string that does not parse.
     pub fn load(dir: &Path, catalog: &Catalog) -> Result<Templates, Error> {
-        check_files(dir)?;
+        let warnings = scan_files(dir)?;
         let glob = format!("{}/**/*.tera", dir.display());
         let mut tera = Tera::new(&glob).map_err(|source| Error::Load {
             dir: dir.to_path_buf(),
@@ -247,10 +247,7 @@ impl Templates {
                     })?;
             }
         }
-        let templates = Templates {
-            tera,
-            warnings: volatile(dir),
-        };
+        let templates = Templates { tera, warnings };
         templates.check_secret_modes(catalog)?;
         Ok(templates)
     }
@@ -301,38 +298,29 @@ impl Templates {
 /// What makes a file change with every publish, whether or not this host's part changed.
 const VOLATILE: [&str; 3] = ["map.generation", "map.etag", "map.version"];
 
-/// A warning per template under `dir` that reads a [`VOLATILE`] value: every publish then
-/// rewrites its file and reloads its service on every host (a fleet-wide reload storm).
-/// Those values are in `status`, `check` and the metrics already.
-fn volatile(dir: &Path) -> Vec<String> {
+/// One pass over the template files under `dir`, before Tera parses them: a file nested too
+/// deeply for Tera's parser (see `nesting`) is refused; each that reads a [`VOLATILE`] value
+/// gets a warning: every publish then rewrites its file and reloads its service on every
+/// host (a fleet-wide reload storm). Those values are in `status`, `check` and the metrics.
+fn scan_files(dir: &Path) -> Result<Vec<String>, Error> {
     let mut files = Vec::new();
     collect_tera(dir, &mut files);
     files.sort();
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        for value in VOLATILE.iter().filter(|v| text.contains(**v)) {
-            out.push(format!(
-                "template {} uses {value}: every publish rewrites its file and reloads its service on every host",
-                file.strip_prefix(dir).unwrap_or(&file).display()
-            ));
-        }
-    }
-    out
-}
-
-/// Refuses a template file under `dir` that Tera's parser could not parse in bounded time.
-fn check_files(dir: &Path) -> Result<(), Error> {
-    let mut files = Vec::new();
-    collect_tera(dir, &mut files);
+    let mut warnings = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         if let Some(depth) = nesting::too_deep(&text) {
             let template = file.display().to_string();
             return Err(Error::TooNested { template, depth });
         }
+        for value in VOLATILE.iter().filter(|v| text.contains(**v)) {
+            warnings.push(format!(
+                "template {} uses {value}: every publish rewrites its file and reloads its service on every host",
+                file.strip_prefix(dir).unwrap_or(&file).display()
+            ));
+        }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
