@@ -277,7 +277,19 @@ fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
             .floor_unchanged
             .push(floor(floor_bin, &bundle_path, &target, true));
     }
+    if std::env::var_os(KEEP).is_some() {
+        scratch.write_map(&text.replacen("generation = 1", "generation = 3", 1));
+        let kept = scratch.dir.keep();
+        println!(
+            "{KEEP}: kept {} (its map.toml moves the master back)",
+            kept.display()
+        );
+    }
 }
+
+/// Set, the last run's scratch directory is kept for profiling one sync by hand: its
+/// `map.toml` is the applied map with the master moved back (a second moved-master sync).
+const KEEP: &str = "ROLECALL_APPLY_KEEP";
 
 fn report(scale: &Scale, f: Figures) {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };

@@ -211,6 +211,7 @@ pub struct Templates {
 }
 
 mod nesting;
+mod product;
 mod reads;
 mod secrets;
 
@@ -268,7 +269,7 @@ impl Templates {
             .or_else(|_| self.tera.get_template(name));
         match found {
             Ok(template) => reads::of(&template.ast),
-            Err(_) if !is_templated(name) => Reads::Names(Default::default()),
+            Err(_) if !is_templated(name) => Reads::none(),
             Err(_) => Reads::Everything,
         }
     }
@@ -415,16 +416,19 @@ pub fn render_with(
             })?;
         roles.push(role);
     }
-    let needs = roles
-        .iter()
-        .fold(Reads::Names(Default::default()), |acc, role| {
-            acc.union(role_reads(templates, role, view))
-        });
+    let needs = roles.iter().fold(Reads::none(), |acc, role| {
+        acc.union(role_reads(templates, role, view))
+    });
+    let products = match needs.reads("product") {
+        true => product::values(&view.products, &needs.product(), inputs.secrets),
+        false => Vec::new(),
+    };
     let mut r = Renderer {
         view,
         templates,
         ctx: base_context(view, inputs, &needs),
-        with_product: needs.reads("product"),
+        products,
+        current: None,
         secrets: inputs.secrets,
         desired: Desired::default(),
     };
@@ -443,16 +447,32 @@ struct Renderer<'a> {
     view: &'a HostView,
     templates: &'a Templates,
     ctx: Context,
-    /// Some template reads `product`: set it for each per-product render.
-    with_product: bool,
+    /// `product` as templates see it, for each of the view's products in order; empty
+    /// when no template reads it. The one in the context is moved there (`current`).
+    products: Vec<serde_json::Value>,
+    current: Option<usize>,
     secrets: &'a Resolved,
     desired: Desired,
 }
 
 impl Renderer<'_> {
-    fn set_product(&mut self, product: Option<&ProductView>) {
-        if self.with_product {
-            set_product(&mut self.ctx, product, self.secrets);
+    /// Set `product` in the context to the view's product `index`, or take it out. The
+    /// values move in and out of the context: a product read by 1,500 renders (files, `when`,
+    /// smoke tests) is not copied for each.
+    fn set_product(&mut self, index: Option<usize>) {
+        if let Some(previous) = self.current.take() {
+            if let Some(value) = self.ctx.remove("product") {
+                self.products[previous] = value;
+            }
+        }
+        let Some(i) = index.filter(|i| *i < self.products.len()) else {
+            return;
+        };
+        let value = std::mem::take(&mut self.products[i]);
+        let one = serde_json::Map::from_iter([("product".to_string(), value)]);
+        if let Ok(context) = Context::from_value(serde_json::Value::Object(one)) {
+            self.ctx.extend(context);
+            self.current = Some(i);
         }
     }
 
@@ -508,9 +528,9 @@ impl Renderer<'_> {
             .iter()
             .filter(|f| position_matches(f.when_position, view))
         {
-            for product in fan_out(spec.per_product, &view.products) {
-                self.set_product(product);
-                self.file(spec, product)?;
+            for index in fan_out(spec.per_product, &view.products) {
+                self.set_product(index);
+                self.file(spec, index.map(|i| &view.products[i]))?;
             }
         }
         for spec in role
@@ -518,8 +538,9 @@ impl Renderer<'_> {
             .iter()
             .filter(|s| position_matches(s.when_position, view))
         {
-            for product in fan_out(spec.per_product, &view.products) {
-                self.set_product(product);
+            for index in fan_out(spec.per_product, &view.products) {
+                self.set_product(index);
+                let product = index.map(|i| &view.products[i]);
                 let test = render_smoke(templates, &self.ctx, &role.name, spec, product)?;
                 self.desired.smoke.push(test);
             }
@@ -574,9 +595,7 @@ fn role_reads(templates: &Templates, role: &Role, view: &HostView) -> Reads {
     files
         .chain(smoke)
         .chain(hooks)
-        .fold(Reads::Names(Default::default()), |acc, name| {
-            acc.union(templates.reads(name))
-        })
+        .fold(Reads::none(), |acc, name| acc.union(templates.reads(name)))
 }
 
 /// The context every template of this host sees: only the names they read, since
@@ -606,18 +625,10 @@ fn base_context(view: &HostView, inputs: &Inputs<'_>, needs: &Reads) -> Context 
     ctx
 }
 
-fn set_product(ctx: &mut Context, product: Option<&ProductView>, resolved: &Resolved) {
-    match product {
-        Some(p) => secrets::set_product(ctx, p, resolved),
-        None => {
-            ctx.remove("product");
-        }
-    }
-}
-
-fn fan_out(per_product: bool, products: &[ProductView]) -> Vec<Option<&ProductView>> {
+/// The products a spec is rendered for, by index into the view's: each, or none.
+fn fan_out(per_product: bool, products: &[ProductView]) -> Vec<Option<usize>> {
     if per_product {
-        products.iter().map(Some).collect()
+        (0..products.len()).map(Some).collect()
     } else {
         vec![None]
     }

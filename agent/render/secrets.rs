@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tera::Context;
-
 use super::{position_matches, Desired, Error, Templates};
 use crate::catalog::{Catalog, Role};
 use crate::rolemap::resolve::{HostView, ProductView};
@@ -87,11 +85,8 @@ pub(super) fn redact(err: &Error, resolved: &Resolved) -> Error {
     Error::Redacted { message }
 }
 
-/// Put `product` into `ctx`, its `secrets` holding the values read instead of references.
-pub(super) fn set_product(ctx: &mut Context, product: &ProductView, resolved: &Resolved) {
-    if product.secrets.is_empty() {
-        return ctx.insert("product", product);
-    }
+/// `product.secrets` as templates see it: the values read instead of the references.
+pub(super) fn product_values(product: &ProductView, resolved: &Resolved) -> serde_json::Value {
     let values: BTreeMap<&str, &str> = product
         .secrets
         .iter()
@@ -100,12 +95,7 @@ pub(super) fn set_product(ctx: &mut Context, product: &ProductView, resolved: &R
             Some((name.as_str(), value.expose()))
         })
         .collect();
-    let mut value = serde_json::to_value(product).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        let secrets = serde_json::to_value(values).unwrap_or_default();
-        object.insert("secrets".to_string(), secrets);
-    }
-    ctx.insert("product", &value);
+    serde_json::to_value(values).unwrap_or_default()
 }
 
 /// The references a file that reads secrets may need (its product's and the `[vars]`
@@ -131,7 +121,7 @@ mod tests {
     /// keeps its message but never the value.
     #[test]
     fn a_failed_secret_template_is_reported_without_the_value() {
-        let mut ctx = Context::new();
+        let mut ctx = tera::Context::new();
         ctx.insert("password", "hunter2-value");
         let tera_err = tera::Tera::one_off("{{ password | round }}", &ctx, false).unwrap_err();
         let err = Error::Template {
