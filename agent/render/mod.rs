@@ -419,16 +419,11 @@ pub fn render_with(
     let needs = roles.iter().fold(Reads::none(), |acc, role| {
         acc.union(role_reads(templates, role, view))
     });
-    let products = match needs.reads("product") {
-        true => product::values(&view.products, &needs.product(), inputs.secrets),
-        false => Vec::new(),
-    };
     let mut r = Renderer {
         view,
         templates,
         ctx: base_context(view, inputs, &needs),
-        products,
-        current: None,
+        product: needs.reads("product").then(|| needs.product()),
         secrets: inputs.secrets,
         desired: Desired::default(),
     };
@@ -447,32 +442,26 @@ struct Renderer<'a> {
     view: &'a HostView,
     templates: &'a Templates,
     ctx: Context,
-    /// `product` as templates see it, for each of the view's products in order; empty
-    /// when no template reads it. The one in the context is moved there (`current`).
-    products: Vec<serde_json::Value>,
-    current: Option<usize>,
+    /// The parts of `product` some template reads; `None` when none reads it.
+    product: Option<reads::Wanted>,
     secrets: &'a Resolved,
     desired: Desired,
 }
 
 impl Renderer<'_> {
-    /// Set `product` in the context to the view's product `index`, or take it out. The
-    /// values move in and out of the context: a product read by 1,500 renders (files, `when`,
-    /// smoke tests) is not copied for each.
-    fn set_product(&mut self, index: Option<usize>) {
-        if let Some(previous) = self.current.take() {
-            if let Some(value) = self.ctx.remove("product") {
-                self.products[previous] = value;
-            }
-        }
-        let Some(i) = index.filter(|i| *i < self.products.len()) else {
+    /// Set `product` in the context to `product` (only the parts templates read), or take
+    /// it out. Made once per product and role, for all its files, `when`s and smoke tests,
+    /// and only one at a time: 500 products each listing 50 hosts of a pool are 15 MB.
+    fn set_product(&mut self, product: Option<&ProductView>) {
+        self.ctx.remove("product");
+        let (Some(p), Some(wanted)) = (product, &self.product) else {
             return;
         };
-        let value = std::mem::take(&mut self.products[i]);
+        let value = product::value(p, wanted, self.secrets);
         let one = serde_json::Map::from_iter([("product".to_string(), value)]);
+        // Moved in, not copied as `Context::insert` would.
         if let Ok(context) = Context::from_value(serde_json::Value::Object(one)) {
             self.ctx.extend(context);
-            self.current = Some(i);
         }
     }
 
@@ -519,38 +508,73 @@ impl Renderer<'_> {
         Ok(rendered.trim() == "true")
     }
 
-    /// The files, smoke tests and hooks of `role` that apply to this host's position,
-    /// per product where the catalog says so.
+    /// The files, smoke tests and hooks of `role` that apply to this host's position:
+    /// the host's, then each product's where the catalog says so. Smoke tests keep catalog
+    /// order (each spec's, for every product in turn).
     fn role(&mut self, role: &Role) -> Result<(), Error> {
-        let (view, templates) = (self.view, self.templates);
-        for spec in role
-            .files
-            .iter()
-            .filter(|f| position_matches(f.when_position, view))
-        {
-            for index in fan_out(spec.per_product, &view.products) {
-                self.set_product(index);
-                self.file(spec, index.map(|i| &view.products[i]))?;
-            }
-        }
-        for spec in role
-            .smoke
-            .iter()
-            .filter(|s| position_matches(s.when_position, view))
-        {
-            for index in fan_out(spec.per_product, &view.products) {
-                self.set_product(index);
-                let product = index.map(|i| &view.products[i]);
-                let test = render_smoke(templates, &self.ctx, &role.name, spec, product)?;
-                self.desired.smoke.push(test);
-            }
-        }
+        let view = self.view;
+        let specs = Specs {
+            files: role
+                .files
+                .iter()
+                .filter(|f| position_matches(f.when_position, view))
+                .collect(),
+            smoke: role
+                .smoke
+                .iter()
+                .filter(|s| position_matches(s.when_position, view))
+                .collect(),
+        };
+        let mut tests = vec![Vec::new(); specs.smoke.len()];
         self.set_product(None);
+        self.specs(role, &specs, None, &mut tests)?;
+        if specs.any_per_product() {
+            for product in &view.products {
+                self.set_product(Some(product));
+                self.specs(role, &specs, Some(product), &mut tests)?;
+            }
+            self.set_product(None);
+        }
+        self.desired.smoke.extend(tests.into_iter().flatten());
         for hook in &role.hooks {
-            let hook = render_hook(templates, &self.ctx, &role.name, hook)?;
+            let hook = render_hook(self.templates, &self.ctx, &role.name, hook)?;
             self.desired.hooks.extend(hook);
         }
         Ok(())
+    }
+
+    /// The files and smoke tests of `specs` for `product` (per-product ones), or for the
+    /// host (the others); each smoke test into its spec's place in `tests`.
+    fn specs(
+        &mut self,
+        role: &Role,
+        specs: &Specs<'_>,
+        product: Option<&ProductView>,
+        tests: &mut [Vec<SmokeTest>],
+    ) -> Result<(), Error> {
+        let mine = |per_product: bool| per_product == product.is_some();
+        for spec in specs.files.iter().filter(|f| mine(f.per_product)) {
+            self.file(spec, product)?;
+        }
+        for (i, spec) in specs.smoke.iter().enumerate() {
+            if mine(spec.per_product) {
+                let test = render_smoke(self.templates, &self.ctx, &role.name, spec, product)?;
+                tests[i].push(test);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A role's file and smoke specs that apply to this host's position.
+struct Specs<'a> {
+    files: Vec<&'a FileSpec>,
+    smoke: Vec<&'a SmokeSpec>,
+}
+
+impl Specs<'_> {
+    fn any_per_product(&self) -> bool {
+        self.files.iter().any(|f| f.per_product) || self.smoke.iter().any(|s| s.per_product)
     }
 }
 
@@ -623,15 +647,6 @@ fn base_context(view: &HostView, inputs: &Inputs<'_>, needs: &Reads) -> Context 
         ctx.insert("secrets", &secrets::vars_values(inputs.secrets));
     }
     ctx
-}
-
-/// The products a spec is rendered for, by index into the view's: each, or none.
-fn fan_out(per_product: bool, products: &[ProductView]) -> Vec<Option<usize>> {
-    if per_product {
-        (0..products.len()).map(Some).collect()
-    } else {
-        vec![None]
-    }
 }
 
 fn position_matches(when: Option<WhenPosition>, view: &HostView) -> bool {
@@ -911,6 +926,74 @@ mod tests {
         let catalog = Catalog::load(&shipped, &Default::default()).unwrap();
         let templates = Templates::load(&shipped, &catalog).unwrap();
         assert_eq!(templates.warnings(), &[] as &[String]);
+    }
+
+    /// Each product's files and smoke tests are rendered together (its template value made
+    /// once), yet the smoke tests keep catalog order: each spec's for every product in turn,
+    /// the host's where its spec stands; files come sorted by path.
+    #[test]
+    fn smoke_tests_keep_catalog_order_across_products() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/conf.tera"), "{{ product.domain }}\n").unwrap();
+        let smoke = |name: &str, per_product: bool| {
+            format!("[[smoke]]\nkind = \"command\"\nname = \"{name}\"\ncommand = \"true\"\nper_product = {per_product}\n")
+        };
+        let role = [
+            "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n".to_string(),
+            smoke("first {{ product.name }}", true),
+            smoke("host", false),
+            smoke("second {{ product.name }}", true),
+        ]
+        .concat();
+        std::fs::write(dir.path().join("app.toml"), role).unwrap();
+        let catalog = Catalog::load(dir.path(), &Default::default()).unwrap();
+        let templates = Templates::load(dir.path(), &catalog).unwrap();
+        let map = "schema = 1\ngeneration = 1\n\n[products.zeta]\ndomain = \"z.example\"\ndocroot = \"/srv/z\"\n\n\
+                   [products.alpha]\ndomain = \"a.example\"\ndocroot = \"/srv/a\"\n\n\
+                   [hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n";
+        let identity = crate::identity::Identity {
+            id: "h1".to_string(),
+            address: "10.0.0.1".to_string(),
+            az: "us-east-1a".to_string(),
+            region: "us-east-1".to_string(),
+            instance_type: None,
+            ami_id: None,
+        };
+        let (_, resolution) = crate::rolemap::load_for(map.as_bytes(), &identity).unwrap();
+        let crate::rolemap::Resolution::Assigned(view) = resolution else {
+            panic!("h1 is assigned");
+        };
+        let info = MapInfo::default();
+        let desired = render(&view, &catalog, &templates, &info, &Default::default()).unwrap();
+        let products: Vec<&str> = view.products.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = desired.smoke.iter().map(|t| t.name.as_str()).collect();
+        let expected: Vec<String> = (products.iter().map(|p| format!("first {p}")))
+            .chain(["host".to_string()])
+            .chain(products.iter().map(|p| format!("second {p}")))
+            .collect();
+        assert_eq!(names, expected);
+        let files: Vec<(String, String)> = desired
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.display().to_string(),
+                    String::from_utf8_lossy(&f.content)
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("/etc/app/alpha.conf".to_string(), "a.example".to_string()),
+                ("/etc/app/zeta.conf".to_string(), "z.example".to_string()),
+            ]
+        );
     }
 
     fn catalog_with(dir: &Path, mode: &str, template: &str) -> Result<Templates, String> {

@@ -1,5 +1,5 @@
 //! `product` as templates see it: each of the host's products turned into a template value
-//! once per render (not once per file, smoke test and `when` of it), holding only the parts
+//! once per role (not once per file, smoke test and `when` of it), holding only the parts
 //! some template of the host reads (see `reads::Wanted`). A virtual host reading
 //! `product.pools.memcached` does not pay for every other pool of a product served by
 //! hundreds of hosts (issue 13). A part left out is one no template reads, which no
@@ -13,17 +13,9 @@ use super::secrets::product_values;
 use crate::rolemap::resolve::ProductView;
 use crate::secrets::Resolved;
 
-/// Each of `products` as templates see it, in order.
-pub(super) fn values(products: &[ProductView], wanted: &Wanted, resolved: &Resolved) -> Vec<Value> {
-    products
-        .iter()
-        .map(|p| value(p, wanted, resolved))
-        .collect()
-}
-
 /// `product` with the parts `wanted`, its `secrets` holding the values read instead of the
 /// references (SPEC §10).
-fn value(product: &ProductView, wanted: &Wanted, resolved: &Resolved) -> Value {
+pub(super) fn value(product: &ProductView, wanted: &Wanted, resolved: &Resolved) -> Value {
     let mut object = match wanted {
         Wanted::Whole => match json(product) {
             Value::Object(object) => object,
