@@ -162,8 +162,7 @@ pub fn plan(
     let mut plan = Plan::default();
     let wanted: BTreeSet<&PathBuf> = desired.iter().map(|f| &f.path).collect();
     for file in desired {
-        let before = disk.get(&file.path).cloned().unwrap_or(DiskState::Absent);
-        if let Some(change) = change_for(file, before) {
+        if let Some(change) = change_for(file, disk.get(&file.path)) {
             plan.changes.push(change);
         }
     }
@@ -185,25 +184,30 @@ pub fn plan(
     Ok(plan)
 }
 
-fn change_for(file: &RenderedFile, before: DiskState) -> Option<Change> {
+/// The change `file` needs over `before` (its state on disk), if any; nothing is copied for
+/// a file that matches (most of a large host's files on most reconciles).
+fn change_for(file: &RenderedFile, before: Option<&DiskState>) -> Option<Change> {
+    let same_meta = |now: &FileState| {
+        now.owner == file.owner && now.group == file.group && now.mode == file.mode
+    };
+    let action = match before {
+        Some(DiskState::File(now)) if now.content == file.content && same_meta(now) => return None,
+        Some(DiskState::File(now)) if now.content == file.content => Action::Metadata,
+        Some(DiskState::File(_)) => Action::Update,
+        _ => Action::Create,
+    };
     let after = FileState {
         content: file.content.clone(),
         owner: file.owner.clone(),
         group: file.group.clone(),
         mode: file.mode,
     };
-    let action = match &before {
-        DiskState::File(now) if now == &after => return None,
-        DiskState::File(now) if now.content == after.content => Action::Metadata,
-        DiskState::File(_) => Action::Update,
-        _ => Action::Create,
-    };
     Some(Change {
         path: file.path.clone(),
         action,
         service: file.service.clone(),
         role: file.role.clone(),
-        before,
+        before: before.cloned().unwrap_or(DiskState::Absent),
         after: Some(after),
         is_secret: file.is_secret,
     })

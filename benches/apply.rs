@@ -6,7 +6,8 @@
 //! - no change vs the floor with `--skip-unchanged`;
 //! - one product's master moved: whole process time (target ≤ 40 ms) and files rewritten
 //!   (that product's vhost and database.env, which both name the master);
-//! - peak RSS of the whole `sync` (target ≤ 20 MB).
+//! - peak RSS of the whole `sync`, the highest of the three (target ≤ 20 MB); set
+//!   `ROLECALL_APPLY_BIN` to measure another build, e.g. the `dist` one packages ship.
 //!
 //! `cargo bench --bench apply` runs the full size (the floor is found through
 //! `ROLECALL_FLOOR_DIR` or `../shared/bench` beside the repository); under `cargo test`
@@ -73,7 +74,8 @@ impl Scratch {
     fn sync(&self) -> (Duration, u64, usize, String) {
         let started = Instant::now();
         let out = Command::new(std::env::current_exe().expect("this bench"))
-            .args([RSS_OF, env!("CARGO_BIN_EXE_rolecall")])
+            .arg(RSS_OF)
+            .arg(rolecall())
             .arg("--config")
             .arg(self.dir.path().join("agent.toml"))
             .arg("--root")
@@ -99,6 +101,14 @@ impl Scratch {
         (wall, rss, files, report["timings"].to_string())
     }
 }
+
+/// The rolecall measured: `ROLECALL_APPLY_BIN` (e.g. the `dist` build that packages
+/// ship, whose smaller code touches fewer pages), else the one cargo built for this bench.
+fn rolecall() -> PathBuf {
+    std::env::var_os(BIN).map_or_else(|| env!("CARGO_BIN_EXE_rolecall").into(), PathBuf::from)
+}
+
+const BIN: &str = "ROLECALL_APPLY_BIN";
 
 /// The argument that makes this binary run the rest of its arguments as a command and
 /// report that child's peak RSS (`rss_kib=N` on stderr), passing its stdout through.
@@ -251,13 +261,13 @@ struct Figures {
 fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
     let text = map(scale, 1);
     let scratch = Scratch::new(&text);
-    let (first, _, created, _) = scratch.sync();
+    let (first, first_rss, created, _) = scratch.sync();
     assert!(
         created >= scale.products,
         "first apply wrote {created} files"
     );
     figures.first.push(first);
-    let (unchanged, _, none, _) = scratch.sync();
+    let (unchanged, unchanged_rss, none, _) = scratch.sync();
     assert_eq!(none, 0, "a no-change sync wrote files");
     figures.unchanged.push(unchanged);
     scratch.write_map(&master_moved(&text, 2));
@@ -265,7 +275,10 @@ fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
     figures.moved_stages = stages;
     figures.moved.push(moved);
     figures.moved_files = files;
-    figures.peak_rss_kib = figures.peak_rss_kib.max(rss);
+    figures.peak_rss_kib = [figures.peak_rss_kib, first_rss, unchanged_rss, rss]
+        .into_iter()
+        .max()
+        .unwrap_or_default();
     if let Some(floor_bin) = floor_bin {
         let bundle_path = scratch.dir.path().join("files.bin");
         std::fs::write(&bundle_path, bundle(&scratch.root())).expect("bundle");
@@ -364,8 +377,11 @@ fn main() {
         println!("(floor.rs not found beside the repository: floor ratios skipped)");
     }
     println!(
-        "issue 13 apply benchmark: {} hosts, {} products, {HOST} serves all; {} runs",
-        scale.hosts, scale.products, scale.runs
+        "issue 13 apply benchmark: {} hosts, {} products, {HOST} serves all; {} runs of {}",
+        scale.hosts,
+        scale.products,
+        scale.runs,
+        rolecall().display()
     );
     let mut figures = Figures::default();
     for _ in 0..scale.runs {
