@@ -818,16 +818,20 @@ impl Fields<'_> {
     fn marker_path(&self, spec: &SmokeSpec) -> Result<Option<String>, Error> {
         match self.opt("smoke.site_marker", &spec.site_marker)? {
             Some(path) if !path.starts_with('/') => {
-                Err(self.invalid("smoke.site_marker", "must be a path starting with /"))
+                let rendered = crate::text::printable(&path, 120);
+                let reason = format!("renders to {rendered:?}, not a path starting with /");
+                Err(self.invalid("smoke.site_marker", &reason))
             }
             marker => Ok(marker),
         }
     }
 
+    /// `field` of this smoke test (of its product, if any) is unusable because of `reason`.
     fn invalid(&self, field: &str, reason: &str) -> Error {
+        let of = self.product.map(|p| format!(" of product {}", p.name));
         Error::Invalid {
             role: self.role.to_string(),
-            what: field.to_string(),
+            what: format!("{field}{}", of.unwrap_or_default()),
             reason: reason.to_string(),
         }
     }
@@ -928,30 +932,23 @@ mod tests {
         assert_eq!(templates.warnings(), &[] as &[String]);
     }
 
-    /// Each product's files and smoke tests are rendered together (its template value made
-    /// once), yet the smoke tests keep catalog order: each spec's for every product in turn,
-    /// the host's where its spec stands; files come sorted by path.
-    #[test]
-    fn smoke_tests_keep_catalog_order_across_products() {
+    /// The role `app` (its `role` TOML, `app/conf.tera` = `template`) rendered for host h1,
+    /// which serves the products zeta and alpha; the products' names in the view's order.
+    fn render_app(role: &str, template: &str) -> (Vec<String>, Result<Desired, Error>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("app")).unwrap();
-        std::fs::write(dir.path().join("app/conf.tera"), "{{ product.domain }}\n").unwrap();
-        let smoke = |name: &str, per_product: bool| {
-            format!("[[smoke]]\nkind = \"command\"\nname = \"{name}\"\ncommand = \"true\"\nper_product = {per_product}\n")
-        };
-        let role = [
-            "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n".to_string(),
-            smoke("first {{ product.name }}", true),
-            smoke("host", false),
-            smoke("second {{ product.name }}", true),
-        ]
-        .concat();
+        std::fs::write(dir.path().join("app/conf.tera"), template).unwrap();
         std::fs::write(dir.path().join("app.toml"), role).unwrap();
         let catalog = Catalog::load(dir.path(), &Default::default()).unwrap();
         let templates = Templates::load(dir.path(), &catalog).unwrap();
-        let map = "schema = 1\ngeneration = 1\n\n[products.zeta]\ndomain = \"z.example\"\ndocroot = \"/srv/z\"\n\n\
-                   [products.alpha]\ndomain = \"a.example\"\ndocroot = \"/srv/a\"\n\n\
-                   [hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n";
+        let product = |name: &str| {
+            format!("[products.{name}]\ndomain = \"{name}.example\"\ndocroot = \"/srv/{name}\"\n\n")
+        };
+        let map = format!(
+            "schema = 1\ngeneration = 1\n\n{}{}[hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n",
+            product("zeta"),
+            product("alpha")
+        );
         let identity = crate::identity::Identity {
             id: "h1".to_string(),
             address: "10.0.0.1".to_string(),
@@ -964,9 +961,30 @@ mod tests {
         let crate::rolemap::Resolution::Assigned(view) = resolution else {
             panic!("h1 is assigned");
         };
+        let products = view.products.iter().map(|p| p.name.clone()).collect();
         let info = MapInfo::default();
-        let desired = render(&view, &catalog, &templates, &info, &Default::default()).unwrap();
-        let products: Vec<&str> = view.products.iter().map(|p| p.name.as_str()).collect();
+        let desired = render(&view, &catalog, &templates, &info, &Default::default());
+        (products, desired)
+    }
+
+    fn smoke(name: &str, per_product: bool) -> String {
+        format!("[[smoke]]\nkind = \"command\"\nname = \"{name}\"\ncommand = \"true\"\nper_product = {per_product}\n")
+    }
+
+    /// Each product's files and smoke tests are rendered together (its template value made
+    /// once), yet the smoke tests keep catalog order: each spec's for every product in turn,
+    /// the host's where its spec stands; files come sorted by path.
+    #[test]
+    fn smoke_tests_keep_catalog_order_across_products() {
+        let role = [
+            "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n".to_string(),
+            smoke("first {{ product.name }}", true),
+            smoke("host", false),
+            smoke("second {{ product.name }}", true),
+        ]
+        .concat();
+        let (products, desired) = render_app(&role, "{{ product.domain }}\n");
+        let desired = desired.unwrap();
         let names: Vec<&str> = desired.smoke.iter().map(|t| t.name.as_str()).collect();
         let expected: Vec<String> = (products.iter().map(|p| format!("first {p}")))
             .chain(["host".to_string()])
@@ -990,10 +1008,31 @@ mod tests {
         assert_eq!(
             files,
             [
-                ("/etc/app/alpha.conf".to_string(), "a.example".to_string()),
-                ("/etc/app/zeta.conf".to_string(), "z.example".to_string()),
+                (
+                    "/etc/app/alpha.conf".to_string(),
+                    "alpha.example".to_string()
+                ),
+                ("/etc/app/zeta.conf".to_string(), "zeta.example".to_string()),
             ]
         );
+    }
+
+    /// A smoke test's `site_marker` must render to a path: the error names the key, the role
+    /// and the product.
+    #[test]
+    fn a_site_marker_that_is_not_a_path_is_refused() {
+        let role = "[[smoke]]\nkind = \"http\"\nper_product = true\nurl = \"http://127.0.0.1/\"\nsite_marker = \"rolecall/{{ product.name }}\"\n";
+        let (_, desired) = render_app(role, "");
+        let err = crate::text::chain(&desired.unwrap_err());
+        assert!(
+            err.contains("smoke.site_marker")
+                && err.contains("starting with /")
+                && err.contains("app"),
+            "{err}"
+        );
+        let fixed = role.replace("\"rolecall/", "\"/rolecall/");
+        let (_, desired) = render_app(&fixed, "");
+        assert_eq!(desired.unwrap().smoke.len(), 2);
     }
 
     fn catalog_with(dir: &Path, mode: &str, template: &str) -> Result<Templates, String> {
