@@ -505,44 +505,47 @@ fn define(
 }
 
 fn role(name: &str, raw: RawRole) -> Result<Role, String> {
-    let mut files = Vec::new();
-    for (i, f) in raw.files.into_iter().enumerate() {
-        let mode = u32::from_str_radix(f.mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| {
-                format!(
-                    "files[{i}].mode: {:?} is not an octal mode like \"0644\"",
-                    f.mode
-                )
-            })?;
-        if f.secret && mode & 0o007 != 0 {
-            return Err(format!(
-                "files[{i}].mode: {:?} lets others read or write a file marked secret (use 0600 or 0640)",
-                f.mode
-            ));
-        }
-        files.push(FileSpec {
-            role: name.to_string(),
-            path: f.path,
-            template: f.template,
-            per_product: f.per_product,
-            owner: f.owner,
-            group: f.group,
-            mode,
-            service: f.service,
-            is_secret: f.secret,
-            comment: f.comment,
-            when_position: f.when_position,
-            when: f.when,
-        });
-    }
+    let files = raw.files.into_iter().enumerate();
+    let files = files.map(|(i, f)| file_spec(name, i, f));
     Ok(Role {
         name: name.to_string(),
         description: raw.description,
-        files,
+        files: files.collect::<Result<_, _>>()?,
         smoke: raw.smoke,
         hooks: raw.hooks,
+    })
+}
+
+/// The role `name`'s file `i`, its mode checked (octal, not others-readable when secret).
+fn file_spec(name: &str, i: usize, f: RawFile) -> Result<FileSpec, String> {
+    let mode = u32::from_str_radix(f.mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            format!(
+                "files[{i}].mode: {:?} is not an octal mode like \"0644\"",
+                f.mode
+            )
+        })?;
+    if f.secret && mode & 0o007 != 0 {
+        return Err(format!(
+            "files[{i}].mode: {:?} lets others read or write a file marked secret (use 0600 or 0640)",
+            f.mode
+        ));
+    }
+    Ok(FileSpec {
+        role: name.to_string(),
+        path: f.path,
+        template: f.template,
+        per_product: f.per_product,
+        owner: f.owner,
+        group: f.group,
+        mode,
+        service: f.service,
+        is_secret: f.secret,
+        comment: f.comment,
+        when_position: f.when_position,
+        when: f.when,
     })
 }
 

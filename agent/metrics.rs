@@ -67,19 +67,7 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
-    let _ = writeln!(out, "# HELP rolecall_reconciles_total Reconciles by outcome.\n# TYPE rolecall_reconciles_total counter");
-    let labels = [
-        Outcome::Converged,
-        Outcome::Waiting,
-        Outcome::Failed,
-        Outcome::RolledBack,
-        Outcome::Invalid,
-    ]
-    .map(outcome_label);
-    for label in labels.into_iter().chain([HELD]) {
-        let n = counters.reconciles.get(label).copied().unwrap_or(0);
-        let _ = writeln!(out, "rolecall_reconciles_total{{outcome=\"{label}\"}} {n}");
-    }
+    reconciles(&mut out, counters);
     let counts = [
         (
             "rolecall_rollbacks_total",
@@ -99,6 +87,23 @@ pub fn render(report: &RunReport, counters: &Counters) -> String {
         );
     }
     out
+}
+
+/// `rolecall_reconciles_total` by outcome, held ones included.
+fn reconciles(out: &mut String, counters: &Counters) {
+    let _ = writeln!(out, "# HELP rolecall_reconciles_total Reconciles by outcome.\n# TYPE rolecall_reconciles_total counter");
+    let labels = [
+        Outcome::Converged,
+        Outcome::Waiting,
+        Outcome::Failed,
+        Outcome::RolledBack,
+        Outcome::Invalid,
+    ]
+    .map(outcome_label);
+    for label in labels.into_iter().chain([HELD]) {
+        let n = counters.reconciles.get(label).copied().unwrap_or(0);
+        let _ = writeln!(out, "rolecall_reconciles_total{{outcome=\"{label}\"}} {n}");
+    }
 }
 
 /// The gauges of the last reconcile: name, help text, value (a table).

@@ -494,21 +494,7 @@ pub fn summary(r: &RunReport) -> String {
         ));
     }
     out.push_str(&changes(r));
-    for s in &r.services {
-        out.push_str(&step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
-    }
-    for s in &r.smoke {
-        out.push_str(&step("smoke", &s.name, s.ok, &s.error, s.elapsed_ms));
-    }
-    for h in &r.hooks {
-        out.push_str(&step(
-            "hook",
-            &format!("{} `{}`", h.on, h.command),
-            h.ok,
-            &h.error,
-            h.elapsed_ms,
-        ));
-    }
+    out.push_str(&steps(r));
     for s in &r.smoke_after_rollback {
         let state = if s.ok { "ok" } else { "STILL FAILING" };
         out.push_str(&format!("  after rollback: smoke {} {state}\n", s.name));
@@ -518,6 +504,23 @@ pub fn summary(r: &RunReport) -> String {
         r.elapsed_ms, r.reconcile_id
     ));
     out
+}
+
+/// One line per service command, smoke test and hook run.
+fn steps(r: &RunReport) -> String {
+    let services = r
+        .services
+        .iter()
+        .map(|s| step(&s.action, &s.service, s.ok, &s.error, s.elapsed_ms));
+    let smoke = r
+        .smoke
+        .iter()
+        .map(|s| step("smoke", &s.name, s.ok, &s.error, s.elapsed_ms));
+    let hooks = r.hooks.iter().map(|h| {
+        let what = format!("{} `{}`", h.on, h.command);
+        step("hook", &what, h.ok, &h.error, h.elapsed_ms)
+    });
+    services.chain(smoke).chain(hooks).collect()
 }
 
 /// One line per account change, then per file.
