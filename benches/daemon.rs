@@ -56,9 +56,6 @@ const BROKEN: &str = "zeta";
 const MAP_KEY: &str = "rolemap.toml";
 const HEALTH: &str = "/health.txt";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The web role's smoke timeout as shipped in `templates/web.toml`, and the short variant.
-const SHIPPED_SMOKE_TIMEOUT: &str = "timeout = \"15s\"";
-const SHORT_SMOKE_TIMEOUT: &str = "timeout = \"2s\"";
 
 /// One measured scenario.
 type Phase = fn(&Ec2, &Rounds);
@@ -357,28 +354,19 @@ fn issue4_rollback(ec2: &Ec2, rounds: &Rounds) {
         "{:<26} {:>9} {:>9} {:>9} {:>9}   stages (median ms)",
         "ms", "median", "p90", "min", "max"
     );
-    for (label, timeout, runs) in [
-        ("catalog as shipped (15s)", None, rounds.rollbacks_shipped),
-        (
-            "smoke timeout 2s",
-            Some(SHORT_SMOKE_TIMEOUT),
-            rounds.rollbacks_short,
-        ),
+    for (label, short, runs) in [
+        ("catalog as shipped (15s)", false, rounds.rollbacks_shipped),
+        ("smoke timeout 2s", true, rounds.rollbacks_short),
     ] {
-        rollback_case(ec2, label, timeout, runs);
+        rollback_case(ec2, label, short, runs);
     }
 }
 
-fn rollback_case(ec2: &Ec2, label: &str, smoke_timeout: Option<&str>, runs: usize) {
+/// `short`: with the 2 s smoke timeout instead of the shipped one.
+fn rollback_case(ec2: &Ec2, label: &str, short: bool, runs: usize) {
     let (agent, apache) = apache_agent(ec2);
-    if let Some(timeout) = smoke_timeout {
-        let web = agent.catalog.join("web.toml");
-        let text = std::fs::read_to_string(&web).expect("catalog web.toml");
-        assert!(
-            text.contains(SHIPPED_SMOKE_TIMEOUT),
-            "web.toml smoke timeout moved"
-        );
-        std::fs::write(&web, text.replace(SHIPPED_SMOKE_TIMEOUT, timeout)).expect("web.toml");
+    if short {
+        fixture::short_smoke_timeout(&agent.catalog);
     }
     let base = agent.path("/var/www");
     std::fs::create_dir_all(base.join(BROKEN)).expect("docroot without a health page");

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fixture::{copy_dir, default_catalog, replace_in, Agent, Daemon, Setup};
+use fixture::{copy_dir, default_catalog, Agent, Daemon, Setup};
 use support::health::HealthServer;
 use support::s3::Moto;
 use support::wait_until;
@@ -152,11 +152,7 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("bench dir");
         let catalog = dir.path().join("catalog");
         copy_dir(&default_catalog(), &catalog);
-        replace_in(
-            &catalog.join("web.toml"),
-            "timeout = \"15s\"",
-            "timeout = \"2s\"",
-        );
+        fixture::short_smoke_timeout(&catalog);
         let ids: Vec<String> = (0..plan.agents).map(host_id).collect();
         let mut fleet = Fleet {
             plan,
@@ -455,17 +451,9 @@ impl Fleet {
     }
 
     fn fleet_status(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = self.rolecall();
         let report = format!("s3://{}/fleet/", self.bucket);
-        cmd.args([
-            "fleet",
-            "status",
-            "--map",
-            &self.map_url(),
-            "--report",
-            &report,
-        ])
-        .args(args);
+        let mut cmd = fixture::fleet_status(&self.map_url(), &report);
+        cmd.args(args).envs(self.moto.agent_env());
         cmd.output().expect("fleet status")
     }
 

@@ -70,10 +70,6 @@ const RSS_SLACK_KB: i64 = 1024;
 /// How much the state directory may exceed its warm-up size: the cached map and status
 /// record differ by a product or two between changes.
 const STATE_SLACK: u64 = 64 * 1024;
-/// The web role's smoke timeout as shipped, and the soak's: a rolled-back change must be
-/// over well within the 5 s between changes.
-const SHIPPED_SMOKE_TIMEOUT: &str = "timeout = \"15s\"";
-const SHORT_SMOKE_TIMEOUT: &str = "timeout = \"2s\"";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -153,7 +149,7 @@ impl Soak {
         let apache = Apache::start(&agent.root);
         agent.setup = setup().apache(&apache);
         agent.write_config();
-        shorten_smoke_timeout(&agent);
+        fixture::short_smoke_timeout(&agent.catalog);
         let base = docroots(&agent, &ALL);
         std::fs::create_dir_all(base.join(BROKEN)).expect("docroot without a health page");
         moto.put(&bucket, MAP_KEY, web_map(1, SETS[0], &base).as_bytes());
@@ -315,21 +311,6 @@ fn sockets_of(pid: u32) -> std::collections::HashMap<String, String> {
         }
     }
     sockets
-}
-
-/// The catalog copy's web smoke test waits 2 s instead of 15 s.
-fn shorten_smoke_timeout(agent: &Agent) {
-    let web = agent.catalog.join("web.toml");
-    let text = std::fs::read_to_string(&web).expect("catalog web.toml");
-    assert!(
-        text.contains(SHIPPED_SMOKE_TIMEOUT),
-        "web.toml smoke timeout moved"
-    );
-    std::fs::write(
-        &web,
-        text.replace(SHIPPED_SMOKE_TIMEOUT, SHORT_SMOKE_TIMEOUT),
-    )
-    .expect("web.toml");
 }
 
 /// The fixture's web map for `products`, the web host being `ID`.

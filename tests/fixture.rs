@@ -370,6 +370,29 @@ pub fn identity_of(path: &Path) -> (u64, i64) {
 
 /// Rewrite the file at `path` with every `from` replaced by `to` (tests that edit a config,
 /// role or template between reconciles).
+/// Give the web role of the catalog in `dir` a 2 s smoke timeout instead of the shipped
+/// 15 s: a failing smoke test (a site without its health page) then takes seconds.
+pub fn short_smoke_timeout(dir: &Path) {
+    let web = dir.join("web.toml");
+    let shipped = std::fs::read_to_string(&web).expect("catalog web.toml");
+    assert!(
+        shipped.contains("timeout = \"15s\""),
+        "web.toml smoke timeout moved"
+    );
+    let short = shipped.replace("timeout = \"15s\"", "timeout = \"2s\"");
+    std::fs::write(&web, short).expect("web.toml");
+}
+
+/// `rolecall fleet status` of the map at the URL `map` and the reports under the URL
+/// `report`, as an operator's workstation runs it: no agent.toml, no log filter.
+pub fn fleet_status(map: &str, report: &str) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(["--config", "/nonexistent/agent.toml", "fleet", "status"])
+        .args(["--map", map, "--report", report])
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 pub fn replace_in(path: &Path, from: &str, to: &str) {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::fixture::{
-    assert_exit, assert_stdout, describe, memcached_map, stdout, Agent, Daemon, Setup,
+    assert_exit, assert_stdout, describe, fleet_status, memcached_map, stdout, Agent, Daemon, Setup,
 };
 use crate::map_publish::list_keys;
 use crate::support::s3::Moto;
@@ -382,20 +382,8 @@ impl Reports {
     fn status(&self, extra: &[&str]) -> Output {
         let map = format!("s3://{}/rolemap.toml", self.bucket);
         let report = format!("s3://{}/fleet/", self.bucket);
-        let mut cmd = Command::new(crate::fixture::binary());
-        cmd.args([
-            "--config",
-            "/nonexistent/agent.toml",
-            "fleet",
-            "status",
-            "--map",
-            &map,
-            "--report",
-            &report,
-        ])
-        .args(extra)
-        .envs(self.moto.agent_env())
-        .env_remove("RUST_LOG");
+        let mut cmd = fleet_status(&map, &report);
+        cmd.args(extra).envs(self.moto.agent_env());
         cmd.output().expect("fleet status")
     }
 }
@@ -443,11 +431,26 @@ fn fleet_status_counts_hosts_and_exits_by_the_worst() {
     failed_exits_2_reading_only_its_record(&r);
     r.unmark("fail", "web-2");
     r.marker("halted", "web-2");
+    zone_b(
+        &r,
+        2,
+        &["web-2 (b, running generation 6) halted"],
+        [1, 0, 0, 1, 0, 0, 0],
+    );
+}
+
+/// `fleet status` exits `code` saying `says`, and the row of shop's web hosts in zone b
+/// counts `counts`: OK, FAILED, HELD, HALTED, WAITING, LAGGING, SILENT.
+#[track_caller]
+fn zone_b(r: &Reports, code: i32, says: &[&str], counts: [u32; 7]) {
     let out = r.status(&[]);
-    assert_stdout(&out, 2, &["web-2 (b, running generation 6) halted"]);
+    assert_stdout(&out, code, says);
+    let counts = counts.map(|n| n.to_string());
     assert_eq!(
         row(&out, &["shop", "web", "b"])[4..],
-        ["1", "0", "0", "1", "0", "0", "0"]
+        counts,
+        "{}",
+        describe(&out)
     );
 }
 
@@ -456,31 +459,12 @@ fn fleet_status_counts_hosts_and_exits_by_the_worst() {
 fn held_silent_lagging_and_waiting_exit_1(r: &Reports) {
     r.unmark("ok", "web-3");
     r.marker("held", "web-3");
-    let out = r.status(&[]);
-    assert_stdout(&out, 1, &["held hosts: web-3"]);
-    //                                     OK   FAILED HELD HALTED WAITING LAGGING SILENT
-    assert_eq!(
-        row(&out, &["shop", "web", "b"])[4..],
-        ["1", "0", "1", "0", "0", "0", "0"]
-    );
+    zone_b(r, 1, &["held hosts: web-3"], [1, 0, 1, 0, 0, 0, 0]);
     r.unmark("held", "web-3");
-    let out = r.status(&[]);
-    assert_stdout(
-        &out,
-        1,
-        &["silent hosts: web-3", "3 of 4 hosts ok, 1 silent"],
-    );
-    assert_eq!(
-        row(&out, &["shop", "web", "b"])[4..],
-        ["1", "0", "0", "0", "0", "0", "1"]
-    );
+    let silent = ["silent hosts: web-3", "3 of 4 hosts ok, 1 silent"];
+    zone_b(r, 1, &silent, [1, 0, 0, 0, 0, 0, 1]);
     r.moto.put(&r.bucket, "fleet/hosts/web-3.json", b"{}");
-    let out = r.status(&[]);
-    assert_stdout(&out, 1, &["lagging hosts: web-3"]);
-    assert_eq!(
-        row(&out, &["shop", "web", "b"])[4..],
-        ["1", "0", "0", "0", "0", "1", "0"]
-    );
+    zone_b(r, 1, &["lagging hosts: web-3"], [1, 0, 0, 0, 0, 1, 0]);
     r.marker("ok", "web-3");
     r.marker("waiting", "new-1");
     assert_stdout(&r.status(&[]), 1, &["not in the map: new-1 (waiting)"]);
@@ -514,18 +498,8 @@ fn fleet_status_exits_3_when_the_map_or_the_reports_cannot_be_read() {
     let r = Reports::new();
     let moto = r.moto;
     let run = |map: &str, report: &str| {
-        let mut cmd = Command::new(crate::fixture::binary());
-        cmd.args([
-            "--config",
-            "/nonexistent/agent.toml",
-            "fleet",
-            "status",
-            "--map",
-            map,
-            "--report",
-            report,
-        ])
-        .envs(moto.agent_env());
+        let mut cmd = fleet_status(map, report);
+        cmd.envs(moto.agent_env());
         cmd.output().expect("fleet status")
     };
     let report = format!("s3://{}/fleet/", r.bucket);

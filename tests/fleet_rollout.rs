@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::fixture::{
-    assert_exit, copy_dir, default_catalog, describe, replace_in, Agent, Daemon, Setup,
+    assert_exit, copy_dir, default_catalog, describe, fleet_status, short_smoke_timeout, Agent,
+    Daemon, Setup,
 };
 use crate::support::health::HealthServer;
 use crate::support::wait_until;
@@ -44,11 +45,7 @@ impl Fleet {
         let catalog = dir.path().join("catalog");
         copy_dir(&default_catalog(), &catalog);
         // A failing health page fails after 2 s rather than the shipped 15 s.
-        replace_in(
-            &catalog.join("web.toml"),
-            "timeout = \"15s\"",
-            "timeout = \"2s\"",
-        );
+        short_smoke_timeout(&catalog);
         std::fs::create_dir_all(dir.path().join("reports")).expect("reports dir");
         Fleet {
             dir,
@@ -110,18 +107,9 @@ impl Fleet {
     }
 
     fn status(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(crate::fixture::binary());
-        cmd.args([
-            "--config",
-            "/nonexistent/agent.toml",
-            "fleet",
-            "status",
-            "--map",
-            &self.map_url(),
-        ])
-        .arg("--report")
-        .arg(format!("file://{}/", self.reports().display()))
-        .args(args);
+        let reports = format!("file://{}/", self.reports().display());
+        let mut cmd = fleet_status(&self.map_url(), &reports);
+        cmd.args(args);
         cmd.output().expect("fleet status")
     }
 

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, docroots, web_map, Agent, Daemon, Setup};
+use crate::fixture::{
+    assert_exit, describe, docroots, short_smoke_timeout, web_map, Agent, Daemon, Setup,
+};
 use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
 use crate::support::mariadb::MariaDb;
@@ -162,17 +164,7 @@ fn gap_ms(reloads: &[u128], at: usize) -> u128 {
 fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a_new_map() {
     let (agent, apache) = web_agent(Apache::start);
     // A short smoke timeout: each failing attempt then takes seconds, not the shipped 15 s.
-    let web = agent.catalog.join("web.toml");
-    let shipped = std::fs::read_to_string(&web).expect("web.toml");
-    assert!(
-        shipped.contains("timeout = \"15s\""),
-        "web.toml smoke timeout moved"
-    );
-    std::fs::write(
-        &web,
-        shipped.replace("timeout = \"15s\"", "timeout = \"2s\""),
-    )
-    .expect("web.toml");
+    short_smoke_timeout(&agent.catalog);
     let base = docroots(&agent, &["alpha", "beta"]);
     std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
     agent.write_map(&web_map(1, &["alpha"], &base));
