@@ -23,6 +23,18 @@ use crate::support::wait_until;
 const ENV_FILE: &str = "/etc/rolecall/products/alpha/database.env";
 const VHOST: &str = "/etc/apache2/sites-enabled/rolecall-alpha.conf";
 
+/// Neither of product alpha's files was written by the run that printed `out`.
+#[track_caller]
+fn assert_alpha_not_written(agent: &Agent, out: &Output) {
+    for path in [ENV_FILE, VHOST] {
+        assert!(
+            !agent.path(path).exists(),
+            "{path} written: {}",
+            describe(out)
+        );
+    }
+}
+
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 
 /// Names of this test's secrets on the shared moto: a parameter and a secret of its own.
@@ -293,13 +305,7 @@ fn refused_before_writing(env: &[(String, String)], agent: &Agent, names: &Names
         "{message}\n{}",
         describe(&out)
     );
-    for path in [ENV_FILE, VHOST] {
-        assert!(
-            !agent.path(path).exists(),
-            "{path} written: {}",
-            describe(&out)
-        );
-    }
+    assert_alpha_not_written(agent, &out);
 }
 
 #[test]
@@ -408,13 +414,7 @@ fn an_unreadable_secret_blocks_only_its_own_service() {
         "{}",
         describe(&out)
     );
-    for path in [ENV_FILE, VHOST] {
-        assert!(
-            !agent.path(path).exists(),
-            "{path} written: {}",
-            describe(&out)
-        );
-    }
+    assert_alpha_not_written(&agent, &out);
     let message = agent.status()["message"]
         .as_str()
         .unwrap_or_default()
