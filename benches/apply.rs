@@ -105,7 +105,9 @@ impl Scratch {
 /// The rolecall measured: `ROLECALL_APPLY_BIN` (e.g. the `dist` build that packages
 /// ship, whose smaller code touches fewer pages), else the one cargo built for this bench.
 fn rolecall() -> PathBuf {
-    std::env::var_os(BIN).map_or_else(|| env!("CARGO_BIN_EXE_rolecall").into(), PathBuf::from)
+    std::env::var_os(BIN)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| env!("CARGO_BIN_EXE_rolecall").into(), PathBuf::from)
 }
 
 const BIN: &str = "ROLECALL_APPLY_BIN";
