@@ -8,6 +8,7 @@ use super::command::argv;
 use super::etc::Existing;
 use super::plan::{plan, records_after, records_before, Change, Desired, Records};
 use crate::rolemap::accounts::{GroupView, UserView};
+use crate::rolemap::sample::{group, host, product, user};
 
 const RANGE: (u32, u32) = (20000, 29999);
 
@@ -348,32 +349,16 @@ fn useradd_never_creates_a_home_a_user_group_logs_or_subordinate_ids() {
 
 #[test]
 fn the_view_of_several_products_gives_each_account_once() {
-    let text = r#"schema = 1
-generation = 1
-[products.a]
-domain = "a.example.com"
-docroot = "/srv/a"
-[products.a.groups.media]
-gid = 20100
-[products.b]
-domain = "b.example.com"
-docroot = "/srv/b"
-[products.b.groups.media]
-gid = 20100
-[products.b.groups.b]
-gid = 20002
-[products.b.users.b]
-uid = 20002
-group = "b"
-home = "/srv/b"
-shell = "/bin/sh"
-groups = ["media"]
-[hosts.h]
-address = "10.0.0.1"
-az = "a"
-roles = ["web"]
-products = ["a", "b"]
-"#;
+    let text = concat!(
+        "schema = 1\ngeneration = 1\n",
+        product!("a", "a.example.com", "/srv/a"),
+        group!("a", "media", 20100),
+        product!("b", "b.example.com", "/srv/b"),
+        group!("b", "media", 20100),
+        group!("b", "b", 20002),
+        user!("b", "b", 20002, "b", "/srv/b", "/bin/sh", ["media"]),
+        host!("h", "10.0.0.1", "a", ["web"], ["a", "b"]),
+    );
     let map = crate::rolemap::load(text.as_bytes()).expect("valid");
     let identity = crate::identity::Identity {
         id: "h".into(),

@@ -13,6 +13,8 @@ pub mod promote;
 pub mod resolve;
 pub mod rollout;
 #[cfg(test)]
+pub(crate) mod sample;
+#[cfg(test)]
 mod shared_tests;
 pub mod show;
 #[cfg(test)]

@@ -275,21 +275,14 @@ pub fn same_map(text: &str, expected: &RoleMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rolemap::sample::host;
 
-    const MAP: &str = r#"# Fleet map: keep this comment.
-schema = 1
-generation = 41        # raised by every publish
-
-[products.videos]   # the video site
-domain = "videos.example.com"
-docroot = "/srv/videos"
-
-[hosts.web-1]
-address = "10.0.0.1"
-az = "a"
-roles = ["web"]
-products = ["videos"]
-"#;
+    const MAP: &str = concat!(
+        "# Fleet map: keep this comment.\nschema = 1\n",
+        "generation = 41        # raised by every publish\n",
+        "\n[products.videos]   # the video site\ndomain = \"videos.example.com\"\ndocroot = \"/srv/videos\"\n",
+        host!("web-1", "10.0.0.1", "a", ["web"], ["videos"]),
+    );
 
     #[test]
     fn generation_edit_keeps_everything_else() {

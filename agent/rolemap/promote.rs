@@ -322,42 +322,21 @@ fn edit(doc: &mut toml_edit::DocumentMut, master: &str, m: &Move) -> Result<(), 
 mod tests {
     use super::*;
     use crate::rolemap::load;
+    use crate::rolemap::sample::{host, product};
 
-    const MAP: &str = r#"schema = 1
-generation = 41
-
-[products.videos]
-domain = "videos.example.com"
-docroot = "/srv/videos"
-
-[products.videos.database]
-name = "videos"
-master = "db-1"     # the current master
-replicas = ["db-2", "db-3", "db-4"]   # a chain
-backup = "db-5"
-backup_url = "s3://backups/videos/"
-
-[hosts.db-1]
-address = "10.0.1.1"
-az = "a"
-roles = ["db"]
-[hosts.db-2]
-address = "10.0.1.2"
-az = "b"
-roles = ["db"]
-[hosts.db-3]
-address = "10.0.1.3"
-az = "c"
-roles = ["db"]
-[hosts.db-4]
-address = "10.0.1.4"
-az = "a"
-roles = ["db"]
-[hosts.db-5]
-address = "10.0.1.5"
-az = "b"
-roles = ["db", "db-backup"]
-"#;
+    const MAP: &str = concat!(
+        "schema = 1\ngeneration = 41\n",
+        product!("videos", "videos.example.com", "/srv/videos"),
+        "\n[products.videos.database]\nname = \"videos\"\n",
+        "master = \"db-1\"     # the current master\n",
+        "replicas = [\"db-2\", \"db-3\", \"db-4\"]   # a chain\n",
+        "backup = \"db-5\"\nbackup_url = \"s3://backups/videos/\"\n",
+        host!("db-1", "10.0.1.1", "a", ["db"]),
+        host!("db-2", "10.0.1.2", "b", ["db"]),
+        host!("db-3", "10.0.1.3", "c", ["db"]),
+        host!("db-4", "10.0.1.4", "a", ["db"]),
+        host!("db-5", "10.0.1.5", "b", ["db", "db-backup"]),
+    );
 
     fn database(text: &str) -> crate::rolemap::types::Database {
         let map = load(text.as_bytes()).expect("promoted map is valid");

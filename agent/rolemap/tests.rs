@@ -6,61 +6,24 @@ use super::validate::Issue;
 use super::{load, load_for, Error, HostView};
 use crate::identity::Identity;
 use crate::rolemap::resolve::Position;
+use crate::rolemap::sample::{host, product};
 
 /// A valid map exercising every position: two products, a database with a chained replica
 /// pair and a backup, web and memcached hosts.
-pub(super) const MAP: &str = r#"schema = 1
-generation = 41
-
-[products.videos]
-domain = "videos.example.com"
-aliases = ["www.videos.example.com"]
-docroot = "/srv/videos/current/public"
-health_path = "/health"
-
-[products.videos.database]
-name = "videos"
-master = "db-1"
-replicas = ["db-2", "db-3"]
-backup = "db-4"
-backup_url = "s3://fleet-backups/videos/"
-
-[products.blog]
-domain = "blog.example.com"
-docroot = "/srv/blog"
-
-[hosts.db-1]
-address = "10.0.1.11"
-az = "us-east-1a"
-roles = ["db"]
-
-[hosts.db-2]
-address = "10.0.2.11"
-az = "us-east-1b"
-roles = ["db"]
-
-[hosts.db-3]
-address = "10.0.3.11"
-az = "us-east-1c"
-roles = ["db"]
-
-[hosts.db-4]
-address = "10.0.3.12"
-az = "us-east-1c"
-roles = ["db", "db-backup"]
-
-[hosts.web-1]
-address = "10.0.1.21"
-az = "us-east-1a"
-roles = ["web", "memcached"]
-products = ["videos", "blog"]
-
-[hosts.web-2]
-address = "10.0.2.21"
-az = "us-east-1b"
-roles = ["web"]
-products = ["videos"]
-"#;
+pub(super) const MAP: &str = concat!(
+    "schema = 1\ngeneration = 41\n",
+    "\n[products.videos]\ndomain = \"videos.example.com\"\naliases = [\"www.videos.example.com\"]\n",
+    "docroot = \"/srv/videos/current/public\"\nhealth_path = \"/health\"\n",
+    "\n[products.videos.database]\nname = \"videos\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]\n",
+    "backup = \"db-4\"\nbackup_url = \"s3://fleet-backups/videos/\"\n",
+    product!("blog", "blog.example.com", "/srv/blog"),
+    host!("db-1", "10.0.1.11", "us-east-1a", ["db"]),
+    host!("db-2", "10.0.2.11", "us-east-1b", ["db"]),
+    host!("db-3", "10.0.3.11", "us-east-1c", ["db"]),
+    host!("db-4", "10.0.3.12", "us-east-1c", ["db", "db-backup"]),
+    host!("web-1", "10.0.1.21", "us-east-1a", ["web", "memcached"], ["videos", "blog"]),
+    host!("web-2", "10.0.2.21", "us-east-1b", ["web"], ["videos"]),
+);
 
 /// Every issue of `text` (which must parse). Each host of the sample map also resolves it
 /// through `load_for`, which resolves before validation has finished: that must neither

@@ -2,41 +2,17 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::rolemap::sample::{host, product};
 
-const MAP: &str = r#"schema = 1
-generation = 42
-
-[products.videos]
-domain = "videos.example.com"
-docroot = "/srv/videos"
-
-[products.videos.database]
-name = "videos"
-master = "db-1"
-replicas = ["db-2"]
-
-[hosts.db-1]
-address = "10.0.1.1"
-az = "a"
-roles = ["db"]
-
-[hosts.db-2]
-address = "10.0.2.1"
-az = "b"
-roles = ["db"]
-
-[hosts.web-1]
-address = "10.0.1.2"
-az = "a"
-roles = ["web", "memcached"]
-products = ["videos"]
-
-[hosts.web-2]
-address = "10.0.2.2"
-az = "b"
-roles = ["web"]
-products = ["videos"]
-"#;
+const MAP: &str = concat!(
+    "schema = 1\ngeneration = 42\n",
+    product!("videos", "videos.example.com", "/srv/videos"),
+    "\n[products.videos.database]\nname = \"videos\"\nmaster = \"db-1\"\nreplicas = [\"db-2\"]\n",
+    host!("db-1", "10.0.1.1", "a", ["db"]),
+    host!("db-2", "10.0.2.1", "b", ["db"]),
+    host!("web-1", "10.0.1.2", "a", ["web", "memcached"], ["videos"]),
+    host!("web-2", "10.0.2.2", "b", ["web"], ["videos"]),
+);
 
 const HOUR: Duration = Duration::from_secs(3600);
 

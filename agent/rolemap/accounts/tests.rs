@@ -3,52 +3,38 @@
 
 use super::*;
 use crate::identity::Identity;
+use crate::rolemap::sample::{group, host, product, user};
 use crate::rolemap::{load, resolve, Error, Resolution};
 
 /// Two products with accounts, valid: `tv` (user and group, www-data supplementary) and
 /// `radio`, which declares the shared group `media` identically.
-const MAP: &str = r#"schema = 1
-generation = 1
-
-[products.tv]
-domain = "tv.example.com"
-docroot = "/srv/tv/public"
-
-[products.tv.groups.tv]
-gid = 20001
-
-[products.tv.groups.media]
-gid = 20100
-
-[products.tv.users.tv]
-uid = 20001
-group = "tv"
-home = "/srv/tv"
-shell = "/usr/sbin/nologin"
-groups = ["www-data", "media"]
-
-[products.radio]
-domain = "radio.example.com"
-docroot = "/srv/radio"
-
-[products.radio.groups.media]
-gid = 20100
-
-[products.radio.groups.radio]
-gid = 20002
-
-[products.radio.users.radio-app]
-uid = 20002
-group = "radio"
-home = "/srv/radio"
-shell = "/bin/sh"
-
-[hosts.web-1]
-address = "10.0.0.1"
-az = "a"
-roles = ["web"]
-products = ["tv"]
-"#;
+const MAP: &str = concat!(
+    "schema = 1\ngeneration = 1\n",
+    product!("tv", "tv.example.com", "/srv/tv/public"),
+    group!("tv", "tv", 20001),
+    group!("tv", "media", 20100),
+    user!(
+        "tv",
+        "tv",
+        20001,
+        "tv",
+        "/srv/tv",
+        "/usr/sbin/nologin",
+        ["www-data", "media"]
+    ),
+    product!("radio", "radio.example.com", "/srv/radio"),
+    group!("radio", "media", 20100),
+    group!("radio", "radio", 20002),
+    user!(
+        "radio",
+        "radio-app",
+        20002,
+        "radio",
+        "/srv/radio",
+        "/bin/sh"
+    ),
+    host!("web-1", "10.0.0.1", "a", ["web"], ["tv"]),
+);
 
 /// The `(path, message)` of every issue of `text`, which must parse.
 fn issues(text: &str) -> Vec<(String, String)> {
