@@ -24,38 +24,24 @@
     reason = "a bench binary reports its figures on stdout"
 )]
 
-#[path = "../tests/fixture.rs"]
-mod fixture;
-#[allow(
-    unused_imports,
-    reason = "cargo builds benches with cfg(test) but no libtest: support's unit-test module is empty"
-)]
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{fixture, mb, support, verdict, web_map, Boot, Daemon, ID, MAP_KEY};
 use fixture::{describe, docroots, Agent, Setup};
 use support::apache::Apache;
 use support::imds::{ImdsMeta, ImdsServer};
-use support::notify::NotifySocket;
 use support::s3::Moto;
 
-/// The instance id IMDS reports and the map assigns the web role.
-const ID: &str = "i-0123456789abcdef0";
 /// The products the host serves.
 const PRODUCTS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
 /// The product added by the map that fails its smoke test (no health page).
 const BROKEN: &str = "zeta";
-const MAP_KEY: &str = "rolemap.toml";
 const HEALTH: &str = "/health.txt";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One measured scenario.
 type Phase = fn(&Ec2, &Rounds);
@@ -148,7 +134,7 @@ fn sanity() {
     agent.setup = Setup::new(ID, "127.0.0.1").apache(&apache);
     agent.write_config();
     agent.write_map(&web_map(1, &PRODUCTS, &docroots(&agent, &PRODUCTS)));
-    let (daemon, ready) = Daemon::start(&agent, &[]);
+    let (daemon, ready) = Daemon::start(&agent, &[], Boot::Finished);
     let usage = Usage::read(daemon.pid());
     for p in PRODUCTS {
         assert_eq!(apache.get(&domain(p), HEALTH).0, 200, "{p} not served");
@@ -183,7 +169,7 @@ fn issue3_boot(ec2: &Ec2, rounds: &Rounds) {
             }
             let agent = Agent::new(setup);
             ec2.publish(&web_map(1, &PRODUCTS, &docroots(&agent, &PRODUCTS)));
-            let (daemon, ready) = Daemon::start(&agent, &ec2.env());
+            let (daemon, ready) = Daemon::start(&agent, &ec2.env(), Boot::Finished);
             let status = agent.status();
             drop(daemon);
             if i > 0 {
@@ -217,7 +203,7 @@ fn idle_case(ec2: &Ec2, rounds: &Rounds, imds: bool) {
     let agent = Agent::new(setup);
     let map = web_map(1, &PRODUCTS, &docroots(&agent, &PRODUCTS));
     ec2.moto.put(&bucket, MAP_KEY, map.as_bytes());
-    let (daemon, _) = Daemon::start(&agent, &ec2.env());
+    let (daemon, _) = Daemon::start(&agent, &ec2.env(), Boot::Finished);
     let pid = daemon.pid();
     let key = format!("/{bucket}/{MAP_KEY}");
     let count = |status| ec2.moto.request_count("GET", &key, Some(status));
@@ -322,7 +308,7 @@ fn issue4_boot(ec2: &Ec2, rounds: &Rounds) {
         let (agent, apache) = apache_agent(ec2);
         ec2.publish(&web_map(1, &PRODUCTS, &agent.path("/var/www")));
         let generation = apache.generation();
-        let (daemon, ready) = Daemon::start(&agent, &ec2.env());
+        let (daemon, ready) = Daemon::start(&agent, &ec2.env(), Boot::Finished);
         let status = agent.status();
         for p in PRODUCTS {
             assert_eq!(
@@ -544,84 +530,8 @@ fn domain(product: &str) -> String {
     format!("{product}.example.test")
 }
 
-/// The fixture's web map for `products` with docroots under `base`, the web host being `ID`.
-fn web_map(generation: u64, products: &[&str], base: &Path) -> String {
-    fixture::web_map(generation, products, base).replace("[hosts.web-1]", &format!("[hosts.{ID}]"))
-}
-
 // ---------------------------------------------------------------------------------------
 // Running the agent
-
-/// A running `rolecall run` (the harness's launcher) that sent `READY=1`.
-///
-/// After `READY=1` a thread keeps reading the notify socket, as systemd does: the daemon
-/// sends `STATUS=` after every reconcile with a blocking send, and an unread socket (10
-/// datagrams, `net.unix.max_dgram_qlen`) would stall it.
-struct Daemon {
-    daemon: fixture::Daemon,
-    drain: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-}
-
-impl Daemon {
-    /// Starts the daemon, waits for `READY=1` and then for the boot reconcile to finish;
-    /// returns it and the time from spawn to `READY=1`. Logs
-    /// at `info`, the daemon's default level, so that logging costs what it does in
-    /// production.
-    fn start(agent: &Agent, env: &[(String, String)]) -> (Daemon, Duration) {
-        let mut notify = NotifySocket::new();
-        let mut env = env.to_vec();
-        env.push(("NOTIFY_SOCKET".into(), notify.path().display().to_string()));
-        env.push(("RUST_LOG".into(), "info".into()));
-        let started = Instant::now();
-        let daemon = fixture::Daemon::start(agent, &env);
-        let seen = notify.recv_until(READY_TIMEOUT, |n| n.has("READY", "1"));
-        let ready = started.elapsed();
-        let mut daemon = Daemon {
-            daemon,
-            drain: None,
-        };
-        if !seen.last().is_some_and(|n| n.has("READY", "1")) {
-            panic!(
-                "no READY=1 within {READY_TIMEOUT:?}; notifications {:?}\n{}",
-                seen.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
-                daemon.daemon.log_tail()
-            );
-        }
-        // READY=1 comes once the files are installed and checked, before the reloads and
-        // smoke tests (issue 16): the boot reconcile's record says when it has finished.
-        let finished = support::wait_until(READY_TIMEOUT, || agent.status()["trigger"] == "boot");
-        assert!(
-            finished,
-            "the boot reconcile did not finish within {READY_TIMEOUT:?}\n{}",
-            daemon.daemon.log_tail()
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    notify.recv_until(Duration::from_millis(100), |_| false);
-                }
-            })
-        };
-        daemon.drain = Some((stop, reader));
-        (daemon, ready)
-    }
-
-    fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.daemon.stop();
-        if let Some((stop, reader)) = self.drain.take() {
-            stop.store(true, Ordering::SeqCst);
-            let _ = reader.join();
-        }
-    }
-}
 
 fn sync(agent: &Agent, env: &[(String, String)]) -> Output {
     agent
@@ -859,16 +769,4 @@ fn smoke_summary(results: &serde_json::Value) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "ok"
-    } else {
-        "MISSED"
-    }
 }

@@ -21,25 +21,18 @@
     reason = "a bench binary reports its figures on stdout"
 )]
 
-#[path = "../tests/fixture.rs"]
-mod fixture;
-#[allow(
-    unused_imports,
-    reason = "cargo builds benches with cfg(test) but no libtest: support's unit-test module is empty"
-)]
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{fixture, mb, support, verdict, MAP_KEY};
 use fixture::{copy_dir, default_catalog, Agent, Daemon, Setup};
 use support::health::HealthServer;
 use support::s3::Moto;
 use support::wait_until;
 
-const MAP_KEY: &str = "rolemap.toml";
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 /// What one run does.
@@ -605,22 +598,10 @@ fn print_rss(usages: &[Usage]) {
     );
 }
 
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[at]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
 }

@@ -27,42 +27,28 @@
     reason = "a bench binary reports its figures on stdout"
 )]
 
-#[path = "../tests/fixture.rs"]
-mod fixture;
-#[allow(
-    unused_imports,
-    reason = "cargo builds benches with cfg(test) but no libtest: support's unit-test module is empty"
-)]
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{fixture, support, web_map, Boot, Daemon, ID, MAP_KEY};
 use fixture::{docroots, Agent, Setup};
 use support::apache::Apache;
 use support::imds::{ImdsMeta, ImdsServer};
-use support::notify::NotifySocket;
 use support::s3::Moto;
 
-/// The instance id IMDS reports and the map assigns the web role.
-const ID: &str = "i-0123456789abcdef0";
 /// The two product sets the changes alternate between.
 const SETS: [&[&str]; 2] = [&["alpha", "beta", "gamma"], &["alpha", "delta", "epsilon"]];
 /// Every product either set serves (each gets a docroot with a health page).
 const ALL: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
 /// Added by every tenth change: a docroot without a health page, so its smoke test fails.
 const BROKEN: &str = "zeta";
-const MAP_KEY: &str = "rolemap.toml";
 const CHANGE_EVERY: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// How long one change may take to be reconciled (a failing smoke test waits 2 s, then the
 /// rollback reloads and tests again) on a loaded machine.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const FULL_SECS: u64 = 3600;
 const SANITY_SECS: u64 = 40;
 /// The allowed RSS drift after warm-up, either way.
@@ -155,7 +141,7 @@ impl Soak {
         moto.put(&bucket, MAP_KEY, web_map(1, SETS[0], &base).as_bytes());
         let mut env = moto.agent_env();
         env.extend(imds.agent_env());
-        let daemon = Daemon::start(&agent, &env);
+        let (daemon, _) = Daemon::start(&agent, &env, Boot::Converged);
         println!(
             "peers: S3 (moto) :{}, Apache :{}",
             moto.port(),
@@ -313,11 +299,6 @@ fn sockets_of(pid: u32) -> std::collections::HashMap<String, String> {
     sockets
 }
 
-/// The fixture's web map for `products`, the web host being `ID`.
-fn web_map(generation: u64, products: &[&str], base: &Path) -> String {
-    fixture::web_map(generation, products, base).replace("[hosts.web-1]", &format!("[hosts.{ID}]"))
-}
-
 /// Calls `visit` with every regular file under `dir` and its size (symlinks not followed).
 fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, u64)) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -350,68 +331,6 @@ fn is_leftover(path: &Path) -> bool {
 
 // ---------------------------------------------------------------------------------------
 // Running the daemon
-
-/// A running `rolecall run` that sent `READY=1` and finished its boot reconcile; its
-/// notify socket is drained by a thread, as systemd does (an unread socket would stall the
-/// daemon's `STATUS=` sends).
-struct Daemon {
-    daemon: fixture::Daemon,
-    drain: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-}
-
-impl Daemon {
-    fn start(agent: &Agent, env: &[(String, String)]) -> Daemon {
-        let mut notify = NotifySocket::new();
-        let mut env = env.to_vec();
-        env.push(("NOTIFY_SOCKET".into(), notify.path().display().to_string()));
-        // The daemon's default level: logging costs what it does in production.
-        env.push(("RUST_LOG".into(), "info".into()));
-        let mut daemon = Daemon {
-            daemon: fixture::Daemon::start(agent, &env),
-            drain: None,
-        };
-        let seen = notify.recv_until(READY_TIMEOUT, |n| n.has("READY", "1"));
-        assert!(
-            seen.last().is_some_and(|n| n.has("READY", "1")),
-            "no READY=1 within {READY_TIMEOUT:?}\n{}",
-            daemon.daemon.log_tail()
-        );
-        let booted = support::wait_until(READY_TIMEOUT, || {
-            let status = agent.status();
-            status["trigger"] == "boot" && status["outcome"] == "converged"
-        });
-        assert!(
-            booted,
-            "the boot reconcile did not converge within {READY_TIMEOUT:?}\n{}",
-            daemon.daemon.log_tail()
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    notify.recv_until(Duration::from_millis(100), |_| false);
-                }
-            })
-        };
-        daemon.drain = Some((stop, reader));
-        daemon
-    }
-
-    fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.daemon.stop();
-        if let Some((stop, reader)) = self.drain.take() {
-            stop.store(true, Ordering::SeqCst);
-            let _ = reader.join();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Measuring
