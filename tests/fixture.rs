@@ -368,8 +368,6 @@ pub fn identity_of(path: &Path) -> (u64, i64) {
     (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
 }
 
-/// Rewrite the file at `path` with every `from` replaced by `to` (tests that edit a config,
-/// role or template between reconciles).
 /// Give the web role of the catalog in `dir` a 2 s smoke timeout instead of the shipped
 /// 15 s: a failing smoke test (a site without its health page) then takes seconds.
 pub fn short_smoke_timeout(dir: &Path) {
@@ -393,6 +391,8 @@ pub fn fleet_status(map: &str, report: &str) -> Command {
     cmd
 }
 
+/// Rewrite the file at `path` with every `from` replaced by `to` (tests that edit a config,
+/// role or template between reconciles).
 pub fn replace_in(path: &Path, from: &str, to: &str) {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
