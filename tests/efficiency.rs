@@ -69,3 +69,45 @@ fn issue13_a_web_host_with_a_database_product_polls_quietly() {
     let text = std::fs::read_to_string(&env).expect("alpha's database.env");
     assert!(text.contains("10.0.0.1"), "{text}");
 }
+
+/// Issue 13's render memo never hands out a stale file: with the memo of a converged sync
+/// in place, a vhost edited by hand while the map changes another product, a template edit
+/// and a torn memo each end with every file as a full render makes it.
+#[test]
+fn issue13_the_render_memo_never_hands_out_a_stale_file() {
+    let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
+    let memo = agent.state().join("render-memo.json");
+    assert!(memo.exists(), "no render memo after the first sync");
+    let [alpha, beta] = ["alpha", "beta"]
+        .map(|p| agent.path(&format!("/etc/apache2/sites-enabled/rolecall-{p}.conf")));
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).expect("a vhost");
+    let beta_good = read(&beta);
+
+    std::fs::write(&beta, "# edited by hand\n").expect("editing beta's vhost");
+    let map = web_map(2, &["alpha", "beta"], &base).replace("www.alpha.", "w2.alpha.");
+    agent.write_map(&map);
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert_eq!(read(&beta), beta_good, "the edited vhost was not restored");
+    assert!(read(&alpha).contains("ServerAlias w2.alpha.example.test"));
+
+    let template = agent.catalog.join("web/vhost.conf.tera");
+    let edited = read(&template).replace(
+        "Require all granted\n",
+        "Require all granted\n        # memo test\n",
+    );
+    std::fs::write(&template, edited).expect("editing the vhost template");
+    assert_exit(&agent.run(&["sync"]), 0);
+    for vhost in [&alpha, &beta] {
+        assert!(read(vhost).contains("# memo test"), "{}", read(vhost));
+    }
+
+    std::fs::write(&memo, "{\"build\": ").expect("tearing the memo");
+    std::fs::write(&beta, "# edited again\n").expect("editing beta's vhost");
+    assert_exit(&agent.run(&["sync"]), 0);
+    assert!(read(&beta).contains("# memo test"), "{}", read(&beta));
+    let kept = std::fs::read(&memo).expect("the memo");
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&kept).is_ok(),
+        "the torn memo was not replaced"
+    );
+}

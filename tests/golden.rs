@@ -142,12 +142,65 @@ fn render_for(
         url: MAP_URL.to_string(),
     };
     let vars = read_vars(dir);
+    let fresh = render::Memo::new("golden");
     let inputs = render::Inputs {
         map: &info,
         vars: &vars,
         secrets: &read_secrets(dir, &vars),
+        memo: Some(&fresh),
     };
-    render::render_with(&view, &catalog, &tera, &inputs).map_err(|err| chain(&err))
+    let desired =
+        render::render_with(&view, &catalog, &tera, &inputs).map_err(|err| chain(&err))?;
+    assert_memo_renders_the_same(&desired, |memo| {
+        let inputs = render::Inputs {
+            memo: Some(memo),
+            ..inputs
+        };
+        render::render_with(&view, &catalog, &tera, &inputs).expect("the same render again")
+    });
+    Ok(desired)
+}
+
+/// Issue 13's render memo, on every case: a second render given the first's memo (through
+/// its JSON, as the state directory keeps it) takes every per-product unit from it, and,
+/// its remembered files completed with the first render's bytes, is the first render.
+fn assert_memo_renders_the_same(first: &Desired, again: impl Fn(&render::Memo) -> Desired) {
+    let Some(memo) = &first.memo else {
+        assert!(
+            first.files.iter().all(|f| f.product.is_none()),
+            "no memo kept"
+        );
+        return;
+    };
+    let json = serde_json::to_vec(memo).expect("memo to JSON");
+    let memo: render::Memo = serde_json::from_slice(&json).expect("memo from JSON");
+    let mut second = again(&memo);
+    let per_product = first.files.iter().filter(|f| f.product.is_some()).count();
+    let blocked = !first.blocked.is_empty();
+    assert!(
+        blocked || second.remembered.len() == per_product,
+        "{} of {per_product} per-product files remembered",
+        second.remembered.len()
+    );
+    assert!(
+        blocked || second.memo.is_none(),
+        "an unchanged render changed the memo"
+    );
+    let bytes: BTreeMap<&Path, &Vec<u8>> = first
+        .files
+        .iter()
+        .map(|f| (f.path.as_path(), &f.content))
+        .collect();
+    assert!(second.fill_remembered(|f| bytes.get(f.path.as_path()).map(|b| b.to_vec())));
+    assert_eq!(
+        (&second.files, &second.smoke, &second.hooks, &second.blocked),
+        (&first.files, &first.smoke, &first.hooks, &first.blocked)
+    );
+    let mut drifted = again(&memo);
+    assert!(
+        drifted.remembered.is_empty() || !drifted.fill_remembered(|_| Some(b"edited".to_vec())),
+        "a remembered file that changed on disk was accepted"
+    );
 }
 
 /// The repository's default catalog (its role files and templates share one directory).

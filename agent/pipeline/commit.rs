@@ -58,6 +58,7 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         return settled::store_waiting(agent, s.fingerprint);
     };
     store_records(agent, &rendered.desired, &s.failed);
+    super::memo::store(agent, &rendered.desired);
     if agent.run_services {
         store_if_changed(agent, hooks::POSITION_FILE, &rendered.position);
         store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);

@@ -29,6 +29,7 @@ mod commit;
 mod execute;
 mod journal;
 mod map;
+mod memo;
 mod preview;
 mod rollout;
 mod settled;

@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::{commit::read_records, map::LoadedMap, Agent};
+use super::{commit::read_records, map::LoadedMap, memo, Agent};
 use crate::accounts::{self, AccountPlan};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::hooks;
 use crate::plan::DiskState;
 use crate::plan::{self, Plan, Records};
-use crate::render::{self, Desired, Hook};
+use crate::render::{self, Desired, Hook, Memo};
 use crate::rolemap::resolve::{DbPosition, HostView};
 use crate::rolemap::Resolution;
 use crate::secrets::Resolved;
@@ -31,6 +31,9 @@ pub struct Rendered {
     pub warnings: Vec<String>,
     /// The accounts of the host's products (empty when `[accounts] manage` is off).
     pub accounts: accounts::Desired,
+    /// The files the render memo vouched for, as the render found them on disk (stage 5
+    /// does not read them again).
+    pub disk: BTreeMap<PathBuf, DiskState>,
 }
 
 /// Stage 5's result: the changes, and what applying them runs.
@@ -129,12 +132,28 @@ pub(super) fn render(
     secrets: &Resolved,
 ) -> Result<Rendered, Error> {
     let settings = &agent.settings;
+    let memo = memo::load(agent);
     let inputs = render::Inputs {
         map: &loaded.info,
         vars: &settings.vars,
         secrets,
+        memo: memo.as_ref(),
     };
-    let desired = render::render_with(view, &catalog, &templates, &inputs)?;
+    let mut desired = render::render_with(view, &catalog, &templates, &inputs)?;
+    let mut disk = BTreeMap::new();
+    if !desired.remembered.is_empty() {
+        match memo::fill(agent, &mut desired) {
+            Some(found) => disk = found,
+            None => {
+                let fresh = memo.as_ref().map(|m| Memo::new(&m.build));
+                let inputs = render::Inputs {
+                    memo: fresh.as_ref(),
+                    ..inputs
+                };
+                desired = render::render_with(view, &catalog, &templates, &inputs)?;
+            }
+        }
+    }
     let accounts = match settings.accounts.manage {
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
@@ -153,6 +172,7 @@ pub(super) fn render(
         position: view.host.database.clone(),
         warnings: templates.warnings().to_vec(),
         accounts,
+        disk,
     })
 }
 
@@ -164,7 +184,7 @@ pub(super) fn render(
 pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error> {
     let desired = &rendered.desired;
     let records = read_records(&agent.state_dir)?;
-    let disk = snapshot(agent, desired, &records)?;
+    let disk = snapshot(agent, desired, &records, &rendered.disk)?;
     let mut plan = plan::plan(
         &desired.files,
         &disk,
@@ -216,14 +236,20 @@ fn plan_accounts(agent: &Agent, rendered: &Rendered) -> Result<AccountPlan, Erro
     )?)
 }
 
+/// The disk state of every desired and recorded path in the allowed roots; `known` ones
+/// (read by the render) are not read again.
 pub(super) fn snapshot(
     agent: &Agent,
     desired: &Desired,
     records: &Records,
+    known: &BTreeMap<PathBuf, DiskState>,
 ) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
     let paths = plan::paths_to_inspect(&desired.files, records);
-    let allowed = paths
-        .iter()
-        .filter(|p| plan::is_allowed(p, &agent.settings.allowed_roots));
-    Ok(agent.fs.snapshot_all(allowed.map(PathBuf::as_path))?)
+    let unread = paths.iter().filter(|p| {
+        !known.contains_key(p.as_path()) && plan::is_allowed(p, &agent.settings.allowed_roots)
+    });
+    let mut disk = agent.fs.snapshot_all(unread.map(PathBuf::as_path))?;
+    let known = known.iter().filter(|(p, _)| paths.contains(p.as_path()));
+    disk.extend(known.map(|(p, d)| (p.clone(), d.clone())));
+    Ok(disk)
 }

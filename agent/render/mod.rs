@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tera::{Context, Tera};
 
 use crate::catalog::{
@@ -86,7 +87,7 @@ pub enum Error {
 }
 
 /// A file as it should be on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedFile {
     /// Logical absolute path (before `--root`).
     pub path: PathBuf,
@@ -186,6 +187,13 @@ pub struct Desired {
     pub smoke: Vec<SmokeTest>,
     /// Hooks in catalog order.
     pub hooks: Vec<Hook>,
+    /// Per-product files the memo vouches for, without their bytes: the caller completes
+    /// them from the disk ([`Desired::fill_remembered`]) or renders again without the memo.
+    #[serde(skip)]
+    pub remembered: Vec<Remembered>,
+    /// The memo for the next render of the host, when it changed.
+    #[serde(skip)]
+    pub memo: Option<Memo>,
 }
 
 /// `map` as templates see it.
@@ -208,13 +216,18 @@ pub struct MapInfo {
 pub struct Templates {
     tera: Tera,
     warnings: Vec<String>,
+    /// Hash of every template file and the catalog, for the memo; `None` when one reads
+    /// something the memo cannot see (see `memo::unpredictable`).
+    fingerprint: Option<String>,
 }
 
+mod memo;
 mod nesting;
 mod product;
 mod reads;
 mod secrets;
 
+pub use memo::{Memo, Remembered};
 pub use secrets::secret_needs;
 
 use reads::Reads;
@@ -226,12 +239,15 @@ impl Templates {
     /// # Errors
     /// `Load` with Tera's parse error; `Template` for a catalog string that does not parse.
     pub fn load(dir: &Path, catalog: &Catalog) -> Result<Templates, Error> {
-        let warnings = scan_files(dir)?;
-        let glob = format!("{}/**/*.tera", dir.display());
-        let mut tera = Tera::new(&glob).map_err(|source| Error::Load {
-            dir: dir.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let files = read_files(dir)?;
+        let warnings = volatile_warnings(&files);
+        let fingerprint = fingerprint(&files, catalog);
+        let mut tera = Tera::default();
+        tera.add_raw_templates(files)
+            .map_err(|source| Error::Load {
+                dir: dir.to_path_buf(),
+                source: Box::new(source),
+            })?;
         tera.autoescape_on(vec![]);
         for (role, text) in catalog_strings(catalog) {
             if let Some(depth) = nesting::too_deep(text) {
@@ -248,7 +264,11 @@ impl Templates {
                     })?;
             }
         }
-        let templates = Templates { tera, warnings };
+        let templates = Templates {
+            tera,
+            warnings,
+            fingerprint,
+        };
         templates.check_secret_modes(catalog)?;
         Ok(templates)
     }
@@ -299,29 +319,42 @@ impl Templates {
 /// What makes a file change with every publish, whether or not this host's part changed.
 const VOLATILE: [&str; 3] = ["map.generation", "map.etag", "map.version"];
 
-/// One pass over the template files under `dir`, before Tera parses them: a file nested too
-/// deeply for Tera's parser (see `nesting`) is refused; each that reads a [`VOLATILE`] value
-/// gets a warning: every publish then rewrites its file and reloads its service on every
-/// host (a fleet-wide reload storm). Those values are in `status`, `check` and the metrics.
-fn scan_files(dir: &Path) -> Result<Vec<String>, Error> {
-    let mut files = Vec::new();
-    collect_tera(dir, &mut files);
-    files.sort();
-    let mut warnings = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
+/// Every template file under `dir` (`*.tera`, any depth) by its name (the path below
+/// `dir`), read once for Tera and the checks: a file nested too deeply for Tera's parser
+/// (see `nesting`) is refused.
+fn read_files(dir: &Path) -> Result<Vec<(String, String)>, Error> {
+    let mut paths = Vec::new();
+    collect_tera(dir, &mut paths);
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Load {
+            dir: dir.to_path_buf(),
+            source: Box::new(tera::Error::msg(format!("reading {}: {e}", path.display()))),
+        })?;
         if let Some(depth) = nesting::too_deep(&text) {
-            let template = file.display().to_string();
+            let template = path.display().to_string();
             return Err(Error::TooNested { template, depth });
         }
+        let name = path.strip_prefix(dir).unwrap_or(&path);
+        files.push((name.to_string_lossy().into_owned(), text));
+    }
+    Ok(files)
+}
+
+/// A warning for each template file that reads a [`VOLATILE`] value: every publish then
+/// rewrites its file and reloads its service on every host (a fleet-wide reload storm).
+/// Those values are in `status`, `check` and the metrics.
+fn volatile_warnings(files: &[(String, String)]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, text) in files {
         for value in VOLATILE.iter().filter(|v| text.contains(**v)) {
             warnings.push(format!(
-                "template {} uses {value}: every publish rewrites its file and reloads its service on every host",
-                file.strip_prefix(dir).unwrap_or(&file).display()
+                "template {name} uses {value}: every publish rewrites its file and reloads its service on every host"
             ));
         }
     }
-    Ok(warnings)
+    warnings
 }
 
 fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -333,6 +366,25 @@ fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+/// The memo's hash of the template files and the catalog (whose strings are templates too);
+/// `None` when one of them reads what the memo cannot see.
+fn fingerprint(files: &[(String, String)], catalog: &Catalog) -> Option<String> {
+    let texts = files.iter().map(|(_, text)| text.as_str());
+    if texts
+        .chain(catalog_strings(catalog).into_iter().map(|(_, t)| t))
+        .any(memo::unpredictable)
+    {
+        return None;
+    }
+    let mut hash = sha2::Sha256::new();
+    for (name, text) in files {
+        memo::field(&mut hash, name.as_bytes());
+        memo::field(&mut hash, text.as_bytes());
+    }
+    memo::field(&mut hash, &serde_json::to_vec(catalog).ok()?);
+    Some(memo::hex(&sha2::Digest::finalize(hash)))
 }
 
 fn is_templated(text: &str) -> bool {
@@ -380,6 +432,7 @@ pub fn render(
         map,
         vars,
         secrets: &Resolved::default(),
+        memo: None,
     };
     render_with(view, catalog, templates, &inputs)
 }
@@ -392,6 +445,9 @@ pub struct Inputs<'a> {
     pub vars: &'a toml::Table,
     /// The secrets read for this render (SPEC §10).
     pub secrets: &'a Resolved,
+    /// What the last render of this host rendered (see `memo`); `None` renders everything
+    /// and keeps no memo.
+    pub memo: Option<&'a Memo>,
 }
 
 /// Render everything `view`'s roles need. A file that may read a secret that could not
@@ -419,20 +475,26 @@ pub fn render_with(
     let needs = roles.iter().fold(Reads::none(), |acc, role| {
         acc.union(role_reads(templates, role, view))
     });
+    let ctx = base_context(view, inputs, &needs);
+    let recall = inputs.memo.zip(templates.fingerprint.as_deref());
+    let position = format!("{:?}", view.host.database.as_ref().map(|d| d.position));
     let mut r = Renderer {
         view,
         templates,
-        ctx: base_context(view, inputs, &needs),
+        recall: recall.map(|(memo, fp)| memo::Recall::new(memo, fp, &ctx, &position)),
+        ctx,
         product: needs.reads("product").then(|| needs.product()),
         secrets: inputs.secrets,
         desired: Desired::default(),
+        blocks: 0,
     };
     for role in &roles {
         r.role(role)?;
     }
     let mut desired = r.desired;
+    desired.memo = r.recall.and_then(memo::Recall::finish);
     desired.files.sort_by(|a, b| a.path.cmp(&b.path));
-    check_duplicates(&desired.files)?;
+    check_duplicates(&desired)?;
     secrets::drop_blocked(&roles, &mut desired);
     Ok(desired)
 }
@@ -446,6 +508,10 @@ struct Renderer<'a> {
     product: Option<reads::Wanted>,
     secrets: &'a Resolved,
     desired: Desired,
+    /// The memo in use, if any.
+    recall: Option<memo::Recall<'a>>,
+    /// How many files a secret that could not be read has blocked so far.
+    blocks: usize,
 }
 
 impl Renderer<'_> {
@@ -465,6 +531,45 @@ impl Renderer<'_> {
         }
     }
 
+    /// The memo key of `role`'s unit for `product`; `None` without a memo.
+    fn memo_key(&self, role: &Role, product: &ProductView) -> Option<String> {
+        let recall = self.recall.as_ref()?;
+        let value = |hash: &mut memo::Hashing<'_>| {
+            if let Some(wanted) = &self.product {
+                product::write_parts(product, wanted, self.secrets, hash);
+            }
+        };
+        let unreadable = secrets::unreadable(Some(product), self.secrets);
+        Some(recall.key(&role.name, &product.name, value, &unreadable))
+    }
+
+    /// `role`'s per-product files and smoke tests for `product`, from the memo when it has
+    /// them, else rendered (and remembered unless a secret blocked a file).
+    fn product_specs(
+        &mut self,
+        role: &Role,
+        specs: &Specs<'_>,
+        product: &ProductView,
+        tests: &mut [Vec<SmokeTest>],
+    ) -> Result<(), Error> {
+        let key = self.memo_key(role, product);
+        if let (Some(key), Some(recall)) = (&key, self.recall.as_mut()) {
+            if recall.recall(key, &mut self.desired, tests) {
+                return Ok(());
+            }
+        }
+        let (files, blocks) = (self.desired.files.len(), self.blocks);
+        let before: Vec<usize> = tests.iter().map(Vec::len).collect();
+        self.set_product(Some(product));
+        self.specs(role, specs, Some(product), tests)?;
+        if let (Some(key), Some(recall)) = (key, self.recall.as_mut()) {
+            if self.blocks == blocks {
+                recall.store(key, &self.desired.files[files..], tests, &before);
+            }
+        }
+        Ok(())
+    }
+
     /// One file of `spec` (for `product`): skipped where its `when` is not `true`, and
     /// left out with its service blocked when a secret it may read could not be read.
     fn file(&mut self, spec: &FileSpec, product: Option<&ProductView>) -> Result<(), Error> {
@@ -477,6 +582,7 @@ impl Renderer<'_> {
             false => Vec::new(),
         };
         if !missing.is_empty() {
+            self.blocks += 1;
             let blocked = self.desired.blocked.entry(spec.service.clone());
             blocked.or_default().extend(missing);
             return Ok(());
@@ -530,8 +636,7 @@ impl Renderer<'_> {
         self.specs(role, &specs, None, &mut tests)?;
         if specs.any_per_product() {
             for product in &view.products {
-                self.set_product(Some(product));
-                self.specs(role, &specs, Some(product), &mut tests)?;
+                self.product_specs(role, &specs, product, &mut tests)?;
             }
             self.set_product(None);
         }
@@ -892,7 +997,13 @@ fn render_hook(
     }))
 }
 
-fn check_duplicates(files: &[RenderedFile]) -> Result<(), Error> {
+/// Two files (rendered or remembered) with one path are refused; `desired.files` is sorted.
+fn check_duplicates(desired: &Desired) -> Result<(), Error> {
+    let remembered = desired.remembered.iter().map(|r| &r.file);
+    let mut files: Vec<&RenderedFile> = desired.files.iter().chain(remembered).collect();
+    if !desired.remembered.is_empty() {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     for pair in files.windows(2) {
         if pair[0].path == pair[1].path {
             return Err(Error::Duplicate {

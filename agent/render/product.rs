@@ -5,6 +5,9 @@
 //! hundreds of hosts (issue 13). A part left out is one no template reads, which no
 //! template can tell.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -23,7 +26,9 @@ pub(super) fn value(product: &ProductView, wanted: &Wanted, resolved: &Resolved)
         },
         Wanted::Fields(fields) => fields
             .iter()
-            .filter_map(|(name, part)| Some((name.clone(), field(product, name, part)?)))
+            .filter_map(|(name, part)| {
+                Some((name.clone(), field(product, name, part, &mut ToValue)?))
+            })
             .collect(),
     };
     if !product.secrets.is_empty() && wanted.field("secrets").is_some() {
@@ -32,40 +37,94 @@ pub(super) fn value(product: &ProductView, wanted: &Wanted, resolved: &Resolved)
     Value::Object(object)
 }
 
-/// The part `wanted` of `product`'s field `name`, as its serialisation has it; `None` for
-/// a field it leaves out (no such field, an absent user or group).
-fn field(product: &ProductView, name: &str, wanted: &Wanted) -> Option<Value> {
+/// Write to `out` the parts of `product` that [`value`] holds for the same arguments, each
+/// serialised, without making the value: equal values write equal bytes (the render memo's
+/// key). JSON text never holds the memo's binary length prefixes, so the parts cannot run
+/// into the key's next field.
+pub(super) fn write_parts(
+    product: &ProductView,
+    wanted: &Wanted,
+    resolved: &Resolved,
+    out: &mut impl Write,
+) {
+    let mut to = ToWriter(out);
+    match wanted {
+        Wanted::Whole => to.put(product),
+        Wanted::Fields(fields) => {
+            for (name, part) in fields {
+                to.put(name);
+                field(product, name, part, &mut to);
+            }
+        }
+    }
+    if !product.secrets.is_empty() && wanted.field("secrets").is_some() {
+        to.put(&product_values(product, resolved));
+    }
+}
+
+/// What [`field`] does with a part: make it a template value, or write it out.
+trait Out {
+    type Part;
+    fn put<T: Serialize + ?Sized>(&mut self, part: &T) -> Self::Part;
+}
+
+struct ToValue;
+
+impl Out for ToValue {
+    type Part = Value;
+    fn put<T: Serialize + ?Sized>(&mut self, part: &T) -> Value {
+        json(part)
+    }
+}
+
+struct ToWriter<'a, W>(&'a mut W);
+
+impl<W: Write> Out for ToWriter<'_, W> {
+    type Part = ();
+    fn put<T: Serialize + ?Sized>(&mut self, part: &T) {
+        // Only a failing writer or serialiser errs; neither is in use.
+        let _ = serde_json::to_writer(&mut *self.0, part);
+    }
+}
+
+/// The part `wanted` of `product`'s field `name`, as its serialisation has it, put to `out`;
+/// `None` for a field it leaves out (no such field, an absent user or group).
+fn field<O: Out>(
+    product: &ProductView,
+    name: &str,
+    wanted: &Wanted,
+    out: &mut O,
+) -> Option<O::Part> {
     let p = product;
     Some(match name {
-        "name" => json(&p.name),
-        "domain" => json(&p.domain),
-        "aliases" => json(&p.aliases),
-        "docroot" => json(&p.docroot),
-        "health_path" => json(&p.health_path),
-        "database" => json(&p.database),
+        "name" => out.put(&p.name),
+        "domain" => out.put(&p.domain),
+        "aliases" => out.put(&p.aliases),
+        "docroot" => out.put(&p.docroot),
+        "health_path" => out.put(&p.health_path),
+        "database" => out.put(&p.database),
         "pools" => match wanted {
-            Wanted::Whole => json(&p.pools),
+            Wanted::Whole => out.put(&p.pools),
             Wanted::Fields(roles) => {
                 let pools = roles.keys().filter_map(|r| Some((r, p.pools.get(r)?)));
-                Value::Object(pools.map(|(r, hosts)| (r.clone(), json(hosts))).collect())
+                out.put(&pools.collect::<BTreeMap<_, _>>())
             }
         },
-        "user" => json(p.user.as_ref()?),
-        "group" => json(p.group.as_ref()?),
-        "users" => json(&p.users),
-        "groups" => json(&p.groups),
-        "secrets" => json(&p.secrets),
+        "user" => out.put(p.user.as_ref()?),
+        "group" => out.put(p.group.as_ref()?),
+        "users" => out.put(&p.users),
+        "groups" => out.put(&p.groups),
+        "secrets" => out.put(&p.secrets),
         _ => return None,
     })
 }
 
-fn json(value: &impl Serialize) -> Value {
+fn json(value: &(impl Serialize + ?Sized)) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
@@ -169,5 +228,53 @@ mod tests {
                 .map(|o| o.len()),
             Some(1)
         );
+    }
+
+    /// The memo's key reads `write_parts`: whenever two products' values differ, so do the
+    /// bytes written for them (else the memo would hand out a stale file).
+    #[test]
+    fn parts_written_differ_whenever_values_differ() {
+        let resolved = Resolved::default();
+        let mut partial = Wanted::default();
+        partial.add(&["pools", "memcached"]);
+        partial.add(&["user"]);
+        let moved = |p: &mut ProductView| {
+            let mc = p.pools.get_mut("memcached").expect("a memcached pool");
+            Arc::make_mut(&mut mc[0]).address = "10.9.9.9".to_string();
+        };
+        let variants: Vec<ProductView> = vec![
+            product(),
+            ProductView {
+                user: None,
+                ..product()
+            },
+            ProductView {
+                domain: "other.example".into(),
+                ..product()
+            },
+            {
+                let mut p = product();
+                moved(&mut p);
+                p
+            },
+            {
+                let mut p = product();
+                p.pools.remove("web");
+                p
+            },
+        ];
+        for wanted in [Wanted::Whole, every_field(&product()), partial] {
+            for a in &variants {
+                for b in &variants {
+                    let bytes = |p| {
+                        let mut out = Vec::new();
+                        write_parts(p, &wanted, &resolved, &mut out);
+                        out
+                    };
+                    let same_value = value(a, &wanted, &resolved) == value(b, &wanted, &resolved);
+                    assert_eq!(same_value, bytes(a) == bytes(b), "{a:?}\n{b:?}");
+                }
+            }
+        }
     }
 }

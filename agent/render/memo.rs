@@ -1,0 +1,246 @@
+//! Stage 4's memory of its own work (issue 13). A render is a pure function of the template
+//! files, the catalog, the context every template of the host sees and, for one product's
+//! files and smoke tests, that product's value. A unit (one role, one product) whose inputs
+//! hash the same as last time renders the same files and smoke tests, so a publish that
+//! moves one product's master renders that product again and takes the other 499 from the
+//! memo: their smoke tests, their files' metadata and each file's SHA-256, never the bytes
+//! (they may hold secrets). The caller fills the bytes from the disk after checking that each
+//! file still hashes the same, or renders everything again when one does not.
+//!
+//! A key is SHA-256 over every input, so an entry is right whenever its key matches, however
+//! old: a torn, stale or foreign memo costs a render, never a wrong file. The caller stamps
+//! the memo with the rolecall build (another build may render the same inputs differently).
+//! Not remembered: the host's own (not per-product) files, a unit whose render blocked a
+//! service (SPEC §10: that depends on which secret stores answered), and anything when a
+//! template or catalog string calls `get_env` (it reads the process environment).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tera::Context;
+
+use super::{Desired, RenderedFile, SmokeTest};
+
+/// Part of every key: a render that turns the same inputs into other output bumps it.
+const FORMAT: &[u8] = b"rolecall render memo 1";
+
+/// What the last render of the host rendered, unit by unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memo {
+    /// The rolecall build that rendered the units (set by the caller); an entry of another
+    /// build is never used.
+    pub build: String,
+    /// By the key of the unit's inputs.
+    units: BTreeMap<String, Unit>,
+}
+
+/// The per-product files and smoke tests of one role for one product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Unit {
+    files: Vec<Remembered>,
+    /// Each with the index of its smoke spec among the role's (smoke tests keep catalog order).
+    smoke: Vec<(usize, SmokeTest)>,
+}
+
+/// A rendered file without its bytes: their SHA-256 instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    /// Everything but `content` (empty).
+    pub file: RenderedFile,
+    /// Of the rendered bytes, lowercase hex.
+    pub sha256: String,
+}
+
+impl Memo {
+    /// An empty memo of `build`.
+    pub fn new(build: &str) -> Memo {
+        Memo {
+            build: build.to_string(),
+            units: BTreeMap::new(),
+        }
+    }
+
+    /// How many units it holds.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+}
+
+/// One render's use of a memo: the units it found, the ones it rendered, and the memo the
+/// next render gets.
+pub(super) struct Recall<'a> {
+    old: &'a Memo,
+    /// Hashes the inputs every unit of this render shares.
+    base: Sha256,
+    next: Memo,
+    hits: usize,
+    misses: usize,
+}
+
+impl<'a> Recall<'a> {
+    /// For a render from `templates` (their fingerprint) with the host context `ctx`; the
+    /// host's database position picks which of the role's specs apply.
+    pub(super) fn new(old: &'a Memo, templates: &str, ctx: &Context, position: &str) -> Self {
+        let mut base = Sha256::new();
+        for part in [FORMAT, templates.as_bytes(), position.as_bytes()] {
+            field(&mut base, part);
+        }
+        let json = serde_json::to_vec(&ctx.clone().into_json()).unwrap_or_default();
+        field(&mut base, &json);
+        Recall {
+            old,
+            base,
+            next: Memo::new(&old.build),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The key of `role`'s unit for the product `name`: `value` writes what templates see of
+    /// the product (nothing when no template reads it); `unreadable` are its secrets that
+    /// could not be read.
+    pub(super) fn key(
+        &self,
+        role: &str,
+        name: &str,
+        value: impl FnOnce(&mut Hashing<'_>),
+        unreadable: &[String],
+    ) -> String {
+        let mut hash = self.base.clone();
+        field(&mut hash, role.as_bytes());
+        field(&mut hash, name.as_bytes());
+        value(&mut Hashing(&mut hash));
+        field(&mut hash, b"unreadable");
+        for reason in unreadable {
+            field(&mut hash, reason.as_bytes());
+        }
+        hex(&hash.finalize())
+    }
+
+    /// The unit `key`'s files (into `desired.remembered`) and smoke tests (each into its
+    /// spec's place in `tests`); false when the memo does not have it.
+    pub(super) fn recall(
+        &mut self,
+        key: &str,
+        desired: &mut Desired,
+        tests: &mut [Vec<SmokeTest>],
+    ) -> bool {
+        let Some(unit) = self.old.units.get(key) else {
+            self.misses += 1;
+            return false;
+        };
+        if unit.smoke.iter().any(|(i, _)| *i >= tests.len()) {
+            self.misses += 1;
+            return false;
+        }
+        self.hits += 1;
+        desired.remembered.extend(unit.files.iter().cloned());
+        for (i, test) in &unit.smoke {
+            tests[*i].push(test.clone());
+        }
+        self.next.units.insert(key.to_string(), unit.clone());
+        true
+    }
+
+    /// Remember the unit `key` just rendered: `files`, and the smoke tests of `tests` past
+    /// the lengths `before` they had.
+    pub(super) fn store(
+        &mut self,
+        key: String,
+        files: &[RenderedFile],
+        tests: &[Vec<SmokeTest>],
+        before: &[usize],
+    ) {
+        let files = files.iter().map(|f| Remembered {
+            sha256: hex(&Sha256::digest(&f.content)),
+            file: RenderedFile {
+                content: Vec::new(),
+                ..f.clone()
+            },
+        });
+        let smoke = tests
+            .iter()
+            .zip(before)
+            .enumerate()
+            .flat_map(|(i, (t, b))| t[*b..].iter().map(move |test| (i, test.clone())));
+        let unit = Unit {
+            files: files.collect(),
+            smoke: smoke.collect(),
+        };
+        self.next.units.insert(key, unit);
+    }
+
+    /// The memo for the next render, when it differs from the one this render had.
+    pub(super) fn finish(self) -> Option<Memo> {
+        let same = self.misses == 0 && self.hits == self.old.units.len();
+        (!same).then_some(self.next)
+    }
+}
+
+impl Desired {
+    /// Complete the remembered files with their bytes from `content` (the file as it is on
+    /// disk, `None` when it is not a readable regular file), sorted in among the others.
+    /// False, changing nothing, when one is missing or no longer hashes as remembered: the
+    /// caller then renders everything.
+    pub fn fill_remembered(
+        &mut self,
+        mut content: impl FnMut(&RenderedFile) -> Option<Vec<u8>>,
+    ) -> bool {
+        let mut filled = Vec::with_capacity(self.remembered.len());
+        for r in &self.remembered {
+            match content(&r.file) {
+                Some(bytes) if hex(&Sha256::digest(&bytes)) == r.sha256 => {
+                    filled.push(RenderedFile {
+                        content: bytes,
+                        ..r.file.clone()
+                    });
+                }
+                _ => return false,
+            }
+        }
+        self.remembered.clear();
+        self.files.append(&mut filled);
+        self.files.sort_by(|a, b| a.path.cmp(&b.path));
+        true
+    }
+}
+
+/// Bytes written into a hash.
+pub(super) struct Hashing<'a>(&'a mut Sha256);
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether the template or catalog string `text` reads something the memo cannot see.
+pub(super) fn unpredictable(text: &str) -> bool {
+    text.contains("get_env")
+}
+
+/// Hash `bytes` as one length-prefixed field, so no two field lists hash alike.
+pub(super) fn field(hash: &mut Sha256, bytes: &[u8]) {
+    hash.update((bytes.len() as u64).to_le_bytes());
+    hash.update(bytes);
+}
+
+/// `digest` in lowercase hex.
+pub(super) fn hex(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = digest
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    digits.map(char::from).collect()
+}
