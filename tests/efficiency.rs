@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, docroots, identity_of, web_map, Daemon};
+use crate::fixture::{assert_exit, describe, docroots, identity_of, web_map, Daemon};
 use crate::reconcile::{synced_web_agent, web_agent};
 use crate::support::apache::Apache;
 use crate::support::wait_until;
@@ -110,4 +110,29 @@ fn issue13_the_render_memo_never_hands_out_a_stale_file() {
         serde_json::from_slice::<serde_json::Value>(&kept).is_ok(),
         "the torn memo was not replaced"
     );
+}
+
+/// The memo is a state file like the others: a symlink in its place is neither read through
+/// nor written through, and the sync still converges (rendering everything).
+#[test]
+fn issue13_a_symlink_at_the_render_memo_is_not_followed() {
+    let (agent, _apache, base) = synced_web_agent(&["alpha"]);
+    let memo = agent.state().join("render-memo.json");
+    let elsewhere = agent.dir.path().join("memo-elsewhere");
+    std::fs::rename(&memo, &elsewhere).expect("moving the memo away");
+    std::os::unix::fs::symlink(&elsewhere, &memo).expect("symlink");
+    let before = std::fs::read(&elsewhere).expect("the memo");
+
+    agent.write_map(&web_map(2, &["alpha"], &base).replace("www.alpha.", "w2.alpha."));
+    let out = agent.run(&["sync"]);
+    assert_exit(&out, 0);
+    assert!(
+        describe(&out).contains("render memo not written"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(std::fs::read(&elsewhere).expect("the memo"), before);
+    let vhost = agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf");
+    let text = std::fs::read_to_string(vhost).expect("alpha's vhost");
+    assert!(text.contains("ServerAlias w2.alpha.example.test"), "{text}");
 }
