@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Build rolecall's .deb (cargo-deb) and .rpm (cargo-generate-rpm).
 #
-# Usage: packaging/build.sh [--no-build] [--strict-docs] [--fast]   (from the repo root)
+# Usage: packaging/build.sh [--no-build] [--fast]   (from the repo root)
 #   --no-build     reuse the built binary instead of running `cargo build`
-#   --strict-docs  fail when the binary cannot generate its man page and shell
-#                  completions, instead of packaging placeholders (release builds)
 #   --fast         quick, larger packages for tests: the `release` profile's
 #                  binary (the one `cargo build --release` and CI build) instead
 #                  of the `dist` profile's (fat LTO, optimised for size, ~15 min
@@ -12,9 +10,10 @@
 #
 # Steps: cargo build --profile dist (or release); `rolecall manpage --out-dir target/man` (its
 # rolecall.1 and one page per subcommand, then gzipped) and `rolecall
-# completions --out-dir target/completions` (hidden subcommands; a placeholder
-# man page made from --help and empty completions stand in while they do not
-# exist, unless --strict-docs); install cargo-deb and cargo-generate-rpm with
+# completions --out-dir target/completions` (hidden subcommands of the binary
+# just built: a build whose docs fail is not packaged; `--strict-docs`, which
+# once refused placeholder docs, is accepted and changes nothing); install
+# cargo-deb and cargo-generate-rpm with
 # `cargo install --locked` when missing; `cargo deb --no-build`;
 # `cargo generate-rpm`. The package paths are printed last, one per line.
 #
@@ -29,18 +28,16 @@ CARGO_DEB_VERSION="${CARGO_DEB_VERSION:-3.8.0}"
 CARGO_GENERATE_RPM_VERSION="${CARGO_GENERATE_RPM_VERSION:-0.21.1}"
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
-warn() { printf 'build.sh: WARNING: %s\n' "$*" >&2; }
 die() { printf 'build.sh: error: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 no_build=0
-strict_docs=0
 fast=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) no_build=1 ;;
-        --strict-docs) strict_docs=1 ;;
+        --strict-docs) ;;
         --fast) fast=1 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" 2 ;;
@@ -58,36 +55,11 @@ check_repo_root() {
         || die "Cargo.toml has no [package.metadata.generate-rpm]: paste packaging/cargo-metadata.toml into it" 2
 }
 
-# True when the binary knows the (hidden) subcommand.
-has_subcommand() { "$bin" "$1" --help >/dev/null 2>&1; }
-
-# A man page from `rolecall --help`, so the package still has one.
-placeholder_manpage() {
-    local version
-    version="$("$bin" --version | awk '{print $NF}')"
-    {
-        printf '.TH ROLECALL 1 "" "rolecall %s" "User Commands"\n' "$version"
-        printf '.SH NAME\nrolecall \\- on-instance bootstrap and configuration agent\n'
-        printf '.SH DESCRIPTION\nThis page is a placeholder generated from \\fBrolecall \\-\\-help\\fR.\n'
-        printf '.PP\n.nf\n'
-        # Escape backslashes and leading control characters for roff.
-        "$bin" --help | sed -e 's/\\/\\e/g' -e 's/^[.'"'"']/\\\&&/'
-        printf '.fi\n'
-    } >target/man/rolecall.1
-}
-
 generate_manpage() {
     # Start empty: a page left by an older build (a renamed subcommand) must not ship.
     rm -rf target/man
     mkdir -p target/man
-    if has_subcommand manpage; then
-        "$bin" manpage --out-dir target/man
-    elif [ "$strict_docs" = 1 ]; then
-        die "'rolecall manpage' is not implemented and --strict-docs was given"
-    else
-        warn "'rolecall manpage' is not implemented yet: packaging a placeholder man page made from --help"
-        placeholder_manpage
-    fi
+    "$bin" manpage --out-dir target/man || die "'rolecall manpage --out-dir target/man' failed"
     [ -f target/man/rolecall.1 ] || die "'rolecall manpage --out-dir target/man' wrote no target/man/rolecall.1"
     # `rolecall manpage` writes rolecall.1 plus one page per subcommand
     # (rolecall-sync.1, rolecall-map-promote.1, ...), uncompressed. Debian
@@ -103,16 +75,8 @@ generate_completions() {
     local f
     mkdir -p target/completions
     for f in "${COMPLETIONS[@]}"; do rm -f "target/completions/$f"; done
-    if has_subcommand completions; then
-        "$bin" completions --out-dir target/completions
-    elif [ "$strict_docs" = 1 ]; then
-        die "'rolecall completions' is not implemented and --strict-docs was given"
-    else
-        warn "'rolecall completions' is not implemented yet: packaging empty completion files"
-        for f in "${COMPLETIONS[@]}"; do
-            printf '# rolecall: completions not generated in this build\n' >"target/completions/$f"
-        done
-    fi
+    "$bin" completions --out-dir target/completions \
+        || die "'rolecall completions --out-dir target/completions' failed"
     for f in "${COMPLETIONS[@]}"; do
         [ -f "target/completions/$f" ] || die "'rolecall completions' wrote no target/completions/$f"
     done
