@@ -132,28 +132,13 @@ pub(super) fn render(
     secrets: &Resolved,
 ) -> Result<Rendered, Error> {
     let settings = &agent.settings;
-    let memo = memo::load(agent);
     let inputs = render::Inputs {
         map: &loaded.info,
         vars: &settings.vars,
         secrets,
-        memo: memo.as_ref(),
+        memo: None,
     };
-    let mut desired = render::render_with(view, &catalog, &templates, &inputs)?;
-    let mut disk = BTreeMap::new();
-    if !desired.remembered.is_empty() {
-        match memo::fill(agent, &mut desired) {
-            Some(found) => disk = found,
-            None => {
-                let fresh = memo.as_ref().map(|m| Memo::new(&m.build));
-                let inputs = render::Inputs {
-                    memo: fresh.as_ref(),
-                    ..inputs
-                };
-                desired = render::render_with(view, &catalog, &templates, &inputs)?;
-            }
-        }
-    }
+    let (desired, disk) = render_remembering(agent, view, (&catalog, &templates), inputs)?;
     let accounts = match settings.accounts.manage {
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
@@ -174,6 +159,38 @@ pub(super) fn render(
         accounts,
         disk,
     })
+}
+
+/// `view`'s render with the memo of the last one (see `render::memo`), its remembered files
+/// completed from the disk, and what the disk held for them; everything rendered again
+/// when one of them changed there.
+fn render_remembering(
+    agent: &Agent,
+    view: &HostView,
+    (catalog, templates): (&Catalog, &render::Templates),
+    inputs: render::Inputs<'_>,
+) -> Result<(Desired, BTreeMap<PathBuf, DiskState>), Error> {
+    let memo = memo::load(agent);
+    let remembering = render::Inputs {
+        memo: memo.as_ref(),
+        ..inputs
+    };
+    let mut desired = render::render_with(view, catalog, templates, &remembering)?;
+    if desired.remembered.is_empty() {
+        return Ok((desired, BTreeMap::new()));
+    }
+    if let Some(disk) = memo::fill(agent, &mut desired) {
+        return Ok((desired, disk));
+    }
+    let fresh = memo.as_ref().map(|m| Memo::new(&m.build));
+    let inputs = render::Inputs {
+        memo: fresh.as_ref(),
+        ..remembering
+    };
+    Ok((
+        render::render_with(view, catalog, templates, &inputs)?,
+        BTreeMap::new(),
+    ))
 }
 
 /// Stage 5: compare with the disk and the records; find the hooks the position change makes due.

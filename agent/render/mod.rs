@@ -472,22 +472,7 @@ pub fn render_with(
             })?;
         roles.push(role);
     }
-    let needs = roles.iter().fold(Reads::none(), |acc, role| {
-        acc.union(role_reads(templates, role, view))
-    });
-    let ctx = base_context(view, inputs, &needs);
-    let recall = inputs.memo.zip(templates.fingerprint.as_deref());
-    let position = format!("{:?}", view.host.database.as_ref().map(|d| d.position));
-    let mut r = Renderer {
-        view,
-        templates,
-        recall: recall.map(|(memo, fp)| memo::Recall::new(memo, fp, &ctx, &position)),
-        ctx,
-        product: needs.reads("product").then(|| needs.product()),
-        secrets: inputs.secrets,
-        desired: Desired::default(),
-        blocks: 0,
-    };
+    let mut r = Renderer::new(view, templates, inputs, &roles);
     for role in &roles {
         r.role(role)?;
     }
@@ -514,7 +499,38 @@ struct Renderer<'a> {
     blocks: usize,
 }
 
-impl Renderer<'_> {
+impl<'a> Renderer<'a> {
+    /// A render of `roles` for `view`, its context holding only what their templates read.
+    fn new(
+        view: &'a HostView,
+        templates: &'a Templates,
+        inputs: &Inputs<'a>,
+        roles: &[&Role],
+    ) -> Renderer<'a> {
+        let needs = roles.iter().fold(Reads::none(), |acc, role| {
+            acc.union(role_reads(templates, role, view))
+        });
+        let ctx = base_context(view, inputs, &needs);
+        // Only per-product units are remembered: a host without any does not hash its
+        // context (a monitor host's holds the whole fleet).
+        let per_product = roles.iter().any(|r| {
+            r.files.iter().any(|f| f.per_product) || r.smoke.iter().any(|s| s.per_product)
+        });
+        let recall = inputs.memo.zip(templates.fingerprint.as_deref());
+        let recall = recall.filter(|_| per_product);
+        let position = format!("{:?}", view.host.database.as_ref().map(|d| d.position));
+        Renderer {
+            view,
+            templates,
+            recall: recall.map(|(memo, fp)| memo::Recall::new(memo, fp, &ctx, &position)),
+            ctx,
+            product: needs.reads("product").then(|| needs.product()),
+            secrets: inputs.secrets,
+            desired: Desired::default(),
+            blocks: 0,
+        }
+    }
+
     /// Set `product` in the context to `product` (only the parts templates read), or take
     /// it out. Made once per product and role, for all its files, `when`s and smoke tests,
     /// and only one at a time: 500 products each listing 50 hosts of a pool are 15 MB.
