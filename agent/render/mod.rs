@@ -1061,20 +1061,26 @@ mod tests {
 
     /// The role `app` (its `role` TOML, `app/conf.tera` = `template`) rendered for host h1,
     /// which serves the products zeta and alpha; the products' names in the view's order.
-    fn render_app(role: &str, template: &str) -> (Vec<String>, Result<Desired, Error>) {
+    /// A catalog of one role `app` (`role`, its file template `template`) in a temp dir.
+    fn app_catalog(role: &str, template: &str) -> (tempfile::TempDir, Catalog, Templates) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("app")).unwrap();
         std::fs::write(dir.path().join("app/conf.tera"), template).unwrap();
         std::fs::write(dir.path().join("app.toml"), role).unwrap();
         let catalog = Catalog::load(dir.path(), &Default::default()).unwrap();
         let templates = Templates::load(dir.path(), &catalog).unwrap();
-        let product = |name: &str| {
-            format!("[products.{name}]\ndomain = \"{name}.example\"\ndocroot = \"/srv/{name}\"\n\n")
+        (dir, catalog, templates)
+    }
+
+    /// Host h1 (role `app`) serving zeta and alpha, with these domains.
+    fn app_view(zeta: &str, alpha: &str) -> HostView {
+        let product = |name: &str, domain: &str| {
+            format!("[products.{name}]\ndomain = \"{domain}\"\ndocroot = \"/srv/{name}\"\n\n")
         };
         let map = format!(
             "schema = 1\ngeneration = 1\n\n{}{}[hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n",
-            product("zeta"),
-            product("alpha")
+            product("zeta", zeta),
+            product("alpha", alpha)
         );
         let identity = crate::identity::Identity {
             id: "h1".to_string(),
@@ -1088,10 +1094,81 @@ mod tests {
         let crate::rolemap::Resolution::Assigned(view) = resolution else {
             panic!("h1 is assigned");
         };
+        *view
+    }
+
+    fn render_app(role: &str, template: &str) -> (Vec<String>, Result<Desired, Error>) {
+        let (_dir, catalog, templates) = app_catalog(role, template);
+        let view = app_view("zeta.example", "alpha.example");
         let products = view.products.iter().map(|p| p.name.clone()).collect();
         let info = MapInfo::default();
         let desired = render(&view, &catalog, &templates, &info, &Default::default());
         (products, desired)
+    }
+
+    /// The memo: a product whose value changed is rendered again, the other is remembered;
+    /// other vars (in the context every template sees) or another template text remember
+    /// nothing.
+    #[test]
+    fn the_memo_renders_again_exactly_the_units_whose_inputs_changed() {
+        let role = "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n";
+        let (_dir, catalog, templates) =
+            app_catalog(role, "{{ product.domain }} {{ vars.port }}\n");
+        let vars: toml::Table = toml::from_str("port = 80").unwrap();
+        let info = MapInfo::default();
+        let secrets = Resolved::default();
+        let run = |view: &HostView, templates: &Templates, vars: &toml::Table, memo: &Memo| {
+            let inputs = Inputs {
+                map: &info,
+                vars,
+                secrets: &secrets,
+                memo: Some(memo),
+            };
+            render_with(view, &catalog, templates, &inputs).unwrap()
+        };
+        let remembered = |d: &Desired| -> Vec<String> {
+            d.remembered
+                .iter()
+                .map(|r| r.file.path.display().to_string())
+                .collect()
+        };
+        let view = app_view("zeta.example", "alpha.example");
+        let first = run(&view, &templates, &vars, &Memo::new("test"));
+        let memo = first.memo.clone().expect("a memo of the first render");
+        assert_eq!(memo.len(), 2);
+
+        let moved = run(
+            &app_view("zeta.example", "alpha.moved"),
+            &templates,
+            &vars,
+            &memo,
+        );
+        assert_eq!(remembered(&moved), ["/etc/app/zeta.conf"]);
+        let alpha = moved
+            .files
+            .iter()
+            .find(|f| f.product.as_deref() == Some("alpha"));
+        assert!(
+            String::from_utf8_lossy(&alpha.expect("alpha rendered").content)
+                .contains("alpha.moved 80")
+        );
+        assert!(moved.memo.is_some(), "the memo changed");
+
+        let other_vars: toml::Table = toml::from_str("port = 8080").unwrap();
+        assert_eq!(
+            remembered(&run(&view, &templates, &other_vars, &memo)),
+            Vec::<String>::new()
+        );
+        let (_other, catalog2, edited) =
+            app_catalog(role, "{{ product.domain }}:{{ vars.port }}\n");
+        assert_eq!(catalog2, catalog);
+        assert_eq!(
+            remembered(&run(&view, &edited, &vars, &memo)),
+            Vec::<String>::new()
+        );
+        let again = run(&view, &templates, &vars, &memo);
+        assert_eq!(remembered(&again).len(), 2);
+        assert!(again.memo.is_none(), "nothing changed");
     }
 
     fn smoke(name: &str, per_product: bool) -> String {
