@@ -39,3 +39,4 @@ pub(crate) mod snapshot;
 pub mod source;
 pub(crate) mod sys;
 pub mod text;
+pub(crate) mod threads;

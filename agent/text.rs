@@ -1,10 +1,12 @@
 //! Text for people: an error with its whole chain of causes, strings from untrusted input
 //! made safe and short enough to print (issue 15: no terminal escapes, no forged lines,
-//! bounded output), and milliseconds. A leaf: it imports nothing from the crate, so every
+//! bounded output), milliseconds and hex digests. A leaf: it imports nothing from the crate, so every
 //! stage can use it without an import circle.
 
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 /// The error and all its sources as `a: b: c`, skipping repeats (Tera's useful message,
 /// for one, is in a source, not the top line).
@@ -99,6 +101,23 @@ pub fn elapsed_ms(started: Instant) -> u64 {
     millis(started.elapsed())
 }
 
+/// Lowercase hex SHA-256 of `bytes`: the file source's ETag, the cache's integrity check,
+/// the managed-file records, the render memo.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` (a digest) in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +167,13 @@ mod tests {
     fn millis_saturate() {
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn sha256_hex_matches_known_digest() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -365,7 +365,7 @@ fn converged(files: &[RenderedFile]) -> Disk {
             let record = Record {
                 role: f.role.clone(),
                 service: f.service.clone(),
-                sha256: rolecall::source::sha256_hex(&f.content),
+                sha256: rolecall::text::sha256_hex(&f.content),
             };
             (f.path.clone(), record)
         })

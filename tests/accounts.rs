@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rolecall::source::sha256_hex;
+use rolecall::text::sha256_hex;
 
 use crate::fixture::{
     assert_exit, assert_stderr, assert_stdout, describe, docroots, identity_of, stdout, Agent,

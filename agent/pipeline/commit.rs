@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::hooks;
 use crate::plan::{Record, Records};
 use crate::render::Desired;
-use crate::source::{sha256_hex, CachedMap};
-use crate::text::chain;
+use crate::source::CachedMap;
+use crate::text::{chain, sha256_hex};
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";

@@ -12,8 +12,8 @@ use crate::identity::Identity;
 use crate::render::MapInfo;
 use crate::report::MapReport;
 use crate::rolemap::{self, Resolution, RoleMap};
-use crate::source::{sha256_hex, AnySource, CacheMeta, CachedMap, Fetched, MapSource};
-use crate::text::chain;
+use crate::source::{AnySource, CacheMeta, CachedMap, Fetched, MapSource};
+use crate::text::{chain, sha256_hex};
 
 /// A validated map ready to reconcile from, resolved for this host.
 #[derive(Debug, Clone)]

@@ -309,9 +309,9 @@ async fn converge(
     request: &Request<'_>,
     trace: &Trace,
 ) -> Result<Ended, Failed> {
-    let rendered = render(agent, inputs, view, request, trace).await?;
+    let mut rendered = render(agent, inputs, view, request, trace).await?;
     let planned = trace
-        .now("plan", || preview::plan(agent, &rendered))
+        .now("plan", || preview::plan(agent, &mut rendered))
         .map_err(fail)?;
     execute::sweep(agent, &planned);
     let blocked = execute::blocked(&rendered);

@@ -31,8 +31,8 @@ pub struct Rendered {
     pub warnings: Vec<String>,
     /// The accounts of the host's products (empty when `[accounts] manage` is off).
     pub accounts: accounts::Desired,
-    /// The files the render memo vouched for, as the render found them on disk (stage 5
-    /// does not read them again).
+    /// The files the render memo vouched for, as the render found them on disk: stage 5
+    /// takes them instead of reading them again.
     pub disk: BTreeMap<PathBuf, DiskState>,
 }
 
@@ -79,8 +79,8 @@ pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview
     };
     let loaded_catalog = load_catalog(agent)?;
     let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256, false).await;
-    let rendered = render(agent, loaded, view, loaded_catalog, &resolved)?;
-    let planned = plan(agent, &rendered)?;
+    let mut rendered = render(agent, loaded, view, loaded_catalog, &resolved)?;
+    let planned = plan(agent, &mut rendered)?;
     Ok(Some(Preview { rendered, planned }))
 }
 
@@ -198,10 +198,12 @@ fn render_remembering(
 /// # Errors
 /// A refused plan (symlink, path outside the allowed roots, bad cron file), unreadable
 /// disk or state.
-pub(super) fn plan(agent: &Agent, rendered: &Rendered) -> Result<Planned, Error> {
+pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Error> {
+    let known = std::mem::take(&mut rendered.disk);
+    let rendered = &*rendered;
     let desired = &rendered.desired;
     let records = read_records(&agent.state_dir)?;
-    let disk = snapshot(agent, desired, &records, &rendered.disk)?;
+    let disk = snapshot(agent, desired, &records, known)?;
     let mut plan = plan::plan(
         &desired.files,
         &disk,
@@ -259,14 +261,13 @@ pub(super) fn snapshot(
     agent: &Agent,
     desired: &Desired,
     records: &Records,
-    known: &BTreeMap<PathBuf, DiskState>,
+    known: BTreeMap<PathBuf, DiskState>,
 ) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
     let paths = plan::paths_to_inspect(&desired.files, records);
     let unread = paths.iter().filter(|p| {
         !known.contains_key(p.as_path()) && plan::is_allowed(p, &agent.settings.allowed_roots)
     });
     let mut disk = agent.fs.snapshot_all(unread.map(PathBuf::as_path))?;
-    let known = known.iter().filter(|(p, _)| paths.contains(p.as_path()));
-    disk.extend(known.map(|(p, d)| (p.clone(), d.clone())));
+    disk.extend(known.into_iter().filter(|(p, _)| paths.contains(p)));
     Ok(disk)
 }

@@ -15,8 +15,8 @@ use tracing::debug;
 use super::Agent;
 use crate::plan::DiskState;
 use crate::render::Desired;
-use crate::source::sha256_hex;
 use crate::text::chain;
+use crate::text::sha256_hex;
 
 /// The settled record, in the state directory.
 pub const SETTLED_FILE: &str = "settled.json";

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use tera::Context;
 
 use super::{Desired, RenderedFile, SmokeTest};
+use crate::catalog::Catalog;
+use crate::text::{hex, sha256_hex};
 
 /// Part of every key: a render that turns the same inputs into other output bumps it.
 const FORMAT: &[u8] = b"rolecall render memo 1";
@@ -62,13 +64,9 @@ impl Memo {
     }
 
     /// How many units it holds.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.units.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.units.is_empty()
     }
 }
 
@@ -158,7 +156,7 @@ impl<'a> Recall<'a> {
         before: &[usize],
     ) {
         let files = files.iter().map(|f| Remembered {
-            sha256: hex(&Sha256::digest(&f.content)),
+            sha256: sha256_hex(&f.content),
             file: RenderedFile {
                 content: Vec::new(),
                 ..f.clone()
@@ -195,7 +193,7 @@ impl Desired {
         let mut filled = Vec::with_capacity(self.remembered.len());
         for r in &self.remembered {
             match content(&r.file) {
-                Some(bytes) if hex(&Sha256::digest(&bytes)) == r.sha256 => {
+                Some(bytes) if sha256_hex(&bytes) == r.sha256 => {
                     filled.push(RenderedFile {
                         content: bytes,
                         ..r.file.clone()
@@ -225,22 +223,29 @@ impl std::io::Write for Hashing<'_> {
     }
 }
 
-/// Whether the template or catalog string `text` reads something the memo cannot see.
-pub(super) fn unpredictable(text: &str) -> bool {
-    text.contains("get_env")
+/// The hash of the template files (name, text) and the catalog, whose `strings` are
+/// templates too; `None` when one of them calls `get_env` (it reads the process
+/// environment, which the memo cannot see).
+pub(super) fn fingerprint<'s>(
+    files: &[(String, String)],
+    mut strings: impl Iterator<Item = &'s str>,
+    catalog: &Catalog,
+) -> Option<String> {
+    let reads_env = |text: &str| text.contains("get_env");
+    if files.iter().any(|(_, text)| reads_env(text)) || strings.any(reads_env) {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    for (name, text) in files {
+        field(&mut hash, name.as_bytes());
+        field(&mut hash, text.as_bytes());
+    }
+    field(&mut hash, &serde_json::to_vec(catalog).ok()?);
+    Some(hex(&hash.finalize()))
 }
 
 /// Hash `bytes` as one length-prefixed field, so no two field lists hash alike.
-pub(super) fn field(hash: &mut Sha256, bytes: &[u8]) {
+fn field(hash: &mut Sha256, bytes: &[u8]) {
     hash.update((bytes.len() as u64).to_le_bytes());
     hash.update(bytes);
-}
-
-/// `digest` in lowercase hex.
-pub(super) fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = digest
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-    digits.map(char::from).collect()
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use tera::{Context, Tera};
 
 use crate::catalog::{
@@ -217,7 +216,7 @@ pub struct Templates {
     tera: Tera,
     warnings: Vec<String>,
     /// Hash of every template file and the catalog, for the memo; `None` when one reads
-    /// something the memo cannot see (see `memo::unpredictable`).
+    /// something the memo cannot see (see `memo::fingerprint`).
     fingerprint: Option<String>,
 }
 
@@ -241,7 +240,8 @@ impl Templates {
     pub fn load(dir: &Path, catalog: &Catalog) -> Result<Templates, Error> {
         let files = read_files(dir)?;
         let warnings = volatile_warnings(&files);
-        let fingerprint = fingerprint(&files, catalog);
+        let strings = catalog_strings(catalog).into_iter().map(|(_, text)| text);
+        let fingerprint = memo::fingerprint(&files, strings, catalog);
         let mut tera = Tera::default();
         tera.add_raw_templates(files)
             .map_err(|source| Error::Load {
@@ -366,25 +366,6 @@ fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
-}
-
-/// The memo's hash of the template files and the catalog (whose strings are templates too);
-/// `None` when one of them reads what the memo cannot see.
-fn fingerprint(files: &[(String, String)], catalog: &Catalog) -> Option<String> {
-    let texts = files.iter().map(|(_, text)| text.as_str());
-    if texts
-        .chain(catalog_strings(catalog).into_iter().map(|(_, t)| t))
-        .any(memo::unpredictable)
-    {
-        return None;
-    }
-    let mut hash = sha2::Sha256::new();
-    for (name, text) in files {
-        memo::field(&mut hash, name.as_bytes());
-        memo::field(&mut hash, text.as_bytes());
-    }
-    memo::field(&mut hash, &serde_json::to_vec(catalog).ok()?);
-    Some(memo::hex(&sha2::Digest::finalize(hash)))
 }
 
 fn is_templated(text: &str) -> bool {
@@ -513,9 +494,7 @@ impl<'a> Renderer<'a> {
         let ctx = base_context(view, inputs, &needs);
         // Only per-product units are remembered: a host without any does not hash its
         // context (a monitor host's holds the whole fleet).
-        let per_product = roles.iter().any(|r| {
-            r.files.iter().any(|f| f.per_product) || r.smoke.iter().any(|s| s.per_product)
-        });
+        let per_product = roles.iter().any(|r| Specs::of(r, view).any_per_product());
         let recall = inputs.memo.zip(templates.fingerprint.as_deref());
         let recall = recall.filter(|_| per_product);
         let position = format!("{:?}", view.host.database.as_ref().map(|d| d.position));
@@ -635,18 +614,7 @@ impl<'a> Renderer<'a> {
     /// order (each spec's, for every product in turn).
     fn role(&mut self, role: &Role) -> Result<(), Error> {
         let view = self.view;
-        let specs = Specs {
-            files: role
-                .files
-                .iter()
-                .filter(|f| position_matches(f.when_position, view))
-                .collect(),
-            smoke: role
-                .smoke
-                .iter()
-                .filter(|s| position_matches(s.when_position, view))
-                .collect(),
-        };
+        let specs = Specs::of(role, view);
         let mut tests = vec![Vec::new(); specs.smoke.len()];
         self.set_product(None);
         self.specs(role, &specs, None, &mut tests)?;
@@ -693,7 +661,23 @@ struct Specs<'a> {
     smoke: Vec<&'a SmokeSpec>,
 }
 
-impl Specs<'_> {
+impl<'a> Specs<'a> {
+    /// `role`'s specs that apply to `view`'s position.
+    fn of(role: &'a Role, view: &HostView) -> Specs<'a> {
+        Specs {
+            files: role
+                .files
+                .iter()
+                .filter(|f| position_matches(f.when_position, view))
+                .collect(),
+            smoke: role
+                .smoke
+                .iter()
+                .filter(|s| position_matches(s.when_position, view))
+                .collect(),
+        }
+    }
+
     fn any_per_product(&self) -> bool {
         self.files.iter().any(|f| f.per_product) || self.smoke.iter().any(|s| s.per_product)
     }

@@ -197,13 +197,17 @@ mod tests {
         }
     }
 
+    /// The parts at these paths (`["pools", "memcached"]` is `product.pools.memcached`).
+    fn wanting(paths: &[&[&str]]) -> Wanted {
+        let mut wanted = Wanted::default();
+        paths.iter().for_each(|path| wanted.add(path));
+        wanted
+    }
+
     #[test]
     fn only_the_parts_read_are_serialised() {
         let resolved = Resolved::default();
-        let mut wanted = Wanted::default();
-        wanted.add(&["pools", "memcached"]);
-        wanted.add(&["domain"]);
-        wanted.add(&["user"]);
+        let mut wanted = wanting(&[&["pools", "memcached"], &["domain"], &["user"]]);
         let got = value(&product(), &wanted, &resolved);
         assert_eq!(
             got,
@@ -235,33 +239,23 @@ mod tests {
     #[test]
     fn parts_written_differ_whenever_values_differ() {
         let resolved = Resolved::default();
-        let mut partial = Wanted::default();
-        partial.add(&["pools", "memcached"]);
-        partial.add(&["user"]);
-        let moved = |p: &mut ProductView| {
-            let mc = p.pools.get_mut("memcached").expect("a memcached pool");
-            Arc::make_mut(&mut mc[0]).address = "10.9.9.9".to_string();
+        let partial = wanting(&[&["pools", "memcached"], &["user"]]);
+        let variant = |change: &dyn Fn(&mut ProductView)| {
+            let mut p = product();
+            change(&mut p);
+            p
         };
-        let variants: Vec<ProductView> = vec![
-            product(),
-            ProductView {
-                user: None,
-                ..product()
-            },
-            ProductView {
-                domain: "other.example".into(),
-                ..product()
-            },
-            {
-                let mut p = product();
-                moved(&mut p);
-                p
-            },
-            {
-                let mut p = product();
+        let variants = [
+            variant(&|_| {}),
+            variant(&|p| p.user = None),
+            variant(&|p| p.domain = "other.example".into()),
+            variant(&|p| {
+                let mc = p.pools.get_mut("memcached").expect("a memcached pool");
+                Arc::make_mut(&mut mc[0]).address = "10.9.9.9".to_string();
+            }),
+            variant(&|p| {
                 p.pools.remove("web");
-                p
-            },
+            }),
         ];
         for wanted in [Wanted::Whole, every_field(&product()), partial] {
             for a in &variants {

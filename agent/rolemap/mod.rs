@@ -89,7 +89,7 @@ pub fn load(bytes: &[u8]) -> Result<RoleMap, Error> {
 pub fn load_for(bytes: &[u8], identity: &Identity) -> Result<(RoleMap, Resolution), Error> {
     let map = parse(bytes)?;
     let side_by_side = map.hosts.len() >= parallel::MIN_HOSTS;
-    let (issues, resolution) = parallel::join(
+    let (issues, resolution) = crate::threads::join(
         side_by_side,
         || validate::validate(&map),
         || resolve(&map, identity),

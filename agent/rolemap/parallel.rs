@@ -1,6 +1,6 @@
 //! Stage 3 of a large map on several threads. A 10,000-host map is about 1.2 MB of TOML, and
 //! toml needs some 35 ms for it on one core, more than the whole of stage 3's budget; [`join`]
-//! then lets validation and resolution run side by side.
+//! then lets validation and resolution run side by side (`crate::threads::join`).
 //!
 //! The text is cut at lines that open a `[hosts.ID]` or `[products.NAME]` table into pieces
 //! of about [`PIECE`] bytes, a few threads take the pieces in turn, and the pieces' maps are
@@ -33,6 +33,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, Deserializer};
 
 use super::types::RoleMap;
+use crate::threads::joined;
 
 /// Below twice this many bytes, a map is parsed whole: starting threads costs more than it
 /// saves.
@@ -44,7 +45,8 @@ const PIECE: usize = 64 * 1024;
 /// More threads than this gain little.
 const MAX_THREADS: usize = 4;
 
-/// From this many hosts on, [`join`] is worth a thread for validation and resolution.
+/// From this many hosts on, [`crate::threads::join`] is worth a thread for validation and
+/// resolution.
 pub const MIN_HOSTS: usize = 1000;
 
 /// The root tables whose lines the text is cut at, the only ones pieces may share.
@@ -58,34 +60,6 @@ pub fn parse(text: &str) -> Option<RoleMap> {
         return None;
     }
     parse_at(text, &cuts(text, text.len() / PIECE))
-}
-
-/// `(a(), b())`, with `a` on another thread if `side_by_side` and the system grants one (a
-/// task limit may not: then `a` runs here after `b`).
-pub fn join<A: Send, B>(
-    side_by_side: bool,
-    a: impl Fn() -> A + Sync,
-    b: impl FnOnce() -> B,
-) -> (A, B) {
-    if !side_by_side {
-        return (a(), b());
-    }
-    thread::scope(|scope| {
-        let spawned = thread::Builder::new().spawn_scoped(scope, &a);
-        let b = b();
-        let a = match spawned {
-            Ok(handle) => joined(handle),
-            Err(_) => a(),
-        };
-        (a, b)
-    })
-}
-
-/// A scoped thread's result; its panic, if it panicked, goes on in this thread.
-fn joined<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Up to `pieces - 1` offsets, each the first cut line at or after an even share of `text`.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{sha256_hex, Error};
+use super::Error;
+use crate::text::sha256_hex;
 
 const MAP_FILE: &str = "map.toml";
 const META_FILE: &str = "map.meta.json";

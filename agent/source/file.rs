@@ -7,7 +7,8 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{sha256_hex, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use super::{too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use crate::text::sha256_hex;
 
 /// The role map in a local file.
 #[derive(Debug)]

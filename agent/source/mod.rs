@@ -10,8 +10,6 @@ pub mod verify;
 use std::future::Future;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 pub use cache::{Cache, CacheMeta, CachedMap};
 pub use file::FileSource;
 pub use https::HttpsSource;
@@ -176,18 +174,6 @@ impl MapSource for AnySource {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`: the file source's ETag and the cache's integrity check.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest.iter() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    hex
-}
-
 /// `Error::TooLarge` for a map larger than [`MAX_MAP_BYTES`].
 fn too_large(url: &str, len: u64) -> Error {
     Error::TooLarge {
@@ -207,14 +193,6 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_hex_matches_known_digest() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[tokio::test]
     async fn from_url_refuses_unknown_scheme() {

@@ -199,19 +199,14 @@ impl Fs {
         // Two halves side by side (a web host's 1,000 files are 1,000 opens and reads): the
         // first half's result first, so the first path that fails is still the one reported.
         let (first, second) = paths.split_at(paths.len() / 2);
-        std::thread::scope(|scope| {
-            let spawned =
-                std::thread::Builder::new().spawn_scoped(scope, || self.snapshot_each(second));
-            let mut all = self.snapshot_each(first)?;
-            let rest = match spawned {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => self.snapshot_each(second),
-            };
-            all.extend(rest?);
-            Ok(all)
-        })
+        let (rest, all) = crate::threads::join(
+            true,
+            || self.snapshot_each(second),
+            || self.snapshot_each(first),
+        );
+        let mut all = all?;
+        all.extend(rest?);
+        Ok(all)
     }
 
     fn snapshot_each(&self, paths: &[&Path]) -> Result<BTreeMap<PathBuf, DiskState>, Error> {

@@ -1,0 +1,33 @@
+//! Two pieces of work side by side on a scoped thread, for the stages that gain from a
+//! second core (the map's validation and resolution, reading many managed files). A leaf:
+//! pure stages and `sys` can both use it.
+
+use std::thread;
+
+/// `(a(), b())`, with `a` on another thread if `side_by_side` and the system grants one (a
+/// task limit may not: then `a` runs here after `b`).
+pub fn join<A: Send, B>(
+    side_by_side: bool,
+    a: impl Fn() -> A + Sync,
+    b: impl FnOnce() -> B,
+) -> (A, B) {
+    if !side_by_side {
+        return (a(), b());
+    }
+    thread::scope(|scope| {
+        let spawned = thread::Builder::new().spawn_scoped(scope, &a);
+        let b = b();
+        let a = match spawned {
+            Ok(handle) => joined(handle),
+            Err(_) => a(),
+        };
+        (a, b)
+    })
+}
+
+/// A scoped thread's result; its panic, if it panicked, goes on in this thread.
+pub fn joined<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
