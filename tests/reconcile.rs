@@ -99,10 +99,17 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     assert!(!services(&agent), "a files-only sync settled with services");
     assert_exit(&agent.run(&["sync"]), 0);
+    let full = stages(&agent);
     assert!(
-        stages(&agent).contains(&"load".to_string()),
+        full.contains(&"load".to_string()),
         "a full sync after a files-only one was quiet"
     );
+    for stage in ["render", "plan", "sweep", "commit"] {
+        assert!(
+            full.contains(&stage.to_string()),
+            "no {stage} time: {full:?}"
+        );
+    }
     assert!(services(&agent), "a full sync settled without services");
     let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
     assert_exit(&agent.run(&["sync"]), 0);

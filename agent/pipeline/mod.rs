@@ -186,7 +186,7 @@ async fn stages(
     };
     let Resolution::Assigned(view) = &inputs.loaded.resolution else {
         info!(host_id = %identity.id, "waiting for role assignment");
-        commit::settle(agent, &inputs.settle(None, BTreeSet::new()));
+        commit(agent, trace, &inputs.settle(None, BTreeSet::new()));
         return Ok(Ended::Waiting);
     };
     converge(agent, &inputs, view, request, trace).await
@@ -278,6 +278,11 @@ fn quiet(
     Some(Ended::Quiet { waiting })
 }
 
+/// The one commit step ([`commit::settle`]), timed as the stage `commit`.
+fn commit(agent: &Agent, trace: &Trace, settle: &Settle<'_>) {
+    trace.now("commit", || commit::settle(agent, settle));
+}
+
 /// The end of stage 3: note the host's place in the fleet, and keep the `applied` map
 /// instead of `loaded` if a staged rollout says so (SPEC §9.2). A host whose `held` map the
 /// source still holds has loaded the applied map already: its placement stays the hold's.
@@ -313,10 +318,14 @@ async fn converge(
     let planned = trace
         .now("plan", || preview::plan(agent, &mut rendered))
         .map_err(fail)?;
-    execute::sweep(agent, &planned);
+    trace.now("sweep", || execute::sweep(agent, &planned));
     let blocked = execute::blocked(&rendered);
     if planned.is_noop() && blocked.is_empty() && request.settled {
-        commit::settle(agent, &inputs.settle(Some(&rendered), BTreeSet::new()));
+        commit(
+            agent,
+            trace,
+            &inputs.settle(Some(&rendered), BTreeSet::new()),
+        );
         return Ok(Ended::Unchanged);
     }
     let mut done = execute::change(agent, &rendered, &planned, trace).await?;
@@ -335,7 +344,7 @@ async fn converge(
         return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
     let failed = done.installed.failed.keys().cloned().collect();
-    commit::settle(agent, &inputs.settle(Some(&rendered), failed));
+    commit(agent, trace, &inputs.settle(Some(&rendered), failed));
     Ok(Ended::Applied(done.applied(verified)))
 }
 

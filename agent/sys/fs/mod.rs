@@ -117,7 +117,7 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
     nix::unistd::fsync(fd).map_err(errno("syncing directory", dir))
 }
 
-/// Below twice this many paths, [`Fs::snapshot_all`] reads on one thread.
+/// Below twice this many paths, [`Fs::snapshot_all`] and [`Fs::sweep`] work on one thread.
 const MIN_SHARE: usize = 128;
 
 /// Filesystem access under a root prefix, limited to allowed roots.
@@ -239,11 +239,20 @@ impl Fs {
     /// # Errors
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
     pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
+        let dirs: Vec<&Path> = dirs.into_iter().collect();
+        // Two halves side by side, as in `snapshot_all` (a web host's 500 product
+        // directories are 500 opens and listings).
+        let (first, second) = dirs.split_at(dirs.len() / 2);
+        let (rest, removed) = crate::threads::join(
+            dirs.len() >= 2 * MIN_SHARE,
+            || self.sweep_each(second),
+            || self.sweep_each(first),
+        );
+        Ok(removed? + rest?)
+    }
+
+    fn sweep_each(&self, dirs: &[&Path]) -> Result<usize, Error> {
         let mut txn = self.transaction();
-        let mut removed = 0;
-        for dir in dirs {
-            removed += txn.sweep(dir)?;
-        }
-        Ok(removed)
+        dirs.iter().map(|dir| txn.sweep(dir)).sum()
     }
 }
