@@ -128,24 +128,32 @@ impl Verified {
 
     /// What failed, one phrase each: smoke tests, reloads and hooks.
     pub fn failures(&self) -> Vec<String> {
-        let why = |e: &Option<String>| e.clone().unwrap_or_default();
-        let smoke = self
-            .smoke
-            .iter()
-            .filter(|s| !s.ok)
-            .map(|s| format!("smoke test {}: {}", s.name, why(&s.error)));
-        let reloads = self
-            .services
-            .iter()
-            .filter(|s| !s.ok)
-            .map(|s| format!("{} {}: {}", s.action, s.service, why(&s.error)));
-        let hooks = self
-            .hooks
-            .iter()
-            .filter(|h| !h.ok)
-            .map(|h| format!("hook {}: {}", h.on, why(&h.error)));
-        smoke.chain(reloads).chain(hooks).collect()
+        failed_checks(&self.smoke, &self.services, &self.hooks, "")
     }
+}
+
+/// What failed, one phrase each: smoke tests, reloads and hooks, in that order; a failure
+/// without an error text says `unexplained`.
+pub(crate) fn failed_checks(
+    smoke: &[SmokeResult],
+    services: &[ReloadReport],
+    hooks: &[HookReport],
+    unexplained: &str,
+) -> Vec<String> {
+    let why = |e: &Option<String>| e.as_deref().unwrap_or(unexplained).to_string();
+    let smoke = smoke
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("smoke test {}: {}", s.name, why(&s.error)));
+    let reloads = services
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("{} {}: {}", s.action, s.service, why(&s.error)));
+    let hooks = hooks
+        .iter()
+        .filter(|h| !h.ok)
+        .map(|h| format!("hook {}: {}", h.on, why(&h.error)));
+    smoke.chain(reloads).chain(hooks).collect()
 }
 
 /// How a reconcile failed.

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::State;
-use crate::report::{Outcome, RunReport};
+use crate::report::{failed_checks, Outcome, RunReport};
 
 /// Bytes kept of the reconcile's message.
 const MESSAGE_MAX: usize = 400;
@@ -144,23 +144,7 @@ impl Record {
 
 /// What failed in `report`: smoke tests, reloads and hooks, each cut, at most six.
 fn failures(report: &RunReport) -> Vec<String> {
-    let why = |e: &Option<String>| e.as_deref().unwrap_or("failed").to_string();
-    let smoke = report
-        .smoke
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| format!("smoke test {}: {}", s.name, why(&s.error)));
-    let reloads = report
-        .services
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| format!("{} {}: {}", s.action, s.service, why(&s.error)));
-    let hooks = report
-        .hooks
-        .iter()
-        .filter(|h| !h.ok)
-        .map(|h| format!("hook {}: {}", h.on, why(&h.error)));
-    let all: Vec<String> = smoke.chain(reloads).chain(hooks).collect();
+    let all = failed_checks(&report.smoke, &report.services, &report.hooks, "failed");
     bounded_list(&all, FAILURES_MAX, FAILURE_MAX)
 }
 
