@@ -400,31 +400,57 @@ mod tests {
         assert_eq!(lines(&base(), &new), ["generation 41 -> 42"]);
     }
 
-    #[test]
-    fn host_added_and_removed() {
-        let new = base().replace("[hosts.db-1]", "[hosts.db-9]");
-        assert_eq!(
-            lines(&base(), &new),
-            [
+    /// One replacement in the base map, and the change lines it gives.
+    const EDITS: &[(&str, &str, &[&str])] = &[
+        (
+            "[hosts.db-1]",
+            "[hosts.db-9]",
+            &[
                 "host db-1 removed",
-                "host db-9 added (10.0.1.1, a, roles [db], products [])"
-            ]
-        );
-    }
-
-    #[test]
-    fn host_address_and_az_changes() {
-        let new = base().replace(
+                "host db-9 added (10.0.1.1, a, roles [db], products [])",
+            ],
+        ),
+        (
             "address = \"10.0.0.1\"\naz = \"a\"",
             "address = \"10.0.0.7\"\naz = \"b\"",
-        );
-        assert_eq!(
-            lines(&base(), &new),
-            [
+            &[
                 "host web-1: address 10.0.0.1 -> 10.0.0.7",
-                "host web-1: az a -> b"
-            ]
-        );
+                "host web-1: az a -> b",
+            ],
+        ),
+        (
+            "master = \"db-1\"",
+            "master = \"db-5\"",
+            &["product videos: new database master db-5 (was db-1)"],
+        ),
+        (
+            "[\"db-2\", \"db-3\"]",
+            "[\"db-3\", \"db-2\"]",
+            &["product videos: replicas reordered [db-3, db-2] (was [db-2, db-3])"],
+        ),
+        (
+            "[\"db-2\", \"db-3\"]",
+            "[\"db-2\"]",
+            &["product videos: replicas [db-2] (was [db-2, db-3])"],
+        ),
+        (
+            "backup = \"db-4\"",
+            "backup = \"db-5\"",
+            &["product videos: backup db-5 (was db-4)"],
+        ),
+        (
+            "backup = \"db-4\"\n",
+            "",
+            &["product videos: backup none (was db-4)"],
+        ),
+    ];
+
+    #[test]
+    fn each_edit_gives_its_change_lines() {
+        for (from, to, want) in EDITS {
+            let new = base().replace(from, to);
+            assert_eq!(lines(&base(), &new), *want, "{from:?} -> {to:?}");
+        }
     }
 
     #[test]
@@ -455,43 +481,6 @@ mod tests {
                 "product shop added",
                 "product videos: docroot /srv/videos -> /srv/videos2"
             ]
-        );
-    }
-
-    #[test]
-    fn new_master() {
-        let new = base().replace("master = \"db-1\"", "master = \"db-5\"");
-        assert_eq!(
-            lines(&base(), &new),
-            ["product videos: new database master db-5 (was db-1)"]
-        );
-    }
-
-    #[test]
-    fn replicas_reordered_versus_changed() {
-        let reordered = base().replace("[\"db-2\", \"db-3\"]", "[\"db-3\", \"db-2\"]");
-        assert_eq!(
-            lines(&base(), &reordered),
-            ["product videos: replicas reordered [db-3, db-2] (was [db-2, db-3])"]
-        );
-        let changed = base().replace("[\"db-2\", \"db-3\"]", "[\"db-2\"]");
-        assert_eq!(
-            lines(&base(), &changed),
-            ["product videos: replicas [db-2] (was [db-2, db-3])"]
-        );
-    }
-
-    #[test]
-    fn backup_changed_and_removed() {
-        let moved = base().replace("backup = \"db-4\"", "backup = \"db-5\"");
-        assert_eq!(
-            lines(&base(), &moved),
-            ["product videos: backup db-5 (was db-4)"]
-        );
-        let gone = base().replace("backup = \"db-4\"\n", "");
-        assert_eq!(
-            lines(&base(), &gone),
-            ["product videos: backup none (was db-4)"]
         );
     }
 

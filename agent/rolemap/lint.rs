@@ -227,6 +227,14 @@ mod tests {
         warnings.iter().filter(|w| w.kind == kind).collect()
     }
 
+    /// The one warning of `kind` that `text` gets (there must be exactly one).
+    fn the_one(text: &str, kind: Kind) -> Warning {
+        let warnings = lint_text(text);
+        let found = only(&warnings, kind);
+        assert_eq!(found.len(), 1, "{warnings:?}");
+        found[0].clone()
+    }
+
     #[test]
     fn clean_map_has_no_warnings() {
         assert_eq!(lint_text(CLEAN), vec![]);
@@ -238,25 +246,17 @@ mod tests {
             "address = \"10.0.0.2\"\naz = \"b\"",
             "address = \"10.0.0.2\"\naz = \"a\"",
         );
-        let warnings = lint_text(&text);
-        let found = only(&warnings, Kind::WebSingleAz);
-        assert_eq!(found.len(), 1, "{warnings:?}");
-        assert_eq!(found[0].path, "products.videos");
-        assert!(
-            found[0].message.contains("all 2 web host(s)"),
-            "{}",
-            found[0]
-        );
+        let found = the_one(&text, Kind::WebSingleAz);
+        assert_eq!(found.path, "products.videos");
+        assert!(found.message.contains("all 2 web host(s)"), "{found}");
     }
 
     #[test]
     fn only_replica_in_master_zone_is_reported() {
         // db-3 is in zone a, as the master.
         let text = CLEAN.replace("replicas = [\"db-2\", \"db-3\"]", "replicas = [\"db-3\"]");
-        let found = lint_text(&text);
-        let found = only(&found, Kind::ReplicaSameAz);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].path, "products.videos.database.replicas[0]");
+        let found = the_one(&text, Kind::ReplicaSameAz);
+        assert_eq!(found.path, "products.videos.database.replicas[0]");
     }
 
     #[test]
@@ -283,10 +283,7 @@ mod tests {
     fn host_without_role_is_reported() {
         let text =
             format!("{CLEAN}[hosts.spare]\naddress = \"10.0.9.9\"\naz = \"a\"\nroles = []\n");
-        let warnings = lint_text(&text);
-        let found = only(&warnings, Kind::NoRole);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].path, "hosts.spare.roles");
+        assert_eq!(the_one(&text, Kind::NoRole).path, "hosts.spare.roles");
     }
 
     #[test]
@@ -297,12 +294,10 @@ mod tests {
                 "[hosts.web-{i}]\naddress = \"10.0.0.{i}\"\naz = \"a\"\nroles = [\"web\"]\nproducts = [\"videos\"]\n"
             ));
         }
-        let warnings = lint_text(&text);
-        let found = only(&warnings, Kind::AzImbalance);
-        assert_eq!(found.len(), 1, "{warnings:?}");
-        assert_eq!(found[0].path, "hosts");
-        assert!(found[0].message.contains("\"web\""), "{}", found[0]);
-        assert!(found[0].message.contains("3 in a, 1 in b"), "{}", found[0]);
+        let found = the_one(&text, Kind::AzImbalance);
+        assert_eq!(found.path, "hosts");
+        assert!(found.message.contains("\"web\""), "{found}");
+        assert!(found.message.contains("3 in a, 1 in b"), "{found}");
     }
 
     #[test]
@@ -332,15 +327,9 @@ mod tests {
             "name = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]",
             "name = \"blog\"\nmaster = \"db-1\"\nreplicas = []",
         );
-        let warnings = lint_text(&differs);
-        let found = only(&warnings, Kind::SharedChainDiffers);
-        assert_eq!(found.len(), 1, "{warnings:?}");
+        let found = the_one(&differs, Kind::SharedChainDiffers);
         // Products in name order: blog is first on db-1, so videos is the one that differs.
-        assert_eq!(found[0].path, "products.videos.database.replicas");
-        assert!(
-            found[0].message.contains("product \"blog\""),
-            "{}",
-            found[0]
-        );
+        assert_eq!(found.path, "products.videos.database.replicas");
+        assert!(found.message.contains("product \"blog\""), "{found}");
     }
 }

@@ -235,6 +235,14 @@ mod tests {
             .collect()
     }
 
+    /// Each of `texts` is valid TOML exactly when `valid`, and merges exactly at every cut.
+    fn assert_toml_verdict_and_exact_cuts(texts: &[&str], valid: bool) {
+        for text in texts {
+            assert_eq!(whole(text).is_ok(), valid, "toml's verdict on {text:?}");
+            assert_exact_at_every_cut(text);
+        }
+    }
+
     /// For a cut at every offset and every pair of cuts at line starts (the same one twice
     /// and the start of the text included): a merge is returned only when the whole text
     /// parses, and then it is equal to the whole parse.
@@ -312,10 +320,7 @@ mod tests {
             "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
             "x = [\n[hosts.a]\n]\n[hosts.b]\n[hosts.b]\n",
         ];
-        for text in refused {
-            assert!(whole(text).is_err(), "toml accepts {text:?}");
-            assert_exact_at_every_cut(text);
-        }
+        assert_toml_verdict_and_exact_cuts(&refused, false);
     }
 
     #[test]
@@ -336,10 +341,7 @@ mod tests {
             // Dotted keys that make `hosts` before any header.
             "hosts.a.az = \"x\"\n[hosts.b]\naz = \"y\"\n",
         ];
-        for text in valid {
-            assert!(whole(text).is_ok(), "toml refuses {text:?}");
-            assert_exact_at_every_cut(text);
-        }
+        assert_toml_verdict_and_exact_cuts(&valid, true);
     }
 
     #[test]

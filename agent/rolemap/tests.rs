@@ -69,26 +69,16 @@ fn the_sample_map_is_valid() {
 
 #[test]
 fn unknown_keys_are_refused_at_every_level() {
-    let text = with(MAP, "generation = 41\n", "generation = 41\ncolour = 1\n");
-    assert_issue(&text, "colour", "unknown key");
-    let text = with(
-        MAP,
-        "docroot = \"/srv/blog\"\n",
-        "docroot = \"/srv/blog\"\ncolour = 1\n",
-    );
-    assert_issue(&text, "products.blog.colour", "unknown key");
-    let text = with(
-        MAP,
-        "name = \"videos\"\n",
-        "name = \"videos\"\ncolour = 1\n",
-    );
-    assert_issue(&text, "products.videos.database.colour", "unknown key");
-    let text = with(
-        MAP,
-        "roles = [\"web\"]\n",
-        "roles = [\"web\"]\ncolour = 1\n",
-    );
-    assert_issue(&text, "hosts.web-2.colour", "unknown key");
+    // A `colour` key after the line `after`, and the path it is reported at.
+    for (after, path) in [
+        ("generation = 41\n", "colour"),
+        ("docroot = \"/srv/blog\"\n", "products.blog.colour"),
+        ("name = \"videos\"\n", "products.videos.database.colour"),
+        ("roles = [\"web\"]\n", "hosts.web-2.colour"),
+    ] {
+        let text = with(MAP, after, &format!("{after}colour = 1\n"));
+        assert_issue(&text, path, "unknown key");
+    }
 }
 
 #[test]

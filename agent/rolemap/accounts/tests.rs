@@ -49,6 +49,14 @@ fn paths(text: &str) -> Vec<String> {
     issues(text).into_iter().map(|(p, _)| p).collect()
 }
 
+/// `text` has exactly one issue, at `path`, whose message contains `says`.
+fn assert_one_issue(text: &str, path: &str, says: &str) {
+    let found = issues(text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, path);
+    assert!(found[0].1.contains(says), "{found:?}");
+}
+
 #[test]
 fn the_example_is_valid() {
     assert_eq!(issues(MAP), vec![]);
@@ -140,10 +148,11 @@ fn ids_must_be_from_1_to_the_reserved_minus_one() {
 #[test]
 fn the_primary_group_is_declared_in_the_same_product() {
     let text = MAP.replace("group = \"radio\"", "group = \"tv\"");
-    let found = issues(&text);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "products.radio.users.radio-app.group");
-    assert!(found[0].1.contains("products.radio.groups"), "{found:?}");
+    assert_one_issue(
+        &text,
+        "products.radio.users.radio-app.group",
+        "products.radio.groups",
+    );
 }
 
 #[test]
@@ -153,10 +162,7 @@ fn a_supplementary_group_of_another_product_only_is_refused() {
         "groups = [\"www-data\", \"media\"]",
         "groups = [\"www-data\", \"radio\"]",
     );
-    let found = issues(&text);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "products.tv.users.tv.groups[1]");
-    assert!(found[0].1.contains("product \"radio\""), "{found:?}");
+    assert_one_issue(&text, "products.tv.users.tv.groups[1]", "product \"radio\"");
 }
 
 #[test]
@@ -168,25 +174,21 @@ fn a_supplementary_group_listed_twice_is_refused() {
 #[test]
 fn a_uid_given_to_two_names_names_both_paths() {
     let text = MAP.replace("uid = 20002", "uid = 20001");
-    let found = issues(&text);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "products.tv.users.tv.uid");
-    assert!(
-        found[0].1.contains("products.radio.users.radio-app.uid"),
-        "{found:?}"
+    assert_one_issue(
+        &text,
+        "products.tv.users.tv.uid",
+        "products.radio.users.radio-app.uid",
     );
 }
 
 #[test]
 fn a_gid_given_to_two_names_names_both_paths() {
     let text = MAP.replace("gid = 20002", "gid = 20100");
-    let found = issues(&text);
-    assert_eq!(found.len(), 1, "{found:?}");
     // radio's groups come first (products in name order): media, then radio.
-    assert_eq!(found[0].0, "products.radio.groups.radio.gid");
-    assert!(
-        found[0].1.contains("products.radio.groups.media.gid"),
-        "{found:?}"
+    assert_one_issue(
+        &text,
+        "products.radio.groups.radio.gid",
+        "products.radio.groups.media.gid",
     );
 }
 
@@ -203,12 +205,10 @@ fn one_name_declared_differently_in_two_products_is_refused() {
         "[products.radio.groups.media]\ngid = 20101",
         1,
     );
-    let found = issues(&text);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "products.tv.groups.media");
-    assert!(
-        found[0].1.contains("products.radio.groups.media"),
-        "{found:?}"
+    assert_one_issue(
+        &text,
+        "products.tv.groups.media",
+        "products.radio.groups.media",
     );
 }
 
