@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::command::argv;
 use super::etc::Existing;
-use super::plan::{plan, records_after, records_before, Change, Desired, Records};
+use super::plan::{plan, records_after, records_before, AccountPlan, Change, Desired, Records};
 use crate::rolemap::accounts::{GroupView, UserView};
 use crate::rolemap::sample::{group, host, product, user};
 
@@ -59,6 +59,16 @@ fn desired(groups: &[GroupView], users: &[UserView]) -> Desired {
     }
 }
 
+/// The plan for these accounts on the host of [`existing`], with no records.
+fn plan_fresh(groups: &[GroupView], users: &[UserView]) -> AccountPlan {
+    plan(
+        &desired(groups, users),
+        &existing(),
+        &Records::default(),
+        RANGE,
+    )
+}
+
 fn records(users: &[(&str, u32)], groups: &[(&str, u32)]) -> Records {
     let map = |v: &[(&str, u32)]| v.iter().map(|(n, i)| (n.to_string(), *i)).collect();
     Records {
@@ -97,11 +107,10 @@ fn passwd_and_group_text_parse_skipping_comments_nis_and_broken_lines() {
 
 #[test]
 fn new_accounts_are_created_groups_before_users() {
-    let want = desired(
+    let p = plan_fresh(
         &[group("radio", 20002)],
         &[user("radio", 20002, "radio", &["www-data"])],
     );
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(p.conflicts, Vec::<String>::new());
     assert_eq!(
         texts(&p.changes),
@@ -116,8 +125,7 @@ fn new_accounts_are_created_groups_before_users() {
 fn an_account_as_the_map_says_needs_nothing() {
     let mut tv = user("tv", 20001, "tv", &["www-data"]);
     tv.shell = "/bin/sh".into();
-    let want = desired(&[group("tv", 20001)], &[tv]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("tv", 20001)], &[tv]);
     assert!(p.is_empty(), "{p:?}");
 }
 
@@ -125,8 +133,7 @@ fn an_account_as_the_map_says_needs_nothing() {
 fn a_changed_shell_home_and_groups_are_converged() {
     let mut tv = user("tv", 20001, "tv", &["adm"]);
     tv.home = "/srv/tv2".into();
-    let want = desired(&[group("tv", 20001)], &[tv]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("tv", 20001)], &[tv]);
     assert_eq!(
         texts(&p.changes),
         ["modify user tv: shell /bin/sh -> /usr/sbin/nologin, home /srv/tv -> /srv/tv2, groups www-data -> adm"]
@@ -146,8 +153,7 @@ fn a_changed_shell_home_and_groups_are_converged() {
         ]
     );
     // No supplementary group at all: usermod --groups "".
-    let want = desired(&[group("tv", 20001)], &[user("tv", 20001, "tv", &[])]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("tv", 20001)], &[user("tv", 20001, "tv", &[])]);
     let cmd = argv(&p.changes[0], Some(Path::new("/tmp/root")));
     assert_eq!(
         cmd.argv,
@@ -168,8 +174,7 @@ fn a_changed_shell_home_and_groups_are_converged() {
 fn a_changed_primary_group_is_converged() {
     let mut tv = user("tv", 20001, "media", &["www-data"]);
     tv.shell = "/bin/sh".into();
-    let want = desired(&[group("tv", 20001), group("media", 20100)], &[tv]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("tv", 20001), group("media", 20100)], &[tv]);
     assert_eq!(
         texts(&p.changes),
         [
@@ -185,14 +190,13 @@ fn a_changed_primary_group_is_converged() {
 
 #[test]
 fn a_foreign_account_with_another_id_is_a_conflict_left_untouched() {
-    let want = desired(
+    let p = plan_fresh(
         &[group("legacy", 20003), group("ok", 20004)],
         &[
             user("legacy", 20003, "legacy", &[]),
             user("ok", 20004, "ok", &[]),
         ],
     );
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(
         p.conflicts,
         [
@@ -214,8 +218,7 @@ fn a_foreign_account_with_another_id_is_a_conflict_left_untouched() {
 
 #[test]
 fn an_id_taken_by_another_name_is_a_conflict() {
-    let want = desired(&[group("radio", 1001)], &[user("radio", 33, "radio", &[])]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("radio", 1001)], &[user("radio", 33, "radio", &[])]);
     assert_eq!(
         p.conflicts,
         [
@@ -228,22 +231,20 @@ fn an_id_taken_by_another_name_is_a_conflict() {
 
 #[test]
 fn a_user_whose_group_conflicts_or_is_missing_is_left_untouched() {
-    let want = desired(
+    let p = plan_fresh(
         &[group("legacy", 20005)],
         &[
             user("a", 20006, "legacy", &[]),
             user("b", 20007, "legacy", &["nosuch"]),
         ],
     );
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
     assert_eq!(p.conflicts.len(), 3, "{:?}", p.conflicts);
     assert!(
         p.conflicts[1].contains("user a: group legacy is in conflict"),
         "{:?}",
         p.conflicts
     );
-    let want = desired(&[group("c", 20008)], &[user("c", 20008, "c", &["nosuch"])]);
-    let p = plan(&want, &existing(), &Records::default(), RANGE);
+    let p = plan_fresh(&[group("c", 20008)], &[user("c", 20008, "c", &["nosuch"])]);
     assert_eq!(
         p.conflicts,
         ["user c: group nosuch does not exist on this host and no product of it declares it"]

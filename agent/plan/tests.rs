@@ -28,6 +28,18 @@ fn allowed() -> Vec<PathBuf> {
     vec![PathBuf::from("/etc/apache2"), PathBuf::from("/etc/cron.d")]
 }
 
+/// A cron file of no service with `content`.
+fn cron_file(content: &str) -> RenderedFile {
+    let mut cron = file("/etc/cron.d/rolecall-videos", content);
+    cron.service = None;
+    cron
+}
+
+/// Why planning `desired` alone, on an empty disk, fails.
+fn refusal(desired: &[RenderedFile]) -> Refused {
+    plan(desired, &BTreeMap::new(), &Records::new(), &allowed()).unwrap_err()
+}
+
 fn record(service: &str) -> Record {
     Record {
         role: "web".into(),
@@ -111,32 +123,17 @@ fn refuses_symlinks_and_paths_outside_allowed_roots() {
 
 #[test]
 fn refuses_bad_cron_files() {
-    let mut cron = file(
-        "/etc/cron.d/rolecall-videos",
-        "*/15 * * * rolecall snapshot",
-    );
-    cron.service = None;
-    let err = plan(&[cron], &BTreeMap::new(), &Records::new(), &allowed()).unwrap_err();
+    let err = refusal(&[cron_file("*/15 * * * rolecall snapshot")]);
     assert!(err.problems.iter().any(|p| p.contains("newline")), "{err}");
 }
 
 #[test]
 fn a_secret_cron_files_problems_quote_none_of_its_lines() {
-    let mut cron = file(
-        "/etc/cron.d/rolecall-videos",
-        "*/15 * * * hunter2 rolecall snapshot\n",
-    );
-    cron.service = None;
-    let clear = plan(
-        &[cron.clone()],
-        &BTreeMap::new(),
-        &Records::new(),
-        &allowed(),
-    )
-    .unwrap_err();
+    let mut cron = cron_file("*/15 * * * hunter2 rolecall snapshot\n");
+    let clear = refusal(&[cron.clone()]);
     assert!(clear.to_string().contains("hunter2"), "control: {clear}");
     cron.is_secret = true;
-    let err = plan(&[cron], &BTreeMap::new(), &Records::new(), &allowed()).unwrap_err();
+    let err = refusal(&[cron]);
     let text = err.to_string();
     assert!(
         !text.contains("hunter2") && text.contains("line 1: cron would reject it"),

@@ -176,6 +176,14 @@ mod tests {
         }
     }
 
+    /// A cache in a temp dir that holds [`sample`].
+    fn holding_sample() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::new(dir.path());
+        cache.store(&sample()).expect("store");
+        (dir, cache)
+    }
+
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .expect("read dir")
@@ -211,18 +219,14 @@ mod tests {
 
     #[test]
     fn corrupt_metadata_is_no_cache() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cache = Cache::new(dir.path());
-        cache.store(&sample()).expect("store");
+        let (dir, cache) = holding_sample();
         std::fs::write(dir.path().join(META_FILE), b"{\"url\": ").expect("corrupt meta");
         assert_eq!(cache.load().expect("load"), None);
     }
 
     #[test]
     fn map_that_does_not_match_its_metadata_is_no_cache() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cache = Cache::new(dir.path());
-        cache.store(&sample()).expect("store");
+        let (dir, cache) = holding_sample();
         std::fs::write(dir.path().join(MAP_FILE), b"schema = 1\n").expect("torn write");
         assert_eq!(cache.load().expect("load"), None);
         std::fs::remove_file(dir.path().join(MAP_FILE)).expect("remove map");

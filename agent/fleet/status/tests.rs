@@ -37,6 +37,25 @@ fn seen(markers: &[(&str, State)], records: &[(&str, u64)]) -> Seen {
     }
 }
 
+/// The hosts of `MAP`.
+const HOSTS: [&str; 4] = ["db-1", "db-2", "web-1", "web-2"];
+
+/// A marker for every host of `MAP`, all ok but `id` in `state` (added after them when `id` is
+/// not one of them).
+fn markers_ok_but(id: &'static str, state: State) -> Vec<(&'static str, State)> {
+    let mut markers: Vec<_> = HOSTS.iter().map(|h| (*h, State::Ok)).collect();
+    match markers.iter_mut().find(|(h, _)| *h == id) {
+        Some(marker) => marker.1 = state,
+        None => markers.push((id, state)),
+    }
+    markers
+}
+
+/// The fleet of `MAP` at generation 42 with these markers and no records.
+fn fleet_of(markers: &[(&str, State)]) -> Fleet {
+    join(&map(MAP), 42, &seen(markers, &[]), now(), HOUR)
+}
+
 fn health_of(fleet: &Fleet, id: &str) -> Health {
     fleet
         .hosts
@@ -48,13 +67,7 @@ fn health_of(fleet: &Fleet, id: &str) -> Health {
 
 #[test]
 fn every_host_ok_is_all_ok() {
-    let all = [
-        ("db-1", State::Ok),
-        ("db-2", State::Ok),
-        ("web-1", State::Ok),
-        ("web-2", State::Ok),
-    ];
-    let fleet = join(&map(MAP), 42, &seen(&all, &[]), now(), HOUR);
+    let fleet = fleet_of(&HOSTS.map(|h| (h, State::Ok)));
     assert_eq!(fleet.totals.ok, 4);
     assert_eq!(fleet.totals.total(), 4);
     assert_eq!(fleet.verdict(), Verdict::AllOk);
@@ -97,32 +110,12 @@ fn no_marker_is_lagging_with_a_recent_record_and_silent_without() {
 
 #[test]
 fn failed_or_halted_anywhere_is_failing() {
-    let markers = [
-        ("db-1", State::Ok),
-        ("db-2", State::Ok),
-        ("web-1", State::Ok),
-        ("web-2", State::Halted),
-    ];
-    let fleet = join(&map(MAP), 42, &seen(&markers, &[]), now(), HOUR);
+    let fleet = fleet_of(&markers_ok_but("web-2", State::Halted));
     assert_eq!(fleet.verdict(), Verdict::Failing);
-    let stranger = [
-        ("db-1", State::Ok),
-        ("db-2", State::Ok),
-        ("web-1", State::Ok),
-        ("web-2", State::Ok),
-        ("srv-9", State::Fail),
-    ];
-    let fleet = join(&map(MAP), 42, &seen(&stranger, &[]), now(), HOUR);
+    let fleet = fleet_of(&markers_ok_but("srv-9", State::Fail));
     assert_eq!(fleet.strangers.len(), 1);
     assert_eq!(fleet.verdict(), Verdict::Failing);
-    let waiting = [
-        ("db-1", State::Ok),
-        ("db-2", State::Ok),
-        ("web-1", State::Ok),
-        ("web-2", State::Ok),
-        ("srv-9", State::Waiting),
-    ];
-    let fleet = join(&map(MAP), 42, &seen(&waiting, &[]), now(), HOUR);
+    let fleet = fleet_of(&markers_ok_but("srv-9", State::Waiting));
     assert_eq!(fleet.verdict(), Verdict::Lagging);
     assert!(table(&fleet).contains("not in the map: srv-9 (waiting)"));
 }
@@ -186,8 +179,7 @@ fn the_newer_marker_wins_and_a_tie_goes_to_the_later_state() {
 
 #[test]
 fn strings_from_records_are_escaped() {
-    let markers = [("web-2", State::Fail)];
-    let mut fleet = join(&map(MAP), 42, &seen(&markers, &[]), now(), HOUR);
+    let mut fleet = fleet_of(&[("web-2", State::Fail)]);
     let web2 = fleet.hosts.iter_mut().find(|h| h.id == "web-2").unwrap();
     web2.reason = Some("rolled back\u{1b}[2J\nforged line".into());
     web2.running = Some(41);

@@ -160,22 +160,15 @@ fn every_host_is_in_exactly_one_wave() {
 
 #[test]
 fn waves_take_their_cumulative_percent_rounded_up() {
-    assert_eq!(
-        sizes(&assign(&hosts(1000, 1), 1, &[1, 10, 50, 100])),
-        [10, 90, 400, 500]
-    );
-    assert_eq!(
-        sizes(&assign(&hosts(20, 1), 1, &[1, 10, 50, 100])),
-        [1, 1, 8, 10]
-    );
-    assert_eq!(
-        sizes(&assign(&hosts(3, 1), 1, &[1, 10, 50, 100])),
-        [1, 0, 1, 1]
-    );
-    assert_eq!(
-        sizes(&assign(&hosts(1, 1), 1, &[1, 10, 50, 100])),
-        [1, 0, 0, 0]
-    );
+    for (n, want) in [
+        (1000, [10, 90, 400, 500]),
+        (20, [1, 1, 8, 10]),
+        (3, [1, 0, 1, 1]),
+        (1, [1, 0, 0, 0]),
+    ] {
+        let waves = assign(&hosts(n, 1), 1, &[1, 10, 50, 100]);
+        assert_eq!(sizes(&waves), want, "{n} hosts");
+    }
     assert_eq!(sizes(&assign(&hosts(0, 1), 1, &[1, 100])), [0, 0]);
 }
 
