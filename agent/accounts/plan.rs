@@ -351,18 +351,8 @@ fn removals(
 /// the plan ran) forgotten.
 pub fn records_after(records: &Records, plan: &AccountPlan, existing: &Existing) -> Records {
     let mut out = Records {
-        users: records
-            .users
-            .iter()
-            .filter(|(n, id)| existing.uid(n) == Some(**id))
-            .map(|(n, id)| (n.clone(), *id))
-            .collect(),
-        groups: records
-            .groups
-            .iter()
-            .filter(|(n, id)| existing.gid(n) == Some(**id))
-            .map(|(n, id)| (n.clone(), *id))
-            .collect(),
+        users: still_there(&records.users, |n| existing.uid(n)),
+        groups: still_there(&records.groups, |n| existing.gid(n)),
     };
     for change in &plan.changes {
         match change {
@@ -376,6 +366,19 @@ pub fn records_after(records: &Records, plan: &AccountPlan, existing: &Existing)
         }
     }
     records_before(&out, plan)
+}
+
+/// The records whose account the root still has with the recorded id (`id_now`: its id on
+/// the root).
+fn still_there(
+    records: &BTreeMap<String, u32>,
+    id_now: impl Fn(&str) -> Option<u32>,
+) -> BTreeMap<String, u32> {
+    records
+        .iter()
+        .filter(|(n, id)| id_now(n) == Some(**id))
+        .map(|(n, id)| (n.clone(), *id))
+        .collect()
 }
 
 /// [`records_after`] before the plan runs: what it will create is recorded first, so a
