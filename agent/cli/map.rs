@@ -173,24 +173,19 @@ fn validate(file: &Path) -> Result<u8, Error> {
     let bytes = read(file)?;
     match rolemap::load(&bytes) {
         Ok(map) => {
-            super::out(&format!(
-                "{}: valid (generation {}, {} products, {} hosts)\n",
-                file.display(),
+            let counts = format!(
+                "valid (generation {}, {} products, {} hosts)",
                 map.generation(),
                 map.products.len(),
                 map.hosts.len()
-            ));
+            );
+            out_lines(file, "", &[counts]);
             Ok(super::EXIT_OK)
         }
         Err(rolemap::Error::Invalid { issues }) => {
-            for issue in &issues {
-                super::out(&format!("{}: {issue}\n", file.display()));
-            }
-            super::out(&format!(
-                "{}: invalid, {} problem(s)\n",
-                file.display(),
-                issues.len()
-            ));
+            out_lines(file, "", &issues);
+            let summary = format!("invalid, {} problem(s)", issues.len());
+            out_lines(file, "", &[summary]);
             Ok(super::EXIT_BAD_INPUT)
         }
         Err(e) => Err(e.into()),
@@ -202,27 +197,26 @@ fn run_lint(file: &Path, strict: bool) -> Result<u8, Error> {
     let map = match rolemap::load(&bytes) {
         Ok(map) => map,
         Err(rolemap::Error::Invalid { issues }) => {
-            for issue in &issues {
-                super::out(&format!("{}: invalid: {issue}\n", file.display()));
-            }
+            out_lines(file, "invalid: ", &issues);
             return Ok(super::EXIT_BAD_INPUT);
         }
         Err(e) => return Err(e.into()),
     };
     let warnings = lint::lint(&map);
-    for w in &warnings {
-        super::out(&format!("{}: warning: {w}\n", file.display()));
-    }
-    super::out(&format!(
-        "{}: {} warning(s)\n",
-        file.display(),
-        warnings.len()
-    ));
+    out_lines(file, "warning: ", &warnings);
+    out_lines(file, "", &[format!("{} warning(s)", warnings.len())]);
     Ok(if strict && !warnings.is_empty() {
         super::EXIT_FAILED
     } else {
         super::EXIT_OK
     })
+}
+
+/// One line per item on stdout: the file, then `label`, then the item.
+fn out_lines(file: &Path, label: &str, items: &[impl std::fmt::Display]) {
+    for item in items {
+        super::out(&format!("{}: {label}{item}\n", file.display()));
+    }
 }
 
 fn run_diff(old: &Path, new: &Path) -> Result<u8, Error> {
