@@ -8,6 +8,18 @@ use aws_sdk_s3::Client;
 use super::naming::expired;
 use super::Error;
 
+/// The request `$op` of the SDK client for `$upload`: its bucket, key and upload id set.
+macro_rules! upload_request {
+    ($upload:expr, $op:ident) => {
+        $upload
+            .client
+            .$op()
+            .bucket($upload.bucket)
+            .key($upload.key)
+            .upload_id(&$upload.id)
+    };
+}
+
 /// One multipart upload in progress.
 pub(super) struct Upload<'a> {
     client: &'a Client,
@@ -49,12 +61,7 @@ impl<'a> Upload<'a> {
     pub(super) async fn part(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
         let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
         let size = bytes.len() as u64;
-        let sent = self
-            .client
-            .upload_part()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(&self.id)
+        let sent = upload_request!(self, upload_part)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(bytes))
@@ -76,11 +83,7 @@ impl<'a> Upload<'a> {
         let parts = CompletedMultipartUpload::builder()
             .set_parts(Some(self.parts.clone()))
             .build();
-        self.client
-            .complete_multipart_upload()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(&self.id)
+        upload_request!(self, complete_multipart_upload)
             .multipart_upload(parts)
             .send()
             .await
@@ -90,14 +93,7 @@ impl<'a> Upload<'a> {
 
     /// Best effort: the error that led here is the one reported.
     pub(super) async fn abort(&self) {
-        let aborted = self
-            .client
-            .abort_multipart_upload()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(&self.id)
-            .send()
-            .await;
+        let aborted = upload_request!(self, abort_multipart_upload).send().await;
         let path = format!("s3://{}/{}", self.bucket, self.key);
         match aborted {
             Ok(_) => tracing::info!(path = %path, "snapshot upload aborted"),
