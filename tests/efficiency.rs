@@ -53,13 +53,7 @@ fn issue13_a_web_host_with_a_database_product_polls_quietly() {
     map.push_str("\n[products.alpha.database]\nname = \"alpha\"\nmaster = \"db-1\"\n");
     agent.write_map(&map);
     let daemon = Daemon::start(&agent, &[]);
-    let quiet = || {
-        daemon
-            .log_lines()
-            .iter()
-            .filter(|line| line.contains("quiet poll: map unchanged, no drift"))
-            .count()
-    };
+    let quiet = || daemon.log_count("quiet poll: map unchanged, no drift");
     assert!(
         wait_until(Duration::from_secs(30), || quiet() >= 3),
         "no quiet polls: {}",

@@ -147,10 +147,7 @@ fn promote_after_the_master_dies_reconfigures_every_host() {
     master.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1)");
     for (name, server) in [("db-r1", r1), ("db-r2", r2), ("db-b", backup)] {
         assert!(
-            wait_until(Duration::from_secs(30), || server
-                .try_query("SELECT COUNT(*) FROM shop.orders")
-                .as_deref()
-                == Ok("1")),
+            server.reaches_rows("shop.orders", "1"),
             "{name} did not replicate"
         );
     }
@@ -215,10 +212,7 @@ fn promote_after_the_master_dies_reconfigures_every_host() {
     r1.query("INSERT INTO shop.orders VALUES (2)");
     for (name, server) in [("db-r2", r2), ("db-b", backup)] {
         assert!(
-            wait_until(Duration::from_secs(30), || server
-                .try_query("SELECT COUNT(*) FROM shop.orders")
-                .as_deref()
-                == Ok("2")),
+            server.reaches_rows("shop.orders", "2"),
             "{name} does not follow the new master: {}",
             server.query("SHOW SLAVE STATUS\\G")
         );

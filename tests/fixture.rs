@@ -271,6 +271,11 @@ impl Daemon {
             .collect()
     }
 
+    /// How many lines of the log so far contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log_lines().iter().filter(|l| l.contains(text)).count()
+    }
+
     /// The last lines of the log, for failure messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.log, 40)

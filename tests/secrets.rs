@@ -243,11 +243,7 @@ fn a_rotated_secret_reaches_the_file_within_one_refresh_reloaded_and_smoke_teste
 
 /// Smoke test runs the daemon has logged.
 fn smoke_count(daemon: &Daemon) -> usize {
-    daemon
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("smoke test passed"))
-        .count()
+    daemon.log_count("smoke test passed")
 }
 
 /// SPEC §10: 10,000 hosts on a 30 s poll must not read Parameter Store on every poll. With
@@ -260,13 +256,7 @@ fn quiet_polls_do_not_read_secrets() {
     create_secret(&moto, &names.secret, r#"{"username":"alpha_app"}"#);
     let (agent, _apache) = agent(&names, "1h");
     let daemon = Daemon::start(&agent, &agent_env(&moto));
-    let quiet = || {
-        daemon
-            .log_lines()
-            .iter()
-            .filter(|l| l.contains("quiet poll"))
-            .count()
-    };
+    let quiet = || daemon.log_count("quiet poll");
     assert!(
         wait_until(Duration::from_secs(60), || quiet() >= 1),
         "{}",
@@ -383,11 +373,7 @@ fn the_replication_password_comes_from_a_secret_and_replication_runs_with_it() {
     assert!(follow.status.success(), "{}", describe(&follow));
     one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1)");
     assert!(
-        wait_until(Duration::from_secs(30), || two
-            .server
-            .try_query("SELECT COUNT(*) FROM shop.orders")
-            .as_deref()
-            == Ok("1")),
+        two.server.reaches_rows("shop.orders", "1"),
         "replication with the secret's password failed: {}",
         two.server.query("SHOW SLAVE STATUS\\G")
     );

@@ -355,11 +355,7 @@ fn mariadb_master_and_replica_from_the_map_then_promotion() {
 
     one.server.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1), (2)");
     assert!(
-        wait_until(Duration::from_secs(30), || two
-            .server
-            .try_query("SELECT COUNT(*) FROM shop.orders")
-            .as_deref()
-            == Ok("2")),
+        two.server.reaches_rows("shop.orders", "2"),
         "the row did not reach the replica: {}",
         two.server.query("SHOW SLAVE STATUS\\G")
     );

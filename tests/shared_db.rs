@@ -6,14 +6,12 @@
 
 use std::path::Path;
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use crate::fixture::{
     assert_exit, assert_stderr, assert_stdout, describe, hand_key, key_fifo, stdout,
 };
 use crate::map_cli::{rolecall, write};
 use crate::services::{db_agent, Db};
-use crate::support::wait_until;
 
 /// `(id, address, db_port)` of a database host.
 type DbHost<'a> = (&'a str, &'a str, u16);
@@ -70,13 +68,8 @@ fn hooks_run(out: &Output) -> Vec<String> {
 /// `SELECT COUNT(*)` of `table` reaches `count` on `db` within 30 s.
 #[track_caller]
 fn assert_rows(db: &Db, table: &str, count: &str) {
-    let sql = format!("SELECT COUNT(*) FROM {table}");
     assert!(
-        wait_until(Duration::from_secs(30), || db
-            .server
-            .try_query(&sql)
-            .as_deref()
-            == Ok(count)),
+        db.server.reaches_rows(table, count),
         "{}: {table} does not have {count} rows: {}",
         db.agent.setup.id,
         db.server.query("SHOW SLAVE STATUS\\G")

@@ -137,6 +137,15 @@ impl MariaDb {
         self.instance.try_query(sql)
     }
 
+    /// Whether `SELECT COUNT(*)` of `table` answers `count` within 30 s (a replica catching
+    /// up).
+    pub fn reaches_rows(&self, table: &str, count: &str) -> bool {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        super::wait_until(Duration::from_secs(30), || {
+            self.try_query(&sql).as_deref() == Ok(count)
+        })
+    }
+
     /// The last lines of the server's error log, for failure messages.
     pub fn error_log_tail(&self) -> String {
         super::log_tail(&self.instance.error_log, 30)

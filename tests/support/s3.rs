@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 
@@ -167,15 +167,22 @@ impl Moto {
     /// An SDK client for this server: path-style, region us-east-1, static dummy keys.
     /// Use it inside a tokio runtime; the other methods here are synchronous.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let credentials = Credentials::new("test", "test", None, None, "tests");
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config())
             .force_path_style(true)
-            .region(Region::new(REGION))
-            .credentials_provider(credentials)
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// What every SDK client of this server is built from (S3, SSM, Secrets Manager): its
+    /// endpoint, region us-east-1 and static dummy keys.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        let credentials = Credentials::new("test", "test", None, None, "tests");
+        aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new(REGION))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build()
     }
 
     /// Creates a bucket with a name unique in this process, versioned if asked.

@@ -1,9 +1,7 @@
 //! moto's SSM Parameter Store and Secrets Manager (the same server as S3, SPEC §8) as the
 //! secret stores of SPEC §10: put, rotate and delete secrets with the SDK's own clients.
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-
-use super::s3::{block_on, Moto, REGION};
+use super::s3::{block_on, Moto};
 
 /// The agent's environment for `moto`: its S3 variables plus the service-specific
 /// endpoint variables of SSM and Secrets Manager (what the SDK reads on EC2 too).
@@ -20,28 +18,12 @@ pub fn agent_env_at(moto: &Moto, endpoint: &str) -> Vec<(String, String)> {
     env
 }
 
-fn credentials() -> Credentials {
-    Credentials::new("test", "test", None, None, "tests")
-}
-
 fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new(REGION))
-        .credentials_provider(credentials())
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    aws_sdk_ssm::Client::new(&moto.sdk_config())
 }
 
 fn secretsmanager(moto: &Moto) -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new(REGION))
-        .credentials_provider(credentials())
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+    aws_sdk_secretsmanager::Client::new(&moto.sdk_config())
 }
 
 /// Stores (or overwrites: a rotation) the SecureString parameter `name`.
