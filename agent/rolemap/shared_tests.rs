@@ -2,10 +2,10 @@
 //! of validation, one case per rule asserting both TOML paths, and the host view of a
 //! server holding several products' databases.
 
-use super::resolve::{resolve, Position, Resolution};
-use super::tests::{assert_issue, identity, issues, with, MAP};
+use super::resolve::Position;
+use super::tests::{assert_issue, issues, view_in, with, MAP};
 use super::validate::Issue;
-use super::{load, HostView};
+use super::HostView;
 
 /// `MAP` with product `blog` given the database `table` (an inline table's contents).
 fn blog_database(table: &str) -> String {
@@ -85,11 +85,7 @@ fn one_schema_for_two_products_on_one_master_is_refused_with_both_paths() {
 }
 
 fn shared_view(id: &str) -> HostView {
-    let map = load(blog_database(SAME_CLUSTER).as_bytes()).expect("valid");
-    match resolve(&map, &identity(id)) {
-        Resolution::Assigned(view) => *view,
-        Resolution::Waiting => panic!("{id} should be assigned"),
-    }
+    view_in(&blog_database(SAME_CLUSTER), id)
 }
 
 #[test]

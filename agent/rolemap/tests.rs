@@ -346,12 +346,17 @@ pub(super) fn identity(id: &str) -> Identity {
     }
 }
 
-fn view(id: &str) -> HostView {
-    let map = load(MAP.as_bytes()).expect("valid");
+/// The view of host `id` in the valid map `text`, which must assign it.
+pub(super) fn view_in(text: &str, id: &str) -> HostView {
+    let map = load(text.as_bytes()).expect("valid");
     match resolve(&map, &identity(id)) {
         Resolution::Assigned(view) => *view,
         Resolution::Waiting => panic!("{id} should be assigned"),
     }
+}
+
+fn view(id: &str) -> HostView {
+    view_in(MAP, id)
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! lint and the product view.
 
 use super::*;
-use crate::identity::Identity;
 use crate::rolemap::sample::{group, host, product, user};
-use crate::rolemap::{load, resolve, Error, Resolution};
+use crate::rolemap::tests::view_in;
+use crate::rolemap::{load, Error};
 
 /// Two products with accounts, valid: `tv` (user and group, www-data supplementary) and
 /// `radio`, which declares the shared group `media` identically.
@@ -289,25 +289,9 @@ fn lint_warns_about_reserved_id_ranges_once_per_name() {
     assert_eq!(reserved_range(65520), None);
 }
 
-fn view_of(text: &str, host: &str) -> crate::rolemap::HostView {
-    let map = load(text.as_bytes()).expect("valid");
-    let identity = Identity {
-        id: host.into(),
-        address: "10.0.0.1".into(),
-        az: "a".into(),
-        region: "r".into(),
-        instance_type: None,
-        ami_id: None,
-    };
-    match resolve(&map, &identity) {
-        Resolution::Assigned(view) => *view,
-        Resolution::Waiting => panic!("{host} not in the map"),
-    }
-}
-
 #[test]
 fn the_view_names_the_products_user_and_group() {
-    let host = view_of(MAP, "web-1");
+    let host = view_in(MAP, "web-1");
     let tv = &host.products[0];
     assert_eq!(tv.user.as_deref(), Some("tv"));
     assert_eq!(tv.group.as_deref(), Some("tv"));
@@ -329,7 +313,7 @@ fn a_product_without_accounts_shows_no_user_to_templates() {
             "[products.plain]\ndomain = \"plain.example.com\"\ndocroot = \"/srv/plain\"\n\n[products.radio]\n",
         )
         .replace("products = [\"tv\"]", "products = [\"plain\"]");
-    let host = view_of(&text, "web-1");
+    let host = view_in(&text, "web-1");
     let json = serde_json::to_value(&host.products[0]).expect("json");
     assert!(json.get("user").is_none(), "{json}");
     assert!(json.get("group").is_none(), "{json}");
