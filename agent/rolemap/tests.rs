@@ -110,27 +110,32 @@ fn missing_or_negative_generation_is_refused() {
 
 #[test]
 fn dangling_host_references_are_refused() {
-    let at = "products.videos.database";
-    assert_issue(
-        &with(MAP, "master = \"db-1\"", "master = \"db-9\""),
-        &format!("{at}.master"),
-        "host \"db-9\" is not in [hosts]",
-    );
-    assert_issue(
-        &with(MAP, "[\"db-2\", \"db-3\"]", "[\"db-2\", \"db-8\"]"),
-        &format!("{at}.replicas[1]"),
-        "host \"db-8\" is not in [hosts]",
-    );
-    assert_issue(
-        &with(MAP, "backup = \"db-4\"", "backup = \"db-7\""),
-        &format!("{at}.backup"),
-        "not in [hosts]",
-    );
-    assert_issue(
-        &with(MAP, "products = [\"videos\"]\n", "products = [\"shop\"]\n"),
-        "hosts.web-2.products[0]",
-        "product \"shop\" is not in [products]",
-    );
+    // The edit, the path of the issue and what it says.
+    let cases = [
+        (
+            ("master = \"db-1\"", "master = \"db-9\""),
+            "products.videos.database.master",
+            "host \"db-9\" is not in [hosts]",
+        ),
+        (
+            ("[\"db-2\", \"db-3\"]", "[\"db-2\", \"db-8\"]"),
+            "products.videos.database.replicas[1]",
+            "host \"db-8\" is not in [hosts]",
+        ),
+        (
+            ("backup = \"db-4\"", "backup = \"db-7\""),
+            "products.videos.database.backup",
+            "not in [hosts]",
+        ),
+        (
+            ("products = [\"videos\"]\n", "products = [\"shop\"]\n"),
+            "hosts.web-2.products[0]",
+            "product \"shop\" is not in [products]",
+        ),
+    ];
+    for ((old, new), path, says) in cases {
+        assert_issue(&with(MAP, old, new), path, says);
+    }
 }
 
 #[test]
