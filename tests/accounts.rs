@@ -136,23 +136,41 @@ fn map(generation: u64, products: &[&str], shell: &str, groups: &[&str]) -> Stri
     text
 }
 
-fn files_only_agent() -> Agent {
+/// An agent for `web-1` with the app role, whose root has the host's account files plus the
+/// lines `extra` (see [`seed`]).
+fn files_only_agent(extra: &[(&str, &str)]) -> Agent {
     let agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
     add_app_role(&agent);
+    seed(&agent, extra);
     agent
+}
+
+/// [`map`] at generation 1 with product `tv` only, its user's shell nologin, no groups.
+fn tv_map() -> String {
+    map(1, &["tv"], "/usr/sbin/nologin", &[])
+}
+
+/// What a run printed: stdout, then stderr.
+fn printed(out: &std::process::Output) -> String {
+    format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Neither `tv`'s vhost nor the account records were written.
+#[track_caller]
+fn assert_nothing_written_for_tv(agent: &Agent) {
+    assert!(!agent
+        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
+        .exists());
+    assert!(!agent.state().join("accounts.json").exists());
 }
 
 #[test]
 fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed() {
     let host = HostGuard::new();
-    let agent = files_only_agent();
-    seed(
-        &agent,
-        &[
-            ("/etc/passwd", "foreign:x:20050:20050::/srv/foreign:/bin/sh"),
-            ("/etc/group", "foreign:x:20050:"),
-        ],
-    );
+    let agent = files_only_agent(&[
+        ("/etc/passwd", "foreign:x:20050:20050::/srv/foreign:/bin/sh"),
+        ("/etc/group", "foreign:x:20050:"),
+    ]);
     agent.write_map(&map(1, &["tv", "big"], "/usr/sbin/nologin", &["www-data"]));
 
     // The plan shows the accounts, and accepts files owned by users it is about to create.
@@ -203,13 +221,10 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
     // A changed shell and groups are converged with usermod.
     agent.write_map(&map(2, &["tv", "big"], "/bin/bash", &["adm"]));
     let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains(
-            "account  modify user tv: shell /usr/sbin/nologin -> /bin/bash, groups www-data -> adm"
-        ),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &out,
+        0,
+        &["account  modify user tv: shell /usr/sbin/nologin -> /bin/bash, groups www-data -> adm"],
     );
     assert_eq!(
         line_of(&agent, "/etc/passwd", "tv").as_deref(),
@@ -248,30 +263,23 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
 #[test]
 fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouched() {
     let host = HostGuard::new();
-    let agent = files_only_agent();
-    seed(
-        &agent,
-        &[
-            ("/etc/passwd", "tv:x:1500:1500::/home/tv:/bin/bash"),
-            ("/etc/group", "tv:x:1500:"),
-            ("/etc/shadow", "tv:!:19000:0:99999:7:::"),
-        ],
-    );
+    let agent = files_only_agent(&[
+        ("/etc/passwd", "tv:x:1500:1500::/home/tv:/bin/bash"),
+        ("/etc/group", "tv:x:1500:"),
+        ("/etc/shadow", "tv:!:19000:0:99999:7:::"),
+    ]);
     let before = root_accounts(&agent);
-    agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
+    agent.write_map(&tv_map());
 
     let out = agent.run(&["plan"]);
-    assert_exit(&out, 1);
-    assert!(
-        stdout(&out).contains(
-            "# account conflict: group tv exists with gid 1500, the map says 20001: left untouched"
-        ),
-        "{}",
-        describe(&out)
+    assert_stdout(
+        &out,
+        1,
+        &["# account conflict: group tv exists with gid 1500, the map says 20001: left untouched"],
     );
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 1);
-    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let said = printed(&out);
     assert!(
         said.contains("account conflicts, nothing changed"),
         "{said}"
@@ -282,10 +290,7 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
         before,
         "the root's account files changed"
     );
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
-        .exists());
-    assert!(!agent.state().join("accounts.json").exists());
+    assert_nothing_written_for_tv(&agent);
     host.check();
 }
 
@@ -295,18 +300,17 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
 #[test]
 fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
     let host = HostGuard::new();
-    let agent = files_only_agent();
-    seed(&agent, &[]);
+    let agent = files_only_agent(&[]);
     fs::write(
         agent.path("/etc/passwd.lock"),
         std::process::id().to_string(),
     )
     .expect("lock");
     let before = root_accounts(&agent);
-    agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
+    agent.write_map(&tv_map());
     let out = agent.run(&["-v", "sync", "--files-only"]);
     assert_exit(&out, 1);
-    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let said = printed(&out);
     assert!(said.contains("create user tv"), "{said}");
     assert!(said.contains("cannot lock"), "{said}");
     assert!(
@@ -318,10 +322,7 @@ fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
         before,
         "the account files were not restored"
     );
-    assert!(!agent.state().join("accounts.json").exists());
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
-        .exists());
+    assert_nothing_written_for_tv(&agent);
     host.check();
 }
 
@@ -331,12 +332,8 @@ fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
 #[test]
 fn a_group_rolecall_did_not_create_survives_the_removal_of_its_user() {
     let host = HostGuard::new();
-    let agent = files_only_agent();
-    seed(
-        &agent,
-        &[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")],
-    );
-    agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
+    let agent = files_only_agent(&[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")]);
+    agent.write_map(&tv_map());
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
     assert!(
@@ -370,8 +367,7 @@ fn a_group_rolecall_did_not_create_survives_the_removal_of_its_user() {
 #[test]
 fn with_accounts_unmanaged_nothing_is_created_and_their_owners_must_exist() {
     let host = HostGuard::new();
-    let agent = files_only_agent();
-    seed(&agent, &[]);
+    let agent = files_only_agent(&[]);
     let config = fs::read_to_string(&agent.config).expect("agent.toml");
     fs::write(
         &agent.config,
@@ -379,7 +375,7 @@ fn with_accounts_unmanaged_nothing_is_created_and_their_owners_must_exist() {
     )
     .expect("write");
     let before = root_accounts(&agent);
-    agent.write_map(&map(1, &["tv"], "/usr/sbin/nologin", &[]));
+    agent.write_map(&tv_map());
     let out = agent.run(&["sync", "--files-only"]);
     assert_stderr(&out, 2, &["user \"tv\" does not exist"]);
     assert_eq!(root_accounts(&agent), before);
