@@ -62,6 +62,21 @@ impl Host {
         }
     }
 
+    /// A host of the shared moto reading its map from `rolemap.toml` in a new bucket and
+    /// reporting under `fleet/` there with `heartbeat`; the host, the bucket and the map's URL.
+    pub fn in_new_bucket(moto: &Moto, heartbeat: &str) -> (Host, String, String) {
+        let bucket = moto.new_bucket(false);
+        let map_url = format!("s3://{bucket}/rolemap.toml");
+        let report_url = format!("s3://{bucket}/fleet/");
+        let host = Host::new(
+            Some(map_url.clone()),
+            &report_url,
+            heartbeat,
+            moto.agent_env(),
+        );
+        (host, bucket, map_url)
+    }
+
     /// The binary for this host, with its environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.agent.command(args);
@@ -144,15 +159,7 @@ struct Reporting {
 impl Reporting {
     fn start(heartbeat: &str) -> Reporting {
         let moto = Moto::shared();
-        let bucket = moto.new_bucket(false);
-        let map_url = format!("s3://{bucket}/rolemap.toml");
-        let report_url = format!("s3://{bucket}/fleet/");
-        let mut host = Host::new(
-            Some(map_url.clone()),
-            &report_url,
-            heartbeat,
-            moto.agent_env(),
-        );
+        let (mut host, bucket, map_url) = Host::in_new_bucket(moto, heartbeat);
         moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());
         host.start();
         Reporting {
@@ -256,10 +263,7 @@ fn a_staged_generation_is_held_then_ok(r: &Reporting) {
 #[test]
 fn a_held_host_wakes_when_its_wave_opens_not_by_polling_faster() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let map_url = format!("s3://{bucket}/rolemap.toml");
-    let report_url = format!("s3://{bucket}/fleet/");
-    let mut host = Host::new(Some(map_url.clone()), &report_url, "1h", moto.agent_env());
+    let (mut host, bucket, map_url) = Host::in_new_bucket(moto, "1h");
     host.agent.setup.map_lines[0] = "poll_interval = \"1h\"".into();
     host.agent.write_config();
     moto.put(&bucket, "rolemap.toml", map_with(1, &[]).as_bytes());

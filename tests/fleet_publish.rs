@@ -88,10 +88,7 @@ fn staged_publish(moto: &Moto, bucket: &str, file: &str, url: &str) {
 #[test]
 fn a_signed_staged_map_holds_and_an_unsigned_change_of_its_rollout_is_refused() {
     let moto = Moto::shared();
-    let bucket = moto.new_bucket(false);
-    let url = format!("s3://{bucket}/rolemap.toml");
-    let report = format!("s3://{bucket}/fleet/");
-    let mut host = Host::new(Some(url.clone()), &report, "1h", moto.agent_env());
+    let (mut host, bucket, url) = Host::in_new_bucket(moto, "1h");
     let (key, _) = keygen(host.agent.dir.path());
     let public = host.agent.dir.path().join("fleet.pub");
     let verify = format!("verify_key = \"{}\"", public.display());
