@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use crate::fixture::{assert_exit, copy_dir, describe, stdout};
+use crate::fixture::{assert_exit, assert_stderr, assert_stdout, copy_dir, describe, stdout};
 use crate::support::debian::{self, require_root, DebianRoot, RootSpec};
 use crate::support::packages::packages;
 use crate::support::require_program;
@@ -56,23 +56,20 @@ fn verify_unit(packaging: &Path) -> Output {
 #[test]
 fn unit_passes_systemd_analyze_verify() {
     let out = verify_unit(&repo().join("packaging"));
-    assert_exit(&out, 0);
-    assert!(
-        stdout(&out).contains(" 0 failed"),
-        "verify-unit.sh summary\n{}",
-        describe(&out)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for flavour in ["debian", "rhel"] {
-        let ok = format!(
+    assert_stdout(&out, 0, &[" 0 failed"]);
+    let verified = |flavour: &str| {
+        format!(
             "ok: systemd-analyze verify (rolecall.service + rolecall-ready.target + {flavour} drop-ins"
-        );
-        assert!(stderr.contains(&ok), "{ok:?} missing\n{}", describe(&out));
-    }
-    assert!(
-        stderr.contains("ok: rolecall-ready.target: started by the daemon only"),
-        "the ready point's contract was not checked\n{}",
-        describe(&out)
+        )
+    };
+    assert_stderr(
+        &out,
+        0,
+        &[
+            &verified("debian"),
+            &verified("rhel"),
+            "ok: rolecall-ready.target: started by the daemon only",
+        ],
     );
 }
 
@@ -105,19 +102,15 @@ fn issue_16_ready_target_contract_violations_fail_verify() {
     }
 
     let out = verify_unit(&packaging);
-    assert_exit(&out, 1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for failure in [
-        "FAILED: rolecall-ready.target: BindsTo=",
-        "FAILED: register-in-lb.service: not WantedBy=rolecall-ready.target",
-        "FAILED: register-in-lb.service: WantedBy=multi-user.target",
-    ] {
-        assert!(
-            stderr.contains(failure),
-            "{failure:?} missing\n{}",
-            describe(&out)
-        );
-    }
+    assert_stderr(
+        &out,
+        1,
+        &[
+            "FAILED: rolecall-ready.target: BindsTo=",
+            "FAILED: register-in-lb.service: not WantedBy=rolecall-ready.target",
+            "FAILED: register-in-lb.service: WantedBy=multi-user.target",
+        ],
+    );
 }
 
 /// Negative control: verify-unit.sh must catch a directive systemd does not know.
