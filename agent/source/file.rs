@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use super::{timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
 use crate::text::sha256_hex;
 
 /// The role map in a local file.
@@ -57,10 +57,7 @@ impl MapSource for FileSource {
     async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
         let bytes = tokio::time::timeout(self.timeout, self.read())
             .await
-            .map_err(|_| Error::Timeout {
-                url: self.url.clone(),
-                timeout_ms: self.timeout.as_millis(),
-            })??;
+            .map_err(|_| timeout_error(&self.url, self.timeout))??;
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         if len > MAX_MAP_BYTES {
             return Err(too_large(&self.url, len));
@@ -120,16 +117,16 @@ mod tests {
 
     #[test]
     fn other_file_urls_are_refused() {
-        for url in [
-            "file://host/srv/map.toml",
-            "file://srv/map.toml",
-            "file:///srv/maps/",
-            "file:///srv/role%20map.toml",
-            "/srv/map.toml",
-        ] {
-            let err = parse_file_url(url).expect_err(url);
-            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
-        }
+        crate::source::tests::assert_bad_urls(
+            parse_file_url,
+            &[
+                "file://host/srv/map.toml",
+                "file://srv/map.toml",
+                "file:///srv/maps/",
+                "file:///srv/role%20map.toml",
+                "/srv/map.toml",
+            ],
+        );
     }
 
     #[test]

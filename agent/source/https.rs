@@ -9,7 +9,9 @@ use std::time::Duration;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
 
-use super::{too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use super::{
+    fetch_within, timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES,
+};
 
 /// The role map at an `https://` URL.
 #[derive(Debug)]
@@ -113,31 +115,18 @@ impl HttpsSource {
 
     fn request_error(&self, err: reqwest::Error) -> Error {
         if err.is_timeout() {
-            return self.timeout_error();
+            return timeout_error(&self.raw_url, self.timeout);
         }
         Error::Unreachable {
             url: self.raw_url.clone(),
             source: Box::new(err),
         }
     }
-
-    fn timeout_error(&self) -> Error {
-        Error::Timeout {
-            url: self.raw_url.clone(),
-            timeout_ms: self.timeout.as_millis(),
-        }
-    }
 }
 
 impl MapSource for HttpsSource {
     async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
-        let fetched = tokio::time::timeout(self.timeout, self.get(last_etag))
-            .await
-            .map_err(|_| self.timeout_error())??;
-        if fetched == Fetched::NotModified {
-            tracing::debug!(url = %self.raw_url, map_etag = ?last_etag, "map not modified");
-        }
-        Ok(fetched)
+        fetch_within(&self.raw_url, self.timeout, last_etag, self.get(last_etag)).await
     }
 }
 
@@ -221,16 +210,16 @@ mod tests {
 
     #[test]
     fn other_urls_are_refused() {
-        for url in [
-            "http://config.example.com/rolemap.toml",
-            "http://10.0.0.1/rolemap.toml",
-            "https://user:secret@config.example.com/rolemap.toml",
-            "ftp://config.example.com/rolemap.toml",
-            "https://",
-            "not a url",
-        ] {
-            let err = parse_http_url(url).expect_err(url);
-            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
-        }
+        crate::source::tests::assert_bad_urls(
+            parse_http_url,
+            &[
+                "http://config.example.com/rolemap.toml",
+                "http://10.0.0.1/rolemap.toml",
+                "https://user:secret@config.example.com/rolemap.toml",
+                "ftp://config.example.com/rolemap.toml",
+                "https://",
+                "not a url",
+            ],
+        );
     }
 }

@@ -182,6 +182,31 @@ fn too_large(url: &str, len: u64) -> Error {
     }
 }
 
+/// `Error::Timeout` for a request to `url` that got no answer within `timeout`.
+fn timeout_error(url: &str, timeout: Duration) -> Error {
+    Error::Timeout {
+        url: url.to_owned(),
+        timeout_ms: timeout.as_millis(),
+    }
+}
+
+/// The `fetch` of a remote source: `request` (a conditional GET on `last_etag`) given up
+/// after `timeout` as `Error::Timeout`, and a "not modified" answer logged.
+async fn fetch_within(
+    url: &str,
+    timeout: Duration,
+    last_etag: Option<&str>,
+    request: impl Future<Output = Result<Fetched, Error>>,
+) -> Result<Fetched, Error> {
+    let fetched = tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| timeout_error(url, timeout))??;
+    if fetched == Fetched::NotModified {
+        tracing::debug!(url = %url, map_etag = ?last_etag, "map not modified");
+    }
+    Ok(fetched)
+}
+
 impl Error {
     /// The source answered with something that is not a usable map (too large, signature
     /// refused): bad input, like an invalid map, not an unreachable source.
@@ -193,6 +218,17 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each of `urls` is refused by `parse` with `Error::BadUrl`.
+    pub(super) fn assert_bad_urls<T: std::fmt::Debug>(
+        parse: impl Fn(&str) -> Result<T, Error>,
+        urls: &[&str],
+    ) {
+        for url in urls {
+            let err = parse(url).expect_err(url);
+            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
+        }
+    }
 
     #[tokio::test]
     async fn from_url_refuses_unknown_scheme() {

@@ -13,7 +13,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use super::{
+    fetch_within, timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES,
+};
 
 /// Region used when neither the environment, the AWS profile nor IMDS names one; an
 /// S3-compatible server on an address usually ignores it.
@@ -117,7 +119,7 @@ impl S3Source {
             .key(&self.key);
         let sent = tokio::time::timeout(self.timeout, request.send())
             .await
-            .map_err(|_| self.timeout_error())?;
+            .map_err(|_| timeout_error(&self.url, self.timeout))?;
         let output = match sent {
             Ok(output) => output,
             Err(err) if status_of(&err) == Some(404) => return Ok(None),
@@ -192,24 +194,11 @@ impl S3Source {
             source: Box::new(err),
         }
     }
-
-    fn timeout_error(&self) -> Error {
-        Error::Timeout {
-            url: self.url.clone(),
-            timeout_ms: self.timeout.as_millis(),
-        }
-    }
 }
 
 impl MapSource for S3Source {
     async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
-        let fetched = tokio::time::timeout(self.timeout, self.get(last_etag))
-            .await
-            .map_err(|_| self.timeout_error())??;
-        if fetched == Fetched::NotModified {
-            tracing::debug!(url = %self.url, map_etag = ?last_etag, "map not modified");
-        }
-        Ok(fetched)
+        fetch_within(&self.url, self.timeout, last_etag, self.get(last_etag)).await
     }
 }
 
@@ -406,18 +395,18 @@ mod tests {
 
     #[test]
     fn bad_s3_urls_are_refused() {
-        for url in [
-            "s3://fleet-config",
-            "s3://fleet-config/",
-            "s3://fleet-config/maps/",
-            "s3:///rolemap.toml",
-            "s3://ab/rolemap.toml",
-            "s3://fleet config/rolemap.toml",
-            "s3://fleet-config/role\nmap.toml",
-            "https://fleet-config/rolemap.toml",
-        ] {
-            let err = parse_s3_url(url).expect_err(url);
-            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
-        }
+        crate::source::tests::assert_bad_urls(
+            parse_s3_url,
+            &[
+                "s3://fleet-config",
+                "s3://fleet-config/",
+                "s3://fleet-config/maps/",
+                "s3:///rolemap.toml",
+                "s3://ab/rolemap.toml",
+                "s3://fleet config/rolemap.toml",
+                "s3://fleet-config/role\nmap.toml",
+                "https://fleet-config/rolemap.toml",
+            ],
+        );
     }
 }
