@@ -127,20 +127,8 @@ impl Checker {
         if self.id(format!("{at}.gid"), g.gid) {
             self.unique_id(IdKind::Gid, at, name, g.gid);
         }
-        match self.groups.get(name) {
-            Some((first, seen)) if !same_group(seen, g) => {
-                let message = format!(
-                    "group {} is declared differently at {first}; one name is one account fleet-wide",
-                    q(name)
-                );
-                self.push(at.to_string(), message);
-            }
-            Some(_) => {}
-            None => {
-                self.groups
-                    .insert(name.to_string(), (at.to_string(), g.clone()));
-            }
-        }
+        let issue = declared_alike(&mut self.groups, "group", name, at, g, same_group);
+        self.issues.extend(issue);
     }
 
     fn user(&mut self, map: &RoleMap, product: &str, p: &Product, at: &str, user: (&str, &User)) {
@@ -160,20 +148,8 @@ impl Checker {
                 self.push(format!("{at}.groups[{i}]"), message);
             }
         }
-        match self.users.get(name) {
-            Some((first, seen)) if !same_user(seen, u) => {
-                let message = format!(
-                    "user {} is declared differently at {first}; one name is one account fleet-wide",
-                    q(name)
-                );
-                self.push(at.to_string(), message);
-            }
-            Some(_) => {}
-            None => {
-                self.users
-                    .insert(name.to_string(), (at.to_string(), u.clone()));
-            }
-        }
+        let issue = declared_alike(&mut self.users, "user", name, at, u, same_user);
+        self.issues.extend(issue);
     }
 
     /// The primary group must be the product's own: a host of the product then creates it
@@ -238,6 +214,32 @@ impl Checker {
 enum IdKind {
     Uid,
     Gid,
+}
+
+/// The issue when the `kind` account `name`, declared at `at`, was declared before and not
+/// the same by `same`; `first` records each name's first declaration.
+fn declared_alike<T: Clone>(
+    first: &mut BTreeMap<String, (String, T)>,
+    kind: &str,
+    name: &str,
+    at: &str,
+    account: &T,
+    same: fn(&T, &T) -> bool,
+) -> Option<Issue> {
+    match first.get(name) {
+        Some((first_at, seen)) if !same(seen, account) => Some(Issue {
+            path: at.to_string(),
+            message: format!(
+                "{kind} {} is declared differently at {first_at}; one name is one account fleet-wide",
+                q(name)
+            ),
+        }),
+        Some(_) => None,
+        None => {
+            first.insert(name.to_string(), (at.to_string(), account.clone()));
+            None
+        }
+    }
 }
 
 fn same_group(a: &Group, b: &Group) -> bool {
