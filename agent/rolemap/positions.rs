@@ -2,39 +2,21 @@
 //! database: one position per host, no replication cycle, no removed host in a position.
 //! Across products: a host in several products' databases is one server, so it holds the
 //! same position with the same upstream in each, and products on one master keep schemas
-//! of their own. Pure; `validate` lists these issues with the others.
+//! of their own. Pure; more rules of `validate`'s `Validator`, which lists these issues with
+//! the others.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::resolve::Position;
 use super::types::{Database, RoleMap};
-use super::validate::{find_cycle, key, q, upstreams, Issue};
+use super::validate::{find_cycle, key, q, upstreams, Validator};
 
-/// Every position problem of `map`, each with its TOML path.
-pub(super) fn issues(map: &RoleMap) -> Vec<Issue> {
-    let mut rules = Rules::default();
-    rules.positions(map);
-    rules.issues
-}
-
-#[derive(Default)]
-struct Rules {
-    issues: Vec<Issue>,
-}
-
-impl Rules {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.issues.push(Issue {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
+impl Validator {
     /// One position per host per product, no replication cycle, no removed host holding a
     /// position; a host in several products' databases holds the same position in each
     /// (one server: one place in the chain, one upstream), and products sharing a master
     /// keep their own schemas.
-    fn positions(&mut self, map: &RoleMap) {
+    pub(super) fn positions(&mut self, map: &RoleMap) {
         let mut places: HashMap<&str, Place<'_>> = HashMap::new();
         let mut schemas: HashMap<(&str, &str), String> = HashMap::new();
         for (name, p) in &map.products {

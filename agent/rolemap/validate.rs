@@ -81,7 +81,7 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
         v.host(&products, id, host);
     }
     v.addresses(map);
-    v.issues.extend(super::positions::issues(map));
+    v.positions(map);
     if let Some(rollout) = &map.rollout {
         v.rollout(rollout);
     }
@@ -89,13 +89,15 @@ pub fn validate(map: &RoleMap) -> Vec<Issue> {
     v.issues
 }
 
+/// The map's rules (the database position rules are in `positions.rs`) and the issues they
+/// found.
 #[derive(Default)]
-struct Validator {
+pub(super) struct Validator {
     issues: Vec<Issue>,
 }
 
 impl Validator {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.issues.push(Issue {
             path: path.into(),
             message: message.into(),
