@@ -31,11 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{fixture, mb, support, verdict, web_map, Boot, Daemon, ID, MAP_KEY};
+use common::{fixture, mb, support, verdict, web_map, Boot, Daemon, Ec2, ID, MAP_KEY};
 use fixture::{describe, docroots, Agent, Setup};
 use support::apache::Apache;
-use support::imds::{ImdsMeta, ImdsServer};
-use support::s3::Moto;
 
 /// The products the host serves.
 const PRODUCTS: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
@@ -93,7 +91,7 @@ fn main() {
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let wanted =
         |phase: &str| filters.is_empty() || filters.iter().any(|f| phase.contains(f.as_str()));
-    let ec2 = Ec2::start();
+    let ec2 = Ec2::start(true);
     let phases: [(&str, Phase); 4] = [
         ("issue3-boot", issue3_boot),
         ("issue3-idle", issue3_idle),
@@ -422,47 +420,6 @@ fn rollback_case(ec2: &Ec2, label: &str, short: bool, runs: usize) {
 // ---------------------------------------------------------------------------------------
 // Set-up
 
-/// The "EC2" the daemon runs on: moto (shared) with one bucket, and the IMDSv2 test server.
-struct Ec2 {
-    moto: &'static Moto,
-    bucket: String,
-    imds: ImdsServer,
-}
-
-impl Ec2 {
-    fn start() -> Ec2 {
-        let moto = Moto::shared();
-        let bucket = moto.new_bucket(true);
-        let meta = ImdsMeta {
-            local_ipv4: "127.0.0.1".into(),
-            ..ImdsMeta::with_instance_id(ID)
-        };
-        Ec2 {
-            moto,
-            bucket,
-            imds: ImdsServer::start(meta),
-        }
-    }
-
-    fn publish(&self, text: &str) {
-        self.moto.put(&self.bucket, MAP_KEY, text.as_bytes());
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = self.moto.agent_env();
-        env.extend(self.imds.agent_env());
-        env
-    }
-
-    /// IMDSv2 identity, the map in S3, polled every second without jitter.
-    fn setup(&self) -> Setup {
-        let mut setup = Setup::new(ID, "127.0.0.1");
-        setup.identity = Some(vec!["source = \"imds\"".into()]);
-        setup.map_url = Some(format!("s3://{}/{MAP_KEY}", self.bucket));
-        setup
-    }
-}
-
 /// The web host with `check = "true"`, `reload = "true"`, smoke tests on `http_port`.
 fn noop_setup(ec2: &Ec2, http_port: u16) -> Setup {
     ec2.setup()
@@ -473,10 +430,7 @@ fn noop_setup(ec2: &Ec2, http_port: u16) -> Setup {
 
 /// A fresh EC2 web agent and an Apache serving its `--root`, with docroots and health pages.
 fn apache_agent(ec2: &Ec2) -> (Agent, Apache) {
-    let mut agent = Agent::new(ec2.setup());
-    let apache = Apache::start(&agent.root);
-    agent.setup = ec2.setup().apache(&apache);
-    agent.write_config();
+    let (agent, apache) = ec2.apache_agent();
     docroots(&agent, &PRODUCTS);
     (agent, apache)
 }

@@ -32,11 +32,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fixture, support, web_map, Boot, Daemon, ID, MAP_KEY};
-use fixture::{docroots, Agent, Setup};
+use common::{fixture, support, web_map, Boot, Daemon, Ec2};
+use fixture::{docroots, Agent};
 use support::apache::Apache;
-use support::imds::{ImdsMeta, ImdsServer};
-use support::s3::Moto;
 
 /// The two product sets the changes alternate between.
 const SETS: [&[&str]; 2] = [&["alpha", "beta", "gamma"], &["alpha", "delta", "epsilon"]];
@@ -108,9 +106,7 @@ fn env_secs(name: &str) -> Option<u64> {
 
 /// moto, IMDS, an Apache serving the agent's root, and the running daemon.
 struct Soak {
-    moto: &'static Moto,
-    bucket: String,
-    _imds: ImdsServer,
+    ec2: Ec2,
     agent: Agent,
     _apache: Apache,
     base: PathBuf,
@@ -119,38 +115,20 @@ struct Soak {
 
 impl Soak {
     fn start() -> Soak {
-        let moto = Moto::shared();
-        let bucket = moto.new_bucket(false);
-        let imds = ImdsServer::start(ImdsMeta {
-            local_ipv4: "127.0.0.1".into(),
-            ..ImdsMeta::with_instance_id(ID)
-        });
-        let setup = || {
-            let mut setup = Setup::new(ID, "127.0.0.1");
-            setup.identity = Some(vec!["source = \"imds\"".into()]);
-            setup.map_url = Some(format!("s3://{bucket}/{MAP_KEY}"));
-            setup
-        };
-        let mut agent = Agent::new(setup());
-        let apache = Apache::start(&agent.root);
-        agent.setup = setup().apache(&apache);
-        agent.write_config();
+        let ec2 = Ec2::start(false);
+        let (agent, apache) = ec2.apache_agent();
         fixture::short_smoke_timeout(&agent.catalog);
         let base = docroots(&agent, &ALL);
         std::fs::create_dir_all(base.join(BROKEN)).expect("docroot without a health page");
-        moto.put(&bucket, MAP_KEY, web_map(1, SETS[0], &base).as_bytes());
-        let mut env = moto.agent_env();
-        env.extend(imds.agent_env());
-        let (daemon, _) = Daemon::start(&agent, &env, Boot::Converged);
+        ec2.publish(&web_map(1, SETS[0], &base));
+        let (daemon, _) = Daemon::start(&agent, &ec2.env(), Boot::Converged);
         println!(
             "peers: S3 (moto) :{}, Apache :{}",
-            moto.port(),
+            ec2.moto.port(),
             apache.port()
         );
         Soak {
-            moto,
-            bucket,
-            _imds: imds,
+            ec2,
             agent,
             _apache: apache,
             base,
@@ -195,7 +173,7 @@ impl Soak {
             products.push(BROKEN);
         }
         let text = web_map(generation, &products, &self.base);
-        self.moto.put(&self.bucket, MAP_KEY, text.as_bytes());
+        self.ec2.publish(&text);
         let want = if broken { "rolled_back" } else { "converged" };
         let mut last = serde_json::Value::Null;
         let done = support::wait_until(SETTLE_TIMEOUT, || {

@@ -1,7 +1,8 @@
 //! What the benches that run the real agent share (issue 11): the tests' fixture and
-//! harness, the web host and the map key they publish, the daemon launcher, and the units
-//! of their figures. A bench includes it with `mod common;` and `use common::{fixture,
-//! support};`: the fixture reaches the harness as `crate::support`.
+//! harness, the web host and the map key they publish, the EC2 (moto and IMDS) they run on,
+//! the daemon launcher, and the units of their figures. A bench includes it with `mod
+//! common;` and `use common::{fixture, support};`: the fixture reaches the harness as
+//! `crate::support`.
 #![allow(dead_code, reason = "each bench uses part of what the benches share")]
 
 #[path = "../../tests/fixture.rs"]
@@ -19,8 +20,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fixture::Agent;
+use fixture::{Agent, Setup};
+use support::apache::Apache;
+use support::imds::{ImdsMeta, ImdsServer};
 use support::notify::NotifySocket;
+use support::s3::Moto;
 
 /// The instance id IMDS reports and the map assigns the web role.
 pub const ID: &str = "i-0123456789abcdef0";
@@ -30,6 +34,60 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The fixture's web map for `products`, the web host being `ID`.
 pub fn web_map(generation: u64, products: &[&str], base: &Path) -> String {
     fixture::web_map(generation, products, base).replace("[hosts.web-1]", &format!("[hosts.{ID}]"))
+}
+
+/// The "EC2" a daemon runs on: moto (shared) with a bucket of its own, and the IMDSv2 test
+/// server reporting [`ID`] on 127.0.0.1.
+pub struct Ec2 {
+    pub moto: &'static Moto,
+    pub bucket: String,
+    imds: ImdsServer,
+}
+
+impl Ec2 {
+    /// A new bucket, `versioned` or not, and IMDS.
+    pub fn start(versioned: bool) -> Ec2 {
+        let moto = Moto::shared();
+        let bucket = moto.new_bucket(versioned);
+        let meta = ImdsMeta {
+            local_ipv4: "127.0.0.1".into(),
+            ..ImdsMeta::with_instance_id(ID)
+        };
+        Ec2 {
+            moto,
+            bucket,
+            imds: ImdsServer::start(meta),
+        }
+    }
+
+    /// Puts `text` as the map object.
+    pub fn publish(&self, text: &str) {
+        self.moto.put(&self.bucket, MAP_KEY, text.as_bytes());
+    }
+
+    /// The environment that points the agent at moto and IMDS.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.agent_env();
+        env.extend(self.imds.agent_env());
+        env
+    }
+
+    /// IMDSv2 identity, the map in S3, polled every second without jitter.
+    pub fn setup(&self) -> Setup {
+        let mut setup = Setup::new(ID, "127.0.0.1");
+        setup.identity = Some(vec!["source = \"imds\"".into()]);
+        setup.map_url = Some(format!("s3://{}/{MAP_KEY}", self.bucket));
+        setup
+    }
+
+    /// A fresh agent of [`Ec2::setup`] and an Apache serving its `--root`, config written.
+    pub fn apache_agent(&self) -> (Agent, Apache) {
+        let mut agent = Agent::new(self.setup());
+        let apache = Apache::start(&agent.root);
+        agent.setup = self.setup().apache(&apache);
+        agent.write_config();
+        (agent, apache)
+    }
 }
 
 /// What the boot reconcile's status record must show before [`Daemon::start`] returns.
