@@ -1,5 +1,6 @@
 //! Two pieces of work side by side on a scoped thread, for the stages that gain from a
-//! second core (the map's validation and resolution, reading many managed files). A leaf:
+//! second core (the map's validation and resolution, reading many managed files, sweeping
+//! many directories). A leaf:
 //! pure stages and `sys` can both use it.
 
 use std::thread;
@@ -23,6 +24,18 @@ pub fn join<A: Send, B>(
         };
         (a, b)
     })
+}
+
+/// `each` of the two halves of `items`: side by side when there are at least `2 * min`, else
+/// one after the other here. Returns the first half's result, then the second's.
+pub fn halves<T: Sync, R: Send>(
+    items: &[T],
+    min: usize,
+    each: impl Fn(&[T]) -> R + Sync,
+) -> (R, R) {
+    let (first, second) = items.split_at(items.len() / 2);
+    let (second, first) = join(items.len() >= 2 * min, || each(second), || each(first));
+    (first, second)
 }
 
 /// A scoped thread's result; its panic, if it panicked, goes on in this thread.

@@ -193,17 +193,10 @@ impl Fs {
         paths: impl IntoIterator<Item = &'p Path>,
     ) -> Result<BTreeMap<PathBuf, DiskState>, Error> {
         let paths: Vec<&Path> = paths.into_iter().collect();
-        if paths.len() < 2 * MIN_SHARE {
-            return self.snapshot_each(&paths);
-        }
-        // Two halves side by side (a web host's 1,000 files are 1,000 opens and reads): the
-        // first half's result first, so the first path that fails is still the one reported.
-        let (first, second) = paths.split_at(paths.len() / 2);
-        let (rest, all) = crate::threads::join(
-            true,
-            || self.snapshot_each(second),
-            || self.snapshot_each(first),
-        );
+        // A web host's 1,000 files are 1,000 opens and reads. The first half's error first,
+        // so the first path that fails is still the one reported.
+        let (all, rest) =
+            crate::threads::halves(&paths, MIN_SHARE, |half| self.snapshot_each(half));
         let mut all = all?;
         all.extend(rest?);
         Ok(all)
@@ -240,14 +233,9 @@ impl Fs {
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
     pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
         let dirs: Vec<&Path> = dirs.into_iter().collect();
-        // Two halves side by side, as in `snapshot_all` (a web host's 500 product
-        // directories are 500 opens and listings).
-        let (first, second) = dirs.split_at(dirs.len() / 2);
-        let (rest, removed) = crate::threads::join(
-            dirs.len() >= 2 * MIN_SHARE,
-            || self.sweep_each(second),
-            || self.sweep_each(first),
-        );
+        // A web host's 500 product directories are 500 opens and listings.
+        let (removed, rest) =
+            crate::threads::halves(&dirs, MIN_SHARE, |half| self.sweep_each(half));
         Ok(removed? + rest?)
     }
 

@@ -313,6 +313,61 @@ fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
     );
 }
 
+/// Enough directories for `sweep` and `snapshot_all` to work on two threads: a dead
+/// writer's temp file in the first and in the last directory goes, every file reads as it
+/// does alone, and a symlinked directory in the second half is refused by both, named,
+/// and never followed.
+#[test]
+fn many_directories_are_swept_and_read_on_two_threads_as_on_one() {
+    let root = Root::new();
+    let n = 2 * MIN_SHARE + 10;
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| PathBuf::from(format!("/etc/apache2/d{i:03}")))
+        .collect();
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("a.conf")).collect();
+    for (i, f) in files.iter().enumerate() {
+        root.write(&f.to_string_lossy(), &file(&format!("site {i}\n"), 0o644))
+            .expect("written");
+    }
+    let (first, last) = (
+        root.path("/etc/apache2/d000"),
+        root.path(&dirs[n - 1].to_string_lossy()),
+    );
+    for dir in [&first, &last] {
+        std::fs::write(dir.join(STALE), "half a vhost").expect("stale");
+    }
+    let swept = root.fs.sweep(dirs.iter().map(PathBuf::as_path));
+    assert_eq!(swept.expect("swept"), 2);
+    assert!(!first.join(STALE).exists() && !last.join(STALE).exists());
+
+    let all = root.fs.snapshot_all(files.iter().map(PathBuf::as_path));
+    let all = all.expect("read");
+    assert_eq!(all.len(), n);
+    for f in &files {
+        assert_eq!(
+            all[f],
+            root.fs.snapshot(f).expect("read alone"),
+            "{}",
+            f.display()
+        );
+    }
+
+    let outside = root.dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(outside.join(STALE), "not ours to touch").expect("outside file");
+    std::fs::remove_dir_all(&last).expect("remove");
+    std::os::unix::fs::symlink(&outside, &last).expect("symlink");
+    let refused = |err: Error| matches!(&err, Error::Symlink { path } if path == &last);
+    let swept = root.fs.sweep(dirs.iter().map(PathBuf::as_path));
+    assert!(refused(swept.expect_err("sweep through a symlink")));
+    let read = root.fs.snapshot_all(files.iter().map(PathBuf::as_path));
+    assert!(refused(read.expect_err("read through a symlink")));
+    assert!(
+        outside.join(STALE).exists(),
+        "the sweep followed the symlink"
+    );
+}
+
 #[test]
 fn issue15_a_transaction_sweeps_a_directory_before_its_first_write_there() {
     let root = Root::new();
