@@ -88,12 +88,12 @@ analyze() {
     local dir="$1" label="$2" out rc=0
     shift 2
     local flags=(--man=no)
-    if systemd-analyze --help 2>/dev/null | grep -q -- '--recursive-errors'; then
+    if systemd-analyze --help 2>/dev/null | grep -- '--recursive-errors' >/dev/null; then
         flags+=(--recursive-errors=no)
     fi
     out="$(cd "$dir" && systemd-analyze verify "${flags[@]}" "$@" 2>&1)" || rc=$?
     [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    systemd-analyze: /' >&2
-    if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -q -e "$dir" -e 'rolecall' -e 'register-in-lb' -e 'cycle'; then
+    if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -e "$dir" -e 'rolecall' -e 'register-in-lb' -e 'cycle' >/dev/null; then
         fail "systemd-analyze verify ($label), exit $rc"
     else
         pass "systemd-analyze verify ($label)"
@@ -131,7 +131,7 @@ check_required() {
             END { exit !found }' "$unit_src" || missing+=("$want")
     done
     for want in PrivateNetwork PrivateUsers SystemCallFilter; do
-        if directives "$unit_src" | grep -q ":$want="; then missing+=("no $want= (breaks reloads/tools)"); fi
+        if directives "$unit_src" | grep ":$want=" >/dev/null; then missing+=("no $want= (breaks reloads/tools)"); fi
     done
     if [ ${#missing[@]} -eq 0 ]; then
         pass "rolecall.service has the required directives"
@@ -163,10 +163,10 @@ values_of() { sed -n "s/^$2=//p" "$1" | tr ' ' '\n' | sed '/^$/d'; }
 # rolecall-ready.target, which only the daemon starts.
 check_ready_target() {
     local bad=() unit key flavour
-    values_of "$target_src" After | grep -qx rolecall.service \
+    values_of "$target_src" After | grep -x rolecall.service >/dev/null \
         || bad+=("rolecall-ready.target: no After=rolecall.service")
     for key in Requires Requisite BindsTo PartOf Upholds Wants; do
-        if values_of "$target_src" "$key" | grep -q .; then
+        if values_of "$target_src" "$key" | grep . >/dev/null; then
             bad+=("rolecall-ready.target: $key= (an agent restart must not stop it; ordering only)")
         fi
     done
@@ -175,19 +175,19 @@ check_ready_target() {
     fi
     for unit in "$unit_src" "$example_src" "$units_src"/*/*.d/*.conf; do
         for key in Wants Requires Requisite BindsTo Upholds; do
-            if values_of "$unit" "$key" | grep -qx rolecall-ready.target; then
+            if values_of "$unit" "$key" | grep -x rolecall-ready.target >/dev/null; then
                 bad+=("$(basename "$unit"): $key=rolecall-ready.target (would reach it at READY=1, before the smoke tests)")
             fi
         done
     done
-    values_of "$example_src" After | grep -qx rolecall-ready.target \
+    values_of "$example_src" After | grep -x rolecall-ready.target >/dev/null \
         || bad+=("register-in-lb.service: no After=rolecall-ready.target")
-    values_of "$example_src" WantedBy | grep -qx rolecall-ready.target \
+    values_of "$example_src" WantedBy | grep -x rolecall-ready.target >/dev/null \
         || bad+=("register-in-lb.service: not WantedBy=rolecall-ready.target")
-    if values_of "$example_src" WantedBy | grep -qx multi-user.target; then
+    if values_of "$example_src" WantedBy | grep -x multi-user.target >/dev/null; then
         bad+=("register-in-lb.service: WantedBy=multi-user.target (would run on a host that failed its smoke tests)")
     fi
-    if values_of "$example_src" After | grep -qx rolecall.service; then
+    if values_of "$example_src" After | grep -x rolecall.service >/dev/null; then
         bad+=("register-in-lb.service: After=rolecall.service means after READY=1, not after the smoke tests")
     fi
     for flavour in debian rhel; do
@@ -222,7 +222,7 @@ check_write_paths() {
     # The default, shown commented out in agent.toml (rolecall defines it), or a
     # setting that replaces it.
     roots="$(sed 's/^# \{0,1\}//' "$agent_toml" \
-        | awk '/^allowed_roots *= *\[/{on=1} on{print} on&&/\]/{exit}' \
+        | awk '!done&&/^allowed_roots *= *\[/{on=1} on{print} on&&/\]/{on=0; done=1}' \
         | grep -o '"/[^"]*"' | tr -d '"')"
     roots+=$'\n'"$(sed -n 's/^state *= *"\(.*\)".*/\1/p' "$agent_toml")"
     [ -n "$roots" ] || { fail "no allowed_roots found in $agent_toml"; return; }
