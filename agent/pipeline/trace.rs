@@ -74,7 +74,7 @@ impl Trace {
             ..Placement::default()
         };
         if let Resolution::Assigned(view) = &loaded.resolution {
-            placement.zone.clone_from(&view.host.az);
+            placement.zone.clone_from(&view.host.identity.az);
             placement.roles.clone_from(&view.host.roles);
             placement.products.clone_from(&view.host.products);
         }

@@ -449,7 +449,7 @@ pub fn render_with(
             .get(role_name)
             .ok_or_else(|| Error::UnknownRole {
                 role: role_name.clone(),
-                host: view.host.id.clone(),
+                host: view.host.identity.id.clone(),
             })?;
         roles.push(role);
     }

@@ -52,18 +52,10 @@ pub const DEFAULT_DB_PORT: u16 = 3306;
 /// This host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostInfo {
-    /// Host id.
-    pub id: String,
-    /// Address (from the map).
-    pub address: String,
-    /// Availability zone (from the map).
-    pub az: String,
-    /// Region (from the identity).
-    pub region: String,
-    /// Instance type, when known.
-    pub instance_type: Option<String>,
-    /// AMI id, when known.
-    pub ami_id: Option<String>,
+    /// Who the host is: its identity, with the address and availability zone the map gives
+    /// it. Flattened, so templates see `host.id`, `host.address`, `host.region`, ….
+    #[serde(flatten)]
+    pub identity: Identity,
     /// Roles, in map order.
     pub roles: Vec<String>,
     /// Names of `products`, sorted.
@@ -224,12 +216,11 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
         .map(|n| product_view(map, n, pools.remove(n).unwrap_or_default()))
         .collect();
     let info = HostInfo {
-        id: identity.id.clone(),
-        address: host.address.clone(),
-        az: host.az.clone(),
-        region: identity.region.clone(),
-        instance_type: identity.instance_type.clone(),
-        ami_id: identity.ami_id.clone(),
+        identity: Identity {
+            address: host.address.clone(),
+            az: host.az.clone(),
+            ..identity.clone()
+        },
         roles: host.roles.clone(),
         products: names,
         database,
