@@ -75,18 +75,8 @@ pub enum Error {
         #[source]
         source: VerifyError,
     },
-    /// A local file could not be read or written.
-    #[error("{action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Replacing a local map file failed.
+    /// A local file (the map, its key) could not be read, or replacing a local map file
+    /// failed.
     #[error(transparent)]
     Fs(#[from] crate::sys::fs::Error),
 }
@@ -211,11 +201,7 @@ fn read_file(path: &Path) -> Result<Option<Current>, Error> {
             bytes,
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(crate::sys::fs::io("reading", path)(source).into()),
     }
 }
 
@@ -275,11 +261,8 @@ pub struct Committed {
 /// # Errors
 /// `Io` when the file cannot be read, `Key` when it is not a PKCS#8 Ed25519 key.
 pub fn sign(prepared: &Prepared, key_path: &Path) -> Result<Vec<u8>, Error> {
-    let secret = std::fs::read(key_path).map_err(|source| Error::Io {
-        action: "reading signing key",
-        path: key_path.to_path_buf(),
-        source,
-    })?;
+    let secret =
+        std::fs::read(key_path).map_err(crate::sys::fs::io("reading signing key", key_path))?;
     verify::sign(&prepared.bytes, &secret).map_err(|source| Error::Key {
         path: key_path.to_path_buf(),
         source,

@@ -24,11 +24,7 @@ fn write(
 ) -> Result<(), Error> {
     let path = dir.join(name);
     let mut bytes = Vec::new();
-    fill(&mut bytes).map_err(|source| crate::sys::fs::Error::Io {
-        action: "rendering",
-        path: path.clone(),
-        source,
-    })?;
+    fill(&mut bytes).map_err(crate::sys::fs::io("rendering", &path))?;
     Ok(crate::sys::fs::write_state(&path, &bytes)?)
 }
 

@@ -293,11 +293,7 @@ async fn run_publish(
     rollout: &RolloutOptions,
     options: &WriteOptions,
 ) -> Result<u8, publish::Error> {
-    let bytes = std::fs::read(file).map_err(|source| publish::Error::Io {
-        action: "reading",
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(file).map_err(crate::sys::fs::io("reading", file))?;
     let text = String::from_utf8_lossy(&bytes);
     let text = staged(file, &text, rollout.staging().as_ref())?;
     let target = Target::open(to, options.timeout).await?;

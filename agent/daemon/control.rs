@@ -73,13 +73,9 @@ pub(super) fn bind(socket: &Path) -> Result<UnixListener, Error> {
         source,
     };
     crate::sys::fs::prepare_socket(socket).map_err(bind_error)?;
-    let listener = UnixListener::bind(socket).map_err(|source| {
-        bind_error(crate::sys::fs::Error::Io {
-            action: "binding",
-            path: socket.to_path_buf(),
-            source,
-        })
-    })?;
+    let listener = UnixListener::bind(socket)
+        .map_err(crate::sys::fs::io("binding", socket))
+        .map_err(bind_error)?;
     crate::sys::fs::set_mode(socket, 0o600).map_err(bind_error)?;
     Ok(listener)
 }

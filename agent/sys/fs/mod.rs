@@ -90,7 +90,10 @@ pub enum Error {
 }
 
 /// `map_err` adapter: an `std::io::Error` while doing `action` to `path`.
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         action,
         path: path.to_path_buf(),
