@@ -18,8 +18,6 @@ use super::{Error, Request, PART_BYTES};
 
 /// Bytes of the dump's stderr kept for the error message.
 const STDERR_CAP_BYTES: usize = 4096;
-/// `PATH` for the dump: the distribution's directories only (as `sys::exec`).
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Bytes read from the dump at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -31,7 +29,7 @@ pub(super) async fn stream(req: &Request, upload: &mut Upload<'_>) -> Result<u64
     let mut cmd = tokio::process::Command::new(&req.program);
     cmd.args(&argv)
         .env_clear()
-        .env("PATH", PATH)
+        .env("PATH", crate::sys::exec::PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,16 +102,7 @@ async fn pump(
 }
 
 /// The last `STDERR_CAP_BYTES` of a stream, as text.
-async fn tail(mut stderr: tokio::process::ChildStderr) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&chunk[..n]);
-        let excess = kept.len().saturating_sub(STDERR_CAP_BYTES);
-        kept.drain(..excess);
-    }
+async fn tail(stderr: tokio::process::ChildStderr) -> String {
+    let kept = crate::sys::exec::last_bytes(stderr, STDERR_CAP_BYTES).await;
     String::from_utf8_lossy(&kept).trim().replace('\n', " / ")
 }

@@ -12,8 +12,9 @@ use tokio::io::AsyncReadExt;
 /// Bytes of stdout/stderr kept (the tail): enough for an error message, bounded for logs.
 pub const OUTPUT_CAP_BYTES: usize = 4096;
 
-/// `PATH` given to every command: the distribution's standard directories only.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` given to every command (and to the snapshot's dump): the distribution's standard
+/// directories only.
+pub(crate) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What a finished command left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,24 +162,32 @@ fn kill_group(child: &tokio::process::Child) {
     }
 }
 
-fn read_capped<R>(mut reader: R) -> tokio::task::JoinHandle<String>
+fn read_capped<R>(reader: R) -> tokio::task::JoinHandle<String>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut kept: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > OUTPUT_CAP_BYTES {
-                kept.drain(..kept.len() - OUTPUT_CAP_BYTES);
-            }
-        }
-        String::from_utf8_lossy(&kept).into_owned()
+        String::from_utf8_lossy(&last_bytes(reader, OUTPUT_CAP_BYTES).await).into_owned()
     })
+}
+
+/// The last `cap` bytes of `reader`, read to its end (or its first error) without ever
+/// holding more than `cap` plus one read.
+pub(crate) async fn last_bytes<R>(mut reader: R, cap: usize) -> Vec<u8>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        let excess = kept.len().saturating_sub(cap);
+        kept.drain(..excess);
+    }
+    kept
 }
 
 async fn join_output(handle: Option<tokio::task::JoinHandle<String>>) -> String {
