@@ -6,69 +6,41 @@
 //! One thread per connection, each closed after its answer.
 
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
+use super::acceptor::Acceptor;
 use super::http::{self, Response};
 
 /// The server; stopped on drop.
 pub struct HealthServer {
-    port: u16,
-    stopping: Arc<AtomicBool>,
+    acceptor: Acceptor,
     served: Arc<AtomicU64>,
-    acceptor: Option<JoinHandle<()>>,
 }
 
 impl HealthServer {
     /// Starts on a free port of 127.0.0.1.
     pub fn start() -> HealthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the health server");
-        let port = listener.local_addr().expect("address").port();
-        let stopping = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
         let acceptor = {
-            let (stopping, served) = (Arc::clone(&stopping), Arc::clone(&served));
-            std::thread::spawn(move || accept(&listener, &stopping, &served))
+            let served = Arc::clone(&served);
+            Acceptor::start("binding the health server", move |stream| {
+                let served = Arc::clone(&served);
+                std::thread::spawn(move || answer(stream, &served));
+            })
         };
-        HealthServer {
-            port,
-            stopping,
-            served,
-            acceptor: Some(acceptor),
-        }
+        HealthServer { acceptor, served }
     }
 
     /// The port, for the agents' `vars.http_port`.
     pub fn port(&self) -> u16 {
-        self.port
+        self.acceptor.port()
     }
 
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
-}
-
-fn accept(listener: &TcpListener, stopping: &AtomicBool, served: &Arc<AtomicU64>) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let served = Arc::clone(served);
-        std::thread::spawn(move || answer(stream, &served));
     }
 }
 

@@ -5,16 +5,16 @@
 //! server and start it again, and returns once it answers or failed to come back.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::acceptor::Acceptor;
 
 const INSTALL_HINT: &str =
     "run `bash tests/run.sh` or `apt-get install mariadb-server mariadb-client`";
@@ -48,7 +48,7 @@ pub struct MariaDb {
     name: String,
     instance: Arc<Instance>,
     restart_script: PathBuf,
-    supervisor: Option<Supervisor>,
+    supervisor: Option<Acceptor>,
     _dir: TempDir,
 }
 
@@ -88,9 +88,9 @@ impl MariaDb {
     }
 
     fn supervise(name: &str, dir: TempDir, instance: Arc<Instance>) -> MariaDb {
-        let supervisor = Supervisor::start(Arc::clone(&instance));
+        let supervisor = supervise(Arc::clone(&instance));
         let restart_script = dir.path().join("restart-mariadb");
-        write_restart_script(&restart_script, name, supervisor.port);
+        write_restart_script(&restart_script, name, supervisor.port());
         MariaDb {
             name: name.to_string(),
             instance,
@@ -316,46 +316,10 @@ echo "mariadb {name}: $reply"
 }
 
 /// Serves restart requests from the restart script on a loopback port.
-struct Supervisor {
-    port: u16,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Supervisor {
-    fn start(instance: Arc<Instance>) -> Supervisor {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the restart listener");
-        let port = listener.local_addr().expect("listener address").port();
-        let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stopping = Arc::clone(&stopping);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        answer_restart(&stream, &instance);
-                    }
-                }
-            })
-        };
-        Supervisor {
-            port,
-            stopping,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+fn supervise(instance: Arc<Instance>) -> Acceptor {
+    Acceptor::start("binding the restart listener", move |stream| {
+        answer_restart(&stream, &instance)
+    })
 }
 
 fn answer_restart(stream: &TcpStream, instance: &Instance) {

@@ -9,6 +9,7 @@
     reason = "one harness for every test module: each uses only part of it"
 )]
 
+pub mod acceptor;
 pub mod apache;
 pub mod chromium;
 pub mod debian;
