@@ -48,6 +48,29 @@ pub struct Record {
     pub sha256: String,
 }
 
+impl From<&RenderedFile> for FileState {
+    /// The state `file` leaves on disk once written.
+    fn from(file: &RenderedFile) -> FileState {
+        FileState {
+            content: file.content.clone(),
+            owner: file.owner.clone(),
+            group: file.group.clone(),
+            mode: file.mode,
+        }
+    }
+}
+
+impl From<&RenderedFile> for Record {
+    /// The record kept once `file` is written.
+    fn from(file: &RenderedFile) -> Record {
+        Record {
+            role: file.role.clone(),
+            service: file.service.clone(),
+            sha256: crate::text::sha256_hex(&file.content),
+        }
+    }
+}
+
 /// Managed-file records by logical path.
 pub type Records = BTreeMap<PathBuf, Record>;
 
@@ -196,12 +219,7 @@ fn change_for(file: &RenderedFile, before: Option<&DiskState>) -> Option<Change>
         Some(DiskState::File(_)) => Action::Update,
         _ => Action::Create,
     };
-    let after = FileState {
-        content: file.content.clone(),
-        owner: file.owner.clone(),
-        group: file.group.clone(),
-        mode: file.mode,
-    };
+    let after = FileState::from(file);
     Some(Change {
         path: file.path.clone(),
         action,

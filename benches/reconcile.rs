@@ -349,26 +349,11 @@ fn allowed() -> Vec<PathBuf> {
 fn converged(files: &[RenderedFile]) -> Disk {
     let disk = files
         .iter()
-        .map(|f| {
-            let state = FileState {
-                content: f.content.clone(),
-                owner: f.owner.clone(),
-                group: f.group.clone(),
-                mode: f.mode,
-            };
-            (f.path.clone(), DiskState::File(state))
-        })
+        .map(|f| (f.path.clone(), DiskState::File(FileState::from(f))))
         .collect();
     let records = files
         .iter()
-        .map(|f| {
-            let record = Record {
-                role: f.role.clone(),
-                service: f.service.clone(),
-                sha256: rolecall::text::sha256_hex(&f.content),
-            };
-            (f.path.clone(), record)
-        })
+        .map(|f| (f.path.clone(), Record::from(f)))
         .collect();
     (disk, records)
 }

@@ -16,7 +16,7 @@ use crate::hooks;
 use crate::plan::{Record, Records};
 use crate::render::Desired;
 use crate::source::CachedMap;
-use crate::text::{chain, sha256_hex};
+use crate::text::chain;
 
 /// Records of managed files, in the state directory.
 pub const RECORDS_FILE: &str = "managed.json";
@@ -90,14 +90,7 @@ fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<Stri
         .iter()
         .filter(|f| !failed.contains(&f.service))
     {
-        records.insert(
-            f.path.clone(),
-            Record {
-                role: f.role.clone(),
-                service: f.service.clone(),
-                sha256: sha256_hex(&f.content),
-            },
-        );
+        records.insert(f.path.clone(), Record::from(f));
     }
     if records != old {
         if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {
