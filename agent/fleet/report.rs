@@ -309,22 +309,18 @@ mod tests {
             generation: Some(8),
             running: Some(7),
         };
-        assert_eq!(
-            reporter
-                .report(&r, standing(State::Ok, 7), &place, 100)
-                .await,
-            Due::Everything
-        );
-        assert_eq!(
-            reporter
-                .report(&r, standing(State::Ok, 7), &place, 130)
-                .await,
-            Due::Nothing
-        );
-        assert_eq!(
-            reporter.report(&r, held, &place, 160).await,
-            Due::Everything
-        );
+        let ok7 = standing(State::Ok, 7);
+        for (at, now, expected) in [
+            (100, ok7, Due::Everything),
+            (130, ok7, Due::Nothing),
+            (160, held, Due::Everything),
+        ] {
+            assert_eq!(
+                reporter.report(&r, now, &place, at).await,
+                expected,
+                "at {at}"
+            );
+        }
         assert_eq!(
             files(reports.path()),
             ["g/7/ok/web-1", "g/8/held/web-1", "hosts/web-1.json"]
@@ -335,10 +331,9 @@ mod tests {
             .unwrap();
         assert_eq!(reporter.report(&r, held, &place, 190).await, Due::Nothing);
         let r8 = run_report("web-1", 8);
+        let ok8 = standing(State::Ok, 8);
         assert_eq!(
-            reporter
-                .report(&r8, standing(State::Ok, 8), &place, 220)
-                .await,
+            reporter.report(&r8, ok8, &place, 220).await,
             Due::Everything
         );
         assert_eq!(
