@@ -52,6 +52,15 @@ fn user(name: &str, uid: u32, group: &str, groups: &[&str]) -> UserView {
     }
 }
 
+/// User `tv` as `PASSWD` has it (uid 20001, home /srv/tv, shell /bin/sh), with primary group
+/// `group` and supplementary `groups`.
+fn tv_as_on_disk(group: &str, groups: &[&str]) -> UserView {
+    UserView {
+        shell: "/bin/sh".into(),
+        ..user("tv", 20001, group, groups)
+    }
+}
+
 fn desired(groups: &[GroupView], users: &[UserView]) -> Desired {
     Desired {
         groups: groups.iter().map(|g| (g.name.clone(), g.clone())).collect(),
@@ -123,8 +132,7 @@ fn new_accounts_are_created_groups_before_users() {
 
 #[test]
 fn an_account_as_the_map_says_needs_nothing() {
-    let mut tv = user("tv", 20001, "tv", &["www-data"]);
-    tv.shell = "/bin/sh".into();
+    let tv = tv_as_on_disk("tv", &["www-data"]);
     let p = plan_fresh(&[group("tv", 20001)], &[tv]);
     assert!(p.is_empty(), "{p:?}");
 }
@@ -172,8 +180,7 @@ fn a_changed_shell_home_and_groups_are_converged() {
 
 #[test]
 fn a_changed_primary_group_is_converged() {
-    let mut tv = user("tv", 20001, "media", &["www-data"]);
-    tv.shell = "/bin/sh".into();
+    let tv = tv_as_on_disk("media", &["www-data"]);
     let p = plan_fresh(&[group("tv", 20001), group("media", 20100)], &[tv]);
     assert_eq!(
         texts(&p.changes),
@@ -271,14 +278,7 @@ fn only_created_accounts_inside_the_range_are_removed() {
     assert_eq!(argv(&p.changes[0], None).argv, ["userdel", "tv"]);
     assert_eq!(argv(&p.changes[1], None).argv, ["groupdel", "tv"]);
     // Still wanted: nothing is removed.
-    let want = desired(
-        &[group("tv", 20001)],
-        &[{
-            let mut tv = user("tv", 20001, "tv", &["www-data"]);
-            tv.shell = "/bin/sh".into();
-            tv
-        }],
-    );
+    let want = desired(&[group("tv", 20001)], &[tv_as_on_disk("tv", &["www-data"])]);
     assert!(plan(&want, &e, &rec, RANGE).is_empty());
 }
 
