@@ -227,12 +227,16 @@ mod tests {
         warnings.iter().filter(|w| w.kind == kind).collect()
     }
 
-    /// The one warning of `kind` that `text` gets (there must be exactly one).
-    fn the_one(text: &str, kind: Kind) -> Warning {
+    /// `text` gets exactly one warning of `kind`, at `path`, whose message contains each of
+    /// `says`.
+    fn assert_the_one(text: &str, kind: Kind, path: &str, says: &[&str]) {
         let warnings = lint_text(text);
         let found = only(&warnings, kind);
         assert_eq!(found.len(), 1, "{warnings:?}");
-        found[0].clone()
+        assert_eq!(found[0].path, path);
+        for needle in says {
+            assert!(found[0].message.contains(needle), "{}", found[0]);
+        }
     }
 
     #[test]
@@ -246,17 +250,20 @@ mod tests {
             "address = \"10.0.0.2\"\naz = \"b\"",
             "address = \"10.0.0.2\"\naz = \"a\"",
         );
-        let found = the_one(&text, Kind::WebSingleAz);
-        assert_eq!(found.path, "products.videos");
-        assert!(found.message.contains("all 2 web host(s)"), "{found}");
+        assert_the_one(
+            &text,
+            Kind::WebSingleAz,
+            "products.videos",
+            &["all 2 web host(s)"],
+        );
     }
 
     #[test]
     fn only_replica_in_master_zone_is_reported() {
         // db-3 is in zone a, as the master.
         let text = CLEAN.replace("replicas = [\"db-2\", \"db-3\"]", "replicas = [\"db-3\"]");
-        let found = the_one(&text, Kind::ReplicaSameAz);
-        assert_eq!(found.path, "products.videos.database.replicas[0]");
+        let path = "products.videos.database.replicas[0]";
+        assert_the_one(&text, Kind::ReplicaSameAz, path, &[]);
     }
 
     #[test]
@@ -283,7 +290,7 @@ mod tests {
     fn host_without_role_is_reported() {
         let text =
             format!("{CLEAN}[hosts.spare]\naddress = \"10.0.9.9\"\naz = \"a\"\nroles = []\n");
-        assert_eq!(the_one(&text, Kind::NoRole).path, "hosts.spare.roles");
+        assert_the_one(&text, Kind::NoRole, "hosts.spare.roles", &[]);
     }
 
     #[test]
@@ -294,10 +301,8 @@ mod tests {
                 "[hosts.web-{i}]\naddress = \"10.0.0.{i}\"\naz = \"a\"\nroles = [\"web\"]\nproducts = [\"videos\"]\n"
             ));
         }
-        let found = the_one(&text, Kind::AzImbalance);
-        assert_eq!(found.path, "hosts");
-        assert!(found.message.contains("\"web\""), "{found}");
-        assert!(found.message.contains("3 in a, 1 in b"), "{found}");
+        let says = ["\"web\"", "3 in a, 1 in b"];
+        assert_the_one(&text, Kind::AzImbalance, "hosts", &says);
     }
 
     #[test]
@@ -327,9 +332,9 @@ mod tests {
             "name = \"blog\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]",
             "name = \"blog\"\nmaster = \"db-1\"\nreplicas = []",
         );
-        let found = the_one(&differs, Kind::SharedChainDiffers);
         // Products in name order: blog is first on db-1, so videos is the one that differs.
-        assert_eq!(found.path, "products.videos.database.replicas");
-        assert!(found.message.contains("product \"blog\""), "{found}");
+        let path = "products.videos.database.replicas";
+        let says = ["product \"blog\""];
+        assert_the_one(&differs, Kind::SharedChainDiffers, path, &says);
     }
 }
