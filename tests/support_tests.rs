@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::apache::Apache;
+use crate::support::health::HealthServer;
 use crate::support::http;
 use crate::support::imds::{ImdsMeta, ImdsServer, TOKEN_HEADER, TOKEN_TTL_HEADER};
 use crate::support::mariadb::MariaDb;
@@ -215,6 +216,27 @@ fn notify_socket_receives_sd_notify_datagrams() {
     let nothing = socket.recv_until(Duration::from_millis(50), |_| true);
     assert!(nothing.is_empty());
     assert_eq!(socket.seen().len(), 2);
+}
+
+#[test]
+fn health_server_answers_every_site_and_stops_on_drop() {
+    let server = HealthServer::start();
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port()));
+    for (path, status) in [
+        ("/health", 200),
+        ("/missing-page", 404),
+        ("/.rolecall/site/videos", 410),
+    ] {
+        let (got, _) = http::get(addr, "videos.example.com", path).expect(path);
+        assert_eq!(got, status, "{path}");
+    }
+    assert!(
+        wait_until(SHORT, || server.served() == 3),
+        "{}",
+        server.served()
+    );
+    drop(server);
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
 }
 
 #[test]
