@@ -37,6 +37,40 @@ pub struct FileState {
     pub mode: u32,
 }
 
+/// What a regular file's inode looked like (issue 13): device, inode, size, times (seconds and
+/// nanoseconds), mode and ids. Writing, truncating, renaming over, `chmod`, `chown` and
+/// `touch` each change its ctime (which no caller can set), so an equal stamp is the same,
+/// untouched file, provided the stamp was taken after the file's last change had its
+/// ctime tick (see [`Stamp::is_settled`]): the racy-git rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: i64,
+    /// Modification time.
+    pub mtime: (i64, i64),
+    /// Status change time.
+    pub ctime: (i64, i64),
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl Stamp {
+    /// Whether a change made after `now` (the coarse realtime clock that file times are
+    /// taken from, read before this stamp was) is sure to give another stamp: the file's
+    /// ctime is before `now`, so a later change cannot share its ctime.
+    pub fn is_settled(&self, now: (i64, i64)) -> bool {
+        self.ctime < now
+    }
+}
+
 /// What rolecall remembers about a file it wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

@@ -130,3 +130,92 @@ fn issue13_a_symlink_at_the_render_memo_is_not_followed() {
     let text = std::fs::read_to_string(vhost).expect("alpha's vhost");
     assert!(text.contains("ServerAlias w2.alpha.example.test"), "{text}");
 }
+
+/// Issue 13: a file the memo has seen as remembered is vouched for by its stamp (inode,
+/// size, times, owner, mode) and not read again, yet every change to it is still caught: an
+/// edit that keeps the size and puts the mtime back (as `touch -r` would) changes the ctime,
+/// and so does a chmod; each time the next sync reads the file and restores it.
+#[test]
+fn issue13_a_file_vouched_for_by_its_stamp_is_read_again_once_touched() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
+    let beta = agent.path("/etc/apache2/sites-enabled/rolecall-beta.conf");
+    let good = std::fs::read(&beta).expect("beta's vhost");
+    let mode = std::fs::metadata(&beta).expect("beta's vhost").mode() & 0o7777;
+    // Each sync changes alpha only: beta comes from the memo.
+    let sync_moving_alpha = |generation: u64| {
+        let alias = format!("w{generation}.alpha.");
+        let map = web_map(generation, &["alpha", "beta"], &base).replace("www.alpha.", &alias);
+        agent.write_map(&map);
+        let out = agent.run(&["sync", "--json"]);
+        assert_exit(&out, 0);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        let files = report["files"].as_array().expect("files").clone();
+        files
+            .iter()
+            .map(|f| f["path"].to_string())
+            .collect::<Vec<_>>()
+    };
+
+    // The second sync reads beta's vhost, finds it as remembered and stamps it.
+    sync_moving_alpha(2);
+    let memo = std::fs::read_to_string(agent.state().join("render-memo.json")).expect("memo");
+    let memo: serde_json::Value = serde_json::from_str(&memo).expect("memo JSON");
+    let stamped = memo["units"]
+        .as_object()
+        .expect("units")
+        .values()
+        .any(|unit| {
+            unit["files"].as_array().expect("files").iter().any(|f| {
+                f["file"]["path"] == "/etc/apache2/sites-enabled/rolecall-beta.conf"
+                    && f["stamp"].is_object()
+            })
+        });
+    assert!(stamped, "beta's vhost was not stamped: {memo:#}");
+    let (identity, records) = (identity_of(&beta), agent.state().join("managed.json"));
+    let written = sync_moving_alpha(3);
+    assert!(written.iter().all(|p| !p.contains("beta")), "{written:?}");
+    assert_eq!(
+        identity_of(&beta),
+        identity,
+        "the vouched vhost was rewritten"
+    );
+    let kept = std::fs::read_to_string(&records).expect("managed.json");
+    assert!(
+        kept.contains("rolecall-beta.conf"),
+        "beta's record went: {kept}"
+    );
+
+    // Same size, another byte, the old mtime put back.
+    let mtime = std::fs::metadata(&beta)
+        .expect("beta")
+        .modified()
+        .expect("mtime");
+    let mut edited = good.clone();
+    let at = edited
+        .iter()
+        .position(|b| b.is_ascii_lowercase())
+        .expect("a letter");
+    edited[at] = edited[at].to_ascii_uppercase();
+    std::fs::write(&beta, &edited).expect("editing beta's vhost");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&beta)
+        .expect("beta");
+    file.set_modified(mtime).expect("putting the mtime back");
+    drop(file);
+    assert_eq!(
+        std::fs::metadata(&beta).expect("beta").len(),
+        good.len() as u64
+    );
+    let written = sync_moving_alpha(4);
+    assert_eq!(std::fs::read(&beta).expect("beta"), good, "the edit stayed");
+    assert!(written.iter().any(|p| p.contains("beta")), "{written:?}");
+
+    // The restored file is stamped again by the next sync; then a chmod.
+    sync_moving_alpha(5);
+    std::fs::set_permissions(&beta, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    sync_moving_alpha(6);
+    let now = std::fs::metadata(&beta).expect("beta").mode() & 0o7777;
+    assert_eq!(now, mode, "the mode was not restored");
+}

@@ -85,12 +85,16 @@ fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<Stri
         .filter(|(_, r)| failed.contains(&r.service))
         .map(|(p, r)| (p.clone(), r.clone()))
         .collect();
-    for f in desired
-        .files
-        .iter()
-        .filter(|f| !failed.contains(&f.service))
+    for (f, sha256) in desired
+        .expected()
+        .filter(|(f, _)| !failed.contains(&f.service))
     {
-        records.insert(f.path.clone(), Record::from(f));
+        let record = Record {
+            role: f.role.clone(),
+            service: f.service.clone(),
+            sha256,
+        };
+        records.insert(f.path.clone(), record);
     }
     if records != old {
         if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {

@@ -1,6 +1,7 @@
 //! The render memo's life in the state directory (issue 13; the memo itself is in
 //! `render::memo`): read before stage 4, its remembered files completed from the disk after
-//! it, kept by the commit step when it changed. Every failure here costs a full render,
+//! it (unread where their stamps vouch for them, else read, hashed and stamped), kept by
+//! the commit step when it changed. Every failure here costs a full render,
 //! never a wrong file: an unreadable or torn memo, one of another rolecall build, a
 //! remembered file missing, refused or changed on disk.
 
@@ -11,8 +12,10 @@ use std::path::PathBuf;
 use tracing::{debug, error};
 
 use super::Agent;
+use crate::plan::Stamp;
 use crate::plan::{self, DiskState};
-use crate::render::{Desired, Memo};
+use crate::render::{Desired, Memo, Remembered};
+use crate::sys::fs::{coarse_now, Stat};
 use crate::text::chain;
 
 /// The memo, in the state directory (0600: it holds the hashes of secret files).
@@ -33,24 +36,94 @@ pub(super) fn load(agent: &Agent) -> Option<Memo> {
     )
 }
 
-/// Complete `desired`'s remembered files from the disk. Returns the disk state of each (the
-/// plan's snapshot of those paths), or `None` when one is outside the allowed roots, cannot
-/// be read or no longer hashes as remembered: the caller renders everything.
-pub(super) fn fill(agent: &Agent, desired: &mut Desired) -> Option<BTreeMap<PathBuf, DiskState>> {
+/// Complete `desired`'s remembered files from the disk: the ones whose stamp shows them
+/// untouched since they were last found as remembered are vouched for unread; the others
+/// are read, and each found as remembered gets its stamp in the memo for the next render
+/// (`loaded`, when the render left it unchanged). Returns the disk state of the files read
+/// (the plan's snapshot of those paths), or `None` when one is outside the allowed roots,
+/// cannot be read or no longer hashes as remembered: the caller renders everything.
+pub(super) fn fill(
+    agent: &Agent,
+    desired: &mut Desired,
+    loaded: &Memo,
+) -> Option<BTreeMap<PathBuf, DiskState>> {
     let paths = desired.remembered.iter().map(|r| r.file.path.as_path());
     let allowed = &agent.settings.allowed_roots;
     if !paths.clone().all(|p| plan::is_allowed(p, allowed)) {
         return None;
     }
-    let disk = agent.fs.snapshot_all(paths).ok()?;
+    // Read before the stats: a file changed after them has a ctime at or after this.
+    let now = coarse_now();
+    let stats = agent.fs.stat_all(paths).ok()?;
+    desired.vouch(|r| {
+        stats
+            .get(&r.file.path)
+            .is_some_and(|s| is_as(r, s.as_ref()))
+    });
+    let unread = desired.remembered.iter().map(|r| r.file.path.as_path());
+    let disk = agent.fs.snapshot_all(unread).ok()?;
     let filled = desired.fill_remembered(|file| match disk.get(&file.path) {
         Some(DiskState::File(state)) => Some(state.content.clone()),
         _ => None,
     });
     if !filled {
         debug!("a file the render memo vouches for changed on disk: rendering everything");
+        return None;
     }
-    filled.then_some(disk)
+    restamp(desired, loaded, &stats, &disk, now);
+    Some(disk)
+}
+
+/// Whether the file `stat` found is `r` as last found: the same stamp, and an owner and
+/// group that still have the names the file wants.
+fn is_as(r: &Remembered, stat: Option<&Stat>) -> bool {
+    stat.is_some_and(|s| {
+        r.stamp == Some(s.stamp) && s.owner == r.file.owner && s.group == r.file.group
+    })
+}
+
+/// Give each file just read and found as remembered (content, owner, group, mode) the
+/// stamp it had before it was read, when that stamp is settled (see `Stamp::is_settled`):
+/// into the memo the render leaves, or a copy of `loaded`.
+fn restamp(
+    desired: &mut Desired,
+    loaded: &Memo,
+    stats: &BTreeMap<PathBuf, Option<Stat>>,
+    disk: &BTreeMap<PathBuf, DiskState>,
+    now: (i64, i64),
+) {
+    let found = |path: &PathBuf, state: &DiskState| {
+        let at = desired.files.binary_search_by(|f| f.path.cmp(path)).ok()?;
+        let file = &desired.files[at];
+        let DiskState::File(state) = state else {
+            return None;
+        };
+        let same =
+            (&state.owner, &state.group, state.mode) == (&file.owner, &file.group, file.mode);
+        let stat = stats.get(path)?.as_ref()?;
+        (same && stat.stamp.is_settled(now)).then(|| (path.clone(), stat.stamp))
+    };
+    let stamps: BTreeMap<PathBuf, Stamp> = disk.iter().filter_map(|(p, s)| found(p, s)).collect();
+    debug!(
+        read = disk.len(),
+        stamped = stamps.len(),
+        vouched = desired.vouched.len(),
+        "render memo filled"
+    );
+    if stamps.is_empty() {
+        return;
+    }
+    match &mut desired.memo {
+        Some(next) => {
+            next.restamp(&stamps);
+        }
+        None => {
+            let mut next = loaded.clone();
+            if next.restamp(&stamps) {
+                desired.memo = Some(next);
+            }
+        }
+    }
 }
 
 /// Keep the memo `desired` leaves for the next render, when it changed.

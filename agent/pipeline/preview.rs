@@ -143,7 +143,7 @@ pub(super) fn render(
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
     };
-    agent.fs.check_owners(desired.files.iter().map(|f| {
+    agent.fs.check_owners(desired.all_files().map(|f| {
         let owner = Some(f.owner.as_str()).filter(|o| !accounts.users.contains_key(*o));
         let group = Some(f.group.as_str()).filter(|g| !accounts.groups.contains_key(*g));
         (owner, group, f.path.as_path())
@@ -179,7 +179,10 @@ fn render_remembering(
     if desired.remembered.is_empty() {
         return Ok((desired, BTreeMap::new()));
     }
-    if let Some(disk) = memo::fill(agent, &mut desired) {
+    if let Some(disk) = memo
+        .as_ref()
+        .and_then(|m| memo::fill(agent, &mut desired, m))
+    {
         return Ok((desired, disk));
     }
     let fresh = memo.as_ref().map(|m| Memo::new(&m.build));
@@ -202,7 +205,18 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
     let known = std::mem::take(&mut rendered.disk);
     let rendered = &*rendered;
     let desired = &rendered.desired;
-    let records = read_records(&agent.state_dir)?;
+    let all_records = read_records(&agent.state_dir)?;
+    // The vouched files stay as they are: neither read nor planned (their records too).
+    let vouched: BTreeSet<&Path> = desired
+        .vouched
+        .iter()
+        .map(|r| r.file.path.as_path())
+        .collect();
+    let records: Records = all_records
+        .iter()
+        .filter(|(p, _)| !vouched.contains(p.as_path()))
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
     let disk = snapshot(agent, desired, &records, known)?;
     let mut plan = plan::plan(
         &desired.files,
@@ -219,12 +233,14 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
     let accounts = plan_accounts(agent, rendered)?;
     let dirs = disk
         .keys()
-        .filter_map(|p| p.parent())
+        .map(PathBuf::as_path)
+        .chain(vouched)
+        .filter_map(Path::parent)
         .map(Path::to_path_buf);
     Ok(Planned {
         plan,
         hooks,
-        first: records.is_empty(),
+        first: all_records.is_empty(),
         accounts,
         dirs: dirs.collect(),
     })

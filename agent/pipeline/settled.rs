@@ -67,11 +67,10 @@ pub(super) fn store(
     accounts: &crate::accounts::Desired,
 ) {
     let files = desired
-        .files
-        .iter()
-        .map(|f| {
+        .expected()
+        .map(|(f, sha256)| {
             let expected = Expected {
-                sha256: sha256_hex(&f.content),
+                sha256,
                 owner: f.owner.clone(),
                 group: f.group.clone(),
                 mode: f.mode,
@@ -86,7 +85,7 @@ pub(super) fn store(
         // Only a host that holds secret values (its last read wanted references: a refresh
         // is due some time) must read them again; a template that could read one but has
         // none to read (a product without `secrets`) keeps the quiet path.
-        secrets: agent.secrets.due_in().is_some() && desired.files.iter().any(|f| f.is_secret),
+        secrets: agent.secrets.due_in().is_some() && desired.all_files().any(|f| f.is_secret),
         files,
         accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };

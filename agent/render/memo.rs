@@ -7,6 +7,10 @@
 //! (they may hold secrets). The caller fills the bytes from the disk after checking that each
 //! file still hashes the same, or renders everything again when one does not.
 //!
+//! A file the caller read and found as remembered gets its stamp (`plan::Stamp`, taken
+//! before the read): while the disk shows the same stamp, the caller vouches for the file
+//! without reading it ([`Desired::vouch`]).
+//!
 //! A key is SHA-256 over every input, so an entry is right whenever its key matches, however
 //! old: a torn, stale or foreign memo costs a render, never a wrong file. The caller stamps
 //! the memo with the rolecall build (another build may render the same inputs differently).
@@ -15,6 +19,7 @@
 //! template or catalog string calls `get_env` (it reads the process environment).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,6 +27,7 @@ use tera::Context;
 
 use super::{Desired, RenderedFile, SmokeTest};
 use crate::catalog::Catalog;
+use crate::plan::Stamp;
 use crate::text::{hex, sha256_hex};
 
 /// Part of every key: a render that turns the same inputs into other output bumps it.
@@ -52,6 +58,10 @@ pub struct Remembered {
     pub file: RenderedFile,
     /// Of the rendered bytes, lowercase hex.
     pub sha256: String,
+    /// The file's inode when it was last read and found as remembered, content, owner,
+    /// group and mode; `None` until then. An equal stamp vouches for the file unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
 }
 
 impl Memo {
@@ -61,6 +71,20 @@ impl Memo {
             build: build.to_string(),
             units: BTreeMap::new(),
         }
+    }
+
+    /// Set the stamp of every remembered file of `stamps`; false when none changed.
+    pub fn restamp(&mut self, stamps: &BTreeMap<PathBuf, Stamp>) -> bool {
+        let files = self.units.values_mut().flat_map(|u| u.files.iter_mut());
+        let mut changed = false;
+        for r in files {
+            let stamp = stamps.get(&r.file.path).copied();
+            if stamp.is_some() && r.stamp != stamp {
+                r.stamp = stamp;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// How many units it holds.
@@ -157,6 +181,7 @@ impl<'a> Recall<'a> {
     ) {
         let files = files.iter().map(|f| Remembered {
             sha256: sha256_hex(&f.content),
+            stamp: None,
             file: RenderedFile {
                 content: Vec::new(),
                 ..f.clone()
@@ -182,6 +207,30 @@ impl<'a> Recall<'a> {
 }
 
 impl Desired {
+    /// Move the remembered files `is_unchanged` vouches for (the disk holds them as
+    /// remembered: same stamp, owner and group) into `vouched`, unread.
+    pub fn vouch(&mut self, mut is_unchanged: impl FnMut(&Remembered) -> bool) {
+        let (vouched, unread) = std::mem::take(&mut self.remembered)
+            .into_iter()
+            .partition(|r| is_unchanged(r));
+        self.vouched = vouched;
+        self.remembered = unread;
+    }
+
+    /// Every desired file: the rendered ones, then the vouched ones (without bytes).
+    pub fn all_files(&self) -> impl Iterator<Item = &RenderedFile> {
+        self.files
+            .iter()
+            .chain(self.vouched.iter().map(|r| &r.file))
+    }
+
+    /// Every desired path with its role, service, owner, group, mode and SHA-256 as the
+    /// state files keep them: the rendered files' and the vouched ones'.
+    pub fn expected(&self) -> impl Iterator<Item = (&RenderedFile, String)> {
+        let rendered = self.files.iter().map(|f| (f, sha256_hex(&f.content)));
+        rendered.chain(self.vouched.iter().map(|r| (&r.file, r.sha256.clone())))
+    }
+
     /// Complete the remembered files with their bytes from `content` (the file as it is on
     /// disk, `None` when it is not a readable regular file), sorted in among the others.
     /// False, changing nothing, when one is missing or no longer hashes as remembered: the

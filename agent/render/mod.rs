@@ -190,6 +190,10 @@ pub struct Desired {
     /// them from the disk ([`Desired::fill_remembered`]) or renders again without the memo.
     #[serde(skip)]
     pub remembered: Vec<Remembered>,
+    /// Remembered files the disk still holds as remembered, by their stamps: never read,
+    /// left as they are by the plan ([`Desired::vouch`]).
+    #[serde(skip)]
+    pub vouched: Vec<Remembered>,
     /// The memo for the next render of the host, when it changed.
     #[serde(skip)]
     pub memo: Option<Memo>,

@@ -14,7 +14,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use super::owners::Owners;
-use super::{errno, io, temp, DiskState, Error, FileState, Fs};
+use super::{errno, io, temp, DiskState, Error, FileState, Fs, Stamp};
 
 /// A file: its directory's fd, its name there, and its physical path (for errors).
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,49 @@ fn lstat(at: At<'_>) -> Result<Option<FileStat>, Error> {
         Err(Errno::ENOENT) => Ok(None),
         Err(e) => Err(errno("inspecting", at.path)(e)),
     }
+}
+
+/// A regular file's stamp, with its owner's and group's names as the plan compares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The inode as it is.
+    pub stamp: Stamp,
+    /// Owner name (or number when it has no name).
+    pub owner: String,
+    /// Group name (or number).
+    pub group: String,
+}
+
+/// The stat of the regular file at `at`, without opening it; `None` for anything else or
+/// nothing.
+pub(super) fn stat(at: At<'_>, fs: &Fs, owners: &mut Owners) -> Result<Option<Stat>, Error> {
+    let Some(st) = lstat(at)?.filter(|st| kind(st) == SFlag::S_IFREG) else {
+        return Ok(None);
+    };
+    let stamp = Stamp {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    };
+    Ok(Some(Stat {
+        stamp,
+        owner: owners.user_name(fs, st.st_uid)?,
+        group: owners.group_name(fs, st.st_gid)?,
+    }))
+}
+
+/// The coarse realtime clock, the one the kernel takes file times from: a file changed
+/// after this call gets a ctime at or after it.
+pub fn coarse_now() -> (i64, i64) {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_REALTIME))
+        .map_or((0, 0), |t| (t.tv_sec(), t.tv_nsec()))
 }
 
 /// What is at `at`: absent, a symlink (never followed), something else, or a regular file

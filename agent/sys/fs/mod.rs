@@ -18,8 +18,9 @@ mod txn;
 #[cfg(test)]
 mod tests;
 
-pub use crate::plan::{DiskState, FileState};
+pub use crate::plan::{DiskState, FileState, Stamp};
 pub use account_files::{AccountSnapshot, Names};
+pub use file::{coarse_now, Stat};
 pub use state::{
     create_dirs, create_new, prepare_socket, read_json, read_state, remove_state, set_mode,
     write_json, write_state, write_state_mode,
@@ -210,6 +211,23 @@ impl Fs {
         paths
             .iter()
             .map(|p| Ok((p.to_path_buf(), txn.snapshot(p)?)))
+            .collect()
+    }
+
+    /// The stat of each regular file of `paths` (`None` for anything else or nothing),
+    /// without following a symlink from an allowed root down and without opening a file:
+    /// what tells whether a file is still the one a stamp describes (issue 13).
+    ///
+    /// # Errors
+    /// As [`Fs::snapshot`], for the first path that fails.
+    pub fn stat_all<'p>(
+        &self,
+        paths: impl IntoIterator<Item = &'p Path>,
+    ) -> Result<BTreeMap<PathBuf, Option<Stat>>, Error> {
+        let mut txn = self.transaction();
+        paths
+            .into_iter()
+            .map(|p| Ok((p.to_path_buf(), txn.stat(p)?)))
             .collect()
     }
 

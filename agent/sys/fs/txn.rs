@@ -66,6 +66,20 @@ impl<'fs> Transaction<'fs> {
         file::inspect(at, self.fs, &mut self.owners)
     }
 
+    /// The stat of the regular file at `logical` (see [`Fs::stat_all`]); opens no file.
+    ///
+    /// # Errors
+    /// As [`Transaction::snapshot`].
+    pub fn stat(&mut self, logical: &Path) -> Result<Option<file::Stat>, Error> {
+        let (parent, name) = split(logical)?;
+        let Some(dir) = self.walk(parent, false)? else {
+            return Ok(None);
+        };
+        let (path, dir_path) = (self.fs.physical(logical), self.fs.physical(parent));
+        let at = at(&dir, &dir_path, name, &path);
+        file::stat(at, self.fs, &mut self.owners)
+    }
+
     /// Atomically replace `logical` with `file` (see [`Fs::write`]); durable once synced.
     ///
     /// # Errors
