@@ -318,7 +318,7 @@ fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
 /// does alone, and a symlinked directory in the second half is refused by both, named,
 /// and never followed.
 #[test]
-fn many_directories_are_swept_and_read_on_two_threads_as_on_one() {
+fn many_directories_are_swept_read_and_stated_on_two_threads_as_on_one() {
     let root = Root::new();
     let n = 2 * MIN_SHARE + 10;
     let dirs: Vec<PathBuf> = (0..n)
@@ -351,6 +351,18 @@ fn many_directories_are_swept_and_read_on_two_threads_as_on_one() {
             f.display()
         );
     }
+    // Given in reverse: each directory is closed once passed, and reopened if named again.
+    let stats = root.fs.stat_all(files.iter().rev().map(PathBuf::as_path));
+    let stats = stats.expect("stated");
+    assert_eq!(stats.len(), n);
+    for f in &files {
+        let meta = std::fs::symlink_metadata(root.path(&f.to_string_lossy())).expect("meta");
+        let stat = stats[f].as_ref().expect("a regular file");
+        let seen = (stat.stamp.ino, stat.stamp.size, stat.stamp.ctime);
+        let size = i64::try_from(meta.len()).expect("size");
+        let want = (meta.ino(), size, (meta.ctime(), meta.ctime_nsec()));
+        assert_eq!(seen, want, "{}", f.display());
+    }
 
     let outside = root.dir.path().join("outside");
     std::fs::create_dir(&outside).expect("outside");
@@ -362,6 +374,8 @@ fn many_directories_are_swept_and_read_on_two_threads_as_on_one() {
     assert!(refused(swept.expect_err("sweep through a symlink")));
     let read = root.fs.snapshot_all(files.iter().map(PathBuf::as_path));
     assert!(refused(read.expect_err("read through a symlink")));
+    let stated = root.fs.stat_all(files.iter().map(PathBuf::as_path));
+    assert!(refused(stated.expect_err("stat through a symlink")));
     assert!(
         outside.join(STALE).exists(),
         "the sweep followed the symlink"

@@ -138,6 +138,14 @@ impl<'fs> Transaction<'fs> {
         temp::sweep_at(fd.as_fd(), &self.fs.physical(dir))
     }
 
+    /// Close `dir` unless a write is pending in it: a walk over many directories that only
+    /// reads does not keep them all open (see `Fs::in_turn`).
+    pub(super) fn release(&mut self, dir: &Path) {
+        if !self.dirty.contains(dir) {
+            self.dirs.remove(dir);
+        }
+    }
+
     /// fsync every directory whose entries changed (files renamed or removed in it,
     /// directories created in it), once each.
     ///
