@@ -131,6 +131,49 @@ fn issue13_a_symlink_at_the_render_memo_is_not_followed() {
     assert!(text.contains("ServerAlias w2.alpha.example.test"), "{text}");
 }
 
+/// Issue 13: the quiet path vouches for the files the settled record has stamps of without
+/// reading them, yet an edit of the same size with the mtime put back is seen as drift and
+/// repaired (its ctime moved).
+#[test]
+fn issue13_the_quiet_path_sees_an_edit_that_keeps_size_and_mtime() {
+    let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
+    let beta = agent.path("/etc/apache2/sites-enabled/rolecall-beta.conf");
+    let good = std::fs::read(&beta).expect("beta's vhost");
+    // A commit stamps the files written a clock tick or more before it: beta's vhost, once
+    // a later publish changes alpha only.
+    let map = web_map(2, &["alpha", "beta"], &base).replace("www.alpha.", "w2.alpha.");
+    agent.write_map(&map);
+    assert_exit(&agent.run(&["sync"]), 0);
+    let settled = std::fs::read_to_string(agent.state().join("settled.json")).expect("settled");
+    let settled: serde_json::Value = serde_json::from_str(&settled).expect("settled JSON");
+    let entry = &settled["files"]["/etc/apache2/sites-enabled/rolecall-beta.conf"];
+    assert!(
+        entry["stamp"].is_object(),
+        "beta's vhost has no stamp: {settled:#}"
+    );
+    let stages = |out: &std::process::Output| {
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        let timings = report["timings"].as_object().expect("timings").clone();
+        timings.keys().cloned().collect::<Vec<_>>()
+    };
+    let out = agent.run(&["sync", "--json"]);
+    assert_exit(&out, 0);
+    let quiet = stages(&out);
+    assert!(
+        quiet.contains(&"drift".to_string()) && !quiet.contains(&"load".to_string()),
+        "{quiet:?}"
+    );
+
+    edit_keeping_size_and_mtime(&beta);
+    let out = agent.run(&["sync", "--json"]);
+    assert_exit(&out, 0);
+    assert!(
+        stages(&out).contains(&"load".to_string()),
+        "the edit was taken for no drift"
+    );
+    assert_eq!(std::fs::read(&beta).expect("beta"), good, "the edit stayed");
+}
+
 /// Issue 13: a file the memo has seen as remembered is vouched for by its stamp (inode,
 /// size, times, owner, mode) and not read again, yet every change to it is still caught: an
 /// edit that keeps the size and puts the mtime back (as `touch -r` would) changes the ctime,
@@ -187,27 +230,7 @@ fn issue13_a_file_vouched_for_by_its_stamp_is_read_again_once_touched() {
     );
 
     // Same size, another byte, the old mtime put back.
-    let mtime = std::fs::metadata(&beta)
-        .expect("beta")
-        .modified()
-        .expect("mtime");
-    let mut edited = good.clone();
-    let at = edited
-        .iter()
-        .position(|b| b.is_ascii_lowercase())
-        .expect("a letter");
-    edited[at] = edited[at].to_ascii_uppercase();
-    std::fs::write(&beta, &edited).expect("editing beta's vhost");
-    let file = std::fs::File::options()
-        .write(true)
-        .open(&beta)
-        .expect("beta");
-    file.set_modified(mtime).expect("putting the mtime back");
-    drop(file);
-    assert_eq!(
-        std::fs::metadata(&beta).expect("beta").len(),
-        good.len() as u64
-    );
+    edit_keeping_size_and_mtime(&beta);
     let written = sync_moving_alpha(4);
     assert_eq!(std::fs::read(&beta).expect("beta"), good, "the edit stayed");
     assert!(written.iter().any(|p| p.contains("beta")), "{written:?}");
@@ -218,4 +241,25 @@ fn issue13_a_file_vouched_for_by_its_stamp_is_read_again_once_touched() {
     sync_moving_alpha(6);
     let now = std::fs::metadata(&beta).expect("beta").mode() & 0o7777;
     assert_eq!(now, mode, "the mode was not restored");
+}
+
+/// Change one letter of `path` to upper case and put its mtime back: what a hand edit that
+/// wants to go unseen by size and mtime does. Only the ctime tells.
+fn edit_keeping_size_and_mtime(path: &std::path::Path) {
+    let meta = std::fs::metadata(path).expect("the file");
+    let mut bytes = std::fs::read(path).expect("the file");
+    let at = bytes
+        .iter()
+        .position(u8::is_ascii_lowercase)
+        .expect("a letter");
+    bytes[at] = bytes[at].to_ascii_uppercase();
+    std::fs::write(path, &bytes).expect("editing");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("the file");
+    let mtime = meta.modified().expect("mtime");
+    file.set_modified(mtime).expect("putting the mtime back");
+    let now = file.metadata().expect("the file");
+    assert_eq!((now.len(), now.modified().ok()), (meta.len(), Some(mtime)));
 }

@@ -7,14 +7,16 @@
 //! account of the host's products that no longer matches the map (SPEC §10).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::Agent;
 use crate::plan::DiskState;
-use crate::render::Desired;
+use crate::plan::Stamp;
+use crate::render::{Desired, Remembered};
+use crate::sys::fs::{coarse_now, Stat};
 use crate::text::chain;
 use crate::text::sha256_hex;
 
@@ -55,6 +57,26 @@ pub struct Expected {
     pub group: String,
     /// Permission bits.
     pub mode: u32,
+    /// The file's stamp once it was found as expected (see `plan::Stamp`): while the disk
+    /// shows it, the quiet path vouches for the file without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+impl Expected {
+    /// Whether `stat` vouches for the file: its stamp, and the owner and group it wants.
+    fn vouched_by(&self, stat: Option<&Stat>) -> bool {
+        stat.is_some_and(|s| {
+            self.stamp == Some(s.stamp) && (&s.owner, &s.group) == (&self.owner, &self.group)
+        })
+    }
+
+    fn without_stamp(&self) -> Expected {
+        Expected {
+            stamp: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Remember that the inputs `fingerprint` converged to `desired` and `accounts`. A
@@ -74,11 +96,13 @@ pub(super) fn store(
                 owner: f.owner.clone(),
                 group: f.group.clone(),
                 mode: f.mode,
+                stamp: None,
             };
             (f.path.clone(), expected)
         })
         .collect();
-    let settled = Settled {
+    let old = read(agent);
+    let mut settled = Settled {
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
         waiting: false,
@@ -89,14 +113,69 @@ pub(super) fn store(
         files,
         accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };
-    if !agent.run_services {
-        if let Some(old) = read(agent) {
-            if old.fingerprint == settled.fingerprint && old.files == settled.files {
-                return;
+    if let Some(old) = old.as_ref().filter(|_| !agent.run_services) {
+        let alike = |((p, e), (q, f)): ((&PathBuf, &Expected), (&PathBuf, &Expected))| {
+            p == q && e.without_stamp() == *f
+        };
+        let same = old.files.len() == settled.files.len()
+            && old.files.iter().zip(&settled.files).all(alike);
+        if old.fingerprint == settled.fingerprint && same {
+            return;
+        }
+    }
+    stamp(agent, &mut settled.files, old.as_ref(), &desired.vouched);
+    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
+}
+
+/// Give each file the stamp that lets the quiet path vouch for it unread: the last
+/// record's or the render memo's when the file still shows it (and is expected alike),
+/// else the one its `lstat` shows now if the file, read after that, is as expected and the
+/// stamp is settled. A file that gets none is read by every quiet poll until the next commit.
+fn stamp(
+    agent: &Agent,
+    files: &mut BTreeMap<PathBuf, Expected>,
+    old: Option<&Settled>,
+    vouched: &[Remembered],
+) {
+    let now = coarse_now();
+    let Ok(stats) = agent.fs.stat_all(files.keys().map(PathBuf::as_path)) else {
+        return;
+    };
+    let mut known: BTreeMap<&Path, Stamp> = vouched
+        .iter()
+        .filter_map(|r| Some((r.file.path.as_path(), r.stamp?)))
+        .collect();
+    for (path, e) in old.map(|o| &o.files).into_iter().flatten() {
+        let alike = files.get(path).is_some_and(|f| *f == e.without_stamp());
+        if let (true, Some(stamp)) = (alike, e.stamp) {
+            known.insert(path.as_path(), stamp);
+        }
+    }
+    let mut unread = Vec::new();
+    for (path, e) in files.iter_mut() {
+        let Some(stat) = stats.get(path).and_then(Option::as_ref) else {
+            continue;
+        };
+        e.stamp = known.get(path.as_path()).copied();
+        if !e.vouched_by(Some(stat)) {
+            e.stamp = None;
+            if stat.stamp.is_settled(now) {
+                unread.push(path.as_path());
             }
         }
     }
-    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
+    let Ok(disk) = agent.fs.snapshot_all(unread.iter().copied()) else {
+        return;
+    };
+    let found: Vec<PathBuf> = unread.iter().map(|p| p.to_path_buf()).collect();
+    for path in found {
+        let stat = stats.get(&path).and_then(Option::as_ref);
+        if let (Some(e), Some(stat)) = (files.get_mut(&path), stat) {
+            if matches(disk.get(&path), e) {
+                e.stamp = Some(stat.stamp);
+            }
+        }
+    }
 }
 
 fn read(agent: &Agent) -> Option<Settled> {
@@ -189,18 +268,23 @@ fn holds(agent: &Agent, settled: &Settled) -> bool {
         debug!("an account drifted");
         return false;
     }
-    let disk = match agent
-        .fs
-        .snapshot_all(settled.files.keys().map(PathBuf::as_path))
-    {
+    let paths = settled.files.keys().map(PathBuf::as_path);
+    let stats = agent.fs.stat_all(paths).unwrap_or_default();
+    // What the stamps vouch for is not read.
+    let unread: BTreeMap<&PathBuf, &Expected> = settled
+        .files
+        .iter()
+        .filter(|(p, e)| !e.vouched_by(stats.get(*p).and_then(Option::as_ref)))
+        .collect();
+    let disk = match agent.fs.snapshot_all(unread.keys().map(|p| p.as_path())) {
         Ok(disk) => disk,
         Err(e) => {
             debug!(error = %chain(&e), "a managed file cannot be read");
             return false;
         }
     };
-    settled.files.iter().all(|(path, expected)| {
-        let same = matches(disk.get(path), expected);
+    unread.iter().all(|(path, expected)| {
+        let same = matches(disk.get(*path), expected);
         if !same {
             debug!(path = %path.display(), "managed file drifted");
         }
