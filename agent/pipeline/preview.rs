@@ -206,17 +206,7 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
     let rendered = &*rendered;
     let desired = &rendered.desired;
     let all_records = read_records(&agent.state_dir)?;
-    // The vouched files stay as they are: neither read nor planned (their records too).
-    let vouched: BTreeSet<&Path> = desired
-        .vouched
-        .iter()
-        .map(|r| r.file.path.as_path())
-        .collect();
-    let records: Records = all_records
-        .iter()
-        .filter(|(p, _)| !vouched.contains(p.as_path()))
-        .map(|(p, r)| (p.clone(), r.clone()))
-        .collect();
+    let (records, vouched) = unvouched(&all_records, desired);
     let disk = snapshot(agent, desired, &records, known)?;
     let mut plan = plan::plan(
         &desired.files,
@@ -244,6 +234,22 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
         accounts,
         dirs: dirs.collect(),
     })
+}
+
+/// The records of the files not vouched for, and the vouched paths: those files stay as
+/// they are, neither read nor planned (their records neither).
+fn unvouched<'a>(records: &Records, desired: &'a Desired) -> (Records, BTreeSet<&'a Path>) {
+    let vouched: BTreeSet<&Path> = desired
+        .vouched
+        .iter()
+        .map(|r| r.file.path.as_path())
+        .collect();
+    let records = records
+        .iter()
+        .filter(|(p, _)| !vouched.contains(p.as_path()))
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
+    (records, vouched)
 }
 
 /// The hooks a change of the host's database position makes due.

@@ -88,19 +88,6 @@ pub(super) fn store(
     desired: &Desired,
     accounts: &crate::accounts::Desired,
 ) {
-    let files = desired
-        .expected()
-        .map(|(f, sha256)| {
-            let expected = Expected {
-                sha256,
-                owner: f.owner.clone(),
-                group: f.group.clone(),
-                mode: f.mode,
-                stamp: None,
-            };
-            (f.path.clone(), expected)
-        })
-        .collect();
     let old = read(agent);
     let mut settled = Settled {
         fingerprint: fingerprint.to_string(),
@@ -110,16 +97,11 @@ pub(super) fn store(
         // is due some time) must read them again; a template that could read one but has
         // none to read (a product without `secrets`) keeps the quiet path.
         secrets: agent.secrets.due_in().is_some() && desired.all_files().any(|f| f.is_secret),
-        files,
+        files: expected_files(desired),
         accounts: Some(accounts.clone()).filter(|a| !a.is_empty()),
     };
     if let Some(old) = old.as_ref().filter(|_| !agent.run_services) {
-        let alike = |((p, e), (q, f)): ((&PathBuf, &Expected), (&PathBuf, &Expected))| {
-            p == q && e.without_stamp() == *f
-        };
-        let same = old.files.len() == settled.files.len()
-            && old.files.iter().zip(&settled.files).all(alike);
-        if old.fingerprint == settled.fingerprint && same {
+        if old.fingerprint == settled.fingerprint && same_files(&old.files, &settled.files) {
             return;
         }
     }
@@ -127,10 +109,34 @@ pub(super) fn store(
     super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
 }
 
-/// Give each file the stamp that lets the quiet path vouch for it unread: the last
-/// record's or the render memo's when the file still shows it (and is expected alike),
-/// else the one its `lstat` shows now if the file, read after that, is as expected and the
-/// stamp is settled. A file that gets none is read by every quiet poll until the next commit.
+/// Every desired file as the record keeps it, without stamps yet.
+fn expected_files(desired: &Desired) -> BTreeMap<PathBuf, Expected> {
+    let expected = |(f, sha256): (&crate::render::RenderedFile, String)| {
+        let expected = Expected {
+            sha256,
+            owner: f.owner.clone(),
+            group: f.group.clone(),
+            mode: f.mode,
+            stamp: None,
+        };
+        (f.path.clone(), expected)
+    };
+    desired.expected().map(expected).collect()
+}
+
+/// The same files expected alike, stamps aside (`new` has none yet).
+fn same_files(old: &BTreeMap<PathBuf, Expected>, new: &BTreeMap<PathBuf, Expected>) -> bool {
+    old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|((p, e), (q, f))| p == q && e.without_stamp() == *f)
+}
+
+/// Give each file the stamp that lets the quiet path vouch for it unread: a known one
+/// (see [`known_stamps`]) the file still shows, else the one its `lstat` shows now if the
+/// file, read after that, is as expected and the stamp is settled. A file that gets none
+/// is read by every quiet poll until the next commit.
 fn stamp(
     agent: &Agent,
     files: &mut BTreeMap<PathBuf, Expected>,
@@ -141,16 +147,7 @@ fn stamp(
     let Ok(stats) = agent.fs.stat_all(files.keys().map(PathBuf::as_path)) else {
         return;
     };
-    let mut known: BTreeMap<&Path, Stamp> = vouched
-        .iter()
-        .filter_map(|r| Some((r.file.path.as_path(), r.stamp?)))
-        .collect();
-    for (path, e) in old.map(|o| &o.files).into_iter().flatten() {
-        let alike = files.get(path).is_some_and(|f| *f == e.without_stamp());
-        if let (true, Some(stamp)) = (alike, e.stamp) {
-            known.insert(path.as_path(), stamp);
-        }
-    }
+    let known = known_stamps(files, old, vouched);
     let mut unread = Vec::new();
     for (path, e) in files.iter_mut() {
         let Some(stat) = stats.get(path).and_then(Option::as_ref) else {
@@ -160,15 +157,14 @@ fn stamp(
         if !e.vouched_by(Some(stat)) {
             e.stamp = None;
             if stat.stamp.is_settled(now) {
-                unread.push(path.as_path());
+                unread.push(path.clone());
             }
         }
     }
-    let Ok(disk) = agent.fs.snapshot_all(unread.iter().copied()) else {
+    let Ok(disk) = agent.fs.snapshot_all(unread.iter().map(PathBuf::as_path)) else {
         return;
     };
-    let found: Vec<PathBuf> = unread.iter().map(|p| p.to_path_buf()).collect();
-    for path in found {
+    for path in unread {
         let stat = stats.get(&path).and_then(Option::as_ref);
         if let (Some(e), Some(stat)) = (files.get_mut(&path), stat) {
             if matches(disk.get(&path), e) {
@@ -176,6 +172,26 @@ fn stamp(
             }
         }
     }
+}
+
+/// The stamps the files may keep: the render memo's of the files it vouched for, and the
+/// last record's of the files expected alike.
+fn known_stamps<'a>(
+    files: &BTreeMap<PathBuf, Expected>,
+    old: Option<&'a Settled>,
+    vouched: &'a [Remembered],
+) -> BTreeMap<&'a Path, Stamp> {
+    let memo = vouched
+        .iter()
+        .filter_map(|r| Some((r.file.path.as_path(), r.stamp?)));
+    let mut known: BTreeMap<&Path, Stamp> = memo.collect();
+    for (path, e) in old.map(|o| &o.files).into_iter().flatten() {
+        let alike = files.get(path).is_some_and(|f| *f == e.without_stamp());
+        if let (true, Some(stamp)) = (alike, e.stamp) {
+            known.insert(path.as_path(), stamp);
+        }
+    }
+    known
 }
 
 fn read(agent: &Agent) -> Option<Settled> {
