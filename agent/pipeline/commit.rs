@@ -134,6 +134,12 @@ pub(super) fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned
     {
         return;
     }
+    store(agent, name, value);
+}
+
+/// Write a JSON state file; a failure is logged (the next reconcile writes it again).
+pub(super) fn store<T: serde::Serialize>(agent: &Agent, name: &str, value: &T) {
+    let path = agent.state_dir.join(name);
     if let Err(e) = crate::sys::fs::write_json(&path, value) {
         error!(error = %chain(&e), path = %path.display(), "state file not written");
     }

@@ -15,7 +15,7 @@ use tracing::debug;
 use super::Agent;
 use crate::plan::DiskState;
 use crate::plan::Stamp;
-use crate::render::{Desired, Remembered};
+use crate::render::{Desired, Memo};
 use crate::sys::fs::{coarse_now, Stat};
 use crate::text::chain;
 use crate::text::sha256_hex;
@@ -105,8 +105,10 @@ pub(super) fn store(
             return;
         }
     }
-    stamp(agent, &mut settled.files, old.as_ref(), &desired.vouched);
-    super::commit::store_if_changed(agent, SETTLED_FILE, &settled);
+    stamp(agent, &mut settled.files, old.as_ref(), desired);
+    if old.as_ref() != Some(&settled) {
+        super::commit::store(agent, SETTLED_FILE, &settled);
+    }
 }
 
 /// Every desired file as the record keeps it, without stamps yet.
@@ -133,31 +135,34 @@ fn same_files(old: &BTreeMap<PathBuf, Expected>, new: &BTreeMap<PathBuf, Expecte
             .all(|((p, e), (q, f))| p == q && e.without_stamp() == *f)
 }
 
-/// Give each file the stamp that lets the quiet path vouch for it unread: a known one
-/// (see [`known_stamps`]) the file still shows, else the one its `lstat` shows now if the
-/// file, read after that, is as expected and the stamp is settled. A file that gets none
-/// is read by every quiet poll until the next commit.
+/// Give each file the stamp that lets the quiet path vouch for it unread. The render
+/// memo's stamps are taken over as they are: each says what the file held when its `lstat`
+/// showed it, whatever happened since. The other files are stat'ed: the last record's stamp
+/// of a file expected alike is kept while the file still shows it, else the stamp its
+/// `lstat` shows now once the file, read after that, is as expected and the stamp is
+/// settled. A file that gets none is read by every quiet poll until the next commit.
 fn stamp(
     agent: &Agent,
     files: &mut BTreeMap<PathBuf, Expected>,
     old: Option<&Settled>,
-    vouched: &[Remembered],
+    desired: &Desired,
 ) {
+    let rest = memo_stamps(files, desired);
     let now = coarse_now();
-    let Ok(stats) = agent.fs.stat_all(files.keys().map(PathBuf::as_path)) else {
+    let Ok(stats) = agent.fs.stat_all(rest.iter().map(PathBuf::as_path)) else {
         return;
     };
-    let known = known_stamps(files, old, vouched);
     let mut unread = Vec::new();
-    for (path, e) in files.iter_mut() {
-        let Some(stat) = stats.get(path).and_then(Option::as_ref) else {
+    for path in rest {
+        let stat = stats.get(&path).and_then(Option::as_ref);
+        let (Some(e), Some(stat)) = (files.get_mut(&path), stat) else {
             continue;
         };
-        e.stamp = known.get(path.as_path()).copied();
+        e.stamp = last_stamp(old, &path, e);
         if !e.vouched_by(Some(stat)) {
             e.stamp = None;
             if stat.stamp.is_settled(now) {
-                unread.push(path.clone());
+                unread.push(path);
             }
         }
     }
@@ -174,24 +179,26 @@ fn stamp(
     }
 }
 
-/// The stamps the files may keep: the render memo's of the files it vouched for, and the
-/// last record's of the files expected alike.
-fn known_stamps<'a>(
-    files: &BTreeMap<PathBuf, Expected>,
-    old: Option<&'a Settled>,
-    vouched: &'a [Remembered],
-) -> BTreeMap<&'a Path, Stamp> {
-    let memo = vouched
-        .iter()
-        .filter_map(|r| Some((r.file.path.as_path(), r.stamp?)));
-    let mut known: BTreeMap<&Path, Stamp> = memo.collect();
-    for (path, e) in old.map(|o| &o.files).into_iter().flatten() {
-        let alike = files.get(path).is_some_and(|f| *f == e.without_stamp());
-        if let (true, Some(stamp)) = (alike, e.stamp) {
-            known.insert(path.as_path(), stamp);
+/// Give the files the render memo has stamps of those stamps; returns the others.
+fn memo_stamps(files: &mut BTreeMap<PathBuf, Expected>, desired: &Desired) -> Vec<PathBuf> {
+    let vouched = desired.vouched.iter();
+    let vouched = vouched.filter_map(|r| Some((r.file.path.as_path(), r.stamp?)));
+    let memo = desired.memo.iter().flat_map(Memo::stamps);
+    let stamps: BTreeMap<&Path, Stamp> = memo.chain(vouched).collect();
+    let mut rest = Vec::new();
+    for (path, e) in files.iter_mut() {
+        e.stamp = stamps.get(path.as_path()).copied();
+        if e.stamp.is_none() {
+            rest.push(path.clone());
         }
     }
-    known
+    rest
+}
+
+/// The last record's stamp of `path`, if it expected the file alike.
+fn last_stamp(old: Option<&Settled>, path: &Path, e: &Expected) -> Option<Stamp> {
+    let last = old?.files.get(path)?;
+    (last.without_stamp() == *e).then_some(last.stamp).flatten()
 }
 
 fn read(agent: &Agent) -> Option<Settled> {

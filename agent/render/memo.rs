@@ -87,6 +87,12 @@ impl Memo {
         changed
     }
 
+    /// The stamp of every remembered file that has one.
+    pub fn stamps(&self) -> impl Iterator<Item = (&std::path::Path, Stamp)> {
+        let files = self.units.values().flat_map(|u| u.files.iter());
+        files.filter_map(|r| Some((r.file.path.as_path(), r.stamp?)))
+    }
+
     /// How many units it holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
