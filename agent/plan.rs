@@ -43,6 +43,7 @@ pub struct FileState {
 /// untouched file, provided the stamp was taken after the file's last change had its
 /// ctime tick (see [`Stamp::is_settled`]): the racy-git rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Stamp {
     /// Device.
     pub dev: u64,
@@ -60,6 +61,54 @@ pub struct Stamp {
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+}
+
+/// One short line in the state files (a web host keeps a thousand of them twice):
+/// `dev:ino:size:mtime:ctime:mode:uid:gid`, times as `seconds.nanoseconds`, mode in octal.
+impl From<Stamp> for String {
+    fn from(s: Stamp) -> String {
+        let time = |(sec, nsec): (i64, i64)| format!("{sec}.{nsec:09}");
+        format!(
+            "{}:{}:{}:{}:{}:{:o}:{}:{}",
+            s.dev,
+            s.ino,
+            s.size,
+            time(s.mtime),
+            time(s.ctime),
+            s.mode,
+            s.uid,
+            s.gid
+        )
+    }
+}
+
+impl TryFrom<String> for Stamp {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Stamp, String> {
+        let bad = || format!("not a file stamp: {text:.80}");
+        let f: Vec<&str> = text.split(':').collect();
+        let [dev, ino, size, mtime, ctime, mode, uid, gid] = f[..] else {
+            return Err(bad());
+        };
+        let time = |t: &str| -> Option<(i64, i64)> {
+            let (sec, nsec) = t.split_once('.')?;
+            Some((sec.parse().ok()?, nsec.parse().ok()?))
+        };
+        let stamp = || -> Option<Stamp> {
+            Some(Stamp {
+                dev: dev.parse().ok()?,
+                ino: ino.parse().ok()?,
+                size: size.parse().ok()?,
+                mtime: time(mtime)?,
+                ctime: time(ctime)?,
+                mode: u32::from_str_radix(mode, 8).ok()?,
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
+            })
+        };
+        stamp().ok_or_else(bad)
+    }
 }
 
 impl Stamp {

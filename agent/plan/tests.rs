@@ -158,3 +158,33 @@ fn diff_is_unified_and_hides_secrets() {
     let text = diff(&p.changes[0]);
     assert!(!text.contains("two") && text.contains("secret"), "{text}");
 }
+
+#[test]
+fn a_stamp_is_one_line_that_reads_back_as_itself() {
+    let stamp = Stamp {
+        dev: 65024,
+        ino: 10_046_241,
+        size: 1905,
+        mtime: (1_796_507_852, 976_827),
+        ctime: (-5, 999_999_999),
+        mode: 0o100_644,
+        uid: 0,
+        gid: u32::MAX,
+    };
+    let text = serde_json::to_string(&stamp).expect("json");
+    assert_eq!(
+        text,
+        "\"65024:10046241:1905:1796507852.000976827:-5.999999999:100644:0:4294967295\""
+    );
+    assert_eq!(serde_json::from_str::<Stamp>(&text).expect("back"), stamp);
+    for bad in [
+        "\"1:2:3\"",
+        "\"1:2:3:4.5:6.7:9:0:0\"",
+        "\"a:2:3:4.5:6.7:644:0:0\"",
+    ] {
+        let err = serde_json::from_str::<Stamp>(bad)
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("not a file stamp"), "{err}");
+    }
+}
