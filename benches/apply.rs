@@ -250,18 +250,40 @@ fn ms(d: Duration) -> f64 {
 /// (`SetEnv ROLECALL_DB_MASTER`) and its `database.env` (`DB_HOST`), nothing of the others.
 const MOVED_FILES: usize = 2;
 
+/// One moved-master scenario: its times, and the last sync's files and stage timings.
+#[derive(Default)]
+struct Moved {
+    times: Vec<Duration>,
+    files: usize,
+    stages: String,
+}
+
+impl Moved {
+    fn add(&mut self, (time, _, files, stages): (Duration, u64, usize, String)) {
+        self.times.push(time);
+        self.files = files;
+        self.stages = stages;
+    }
+
+    fn report(&self, what: &str, verdict: impl Fn(bool) -> &'static str) {
+        let time = ms(median(self.times.clone()));
+        println!(
+            "{what}: {time:.1} ms, {} file(s) rewritten  targets <= 40 ms {}, {MOVED_FILES} files {}",
+            self.files,
+            verdict(time <= 40.0),
+            verdict(self.files == MOVED_FILES),
+        );
+        println!("  its stages (ms): {}", self.stages);
+    }
+}
+
 #[derive(Default)]
 struct Figures {
     first: Vec<Duration>,
     unchanged: Vec<Duration>,
-    moved: Vec<Duration>,
-    moved_files: usize,
-    /// The last moved-master sync's stage timings.
-    moved_stages: String,
+    moved: Moved,
     /// The master moved back by the next publish.
-    moved_again: Vec<Duration>,
-    moved_again_files: usize,
-    moved_again_stages: String,
+    moved_again: Moved,
     floor_first: Vec<Duration>,
     floor_unchanged: Vec<Duration>,
     peak_rss_kib: u64,
@@ -280,16 +302,13 @@ fn run(scale: &Scale, floor_bin: Option<&Path>, figures: &mut Figures) {
     assert_eq!(none, 0, "a no-change sync wrote files");
     figures.unchanged.push(unchanged);
     scratch.write_map(&master_moved(&text, 2));
-    let (moved, rss, files, stages) = scratch.sync();
-    figures.moved_stages = stages;
-    figures.moved.push(moved);
-    figures.moved_files = files;
+    let moved = scratch.sync();
+    let rss = moved.1;
+    figures.moved.add(moved);
     scratch.write_map(&text.replacen("generation = 1", "generation = 3", 1));
-    let (again, again_rss, files, stages) = scratch.sync();
-    figures.moved_again.push(again);
-    figures.moved_again_files = files;
-    figures.moved_again_stages = stages;
-    let rss = rss.max(again_rss);
+    let again = scratch.sync();
+    let rss = rss.max(again.1);
+    figures.moved_again.add(again);
     figures.peak_rss_kib = [figures.peak_rss_kib, first_rss, unchanged_rss, rss]
         .into_iter()
         .max()
@@ -345,29 +364,16 @@ fn report(scale: &Scale, f: Figures) {
             ms(median(f.floor_unchanged.clone()))
         )),
     );
-    let moved = ms(median(f.moved.clone()));
-    println!(
-        "one master moved: {moved:.1} ms, {} file(s) rewritten  targets <= 40 ms {}, {MOVED_FILES} files {}",
-        f.moved_files,
-        verdict(moved <= 40.0),
-        verdict(f.moved_files == MOVED_FILES),
-    );
-    println!("  its stages (ms): {}", f.moved_stages);
-    let again = ms(median(f.moved_again.clone()));
-    println!(
-        "master moved back by the next publish: {again:.1} ms, {} file(s) rewritten  targets <= 40 ms {}, {MOVED_FILES} files {}",
-        f.moved_again_files,
-        verdict(again <= 40.0),
-        verdict(f.moved_again_files == MOVED_FILES),
-    );
-    println!("  its stages (ms): {}", f.moved_again_stages);
+    f.moved.report("one master moved", verdict);
+    f.moved_again
+        .report("master moved back by the next publish", verdict);
     let rss_mb = f.peak_rss_kib as f64 / 1024.0;
     println!(
         "peak RSS of sync (any scenario): {rss_mb:.1} MB  target <= 20 MB {}",
         verdict(rss_mb <= 20.0)
     );
     if !scale.is_full {
-        for files in [f.moved_files, f.moved_again_files] {
+        for files in [f.moved.files, f.moved_again.files] {
             assert_eq!(
                 files, MOVED_FILES,
                 "moving one master rewrote more than its product's vhost and database.env"
