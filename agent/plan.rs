@@ -146,10 +146,18 @@ impl From<&RenderedFile> for FileState {
 impl From<&RenderedFile> for Record {
     /// The record kept once `file` is written.
     fn from(file: &RenderedFile) -> Record {
+        Record::of(file, crate::text::sha256_hex(&file.content))
+    }
+}
+
+impl Record {
+    /// The record of `file` whose content hashes to `sha256` (known without its bytes for a
+    /// file the render memo vouches for).
+    pub fn of(file: &RenderedFile, sha256: String) -> Record {
         Record {
             role: file.role.clone(),
             service: file.service.clone(),
-            sha256: crate::text::sha256_hex(&file.content),
+            sha256,
         }
     }
 }

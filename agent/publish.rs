@@ -259,7 +259,7 @@ pub struct Committed {
 /// Sign `prepared` with the secret key file at `key_path`.
 ///
 /// # Errors
-/// `Io` when the file cannot be read, `Key` when it is not a PKCS#8 Ed25519 key.
+/// `Fs` when the file cannot be read, `Key` when it is not a PKCS#8 Ed25519 key.
 pub fn sign(prepared: &Prepared, key_path: &Path) -> Result<Vec<u8>, Error> {
     let secret =
         std::fs::read(key_path).map_err(crate::sys::fs::io("reading signing key", key_path))?;
@@ -372,7 +372,7 @@ pub async fn has_signature(target: &Target, timeout: Duration) -> Result<bool, E
 /// managed and state files: a secret key must be created 0600 from its first byte.
 ///
 /// # Errors
-/// `Key` if the RNG fails, `Io` if a file exists or cannot be written.
+/// `Key` if the RNG fails, `Fs` if a file exists or cannot be written.
 pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), Error> {
     let (secret, public) = verify::generate().map_err(|source| Error::Key {
         path: prefix.to_path_buf(),

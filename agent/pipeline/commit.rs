@@ -89,12 +89,7 @@ fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<Stri
         .expected()
         .filter(|(f, _)| !failed.contains(&f.service))
     {
-        let record = Record {
-            role: f.role.clone(),
-            service: f.service.clone(),
-            sha256,
-        };
-        records.insert(f.path.clone(), record);
+        records.insert(f.path.clone(), Record::of(f, sha256));
     }
     if records != old {
         if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {

@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use tracing::{debug, error};
 
 use super::Agent;
-use crate::plan::Stamp;
-use crate::plan::{self, DiskState};
+use crate::plan::{self, DiskState, Stamp};
 use crate::render::{Desired, Memo, Remembered};
 use crate::sys::fs::{coarse_now, Stat};
 use crate::text::chain;

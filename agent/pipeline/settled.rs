@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::Agent;
-use crate::plan::DiskState;
-use crate::plan::Stamp;
+use crate::plan::{DiskState, Stamp};
 use crate::render::{Desired, Memo};
 use crate::sys::fs::{coarse_now, Stat};
 use crate::text::chain;
