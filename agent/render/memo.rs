@@ -137,13 +137,18 @@ impl<'a> Recall<'a> {
         &self,
         role: &str,
         name: &str,
-        value: impl FnOnce(&mut Hashing<'_>),
+        value: impl FnOnce(&mut Vec<u8>),
         unreadable: &[String],
     ) -> String {
         let mut hash = self.base.clone();
         field(&mut hash, role.as_bytes());
         field(&mut hash, name.as_bytes());
-        value(&mut Hashing(&mut hash));
+        // Written whole, then hashed at once: serde_json writes a pool of peers in many
+        // pieces of a few bytes, and hashing each piece on its own took longer than the
+        // serialising (issue 13).
+        let mut bytes = Vec::new();
+        value(&mut bytes);
+        hash.update(&bytes);
         field(&mut hash, b"unreadable");
         for reason in unreadable {
             field(&mut hash, reason.as_bytes());
@@ -261,20 +266,6 @@ impl Desired {
         self.files.append(&mut filled);
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
         true
-    }
-}
-
-/// Bytes written into a hash.
-pub(super) struct Hashing<'a>(&'a mut Sha256);
-
-impl std::io::Write for Hashing<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -533,9 +533,9 @@ impl<'a> Renderer<'a> {
     /// The memo key of `role`'s unit for `product`; `None` without a memo.
     fn memo_key(&self, role: &Role, product: &ProductView) -> Option<String> {
         let recall = self.recall.as_ref()?;
-        let value = |hash: &mut memo::Hashing<'_>| {
+        let value = |bytes: &mut Vec<u8>| {
             if let Some(wanted) = &self.product {
-                product::write_parts(product, wanted, self.secrets, hash);
+                product::write_parts(product, wanted, self.secrets, bytes);
             }
         };
         let unreadable = secrets::unreadable(Some(product), self.secrets);

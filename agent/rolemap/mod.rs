@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod diff;
 pub mod lint;
 mod parallel;
+mod pools;
 mod positions;
 pub mod prepare;
 pub mod promote;

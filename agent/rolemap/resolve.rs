@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{GroupView, UserView};
+pub use super::pools::Fleet;
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
 use crate::identity::Identity;
@@ -157,8 +158,8 @@ pub struct ProductView {
     pub health_path: String,
     /// Database topology with addresses.
     pub database: Option<DatabaseView>,
-    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. Shared
-    /// with the fleet's pools: one record per host, however many pools it is in.
+    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. One
+    /// record per host, shared by every product's pools it is in.
     pub pools: BTreeMap<String, Vec<Arc<Peer>>>,
     /// The product's user (SPEC §10; see `accounts::view`); absent when it declares none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,13 +191,6 @@ pub struct DatabaseView {
     pub backup_url: Option<String>,
 }
 
-/// Pools of peers across the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Fleet {
-    /// Every host with each role, sorted by id.
-    pub roles: BTreeMap<String, Vec<Arc<Peer>>>,
-}
-
 /// Resolve `identity`'s view of a map. The map need not be valid (`load_for` resolves while
 /// validation runs, and drops the view of a refused map), so nothing here may panic on a
 /// dangling reference, a cycle or a missing value.
@@ -209,11 +203,11 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     names.extend(databases.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
-    let mut peers = Peers::default();
-    let mut pools = product_pools(map, &names, &mut peers);
+    let pools = product_pools(map, &names);
     let products = names
         .iter()
-        .map(|n| product_view(map, n, pools.remove(n).unwrap_or_default()))
+        .zip(pools)
+        .map(|(n, pools)| product_view(map, n, pools))
         .collect();
     let info = HostInfo {
         identity: Identity {
@@ -229,9 +223,7 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     Resolution::Assigned(Box::new(HostView {
         host: info,
         products,
-        fleet: Fleet {
-            roles: fleet_pools(map, &mut peers),
-        },
+        fleet: Fleet::of(map),
         generation: map.generation(),
     }))
 }
@@ -250,37 +242,19 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
 /// Pools by role name.
 type Pools = BTreeMap<String, Vec<Arc<Peer>>>;
 
-/// The peer record of each host, made once per resolve and shared by every pool it is in
-/// (issue 13: a web host serving 500 products of a 10,000-host map would otherwise hold
-/// some 80,000 copies).
-#[derive(Default)]
-struct Peers<'m> {
-    made: HashMap<&'m str, Arc<Peer>>,
-}
-
-impl<'m> Peers<'m> {
-    fn of(&mut self, id: &'m str, h: &super::types::Host) -> Arc<Peer> {
-        self.made
-            .entry(id)
-            .or_insert_with(|| Arc::new(peer_of(id, h)))
-            .clone()
-    }
-}
-
-/// Role pools of each product in `names`, from one pass over the hosts (a fleet of
-/// thousands of hosts must not be scanned once per product).
-fn product_pools<'m>(
-    map: &'m RoleMap,
-    names: &[String],
-    peers: &mut Peers<'m>,
-) -> BTreeMap<String, Pools> {
-    let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    let mut out: BTreeMap<String, Pools> = BTreeMap::new();
+/// Role pools of each product in `names` (sorted, without repeats), in their order, from one
+/// pass over the hosts (a fleet of thousands of hosts must not be scanned once per product).
+/// Each host has one peer record, shared by every pool it is in (issue 13: a web host
+/// serving 500 products of a 10,000-host map would otherwise hold some 80,000 copies).
+fn product_pools(map: &RoleMap, names: &[String]) -> Vec<Pools> {
+    let slots: HashMap<&str, usize> = names.iter().map(String::as_str).zip(0..).collect();
+    let mut out: Vec<Pools> = names.iter().map(|_| Pools::new()).collect();
     for (id, h) in &map.hosts {
-        for product in h.products.iter().filter(|p| wanted.contains(p.as_str())) {
-            let pools = entry(&mut out, product);
+        let mut record = None;
+        for &slot in h.products.iter().filter_map(|p| slots.get(p.as_str())) {
+            let record = record.get_or_insert_with(|| Arc::new(peer_of(id, h)));
             for role in &h.roles {
-                entry(pools, role).push(peers.of(id, h));
+                entry(&mut out[slot], role).push(Arc::clone(record));
             }
         }
     }
@@ -332,17 +306,6 @@ fn database_view(map: &RoleMap, db: &Database) -> DatabaseView {
         backup: db.backup.as_ref().map(|b| peer(map, b)),
         backup_url: db.backup_url.clone(),
     }
-}
-
-/// Every host by role, across the fleet.
-fn fleet_pools<'m>(map: &'m RoleMap, peers: &mut Peers<'m>) -> Pools {
-    let mut out = Pools::new();
-    for (id, h) in &map.hosts {
-        for role in &h.roles {
-            entry(&mut out, role).push(peers.of(id, h));
-        }
-    }
-    out
 }
 
 /// The position `id` holds in the products' databases, if any (see [`db_place`]).

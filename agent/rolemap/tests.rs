@@ -385,7 +385,7 @@ fn a_web_hosts_view_has_its_products_with_database_addresses_and_pools() {
         .collect();
     assert_eq!(memcached, ["web-1"]);
     assert_eq!(v.products[0].database, None);
-    assert_eq!(v.fleet.roles["db"].len(), 4);
+    assert_eq!(v.fleet.pool("db").count(), 4);
 }
 
 #[test]
