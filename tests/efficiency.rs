@@ -263,3 +263,43 @@ fn edit_keeping_size_and_mtime(path: &std::path::Path) {
     let now = file.metadata().expect("the file");
     assert_eq!((now.len(), now.modified().ok()), (meta.len(), Some(mtime)));
 }
+
+/// A large map's last-good cache is written on a thread of its own, beside the records and
+/// the render memo: after each sync it holds exactly the map applied (bytes and SHA-256 in
+/// its metadata), and the records and memo are there too.
+#[test]
+fn issue13_a_large_maps_cache_is_written_beside_the_records() {
+    let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));
+    let first = crate::support::fleet::fleet(3000, 60);
+    assert!(first.len() > 256 * 1024, "the map must take the thread");
+    let moved = first
+        .replacen("generation = 1", "generation = 2", 1)
+        .replace(
+            "master = \"db-0-0\"\nreplicas = [\"db-0-1\"",
+            "master = \"db-0-1\"\nreplicas = [\"db-0-0\"",
+        );
+    assert_ne!(moved, first);
+    for map in [&first, &moved] {
+        agent.write_map(map);
+        assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+        let state = agent.state();
+        let cached = std::fs::read(state.join("map.toml")).expect("the cached map");
+        assert!(cached == map.as_bytes(), "the cache holds another map");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("map.meta.json")).unwrap()).unwrap();
+        assert_eq!(meta["sha256"], rolecall::text::sha256_hex(map.as_bytes()));
+        let records: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("managed.json")).unwrap()).unwrap();
+        let vhost = "/etc/apache2/sites-enabled/rolecall-p0.conf";
+        assert!(
+            records.get(vhost).is_some(),
+            "no record of {vhost}: {records}"
+        );
+        assert!(state.join("render-memo.json").is_file(), "no render memo");
+    }
+    let vhost = std::fs::read_to_string(agent.path("/etc/apache2/sites-enabled/rolecall-p0.conf"));
+    assert!(
+        vhost.unwrap().contains("ROLECALL_DB_MASTER 10.0.0.1"),
+        "p0's vhost follows the move"
+    );
+}
