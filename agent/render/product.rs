@@ -125,26 +125,35 @@ fn json(value: &(impl Serialize + ?Sized)) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::rolemap::resolve::{DatabaseView, Peer};
+    use crate::rolemap::resolve::{DatabaseView, Peer, Pools};
 
-    fn peer(id: &str) -> Arc<Peer> {
-        Arc::new(Peer {
+    fn peer(id: &str) -> Peer {
+        Peer {
             id: id.to_string(),
             address: format!("10.0.0.{}", id.len()),
             az: "us-east-1a".to_string(),
             db_port: 3306,
-        })
+        }
+    }
+
+    /// A web pool (unless left out) and a memcached pool whose one host has `address`.
+    fn pools(web: bool, address: &str) -> Pools {
+        let memcached = Peer {
+            address: address.to_string(),
+            ..peer("mc-1")
+        };
+        let web = web.then(|| ("web".to_string(), vec![peer("web-1"), peer("web-22")]));
+        let memcached = ("memcached".to_string(), vec![memcached]);
+        web.into_iter().chain([memcached]).collect()
     }
 
     /// A product with every field set.
     fn product() -> ProductView {
         let db = DatabaseView {
             name: "shop".to_string(),
-            master: (*peer("db-1")).clone(),
-            replicas: vec![(*peer("db-22")).clone()],
+            master: peer("db-1"),
+            replicas: vec![peer("db-22")],
             backup: None,
             backup_url: None,
         };
@@ -155,10 +164,7 @@ mod tests {
             docroot: "/srv/shop".to_string(),
             health_path: "/health".to_string(),
             database: Some(db),
-            pools: BTreeMap::from([
-                ("web".to_string(), vec![peer("web-1"), peer("web-22")]),
-                ("memcached".to_string(), vec![peer("mc-1")]),
-            ]),
+            pools: pools(true, "10.0.0.4"),
             user: Some("shop".to_string()),
             group: Some("shop".to_string()),
             users: BTreeMap::new(),
@@ -249,13 +255,8 @@ mod tests {
             variant(&|_| {}),
             variant(&|p| p.user = None),
             variant(&|p| p.domain = "other.example".into()),
-            variant(&|p| {
-                let mc = p.pools.get_mut("memcached").expect("a memcached pool");
-                Arc::make_mut(&mut mc[0]).address = "10.9.9.9".to_string();
-            }),
-            variant(&|p| {
-                p.pools.remove("web");
-            }),
+            variant(&|p| p.pools = pools(true, "10.9.9.9")),
+            variant(&|p| p.pools = pools(false, "10.0.0.4")),
         ];
         for wanted in [Wanted::Whole, every_field(&product()), partial] {
             for a in &variants {

@@ -1,13 +1,12 @@
 //! Host view resolution (SPEC §5, §6): everything one host needs from a valid map,
 //! ordered so that rendering is byte-for-byte repeatable. Pure.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{GroupView, UserView};
-pub use super::pools::Fleet;
+pub use super::pools::{Fleet, Pools};
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
 use crate::identity::Identity;
@@ -158,9 +157,8 @@ pub struct ProductView {
     pub health_path: String,
     /// Database topology with addresses.
     pub database: Option<DatabaseView>,
-    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id. One
-    /// record per host, shared by every product's pools it is in.
-    pub pools: BTreeMap<String, Vec<Arc<Peer>>>,
+    /// Hosts serving this product, by role (e.g. `pools.memcached`), sorted by id.
+    pub pools: Pools,
     /// The product's user (SPEC §10; see `accounts::view`); absent when it declares none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -203,7 +201,7 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     names.extend(databases.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
-    let pools = product_pools(map, &names);
+    let (fleet, pools) = super::pools::of(map, &names);
     let products = names
         .iter()
         .zip(pools)
@@ -223,7 +221,7 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
     Resolution::Assigned(Box::new(HostView {
         host: info,
         products,
-        fleet: Fleet::of(map),
+        fleet,
         generation: map.generation(),
     }))
 }
@@ -236,46 +234,6 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
         address: host.map(|h| h.address.clone()).unwrap_or_default(),
         az: host.map(|h| h.az.clone()).unwrap_or_default(),
         db_port: host.and_then(|h| h.db_port).unwrap_or(DEFAULT_DB_PORT),
-    }
-}
-
-/// Pools by role name.
-type Pools = BTreeMap<String, Vec<Arc<Peer>>>;
-
-/// Role pools of each product in `names` (sorted, without repeats), in their order, from one
-/// pass over the hosts (a fleet of thousands of hosts must not be scanned once per product).
-/// Each host has one peer record, shared by every pool it is in (issue 13: a web host
-/// serving 500 products of a 10,000-host map would otherwise hold some 80,000 copies).
-fn product_pools(map: &RoleMap, names: &[String]) -> Vec<Pools> {
-    let slots: HashMap<&str, usize> = names.iter().map(String::as_str).zip(0..).collect();
-    let mut out: Vec<Pools> = names.iter().map(|_| Pools::new()).collect();
-    for (id, h) in &map.hosts {
-        let mut record = None;
-        for &slot in h.products.iter().filter_map(|p| slots.get(p.as_str())) {
-            let record = record.get_or_insert_with(|| Arc::new(peer_of(id, h)));
-            for role in &h.roles {
-                entry(&mut out[slot], role).push(Arc::clone(record));
-            }
-        }
-    }
-    out
-}
-
-/// `map[key]`, inserted empty if missing; unlike `entry`, copies the key only to insert it
-/// (a 10,000-host map would otherwise copy a role or product name per host).
-fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
-    }
-    map.get_mut(key).expect("inserted above")
-}
-
-fn peer_of(id: &str, h: &super::types::Host) -> Peer {
-    Peer {
-        id: id.to_string(),
-        address: h.address.clone(),
-        az: h.az.clone(),
-        db_port: h.db_port.unwrap_or(DEFAULT_DB_PORT),
     }
 }
 

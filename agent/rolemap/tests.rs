@@ -377,15 +377,12 @@ fn a_web_hosts_view_has_its_products_with_database_addresses_and_pools() {
     assert_eq!(db.master.address, "10.0.1.11");
     let replicas: Vec<&str> = db.replicas.iter().map(|p| p.address.as_str()).collect();
     assert_eq!(replicas, ["10.0.2.11", "10.0.3.11"]);
-    let web: Vec<&str> = videos.pools["web"].iter().map(|p| p.id.as_str()).collect();
+    let web: Vec<&str> = videos.pools.pool("web").map(|p| p.id).collect();
     assert_eq!(web, ["web-1", "web-2"]);
-    let memcached: Vec<&str> = videos.pools["memcached"]
-        .iter()
-        .map(|p| p.id.as_str())
-        .collect();
+    let memcached: Vec<&str> = videos.pools.pool("memcached").map(|p| p.id).collect();
     assert_eq!(memcached, ["web-1"]);
     assert_eq!(v.products[0].database, None);
-    assert_eq!(v.fleet.pool("db").count(), 4);
+    assert_eq!(v.fleet.roles.pool("db").count(), 4);
 }
 
 #[test]
