@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::reads::Wanted;
 use super::secrets::product_values;
-use crate::rolemap::resolve::ProductView;
+use crate::rolemap::resolve::{Pool, ProductView};
 use crate::secrets::Resolved;
 
 /// `product` with the parts `wanted`, its `secrets` holding the values read instead of the
@@ -39,8 +39,8 @@ pub(super) fn value(product: &ProductView, wanted: &Wanted, resolved: &Resolved)
 
 /// Write to `out` the parts of `product` that [`value`] holds for the same arguments, each
 /// serialised, without making the value: equal values write equal bytes (the render memo's
-/// key). JSON text never holds the memo's binary length prefixes, so the parts cannot run
-/// into the key's next field.
+/// key). Each part ends where it says (JSON text, or pools counted and length-prefixed), so
+/// the parts cannot run into each other or into the key's next field.
 pub(super) fn write_parts(
     product: &ProductView,
     wanted: &Wanted,
@@ -66,6 +66,8 @@ pub(super) fn write_parts(
 trait Out {
     type Part;
     fn put<T: Serialize + ?Sized>(&mut self, part: &T) -> Self::Part;
+    /// The pools of some roles, in the order of their names.
+    fn pools<'p>(&mut self, pools: impl Iterator<Item = (&'p str, Pool<'p>)>) -> Self::Part;
 }
 
 struct ToValue;
@@ -75,15 +77,32 @@ impl Out for ToValue {
     fn put<T: Serialize + ?Sized>(&mut self, part: &T) -> Value {
         json(part)
     }
+
+    fn pools<'p>(&mut self, pools: impl Iterator<Item = (&'p str, Pool<'p>)>) -> Value {
+        json(&pools.collect::<BTreeMap<_, _>>())
+    }
 }
 
 struct ToWriter<'a, W>(&'a mut W);
 
+// Only a failing writer or serialiser errs; neither is in use.
 impl<W: Write> Out for ToWriter<'_, W> {
     type Part = ();
     fn put<T: Serialize + ?Sized>(&mut self, part: &T) {
-        // Only a failing writer or serialiser errs; neither is in use.
         let _ = serde_json::to_writer(&mut *self.0, part);
+    }
+
+    /// As bytes, not JSON: escaping the pools of a product served by hundreds of hosts took
+    /// longer than the rest of its key (issue 13). The count of pools, then each one's
+    /// length-prefixed role and its peers ([`Pool::write_key`]): no two differ in one way.
+    fn pools<'p>(&mut self, pools: impl Iterator<Item = (&'p str, Pool<'p>)>) {
+        let pools: Vec<_> = pools.collect();
+        let _ = self.0.write_all(&(pools.len() as u64).to_le_bytes());
+        for (role, pool) in pools {
+            let _ = self.0.write_all(&(role.len() as u64).to_le_bytes());
+            let _ = self.0.write_all(role.as_bytes());
+            let _ = pool.write_key(&mut *self.0);
+        }
     }
 }
 
@@ -104,11 +123,12 @@ fn field<O: Out>(
         "health_path" => out.put(&p.health_path),
         "database" => out.put(&p.database),
         "pools" => match wanted {
-            Wanted::Whole => out.put(&p.pools),
-            Wanted::Fields(roles) => {
-                let pools = roles.keys().filter_map(|r| Some((r, p.pools.get(r)?)));
-                out.put(&pools.collect::<BTreeMap<_, _>>())
-            }
+            Wanted::Whole => out.pools(p.pools.all()),
+            Wanted::Fields(roles) => out.pools(
+                roles
+                    .keys()
+                    .filter_map(|r| Some((r.as_str(), p.pools.get(r)?))),
+            ),
         },
         "user" => out.put(p.user.as_ref()?),
         "group" => out.put(p.group.as_ref()?),
@@ -137,11 +157,11 @@ mod tests {
         }
     }
 
-    /// A web pool (unless left out) and a memcached pool whose one host has `address`.
-    fn pools(web: bool, address: &str) -> Pools {
+    /// A web pool (unless left out) and a memcached pool whose one host is `id` at `address`.
+    fn pools(web: bool, id: &str, address: &str) -> Pools {
         let memcached = Peer {
             address: address.to_string(),
-            ..peer("mc-1")
+            ..peer(id)
         };
         let web = web.then(|| ("web".to_string(), vec![peer("web-1"), peer("web-22")]));
         let memcached = ("memcached".to_string(), vec![memcached]);
@@ -164,7 +184,7 @@ mod tests {
             docroot: "/srv/shop".to_string(),
             health_path: "/health".to_string(),
             database: Some(db),
-            pools: pools(true, "10.0.0.4"),
+            pools: pools(true, "mc-1", "10.0.0.4"),
             user: Some("shop".to_string()),
             group: Some("shop".to_string()),
             users: BTreeMap::new(),
@@ -255,8 +275,10 @@ mod tests {
             variant(&|_| {}),
             variant(&|p| p.user = None),
             variant(&|p| p.domain = "other.example".into()),
-            variant(&|p| p.pools = pools(true, "10.9.9.9")),
-            variant(&|p| p.pools = pools(false, "10.0.0.4")),
+            variant(&|p| p.pools = pools(true, "mc-1", "10.9.9.9")),
+            variant(&|p| p.pools = pools(false, "mc-1", "10.0.0.4")),
+            // The same bytes, split otherwise between id and address.
+            variant(&|p| p.pools = pools(true, "mc-11", "0.0.0.4")),
         ];
         for wanted in [Wanted::Whole, every_field(&product()), partial] {
             for a in &variants {

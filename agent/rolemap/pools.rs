@@ -87,6 +87,14 @@ impl Pools {
         self.get(role).into_iter().flat_map(Pool::peers)
     }
 
+    /// Every pool, in the order of the roles' names.
+    pub fn all(&self) -> impl Iterator<Item = (&str, Pool<'_>)> {
+        let table = &*self.table;
+        self.roles
+            .iter()
+            .map(move |(role, rows)| (role.as_str(), Pool { table, rows }))
+    }
+
     /// The pool of `role`, if any host has it.
     pub fn get(&self, role: &str) -> Option<Pool<'_>> {
         let rows = self.roles.get(role)?;
@@ -130,6 +138,26 @@ impl<'p> Pool<'p> {
     /// The hosts, sorted by id.
     pub fn peers(self) -> impl Iterator<Item = PeerRef<'p>> {
         self.rows.iter().map(move |&row| self.table.peer(row))
+    }
+}
+
+impl Pool<'_> {
+    /// Write the pool to `out` as the render memo's key has it: the count of peers, then
+    /// each peer's length-prefixed id, address and zone, and its port. Two pools that differ
+    /// write different bytes, and a pool's bytes end where they say.
+    ///
+    /// # Errors
+    /// Only `out`'s.
+    pub fn write_key(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&(self.rows.len() as u64).to_le_bytes())?;
+        for peer in self.peers() {
+            for part in [peer.id, peer.address, peer.az] {
+                out.write_all(&(part.len() as u64).to_le_bytes())?;
+                out.write_all(part.as_bytes())?;
+            }
+            out.write_all(&peer.db_port.to_le_bytes())?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{GroupView, UserView};
-pub use super::pools::{Fleet, Pools};
+pub use super::pools::{Fleet, Pool, Pools};
 use super::types::{Database, RoleMap};
 use super::validate::upstreams;
 use crate::identity::Identity;
