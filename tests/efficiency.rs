@@ -264,42 +264,110 @@ fn edit_keeping_size_and_mtime(path: &std::path::Path) {
     assert_eq!((now.len(), now.modified().ok()), (meta.len(), Some(mtime)));
 }
 
+/// The generated 3,000-host fleet (over 256 KiB: its cache is written on a thread of its
+/// own) at `generation`, with product p0's master `db-0-0`, or `db-0-1` when `moved`.
+fn large_map(generation: u64, moved: bool) -> String {
+    let map = crate::support::fleet::fleet(3000, 60).replacen(
+        "generation = 1",
+        &format!("generation = {generation}"),
+        1,
+    );
+    assert!(map.len() > 256 * 1024, "the map must take the thread");
+    match moved {
+        false => map,
+        true => map.replace(
+            "master = \"db-0-0\"\nreplicas = [\"db-0-1\"",
+            "master = \"db-0-1\"\nreplicas = [\"db-0-0\"",
+        ),
+    }
+}
+
+/// After a sync of `map`: the cache holds exactly it, p0's vhost has its master, and the
+/// records and the memo are there.
+fn assert_applied(agent: &crate::fixture::Agent, map: &str, moved: bool, what: &str) {
+    let state = agent.state();
+    let cached = std::fs::read(state.join("map.toml")).expect("the cached map");
+    assert!(
+        cached == map.as_bytes(),
+        "{what}: the cache holds another map"
+    );
+    let json = |name: &str| -> serde_json::Value {
+        let bytes = std::fs::read(state.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let meta = json("map.meta.json");
+    assert_eq!(
+        meta["sha256"],
+        rolecall::text::sha256_hex(map.as_bytes()),
+        "{what}"
+    );
+    let vhost = "/etc/apache2/sites-enabled/rolecall-p0.conf";
+    let records = json("managed.json");
+    assert!(records.get(vhost).is_some(), "{what}: no record of {vhost}");
+    assert!(
+        state.join("render-memo.json").is_file(),
+        "{what}: no render memo"
+    );
+    let master = if moved { "10.0.0.1" } else { "10.0.0.0" };
+    let text = std::fs::read_to_string(agent.path(vhost)).expect("p0's vhost");
+    assert!(
+        text.contains(&format!("ROLECALL_DB_MASTER {master}\n")),
+        "{what}: p0's vhost does not follow the map"
+    );
+}
+
 /// A large map's last-good cache is written on a thread of its own, beside the records and
 /// the render memo: after each sync it holds exactly the map applied (bytes and SHA-256 in
 /// its metadata), and the records and memo are there too.
 #[test]
 fn issue13_a_large_maps_cache_is_written_beside_the_records() {
     let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));
-    let first = crate::support::fleet::fleet(3000, 60);
-    assert!(first.len() > 256 * 1024, "the map must take the thread");
-    let moved = first
-        .replacen("generation = 1", "generation = 2", 1)
-        .replace(
-            "master = \"db-0-0\"\nreplicas = [\"db-0-1\"",
-            "master = \"db-0-1\"\nreplicas = [\"db-0-0\"",
-        );
-    assert_ne!(moved, first);
-    for map in [&first, &moved] {
-        agent.write_map(map);
+    for (generation, moved) in [(1, false), (2, true)] {
+        let map = large_map(generation, moved);
+        agent.write_map(&map);
         assert_exit(&agent.run(&["sync", "--files-only"]), 0);
-        let state = agent.state();
-        let cached = std::fs::read(state.join("map.toml")).expect("the cached map");
-        assert!(cached == map.as_bytes(), "the cache holds another map");
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(state.join("map.meta.json")).unwrap()).unwrap();
-        assert_eq!(meta["sha256"], rolecall::text::sha256_hex(map.as_bytes()));
-        let records: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(state.join("managed.json")).unwrap()).unwrap();
-        let vhost = "/etc/apache2/sites-enabled/rolecall-p0.conf";
-        assert!(
-            records.get(vhost).is_some(),
-            "no record of {vhost}: {records}"
-        );
-        assert!(state.join("render-memo.json").is_file(), "no render memo");
+        assert_applied(&agent, &map, moved, &format!("generation {generation}"));
     }
-    let vhost = std::fs::read_to_string(agent.path("/etc/apache2/sites-enabled/rolecall-p0.conf"));
+}
+
+/// Killed at moments spread over whole syncs of a large map (loading, rendering, writing,
+/// and the commit with the cache on its own thread), the agent leaves what the next sync
+/// finishes: it converges on the map, its cache holds exactly that map, and no journal or
+/// temp file is left.
+#[test]
+fn issue13_kill_9_while_a_large_map_is_applied_and_cached_is_finished_next_time() {
+    let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));
+    agent.write_map(&large_map(1, false));
+    let started = std::time::Instant::now();
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let span = started.elapsed();
+    let mut killed = 0;
+    for round in 0..12u32 {
+        let moved = round % 2 == 0;
+        let map = large_map(u64::from(round) + 2, moved);
+        agent.write_map(&map);
+        let mut child = agent
+            .command(&["sync", "--files-only"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sync");
+        // The kill's moment, from the start to just past the end of a sync: not a wait.
+        std::thread::sleep(span.mul_f64(f64::from(round) / 10.0));
+        let _ = child.kill();
+        killed += usize::from(child.wait().expect("wait").code().is_none());
+        let what = format!("killed in round {round}");
+        assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+        assert_applied(&agent, &map, moved, &what);
+        assert!(
+            !agent.state().join("journal").exists(),
+            "{what}: journal left"
+        );
+        let temps = crate::faults::temp_files(&agent.root);
+        assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+    }
     assert!(
-        vhost.unwrap().contains("ROLECALL_DB_MASTER 10.0.0.1"),
-        "p0's vhost follows the move"
+        killed >= 6,
+        "only {killed} of 12 syncs were killed before they ended"
     );
 }

@@ -505,7 +505,7 @@ fn is_temp(path: &Path) -> bool {
 }
 
 /// Names under `root` that look like rolecall's temp files.
-fn temp_files(root: &Path) -> Vec<PathBuf> {
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
