@@ -143,9 +143,7 @@ impl<'a> Recall<'a> {
         let mut hash = self.base.clone();
         field(&mut hash, role.as_bytes());
         field(&mut hash, name.as_bytes());
-        // Written whole, then hashed at once: serde_json writes a pool of peers in many
-        // pieces of a few bytes, and hashing each piece on its own took longer than the
-        // serialising (issue 13).
+        // Collected, then hashed in one update: serde_json writes in pieces of a few bytes.
         let mut bytes = Vec::new();
         value(&mut bytes);
         hash.update(&bytes);
