@@ -13,7 +13,7 @@ use super::preview::Rendered;
 use super::{journal, map::LoadedMap, settled, Agent};
 use crate::error::Error;
 use crate::hooks;
-use crate::plan::{Record, Records};
+use crate::plan::{Record, Records, RecordsFile};
 use crate::render::Desired;
 use crate::source::CachedMap;
 use crate::text::chain;
@@ -32,7 +32,8 @@ const LARGE_MAP: usize = 256 * 1024;
 /// # Errors
 /// I/O or JSON.
 pub fn read_records(state_dir: &Path) -> Result<Records, Error> {
-    Ok(crate::sys::fs::read_json(&state_dir.join(RECORDS_FILE))?.unwrap_or_default())
+    let file = crate::sys::fs::read_json(&state_dir.join(RECORDS_FILE))?;
+    Ok(file.map(|RecordsFile(records)| records).unwrap_or_default())
 }
 
 /// What a reconcile that got through settles on.

@@ -38,6 +38,7 @@ pub struct Settled {
     #[serde(default)]
     pub secrets: bool,
     /// Every file it manages, as it left it.
+    #[serde(deserialize_with = "crate::plan::by_path")]
     pub files: BTreeMap<PathBuf, Expected>,
     /// The accounts it converged (none when it manages none): checked against the root's
     /// passwd and group files.

@@ -188,3 +188,28 @@ fn a_stamp_is_one_line_that_reads_back_as_itself() {
         assert!(err.contains("not a file stamp"), "{err}");
     }
 }
+
+#[test]
+fn records_read_by_path_are_as_serde_reads_them_in_any_order() {
+    let texts = [
+        r#"{"/etc/b": {"role": "web", "service": null, "sha256": "1"}, "/etc/a/b": {"role": "db", "service": "mariadb", "sha256": "2"}}"#,
+        r#"{"/etc/a.b": {"role": "web", "service": null, "sha256": "1"}, "/etc/a/b": {"role": "web", "service": null, "sha256": "2"}, "/etc/a": {"role": "web", "service": null, "sha256": "3"}}"#,
+        r#"{"/etc/b": {"role": "web", "service": null, "sha256": "1"}, "/etc/b": {"role": "db", "service": null, "sha256": "2"}}"#,
+        "{}",
+    ];
+    for text in texts {
+        let by_serde: Records = serde_json::from_str(text).unwrap();
+        let RecordsFile(by_path) = serde_json::from_str(text).unwrap();
+        assert_eq!(by_path, by_serde, "{text}");
+    }
+    let RecordsFile(twice) = serde_json::from_str::<RecordsFile>(texts[2]).unwrap();
+    assert_eq!(
+        twice[Path::new("/etc/b")].role,
+        "db",
+        "the last entry is kept"
+    );
+    assert!(
+        serde_json::from_str::<RecordsFile>("[]").is_err(),
+        "a map is expected"
+    );
+}
