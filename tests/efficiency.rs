@@ -291,9 +291,8 @@ fn assert_applied(agent: &crate::fixture::Agent, map: &str, moved: bool, what: &
         cached == map.as_bytes(),
         "{what}: the cache holds another map"
     );
-    let json = |name: &str| -> serde_json::Value {
-        let bytes = std::fs::read(state.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let json = |name: &str| {
+        (agent.state_json(name)).unwrap_or_else(|| panic!("{what}: {name} missing or not JSON"))
     };
     let meta = json("map.meta.json");
     assert_eq!(

@@ -200,10 +200,15 @@ impl Agent {
     /// The persistent counters the daemon and `sync` keep (`<state>/counters.json`):
     /// reconciles by outcome, rollbacks, smoke test failures; `Null` before the first.
     pub fn counters(&self) -> serde_json::Value {
-        std::fs::read(self.state().join("counters.json"))
+        self.state_json("counters.json")
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The state file `name` as JSON; `None` when it is missing or not JSON.
+    pub fn state_json(&self, name: &str) -> Option<serde_json::Value> {
+        std::fs::read(self.state().join(name))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or(serde_json::Value::Null)
     }
 
     /// The last status record, as `rolecall status --json` prints it; `Null` while there is
