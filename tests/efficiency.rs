@@ -329,6 +329,29 @@ fn issue13_a_large_maps_cache_is_written_beside_the_records() {
     }
 }
 
+/// With one task allowed, the threads a large map's sync asks for (validation beside
+/// resolution, the cache beside the records) are refused, and the work they would have done
+/// is done on the one thread: the same files, records and cache.
+#[test]
+fn issue13_a_large_map_syncs_the_same_when_no_thread_may_start() {
+    let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));
+    let one_task = crate::support::cgroup::PidsCgroup::new(1);
+    for (generation, moved) in [(1, false), (2, true)] {
+        let map = large_map(generation, moved);
+        agent.write_map(&map);
+        assert_exit(
+            &one_task.output(&agent.command(&["sync", "--files-only"])),
+            0,
+        );
+        assert_applied(&agent, &map, moved, &format!("generation {generation}"));
+    }
+    assert!(
+        one_task.refused() >= 4,
+        "the limit refused {} threads: the fallback was not exercised",
+        one_task.refused()
+    );
+}
+
 /// Killed at moments spread over whole syncs of a large map (loading, rendering, writing,
 /// and the commit with the cache on its own thread), the agent leaves what the next sync
 /// finishes: it converges on the map, its cache holds exactly that map, and no journal or

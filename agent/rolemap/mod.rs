@@ -1,12 +1,13 @@
 //! Stage 3, the role map (SPEC §5): typed parse (`types`), validation listing every
 //! problem with its TOML path (`validate`), resolution of one host's view (`resolve`),
-//! and the pure transforms and checks behind the `map` commands. Pure: no I/O here. A large
-//! map is parsed on several threads, then validated and resolved side by side (`parallel`).
+//! and the pure transforms and checks behind the `map` commands. Pure: no I/O here. A map is
+//! read straight from the TOML parser's events (`direct`); a large one is then validated and
+//! resolved side by side.
 
 pub mod accounts;
 pub mod diff;
+mod direct;
 pub mod lint;
-mod parallel;
 mod pools;
 mod positions;
 pub mod prepare;
@@ -89,7 +90,7 @@ pub fn load(bytes: &[u8]) -> Result<RoleMap, Error> {
 /// As [`load`].
 pub fn load_for(bytes: &[u8], identity: &Identity) -> Result<(RoleMap, Resolution), Error> {
     let map = parse(bytes)?;
-    let side_by_side = map.hosts.len() >= parallel::MIN_HOSTS;
+    let side_by_side = map.hosts.len() >= MIN_HOSTS;
     let (issues, resolution) = crate::threads::join(
         side_by_side,
         || validate::validate(&map),
@@ -97,6 +98,10 @@ pub fn load_for(bytes: &[u8], identity: &Identity) -> Result<(RoleMap, Resolutio
     );
     Ok((valid(map, issues)?, resolution))
 }
+
+/// From this many hosts on, [`crate::threads::join`] is worth a thread for validation and
+/// resolution.
+const MIN_HOSTS: usize = 1000;
 
 fn parse(bytes: &[u8]) -> Result<RoleMap, Error> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::Syntax {

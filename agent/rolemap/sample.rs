@@ -64,3 +64,30 @@ macro_rules! user {
 }
 
 pub(crate) use {group, host, list, product, user};
+
+/// A valid map of `hosts` web hosts over 200 products, a third of them with a database on
+/// a host of its own.
+pub(crate) fn large_map(hosts: usize) -> String {
+    let mut text = String::from("schema = 1\ngeneration = 7\n");
+    for p in 0..200 {
+        text.push_str(&format!(
+            "\n[products.p{p}]\ndomain = \"p{p}.example\"\ndocroot = \"/srv/p{p}\"\n"
+        ));
+        if p % 3 == 0 {
+            text.push_str(&format!(
+                "\n[products.p{p}.database]\nname = \"p{p}\"\nmaster = \"db-{p}\"\n\
+                 \n[hosts.db-{p}]\naddress = \"10.2.0.{p}\"\naz = \"b\"\nroles = [\"db\"]\n"
+            ));
+        }
+    }
+    for h in (0..hosts).rev() {
+        text.push_str(&format!(
+            "\n[hosts.web-{h}]\naddress = \"10.1.{}.{}\"\naz = \"a\"\nroles = [\"web\"]\n\
+             products = [\"p{}\"]\n",
+            h / 250,
+            h % 250,
+            h % 200
+        ));
+    }
+    text
+}

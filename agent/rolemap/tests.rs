@@ -6,7 +6,7 @@ use super::validate::Issue;
 use super::{load, load_for, Error, HostView};
 use crate::identity::Identity;
 use crate::rolemap::resolve::Position;
-use crate::rolemap::sample::{host, product};
+use crate::rolemap::sample::{host, large_map, product};
 
 /// A valid map exercising every position: two products, a database with a chained replica
 /// pair and a backup, web and memcached hosts.
@@ -474,4 +474,39 @@ fn rollout_problems_carry_their_paths() {
     assert_issue(&text, "rollout.start", "UTC");
     assert_issue(&text, "rollout.max_failed", "negative");
     assert_issue(&format!("{MAP}\n[rollout]\n"), "rollout.waves", "required");
+}
+
+#[test]
+fn load_for_validates_and_resolves_as_load_then_resolve() {
+    use crate::identity::Identity;
+    let identity = |id: &str| Identity {
+        id: id.to_string(),
+        address: "10.1.0.5".to_string(),
+        az: "a".to_string(),
+        region: "r".to_string(),
+        instance_type: None,
+        ami_id: None,
+    };
+    let small = large_map(10);
+    let large = large_map(super::MIN_HOSTS + 10);
+    for text in [&small, &large] {
+        let expected = load(text.as_bytes()).expect("valid");
+        for id in ["web-5", "web-unknown"] {
+            let (map, resolution) = load_for(text.as_bytes(), &identity(id)).expect("valid");
+            assert_eq!(resolution, resolve(&expected, &identity(id)));
+            assert_eq!(map, expected);
+        }
+        // A duplicate address and a product not in the map: both reported, as by load.
+        let bad = text
+            .replacen("address = \"10.1.0.2\"", "address = \"10.1.0.1\"", 1)
+            .replacen("products = [\"p9\"]", "products = [\"nope\"]", 1);
+        let Err(Error::Invalid { issues: expected }) = load(bad.as_bytes()) else {
+            panic!("load accepts the bad map");
+        };
+        assert_eq!(expected.len(), 2, "{expected:?}");
+        match load_for(bad.as_bytes(), &identity("web-5")) {
+            Err(Error::Invalid { issues }) => assert_eq!(issues, expected),
+            other => panic!("load_for gave {other:?}"),
+        }
+    }
 }

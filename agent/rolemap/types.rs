@@ -182,13 +182,13 @@ pub struct Rollout {
     pub unknown: Unknown,
 }
 
-/// Parse map text into the typed model without validating it. A large map is parsed on
-/// several threads when that provably gives the same result (`parallel`).
+/// Parse map text into the typed model without validating it: straight from the parser's
+/// events when the map is written as rolecall writes maps (`direct`), else with toml.
 ///
 /// # Errors
 /// TOML syntax errors and wrongly typed values, with toml's line information.
 pub fn parse(text: &str) -> Result<RoleMap, Error> {
-    if let Some(map) = super::parallel::parse(text) {
+    if let Some(map) = super::direct::parse(text) {
         return Ok(map);
     }
     toml::from_str(text).map_err(|e| Error::Syntax {

@@ -11,6 +11,7 @@
 
 pub mod acceptor;
 pub mod apache;
+pub mod cgroup;
 pub mod chromium;
 pub mod debian;
 pub mod fleet;

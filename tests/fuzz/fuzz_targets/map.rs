@@ -2,7 +2,8 @@
 //! `resolve`), then what a valid map feeds: `map lint` and `map show` output, the TOML a
 //! publish or promote writes back, and rendering the shipped catalog for the host.
 //!
-//! Asserts: no panic; `load` and `load_for` agree; a TOML error and every validation issue
+//! Asserts: no panic; the map as parsed (straight from the TOML parser's events when it is
+//! written as rolecall writes maps) is the one toml reads; `load` and `load_for` agree; a TOML error and every validation issue
 //! is one escaped line of bounded length whatever the input size; a valid map has no
 //! issue, writes back to the same map, and its lint and show output is escaped.
 
@@ -14,6 +15,13 @@ use rolecall::rolemap::{self, lint, show, validate, Resolution};
 use rolecall_fuzz::{assert_line, assert_lines, assert_map_error, identity, ISSUE_MAX};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_eq!(
+            rolemap::types::parse(text).ok(),
+            toml::from_str::<rolemap::RoleMap>(text).ok(),
+            "parsed otherwise than toml reads it"
+        );
+    }
     let loaded = rolemap::load(data);
     let for_host = rolemap::load_for(data, &identity(rolecall_fuzz::HOST));
     match (&loaded, &for_host) {

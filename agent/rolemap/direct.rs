@@ -1,0 +1,620 @@
+//! Stage 3's parse without a tree (issue 13). toml reads a document into a tree of every
+//! table, key and value, then serde reads the tree into [`RoleMap`]: for a 10,000-host map
+//! the tree is some 30 times the text and building it is most of the parse. [`parse`] builds
+//! the typed map straight from the events of toml_parser, the lexer and parser toml itself
+//! uses, for maps written the way rolecall writes them: `[products.P]`,
+//! `[products.P.database]`, `[products.P.groups.G]`, `[products.P.users.U]`,
+//! `[products.P.secrets]`, `[hosts.ID]` and `[rollout]` headers over `key = value` lines of
+//! strings, integers, a datetime and arrays of them, root keys first.
+//!
+//! Anything else gives `None`, and the caller parses the whole text with toml, which decides
+//! and words every error: a TOML error, dotted keys, inline tables, arrays of tables, a table
+//! defined before its parent or twice, a key twice, an unknown key, a value of the wrong
+//! type. So a `Some` is what toml gives; the unit tests and the fuzz target `map` compare
+//! the two.
+//!
+//! The text is lexed a piece at a time (a piece ends before a line that starts with `[`),
+//! so only one piece's tokens are held. A piece that ends inside a multi-line string or
+//! array is a TOML error of that piece, so the pieces parse without error exactly when
+//! they read as the whole text does.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use serde::de::DeserializeOwned;
+use toml::value::Datetime;
+use toml_parser::decoder::{Encoding, ScalarKind};
+use toml_parser::parser::{parse_document, EventReceiver};
+use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
+
+use super::types::{Database, Group, Host, Product, RoleMap, Rollout, User};
+
+/// About how many bytes are lexed at a time: a piece's tokens take some eight times its
+/// size.
+const PIECE: usize = 64 * 1024;
+
+/// The map in `text`, or `None` when `text` is not written as above or toml would refuse it.
+pub fn parse(text: &str) -> Option<RoleMap> {
+    let mut build = Build::new()?;
+    let mut tokens = Vec::new();
+    for piece in pieces(text) {
+        let source = Source::new(piece);
+        tokens.clear();
+        tokens.extend(source.lex());
+        let mut reader = Reader::new(source, &mut build);
+        let mut error: Option<ParseError> = None;
+        parse_document(&tokens, &mut reader, &mut error);
+        if reader.refused || error.is_some() {
+            return None;
+        }
+    }
+    build.finish()
+}
+
+/// `text` in pieces of about [`PIECE`] bytes, each but the last ending with a newline that
+/// a `[` follows.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let bytes = rest.as_bytes();
+        let from = PIECE.min(bytes.len());
+        let end = bytes[from..]
+            .windows(2)
+            .position(|pair| pair == b"\n[")
+            .map_or(bytes.len(), |at| from + at + 1);
+        let (piece, after) = rest.split_at(end);
+        rest = after;
+        Some(piece)
+    })
+}
+
+/// A decoded value.
+enum Value<'s> {
+    Str(Cow<'s, str>),
+    Int(i64),
+    Datetime(Datetime),
+    Array(Vec<Value<'s>>),
+}
+
+impl Value<'_> {
+    fn string(self) -> Option<String> {
+        match self {
+            Value::Str(text) => Some(text.into_owned()),
+            _ => None,
+        }
+    }
+
+    fn int(self) -> Option<i64> {
+        match self {
+            Value::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn datetime(self) -> Option<Datetime> {
+        match self {
+            Value::Datetime(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    fn strings(self) -> Option<Vec<String>> {
+        self.array()?.into_iter().map(Value::string).collect()
+    }
+
+    fn ints(self) -> Option<Vec<i64>> {
+        self.array()?.into_iter().map(Value::int).collect()
+    }
+
+    fn array(self) -> Option<Vec<Self>> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+}
+
+/// The events of one piece, turned into calls on the [`Build`].
+struct Reader<'s, 'b> {
+    source: Source<'s>,
+    build: &'b mut Build,
+    /// The keys of the header or the `key =` being read.
+    keys: Vec<Cow<'s, str>>,
+    header: bool,
+    /// The key whose value is being read.
+    key: Option<Cow<'s, str>>,
+    /// The keys the open table has: TOML refuses a key twice.
+    seen: Vec<Cow<'s, str>>,
+    /// The items of the array being read.
+    array: Option<Vec<Value<'s>>>,
+    refused: bool,
+}
+
+impl<'s, 'b> Reader<'s, 'b> {
+    fn new(source: Source<'s>, build: &'b mut Build) -> Self {
+        Self {
+            source,
+            build,
+            keys: Vec::new(),
+            header: false,
+            key: None,
+            seen: Vec::new(),
+            array: None,
+            refused: false,
+        }
+    }
+
+    fn raw(&self, span: Span, encoding: Option<Encoding>) -> Option<Raw<'s>> {
+        let text = self.source.input().get(span.start()..span.end())?;
+        Some(Raw::new_unchecked(text, encoding, span))
+    }
+
+    fn decode(
+        &self,
+        span: Span,
+        encoding: Option<Encoding>,
+        error: &mut dyn ErrorSink,
+    ) -> Option<Value<'s>> {
+        let mut text = Cow::Borrowed("");
+        Some(
+            match self.raw(span, encoding)?.decode_scalar(&mut text, error) {
+                ScalarKind::String => Value::Str(text),
+                ScalarKind::Integer(radix) => {
+                    Value::Int(i64::from_str_radix(&text, radix.value()).ok()?)
+                }
+                ScalarKind::DateTime => Value::Datetime(text.parse().ok()?),
+                ScalarKind::Boolean(_) | ScalarKind::Float => return None,
+            },
+        )
+    }
+
+    /// A whole value for the key before its `=`.
+    fn value(&mut self, value: Value<'s>) {
+        let Some(key) = self.key.take() else {
+            return self.refuse();
+        };
+        if self.seen.contains(&key) || self.build.set(&key, value).is_none() {
+            return self.refuse();
+        }
+        self.seen.push(key);
+    }
+
+    fn check(&mut self, done: Option<()>) {
+        if done.is_none() {
+            self.refuse();
+        }
+    }
+
+    fn refuse(&mut self) {
+        self.refused = true;
+    }
+}
+
+impl EventReceiver for Reader<'_, '_> {
+    fn std_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        self.header = true;
+        self.keys.clear();
+        self.seen.clear();
+    }
+
+    fn std_table_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        self.header = false;
+        if !self.refused {
+            let opened = self.build.open(&self.keys);
+            self.check(opened);
+        }
+        self.keys.clear();
+    }
+
+    fn array_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        self.refuse();
+    }
+
+    fn inline_table_open(&mut self, _: Span, _: &mut dyn ErrorSink) -> bool {
+        self.refuse();
+        false
+    }
+
+    fn array_open(&mut self, _: Span, _: &mut dyn ErrorSink) -> bool {
+        if self.array.is_some() {
+            self.refuse();
+            return false;
+        }
+        self.array = Some(Vec::new());
+        true
+    }
+
+    fn array_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        if let (false, Some(items)) = (self.refused, self.array.take()) {
+            self.value(Value::Array(items));
+        }
+    }
+
+    fn simple_key(&mut self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) {
+        let Some(raw) = self.raw(span, encoding) else {
+            return self.refuse();
+        };
+        let mut key = Cow::Borrowed("");
+        raw.decode_key(&mut key, error);
+        self.keys.push(key);
+    }
+
+    fn key_sep(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        if !self.header {
+            self.refuse();
+        }
+    }
+
+    fn key_val_sep(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        match (self.keys.pop(), self.keys.is_empty()) {
+            (Some(key), true) => self.key = Some(key),
+            _ => self.refuse(),
+        }
+    }
+
+    fn scalar(&mut self, span: Span, encoding: Option<Encoding>, error: &mut dyn ErrorSink) {
+        if self.refused {
+            return;
+        }
+        let Some(value) = self.decode(span, encoding, error) else {
+            return self.refuse();
+        };
+        match &mut self.array {
+            Some(items) => items.push(value),
+            None => self.value(value),
+        }
+    }
+
+    fn comment(&mut self, span: Span, error: &mut dyn ErrorSink) {
+        match self.raw(span, None) {
+            Some(raw) => raw.decode_comment(error),
+            None => self.refuse(),
+        }
+    }
+
+    fn newline(&mut self, span: Span, error: &mut dyn ErrorSink) {
+        match self.raw(span, None) {
+            Some(raw) => raw.decode_newline(error),
+            None => self.refuse(),
+        }
+    }
+
+    fn error(&mut self, _: Span, _: &mut dyn ErrorSink) {
+        self.refuse();
+    }
+}
+
+/// The table whose `key = value` lines are being read, built apart and added to the map
+/// when the next header opens (or the text ends).
+enum Table {
+    Root,
+    Product(String, Product),
+    Database(String, Database),
+    Group(String, String, Group),
+    User(String, String, User),
+    Secrets(String, std::collections::BTreeMap<String, String>),
+    Host(String, Host),
+    Rollout(Rollout),
+}
+
+/// The map so far, kept from piece to piece.
+struct Build {
+    map: RoleMap,
+    /// Hosts in the text's order, made a map once at the end.
+    hosts: Vec<(String, Host)>,
+    table: Table,
+    /// Products whose `[products.P.secrets]` was read.
+    secrets: BTreeSet<String>,
+    blank: Blank,
+}
+
+/// What serde makes of an empty table of each type: the values of absent keys.
+struct Blank {
+    product: Product,
+    database: Database,
+    group: Group,
+    user: User,
+    host: Host,
+    rollout: Rollout,
+}
+
+fn blank<T: DeserializeOwned>() -> Option<T> {
+    toml::from_str("").ok()
+}
+
+impl Build {
+    fn new() -> Option<Self> {
+        Some(Self {
+            map: blank()?,
+            hosts: Vec::new(),
+            table: Table::Root,
+            secrets: BTreeSet::new(),
+            blank: Blank {
+                product: blank()?,
+                database: blank()?,
+                group: blank()?,
+                user: blank()?,
+                host: blank()?,
+                rollout: blank()?,
+            },
+        })
+    }
+
+    /// Open the table of a header's `keys`, after adding the open one to the map.
+    fn open(&mut self, keys: &[Cow<'_, str>]) -> Option<()> {
+        self.close()?;
+        let name = |i: usize| keys.get(i).map(|key| key.to_string());
+        let blank = &self.blank;
+        self.table = match (keys.len(), keys.first()?.as_ref(), keys.get(2)) {
+            (1, "rollout", _) => Table::Rollout(blank.rollout.clone()),
+            (2, "hosts", _) => Table::Host(name(1)?, blank.host.clone()),
+            (2, "products", _) => Table::Product(name(1)?, blank.product.clone()),
+            (3, "products", Some(sub)) => match sub.as_ref() {
+                "database" => Table::Database(name(1)?, blank.database.clone()),
+                "secrets" => Table::Secrets(name(1)?, Default::default()),
+                _ => return None,
+            },
+            (4, "products", Some(sub)) => match sub.as_ref() {
+                "groups" => Table::Group(name(1)?, name(3)?, blank.group.clone()),
+                "users" => Table::User(name(1)?, name(3)?, blank.user.clone()),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(())
+    }
+
+    /// Add the open table to the map, unless the map has it already (TOML refuses a table
+    /// defined twice) or it is a product's and the product is not defined before it.
+    fn close(&mut self) -> Option<()> {
+        match std::mem::replace(&mut self.table, Table::Root) {
+            Table::Root => {}
+            Table::Product(name, product) => none(self.map.products.insert(name, product))?,
+            Table::Database(name, database) => {
+                let slot = &mut self.map.products.get_mut(&name)?.database;
+                none(slot.replace(database))?;
+            }
+            Table::Group(name, group, value) => {
+                none(
+                    self.map
+                        .products
+                        .get_mut(&name)?
+                        .groups
+                        .insert(group, value),
+                )?;
+            }
+            Table::User(name, user, value) => {
+                none(self.map.products.get_mut(&name)?.users.insert(user, value))?;
+            }
+            Table::Secrets(name, secrets) => {
+                let product = self.map.products.get_mut(&name)?;
+                self.secrets.insert(name).then_some(())?;
+                product.secrets = secrets;
+            }
+            Table::Host(id, host) => self.hosts.push((id, host)),
+            Table::Rollout(rollout) => none(self.map.rollout.replace(rollout))?,
+        }
+        Some(())
+    }
+
+    /// Set `key` of the open table: the schema's keys, one line each.
+    fn set(&mut self, key: &str, value: Value<'_>) -> Option<()> {
+        match (&mut self.table, key) {
+            (Table::Root, "schema") => self.map.schema = value.int()?,
+            (Table::Root, "generation") => self.map.generation = value.int()?,
+            (Table::Product(_, product), "domain") => product.domain = value.string()?,
+            (Table::Product(_, product), "aliases") => product.aliases = value.strings()?,
+            (Table::Product(_, product), "docroot") => product.docroot = value.string()?,
+            (Table::Product(_, product), "health_path") => product.health_path = value.string()?,
+            (Table::Database(_, db), "name") => db.name = value.string()?,
+            (Table::Database(_, db), "master") => db.master = value.string()?,
+            (Table::Database(_, db), "replicas") => db.replicas = value.strings()?,
+            (Table::Database(_, db), "backup") => db.backup = Some(value.string()?),
+            (Table::Database(_, db), "backup_url") => db.backup_url = Some(value.string()?),
+            (Table::Database(_, db), "removed") => db.removed = value.strings()?,
+            (Table::Group(_, _, group), "gid") => group.gid = value.int()?,
+            (Table::User(_, _, user), "uid") => user.uid = value.int()?,
+            (Table::User(_, _, user), "group") => user.group = value.string()?,
+            (Table::User(_, _, user), "home") => user.home = value.string()?,
+            (Table::User(_, _, user), "shell") => user.shell = value.string()?,
+            (Table::User(_, _, user), "groups") => user.groups = value.strings()?,
+            (Table::Secrets(_, secrets), _) => none(secrets.insert(key.into(), value.string()?))?,
+            (Table::Host(_, host), "address") => host.address = value.string()?,
+            (Table::Host(_, host), "az") => host.az = value.string()?,
+            (Table::Host(_, host), "roles") => host.roles = value.strings()?,
+            (Table::Host(_, host), "products") => host.products = value.strings()?,
+            (Table::Host(_, host), "db_port") => host.db_port = Some(value.int()?.try_into().ok()?),
+            (Table::Rollout(rollout), "waves") => rollout.waves = value.ints()?,
+            (Table::Rollout(rollout), "bake") => rollout.bake = value.string()?,
+            (Table::Rollout(rollout), "start") => rollout.start = Some(value.datetime()?),
+            (Table::Rollout(rollout), "max_failed") => rollout.max_failed = value.int()?,
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn finish(mut self) -> Option<RoleMap> {
+        self.close()?;
+        let mut hosts = self.hosts;
+        hosts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return None;
+        }
+        self.map.hosts = hosts.into_iter().collect();
+        Some(self.map)
+    }
+}
+
+/// `Some` when there was nothing before.
+fn none<T>(before: Option<T>) -> Option<()> {
+    before.is_none().then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rolemap::sample::large_map;
+
+    /// The whole text parsed by toml, which the caller falls back to.
+    fn whole(text: &str) -> Result<RoleMap, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Whether `text` was read directly; when it was, the map is toml's.
+    fn agrees(text: &str) -> bool {
+        match (parse(text), whole(text)) {
+            (Some(map), Ok(expected)) => {
+                assert_eq!(map, expected, "read otherwise than toml reads it:\n{text}");
+                true
+            }
+            (Some(_), Err(e)) => panic!("read a text toml refuses ({e}):\n{text}"),
+            (None, _) => false,
+        }
+    }
+
+    /// Every key of the map's schema, in each way TOML may spell a key or a value.
+    const FULL: &str = "# a fleet\r\nschema = 1\r\ngeneration = 1_000\n\n\
+        [products.shop]\ndomain = \"shop.example\" # main\naliases = [\n  'www.shop.example', # one\n  \"\\u0073hop.example\",\n]\n\
+        docroot = '/srv/shop'\nhealth_path = \"\"\"/health\"\"\"\n\n\
+        [products.shop.database]\nname = \"shop\"\nmaster = \"db-1\"\nreplicas = [\"db-2\", \"db-3\"]\n\
+        backup = \"db-4\"\nbackup_url = \"s3://b/shop/\"\nremoved = [\"db-0\"]\n\n\
+        [products.shop.groups.deploy]\ngid = 0x7d0\n\n\
+        [products.shop.users.app]\nuid = +2000\ngroup = \"deploy\"\nhome = \"/srv/app\"\n\
+        shell = \"/bin/sh\"\ngroups = [\"adm\"]\n\n\
+        [products.shop.secrets]\ndb_password = \"ssm:/shop/db\"\n\"api key\" = \"secretsmanager:shop#api\"\n\n\
+        [products.\"blog\"]\n\n\
+        [ hosts . db-1 ]\naddress = \"10.0.0.1\"\naz = \"a\"\nroles = [\"db\"]\nproducts = [\"shop\"]\ndb_port = 3307\n\n\
+        [hosts.'web 1']\n\"address\" = \"10.0.0.2\"\nroles = []\n\n\
+        [rollout]\nwaves = [10, 50, 100]\nbake = \"10m\"\nstart = 2026-12-06T10:00:00Z\nmax_failed = 0o2\n";
+
+    #[test]
+    fn maps_written_as_rolecall_writes_them_are_read_directly_as_toml_reads_them() {
+        let full = whole(FULL).expect("valid TOML");
+        assert_eq!(full.products["shop"].users["app"].uid, 2000);
+        assert_eq!(full.products["blog"].health_path, "/", "serde's default");
+        let written = full.to_toml().expect("serializes");
+        let large = large_map(3000);
+        for text in [FULL, &written, super::super::SAMPLE, &large, ""] {
+            assert!(agrees(text), "not read directly:\n{text}");
+        }
+    }
+
+    #[test]
+    fn texts_toml_refuses_are_never_read() {
+        let refused = [
+            // A key, a table or a header twice, in every kind of table.
+            "schema = 1\nschema = 1\n",
+            "[hosts.a]\naz = \"x\"\naz = \"x\"\n",
+            "[hosts.a]\naz = \"x\"\n\"az\" = \"y\"\n",
+            "[hosts.a]\n[products.p]\n[hosts.a]\n",
+            "[products.p]\n[products.p]\n",
+            "[products.p]\n[products.p.database]\n[products.p.database]\n",
+            "[products.p]\n[products.p.groups.g]\n[products.p.groups.g]\n",
+            "[products.p]\n[products.p.users.u]\n[products.p.users.u]\n",
+            "[products.p]\n[products.p.secrets]\n[products.p.secrets]\n",
+            "[products.p]\n[products.p.secrets]\na = \"x\"\na = \"y\"\n",
+            "[rollout]\n[hosts.a]\n[rollout]\n",
+            "[products.p.database]\n[products.p]\n[products.p.database]\n",
+            // Values of the wrong type or out of range.
+            "schema = \"1\"\n",
+            "schema = true\n",
+            "schema = 1.0\n",
+            "generation = 9223372036854775808\n",
+            "[hosts.a]\ndb_port = 65536\n",
+            "[hosts.a]\ndb_port = -1\n",
+            "[hosts.a]\nroles = [\"web\", 1]\n",
+            "[hosts.a]\nroles = [[\"web\"]]\n",
+            "[hosts.a]\naddress = 1979-05-27\n",
+            "[rollout]\nstart = \"2026-12-06T10:00:00Z\"\n",
+            "[rollout]\nwaves = [1, \"2\"]\n",
+            "[products.p]\ndatabase = \"x\"\n[products.p.database]\n",
+            // TOML errors.
+            "schema = 1[hosts.a]\naz = \"x\"\n",
+            "[hosts.a]\naz = \"\\q\"\n",
+            "[hosts.a]\naz = \"x\n",
+            "# a \u{7} bell\n",
+            "[hosts.a]\naz = \"x\" \"y\"\n",
+            "[hosts.a\n",
+            "[hosts.a]\naz = 1979-13-45\n",
+            "[hosts.a]\nroles = [\"a\" \"b\"]\n",
+            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
+            "hosts = { a = {} }\n[hosts.a]\n",
+            "hosts = []\n[hosts.a]\n",
+        ];
+        for text in refused {
+            assert!(whole(text).is_err(), "toml accepts {text:?}");
+            assert!(!agrees(text), "read {text:?}");
+        }
+    }
+
+    #[test]
+    fn valid_texts_written_otherwise_are_left_to_toml() {
+        let others = [
+            "hosts.a.az = \"x\"\n",
+            "[hosts]\n[hosts.a]\naz = \"x\"\n",
+            "[hosts.a]\naz = \"x\"\n[hosts.a.extra]\nz = 1\n",
+            "[products.p.database]\nname = \"d\"\n[products.p]\ndomain = \"x\"\n",
+            "[hosts.a]\nextra = true\n",
+            "other = 1\n",
+            "[[other]]\nx = 1\n",
+            "[hosts.a]\nextra = { v4 = \"x\" }\n",
+            "[products.p]\ndatabase = { name = \"d\" }\n",
+            "[products.p.groups]\n",
+            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.b]\n",
+        ];
+        for text in others {
+            assert!(whole(text).is_ok(), "toml refuses {text:?}");
+            assert!(!agrees(text), "read {text:?} directly");
+            assert_eq!(
+                crate::rolemap::types::parse(text).map_err(|e| e.to_string()),
+                whole(text),
+                "the fallback"
+            );
+        }
+    }
+
+    #[test]
+    fn pieces_end_before_a_line_that_opens_a_table() {
+        let text = large_map(6000);
+        let cut: Vec<&str> = pieces(&text).collect();
+        assert!(cut.len() >= 4, "{} pieces", cut.len());
+        assert_eq!(cut.concat(), text);
+        for pair in cut.windows(2) {
+            assert!(pair[0].len() >= PIECE && pair[0].ends_with('\n'));
+            assert!(pair[1].starts_with('['));
+        }
+        assert!(agrees(&text), "a large map is read directly");
+        assert_eq!(pieces(&text[..10]).collect::<Vec<_>>(), [&text[..10]]);
+        assert_eq!(pieces("").count(), 0);
+    }
+
+    #[test]
+    fn a_multi_line_string_across_a_piece_end_is_never_misread() {
+        // A product's domain with lines that open tables, at offsets all around the first
+        // piece's end: where a piece would end inside it, the text is left to toml.
+        let hosts = large_map(900);
+        let at = hosts.find("\n[hosts.").expect("hosts") + 1;
+        let (mut direct, mut left) = (0, 0);
+        for shift in (0..400).step_by(7) {
+            let pad = PIECE - 200 - at.min(PIECE - 200) + shift;
+            let text = format!(
+                "{}# {}\n[products.odd]\ndomain = \"\"\"\n[hosts.z]\n[hosts.y]\n\"\"\"\n\n{}",
+                &hosts[..at],
+                "x".repeat(pad),
+                &hosts[at..]
+            );
+            if agrees(&text) {
+                direct += 1;
+            } else {
+                left += 1;
+            }
+        }
+        assert!(
+            direct > 0 && left > 0,
+            "{direct} read directly, {left} left"
+        );
+    }
+}
