@@ -37,7 +37,7 @@ fn backup_agent(db: &MariaDb, bucket: &str, database: &str) -> Agent {
         url: "s3://fleet-config/rolemap.toml".into(),
     };
     Cache::new(agent.state())
-        .store(&cached)
+        .store(&cached.bytes, &cached.meta())
         .expect("caching the map");
     agent
 }

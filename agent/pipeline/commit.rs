@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::hooks;
 use crate::plan::{Record, Records, RecordsFile};
 use crate::render::Desired;
-use crate::source::CachedMap;
+use crate::source::CacheMeta;
 use crate::text::chain;
 
 /// Records of managed files, in the state directory.
@@ -118,14 +118,14 @@ fn store_cache(agent: &Agent, loaded: &LoadedMap) {
     if !loaded.is_new {
         return;
     }
-    let entry = CachedMap {
-        bytes: loaded.bytes.clone(),
+    let meta = CacheMeta {
+        url: loaded.info.url.clone(),
+        generation: loaded.info.generation,
         etag: loaded.info.etag.clone(),
         version: loaded.info.version.clone(),
-        generation: loaded.info.generation,
-        url: loaded.info.url.clone(),
+        sha256: loaded.sha256.clone(),
     };
-    if let Err(e) = agent.cache().store(&entry) {
+    if let Err(e) = agent.cache().store(&loaded.bytes, &meta) {
         error!(error = %chain(&e), "last-good map cache not written");
     }
 }

@@ -29,6 +29,19 @@ pub struct CachedMap {
     pub url: String,
 }
 
+impl CachedMap {
+    /// The metadata that goes with the map, its SHA-256 computed.
+    pub fn meta(&self) -> CacheMeta {
+        CacheMeta {
+            url: self.url.clone(),
+            generation: self.generation,
+            etag: self.etag.clone(),
+            version: self.version.clone(),
+            sha256: sha256_hex(&self.bytes),
+        }
+    }
+}
+
 /// `map.meta.json`: what a poll needs to know about the cached map without reading it.
 /// Read leniently (no `deny_unknown_fields`) so that an agent rolled back to an older
 /// version still uses a cache written by a newer one.
@@ -90,31 +103,25 @@ impl Cache {
         }))
     }
 
-    /// Replace the cache with `map`: the map file first, then its metadata, each through a
+    /// Replace the cache with the map `bytes` and their `meta` (whose `sha256` must be the
+    /// bytes'; [`CachedMap::meta`] makes it): the map file first, then its metadata, each through a
     /// temporary file in the same directory, fsync, rename and a directory fsync. A crash
     /// between the two leaves a pair that `load` reads as no cache, never a wrong one.
     ///
     /// # Errors
     /// `Error::Cache` naming the file that could not be written.
-    pub fn store(&self, map: &CachedMap) -> Result<(), Error> {
-        let meta = CacheMeta {
-            url: map.url.clone(),
-            generation: map.generation,
-            etag: map.etag.clone(),
-            version: map.version.clone(),
-            sha256: sha256_hex(&map.bytes),
-        };
+    pub fn store(&self, bytes: &[u8], meta: &CacheMeta) -> Result<(), Error> {
         let meta_path = self.dir.join(META_FILE);
-        let json = serde_json::to_vec_pretty(&meta).map_err(|err| Error::Cache {
+        let json = serde_json::to_vec_pretty(meta).map_err(|err| Error::Cache {
             path: meta_path,
             source: err.into(),
         })?;
-        write_atomic(&self.dir, MAP_FILE, &map.bytes)?;
+        write_atomic(&self.dir, MAP_FILE, bytes)?;
         write_atomic(&self.dir, META_FILE, &json)?;
         tracing::debug!(
             path = %self.dir.display(),
-            generation = map.generation,
-            map_etag = ?map.etag,
+            generation = meta.generation,
+            map_etag = ?meta.etag,
             "map cached"
         );
         Ok(())
@@ -180,7 +187,9 @@ mod tests {
     fn holding_sample() -> (tempfile::TempDir, Cache) {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = Cache::new(dir.path());
-        cache.store(&sample()).expect("store");
+        cache
+            .store(&sample().bytes, &sample().meta())
+            .expect("store");
         (dir, cache)
     }
 
@@ -204,7 +213,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = Cache::new(dir.path().join("state"));
         assert_eq!(cache.load().expect("load empty"), None);
-        cache.store(&sample()).expect("store");
+        cache
+            .store(&sample().bytes, &sample().meta())
+            .expect("store");
         assert_eq!(cache.load().expect("load"), Some(sample()));
         let newer = CachedMap {
             generation: 42,
@@ -212,7 +223,9 @@ mod tests {
             version: None,
             ..sample()
         };
-        cache.store(&newer).expect("store again");
+        cache
+            .store(&newer.bytes, &newer.meta())
+            .expect("store again");
         assert_eq!(cache.load().expect("load again"), Some(newer));
         assert_eq!(entries(&dir.path().join("state")), [META_FILE, MAP_FILE]);
     }
