@@ -48,6 +48,7 @@ pub fn parse(text: &str) -> Option<RoleMap> {
             return None;
         }
     }
+    drop(tokens);
     build.finish()
 }
 
@@ -439,6 +440,8 @@ impl Build {
     fn finish(mut self) -> Option<RoleMap> {
         self.close()?;
         let mut hosts = self.hosts;
+        // The map's nodes are built while the vector is held: no room to spare in it.
+        hosts.shrink_to_fit();
         hosts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
             return None;
@@ -548,6 +551,13 @@ mod tests {
             assert!(whole(text).is_err(), "toml accepts {text:?}");
             assert!(!agrees(text), "read {text:?}");
         }
+        // Arrays nested deeper than any stack: refused at the second level, not recursed.
+        let deep = format!(
+            "[hosts.a]\nroles = {}{}\n",
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        assert!(!agrees(&deep));
     }
 
     #[test]
