@@ -329,26 +329,25 @@ fn issue13_a_large_maps_cache_is_written_beside_the_records() {
     }
 }
 
-/// With one task allowed, the threads a large map's sync asks for (validation beside
-/// resolution, the cache beside the records) are refused, and the work they would have done
-/// is done on the one thread: the same files, records and cache.
+/// With two tasks allowed (the main thread, and the blocking-pool thread that reads a
+/// `file://` map), the threads a large map's sync asks for next (validation beside
+/// resolution, the cache beside the records, the two halves of the `lstat`s and the sweep)
+/// are refused, and the work they would have done is done on the one thread: the same
+/// files, records and cache.
 #[test]
-fn issue13_a_large_map_syncs_the_same_when_no_thread_may_start() {
+fn issue13_a_large_map_syncs_the_same_when_the_task_limit_refuses_its_threads() {
     let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));
-    let one_task = crate::support::cgroup::PidsCgroup::new(1);
+    let limit = crate::support::cgroup::PidsCgroup::new(2);
     for (generation, moved) in [(1, false), (2, true)] {
         let map = large_map(generation, moved);
         agent.write_map(&map);
-        assert_exit(
-            &one_task.output(&agent.command(&["sync", "--files-only"])),
-            0,
-        );
+        assert_exit(&limit.output(&agent.command(&["sync", "--files-only"])), 0);
         assert_applied(&agent, &map, moved, &format!("generation {generation}"));
     }
     assert!(
-        one_task.refused() >= 4,
+        limit.refused() >= 4,
         "the limit refused {} threads: the fallback was not exercised",
-        one_task.refused()
+        limit.refused()
     );
 }
 

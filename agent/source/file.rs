@@ -37,32 +37,19 @@ impl FileSource {
         &self.url
     }
 
-    /// The file's bytes, read on a thread of its own so that the caller's timeout can give up
-    /// on a hung mount. When the system grants no thread (a task limit), the file is read
-    /// here: no timeout then, but no failure either (tokio's blocking pool would panic).
     async fn read(&self) -> Result<Vec<u8>, Error> {
-        let (sent, received) = tokio::sync::oneshot::channel();
-        let path = self.path.clone();
-        let read = move || drop(sent.send(std::fs::read(path)));
-        let bytes = match std::thread::Builder::new()
-            .name("map-file".into())
-            .spawn(read)
-        {
-            Ok(_) => received
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread ended"))),
-            Err(_) => std::fs::read(&self.path),
-        };
-        bytes.map_err(|err| match err.kind() {
-            ErrorKind::NotFound => Error::Refused {
-                url: self.url.clone(),
-                reason: format!("no such file {}", self.path.display()),
-            },
-            _ => Error::Unreachable {
-                url: self.url.clone(),
-                source: Box::new(err),
-            },
-        })
+        tokio::fs::read(&self.path)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::NotFound => Error::Refused {
+                    url: self.url.clone(),
+                    reason: format!("no such file {}", self.path.display()),
+                },
+                _ => Error::Unreachable {
+                    url: self.url.clone(),
+                    source: Box::new(err),
+                },
+            })
     }
 }
 
