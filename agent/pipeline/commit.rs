@@ -96,16 +96,17 @@ pub(super) fn last_good_smoke(agent: &Agent) -> Vec<crate::render::SmokeTest> {
 /// already matched), and keep the old records of failed services.
 fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<String>>) {
     let old = read_records(&agent.state_dir).unwrap_or_default();
-    let mut records: Records = old
-        .iter()
-        .filter(|(_, r)| failed.contains(&r.service))
-        .map(|(p, r)| (p.clone(), r.clone()))
-        .collect();
-    for (f, sha256) in desired
+    // Built from the desired files in path order, at once; a failed service's old records
+    // are kept where no desired file took the path.
+    let mut records: Records = desired
         .expected()
         .filter(|(f, _)| !failed.contains(&f.service))
-    {
-        records.insert(f.path.clone(), Record::of(f, sha256));
+        .map(|(f, sha256)| (f.path.clone(), Record::of(f, sha256)))
+        .collect();
+    for (path, record) in old.iter().filter(|(_, r)| failed.contains(&r.service)) {
+        records
+            .entry(path.clone())
+            .or_insert_with(|| record.clone());
     }
     if records != old {
         if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {

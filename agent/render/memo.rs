@@ -218,26 +218,42 @@ impl<'a> Recall<'a> {
 impl Desired {
     /// Move the remembered files `is_unchanged` vouches for (the disk holds them as
     /// remembered: same stamp, owner and group) into `vouched`, unread.
+    /// The vouched files are sorted by path once here, so that every map and set of paths
+    /// built from [`Desired::all_files`] and [`Desired::expected`] gets them in order.
     pub fn vouch(&mut self, mut is_unchanged: impl FnMut(&Remembered) -> bool) {
-        let (vouched, unread) = std::mem::take(&mut self.remembered)
+        let (mut vouched, unread): (Vec<_>, _) = std::mem::take(&mut self.remembered)
             .into_iter()
             .partition(|r| is_unchanged(r));
+        vouched.sort_by(|a, b| a.file.path.cmp(&b.file.path));
         self.vouched = vouched;
         self.remembered = unread;
     }
 
-    /// Every desired file: the rendered ones, then the vouched ones (without bytes).
+    /// Every desired file, the rendered ones and the vouched ones (without bytes), by path.
     pub fn all_files(&self) -> impl Iterator<Item = &RenderedFile> {
-        self.files
-            .iter()
-            .chain(self.vouched.iter().map(|r| &r.file))
+        self.by_path().map(|(file, _)| file)
     }
 
     /// Every desired path with its role, service, owner, group, mode and SHA-256 as the
-    /// state files keep them: the rendered files' and the vouched ones'.
+    /// state files keep them: the rendered files' and the vouched ones', by path.
     pub fn expected(&self) -> impl Iterator<Item = (&RenderedFile, String)> {
-        let rendered = self.files.iter().map(|f| (f, sha256_hex(&f.content)));
-        rendered.chain(self.vouched.iter().map(|r| (&r.file, r.sha256.clone())))
+        self.by_path().map(|(file, vouched)| match vouched {
+            Some(r) => (file, r.sha256.clone()),
+            None => (file, sha256_hex(&file.content)),
+        })
+    }
+
+    /// The rendered and the vouched files merged by path (both lists are sorted), each
+    /// with its memo entry when vouched.
+    fn by_path(&self) -> impl Iterator<Item = (&RenderedFile, Option<&Remembered>)> {
+        let mut rendered = self.files.iter().peekable();
+        let mut vouched = self.vouched.iter().peekable();
+        std::iter::from_fn(move || match (rendered.peek(), vouched.peek()) {
+            (Some(f), Some(r)) if f.path <= r.file.path => rendered.next().map(|f| (f, None)),
+            (_, Some(_)) => vouched.next().map(|r| (&r.file, Some(r))),
+            (Some(_), None) => rendered.next().map(|f| (f, None)),
+            (None, None) => None,
+        })
     }
 
     /// Complete the remembered files with their bytes from `content` (the file as it is on

@@ -1302,4 +1302,52 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn vouched_files_are_sorted_and_every_desired_file_comes_by_path() {
+        let file = |path: &str, content: &str| RenderedFile {
+            path: PathBuf::from(path),
+            content: content.as_bytes().to_vec(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            service: None,
+            role: "web".into(),
+            product: None,
+            template: "t".into(),
+            is_secret: false,
+        };
+        let remembered = |path: &str| memo::Remembered {
+            file: file(path, ""),
+            sha256: format!("sha of {path}"),
+            stamp: None,
+        };
+        // Component order, which is not byte order: `/a/b` before `/a-b`.
+        let mut desired = Desired {
+            files: vec![file("/a/c", "c"), file("/z", "z")],
+            remembered: ["/a-b/x", "/y", "/a/b", "/unread", "/a/d/e", "/0"]
+                .map(remembered)
+                .to_vec(),
+            ..Desired::default()
+        };
+        desired.vouch(|r| r.file.path != Path::new("/unread"));
+        let paths = |files: Vec<&RenderedFile>| -> Vec<String> {
+            files.iter().map(|f| f.path.display().to_string()).collect()
+        };
+        let vouched: Vec<&RenderedFile> = desired.vouched.iter().map(|r| &r.file).collect();
+        assert_eq!(paths(vouched), ["/0", "/a/b", "/a/d/e", "/a-b/x", "/y"]);
+        let all = ["/0", "/a/b", "/a/c", "/a/d/e", "/a-b/x", "/y", "/z"];
+        assert_eq!(paths(desired.all_files().collect()), all);
+        let expected: Vec<(String, String)> = desired
+            .expected()
+            .map(|(f, sha)| (f.path.display().to_string(), sha))
+            .collect();
+        assert_eq!(
+            expected.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            all
+        );
+        assert_eq!(expected[1].1, "sha of /a/b");
+        assert_eq!(expected[2].1, crate::text::sha256_hex(b"c"));
+        assert_eq!(expected[6].1, crate::text::sha256_hex(b"z"));
+    }
 }
