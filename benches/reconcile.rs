@@ -288,7 +288,12 @@ fn bench_resolve(scale: &Scale, bytes: &[u8]) {
     report(scale, "(a) parse + validate + resolve", &stats, Some(30.0));
     let text = std::str::from_utf8(bytes).expect("UTF-8");
     let stats = measure(scale, scale.iterations, || rolemap::types::parse(text));
-    report(scale, "    parse (typed map from the parser's events)", &stats, None);
+    report(
+        scale,
+        "    parse (typed map from the parser's events)",
+        &stats,
+        None,
+    );
     let stats = measure_with(scale, scale.iterations, || load_for(bytes), drop);
     report(
         scale,
