@@ -38,6 +38,14 @@ pub fn halves<T: Sync, R: Send>(
     (first, second)
 }
 
+/// Whether the system grants this process another thread now (a task limit may not): one
+/// is started and joined to find out.
+pub fn available() -> bool {
+    thread::Builder::new()
+        .spawn(|| ())
+        .is_ok_and(|started| started.join().is_ok())
+}
+
 /// A scoped thread's result; its panic, if it panicked, goes on in this thread.
 pub fn joined<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
     handle

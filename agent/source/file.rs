@@ -37,19 +37,24 @@ impl FileSource {
         &self.url
     }
 
+    /// The file's bytes, read on tokio's blocking pool so that the caller's timeout can give
+    /// up on a hung mount. Where the system grants no thread (a task limit), the pool would
+    /// panic: the file is read here instead, without that protection.
     async fn read(&self) -> Result<Vec<u8>, Error> {
-        tokio::fs::read(&self.path)
-            .await
-            .map_err(|err| match err.kind() {
-                ErrorKind::NotFound => Error::Refused {
-                    url: self.url.clone(),
-                    reason: format!("no such file {}", self.path.display()),
-                },
-                _ => Error::Unreachable {
-                    url: self.url.clone(),
-                    source: Box::new(err),
-                },
-            })
+        let bytes = match crate::threads::available() {
+            true => tokio::fs::read(&self.path).await,
+            false => std::fs::read(&self.path),
+        };
+        bytes.map_err(|err| match err.kind() {
+            ErrorKind::NotFound => Error::Refused {
+                url: self.url.clone(),
+                reason: format!("no such file {}", self.path.display()),
+            },
+            _ => Error::Unreachable {
+                url: self.url.clone(),
+                source: Box::new(err),
+            },
+        })
     }
 }
 
