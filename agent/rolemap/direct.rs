@@ -183,12 +183,6 @@ impl<'s, 'b> Reader<'s, 'b> {
         self.seen.push(key);
     }
 
-    fn check(&mut self, done: Option<()>) {
-        if done.is_none() {
-            self.refuse();
-        }
-    }
-
     fn refuse(&mut self) {
         self.refused = true;
     }
@@ -203,9 +197,8 @@ impl EventReceiver for Reader<'_, '_> {
 
     fn std_table_close(&mut self, _: Span, _: &mut dyn ErrorSink) {
         self.header = false;
-        if !self.refused {
-            let opened = self.build.open(&self.keys);
-            self.check(opened);
+        if !self.refused && self.build.open(&self.keys).is_none() {
+            self.refuse();
         }
         self.keys.clear();
     }

@@ -3,9 +3,10 @@
 //! publish or promote writes back, and rendering the shipped catalog for the host.
 //!
 //! Asserts: no panic; the map as parsed (straight from the TOML parser's events when it is
-//! written as rolecall writes maps) is the one toml reads; `load` and `load_for` agree; a TOML error and every validation issue
-//! is one escaped line of bounded length whatever the input size; a valid map has no
-//! issue, writes back to the same map, and its lint and show output is escaped.
+//! written as rolecall writes maps) is the one toml reads; `load` and `load_for` agree; a
+//! TOML error and every validation issue is one escaped line of bounded length whatever the
+//! input size; a valid map has no issue, writes back to the same map, and its lint and
+//! show output is escaped.
 
 #![no_main]
 
