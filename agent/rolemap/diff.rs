@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::types::{Database, Host, Product, RoleMap};
+use super::types::{Database, Host, Name, Product, RoleMap};
 
 /// One difference between two maps.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -228,10 +228,10 @@ pub fn diff(old: &RoleMap, new: &RoleMap) -> Vec<Change> {
     for (id, side) in pair(&old.hosts, &new.hosts) {
         match side {
             (None, Some(h)) => out.push(Change::HostAdded {
-                id: id.clone(),
+                id: id.to_string(),
                 host: h.clone(),
             }),
-            (Some(_), None) => out.push(Change::HostRemoved { id: id.clone() }),
+            (Some(_), None) => out.push(Change::HostRemoved { id: id.to_string() }),
             (Some(a), Some(b)) => host(id, a, b, &mut out),
             (None, None) => {}
         }
@@ -242,11 +242,11 @@ pub fn diff(old: &RoleMap, new: &RoleMap) -> Vec<Change> {
 type Sides<'a, V> = (Option<&'a V>, Option<&'a V>);
 
 /// Every key of either map with its value on each side.
-fn pair<'a, V>(
-    old: &'a BTreeMap<String, V>,
-    new: &'a BTreeMap<String, V>,
-) -> BTreeMap<&'a String, Sides<'a, V>> {
-    let mut out: BTreeMap<&String, Sides<V>> = BTreeMap::new();
+fn pair<'a, K: Ord, V>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> BTreeMap<&'a K, Sides<'a, V>> {
+    let mut out: BTreeMap<&K, Sides<V>> = BTreeMap::new();
     for (k, v) in old {
         out.entry(k).or_insert((None, None)).0 = Some(v);
     }
@@ -262,8 +262,8 @@ fn host(id: &str, a: &Host, b: &Host, out: &mut Vec<Change>) {
             out.push(Change::HostField {
                 id: id.to_string(),
                 field,
-                old: old.clone(),
-                new: new.clone(),
+                old: old.to_string(),
+                new: new.to_string(),
             });
         }
     }
@@ -271,8 +271,16 @@ fn host(id: &str, a: &Host, b: &Host, out: &mut Vec<Change>) {
         ("roles", &a.roles, &b.roles),
         ("products", &a.products, &b.products),
     ] {
-        let added: Vec<String> = new.iter().filter(|x| !old.contains(x)).cloned().collect();
-        let removed: Vec<String> = old.iter().filter(|x| !new.contains(x)).cloned().collect();
+        let added: Vec<String> = new
+            .iter()
+            .filter(|x| !old.contains(x))
+            .map(Name::to_string)
+            .collect();
+        let removed: Vec<String> = old
+            .iter()
+            .filter(|x| !new.contains(x))
+            .map(Name::to_string)
+            .collect();
         if !added.is_empty() || !removed.is_empty() {
             out.push(Change::HostList {
                 id: id.to_string(),

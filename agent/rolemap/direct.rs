@@ -27,7 +27,7 @@ use toml_parser::decoder::{Encoding, ScalarKind};
 use toml_parser::parser::{parse_document, EventReceiver};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
-use super::types::{Database, Group, Host, Product, RoleMap, Rollout, User};
+use super::types::{Database, Group, Host, Name, Product, RoleMap, Rollout, User};
 
 /// About how many bytes are lexed at a time: a piece's tokens take some eight times its
 /// size.
@@ -80,10 +80,11 @@ enum Value<'s> {
     Array(Vec<Value<'s>>),
 }
 
-impl Value<'_> {
-    fn string(self) -> Option<String> {
+impl<'s> Value<'s> {
+    /// A `String`, or a [`Name`] kept inline.
+    fn string<T: From<Cow<'s, str>>>(self) -> Option<T> {
         match self {
-            Value::Str(text) => Some(text.into_owned()),
+            Value::Str(text) => Some(T::from(text)),
             _ => None,
         }
     }
@@ -102,7 +103,7 @@ impl Value<'_> {
         }
     }
 
-    fn strings(self) -> Option<Vec<String>> {
+    fn strings<T: From<Cow<'s, str>>>(self) -> Option<Vec<T>> {
         self.array()?.into_iter().map(Value::string).collect()
     }
 
@@ -290,7 +291,7 @@ enum Table {
     Group(String, String, Group),
     User(String, String, User),
     Secrets(String, std::collections::BTreeMap<String, String>),
-    Host(String, Host),
+    Host(Name, Host),
     Rollout(Rollout),
 }
 
@@ -298,7 +299,7 @@ enum Table {
 struct Build {
     map: RoleMap,
     /// Hosts in the text's order, made a map once at the end.
-    hosts: Vec<(String, Host)>,
+    hosts: Vec<(Name, Host)>,
     table: Table,
     /// Products whose `[products.P.secrets]` was read.
     secrets: BTreeSet<String>,
@@ -344,7 +345,7 @@ impl Build {
         let blank = &self.blank;
         self.table = match (keys.len(), keys.first()?.as_ref(), keys.get(2)) {
             (1, "rollout", _) => Table::Rollout(blank.rollout.clone()),
-            (2, "hosts", _) => Table::Host(name(1)?, blank.host.clone()),
+            (2, "hosts", _) => Table::Host(keys.get(1)?.as_ref().into(), blank.host.clone()),
             (2, "products", _) => Table::Product(name(1)?, blank.product.clone()),
             (3, "products", Some(sub)) => match sub.as_ref() {
                 "database" => Table::Database(name(1)?, blank.database.clone()),

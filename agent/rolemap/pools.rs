@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 #[cfg(doc)]
 use super::resolve::Peer;
 use super::resolve::DEFAULT_DB_PORT;
-use super::types::{Host, RoleMap};
+use super::types::{Host, Name, RoleMap};
 
 /// The hosts of a map that have a role: ids, addresses and zones as one string.
 #[derive(Debug, Default)]
@@ -206,12 +206,12 @@ fn push(table: &mut Table, id: &str, host: &Host) -> usize {
 }
 
 /// `row` into the pool of each of `roles`, copying a role's name only for a new pool.
-fn add(pools: &mut Rows, roles: &[String], row: usize) {
+fn add(pools: &mut Rows, roles: &[Name], row: usize) {
     for role in roles {
         match pools.get_mut(role.as_str()) {
             Some(rows) => rows.push(row),
             None => {
-                pools.insert(role.clone(), vec![row]);
+                pools.insert(role.to_string(), vec![row]);
             }
         }
     }
@@ -258,7 +258,10 @@ mod tests {
             let times = product.map_or(1, |p| host.products.iter().filter(|q| *q == p).count());
             for role in &host.roles {
                 for _ in 0..times {
-                    pools.entry(role.clone()).or_default().push(peer(map, id));
+                    pools
+                        .entry(role.to_string())
+                        .or_default()
+                        .push(peer(map, id));
                 }
             }
         }

@@ -193,11 +193,11 @@ pub struct DatabaseView {
 /// validation runs, and drops the view of a refused map), so nothing here may panic on a
 /// dangling reference, a cycle or a missing value.
 pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
-    let Some(host) = map.hosts.get(&identity.id) else {
+    let Some(host) = map.hosts.get(identity.id.as_str()) else {
         return Resolution::Waiting;
     };
     let (database, databases) = db_place(map, &identity.id);
-    let mut names: Vec<String> = host.products.clone();
+    let mut names: Vec<String> = super::types::strings(&host.products);
     names.extend(databases.iter().map(|d| d.product.clone()));
     names.sort();
     names.dedup();
@@ -209,11 +209,11 @@ pub fn resolve(map: &RoleMap, identity: &Identity) -> Resolution {
         .collect();
     let info = HostInfo {
         identity: Identity {
-            address: host.address.clone(),
-            az: host.az.clone(),
+            address: host.address.to_string(),
+            az: host.az.to_string(),
             ..identity.clone()
         },
-        roles: host.roles.clone(),
+        roles: super::types::strings(&host.roles),
         products: names,
         database,
         databases,
@@ -231,8 +231,8 @@ pub fn peer(map: &RoleMap, id: &str) -> Peer {
     let host = map.hosts.get(id);
     Peer {
         id: id.to_string(),
-        address: host.map(|h| h.address.clone()).unwrap_or_default(),
-        az: host.map(|h| h.az.clone()).unwrap_or_default(),
+        address: host.map(|h| h.address.to_string()).unwrap_or_default(),
+        az: host.map(|h| h.az.to_string()).unwrap_or_default(),
         db_port: host.and_then(|h| h.db_port).unwrap_or(DEFAULT_DB_PORT),
     }
 }

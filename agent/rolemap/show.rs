@@ -12,7 +12,7 @@ pub fn table(map: &RoleMap) -> String {
     let waves = schedule.map(|s| crate::fleet::waves::Waves::of_map(map, &s));
     let mut rows: Vec<Vec<String>> = Vec::new();
     for (id, h) in &map.hosts {
-        let mut products: Vec<String> = h.products.clone();
+        let mut products: Vec<String> = super::types::strings(&h.products);
         let position = db_position(map, id);
         if let Some(pos) = &position {
             products.extend(pos.products.iter().cloned());
@@ -30,7 +30,12 @@ pub fn table(map: &RoleMap) -> String {
                     }
                     _ => String::new(),
                 };
-                let mut row = vec![product.clone(), role.clone(), h.az.clone(), id.clone()];
+                let mut row = vec![
+                    product.clone(),
+                    role.to_string(),
+                    h.az.to_string(),
+                    id.to_string(),
+                ];
                 if let Some(waves) = &waves {
                     row.push(waves.wave_of(id).map_or("-".into(), |k| k.to_string()));
                 }

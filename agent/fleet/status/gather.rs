@@ -43,7 +43,11 @@ pub async fn gather(options: &Options, now: SystemTime) -> Result<(RoleMap, Flee
         markers: latest_markers(&listed),
         records: HashMap::new(),
     };
-    if map.hosts.keys().any(|id| !seen.markers.contains_key(id)) {
+    if map
+        .hosts
+        .keys()
+        .any(|id| !seen.markers.contains_key(id.as_str()))
+    {
         seen.records = record_times(&store.list("hosts/").await?);
     }
     let mut fleet = join(&map, generation, &seen, now, options.heartbeat);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::store::{self, Listed};
 use super::waves::{Schedule, Waves};
 use super::State;
+use crate::rolemap::types::strings;
 use crate::rolemap::RoleMap;
 
 mod gather;
@@ -315,10 +316,10 @@ fn host_statuses(
     map.hosts
         .iter()
         .map(|(id, h)| HostStatus {
-            id: id.clone(),
-            zone: h.az.clone(),
-            address: h.address.clone(),
-            roles: h.roles.clone(),
+            id: id.to_string(),
+            zone: h.az.to_string(),
+            address: h.address.to_string(),
+            roles: strings(&h.roles),
             products: products_of(h, databases.get(id.as_str())),
             wave: waves.and_then(|w| w.wave_of(id)),
             health: health(id),
@@ -344,7 +345,7 @@ fn health(id: &str, seen: &Seen, now: SystemTime, heartbeat: Duration) -> Health
 
 /// The products a host serves, and the one whose database it belongs to.
 fn products_of(host: &crate::rolemap::types::Host, databases: Option<&Vec<&str>>) -> Vec<String> {
-    let mut products = host.products.clone();
+    let mut products = strings(&host.products);
     products.extend(databases.into_iter().flatten().map(|p| (*p).to_string()));
     products.sort();
     products.dedup();
@@ -370,7 +371,7 @@ fn strangers(map: &RoleMap, seen: &Seen) -> Vec<Stranger> {
     let mut out: Vec<Stranger> = seen
         .markers
         .iter()
-        .filter(|(id, _)| !map.hosts.contains_key(*id))
+        .filter(|(id, _)| !map.hosts.contains_key(id.as_str()))
         .map(|(id, state)| Stranger {
             id: id.clone(),
             health: Health::of(*state),
