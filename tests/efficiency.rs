@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::fixture::{assert_exit, describe, docroots, identity_of, web_map, Daemon};
+use crate::fixture::{
+    assert_exit, describe, docroots, identity_of, memcached_map, web_map, Agent, Daemon, Setup,
+};
 use crate::reconcile::{synced_web_agent, web_agent};
 use crate::support::apache::Apache;
 use crate::support::wait_until;
@@ -241,6 +243,56 @@ fn issue13_a_file_vouched_for_by_its_stamp_is_read_again_once_touched() {
     sync_moving_alpha(6);
     let now = std::fs::metadata(&beta).expect("beta").mode() & 0o7777;
     assert_eq!(now, mode, "the mode was not restored");
+}
+
+/// A commit stamps only a file it read back as expected: a file edited behind the agent
+/// between its write and the commit (here by the role's smoke test, once) gets no stamp, so
+/// the next sync reads it, finds the drift and restores it instead of vouching for it.
+#[test]
+fn issue13_a_file_edited_before_the_commit_is_not_stamped_and_is_restored_next_sync() {
+    let agent =
+        Agent::new(Setup::new("cache-1", "10.0.0.5").service("memcached", "restart = \"true\""));
+    let conf = agent.path("/etc/memcached.conf");
+    let once = agent.dir.path().join("edited");
+    // The edit's ctime must be a clock tick older than the commit's clock for the commit to
+    // read the file back at all (a younger file is left unstamped unread): the smoke test
+    // waits 50 ms after it.
+    let edit = format!(
+        r##"sh -c 'test -e {once} || {{ printf "# edited\n" >> {conf}; touch {once}; sleep 0.05; }}'"##,
+        once = once.display(),
+        conf = conf.display()
+    );
+    let role = agent.catalog.join("memcached.toml");
+    let text = std::fs::read_to_string(&role).expect("memcached.toml");
+    let (head, _smoke) = text.split_once("[[smoke]]").expect("a smoke test");
+    let smoke = format!("[[smoke]]\nkind = \"command\"\nname = \"edit behind\"\ncommand = {edit:?}\ntimeout = \"10s\"\n");
+    std::fs::write(&role, format!("{head}{smoke}")).expect("memcached.toml");
+    agent.write_map(&memcached_map(1, "edited"));
+
+    assert_exit(&agent.run(&["sync"]), 0);
+    let edited = std::fs::read_to_string(&conf).expect("memcached.conf");
+    assert!(
+        edited.ends_with("# edited\n"),
+        "the smoke test did not edit: {edited}"
+    );
+    let settled = agent.state_json("settled.json").expect("settled record");
+    let entry = &settled["files"]["/etc/memcached.conf"];
+    assert!(entry.is_object(), "no record of the file: {settled:#}");
+    assert!(
+        entry["stamp"].is_null(),
+        "the edited file was stamped: {entry:#}"
+    );
+
+    let out = agent.run(&["sync", "--json"]);
+    assert_exit(&out, 0);
+    let restored = std::fs::read_to_string(&conf).expect("memcached.conf");
+    assert!(
+        !restored.contains("# edited"),
+        "the edit stayed: {restored}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let files = report["files"].to_string();
+    assert!(files.contains("/etc/memcached.conf"), "{report:#}");
 }
 
 /// Change one letter of `path` to upper case and put its mtime back: what a hand edit that

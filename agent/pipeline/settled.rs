@@ -166,13 +166,18 @@ fn stamp(
             }
         }
     }
-    let Ok(disk) = agent.fs.snapshot_all(unread.iter().map(PathBuf::as_path)) else {
+    let Ok(same) = agent
+        .fs
+        .snapshot_all_as(unread.iter().map(PathBuf::as_path), |path, now| {
+            files.get(path).is_some_and(|e| matches(Some(&now), e))
+        })
+    else {
         return;
     };
     for path in unread {
         let stat = stats.get(&path).and_then(Option::as_ref);
         if let (Some(e), Some(stat)) = (files.get_mut(&path), stat) {
-            if matches(disk.get(&path), e) {
+            if same.get(&path) == Some(&true) {
                 e.stamp = Some(stat.stamp);
             }
         }
@@ -299,15 +304,21 @@ fn holds(agent: &Agent, settled: &Settled) -> bool {
         .iter()
         .filter(|(p, e)| !e.vouched_by(stats.get(*p).and_then(Option::as_ref)))
         .collect();
-    let disk = match agent.fs.snapshot_all(unread.keys().map(|p| p.as_path())) {
-        Ok(disk) => disk,
+    let unread = unread.keys().map(|p| p.as_path());
+    let same = agent.fs.snapshot_all_as(unread, |path, now| {
+        settled
+            .files
+            .get(path)
+            .is_some_and(|e| matches(Some(&now), e))
+    });
+    let same = match same {
+        Ok(same) => same,
         Err(e) => {
             debug!(error = %chain(&e), "a managed file cannot be read");
             return false;
         }
     };
-    unread.iter().all(|(path, expected)| {
-        let same = matches(disk.get(*path), expected);
+    same.iter().all(|(path, &same)| {
         if !same {
             debug!(path = %path.display(), "managed file drifted");
         }

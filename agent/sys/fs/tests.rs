@@ -313,10 +313,10 @@ fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
     );
 }
 
-/// Enough directories for `sweep` and `snapshot_all` to work on two threads: a dead
-/// writer's temp file in the first and in the last directory goes, every file reads as it
-/// does alone, and a symlinked directory in the second half is refused by both, named,
-/// and never followed.
+/// Enough directories for `sweep`, `snapshot_all`, `snapshot_all_as` and `stat_all` to work
+/// on two threads: a dead writer's temp file in the first and in the last directory goes,
+/// every file reads as it does alone, and a symlinked directory in the second half is
+/// refused by each, named, and never followed.
 #[test]
 fn many_directories_are_swept_read_and_stated_on_two_threads_as_on_one() {
     let root = Root::new();
@@ -350,6 +350,17 @@ fn many_directories_are_swept_read_and_stated_on_two_threads_as_on_one() {
             "{}",
             f.display()
         );
+    }
+    // `keep` is handed each path with its own state, and what it returns is what is kept.
+    let kept = root
+        .fs
+        .snapshot_all_as(files.iter().map(PathBuf::as_path), |path, state| {
+            (path.to_path_buf(), state)
+        });
+    let kept = kept.expect("read");
+    assert_eq!(kept.len(), n);
+    for (f, (handed, state)) in &kept {
+        assert_eq!((handed, state), (f, &all[f]), "{}", f.display());
     }
     // Given in reverse: each directory is closed once passed, and reopened if named again.
     let stats = root.fs.stat_all(files.iter().rev().map(PathBuf::as_path));
