@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,8 +40,10 @@ pub struct Memo {
     /// The rolecall build that rendered the units (set by the caller); an entry of another
     /// build is never used.
     pub build: String,
-    /// By the key of the unit's inputs.
-    units: BTreeMap<String, Unit>,
+    /// By the key of the unit's inputs. Shared with the memo the next render gets: a unit
+    /// recalled is not copied (a 500-vhost host's memo is a megabyte in memory), a unit
+    /// restamped is copied then.
+    units: BTreeMap<String, Arc<Unit>>,
 }
 
 /// The per-product files and smoke tests of one role for one product.
@@ -75,14 +78,21 @@ impl Memo {
 
     /// Set the stamp of every remembered file of `stamps`; false when none changed.
     pub fn restamp(&mut self, stamps: &BTreeMap<PathBuf, Stamp>) -> bool {
-        let files = self.units.values_mut().flat_map(|u| u.files.iter_mut());
         let mut changed = false;
-        for r in files {
-            let stamp = stamps.get(&r.file.path).copied();
-            if stamp.is_some() && r.stamp != stamp {
-                r.stamp = stamp;
-                changed = true;
+        for unit in self.units.values_mut() {
+            let new = |r: &Remembered| {
+                let stamp = stamps.get(&r.file.path).copied();
+                stamp.filter(|_| r.stamp != stamp)
+            };
+            if !unit.files.iter().any(|r| new(r).is_some()) {
+                continue;
             }
+            for r in &mut Arc::make_mut(unit).files {
+                if let Some(stamp) = new(r) {
+                    r.stamp = Some(stamp);
+                }
+            }
+            changed = true;
         }
         changed
     }
@@ -175,7 +185,7 @@ impl<'a> Recall<'a> {
         for (i, test) in &unit.smoke {
             tests[*i].push(test.clone());
         }
-        self.next.units.insert(key.to_string(), unit.clone());
+        self.next.units.insert(key.to_string(), Arc::clone(unit));
         true
     }
 
@@ -205,7 +215,7 @@ impl<'a> Recall<'a> {
             files: files.collect(),
             smoke: smoke.collect(),
         };
-        self.next.units.insert(key, unit);
+        self.next.units.insert(key, Arc::new(unit));
     }
 
     /// The memo for the next render, when it differs from the one this render had.

@@ -19,7 +19,7 @@
 //! they read as the whole text does.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::de::DeserializeOwned;
 use toml::value::Datetime;
@@ -27,7 +27,7 @@ use toml_parser::decoder::{Encoding, ScalarKind};
 use toml_parser::parser::{parse_document, EventReceiver};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
-use super::types::{Database, Group, Host, Name, Product, RoleMap, Rollout, User};
+use super::types::{Database, Group, Host, Name, Names, Product, RoleMap, Rollout, User};
 
 /// About how many bytes are lexed at a time: a piece's tokens take some eight times its
 /// size.
@@ -303,6 +303,8 @@ struct Build {
     table: Table,
     /// Products whose `[products.P.secrets]` was read.
     secrets: BTreeSet<String>,
+    /// Every list of roles or products read so far.
+    lists: HashSet<Names>,
     blank: Blank,
 }
 
@@ -327,6 +329,7 @@ impl Build {
             hosts: Vec::new(),
             table: Table::Root,
             secrets: BTreeSet::new(),
+            lists: HashSet::new(),
             blank: Blank {
                 product: blank()?,
                 database: blank()?,
@@ -419,8 +422,8 @@ impl Build {
             (Table::Secrets(_, secrets), _) => none(secrets.insert(key.into(), value.string()?))?,
             (Table::Host(_, host), "address") => host.address = value.string()?,
             (Table::Host(_, host), "az") => host.az = value.string()?,
-            (Table::Host(_, host), "roles") => host.roles = value.strings()?,
-            (Table::Host(_, host), "products") => host.products = value.strings()?,
+            (Table::Host(_, host), "roles") => host.roles = intern(&mut self.lists, value)?,
+            (Table::Host(_, host), "products") => host.products = intern(&mut self.lists, value)?,
             (Table::Host(_, host), "db_port") => host.db_port = Some(value.int()?.try_into().ok()?),
             (Table::Rollout(rollout), "waves") => rollout.waves = value.ints()?,
             (Table::Rollout(rollout), "bake") => rollout.bake = value.string()?,
@@ -443,6 +446,17 @@ impl Build {
         self.map.hosts = hosts.into_iter().collect();
         Some(self.map)
     }
+}
+
+/// The list of names `value` holds, the copy of `lists` when it is there.
+fn intern(lists: &mut HashSet<Names>, value: Value<'_>) -> Option<Names> {
+    let names: Vec<Name> = value.strings()?;
+    if let Some(known) = lists.get(names.as_slice()) {
+        return Some(Names::clone(known));
+    }
+    let names = Names::from(names);
+    lists.insert(Names::clone(&names));
+    Some(names)
 }
 
 /// `Some` when there was nothing before.
@@ -497,6 +511,29 @@ mod tests {
         for text in [FULL, &written, super::super::SAMPLE, &large, ""] {
             assert!(agrees(text), "not read directly:\n{text}");
         }
+    }
+
+    /// Hosts that list the same roles or products share one copy of the list.
+    #[test]
+    fn hosts_listing_the_same_names_share_one_list() {
+        let text = large_map(300);
+        let map = parse(&text).expect("read directly");
+        let (a, b, c) = (&map.hosts["web-0"], &map.hosts["web-1"], &map.hosts["db-0"]);
+        assert_eq!(a.roles, b.roles);
+        assert!(
+            std::sync::Arc::ptr_eq(&a.roles, &b.roles),
+            "two copies of [\"web\"]"
+        );
+        assert!(!std::sync::Arc::ptr_eq(&a.roles, &c.roles));
+        assert_eq!(
+            (&*a.roles, &*c.roles),
+            (&["web".into()][..], &["db".into()][..])
+        );
+        assert_ne!(a.products, b.products);
+        assert!(std::sync::Arc::ptr_eq(
+            &a.products,
+            &map.hosts["web-200"].products
+        ));
     }
 
     #[test]

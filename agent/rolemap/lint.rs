@@ -182,7 +182,7 @@ fn az_balance(map: &RoleMap, out: &mut Vec<Warning>) {
     let zones: BTreeSet<&str> = map.hosts.values().map(|h| h.az.as_str()).collect();
     let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
     for host in map.hosts.values() {
-        for role in &host.roles {
+        for role in host.roles.iter() {
             let per_zone = counts
                 .entry(role.as_str())
                 .or_insert_with(|| zones.iter().map(|z| (*z, 0)).collect());

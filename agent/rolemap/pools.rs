@@ -245,8 +245,8 @@ mod tests {
         let mut map = crate::rolemap::types::parse(crate::rolemap::SAMPLE).unwrap();
         let extra = map.hosts.get_mut("web-1").unwrap();
         extra.db_port = Some(3307);
-        extra.roles.push("web".into());
-        map.hosts.get_mut("db-1").unwrap().roles.clear();
+        extra.roles = extra.roles.iter().cloned().chain(["web".into()]).collect();
+        map.hosts.get_mut("db-1").unwrap().roles = Default::default();
         map
     }
 
@@ -256,7 +256,7 @@ mod tests {
         let mut pools: BTreeMap<String, Vec<Peer>> = BTreeMap::new();
         for (id, host) in &map.hosts {
             let times = product.map_or(1, |p| host.products.iter().filter(|q| *q == p).count());
-            for role in &host.roles {
+            for role in host.roles.iter() {
                 for _ in 0..times {
                     pools
                         .entry(role.to_string())

@@ -23,7 +23,7 @@ pub fn table(map: &RoleMap) -> String {
             products.push("-".into());
         }
         for product in &products {
-            for role in &h.roles {
+            for role in h.roles.iter() {
                 let pos = match (&position, role.as_str()) {
                     (Some(p), super::roles::DB) if p.products.contains(product) => {
                         p.position.to_string()

@@ -16,6 +16,10 @@ pub type Unknown = BTreeMap<String, toml::Value>;
 /// benchmark's 10,000-host map grew the process by 7.0 MB with `String`s, by 4.7 with these).
 pub type Name = compact_str::CompactString;
 
+/// A host's roles or products. Hosts of one pool list the same ones: a large map's direct
+/// parse keeps one copy of each list (issue 13).
+pub type Names = std::sync::Arc<[Name]>;
+
 /// `names` as `String`s, for the views that outlive the map.
 pub fn strings(names: &[Name]) -> Vec<String> {
     names.iter().map(Name::to_string).collect()
@@ -160,10 +164,10 @@ pub struct Host {
     pub az: Name,
     /// Roles, as defined by the catalog.
     #[serde(default)]
-    pub roles: Vec<Name>,
+    pub roles: Names,
     /// Products it serves.
     #[serde(default)]
-    pub products: Vec<Name>,
+    pub products: Names,
     /// MySQL/MariaDB port, when not the default 3306 (rolecall's extension of SPEC §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_port: Option<u16>,
