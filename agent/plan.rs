@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +28,9 @@ pub enum DiskState {
 /// A regular file's content and metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileState {
-    /// Bytes.
-    pub content: Vec<u8>,
+    /// Bytes (a desired file's are shared with it: a first apply of 500 vhosts holds them
+    /// once, not twice).
+    pub content: Arc<[u8]>,
     /// Owner name (or number when it has no name).
     pub owner: String,
     /// Group name (or number).
@@ -135,7 +137,7 @@ impl From<&RenderedFile> for FileState {
     /// The state `file` leaves on disk once written.
     fn from(file: &RenderedFile) -> FileState {
         FileState {
-            content: file.content.clone(),
+            content: Arc::clone(&file.content),
             owner: file.owner.clone(),
             group: file.group.clone(),
             mode: file.mode,

@@ -186,19 +186,21 @@ fn assert_memo_renders_the_same(first: &Desired, again: impl Fn(&render::Memo) -
         blocked || second.memo.is_none(),
         "an unchanged render changed the memo"
     );
-    let bytes: BTreeMap<&Path, &Vec<u8>> = first
+    let bytes: BTreeMap<&Path, &std::sync::Arc<[u8]>> = first
         .files
         .iter()
         .map(|f| (f.path.as_path(), &f.content))
         .collect();
-    assert!(second.fill_remembered(|f| bytes.get(f.path.as_path()).map(|b| b.to_vec())));
+    assert!(second.fill_remembered(|f| bytes
+        .get(f.path.as_path())
+        .map(|b| std::sync::Arc::clone(b))));
     assert_eq!(
         (&second.files, &second.smoke, &second.hooks, &second.blocked),
         (&first.files, &first.smoke, &first.hooks, &first.blocked)
     );
     let mut drifted = again(&memo);
     assert!(
-        drifted.remembered.is_empty() || !drifted.fill_remembered(|_| Some(b"edited".to_vec())),
+        drifted.remembered.is_empty() || !drifted.fill_remembered(|_| Some(b"edited"[..].into())),
         "a remembered file that changed on disk was accepted"
     );
 }
@@ -273,7 +275,7 @@ fn compare(case: &str, desired: &Desired) -> Vec<String> {
         let shown = file.path.display();
         match expected.remove(&file.path) {
             None => problems.push(format!("{case}: {shown} rendered but not in expected/")),
-            Some(bytes) if bytes != file.content => problems.push(format!(
+            Some(bytes) if bytes[..] != file.content[..] => problems.push(format!(
                 "{case}: {shown} differs from expected/:\n{}",
                 diff(&bytes, &file.content)
             )),
@@ -385,7 +387,7 @@ fn content(desired: &Desired, path: &str) -> String {
         .iter()
         .find(|f| f.path == Path::new(path))
         .unwrap_or_else(|| panic!("{path} was not rendered"));
-    String::from_utf8(file.content.clone()).expect("rendered files are UTF-8")
+    String::from_utf8(file.content.to_vec()).expect("rendered files are UTF-8")
 }
 
 /// One `tests/golden/fails/maps/*.toml`: the map and what its comments expect.

@@ -111,7 +111,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<(PathBuf, DiskState)>> {
                 mode,
                 len,
             } => {
-                let content = blobs.get(..len)?.to_vec();
+                let content = blobs.get(..len)?.into();
                 blobs = &blobs[len..];
                 DiskState::File(FileState {
                     content,
@@ -182,7 +182,7 @@ mod tests {
             (
                 PathBuf::from("/etc/b"),
                 DiskState::File(FileState {
-                    content: big.clone(),
+                    content: big.as_slice().into(),
                     owner: "root".into(),
                     group: "www-data".into(),
                     mode: 0o640,
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_damaged_journal_is_not_read() {
         let file = DiskState::File(FileState {
-            content: b"abc".to_vec(),
+            content: b"abc"[..].into(),
             owner: "root".into(),
             group: "root".into(),
             mode: 0o644,

@@ -3,7 +3,7 @@ use super::*;
 fn file(path: &str, content: &str) -> RenderedFile {
     RenderedFile {
         path: PathBuf::from(path),
-        content: content.as_bytes().to_vec(),
+        content: content.as_bytes().into(),
         owner: "root".into(),
         group: "root".into(),
         mode: 0o644,
@@ -17,7 +17,7 @@ fn file(path: &str, content: &str) -> RenderedFile {
 
 fn on_disk(content: &str, mode: u32) -> DiskState {
     DiskState::File(FileState {
-        content: content.as_bytes().to_vec(),
+        content: content.as_bytes().into(),
         owner: "root".into(),
         group: "root".into(),
         mode,

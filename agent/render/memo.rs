@@ -202,7 +202,7 @@ impl<'a> Recall<'a> {
             sha256: sha256_hex(&f.content),
             stamp: None,
             file: RenderedFile {
-                content: Vec::new(),
+                content: Default::default(),
                 ..f.clone()
             },
         });
@@ -272,7 +272,7 @@ impl Desired {
     /// caller then renders everything.
     pub fn fill_remembered(
         &mut self,
-        mut content: impl FnMut(&RenderedFile) -> Option<Vec<u8>>,
+        mut content: impl FnMut(&RenderedFile) -> Option<Arc<[u8]>>,
     ) -> bool {
         let mut filled = Vec::with_capacity(self.remembered.len());
         for r in &self.remembered {

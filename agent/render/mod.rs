@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -90,9 +91,9 @@ pub enum Error {
 pub struct RenderedFile {
     /// Logical absolute path (before `--root`).
     pub path: PathBuf,
-    /// Bytes, header included.
+    /// Bytes, header included; shared with the plan's change that writes them.
     #[serde(skip)]
-    pub content: Vec<u8>,
+    pub content: Arc<[u8]>,
     /// Owner name.
     pub owner: String,
     /// Group name.
@@ -789,7 +790,7 @@ fn render_file(
     content.extend_from_slice(body.as_bytes());
     Ok(RenderedFile {
         path,
-        content,
+        content: content.into(),
         owner,
         group,
         mode: spec.mode,
@@ -1307,7 +1308,7 @@ mod tests {
     fn vouched_files_are_sorted_and_every_desired_file_comes_by_path() {
         let file = |path: &str, content: &str| RenderedFile {
             path: PathBuf::from(path),
-            content: content.as_bytes().to_vec(),
+            content: content.as_bytes().into(),
             owner: "root".into(),
             group: "root".into(),
             mode: 0o644,

@@ -110,7 +110,7 @@ pub(super) fn inspect(at: At<'_>, fs: &Fs, owners: &mut Owners) -> Result<DiskSt
     }
     let content = read_all(File::from(fd), st.st_size, at.path)?;
     Ok(DiskState::File(FileState {
-        content,
+        content: content.into(),
         owner: owners.user_name(fs, st.st_uid)?,
         group: owners.group_name(fs, st.st_gid)?,
         mode: st.st_mode & 0o7777,

@@ -50,7 +50,7 @@ fn list(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn file(content: &str, mode: u32) -> FileState {
     FileState {
-        content: content.as_bytes().to_vec(),
+        content: content.as_bytes().into(),
         owner: "root".into(),
         group: "root".into(),
         mode,

@@ -100,7 +100,7 @@ fn nothing_but_the_four_account_files_becomes_writable() {
     assert_eq!(fs::read(etc.join("passwd-")).expect("read"), b"edited\n");
     // The ordinary writer still refuses the account files: they are not allowed roots.
     let file = FileState {
-        content: b"x\n".to_vec(),
+        content: b"x\n"[..].into(),
         owner: "root".into(),
         group: "root".into(),
         mode: 0o644,
