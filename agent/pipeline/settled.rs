@@ -166,22 +166,27 @@ fn stamp(
             }
         }
     }
-    let Ok(same) = agent
-        .fs
-        .snapshot_all_as(unread.iter().map(PathBuf::as_path), |path, now| {
-            files.get(path).is_some_and(|e| matches(Some(&now), e))
-        })
-    else {
+    let Ok(same) = as_expected(agent, files, unread.iter().map(PathBuf::as_path)) else {
         return;
     };
     for path in unread {
         let stat = stats.get(&path).and_then(Option::as_ref);
-        if let (Some(e), Some(stat)) = (files.get_mut(&path), stat) {
-            if same.get(&path) == Some(&true) {
-                e.stamp = Some(stat.stamp);
-            }
+        if let (Some(e), Some(stat), Some(true)) = (files.get_mut(&path), stat, same.get(&path)) {
+            e.stamp = Some(stat.stamp);
         }
     }
+}
+
+/// Whether the disk holds each of `paths` as `files` expects it; each file is read and
+/// checked in turn, not all read first.
+fn as_expected<'p>(
+    agent: &Agent,
+    files: &BTreeMap<PathBuf, Expected>,
+    paths: impl IntoIterator<Item = &'p Path>,
+) -> Result<BTreeMap<PathBuf, bool>, crate::sys::fs::Error> {
+    agent.fs.snapshot_all_as(paths, |path, now| {
+        files.get(path).is_some_and(|e| matches(Some(&now), e))
+    })
 }
 
 /// Give the files the render memo has stamps of those stamps; returns the others.
@@ -299,19 +304,12 @@ fn holds(agent: &Agent, settled: &Settled) -> bool {
     let paths = settled.files.keys().map(PathBuf::as_path);
     let stats = agent.fs.stat_all(paths).unwrap_or_default();
     // What the stamps vouch for is not read.
-    let unread: BTreeMap<&PathBuf, &Expected> = settled
+    let unread = settled
         .files
         .iter()
         .filter(|(p, e)| !e.vouched_by(stats.get(*p).and_then(Option::as_ref)))
-        .collect();
-    let unread = unread.keys().map(|p| p.as_path());
-    let same = agent.fs.snapshot_all_as(unread, |path, now| {
-        settled
-            .files
-            .get(path)
-            .is_some_and(|e| matches(Some(&now), e))
-    });
-    let same = match same {
+        .map(|(p, _)| p.as_path());
+    let same = match as_expected(agent, &settled.files, unread) {
         Ok(same) => same,
         Err(e) => {
             debug!(error = %chain(&e), "a managed file cannot be read");

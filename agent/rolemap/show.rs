@@ -22,6 +22,7 @@ pub fn table(map: &RoleMap) -> String {
         if products.is_empty() {
             products.push("-".into());
         }
+        let (az, id) = (h.az.to_string(), id.to_string());
         for product in &products {
             for role in h.roles.iter() {
                 let pos = match (&position, role.as_str()) {
@@ -30,14 +31,9 @@ pub fn table(map: &RoleMap) -> String {
                     }
                     _ => String::new(),
                 };
-                let mut row = vec![
-                    product.clone(),
-                    role.to_string(),
-                    h.az.to_string(),
-                    id.to_string(),
-                ];
+                let mut row = vec![product.clone(), role.to_string(), az.clone(), id.clone()];
                 if let Some(waves) = &waves {
-                    row.push(waves.wave_of(id).map_or("-".into(), |k| k.to_string()));
+                    row.push(waves.wave_of(&id).map_or("-".into(), |k| k.to_string()));
                 }
                 row.push(format!("{} {pos}", h.address).trim_end().to_string());
                 rows.push(row);
