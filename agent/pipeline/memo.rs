@@ -131,13 +131,10 @@ pub(super) fn store(agent: &Agent, desired: &Desired) {
         return;
     };
     let path = agent.state_dir.join(MEMO_FILE);
-    let written = serde_json::to_vec(memo)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            crate::sys::fs::write_state_mode(&path, &bytes, 0o600).map_err(|e| chain(&e))
-        });
+    let written =
+        crate::sys::fs::write_serialized(&path, 0o600, |out| serde_json::to_writer(out, memo));
     if let Err(e) = written {
-        error!(error = %e, "render memo not written (the next render renders everything)");
+        error!(error = %chain(&e), "render memo not written (the next render renders everything)");
     }
 }
 

@@ -5,7 +5,7 @@
 //! #3); directories created get mode 0755 whatever the umask.
 
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -60,17 +60,41 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
         })
 }
 
-/// Write a JSON state file atomically, mode 0644.
+/// Write a JSON state file atomically, mode 0644 (see [`write_serialized`]).
 ///
 /// # Errors
 /// `Symlink`, I/O or JSON errors.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_state(path, &bytes)
+    write_serialized(path, PUBLIC, |out| serde_json::to_writer_pretty(out, value))
 }
+
+/// Write a state-directory file atomically with `mode` (as [`write_state_mode`]),
+/// `serialize` writing it straight into the temp file through a buffer: a large record is
+/// never held whole in memory (a 500-vhost host's render memo, settled record and records
+/// are 0.2-0.5 MB each, issue 13).
+///
+/// # Errors
+/// `Symlink`, `NotAFile`, I/O; `Json` when `serialize` fails other than by writing.
+pub fn write_serialized(
+    path: &Path,
+    mode: u32,
+    serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
+) -> Result<(), Error> {
+    write_state_by(path, mode, |tmp| {
+        let mut out = BufWriter::with_capacity(BUFFER, tmp);
+        serialize(&mut out).map_err(|source| match source.is_io() {
+            true => io("writing", path)(source.into()),
+            false => Error::Json {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        out.flush().map_err(io("writing", path))
+    })
+}
+
+/// The buffer between a serializer and its temp file.
+const BUFFER: usize = 64 * 1024;
 
 /// Write a state-directory file atomically, readable by everyone (status, records).
 ///
@@ -88,10 +112,21 @@ pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// # Errors
 /// `Symlink`, `NotAFile`, I/O.
 pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    write_state_by(path, mode, |tmp| {
+        tmp.write_all(bytes).map_err(io("writing", path))
+    })
+}
+
+/// [`write_state_mode`], the temp file's content written by `fill`.
+fn write_state_by(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> Result<(), Error>,
+) -> Result<(), Error> {
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, true)?;
     refuse_non_file(dir.as_fd(), name, path)?;
-    let placed = staged(dir.as_fd(), dir_path, path, bytes, mode, |tmp| {
+    let placed = staged(dir.as_fd(), dir_path, path, mode, fill, |tmp| {
         renameat(dir.as_fd(), tmp, dir.as_fd(), name).map_err(errno("renaming into", path))
     });
     placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
@@ -107,7 +142,8 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, false)?;
     let mut tmp_left = None;
-    let placed = staged(dir.as_fd(), dir_path, path, bytes, mode, |tmp| {
+    let fill = |tmp: &mut File| tmp.write_all(bytes).map_err(io("writing", path));
+    let placed = staged(dir.as_fd(), dir_path, path, mode, fill, |tmp| {
         tmp_left = Some(tmp.to_owned());
         let (d, flags) = (dir.as_fd(), AtFlags::empty());
         linkat(d, tmp, d, name, flags).map_err(errno("creating", path))
@@ -118,21 +154,19 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
 }
 
-/// Write `bytes` to a new temp file in `dir` with `mode` from the first byte, fsync it and
+/// Create a temp file in `dir` with `mode` from the first byte, `fill` it, fsync it and
 /// hand its name to `place` (rename or link it into `path`); the temp file is removed if
 /// any step fails, `place` included.
 fn staged(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     path: &Path,
-    bytes: &[u8],
     mode: u32,
+    fill: impl FnOnce(&mut File) -> Result<(), Error>,
     place: impl FnOnce(&str) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let (mut tmp, tmp_name) = temp::create(dir, dir_path, mode)?;
-    let result = tmp
-        .write_all(bytes)
-        .map_err(io("writing", path))
+    let result = fill(&mut tmp)
         .and_then(|()| chmod_if_needed(&tmp, mode, path))
         .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
         .and_then(|()| place(tmp_name.as_str()));

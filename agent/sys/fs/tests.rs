@@ -436,6 +436,34 @@ fn issue15_state_files_are_never_read_or_written_through_a_symlink() {
     assert_eq!(names.len(), 2, "a temp file was left: {names:?}");
 }
 
+/// A state file written as it is serialized: a value that fails half way (a map key JSON
+/// cannot have) leaves the old file whole and no temp file; one that serializes is
+/// written whole, pretty-printed.
+#[test]
+fn a_state_file_serialized_into_place_is_whole_or_not_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let records = dir.path().join("state/managed.json");
+    write_json(&records, &[1, 2]).expect("written");
+    let bad: std::collections::BTreeMap<(u8, u8), u8> = [((0, 0), 1)].into();
+    let big: Vec<String> = (0..20_000).map(|i| format!("entry {i}")).collect();
+    let err = write_json(&records, &(&big, &bad)).expect_err("no JSON for a tuple key");
+    assert!(
+        matches!(&err, Error::Json { path, .. } if path == &records),
+        "{err:?}"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["managed.json"], "a temp file was left");
+    let kept: serde_json::Value = read_json(&records).expect("read").expect("there");
+    assert_eq!(kept, serde_json::json!([1, 2]));
+
+    write_json(&records, &big).expect("written");
+    let text = std::fs::read_to_string(&records).expect("read");
+    assert_eq!(text, serde_json::to_string_pretty(&big).expect("JSON"));
+}
+
 #[test]
 fn state_files_get_their_mode_and_missing_directories_0755() {
     let dir = tempfile::tempdir().expect("temp dir");
