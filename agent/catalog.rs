@@ -280,35 +280,18 @@ pub enum SmokeKind {
     Command,
 }
 
-/// What changed in the host's database position (SPEC §1, promotion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HookEvent {
-    /// Became the master.
-    Promoted,
-    /// Was the master, is not any more.
-    Demoted,
-    /// Replicates from another host (or for the first time).
-    UpstreamChanged,
-    /// Any change of product or position (raised with each of the others too).
-    PositionChanged,
-}
-
-impl HookEvent {
-    /// The name the catalog and reports use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEvent::Promoted => "promoted",
-            HookEvent::Demoted => "demoted",
-            HookEvent::UpstreamChanged => "upstream_changed",
-            HookEvent::PositionChanged => "position_changed",
-        }
-    }
-}
-
-impl std::fmt::Display for HookEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::text::named! {
+    /// What changed in the host's database position (SPEC §1, promotion).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+    pub enum HookEvent {
+        /// Became the master.
+        Promoted = "promoted",
+        /// Was the master, is not any more.
+        Demoted = "demoted",
+        /// Replicates from another host (or for the first time).
+        UpstreamChanged = "upstream_changed",
+        /// Any change of product or position (raised with each of the others too).
+        PositionChanged = "position_changed",
     }
 }
 

@@ -33,40 +33,25 @@ pub enum Outcome {
     Invalid,
 }
 
-/// What started a reconcile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// Daemon start.
-    Boot,
-    /// Poll interval elapsed.
-    Poll,
-    /// SIGHUP.
-    Sighup,
-    /// `rolecall sync`.
-    Sync,
+crate::text::named! {
+    /// What started a reconcile.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Trigger {
+        /// Daemon start.
+        Boot = "boot",
+        /// Poll interval elapsed.
+        Poll = "poll",
+        /// SIGHUP.
+        Sighup = "sighup",
+        /// `rolecall sync`.
+        Sync = "sync",
+    }
 }
 
 impl Trigger {
     /// Asked for by hand (SIGHUP, `rolecall sync`): secrets are read again (SPEC §10).
     pub fn is_manual(self) -> bool {
         matches!(self, Trigger::Sighup | Trigger::Sync)
-    }
-
-    /// Name used in logs and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Boot => "boot",
-            Trigger::Poll => "poll",
-            Trigger::Sighup => "sighup",
-            Trigger::Sync => "sync",
-        }
-    }
-}
-
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -23,6 +23,51 @@ pub fn chain(err: &dyn StdError) -> String {
     parts.join(": ")
 }
 
+/// Declares a fieldless enum whose variants each have one name (in the catalog, the map,
+/// reports or marker paths) with `as_str` and `Display`, so each name is written once:
+///
+/// ```ignore
+/// named! {
+///     /// What started a reconcile.
+///     pub enum Trigger {
+///         /// Daemon start.
+///         Boot = "boot",
+///     }
+/// }
+/// ```
+///
+/// The enum must derive serde's `Serialize` or `Deserialize`: each variant is renamed to its
+/// name there too.
+macro_rules! named {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )+
+        }
+
+        impl $name {
+            /// Its name, as the catalog, the map, reports and markers spell it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use named;
+
 /// Characters of one value kept in a message.
 pub const VALUE_MAX: usize = 120;
 /// Characters of one output line kept.

@@ -198,9 +198,13 @@ fn floor_binary() -> Option<PathBuf> {
 
 /// The bundle of every file under `etc` of `root`, in the floor's format.
 fn bundle(root: &Path) -> Vec<u8> {
-    let mut files = Vec::new();
-    collect(&root.join("etc"), &mut files);
-    files.sort();
+    // Files only, sorted, without the agent's hidden temp and state files.
+    let files = walkdir::WalkDir::new(root.join("etc"))
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(walkdir::DirEntry::into_path);
     let mut out = Vec::new();
     for f in files {
         let data = std::fs::read(&f).expect("read");
@@ -209,17 +213,6 @@ fn bundle(root: &Path) -> Vec<u8> {
         out.extend_from_slice(&data);
     }
     out
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect(&path, out);
-        } else if !entry.file_name().to_string_lossy().starts_with('.') {
-            out.push(path);
-        }
-    }
 }
 
 /// One floor run over `bundle` into `target`: wall time.

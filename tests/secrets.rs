@@ -103,16 +103,12 @@ fn read(path: &Path) -> String {
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
+    let entries = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .flatten();
+    let files = entries.filter(|e| e.file_type().is_file());
+    files.map(walkdir::DirEntry::into_path).collect()
 }
 
 /// Where `needle` appears among `texts` (name, bytes): the names.

@@ -13,21 +13,22 @@ pub mod waves;
 
 use serde::{Deserialize, Serialize};
 
-/// A host's state for one generation: the `<state>` of its marker
-/// `g/<generation>/<state>/<id>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Converged on the generation.
-    Ok,
-    /// Its reconcile of the generation failed or rolled back.
-    Fail,
-    /// Waiting for its wave to open; runs an earlier generation.
-    Held,
-    /// Its wave opened and the halt rule stopped the rollout for it.
-    Halted,
-    /// Not in the map: waiting for a role.
-    Waiting,
+crate::text::named! {
+    /// A host's state for one generation: the `<state>` of its marker
+    /// `g/<generation>/<state>/<id>`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+    pub enum State {
+        /// Converged on the generation.
+        Ok = "ok",
+        /// Its reconcile of the generation failed or rolled back.
+        Fail = "fail",
+        /// Waiting for its wave to open; runs an earlier generation.
+        Held = "held",
+        /// Its wave opened and the halt rule stopped the rollout for it.
+        Halted = "halted",
+        /// Not in the map: waiting for a role.
+        Waiting = "waiting",
+    }
 }
 
 impl State {
@@ -40,26 +41,9 @@ impl State {
         State::Waiting,
     ];
 
-    /// The marker's path segment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Fail => "fail",
-            State::Held => "held",
-            State::Halted => "halted",
-            State::Waiting => "waiting",
-        }
-    }
-
     /// The state named by a marker's path segment.
     pub fn parse(text: &str) -> Option<State> {
         State::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -2,9 +2,8 @@
 //! ETag, validation, replay protection (generation), and the fall-back to the last-good
 //! cache when the source is unreachable or serves a map that is refused.
 
-use std::path::{Path, PathBuf};
-
 use tracing::warn;
+use walkdir::WalkDir;
 
 use super::Agent;
 use crate::error::Error;
@@ -307,29 +306,18 @@ pub(super) fn fingerprint(agent: &Agent, identity: &Identity, map_sha256: &str) 
     )
     .into_bytes();
     for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files);
-        files.sort();
-        for f in files {
-            all.extend_from_slice(f.to_string_lossy().as_bytes());
+        // Unreadable entries are left out: loading the catalog names them.
+        let entries = WalkDir::new(dir).follow_links(true).sort_by_file_name();
+        for f in entries
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.file_type().is_dir())
+        {
+            all.extend_from_slice(f.path().to_string_lossy().as_bytes());
             all.push(0);
-            all.extend(std::fs::read(&f).unwrap_or_default());
+            all.extend(std::fs::read(f.path()).unwrap_or_default());
             all.push(0);
         }
     }
     sha256_hex(&all)
-}
-
-pub(super) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }

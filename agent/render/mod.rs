@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tera::{Context, Tera};
+use walkdir::WalkDir;
 
 use crate::catalog::{
     Catalog, Command, FileSpec, HookEvent, HookSpec, Role, SmokeKind, SmokeSpec, WhenPosition,
@@ -328,20 +329,25 @@ const VOLATILE: [&str; 3] = ["map.generation", "map.etag", "map.version"];
 /// `dir`), read once for Tera and the checks: a file nested too deeply for Tera's parser
 /// (see `nesting`) is refused.
 fn read_files(dir: &Path) -> Result<Vec<(String, String)>, Error> {
-    let mut paths = Vec::new();
-    collect_tera(dir, &mut paths);
-    paths.sort();
-    let mut files = Vec::with_capacity(paths.len());
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Load {
-            dir: dir.to_path_buf(),
-            source: Box::new(tera::Error::msg(format!("reading {}: {e}", path.display()))),
-        })?;
+    let unreadable = |what: String| Error::Load {
+        dir: dir.to_path_buf(),
+        source: Box::new(tera::Error::msg(what)),
+    };
+    let mut files = Vec::new();
+    // Symlinks are followed as the catalog's owner laid them out; a loop is an error.
+    for entry in WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+        let entry = entry.map_err(|e| unreadable(format!("listing: {e}")))?;
+        let path = entry.path();
+        if entry.file_type().is_dir() || path.extension().is_none_or(|x| x != "tera") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| unreadable(format!("reading {}: {e}", path.display())))?;
         if let Some(depth) = nesting::too_deep(&text) {
             let template = path.display().to_string();
             return Err(Error::TooNested { template, depth });
         }
-        let name = path.strip_prefix(dir).unwrap_or(&path);
+        let name = path.strip_prefix(dir).unwrap_or(path);
         files.push((name.to_string_lossy().into_owned(), text));
     }
     Ok(files)
@@ -360,17 +366,6 @@ fn volatile_warnings(files: &[(String, String)]) -> Vec<String> {
         }
     }
     warnings
-}
-
-fn collect_tera(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_tera(&path, out);
-        } else if path.extension().is_some_and(|x| x == "tera") {
-            out.push(path);
-        }
-    }
 }
 
 fn is_templated(text: &str) -> bool {
@@ -1237,6 +1232,27 @@ mod tests {
         std::fs::write(dir.join("app.toml"), role).unwrap();
         let catalog = Catalog::load(dir, &Default::default()).map_err(|e| e.to_string())?;
         Templates::load(dir, &catalog).map_err(|e| crate::text::chain(&e))
+    }
+
+    /// The template tree is walked through symlinked directories (as the catalog's owner
+    /// laid it out); a symlink loop is refused, naming where, instead of being walked.
+    #[test]
+    fn templates_are_read_through_symlinked_directories_and_a_loop_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::write(shared.path().join("env.tera"), "NAME={{ product.name }}\n").unwrap();
+        std::os::unix::fs::symlink(shared.path(), dir.path().join("app")).unwrap();
+        let role = "[[files]]\npath = \"/etc/app/{{ product.name }}.env\"\ntemplate = \"app/env.tera\"\nper_product = true\n";
+        std::fs::write(dir.path().join("app.toml"), role).unwrap();
+        let catalog = Catalog::load(dir.path(), &Default::default()).unwrap();
+        assert!(Templates::load(dir.path(), &catalog).is_ok());
+
+        std::os::unix::fs::symlink(dir.path(), shared.path().join("again")).unwrap();
+        let err = Templates::load(dir.path(), &catalog)
+            .map(|_| ())
+            .unwrap_err();
+        let err = crate::text::chain(&err);
+        assert!(err.contains("app/again") && err.contains("loop"), "{err}");
     }
 
     /// A template, file or catalog string, whose expressions nest deeper than Tera's parser

@@ -67,32 +67,16 @@ pub struct HostInfo {
     pub databases: Vec<ProductDatabase>,
 }
 
-/// A database host's place in its product's replication chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Position {
-    /// Takes the writes.
-    Master,
-    /// Follows the master or the replica before it.
-    Replica,
-    /// Follows the master and dumps the database to `backup_url`.
-    Backup,
-}
-
-impl Position {
-    /// The name templates, reports and `map show` use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Position::Master => "master",
-            Position::Replica => "replica",
-            Position::Backup => "backup",
-        }
-    }
-}
-
-impl std::fmt::Display for Position {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::text::named! {
+    /// A database host's place in its product's replication chain.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+    pub enum Position {
+        /// Takes the writes.
+        Master = "master",
+        /// Follows the master or the replica before it.
+        Replica = "replica",
+        /// Follows the master and dumps the database to `backup_url`.
+        Backup = "backup",
     }
 }
 
