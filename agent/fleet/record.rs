@@ -55,19 +55,32 @@ impl Standing {
     }
 }
 
-/// The host's place in the map, as the reconcile resolved it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The host's place in the map, as the reconcile resolved it; in its record, bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     /// Availability zone (or rack).
     pub zone: String,
-    /// Roles in the map.
+    /// Roles in the map (in a record: at most 10, then `… N more`).
     pub roles: Vec<String>,
-    /// Products served, and the product of a database position.
+    /// Products served, and the product of a database position (in a record: at most 10).
     pub products: Vec<String>,
     /// Its wave, when the map has a rollout.
     pub wave: Option<usize>,
     /// SHA-256 of the map's bytes.
     pub map_sha256: Option<String>,
+}
+
+impl Placement {
+    /// As a record carries it: names cut, lists bounded.
+    fn bounded(&self) -> Placement {
+        Placement {
+            zone: cut(&self.zone, NAME_MAX),
+            roles: names(&self.roles),
+            products: names(&self.products),
+            wave: self.wave,
+            map_sha256: self.map_sha256.clone(),
+        }
+    }
 }
 
 /// `hosts/<id>.json`.
@@ -81,16 +94,9 @@ pub struct Record {
     pub generation: Option<u64>,
     /// The generation its configuration comes from.
     pub running: Option<u64>,
-    /// Zone.
-    pub zone: String,
-    /// Roles (at most 10, then `… N more`).
-    pub roles: Vec<String>,
-    /// Products (at most 10, then `… N more`).
-    pub products: Vec<String>,
-    /// SHA-256 of the map.
-    pub map_sha256: Option<String>,
-    /// Wave, when the map has a rollout.
-    pub wave: Option<usize>,
+    /// Its place in the map (keys `zone`, `roles`, `products`, `wave`, `map_sha256`).
+    #[serde(flatten)]
+    pub placement: Placement,
     /// The last reconcile's outcome.
     pub outcome: Outcome,
     /// Its message (at most 400 bytes, control characters as spaces).
@@ -121,11 +127,7 @@ impl Record {
             state: standing.state,
             generation: standing.generation,
             running: standing.running,
-            zone: cut(&placement.zone, NAME_MAX),
-            roles: names(&placement.roles),
-            products: names(&placement.products),
-            map_sha256: placement.map_sha256.clone(),
-            wave: placement.wave,
+            placement: placement.bounded(),
             outcome: report.outcome,
             message: cut(&report.message, MESSAGE_MAX),
             failed: failures(report),
@@ -247,7 +249,7 @@ mod tests {
         assert!(json.len() < 3600, "{} bytes", json.len());
         assert_eq!(record.failed.len(), FAILURES_MAX + 1);
         assert_eq!(record.failed.last().unwrap(), "… 44 more");
-        assert_eq!(record.products.last().unwrap(), "… 490 more");
+        assert_eq!(record.placement.products.last().unwrap(), "… 490 more");
         assert!(record.rolled_back);
         let back: Record = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, record);

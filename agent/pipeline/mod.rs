@@ -143,10 +143,13 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     let span =
         info_span!("reconcile", reconcile_id = %report.reconcile_id, trigger = %request.trigger);
     let started = Instant::now();
-    let trace = Trace::default();
-    let result = stages(agent, source, request, &trace)
-        .instrument(span)
-        .await;
+    let run = Run {
+        agent,
+        source,
+        request,
+        trace: Trace::default(),
+    };
+    let result = stages(&run).instrument(span).await;
     let way = match &result {
         Ok(Ended::Quiet { .. }) => Way::Quiet,
         Ok(Ended::Held { .. }) => Way::Held,
@@ -155,7 +158,7 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     if let Err(Failed::Error { text, .. }) = &result {
         error!(error = %text, "reconcile failed");
     }
-    let (facts, fingerprint, placement) = trace.into_parts();
+    let (facts, fingerprint, placement) = run.trace.into_parts();
     report.conclude(facts, result);
     report.elapsed_ms = crate::text::elapsed_ms(started);
     Reconciled {
@@ -166,30 +169,32 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     }
 }
 
+/// One reconcile in progress: the agent, the map's source, what was asked, and the trace
+/// every stage reports to.
+struct Run<'a> {
+    agent: &'a Agent,
+    source: &'a AnySource,
+    request: &'a Request<'a>,
+    trace: Trace,
+}
+
 /// The stages in order. Identity and map either end the reconcile early (quiet, held,
 /// waiting) or give the inputs to converge to.
-async fn stages(
-    agent: &Agent,
-    source: &AnySource,
-    request: &Request<'_>,
-    trace: &Trace,
-) -> Result<Ended, Failed> {
-    journal::recover(agent);
-    let identity = trace
-        .stage("identity", identify(agent))
-        .await
-        .map_err(fail)?;
-    trace.host(&identity.id);
-    let inputs = match obtain(agent, source, &identity, request, trace).await? {
+async fn stages(run: &Run<'_>) -> Result<Ended, Failed> {
+    journal::recover(run.agent);
+    let identity = run.trace.stage("identity", identify(run.agent));
+    let identity = identity.await.map_err(fail)?;
+    run.trace.host(&identity.id);
+    let inputs = match obtain(run, &identity).await? {
         Obtained::Ended(ended) => return Ok(ended),
         Obtained::Inputs(inputs) => inputs,
     };
     let Resolution::Assigned(view) = &inputs.loaded.resolution else {
         info!(host_id = %identity.id, "waiting for role assignment");
-        commit(agent, trace, &inputs.settle(None, BTreeSet::new()));
+        commit(run, &inputs.settle(None, BTreeSet::new()));
         return Ok(Ended::Waiting);
     };
-    converge(agent, &inputs, view, request, trace).await
+    converge(run, &inputs, view).await
 }
 
 /// The map a reconcile works from, and the fingerprint of everything it renders from.
@@ -221,33 +226,28 @@ enum Obtained {
 /// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
 /// (validate, resolve, or fall back to the cache); keep the applied map if a staged
 /// rollout says so; end if its inputs are held.
-async fn obtain(
-    agent: &Agent,
-    source: &AnySource,
-    identity: &Identity,
-    request: &Request<'_>,
-    trace: &Trace,
-) -> Result<Obtained, Failed> {
-    let fetched = rollout::fetch(agent, source, identity);
+async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> {
+    let Run { agent, trace, .. } = run;
+    let fetched = rollout::fetch(agent, run.source, identity);
     let (fetch, held): (Fetch, _) = trace.stage("fetch", fetched).await;
     let unchanged = fetch
         .unchanged()
         .map(|meta| (meta.clone(), fingerprint(agent, identity, &meta.sha256)));
     if let Some((meta, fingerprint)) = &unchanged {
-        if let Some(ended) = quiet(agent, request, trace, meta, fingerprint, held.as_ref()) {
+        if let Some(ended) = quiet(run, meta, fingerprint, held.as_ref()) {
             return Ok(Obtained::Ended(ended));
         }
     }
     let applied = fetch.cached.as_ref().map(|c| c.generation);
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
-    let loaded = staged(agent, loaded, applied, identity, held, trace).await?;
+    let loaded = staged(run, loaded, applied, identity, held).await?;
     let fingerprint = match unchanged {
         Some((meta, fingerprint)) if meta.sha256 == loaded.sha256 => fingerprint,
         _ => fingerprint(agent, identity, &loaded.sha256),
     };
     trace.loaded(&loaded, &fingerprint);
-    if let Some(held) = request.held.filter(|h| h.fingerprint == fingerprint) {
+    if let Some(held) = run.request.held.filter(|h| h.fingerprint == fingerprint) {
         info!("same inputs as the last failure: waiting for the backoff");
         let (outcome, message) = (held.report.outcome, held.report.message.clone());
         return Ok(Obtained::Ended(Ended::Held { outcome, message }));
@@ -260,14 +260,8 @@ async fn obtain(
 
 /// The quiet end of a poll whose map the source still holds (for a host a staged rollout
 /// holds: whose held map it still holds), when the disk and secrets are as settled.
-fn quiet(
-    agent: &Agent,
-    request: &Request<'_>,
-    trace: &Trace,
-    meta: &CacheMeta,
-    fingerprint: &str,
-    held: Option<&Note>,
-) -> Option<Ended> {
+fn quiet(run: &Run<'_>, meta: &CacheMeta, fingerprint: &str, held: Option<&Note>) -> Option<Ended> {
+    let (agent, request, trace) = (run.agent, run.request, &run.trace);
     let current = agent.secrets.is_current() && !request.trigger.is_manual();
     let quiet = trace.now("drift", || {
         settled::quiet(agent, fingerprint, request.settled, current)
@@ -279,21 +273,22 @@ fn quiet(
 }
 
 /// The one commit step ([`commit::settle`]), timed as the stage `commit`.
-fn commit(agent: &Agent, trace: &Trace, settle: &Settle<'_>) {
-    trace.now("commit", || commit::settle(agent, settle));
+fn commit(run: &Run<'_>, settle: &Settle<'_>) {
+    run.trace
+        .now("commit", || commit::settle(run.agent, settle));
 }
 
 /// The end of stage 3: note the host's place in the fleet, and keep the `applied` map
 /// instead of `loaded` if a staged rollout says so (SPEC §9.2). A host whose `held` map the
 /// source still holds has loaded the applied map already: its placement stays the hold's.
 async fn staged(
-    agent: &Agent,
+    run: &Run<'_>,
     loaded: LoadedMap,
     applied: Option<u64>,
     identity: &Identity,
     held: Option<Note>,
-    trace: &Trace,
 ) -> Result<LoadedMap, Failed> {
+    let Run { agent, trace, .. } = run;
     if held.is_some() {
         trace.rollout(held);
         return Ok(loaded);
@@ -307,25 +302,16 @@ async fn staged(
 
 /// Stages 4–9 for a host with a view: render, plan, accounts, install, verify, commit; a
 /// failed verification is undone (files and accounts).
-async fn converge(
-    agent: &Agent,
-    inputs: &Inputs,
-    view: &HostView,
-    request: &Request<'_>,
-    trace: &Trace,
-) -> Result<Ended, Failed> {
-    let mut rendered = render(agent, inputs, view, request, trace).await?;
+async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<Ended, Failed> {
+    let (agent, request, trace) = (run.agent, run.request, &run.trace);
+    let mut rendered = render(run, inputs, view).await?;
     let planned = trace
         .now("plan", || preview::plan(agent, &mut rendered))
         .map_err(fail)?;
     trace.now("sweep", || execute::sweep(agent, &planned));
     let blocked = execute::blocked(&rendered);
     if planned.is_noop() && blocked.is_empty() && request.settled {
-        commit(
-            agent,
-            trace,
-            &inputs.settle(Some(&rendered), BTreeSet::new()),
-        );
+        commit(run, &inputs.settle(Some(&rendered), BTreeSet::new()));
         return Ok(Ended::Unchanged);
     }
     let mut done = execute::change(agent, &rendered, &planned, trace).await?;
@@ -344,20 +330,15 @@ async fn converge(
         return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
     let failed = done.installed.failed.keys().cloned().collect();
-    commit(agent, trace, &inputs.settle(Some(&rendered), failed));
+    commit(run, &inputs.settle(Some(&rendered), failed));
     Ok(Ended::Applied(done.applied(verified)))
 }
 
 /// Stage 4: the catalog, the secrets its templates read, and the host's files rendered.
-async fn render(
-    agent: &Agent,
-    inputs: &Inputs,
-    view: &HostView,
-    request: &Request<'_>,
-    trace: &Trace,
-) -> Result<Rendered, Failed> {
+async fn render(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<Rendered, Failed> {
+    let Run { agent, trace, .. } = run;
     let catalog = preview::load_catalog(agent).map_err(fail)?;
-    let force = request.trigger.is_manual();
+    let force = run.request.trigger.is_manual();
     let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
     let secrets = trace.stage("secrets", secrets).await;
     let rendered = trace.now("render", || {

@@ -298,8 +298,6 @@ enum Table {
 /// The map so far, kept from piece to piece.
 struct Build {
     map: RoleMap,
-    /// Hosts in the text's order, made a map once at the end.
-    hosts: Vec<(Name, Host)>,
     table: Table,
     /// Products whose `[products.P.secrets]` was read.
     secrets: BTreeSet<String>,
@@ -326,7 +324,6 @@ impl Build {
     fn new() -> Option<Self> {
         Some(Self {
             map: blank()?,
-            hosts: Vec::new(),
             table: Table::Root,
             secrets: BTreeSet::new(),
             lists: HashSet::new(),
@@ -392,7 +389,7 @@ impl Build {
                 self.secrets.insert(name).then_some(())?;
                 product.secrets = secrets;
             }
-            Table::Host(id, host) => self.hosts.push((id, host)),
+            Table::Host(id, host) => none(self.map.hosts.insert(id, host))?,
             Table::Rollout(rollout) => none(self.map.rollout.replace(rollout))?,
         }
         Some(())
@@ -436,14 +433,6 @@ impl Build {
 
     fn finish(mut self) -> Option<RoleMap> {
         self.close()?;
-        let mut hosts = self.hosts;
-        // The map's nodes are built while the vector is held: no room to spare in it.
-        hosts.shrink_to_fit();
-        hosts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
-            return None;
-        }
-        self.map.hosts = hosts.into_iter().collect();
         Some(self.map)
     }
 }
