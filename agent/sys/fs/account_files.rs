@@ -43,71 +43,47 @@ impl Names {
 
     /// The uid of user `name` (a number is taken as it is).
     pub fn uid(&self, name: &str) -> Option<Uid> {
-        let nss = |n: &str| User::from_name(n).ok().flatten().map(|u| u.uid.as_raw());
-        id_of(name, self.users_from_root, |n| self.db.uid(n), nss).map(Uid::from_raw)
+        let id = match (name.parse::<u32>(), self.users_from_root) {
+            (Ok(id), _) => Some(id),
+            (Err(_), true) => self.db.uid(name),
+            (Err(_), false) => User::from_name(name).ok()?.map(|u| u.uid.as_raw()),
+        };
+        id.map(Uid::from_raw)
     }
 
     /// The gid of group `name` (a number is taken as it is).
     pub fn gid(&self, name: &str) -> Option<Gid> {
-        let nss = |n: &str| Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw());
-        id_of(name, self.groups_from_root, |n| self.db.gid(n), nss).map(Gid::from_raw)
+        let id = match (name.parse::<u32>(), self.groups_from_root) {
+            (Ok(id), _) => Some(id),
+            (Err(_), true) => self.db.gid(name),
+            (Err(_), false) => Group::from_name(name).ok()?.map(|g| g.gid.as_raw()),
+        };
+        id.map(Gid::from_raw)
     }
 
     /// The name of `uid`, or the number when it has none.
     pub fn user_name(&self, uid: u32) -> String {
-        let root = |id| self.db.user_name(id).map(str::to_string);
-        let nss = |id| {
-            User::from_uid(Uid::from_raw(id))
+        let name = match self.users_from_root {
+            true => self.db.user_name(uid).map(str::to_string),
+            false => User::from_uid(Uid::from_raw(uid))
                 .ok()
                 .flatten()
-                .map(|u| u.name)
+                .map(|u| u.name),
         };
-        name_of(uid, self.users_from_root, root, nss)
+        name.unwrap_or_else(|| uid.to_string())
     }
 
     /// The name of `gid`, or the number when it has none.
     pub fn group_name(&self, gid: u32) -> String {
-        let root = |id| self.db.group_name(id).map(str::to_string);
-        let nss = |id| {
-            Group::from_gid(Gid::from_raw(id))
+        let name = match self.groups_from_root {
+            true => self.db.group_name(gid).map(str::to_string),
+            false => Group::from_gid(Gid::from_raw(gid))
                 .ok()
                 .flatten()
-                .map(|g| g.name)
+                .map(|g| g.name),
         };
-        name_of(gid, self.groups_from_root, root, nss)
+        name.unwrap_or_else(|| gid.to_string())
     }
-}
-
-/// The id of `name`: a number as it is, else looked up in the root's files when `from_root`,
-/// else in NSS.
-fn id_of(
-    name: &str,
-    from_root: bool,
-    root: impl FnOnce(&str) -> Option<u32>,
-    nss: impl FnOnce(&str) -> Option<u32>,
-) -> Option<u32> {
-    if let Ok(n) = name.parse::<u32>() {
-        return Some(n);
-    }
-    match from_root {
-        false => nss(name),
-        true => root(name),
-    }
-}
-
-/// The name of `id`, looked up in the root's files when `from_root`, else in NSS; the number
-/// when it has none.
-fn name_of(
-    id: u32,
-    from_root: bool,
-    root: impl FnOnce(u32) -> Option<String>,
-    nss: impl FnOnce(u32) -> Option<String>,
-) -> String {
-    let name = match from_root {
-        false => nss(id),
-        true => root(id),
-    };
-    name.unwrap_or_else(|| id.to_string())
 }
 
 /// The four account files as they were before the account changes of one reconcile.
