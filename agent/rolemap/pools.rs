@@ -189,6 +189,13 @@ pub(super) fn of(map: &RoleMap, products: &[String]) -> (Fleet, Vec<Pools>) {
             add(&mut pools[slot], &host.roles, row);
         }
     }
+    // Grown a row at a time: give back what was reserved ahead (held until the commit).
+    table.text.shrink_to_fit();
+    table.rows.shrink_to_fit();
+    let every_pool = pools.iter_mut().chain([&mut fleet]);
+    every_pool
+        .flat_map(|p| p.values_mut())
+        .for_each(Vec::shrink_to_fit);
     let table = Arc::new(table);
     let pools_of = |roles| Pools {
         table: Arc::clone(&table),
