@@ -1,6 +1,7 @@
 //! Text for people: an error with its whole chain of causes, strings from untrusted input
 //! made safe and short enough to print (issue 15: no terminal escapes, no forged lines,
-//! bounded output), milliseconds and hex digests. A leaf: it imports nothing from the crate, so every
+//! bounded output), milliseconds, hex digests, and the names enums are written with
+//! (`named!`). A leaf: it imports nothing from the crate, so every
 //! stage can use it without an import circle.
 
 use std::error::Error as StdError;
