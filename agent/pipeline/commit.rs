@@ -63,7 +63,7 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         return;
     }
     let span = tracing::Span::current();
-    let large = s.loaded.is_new && s.loaded.bytes.len() >= LARGE_MAP;
+    let large = s.loaded.is_new && s.loaded.len >= LARGE_MAP;
     let cache = || span.in_scope(|| store_cache(agent, s.loaded));
     let records = || {
         if let Some(rendered) = s.rendered {
@@ -126,7 +126,11 @@ fn store_cache(agent: &Agent, loaded: &LoadedMap) {
         version: loaded.info.version.clone(),
         sha256: loaded.sha256.clone(),
     };
-    if let Err(e) = agent.cache().store(&loaded.bytes, &meta) {
+    let stored = match loaded.cache_staged {
+        true => agent.cache().promote(&meta),
+        false => agent.cache().store(&loaded.bytes, &meta),
+    };
+    if let Err(e) = stored {
         error!(error = %chain(&e), "last-good map cache not written");
     }
 }

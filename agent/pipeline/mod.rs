@@ -253,7 +253,7 @@ async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> 
         return Ok(Obtained::Ended(Ended::Held { outcome, message }));
     }
     Ok(Obtained::Inputs(Inputs {
-        loaded,
+        loaded: map::stage(agent, loaded),
         fingerprint,
     }))
 }

@@ -13,6 +13,8 @@ use crate::text::sha256_hex;
 
 const MAP_FILE: &str = "map.toml";
 const META_FILE: &str = "map.meta.json";
+/// A new map staged by a reconcile, made the cache at its commit.
+const NEXT_FILE: &str = "map.toml.next";
 
 /// The last map this host applied, with what it takes to use it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +113,17 @@ impl Cache {
     /// # Errors
     /// `Error::Cache` naming the file that could not be written.
     pub fn store(&self, bytes: &[u8], meta: &CacheMeta) -> Result<(), Error> {
+        write_atomic(&self.dir, MAP_FILE, bytes)?;
+        self.store_meta(meta)
+    }
+
+    /// The metadata of the map file just put in place.
+    fn store_meta(&self, meta: &CacheMeta) -> Result<(), Error> {
         let meta_path = self.dir.join(META_FILE);
         let json = serde_json::to_vec_pretty(meta).map_err(|err| Error::Cache {
             path: meta_path,
             source: err.into(),
         })?;
-        write_atomic(&self.dir, MAP_FILE, bytes)?;
         write_atomic(&self.dir, META_FILE, &json)?;
         tracing::debug!(
             path = %self.dir.display(),
@@ -125,6 +132,37 @@ impl Cache {
             "map cached"
         );
         Ok(())
+    }
+
+    /// Write a new map's `bytes` beside the cache (`map.toml.next`), not yet durable and not
+    /// yet the cache: a reconcile stages its map when it loads it, so it need not hold the
+    /// bytes until its commit, which [`Cache::promote`]s them (issue 13).
+    ///
+    /// # Errors
+    /// `Error::Cache` naming the file.
+    pub fn stage(&self, bytes: &[u8]) -> Result<(), Error> {
+        let path = self.dir.join(NEXT_FILE);
+        crate::sys::fs::stage_state(&path, bytes).map_err(|e| Error::Cache {
+            source: std::io::Error::other(crate::text::chain(&e)),
+            path,
+        })
+    }
+
+    /// Make the map this process [`Cache::stage`]d the cache, with its `meta` (whose
+    /// `sha256` must be the staged bytes'): the map file made durable and renamed into place,
+    /// then the metadata written as [`Cache::store`] does. Only promote what was staged in
+    /// the same run: a stale staged file would be read back as no cache (its SHA-256 is not
+    /// the metadata's), never as a wrong one.
+    ///
+    /// # Errors
+    /// `Error::Cache` naming the file; nothing staged is "not found".
+    pub fn promote(&self, meta: &CacheMeta) -> Result<(), Error> {
+        let (next, map) = (self.dir.join(NEXT_FILE), self.dir.join(MAP_FILE));
+        crate::sys::fs::promote_state(&next, &map).map_err(|e| Error::Cache {
+            source: std::io::Error::other(crate::text::chain(&e)),
+            path: map,
+        })?;
+        self.store_meta(meta)
     }
 
     /// The cached map's metadata alone (a small JSON file), or `None` when it is missing
@@ -228,6 +266,39 @@ mod tests {
             .expect("store again");
         assert_eq!(cache.load().expect("load again"), Some(newer));
         assert_eq!(entries(&dir.path().join("state")), [META_FILE, MAP_FILE]);
+    }
+
+    /// A staged map is not the cache until it is promoted; promoted, it loads back as if
+    /// stored, and nothing staged cannot be promoted. A symlink at the staged name is
+    /// refused, not followed.
+    #[test]
+    fn a_staged_map_is_the_cache_only_once_promoted() {
+        let (dir, cache) = holding_sample();
+        let newer = CachedMap {
+            bytes: b"schema = 1\ngeneration = 42\n".to_vec(),
+            generation: 42,
+            ..sample()
+        };
+        cache.stage(&newer.bytes).expect("stage");
+        assert_eq!(
+            cache.load().expect("load"),
+            Some(sample()),
+            "staged is not cached"
+        );
+        cache.promote(&newer.meta()).expect("promote");
+        assert_eq!(cache.load().expect("load"), Some(newer.clone()));
+        assert_eq!(entries(dir.path()), [META_FILE, MAP_FILE]);
+
+        let err = cache.promote(&sample().meta()).expect_err("nothing staged");
+        assert!(err.to_string().contains(MAP_FILE), "{err}");
+        assert_eq!(cache.load().expect("load"), Some(newer.clone()));
+
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"schema = 1\n").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(NEXT_FILE)).expect("symlink");
+        assert!(cache.promote(&sample().meta()).is_err(), "symlink promoted");
+        assert_eq!(cache.load().expect("load"), Some(newer));
+        assert_eq!(std::fs::read(&elsewhere).expect("read"), b"schema = 1\n");
     }
 
     #[test]

@@ -22,6 +22,8 @@ use super::{errno, io, temp, Error};
 const PUBLIC: u32 = 0o644;
 /// Mode of the directories created for state files.
 const DIR_MODE: u32 = 0o755;
+/// A flag beside the mode bits, for [`staged`]: leave the fsync to [`promote_state`].
+const UNSYNCED: u32 = 1 << 31;
 
 /// Read a state-directory file; `None` when it does not exist.
 ///
@@ -117,6 +119,46 @@ pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
     })
 }
 
+/// Put `bytes` at `path` atomically as [`write_state`] does, but leave them and the name to
+/// [`promote_state`] to make durable: a large file written early and kept only if its
+/// reconcile commits (the map cache, issue 13). After a crash the file may be empty or
+/// missing; the caller promotes only what it staged in the same run.
+///
+/// # Errors
+/// As [`write_state_mode`].
+pub fn stage_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_state_by(path, PUBLIC | UNSYNCED, |tmp| {
+        tmp.write_all(bytes).map_err(io("writing", path))
+    })
+}
+
+/// Make the file [`stage_state`] put at `from` durable and rename it over `to` in the same
+/// directory (a symlink at either name is refused, never followed), then fsync the
+/// directory.
+///
+/// # Errors
+/// `Symlink`, `NotAFile`, I/O; "not found" when nothing is staged.
+pub fn promote_state(from: &Path, to: &Path) -> Result<(), Error> {
+    let (dir_path, from_name) = split(from)?;
+    let (_, to_name) = split(to)?;
+    let dir = open_dir(dir_path, false)?;
+    refuse_non_file(dir.as_fd(), to_name, to)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = match openat(dir.as_fd(), from_name, flags, Mode::empty()) {
+        Err(Errno::ELOOP) => return Err(symlink(from)),
+        other => other.map_err(errno("syncing", from))?,
+    };
+    let st = fstat(fd.as_fd()).map_err(errno("syncing", from))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Error::NotAFile {
+            path: from.to_path_buf(),
+        });
+    }
+    fsync(fd.as_fd()).map_err(errno("syncing", from))?;
+    renameat(dir.as_fd(), from_name, dir.as_fd(), to_name).map_err(errno("renaming into", to))?;
+    fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+}
+
 /// [`write_state_mode`], the temp file's content written by `fill`.
 fn write_state_by(
     path: &Path,
@@ -165,10 +207,14 @@ fn staged(
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
     place: impl FnOnce(&str) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    let (sync, mode) = (mode & UNSYNCED == 0, mode & !UNSYNCED);
     let (mut tmp, tmp_name) = temp::create(dir, dir_path, mode)?;
     let result = fill(&mut tmp)
         .and_then(|()| chmod_if_needed(&tmp, mode, path))
-        .and_then(|()| tmp.sync_all().map_err(io("syncing", path)))
+        .and_then(|()| match sync {
+            true => tmp.sync_all().map_err(io("syncing", path)),
+            false => Ok(()),
+        })
         .and_then(|()| place(tmp_name.as_str()));
     if result.is_err() {
         let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
