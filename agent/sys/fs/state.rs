@@ -22,28 +22,35 @@ use super::{errno, io, temp, Error};
 const PUBLIC: u32 = 0o644;
 /// Mode of the directories created for state files.
 const DIR_MODE: u32 = 0o755;
-/// A flag beside the mode bits, for [`staged`]: leave the fsync to [`promote_state`].
-const UNSYNCED: u32 = 1 << 31;
 
 /// Read a state-directory file; `None` when it does not exist.
 ///
 /// # Errors
 /// `Symlink` when a symlink is there; other I/O errors.
 pub fn read_state(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let Some((fd, size)) = open_file(path, "reading")? else {
+        return Ok(None);
+    };
+    super::file::read_all(File::from(fd), size, path).map(Some)
+}
+
+/// The regular file at `path` opened for reading without following a symlink there, and
+/// its size; `None` when nothing is there. Errors say `doing` and `path`.
+fn open_file(path: &Path, doing: &'static str) -> Result<Option<(OwnedFd, i64)>, Error> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let fd = match nix::fcntl::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(None),
         Err(Errno::ELOOP) => return Err(symlink(path)),
-        Err(e) => return Err(errno("reading", path)(e)),
+        Err(e) => return Err(errno(doing, path)(e)),
     };
-    let st = fstat(fd.as_fd()).map_err(errno("reading", path))?;
+    let st = fstat(fd.as_fd()).map_err(errno(doing, path))?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(Error::NotAFile {
             path: path.to_path_buf(),
         });
     }
-    super::file::read_all(File::from(fd), st.st_size, path).map(Some)
+    Ok(Some((fd, st.st_size)))
 }
 
 /// Read a JSON state file; `None` when it does not exist.
@@ -82,7 +89,7 @@ pub fn write_serialized(
     mode: u32,
     serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
 ) -> Result<(), Error> {
-    write_state_by(path, mode, |tmp| {
+    write_state_by(path, mode, Synced::Now, |tmp| {
         let mut out = BufWriter::with_capacity(BUFFER, tmp);
         serialize(&mut out).map_err(|source| match source.is_io() {
             true => io("writing", path)(source.into()),
@@ -114,7 +121,7 @@ pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// # Errors
 /// `Symlink`, `NotAFile`, I/O.
 pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    write_state_by(path, mode, |tmp| {
+    write_state_by(path, mode, Synced::Now, |tmp| {
         tmp.write_all(bytes).map_err(io("writing", path))
     })
 }
@@ -127,7 +134,7 @@ pub fn write_state_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
 /// # Errors
 /// As [`write_state_mode`].
 pub fn stage_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_state_by(path, PUBLIC | UNSYNCED, |tmp| {
+    write_state_by(path, PUBLIC, Synced::AtPromote, |tmp| {
         tmp.write_all(bytes).map_err(io("writing", path))
     })
 }
@@ -143,32 +150,34 @@ pub fn promote_state(from: &Path, to: &Path) -> Result<(), Error> {
     let (_, to_name) = split(to)?;
     let dir = open_dir(dir_path, false)?;
     refuse_non_file(dir.as_fd(), to_name, to)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let fd = match openat(dir.as_fd(), from_name, flags, Mode::empty()) {
-        Err(Errno::ELOOP) => return Err(symlink(from)),
-        other => other.map_err(errno("syncing", from))?,
+    let Some((fd, _)) = open_file(from, "syncing")? else {
+        return Err(errno("syncing", from)(Errno::ENOENT));
     };
-    let st = fstat(fd.as_fd()).map_err(errno("syncing", from))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err(Error::NotAFile {
-            path: from.to_path_buf(),
-        });
-    }
     fsync(fd.as_fd()).map_err(errno("syncing", from))?;
     renameat(dir.as_fd(), from_name, dir.as_fd(), to_name).map_err(errno("renaming into", to))?;
     fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+}
+
+/// When a state file's bytes are made durable.
+#[derive(Debug, Clone, Copy)]
+enum Synced {
+    /// Before it takes its name.
+    Now,
+    /// By [`promote_state`], which renames it again.
+    AtPromote,
 }
 
 /// [`write_state_mode`], the temp file's content written by `fill`.
 fn write_state_by(
     path: &Path,
     mode: u32,
+    synced: Synced,
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, true)?;
     refuse_non_file(dir.as_fd(), name, path)?;
-    let placed = staged(dir.as_fd(), dir_path, path, mode, fill, |tmp| {
+    let placed = staged(dir.as_fd(), dir_path, path, (mode, synced), fill, |tmp| {
         renameat(dir.as_fd(), tmp, dir.as_fd(), name).map_err(errno("renaming into", path))
     });
     placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
@@ -185,11 +194,18 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let dir = open_dir(dir_path, false)?;
     let mut tmp_left = None;
     let fill = |tmp: &mut File| tmp.write_all(bytes).map_err(io("writing", path));
-    let placed = staged(dir.as_fd(), dir_path, path, mode, fill, |tmp| {
-        tmp_left = Some(tmp.to_owned());
-        let (d, flags) = (dir.as_fd(), AtFlags::empty());
-        linkat(d, tmp, d, name, flags).map_err(errno("creating", path))
-    });
+    let placed = staged(
+        dir.as_fd(),
+        dir_path,
+        path,
+        (mode, Synced::Now),
+        fill,
+        |tmp| {
+            tmp_left = Some(tmp.to_owned());
+            let (d, flags) = (dir.as_fd(), AtFlags::empty());
+            linkat(d, tmp, d, name, flags).map_err(errno("creating", path))
+        },
+    );
     if let Some(tmp) = tmp_left {
         let _ = unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     }
@@ -203,17 +219,16 @@ fn staged(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     path: &Path,
-    mode: u32,
+    (mode, synced): (u32, Synced),
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
     place: impl FnOnce(&str) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let (sync, mode) = (mode & UNSYNCED == 0, mode & !UNSYNCED);
     let (mut tmp, tmp_name) = temp::create(dir, dir_path, mode)?;
     let result = fill(&mut tmp)
         .and_then(|()| chmod_if_needed(&tmp, mode, path))
-        .and_then(|()| match sync {
-            true => tmp.sync_all().map_err(io("syncing", path)),
-            false => Ok(()),
+        .and_then(|()| match synced {
+            Synced::Now => tmp.sync_all().map_err(io("syncing", path)),
+            Synced::AtPromote => Ok(()),
         })
         .and_then(|()| place(tmp_name.as_str()));
     if result.is_err() {
