@@ -1,21 +1,21 @@
 //! The render memo's life in the state directory (issue 13; the memo itself is in
-//! `render::memo`): read before stage 4, its remembered files completed from the disk after
-//! it (unread where their stamps vouch for them, else read, hashed and stamped), kept by
+//! `render::memo`): read before stage 4, its remembered files checked on the disk after it
+//! (unread where their stamps vouch for them, else read, hashed and stamped), kept by
 //! the commit step when it changed. Every failure here costs a full render,
 //! never a wrong file: an unreadable or torn memo, one of another rolecall build, a
 //! remembered file missing, refused or changed on disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing::{debug, error};
 
 use super::Agent;
-use crate::plan::{self, DiskState, Stamp};
+use crate::plan::{self, DiskState, FileState, Stamp};
 use crate::render::{Desired, Memo, Remembered};
 use crate::sys::fs::{coarse_now, Stat};
-use crate::text::chain;
+use crate::text::{chain, sha256_hex};
 
 /// The memo, in the state directory (0600: it holds the hashes of secret files).
 pub const MEMO_FILE: &str = "render-memo.json";
@@ -37,10 +37,13 @@ pub(super) fn load(agent: &Agent) -> Option<Memo> {
 
 /// Complete `desired`'s remembered files from the disk: the ones whose stamp shows them
 /// untouched since they were last found as remembered are vouched for unread; the others
-/// are read, and each found as remembered gets its stamp in the memo for the next render
-/// (`loaded`, when the render left it unchanged). Returns the disk state of the files read
-/// (the plan's snapshot of those paths), or `None` when one is outside the allowed roots,
-/// cannot be read or no longer hashes as remembered: the caller renders everything.
+/// are read, one at a time: each found as remembered (bytes, owner, group and mode) is
+/// vouched for too, its bytes let go as soon as they are hashed (a 500-vhost host's first
+/// publish after a first apply reads 1.1 MB, issue 13), and gets its stamp in the memo for
+/// the next render (`loaded`, when the render left it unchanged). Returns the disk state of
+/// the files read that differ only in owner, group or mode (the plan's snapshot of those
+/// paths), or `None` when one is outside the allowed roots, cannot be read or no longer
+/// hashes as remembered: the caller renders everything.
 pub(super) fn fill(
     agent: &Agent,
     desired: &mut Desired,
@@ -59,8 +62,8 @@ pub(super) fn fill(
             .get(&r.file.path)
             .is_some_and(|s| is_as(r, s.as_ref()))
     });
-    let unread = desired.remembered.iter().map(|r| r.file.path.as_path());
-    let disk = agent.fs.snapshot_all(unread).ok()?;
+    let (same, disk) = read(agent, desired)?;
+    desired.vouch(|r| same.contains(&r.file.path));
     let filled = desired.fill_remembered(|file| match disk.get(&file.path) {
         Some(DiskState::File(state)) => Some(state.content.clone()),
         _ => None,
@@ -69,8 +72,41 @@ pub(super) fn fill(
         debug!("a file the render memo vouches for changed on disk: rendering everything");
         return None;
     }
-    restamp(desired, loaded, &stats, &disk, now);
+    restamp(desired, loaded, &stats, &same, now);
     Some(disk)
+}
+
+/// Read the remembered files not vouched for yet, each checked as it is read: the paths
+/// found as remembered, and the disk state of the others.
+fn read(
+    agent: &Agent,
+    desired: &Desired,
+) -> Option<(BTreeSet<PathBuf>, BTreeMap<PathBuf, DiskState>)> {
+    let wanted: BTreeMap<&Path, &Remembered> = desired
+        .remembered
+        .iter()
+        .map(|r| (r.file.path.as_path(), r))
+        .collect();
+    let keep = |path: &Path, state: DiskState| match (&state, wanted.get(path)) {
+        (DiskState::File(now), Some(r)) if is_remembered(r, now) => None,
+        _ => Some(state),
+    };
+    let read = agent.fs.snapshot_all_as(wanted.keys().copied(), keep);
+    let (mut same, mut disk) = (BTreeSet::new(), BTreeMap::new());
+    for (path, state) in read.ok()? {
+        match state {
+            None => same.insert(path),
+            Some(state) => disk.insert(path, state).is_none(),
+        };
+    }
+    Some((same, disk))
+}
+
+/// Whether the file read is `r`: its bytes hash as remembered, with the same owner, group
+/// and mode.
+fn is_remembered(r: &Remembered, now: &FileState) -> bool {
+    (&now.owner, &now.group, now.mode) == (&r.file.owner, &r.file.group, r.file.mode)
+        && sha256_hex(&now.content) == r.sha256
 }
 
 /// Whether the file `stat` found is `r` as last found: the same stamp, and an owner and
@@ -81,30 +117,31 @@ fn is_as(r: &Remembered, stat: Option<&Stat>) -> bool {
     })
 }
 
-/// Give each file just read and found as remembered (content, owner, group, mode) the
-/// stamp it had before it was read, when that stamp is settled (see `Stamp::is_settled`):
-/// into the memo the render leaves, or a copy of `loaded`.
+/// Give each file just read and found as remembered (the `same`) the stamp it had before
+/// it was read, when that stamp is settled (see `Stamp::is_settled`): into the memo the
+/// render leaves, or a copy of `loaded`, and to its vouched entry (none when unsettled: the
+/// old one is stale). A file that differs in owner, group or mode gets none.
 fn restamp(
     desired: &mut Desired,
     loaded: &Memo,
     stats: &BTreeMap<PathBuf, Option<Stat>>,
-    disk: &BTreeMap<PathBuf, DiskState>,
+    same: &BTreeSet<PathBuf>,
     now: (i64, i64),
 ) {
-    let found = |path: &PathBuf, state: &DiskState| {
-        let at = desired.files.binary_search_by(|f| f.path.cmp(path)).ok()?;
-        let file = &desired.files[at];
-        let DiskState::File(state) = state else {
-            return None;
-        };
-        let same =
-            (&state.owner, &state.group, state.mode) == (&file.owner, &file.group, file.mode);
+    let settled = |path: &PathBuf| {
         let stat = stats.get(path)?.as_ref()?;
-        (same && stat.stamp.is_settled(now)).then(|| (path.clone(), stat.stamp))
+        stat.stamp
+            .is_settled(now)
+            .then(|| (path.clone(), stat.stamp))
     };
-    let stamps: BTreeMap<PathBuf, Stamp> = disk.iter().filter_map(|(p, s)| found(p, s)).collect();
+    let stamps: BTreeMap<PathBuf, Stamp> = same.iter().filter_map(settled).collect();
+    for r in desired.vouched.iter_mut() {
+        if same.contains(&r.file.path) {
+            r.stamp = stamps.get(&r.file.path).copied();
+        }
+    }
     debug!(
-        read = disk.len(),
+        found_as_remembered = same.len(),
         stamped = stamps.len(),
         vouched = desired.vouched.len(),
         "render memo filled"

@@ -329,6 +329,8 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
     if !verified.passed() {
         return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
+    drop(planned);
+    rendered.forget_bytes();
     let failed = done.installed.failed.keys().cloned().collect();
     commit(run, &inputs.settle(Some(&rendered), failed));
     Ok(Ended::Applied(done.applied(verified)))

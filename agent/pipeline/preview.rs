@@ -36,6 +36,15 @@ pub struct Rendered {
     pub disk: BTreeMap<PathBuf, DiskState>,
 }
 
+impl Rendered {
+    /// Once installed and checked, let go of every file's bytes, rendered or read from the
+    /// disk: the commit needs their hashes only (see [`Desired::forget_bytes`]).
+    pub(super) fn forget_bytes(&mut self) {
+        self.disk = BTreeMap::new();
+        self.desired.forget_bytes();
+    }
+}
+
 /// Stage 5's result: the changes, and what applying them runs.
 #[derive(Debug, Clone, Default)]
 pub struct Planned {

@@ -193,7 +193,8 @@ pub struct Desired {
     #[serde(skip)]
     pub remembered: Vec<Remembered>,
     /// Remembered files the disk still holds as remembered, by their stamps: never read,
-    /// left as they are by the plan ([`Desired::vouch`]).
+    /// left as they are by the plan ([`Desired::vouch`]); after the install, the rendered
+    /// files too, without their bytes ([`Desired::forget_bytes`]).
     #[serde(skip)]
     pub vouched: Vec<Remembered>,
     /// The memo for the next render of the host, when it changed.
@@ -1321,7 +1322,7 @@ mod tests {
     }
 
     #[test]
-    fn vouched_files_are_sorted_and_every_desired_file_comes_by_path() {
+    fn vouched_files_are_sorted_and_every_desired_file_comes_by_path_with_or_without_bytes() {
         let file = |path: &str, content: &str| RenderedFile {
             path: PathBuf::from(path),
             content: content.as_bytes().into(),
@@ -1366,5 +1367,14 @@ mod tests {
         assert_eq!(expected[1].1, "sha of /a/b");
         assert_eq!(expected[2].1, crate::text::sha256_hex(b"c"));
         assert_eq!(expected[6].1, crate::text::sha256_hex(b"z"));
+        // Once installed, the bytes go and the commit sees the same files and hashes.
+        desired.forget_bytes();
+        assert!(desired.files.is_empty());
+        assert!(desired.vouched.iter().all(|r| r.file.content.is_empty()));
+        let forgotten: Vec<(String, String)> = desired
+            .expected()
+            .map(|(f, sha)| (f.path.display().to_string(), sha))
+            .collect();
+        assert_eq!(forgotten, expected);
     }
 }
