@@ -49,6 +49,13 @@ fn paths(text: &str) -> Vec<String> {
     issues(text).into_iter().map(|(p, _)| p).collect()
 }
 
+/// [`MAP`] with each `(from, to)` replaced in turn.
+fn edited(edits: &[(&str, &str)]) -> String {
+    edits
+        .iter()
+        .fold(MAP.to_string(), |text, (from, to)| text.replace(from, to))
+}
+
 /// `text` has exactly one issue, at `path`, whose message contains `says`.
 fn assert_one_issue(text: &str, path: &str, says: &str) {
     let found = issues(text);
@@ -59,21 +66,19 @@ fn assert_one_issue(text: &str, path: &str, says: &str) {
 
 #[test]
 fn the_example_is_valid() {
+    // User tv has uid 20001 and group tv gid 20001: one id in each space, fine.
     assert_eq!(issues(MAP), vec![]);
 }
 
 #[test]
 fn names_follow_the_strict_pattern() {
-    let text = MAP
-        .replace(
-            "[products.radio.users.radio-app]",
-            "[products.radio.users.Radio]",
-        )
-        .replace(
+    let found = issues(&edited(&[
+        ("users.radio-app]", "users.Radio]"),
+        (
             "[products.tv.groups.media]\ngid",
             "[products.tv.groups.\"me dia\"]\ngid",
-        );
-    let found = issues(&text);
+        ),
+    ]));
     let found: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
     assert!(found.contains(&"products.radio.users.Radio"), "{found:?}");
     assert!(
@@ -89,16 +94,12 @@ fn names_follow_the_strict_pattern() {
 
 #[test]
 fn home_and_shell_are_clean_absolute_paths() {
-    let text = MAP
-        .replace("home = \"/srv/tv\"", "home = \"srv/tv\"")
-        .replace("shell = \"/bin/sh\"", "shell = \"/bin/../bin/sh\"");
-    assert_eq!(
-        paths(&text),
-        [
-            "products.radio.users.radio-app.shell",
-            "products.tv.users.tv.home"
-        ]
-    );
+    let text = edited(&[
+        ("home = \"/srv/tv\"", "home = \"srv/tv\""),
+        ("shell = \"/bin/sh\"", "shell = \"/bin/../bin/sh\""),
+    ]);
+    let shell = "products.radio.users.radio-app.shell";
+    assert_eq!(paths(&text), [shell, "products.tv.users.tv.home"]);
     for bad in [
         "/srv//tv",
         "/srv/tv/",
@@ -115,26 +116,26 @@ fn home_and_shell_are_clean_absolute_paths() {
 
 #[test]
 fn required_fields_are_reported_with_their_paths() {
-    let text = MAP
-        .replace("uid = 20002\n", "")
-        .replace("group = \"radio\"\n", "")
-        .replace("gid = 20002\n", "");
-    assert_eq!(
-        paths(&text),
-        [
-            "products.radio.groups.radio.gid",
-            "products.radio.users.radio-app.uid",
-            "products.radio.users.radio-app.group",
-        ]
+    let removed = ["uid = 20002\n", "group = \"radio\"\n", "gid = 20002\n"];
+    let text = edited(&removed.map(|line| (line, "")));
+    let (group, user) = (
+        "products.radio.groups.radio",
+        "products.radio.users.radio-app",
     );
+    let expected = [
+        format!("{group}.gid"),
+        format!("{user}.uid"),
+        format!("{user}.group"),
+    ];
+    assert_eq!(paths(&text), expected);
 }
 
 #[test]
 fn ids_must_be_from_1_to_the_reserved_minus_one() {
-    let text = MAP
-        .replace("uid = 20002", "uid = 0")
-        .replace("gid = 20002", "gid = 4294967295");
-    let found = issues(&text);
+    let found = issues(&edited(&[
+        ("uid = 20002", "uid = 0"),
+        ("gid = 20002", "gid = 4294967295"),
+    ]));
     assert_eq!(
         found.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
         [
@@ -193,12 +194,6 @@ fn a_gid_given_to_two_names_names_both_paths() {
 }
 
 #[test]
-fn uids_and_gids_are_separate_spaces() {
-    // user tv has uid 20001 and group tv gid 20001: one id in each space, fine.
-    assert_eq!(issues(MAP), vec![]);
-}
-
-#[test]
 fn one_name_declared_differently_in_two_products_is_refused() {
     let text = MAP.replacen(
         "[products.radio.groups.media]\ngid = 20100",
@@ -225,16 +220,13 @@ fn one_user_declared_identically_in_two_products_is_one_account() {
 
 #[test]
 fn unknown_account_keys_are_reported() {
-    let text = MAP
-        .replace("gid = 20002", "gid = 20002\nmembers = [\"x\"]")
-        .replace("uid = 20002", "uid = 20002\npassword = \"x\"");
-    assert_eq!(
-        paths(&text),
-        [
-            "products.radio.groups.radio.members",
-            "products.radio.users.radio-app.password"
-        ]
-    );
+    let text = edited(&[
+        ("gid = 20002", "gid = 20002\nmembers = [\"x\"]"),
+        ("uid = 20002", "uid = 20002\npassword = \"x\""),
+    ]);
+    let found = paths(&text);
+    assert_eq!(found[0], "products.radio.groups.radio.members");
+    assert_eq!(found[1..], ["products.radio.users.radio-app.password"]);
 }
 
 #[test]
@@ -257,10 +249,11 @@ fn messages_quote_map_strings_boundedly() {
 
 #[test]
 fn lint_warns_about_reserved_id_ranges_once_per_name() {
-    let text = MAP
-        .replace("gid = 20100", "gid = 100")
-        .replace("uid = 20002", "uid = 61184")
-        .replace("gid = 20002", "gid = 65534");
+    let text = edited(&[
+        ("gid = 20100", "gid = 100"),
+        ("uid = 20002", "uid = 61184"),
+        ("gid = 20002", "gid = 65534"),
+    ]);
     let map = load(text.as_bytes()).expect("valid");
     let found: Vec<(String, Kind)> = crate::rolemap::lint::lint(&map)
         .into_iter()
@@ -307,12 +300,11 @@ fn the_view_names_the_products_user_and_group() {
 
 #[test]
 fn a_product_without_accounts_shows_no_user_to_templates() {
-    let text = MAP
-        .replace(
-            "[products.radio]\n",
-            "[products.plain]\ndomain = \"plain.example.com\"\ndocroot = \"/srv/plain\"\n\n[products.radio]\n",
-        )
-        .replace("products = [\"tv\"]", "products = [\"plain\"]");
+    let plain = "[products.plain]\ndomain = \"plain.example.com\"\ndocroot = \"/srv/plain\"\n\n";
+    let text = edited(&[
+        ("[products.radio]\n", &format!("{plain}[products.radio]\n")),
+        ("products = [\"tv\"]", "products = [\"plain\"]"),
+    ]);
     let host = view_in(&text, "web-1");
     let json = serde_json::to_value(&host.products[0]).expect("json");
     assert!(json.get("user").is_none(), "{json}");
