@@ -95,9 +95,13 @@ fn read(
     let (mut same, mut disk) = (BTreeSet::new(), BTreeMap::new());
     for (path, state) in read.ok()? {
         match state {
-            None => same.insert(path),
-            Some(state) => disk.insert(path, state).is_none(),
-        };
+            None => {
+                same.insert(path);
+            }
+            Some(state) => {
+                disk.insert(path, state);
+            }
+        }
     }
     Some((same, disk))
 }

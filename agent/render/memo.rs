@@ -68,6 +68,20 @@ pub struct Remembered {
     pub stamp: Option<Stamp>,
 }
 
+impl Remembered {
+    /// `file` without its bytes: their SHA-256 instead, not stamped yet.
+    fn of(file: RenderedFile) -> Remembered {
+        Remembered {
+            sha256: sha256_hex(&file.content),
+            stamp: None,
+            file: RenderedFile {
+                content: Default::default(),
+                ..file
+            },
+        }
+    }
+}
+
 impl Memo {
     /// An empty memo of `build`.
     pub fn new(build: &str) -> Memo {
@@ -199,14 +213,7 @@ impl<'a> Recall<'a> {
         tests: &[Vec<SmokeTest>],
         before: &[usize],
     ) {
-        let files = files.iter().map(|f| Remembered {
-            sha256: sha256_hex(&f.content),
-            stamp: None,
-            file: RenderedFile {
-                content: Default::default(),
-                ..f.clone()
-            },
-        });
+        let files = files.iter().map(|f| Remembered::of(f.clone()));
         let smoke = tests
             .iter()
             .zip(before)
@@ -235,8 +242,7 @@ impl Desired {
         let (vouched, unread): (Vec<_>, _) = std::mem::take(&mut self.remembered)
             .into_iter()
             .partition(|r| is_unchanged(r));
-        self.vouched.extend(vouched);
-        self.vouched.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+        self.add_vouched(vouched);
         self.remembered = unread;
     }
 
@@ -245,20 +251,14 @@ impl Desired {
     /// files, in path order. A 500-vhost first apply holds 1.1 MB less through its commit
     /// (issue 13). Nothing after this may need the bytes: the plan and apply are done.
     pub fn forget_bytes(&mut self) {
-        let rendered = std::mem::take(&mut self.files)
-            .into_iter()
-            .map(|f| Remembered {
-                sha256: sha256_hex(&f.content),
-                stamp: None,
-                file: RenderedFile {
-                    content: Default::default(),
-                    ..f
-                },
-            });
-        let mut known: Vec<Remembered> = std::mem::take(&mut self.vouched);
-        known.extend(rendered);
-        known.sort_by(|a, b| a.file.path.cmp(&b.file.path));
-        self.vouched = known;
+        let rendered = std::mem::take(&mut self.files);
+        self.add_vouched(rendered.into_iter().map(Remembered::of));
+    }
+
+    /// `more` among the vouched files, kept in path order.
+    fn add_vouched(&mut self, more: impl IntoIterator<Item = Remembered>) {
+        self.vouched.extend(more);
+        self.vouched.sort_by(|a, b| a.file.path.cmp(&b.file.path));
     }
 
     /// Every desired file, the rendered ones and the vouched ones (without bytes), by path.

@@ -177,10 +177,14 @@ fn write_state_by(
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, true)?;
     refuse_non_file(dir.as_fd(), name, path)?;
-    let placed = staged(dir.as_fd(), dir_path, path, (mode, synced), fill, |tmp| {
+    staged(dir.as_fd(), dir_path, path, (mode, synced), fill, |tmp| {
         renameat(dir.as_fd(), tmp, dir.as_fd(), name).map_err(errno("renaming into", path))
-    });
-    placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
+    })?;
+    match synced {
+        Synced::Now => fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)),
+        // promote_state renames it again and fsyncs the directory then.
+        Synced::AtPromote => Ok(()),
+    }
 }
 
 /// Create `path` with `bytes` and `mode`, never replacing an existing file (key files of
