@@ -142,10 +142,7 @@ impl Cache {
     /// `Error::Cache` naming the file.
     pub fn stage(&self, bytes: &[u8]) -> Result<(), Error> {
         let path = self.dir.join(NEXT_FILE);
-        crate::sys::fs::stage_state(&path, bytes).map_err(|e| Error::Cache {
-            source: std::io::Error::other(crate::text::chain(&e)),
-            path,
-        })
+        crate::sys::fs::stage_state(&path, bytes).map_err(failed(&path))
     }
 
     /// Make the map this process [`Cache::stage`]d the cache, with its `meta` (whose
@@ -158,10 +155,7 @@ impl Cache {
     /// `Error::Cache` naming the file; nothing staged is "not found".
     pub fn promote(&self, meta: &CacheMeta) -> Result<(), Error> {
         let (next, map) = (self.dir.join(NEXT_FILE), self.dir.join(MAP_FILE));
-        crate::sys::fs::promote_state(&next, &map).map_err(|e| Error::Cache {
-            source: std::io::Error::other(crate::text::chain(&e)),
-            path: map,
-        })?;
+        crate::sys::fs::promote_state(&next, &map).map_err(failed(&map))?;
         self.store_meta(meta)
     }
 
@@ -192,19 +186,21 @@ impl Cache {
 
 /// Read through `sys::fs`, which never follows a symlink at a state file (issue 15 #9).
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    crate::sys::fs::read_state(path).map_err(|e| Error::Cache {
-        source: std::io::Error::other(crate::text::chain(&e)),
-        path: path.to_owned(),
-    })
+    crate::sys::fs::read_state(path).map_err(failed(path))
 }
 
 /// Replace `dir/name` with `bytes` atomically, through `sys::fs` (the only writer).
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     let path = dir.join(name);
-    crate::sys::fs::write_state(&path, bytes).map_err(|e| Error::Cache {
+    crate::sys::fs::write_state(&path, bytes).map_err(failed(&path))
+}
+
+/// A state-file error at `path` as the cache's error, its causes kept in the text.
+fn failed(path: &Path) -> impl FnOnce(crate::sys::fs::Error) -> Error + '_ {
+    move |e| Error::Cache {
         source: std::io::Error::other(crate::text::chain(&e)),
-        path,
-    })
+        path: path.to_owned(),
+    }
 }
 
 #[cfg(test)]

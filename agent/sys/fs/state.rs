@@ -177,7 +177,7 @@ fn write_state_by(
     let (dir_path, name) = split(path)?;
     let dir = open_dir(dir_path, true)?;
     refuse_non_file(dir.as_fd(), name, path)?;
-    staged(dir.as_fd(), dir_path, path, (mode, synced), fill, |tmp| {
+    staged(dir.as_fd(), dir_path, path, mode, synced, fill, |tmp| {
         renameat(dir.as_fd(), tmp, dir.as_fd(), name).map_err(errno("renaming into", path))
     })?;
     match synced {
@@ -202,7 +202,8 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
         dir.as_fd(),
         dir_path,
         path,
-        (mode, Synced::Now),
+        mode,
+        Synced::Now,
         fill,
         |tmp| {
             tmp_left = Some(tmp.to_owned());
@@ -216,14 +217,15 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     placed.and_then(|()| fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)))
 }
 
-/// Create a temp file in `dir` with `mode` from the first byte, `fill` it, fsync it and
-/// hand its name to `place` (rename or link it into `path`); the temp file is removed if
+/// Create a temp file in `dir` with `mode` from the first byte, `fill` it, fsync it (when
+/// `synced` says now) and hand its name to `place` (rename or link it into `path`); the temp file is removed if
 /// any step fails, `place` included.
 fn staged(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     path: &Path,
-    (mode, synced): (u32, Synced),
+    mode: u32,
+    synced: Synced,
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
     place: impl FnOnce(&str) -> Result<(), Error>,
 ) -> Result<(), Error> {
