@@ -14,7 +14,8 @@
 //! the two.
 //!
 //! The text is lexed a piece at a time (a piece ends before a line that starts with `[`),
-//! so only one piece's tokens are held. A piece that ends inside a multi-line string or
+//! so only one piece's tokens are held (one a half: a large text is read in two halves side
+//! by side, cut as pieces are). A piece that ends inside a multi-line string or
 //! array is a TOML error of that piece, so the pieces parse without error exactly when
 //! they read as the whole text does.
 
@@ -30,12 +31,44 @@ use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 use super::types::{Database, Group, Host, Name, Names, Product, RoleMap, Rollout, User};
 
 /// About how many bytes are lexed at a time: a piece's tokens take some eight times its
-/// size.
-const PIECE: usize = 64 * 1024;
+/// size, and a text read in halves has two pieces' at once.
+const PIECE: usize = 32 * 1024;
+
+/// From this size on, the second half of the text is read on another thread while this one
+/// reads the first (the parse is most of stage 3 on a large map, and one core).
+const SPLIT: usize = 256 * 1024;
 
 /// The map in `text`, or `None` when `text` is not written as above or toml would refuse it.
+///
+/// A large text is read in two halves side by side, the second cut where a line opens a
+/// table, as the pieces are. The halves' tables are joined as the map would have them: a
+/// table the first half has too is refused, as TOML refuses it. A second half that does not
+/// read alone (a product's table whose product the first half defines, or an error of its
+/// own) is read again after the first, so the map is always the one read in one go.
 pub fn parse(text: &str) -> Option<RoleMap> {
-    let mut build = Build::new()?;
+    parse_cut(text, cut(text))
+}
+
+/// [`parse`] with the second half from byte `at`: the start of a line that opens a table,
+/// or the text's length (no second half).
+fn parse_cut(text: &str, at: usize) -> Option<RoleMap> {
+    let (first, second) = text.split_at(at);
+    debug_assert!(second.is_empty() || second.starts_with('['));
+    let (later, build) = crate::threads::join(
+        !second.is_empty(),
+        || read(Build::new()?, second),
+        || read(Build::new()?, first),
+    );
+    let mut build = build?;
+    match later.and_then(Build::finish) {
+        Some(map) => build.join(map)?,
+        None => build = read(build, second)?,
+    }
+    build.finish()
+}
+
+/// The pieces of `text` read into `build`; `None` when a piece is refused.
+fn read(mut build: Build, text: &str) -> Option<Build> {
     let mut tokens = Vec::new();
     for piece in pieces(text) {
         let source = Source::new(piece);
@@ -48,8 +81,20 @@ pub fn parse(text: &str) -> Option<RoleMap> {
             return None;
         }
     }
-    drop(tokens);
-    build.finish()
+    Some(build)
+}
+
+/// Where [`parse`] cuts `text` in two: at the first line opening a table after its middle;
+/// at its end (no second half) when it is smaller than [`SPLIT`] or has no such line.
+fn cut(text: &str) -> usize {
+    let middle = text.len() / 2;
+    match text.as_bytes()[middle..]
+        .windows(2)
+        .position(|pair| pair == b"\n[")
+    {
+        Some(at) if text.len() >= SPLIT => middle + at + 1,
+        _ => text.len(),
+    }
 }
 
 /// `text` in pieces of about [`PIECE`] bytes, each but the last ending with a newline that
@@ -435,6 +480,29 @@ impl Build {
         self.close()?;
         Some(self.map)
     }
+
+    /// Add the tables of `later`, the map of the text after this one's (which starts with a
+    /// header, so it has no root keys): each table must be new to this map. Its hosts keep
+    /// their own copies of the lists they name.
+    fn join(&mut self, later: RoleMap) -> Option<()> {
+        self.close()?;
+        let RoleMap {
+            products,
+            hosts,
+            rollout,
+            ..
+        } = later;
+        for (name, product) in products {
+            none(self.map.products.insert(name, product))?;
+        }
+        for (id, host) in hosts {
+            none(self.map.hosts.insert(id, host))?;
+        }
+        if let Some(rollout) = rollout {
+            none(self.map.rollout.replace(rollout))?;
+        }
+        Some(())
+    }
 }
 
 /// The list of names `value` holds, the copy of `lists` when it is there.
@@ -527,47 +595,7 @@ mod tests {
 
     #[test]
     fn texts_toml_refuses_are_never_read() {
-        let refused = [
-            // A key, a table or a header twice, in every kind of table.
-            "schema = 1\nschema = 1\n",
-            "[hosts.a]\naz = \"x\"\naz = \"x\"\n",
-            "[hosts.a]\naz = \"x\"\n\"az\" = \"y\"\n",
-            "[hosts.a]\n[products.p]\n[hosts.a]\n",
-            "[products.p]\n[products.p]\n",
-            "[products.p]\n[products.p.database]\n[products.p.database]\n",
-            "[products.p]\n[products.p.groups.g]\n[products.p.groups.g]\n",
-            "[products.p]\n[products.p.users.u]\n[products.p.users.u]\n",
-            "[products.p]\n[products.p.secrets]\n[products.p.secrets]\n",
-            "[products.p]\n[products.p.secrets]\na = \"x\"\na = \"y\"\n",
-            "[rollout]\n[hosts.a]\n[rollout]\n",
-            "[products.p.database]\n[products.p]\n[products.p.database]\n",
-            // Values of the wrong type or out of range.
-            "schema = \"1\"\n",
-            "schema = true\n",
-            "schema = 1.0\n",
-            "generation = 9223372036854775808\n",
-            "[hosts.a]\ndb_port = 65536\n",
-            "[hosts.a]\ndb_port = -1\n",
-            "[hosts.a]\nroles = [\"web\", 1]\n",
-            "[hosts.a]\nroles = [[\"web\"]]\n",
-            "[hosts.a]\naddress = 1979-05-27\n",
-            "[rollout]\nstart = \"2026-12-06T10:00:00Z\"\n",
-            "[rollout]\nwaves = [1, \"2\"]\n",
-            "[products.p]\ndatabase = \"x\"\n[products.p.database]\n",
-            // TOML errors.
-            "schema = 1[hosts.a]\naz = \"x\"\n",
-            "[hosts.a]\naz = \"\\q\"\n",
-            "[hosts.a]\naz = \"x\n",
-            "# a \u{7} bell\n",
-            "[hosts.a]\naz = \"x\" \"y\"\n",
-            "[hosts.a\n",
-            "[hosts.a]\naz = 1979-13-45\n",
-            "[hosts.a]\nroles = [\"a\" \"b\"]\n",
-            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
-            "hosts = { a = {} }\n[hosts.a]\n",
-            "hosts = []\n[hosts.a]\n",
-        ];
-        for text in refused {
+        for text in REFUSED {
             assert!(whole(text).is_err(), "toml accepts {text:?}");
             assert!(!agrees(text), "read {text:?}");
         }
@@ -582,20 +610,7 @@ mod tests {
 
     #[test]
     fn valid_texts_written_otherwise_are_left_to_toml() {
-        let others = [
-            "hosts.a.az = \"x\"\n",
-            "[hosts]\n[hosts.a]\naz = \"x\"\n",
-            "[hosts.a]\naz = \"x\"\n[hosts.a.extra]\nz = 1\n",
-            "[products.p.database]\nname = \"d\"\n[products.p]\ndomain = \"x\"\n",
-            "[hosts.a]\nextra = true\n",
-            "other = 1\n",
-            "[[other]]\nx = 1\n",
-            "[hosts.a]\nextra = { v4 = \"x\" }\n",
-            "[products.p]\ndatabase = { name = \"d\" }\n",
-            "[products.p.groups]\n",
-            "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.b]\n",
-        ];
-        for text in others {
+        for text in OTHERS {
             assert!(whole(text).is_ok(), "toml refuses {text:?}");
             assert!(!agrees(text), "read {text:?} directly");
             assert_eq!(
@@ -619,6 +634,97 @@ mod tests {
         assert!(agrees(&text), "a large map is read directly");
         assert_eq!(pieces(&text[..10]).collect::<Vec<_>>(), [&text[..10]]);
         assert_eq!(pieces("").count(), 0);
+    }
+
+    /// Cut at every line that opens a table (where [`cut`] may), each text reads as it does
+    /// in one go: the same map, or refused.
+    #[test]
+    fn a_text_cut_at_any_table_reads_as_in_one_go() {
+        let small = large_map(5);
+        let more = [
+            FULL,
+            super::super::SAMPLE,
+            &small,
+            "[products.p]\n[hosts.a]\n[products.p.database]\nname = \"d\"\n",
+            "[hosts.a]\nroles = [\n[\"web\"]]\n",
+        ];
+        let mut cuts = 0;
+        for text in REFUSED.iter().chain(OTHERS).chain(&more) {
+            let whole = parse_cut(text, text.len());
+            for (at, _) in text.match_indices("\n[") {
+                assert_eq!(
+                    parse_cut(text, at + 1),
+                    whole,
+                    "cut at {}: {text:?}",
+                    at + 1
+                );
+                cuts += 1;
+            }
+        }
+        assert!(cuts > 300, "only {cuts} cuts");
+    }
+
+    /// A large map is read in two halves; what the second adds is joined as one read would.
+    #[test]
+    fn the_halves_of_a_large_map_read_as_the_whole_text_does() {
+        let text = large_map(4000);
+        let (first, second) = text.split_at(cut(&text));
+        assert!(second.starts_with("[hosts.") && first.len() > SPLIT / 2);
+        let host = "\n[hosts.web-3999]\naddress = \"10.9.9.9\"\n";
+        assert!(
+            first.contains("[hosts.web-3999]"),
+            "a host of the first half"
+        );
+        // A new product and its tables, and a table of a product the first half defines
+        // (the second half alone refuses it: it is read again after the first).
+        let late =
+            "\n[products.late]\ndomain = \"late.example\"\n[products.late.groups.g]\ngid = 7\n";
+        let earlier = "\n[products.p0.groups.g]\ngid = 8\n";
+        for tail in [late, earlier, "\n[rollout]\nbake = \"1m\"\n"] {
+            let joined = format!("{text}{tail}");
+            assert!(agrees(&joined), "not read directly: {tail:?}");
+        }
+        let map = parse(&format!("{text}{late}{earlier}")).expect("read directly");
+        assert_eq!(map.products["late"].groups["g"].gid, 7);
+        assert_eq!(map.products["p0"].groups["g"].gid, 8);
+        assert_eq!(map.hosts.len(), 4000 + 67);
+        // A table of the first half defined again in the second is refused, as toml does.
+        let rollout = "\n[rollout]\nbake = \"1m\"\n";
+        let twice = [
+            format!("{text}{host}"),
+            format!("{text}\n[products.p1]\n"),
+            format!("{}{rollout}\n{}{rollout}", first, second),
+        ];
+        for text in &twice {
+            assert!(whole(text).is_err(), "toml accepts a table twice");
+            assert!(!agrees(text), "a table twice read directly");
+        }
+    }
+
+    /// As at a piece's end: where the halves would be cut inside a string, the text is left
+    /// to toml, never read as tables.
+    #[test]
+    fn a_multi_line_string_across_the_halves_cut_is_never_misread() {
+        let text = large_map(4000);
+        let (first, second) = text.split_at(cut(&text));
+        let (mut direct, mut left, mut inside) = (0, 0, 0);
+        for pad in (0..600).step_by(5) {
+            let text = format!(
+                "{first}# {}\n[products.odd]\ndomain = \"\"\"\n[hosts.z]\n[hosts.y]\n\"\"\"\n\n{second}",
+                "x".repeat(pad)
+            );
+            inside += usize::from(text[..cut(&text)].ends_with("\"\"\"\n"));
+            if agrees(&text) {
+                direct += 1;
+            } else {
+                left += 1;
+            }
+        }
+        assert!(inside > 0, "never cut inside the string");
+        assert!(
+            direct > 0 && left > 0,
+            "{direct} read directly, {left} left"
+        );
     }
 
     #[test]
@@ -647,4 +753,61 @@ mod tests {
             "{direct} read directly, {left} left"
         );
     }
+
+    /// Texts toml refuses, each in a way the direct read must see.
+    const REFUSED: &[&str] = &[
+        // A key, a table or a header twice, in every kind of table.
+        "schema = 1\nschema = 1\n",
+        "[hosts.a]\naz = \"x\"\naz = \"x\"\n",
+        "[hosts.a]\naz = \"x\"\n\"az\" = \"y\"\n",
+        "[hosts.a]\n[products.p]\n[hosts.a]\n",
+        "[products.p]\n[products.p]\n",
+        "[products.p]\n[products.p.database]\n[products.p.database]\n",
+        "[products.p]\n[products.p.groups.g]\n[products.p.groups.g]\n",
+        "[products.p]\n[products.p.users.u]\n[products.p.users.u]\n",
+        "[products.p]\n[products.p.secrets]\n[products.p.secrets]\n",
+        "[products.p]\n[products.p.secrets]\na = \"x\"\na = \"y\"\n",
+        "[rollout]\n[hosts.a]\n[rollout]\n",
+        "[products.p.database]\n[products.p]\n[products.p.database]\n",
+        // Values of the wrong type or out of range.
+        "schema = \"1\"\n",
+        "schema = true\n",
+        "schema = 1.0\n",
+        "generation = 9223372036854775808\n",
+        "[hosts.a]\ndb_port = 65536\n",
+        "[hosts.a]\ndb_port = -1\n",
+        "[hosts.a]\nroles = [\"web\", 1]\n",
+        "[hosts.a]\nroles = [[\"web\"]]\n",
+        "[hosts.a]\naddress = 1979-05-27\n",
+        "[rollout]\nstart = \"2026-12-06T10:00:00Z\"\n",
+        "[rollout]\nwaves = [1, \"2\"]\n",
+        "[products.p]\ndatabase = \"x\"\n[products.p.database]\n",
+        // TOML errors.
+        "schema = 1[hosts.a]\naz = \"x\"\n",
+        "[hosts.a]\naz = \"\\q\"\n",
+        "[hosts.a]\naz = \"x\n",
+        "# a \u{7} bell\n",
+        "[hosts.a]\naz = \"x\" \"y\"\n",
+        "[hosts.a\n",
+        "[hosts.a]\naz = 1979-13-45\n",
+        "[hosts.a]\nroles = [\"a\" \"b\"]\n",
+        "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.a]\n[hosts.a]\n",
+        "hosts = { a = {} }\n[hosts.a]\n",
+        "hosts = []\n[hosts.a]\n",
+    ];
+
+    /// Valid texts not written as rolecall writes maps: left to toml.
+    const OTHERS: &[&str] = &[
+        "hosts.a.az = \"x\"\n",
+        "[hosts]\n[hosts.a]\naz = \"x\"\n",
+        "[hosts.a]\naz = \"x\"\n[hosts.a.extra]\nz = 1\n",
+        "[products.p.database]\nname = \"d\"\n[products.p]\ndomain = \"x\"\n",
+        "[hosts.a]\nextra = true\n",
+        "other = 1\n",
+        "[[other]]\nx = 1\n",
+        "[hosts.a]\nextra = { v4 = \"x\" }\n",
+        "[products.p]\ndatabase = { name = \"d\" }\n",
+        "[products.p.groups]\n",
+        "x = \"\"\"\n[hosts.a]\n\"\"\"\n[hosts.b]\n",
+    ];
 }
