@@ -44,6 +44,9 @@ pub(super) struct Settle<'a> {
     pub fingerprint: &'a str,
     /// What it rendered; `None` for a host waiting for its role.
     pub rendered: Option<&'a Rendered>,
+    /// The managed-file records as its plan found them (none for a host waiting for its
+    /// role).
+    pub recorded: &'a Records,
     /// Services whose transaction failed (their files were restored).
     pub failed: BTreeSet<Option<String>>,
 }
@@ -67,7 +70,7 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     let cache = || span.in_scope(|| store_cache(agent, s.loaded));
     let records = || {
         if let Some(rendered) = s.rendered {
-            store_records(agent, &rendered.desired, &s.failed);
+            store_records(agent, s.recorded, &rendered.desired, &s.failed);
             super::memo::store(agent, &rendered.desired);
         }
     };
@@ -93,9 +96,13 @@ pub(super) fn last_good_smoke(agent: &Agent) -> Vec<crate::render::SmokeTest> {
 }
 
 /// Record every desired file of the services that did not fail (adopting files that
-/// already matched), and keep the old records of failed services.
-fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<String>>) {
-    let old = read_records(&agent.state_dir).unwrap_or_default();
+/// already matched), and keep the `old` records of failed services.
+fn store_records(
+    agent: &Agent,
+    old: &Records,
+    desired: &Desired,
+    failed: &BTreeSet<Option<String>>,
+) {
     // Built from the desired files in path order, at once; a failed service's old records
     // are kept where no desired file took the path.
     let mut records: Records = desired
@@ -108,7 +115,7 @@ fn store_records(agent: &Agent, desired: &Desired, failed: &BTreeSet<Option<Stri
             .entry(path.clone())
             .or_insert_with(|| record.clone());
     }
-    if records != old {
+    if records != *old {
         if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), &records) {
             error!(error = %chain(&e), "managed-file records not written");
         }

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::fleet::gate::Note;
 use crate::identity::{AnyIdentity, Identity, IdentitySource};
+use crate::plan::Records;
 use crate::report::{self, Ended, Failed, RunReport, Verified};
 use crate::rolemap::{HostView, Resolution};
 use crate::source::{AnySource, Cache, CacheMeta};
@@ -22,7 +23,7 @@ use crate::text::chain;
 
 use commit::Settle;
 use map::{fingerprint, Fetch, LoadedMap};
-use preview::Rendered;
+use preview::{Planned, Rendered};
 use trace::Trace;
 
 mod commit;
@@ -206,13 +207,15 @@ struct Inputs {
 impl Inputs {
     fn settle<'a>(
         &'a self,
-        rendered: Option<&'a Rendered>,
+        rendered: Option<(&'a Rendered, &'a Records)>,
         failed: BTreeSet<Option<String>>,
     ) -> Settle<'a> {
+        static NONE: Records = Records::new();
         Settle {
             loaded: &self.loaded,
             fingerprint: &self.fingerprint,
-            rendered,
+            rendered: rendered.map(|(rendered, _)| rendered),
+            recorded: rendered.map_or(&NONE, |(_, records)| records),
             failed,
         }
     }
@@ -311,7 +314,10 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
     trace.now("sweep", || execute::sweep(agent, &planned));
     let blocked = execute::blocked(&rendered);
     if planned.is_noop() && blocked.is_empty() && request.settled {
-        commit(run, &inputs.settle(Some(&rendered), BTreeSet::new()));
+        commit(
+            run,
+            &inputs.settle(Some((&rendered, &planned.records)), BTreeSet::new()),
+        );
         return Ok(Ended::Unchanged);
     }
     let mut done = execute::change(agent, &rendered, &planned, trace).await?;
@@ -329,10 +335,10 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
     if !verified.passed() {
         return Err(execute::undo(agent, &rendered, &done, verified).await);
     }
-    drop(planned);
+    let Planned { records, .. } = planned;
     rendered.forget_bytes();
     let failed = done.installed.failed.keys().cloned().collect();
-    commit(run, &inputs.settle(Some(&rendered), failed));
+    commit(run, &inputs.settle(Some((&rendered, &records)), failed));
     Ok(Ended::Applied(done.applied(verified)))
 }
 

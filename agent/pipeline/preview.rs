@@ -59,6 +59,9 @@ pub struct Planned {
     /// The directories of every desired and recorded file: where a killed rolecall may
     /// have left temp files (swept by a reconcile that may write, never by `plan`).
     pub dirs: BTreeSet<PathBuf>,
+    /// The managed-file records as the plan found them: the commit's starting point (only
+    /// the commit writes them, so they are still the file's then).
+    pub records: Records,
 }
 
 impl Planned {
@@ -242,6 +245,7 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
         first: all_records.is_empty(),
         accounts,
         dirs: dirs.collect(),
+        records: all_records,
     })
 }
 
