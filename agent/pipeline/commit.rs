@@ -42,11 +42,9 @@ pub(super) struct Settle<'a> {
     pub loaded: &'a LoadedMap,
     /// The fingerprint of its inputs.
     pub fingerprint: &'a str,
-    /// What it rendered; `None` for a host waiting for its role.
-    pub rendered: Option<&'a Rendered>,
-    /// The managed-file records as its plan found them (none for a host waiting for its
-    /// role).
-    pub recorded: &'a Records,
+    /// What it rendered, and the managed-file records as its plan found them; `None` for a
+    /// host waiting for its role.
+    pub rendered: Option<(&'a Rendered, &'a Records)>,
     /// Services whose transaction failed (their files were restored).
     pub failed: BTreeSet<Option<String>>,
 }
@@ -69,13 +67,13 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     let large = s.loaded.is_new && s.loaded.len >= LARGE_MAP;
     let cache = || span.in_scope(|| store_cache(agent, s.loaded));
     let records = || {
-        if let Some(rendered) = s.rendered {
-            store_records(agent, s.recorded, &rendered.desired, &s.failed);
+        if let Some((rendered, recorded)) = s.rendered {
+            store_records(agent, recorded, &rendered.desired, &s.failed);
             super::memo::store(agent, &rendered.desired);
         }
     };
     crate::threads::join(large, cache, records);
-    let Some(rendered) = s.rendered else {
+    let Some((rendered, _)) = s.rendered else {
         return settled::store_waiting(agent, s.fingerprint);
     };
     if agent.run_services {

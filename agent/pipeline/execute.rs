@@ -75,7 +75,7 @@ pub(super) async fn change(
         Ok(installed) => Ok(Done {
             installed,
             accounts,
-            first: planned.first,
+            first: planned.first(),
         }),
         Err(e) => {
             if let Some(applied) = &accounts {

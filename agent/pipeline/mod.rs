@@ -210,12 +210,10 @@ impl Inputs {
         rendered: Option<(&'a Rendered, &'a Records)>,
         failed: BTreeSet<Option<String>>,
     ) -> Settle<'a> {
-        static NONE: Records = Records::new();
         Settle {
             loaded: &self.loaded,
             fingerprint: &self.fingerprint,
-            rendered: rendered.map(|(rendered, _)| rendered),
-            recorded: rendered.map_or(&NONE, |(_, records)| records),
+            rendered,
             failed,
         }
     }

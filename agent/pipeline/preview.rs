@@ -52,8 +52,6 @@ pub struct Planned {
     pub plan: Plan,
     /// Hooks due because the position changed since the last converged reconcile.
     pub hooks: Vec<Hook>,
-    /// Nothing was recorded before: this host never converged (first boot).
-    pub first: bool,
     /// Account changes, run before the files are written, and conflicts.
     pub accounts: AccountPlan,
     /// The directories of every desired and recorded file: where a killed rolecall may
@@ -65,6 +63,11 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// Nothing was recorded before: this host never converged (first boot).
+    pub fn first(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Nothing to write, no hook to run and no account to change.
     pub fn is_noop(&self) -> bool {
         self.plan.is_empty() && self.hooks.is_empty() && self.accounts.is_empty()
@@ -242,7 +245,6 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
     Ok(Planned {
         plan,
         hooks,
-        first: all_records.is_empty(),
         accounts,
         dirs: dirs.collect(),
         records: all_records,

@@ -87,14 +87,20 @@ fn read(mut build: Build, text: &str) -> Option<Build> {
 /// Where [`parse`] cuts `text` in two: at the first line opening a table after its middle;
 /// at its end (no second half) when it is smaller than [`SPLIT`] or has no such line.
 fn cut(text: &str) -> usize {
-    let middle = text.len() / 2;
-    match text.as_bytes()[middle..]
+    match text.len() >= SPLIT {
+        true => header_from(text, text.len() / 2),
+        false => text.len(),
+    }
+}
+
+/// Where the first line that opens a table after byte `from` starts (after its newline);
+/// the text's length when there is none.
+fn header_from(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    bytes[from..]
         .windows(2)
         .position(|pair| pair == b"\n[")
-    {
-        Some(at) if text.len() >= SPLIT => middle + at + 1,
-        _ => text.len(),
-    }
+        .map_or(bytes.len(), |at| from + at + 1)
 }
 
 /// `text` in pieces of about [`PIECE`] bytes, each but the last ending with a newline that
@@ -105,13 +111,7 @@ fn pieces(text: &str) -> impl Iterator<Item = &str> {
         if rest.is_empty() {
             return None;
         }
-        let bytes = rest.as_bytes();
-        let from = PIECE.min(bytes.len());
-        let end = bytes[from..]
-            .windows(2)
-            .position(|pair| pair == b"\n[")
-            .map_or(bytes.len(), |at| from + at + 1);
-        let (piece, after) = rest.split_at(end);
+        let (piece, after) = rest.split_at(header_from(rest, PIECE.min(rest.len())));
         rest = after;
         Some(piece)
     })
