@@ -328,7 +328,10 @@ pub(super) fn fingerprint(agent: &Agent, identity: &Identity, map_sha256: &str) 
         agent.settings
     )
     .into_bytes();
-    for dir in [&agent.settings.catalog_dir, &agent.settings.templates_dir] {
+    let (catalog, templates) = (&agent.settings.catalog_dir, &agent.settings.templates_dir);
+    // One directory may hold both (the example's agent.toml): it is read once.
+    let dirs = std::iter::once(catalog).chain(Some(templates).filter(|t| *t != catalog));
+    for dir in dirs {
         // Unreadable entries are left out: loading the catalog names them.
         let entries = WalkDir::new(dir).follow_links(true).sort_by_file_name();
         for f in entries

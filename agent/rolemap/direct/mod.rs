@@ -13,10 +13,11 @@
 //! type. So a `Some` is what toml gives; the unit tests and the fuzz target `map` compare
 //! the two.
 //!
-//! The text is lexed a piece at a time (a piece ends before a line that starts with `[`),
-//! so only one piece's tokens are held (one a half: a large text is read in two halves side
-//! by side, cut as pieces are). A piece that ends inside a multi-line string or
-//! array is a TOML error of that piece, so the pieces parse without error exactly when
+//! The text is read a piece at a time (a piece ends before a line that starts with `[`): a
+//! piece of the plain lines a published map has is scanned line by line ([`lines`]), any
+//! other is lexed, so only one piece's tokens are held (one a half: a large text is read in
+//! two halves side by side, cut as pieces are). A piece that ends inside a multi-line string
+//! or array is a TOML error of that piece, so the pieces parse without error exactly when
 //! they read as the whole text does.
 
 use std::borrow::Cow;
@@ -29,6 +30,8 @@ use toml_parser::parser::{parse_document, EventReceiver};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
 use super::types::{Database, Group, Host, Name, Names, Product, RoleMap, Rollout, User};
+
+mod lines;
 
 /// About how many bytes are lexed at a time: a piece's tokens take some eight times its
 /// size, and a text read in halves has two pieces' at once.
@@ -67,10 +70,18 @@ fn parse_cut(text: &str, at: usize) -> Option<RoleMap> {
     build.finish()
 }
 
-/// The pieces of `text` read into `build`; `None` when a piece is refused.
+/// The pieces of `text` read into `build`; `None` when a piece is refused. A piece of lines
+/// written as rolecall writes them is read line by line ([`lines`]), any other from
+/// toml_parser's events.
 fn read(mut build: Build, text: &str) -> Option<Build> {
     let mut tokens = Vec::new();
+    let mut scanned = Vec::new();
     for piece in pieces(text) {
+        scanned.clear();
+        if lines::scan(piece, &mut scanned).is_some() {
+            build.lines(scanned.drain(..))?;
+            continue;
+        }
         let source = Source::new(piece);
         tokens.clear();
         tokens.extend(source.lex());
@@ -383,10 +394,33 @@ impl Build {
         })
     }
 
+    /// The scanned lines of one piece: each header opens its table, each key is set once.
+    fn lines<'s>(&mut self, scanned: impl Iterator<Item = lines::Line<'s>>) -> Option<()> {
+        let (mut keys, mut seen) = (Vec::new(), Vec::new());
+        for line in scanned {
+            match line {
+                lines::Line::Header(header) => {
+                    keys.clear();
+                    keys.extend(header.split('.'));
+                    self.open(&keys)?;
+                    seen.clear();
+                }
+                lines::Line::Pair(key, value) => {
+                    if seen.contains(&key) {
+                        return None;
+                    }
+                    self.set(key, value)?;
+                    seen.push(key);
+                }
+            }
+        }
+        Some(())
+    }
+
     /// Open the table of a header's `keys`, after adding the open one to the map.
-    fn open(&mut self, keys: &[Cow<'_, str>]) -> Option<()> {
+    fn open<K: AsRef<str>>(&mut self, keys: &[K]) -> Option<()> {
         self.close()?;
-        let name = |i: usize| keys.get(i).map(|key| key.to_string());
+        let name = |i: usize| keys.get(i).map(|key| key.as_ref().to_string());
         let blank = &self.blank;
         self.table = match (keys.len(), keys.first()?.as_ref(), keys.get(2)) {
             (1, "rollout", _) => Table::Rollout(blank.rollout.clone()),
@@ -591,6 +625,27 @@ mod tests {
             &a.products,
             &map.hosts["web-200"].products
         ));
+    }
+
+    /// The pieces of lines written as rolecall writes them are scanned, the others read from
+    /// the parser's events, and one text may have both.
+    #[test]
+    fn scanned_pieces_and_pieces_read_from_events_make_one_map() {
+        let text = large_map(3000);
+        let mut scanned = Vec::new();
+        for piece in pieces(&text) {
+            assert!(lines::scan(piece, &mut scanned).is_some(), "not scanned");
+        }
+        let escaped = text.replacen("\"p1.example\"", "\"p\\u0031.example\"", 1);
+        let dated = format!("{text}\n[rollout]\nwaves = [10, 100]\nstart = 2026-12-06T10:00:00Z\n");
+        let twice = format!("{text}\n[rollout]\nwaves = [10, 100]\nwaves = [10, 100]\n");
+        for odd in [&escaped, &dated] {
+            assert!(agrees(odd), "not read directly");
+        }
+        assert!(!agrees(&twice), "a key twice in a scanned piece");
+        let map = parse(&escaped).expect("read directly");
+        assert_eq!(map.products["p1"].domain, "p1.example");
+        assert_eq!(map.hosts.len(), 3000 + 67);
     }
 
     #[test]
