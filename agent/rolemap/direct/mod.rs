@@ -357,8 +357,8 @@ struct Build {
     table: Table,
     /// Products whose `[products.P.secrets]` was read.
     secrets: BTreeSet<String>,
-    /// Every list of roles or products read so far.
-    lists: HashSet<Names>,
+    /// Hosts' lists of roles and products.
+    lists: Lists,
     blank: Blank,
 }
 
@@ -382,7 +382,7 @@ impl Build {
             map: blank()?,
             table: Table::Root,
             secrets: BTreeSet::new(),
-            lists: HashSet::new(),
+            lists: Lists::default(),
             blank: Blank {
                 product: blank()?,
                 database: blank()?,
@@ -498,8 +498,8 @@ impl Build {
             (Table::Secrets(_, secrets), _) => none(secrets.insert(key.into(), value.string()?))?,
             (Table::Host(_, host), "address") => host.address = value.string()?,
             (Table::Host(_, host), "az") => host.az = value.string()?,
-            (Table::Host(_, host), "roles") => host.roles = intern(&mut self.lists, value)?,
-            (Table::Host(_, host), "products") => host.products = intern(&mut self.lists, value)?,
+            (Table::Host(_, host), "roles") => host.roles = self.lists.intern(0, value)?,
+            (Table::Host(_, host), "products") => host.products = self.lists.intern(1, value)?,
             (Table::Host(_, host), "db_port") => host.db_port = Some(value.int()?.try_into().ok()?),
             (Table::Rollout(rollout), "waves") => rollout.waves = value.ints()?,
             (Table::Rollout(rollout), "bake") => rollout.bake = value.string()?,
@@ -539,15 +539,47 @@ impl Build {
     }
 }
 
-/// The list of names `value` holds, the copy of `lists` when it is there.
-fn intern(lists: &mut HashSet<Names>, value: Value<'_>) -> Option<Names> {
-    let names: Vec<Name> = value.strings()?;
-    if let Some(known) = lists.get(names.as_slice()) {
-        return Some(Names::clone(known));
+/// Every list of roles or products read so far, one copy each.
+#[derive(Default)]
+struct Lists {
+    all: HashSet<Names>,
+    /// The last list of each key: the hosts of a pool follow each other in a map and list
+    /// the same names, which are compared here without being hashed.
+    last: [Option<Names>; 2],
+}
+
+impl Lists {
+    /// The list of names `value` holds for the key `slot` (roles 0, products 1), the copy
+    /// of one read before when there is one.
+    fn intern(&mut self, slot: usize, value: Value<'_>) -> Option<Names> {
+        let items = value.array()?;
+        let last = &mut self.last[slot];
+        if let Some(known) = last.as_ref().filter(|known| same(&items, known)) {
+            return Some(Names::clone(known));
+        }
+        let names: Vec<Name> = items
+            .into_iter()
+            .map(Value::string)
+            .collect::<Option<_>>()?;
+        let names = match self.all.get(names.as_slice()) {
+            Some(known) => Names::clone(known),
+            None => {
+                let names = Names::from(names);
+                self.all.insert(Names::clone(&names));
+                names
+            }
+        };
+        Some(Names::clone(last.insert(names)))
     }
-    let names = Names::from(names);
-    lists.insert(Names::clone(&names));
-    Some(names)
+}
+
+/// Whether `items` are the strings `names`.
+fn same(items: &[Value<'_>], names: &[Name]) -> bool {
+    items.len() == names.len()
+        && items.iter().zip(names).all(|(item, name)| match item {
+            Value::Str(text) => text.as_ref() == name.as_str(),
+            _ => false,
+        })
 }
 
 /// `Some` when there was nothing before.
