@@ -184,12 +184,13 @@ async fn take(
 ) -> Result<LoadedMap, Error> {
     verify(agent, &m.bytes).await?;
     let resolved = accept(&m.bytes, applied, identity)?;
+    let url = &agent.settings.map_url;
     Ok(loaded(
         resolved,
-        m.bytes,
+        (m.bytes, m.sha256),
         m.etag,
         m.version,
-        &agent.settings.map_url,
+        url,
     ))
 }
 
@@ -263,7 +264,7 @@ pub(super) fn from_cache(
     rejected: bool,
 ) -> Result<LoadedMap, Error> {
     let resolved = rolemap::load_for(&c.bytes, identity)?;
-    let mut m = loaded(resolved, c.bytes, c.etag, c.version, &c.url);
+    let mut m = loaded(resolved, (c.bytes, None), c.etag, c.version, &c.url);
     m.from_cache = true;
     m.is_new = false;
     m.cache_reason = Some(reason);
@@ -271,9 +272,10 @@ pub(super) fn from_cache(
     Ok(m)
 }
 
+/// The loaded map of `bytes`; `sha256` is their hash when the source computed it already.
 pub(super) fn loaded(
     (map, resolution): (RoleMap, Resolution),
-    bytes: Vec<u8>,
+    (bytes, sha256): (Vec<u8>, Option<String>),
     etag: Option<String>,
     version: Option<String>,
     url: &str,
@@ -288,7 +290,7 @@ pub(super) fn loaded(
     LoadedMap {
         resolution,
         info,
-        sha256: sha256_hex(&bytes),
+        sha256: sha256.unwrap_or_else(|| sha256_hex(&bytes)),
         len: bytes.len(),
         bytes,
         cache_staged: false,

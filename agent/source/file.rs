@@ -67,7 +67,8 @@ impl MapSource for FileSource {
         if len > MAX_MAP_BYTES {
             return Err(too_large(&self.url, len));
         }
-        let etag = file_etag(&bytes);
+        let sha256 = sha256_hex(&bytes);
+        let etag = etag_of(&sha256);
         if last_etag == Some(etag.as_str()) {
             tracing::debug!(url = %self.url, map_etag = %etag, "map not modified");
             return Ok(Fetched::NotModified);
@@ -76,13 +77,18 @@ impl MapSource for FileSource {
             bytes,
             etag: Some(etag),
             version: None,
+            sha256: Some(sha256),
         }))
     }
 }
 
 /// The ETag of a map read from a file: `sha256:` and the hex digest of its bytes.
 pub fn file_etag(bytes: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(bytes))
+    etag_of(&sha256_hex(bytes))
+}
+
+fn etag_of(sha256: &str) -> String {
+    format!("sha256:{sha256}")
 }
 
 /// The absolute path in `file:///path` or `file://localhost/path` (RFC 8089). No
@@ -153,6 +159,7 @@ mod tests {
             panic!("first fetch must return the map");
         };
         assert_eq!(first.bytes, b"schema = 1\n");
+        assert_eq!(first.sha256, Some(sha256_hex(b"schema = 1\n")), "its hash");
         let again = source
             .fetch(first.etag.as_deref())
             .await

@@ -93,6 +93,7 @@ impl HttpsSource {
             bytes,
             etag,
             version: None,
+            sha256: None,
         }))
     }
 

@@ -37,6 +37,9 @@ pub struct MapBytes {
     pub etag: Option<String>,
     /// S3 VersionId when the bucket is versioned, if any.
     pub version: Option<String>,
+    /// Hex SHA-256 of `bytes` when the source computed it already (a file's ETag is one).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Errors of the fetch stage.

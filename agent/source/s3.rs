@@ -168,6 +168,7 @@ impl S3Source {
             bytes: body.into_bytes().to_vec(),
             etag,
             version,
+            sha256: None,
         }))
     }
 
