@@ -211,7 +211,7 @@ impl Fs {
         keep: impl Fn(&Path, DiskState) -> R + Sync,
     ) -> Result<BTreeMap<PathBuf, R>, Error> {
         let mut paths: Vec<&Path> = paths.into_iter().collect();
-        paths.sort_unstable();
+        by_directory(&mut paths);
         // A web host's 1,000 files are 1,000 opens and reads. The first half's error first,
         // so the first path that fails is still the one reported.
         let each =
@@ -221,7 +221,8 @@ impl Fs {
         Ok(paths.iter().map(|p| p.to_path_buf()).zip(kept).collect())
     }
 
-    /// `one` of each of `items` (sorted; each in the directory `dir_of` names) in one
+    /// `one` of each of `items` (sorted by [`by_directory`]; each in the directory `dir_of`
+    /// names) in one
     /// transaction, closing each directory once no later item is in or under it. Growing
     /// the descriptor table of a process with threads waits for an RCU grace period at each
     /// doubling (milliseconds each): a web host's 500 product directories held open at once
@@ -258,7 +259,7 @@ impl Fs {
         paths: impl IntoIterator<Item = &'p Path>,
     ) -> Result<BTreeMap<PathBuf, Option<Stat>>, Error> {
         let mut paths: Vec<&Path> = paths.into_iter().collect();
-        paths.sort_unstable();
+        by_directory(&mut paths);
         let stat_each = |half: &[&Path]| self.in_turn(half, parent, |txn, p| txn.stat(p));
         let (first, second) = crate::threads::halves(&paths, MIN_SHARE, stat_each);
         let stats = first?.into_iter().chain(second?);
@@ -288,7 +289,7 @@ impl Fs {
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
     pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
         let mut dirs: Vec<&Path> = dirs.into_iter().collect();
-        dirs.sort_unstable();
+        by_directory(&mut dirs);
         // A web host's 500 product directories are 500 opens and listings.
         let (removed, rest) =
             crate::threads::halves(&dirs, MIN_SHARE, |half| self.sweep_each(half));
@@ -299,6 +300,21 @@ impl Fs {
         let removed = self.in_turn(dirs, |dir| dir, |txn, dir| txn.sweep(dir))?;
         Ok(removed.into_iter().sum())
     }
+}
+
+/// Sort `paths` so that each directory and the paths in and under it stand together, as
+/// [`Fs::in_turn`] needs: by their bytes, each as if it ended with `/` (so `/a/b` sorts
+/// right before `/a/b/c`, not before `/a/b-c`), which keeps every directory's paths
+/// contiguous as `Path`'s order does, at a memcmp a comparison instead of a walk over
+/// components (0.05 ms instead of 0.4-0.7 for the 998 paths of a 500-vhost host, issue 13).
+fn by_directory(paths: &mut [&Path]) {
+    use std::os::unix::ffi::OsStrExt;
+    paths.sort_unstable_by(|a, b| {
+        let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+        let n = a.len().min(b.len());
+        let (rest_a, rest_b) = (a[n..].iter().chain(b"/"), b[n..].iter().chain(b"/"));
+        a[..n].cmp(&b[..n]).then_with(|| rest_a.cmp(rest_b))
+    });
 }
 
 /// The directory of `path` (itself when it has none).

@@ -517,3 +517,29 @@ fn a_directory_found_missing_is_created_later_in_the_same_transaction() {
     txn.write(other, &file("y\n", 0o644)).expect("written");
     assert!(matches!(txn.snapshot(other), Ok(DiskState::File(_))));
 }
+
+/// Sorted by their bytes, the paths in and under each directory stand together, whatever
+/// names sort between `/` and the next byte (`-`, `.`), as `Fs::in_turn` needs to close
+/// each directory once.
+#[test]
+fn paths_sorted_by_directory_keep_each_directory_together() {
+    let names = [
+        "/etc/a/b/x.conf",
+        "/etc/a/b-c/y.conf",
+        "/etc/a/b.d",
+        "/etc/a/b/c/w.conf",
+        "/etc/a/b/z.conf",
+        "/etc/a/b0/v.conf",
+        "/etc/a/b/c-d/u.conf",
+        "/etc/a/b",
+    ];
+    let mut paths: Vec<&Path> = names.iter().map(Path::new).collect();
+    by_directory(&mut paths);
+    for dir in paths.iter().filter_map(|p| p.parent()) {
+        let under: Vec<usize> = (0..paths.len())
+            .filter(|&i| paths[i].starts_with(dir))
+            .collect();
+        let (first, last) = (under[0], under[under.len() - 1]);
+        assert_eq!(under.len(), last - first + 1, "{dir:?} split in {paths:?}");
+    }
+}
