@@ -31,9 +31,11 @@ pub(super) fn scan<'s>(piece: &'s str, out: &mut Vec<Line<'s>>) -> Option<()> {
                 out.push(Line::Header(keys));
             }
             Some(_) => {
-                let end = text.bytes().position(|b| !is_bare(b))?;
+                let end = text
+                    .bytes()
+                    .position(|b| !is_bare(b))
+                    .filter(|&end| end > 0)?;
                 let (key, text) = (&text[..end], text[end..].strip_prefix(" = ")?);
-                (end > 0).then_some(())?;
                 let (value, rest) = value(text)?;
                 rest.is_empty().then_some(())?;
                 out.push(Line::Pair(key, value));
