@@ -234,10 +234,9 @@ impl<'s, 'b> Reader<'s, 'b> {
         let Some(key) = self.key.take() else {
             return self.refuse();
         };
-        if self.seen.contains(&key) || self.build.set(&key, value).is_none() {
-            return self.refuse();
+        if self.build.set_once(&mut self.seen, key, value).is_none() {
+            self.refuse();
         }
-        self.seen.push(key);
     }
 
     fn refuse(&mut self) {
@@ -405,13 +404,7 @@ impl Build {
                     self.open(&keys)?;
                     seen.clear();
                 }
-                lines::Line::Pair(key, value) => {
-                    if seen.contains(&key) {
-                        return None;
-                    }
-                    self.set(key, value)?;
-                    seen.push(key);
-                }
+                lines::Line::Pair(key, value) => self.set_once(&mut seen, key, value)?,
             }
         }
         Some(())
@@ -474,6 +467,22 @@ impl Build {
         Some(())
     }
 
+    /// [`Build::set`], unless the open table's keys `seen` so far have `key`: TOML refuses a
+    /// key twice.
+    fn set_once<K: AsRef<str> + PartialEq>(
+        &mut self,
+        seen: &mut Vec<K>,
+        key: K,
+        value: Value<'_>,
+    ) -> Option<()> {
+        if seen.contains(&key) {
+            return None;
+        }
+        self.set(key.as_ref(), value)?;
+        seen.push(key);
+        Some(())
+    }
+
     /// Set `key` of the open table: the schema's keys, one line each.
     fn set(&mut self, key: &str, value: Value<'_>) -> Option<()> {
         match (&mut self.table, key) {
@@ -498,8 +507,10 @@ impl Build {
             (Table::Secrets(_, secrets), _) => none(secrets.insert(key.into(), value.string()?))?,
             (Table::Host(_, host), "address") => host.address = value.string()?,
             (Table::Host(_, host), "az") => host.az = value.string()?,
-            (Table::Host(_, host), "roles") => host.roles = self.lists.intern(0, value)?,
-            (Table::Host(_, host), "products") => host.products = self.lists.intern(1, value)?,
+            (Table::Host(_, host), "roles") => host.roles = self.lists.intern(ROLES, value)?,
+            (Table::Host(_, host), "products") => {
+                host.products = self.lists.intern(PRODUCTS, value)?;
+            }
             (Table::Host(_, host), "db_port") => host.db_port = Some(value.int()?.try_into().ok()?),
             (Table::Rollout(rollout), "waves") => rollout.waves = value.ints()?,
             (Table::Rollout(rollout), "bake") => rollout.bake = value.string()?,
@@ -539,6 +550,10 @@ impl Build {
     }
 }
 
+/// The [`Lists`] slot of hosts' `roles` and of their `products`.
+const ROLES: usize = 0;
+const PRODUCTS: usize = 1;
+
 /// Every list of roles or products read so far, one copy each.
 #[derive(Default)]
 struct Lists {
@@ -549,18 +564,14 @@ struct Lists {
 }
 
 impl Lists {
-    /// The list of names `value` holds for the key `slot` (roles 0, products 1), the copy
-    /// of one read before when there is one.
+    /// The list of names `value` holds for the key `slot` ([`ROLES`] or [`PRODUCTS`]), the
+    /// copy of one read before when there is one.
     fn intern(&mut self, slot: usize, value: Value<'_>) -> Option<Names> {
-        let items = value.array()?;
         let last = &mut self.last[slot];
-        if let Some(known) = last.as_ref().filter(|known| same(&items, known)) {
+        if let Some(known) = last.as_ref().filter(|known| same(&value, known)) {
             return Some(Names::clone(known));
         }
-        let names: Vec<Name> = items
-            .into_iter()
-            .map(Value::string)
-            .collect::<Option<_>>()?;
+        let names: Vec<Name> = value.strings()?;
         let names = match self.all.get(names.as_slice()) {
             Some(known) => Names::clone(known),
             None => {
@@ -573,8 +584,11 @@ impl Lists {
     }
 }
 
-/// Whether `items` are the strings `names`.
-fn same(items: &[Value<'_>], names: &[Name]) -> bool {
+/// Whether `value` is an array of the strings `names`.
+fn same(value: &Value<'_>, names: &[Name]) -> bool {
+    let Value::Array(items) = value else {
+        return false;
+    };
     items.len() == names.len()
         && items.iter().zip(names).all(|(item, name)| match item {
             Value::Str(text) => text.as_ref() == name.as_str(),
