@@ -195,7 +195,9 @@ async fn stages(run: &Run<'_>) -> Result<Ended, Failed> {
         commit(run, &inputs.settle(None, BTreeSet::new()));
         return Ok(Ended::Waiting);
     };
-    converge(run, &inputs, view).await
+    let ended = converge(run, &inputs, view).await;
+    crate::threads::drop_aside(inputs);
+    ended
 }
 
 /// The map a reconcile works from, and the fingerprint of everything it renders from.
@@ -337,6 +339,7 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
     rendered.forget_bytes();
     let failed = done.installed.failed.keys().cloned().collect();
     commit(run, &inputs.settle(Some((&rendered, &records)), failed));
+    crate::threads::drop_aside((rendered, records));
     Ok(Ended::Applied(done.applied(verified)))
 }
 
