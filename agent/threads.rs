@@ -26,14 +26,16 @@ pub fn join<A: Send, B>(
     })
 }
 
-/// `each` of the two halves of `items`: side by side when there are at least `2 * min`, else
-/// one after the other here. Returns the first half's result, then the second's.
-pub fn halves<T: Sync, R: Send>(
+/// `each` of `items[..cut]` and of `items[cut..]`: side by side when there are at least
+/// `2 * min` items, else one after the other here. Returns the first part's result, then
+/// the second's.
+pub fn split<T: Sync, R: Send>(
     items: &[T],
+    cut: usize,
     min: usize,
     each: impl Fn(&[T]) -> R + Sync,
 ) -> (R, R) {
-    let (first, second) = items.split_at(items.len() / 2);
+    let (first, second) = items.split_at(cut.min(items.len()));
     let (second, first) = join(items.len() >= 2 * min, || each(second), || each(first));
     (first, second)
 }

@@ -543,3 +543,27 @@ fn paths_sorted_by_directory_keep_each_directory_together() {
         assert_eq!(under.len(), last - first + 1, "{dir:?} split in {paths:?}");
     }
 }
+
+/// A web host's batch, 500 vhosts in one directory and 500 directories of one file each,
+/// is cut where each side has about as many directories to open as files to stat, not at
+/// its middle; a batch in one directory is cut at its middle.
+#[test]
+fn a_batch_is_cut_where_both_threads_have_as_much_to_do() {
+    let vhosts: Vec<PathBuf> = (0..500)
+        .map(|i| PathBuf::from(format!("/etc/apache2/sites-enabled/p{i}.conf")))
+        .collect();
+    let envs: Vec<PathBuf> = (0..500)
+        .map(|i| PathBuf::from(format!("/etc/rolecall/products/p{i}/database.env")))
+        .collect();
+    let mut paths: Vec<&Path> = vhosts.iter().chain(&envs).map(PathBuf::as_path).collect();
+    by_directory(&mut paths);
+    let cut = balanced_cut(&paths);
+    // 500 + 500 × 3 units: the first side takes the vhosts (500) and 167 directories (501).
+    assert_eq!(cut, 500 + 167, "cut at {:?}", paths[cut]);
+
+    let one_dir: Vec<&Path> = vhosts.iter().map(PathBuf::as_path).collect();
+    // Its first path opens the directory too: 502 units, cut after 249 paths (251).
+    assert_eq!(balanced_cut(&one_dir), 249);
+    assert_eq!(balanced_cut(&[]), 0);
+    assert_eq!(balanced_cut(&one_dir[..1]), 1);
+}
