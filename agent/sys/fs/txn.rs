@@ -194,27 +194,29 @@ impl<'fs> Transaction<'fs> {
         if !create && dir.ancestors().any(|a| self.missing.contains(a)) {
             return Ok(None);
         }
-        let Some(mut fd) = self.root(create)? else {
-            self.missing.insert(PathBuf::from("/"));
-            return Ok(None);
+        // From the deepest directory open already: a product's directory under an open
+        // `products` is one lookup, not one per component (issue 13).
+        let open = dir
+            .ancestors()
+            .find_map(|a| Some((a, Arc::clone(self.dirs.get(a)?))));
+        let (mut at, mut fd) = match open {
+            Some((at, fd)) => (at.to_path_buf(), fd),
+            None => match self.root(create)? {
+                Some(fd) => (PathBuf::from("/"), fd),
+                None => {
+                    self.missing.insert(PathBuf::from("/"));
+                    return Ok(None);
+                }
+            },
         };
-        let mut at = PathBuf::from("/");
-        for name in dir.components().skip(1) {
+        for name in dir.strip_prefix(&at).unwrap_or(dir).components() {
             at.push(name);
-            fd = match self.dirs.get(&at) {
-                Some(child) => Arc::clone(child),
-                None => match self.open_child(fd.as_fd(), &at, create)? {
-                    Some(child) => {
-                        let child = Arc::new(child);
-                        self.dirs.insert(at.clone(), Arc::clone(&child));
-                        child
-                    }
-                    None => {
-                        self.missing.insert(at);
-                        return Ok(None);
-                    }
-                },
+            let Some(child) = self.open_child(fd.as_fd(), &at, create)? else {
+                self.missing.insert(at);
+                return Ok(None);
             };
+            fd = Arc::new(child);
+            self.dirs.insert(at.clone(), Arc::clone(&fd));
         }
         Ok(Some(fd))
     }
