@@ -5,7 +5,7 @@
 //! never a wrong file: an unreadable or torn memo, one of another rolecall build, a
 //! remembered file missing, refused or changed on disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -128,7 +128,7 @@ fn is_as(r: &Remembered, stat: Option<&Stat>) -> bool {
 fn restamp(
     desired: &mut Desired,
     loaded: &Memo,
-    stats: &BTreeMap<PathBuf, Option<Stat>>,
+    stats: &HashMap<PathBuf, Option<Stat>>,
     same: &BTreeSet<PathBuf>,
     now: (i64, i64),
 ) {

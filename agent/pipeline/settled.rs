@@ -6,7 +6,7 @@
 //! missing file, another owner or mode) sends the reconcile down the full path. So does an
 //! account of the host's products that no longer matches the map (SPEC §10).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -194,7 +194,7 @@ fn memo_stamps(files: &mut BTreeMap<PathBuf, Expected>, desired: &Desired) -> Ve
     let vouched = desired.vouched.iter();
     let vouched = vouched.filter_map(|r| Some((r.file.path.as_path(), r.stamp?)));
     let memo = desired.memo.iter().flat_map(Memo::stamps);
-    let stamps: BTreeMap<&Path, Stamp> = memo.chain(vouched).collect();
+    let stamps: HashMap<&Path, Stamp> = memo.chain(vouched).collect();
     let mut rest = Vec::new();
     for (path, e) in files.iter_mut() {
         e.stamp = stamps.get(path.as_path()).copied();

@@ -5,7 +5,7 @@
 //! fsync per directory per transaction), the sweep of temp files a crash left, and the
 //! state directory's files (never through a symlink). I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 mod account_files;
@@ -250,14 +250,17 @@ impl Fs {
 
     /// The stat of each regular file of `paths` (`None` for anything else or nothing),
     /// without following a symlink from an allowed root down and without opening a file:
-    /// what tells whether a file is still the one a stamp describes (issue 13).
+    /// what tells whether a file is still the one a stamp describes (issue 13). By path in
+    /// a hash map: its callers only look paths up, and a thousand paths hashed cost less
+    /// than a tree of them, whose every comparison walks two paths' components (1 ms on a
+    /// web host's 998 files).
     ///
     /// # Errors
     /// As [`Fs::snapshot`], for the first path that fails.
     pub fn stat_all<'p>(
         &self,
         paths: impl IntoIterator<Item = &'p Path>,
-    ) -> Result<BTreeMap<PathBuf, Option<Stat>>, Error> {
+    ) -> Result<HashMap<PathBuf, Option<Stat>>, Error> {
         let mut paths: Vec<&Path> = paths.into_iter().collect();
         by_directory(&mut paths);
         let stat_each = |half: &[&Path]| self.in_turn(half, parent, |txn, p| txn.stat(p));
