@@ -3,7 +3,7 @@
 //! including the position hooks that are due and the account changes (SPEC §10). What
 //! `plan` shows and a reconcile executes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{commit::read_records, map::LoadedMap, memo, Agent};
@@ -56,7 +56,7 @@ pub struct Planned {
     pub accounts: AccountPlan,
     /// The directories of every desired and recorded file: where a killed rolecall may
     /// have left temp files (swept by a reconcile that may write, never by `plan`).
-    pub dirs: BTreeSet<PathBuf>,
+    pub dirs: HashSet<PathBuf>,
     /// The managed-file records as the plan found them: the commit's starting point (only
     /// the commit writes them, so they are still the file's then).
     pub records: Records,
@@ -253,8 +253,8 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
 
 /// The records of the files not vouched for, and the vouched paths: those files stay as
 /// they are, neither read nor planned (their records neither).
-fn unvouched<'a>(records: &Records, desired: &'a Desired) -> (Records, BTreeSet<&'a Path>) {
-    let vouched: BTreeSet<&Path> = desired
+fn unvouched<'a>(records: &Records, desired: &'a Desired) -> (Records, HashSet<&'a Path>) {
+    let vouched: HashSet<&Path> = desired
         .vouched
         .iter()
         .map(|r| r.file.path.as_path())
