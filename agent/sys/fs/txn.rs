@@ -5,7 +5,7 @@
 //! relative to their directory's fd, and each directory written to is fsynced once, at
 //! [`Transaction::sync`] (issue 13: not after every file).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -28,15 +28,16 @@ const DIR_MODE: u32 = 0o755;
 #[derive(Debug)]
 pub struct Transaction<'fs> {
     fs: &'fs Fs,
-    /// Open directories by logical path.
-    dirs: BTreeMap<PathBuf, Arc<OwnedFd>>,
+    /// Open directories by logical path (hashed: only looked up, and a web host's walk
+    /// looks up hundreds of them).
+    dirs: HashMap<PathBuf, Arc<OwnedFd>>,
     /// Directories whose entries changed since the last sync.
     dirty: BTreeSet<PathBuf>,
     /// Directories swept of stale temp files already.
-    swept: BTreeSet<PathBuf>,
+    swept: HashSet<PathBuf>,
     /// Directories found missing (a plan of a first apply asks once, not once per file);
     /// forgotten when this transaction creates one.
-    missing: BTreeSet<PathBuf>,
+    missing: HashSet<PathBuf>,
     owners: Owners,
 }
 
@@ -44,10 +45,10 @@ impl<'fs> Transaction<'fs> {
     pub(super) fn new(fs: &'fs Fs) -> Transaction<'fs> {
         Transaction {
             fs,
-            dirs: BTreeMap::new(),
+            dirs: HashMap::new(),
             dirty: BTreeSet::new(),
-            swept: BTreeSet::new(),
-            missing: BTreeSet::new(),
+            swept: HashSet::new(),
+            missing: HashSet::new(),
             owners: Owners::default(),
         }
     }
