@@ -328,15 +328,21 @@ fn by_directory(paths: &mut [&Path]) {
 /// vhosts of one directory (1.6 ms) and the other the 500 directories of one file each (4.6
 /// ms, issue 13).
 fn balanced_cut(paths: &[&Path]) -> usize {
-    let cost = |i: usize| match i > 0 && parent(&paths[i]) == parent(&paths[i - 1]) {
-        true => 1,
-        false => 1 + NEW_DIRECTORY,
-    };
-    let total: usize = (0..paths.len()).map(cost).sum();
+    let mut last = None;
+    let costs: Vec<usize> = paths
+        .iter()
+        .map(|path| {
+            let dir = parent(path);
+            let opened = last.replace(dir) != Some(dir);
+            1 + usize::from(opened) * NEW_DIRECTORY
+        })
+        .collect();
+    let total: usize = costs.iter().sum();
     let mut sum = 0;
-    (0..paths.len())
-        .position(|i| {
-            sum += cost(i);
+    costs
+        .iter()
+        .position(|cost| {
+            sum += cost;
             2 * sum >= total
         })
         .map_or(paths.len(), |i| i + 1)
