@@ -222,11 +222,10 @@ impl Fs {
     }
 
     /// `one` of each of `items` (sorted by [`by_directory`]; each in the directory `dir_of`
-    /// names) in one
-    /// transaction, closing each directory once no later item is in or under it. Growing
-    /// the descriptor table of a process with threads waits for an RCU grace period at each
-    /// doubling (milliseconds each): a web host's 500 product directories held open at once
-    /// cost more than reading all their files.
+    /// names) in one transaction, closing each directory once no later item is in or under
+    /// it. Growing the descriptor table of a process with threads waits for an RCU grace
+    /// period at each doubling (milliseconds each): a web host's 500 product directories
+    /// held open at once cost more than reading all their files.
     fn in_turn<T, R>(
         &self,
         items: &[T],

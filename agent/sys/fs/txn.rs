@@ -195,10 +195,12 @@ impl<'fs> Transaction<'fs> {
         if !create && dir.ancestors().any(|a| self.missing.contains(a)) {
             return Ok(None);
         }
-        // From the deepest directory open already: a product's directory under an open
-        // `products` is one lookup, not one per component (issue 13).
+        // From the deepest directory above it open already (it is not, see above): a
+        // product's directory under an open `products` is one lookup, not one per
+        // component (issue 13).
         let open = dir
             .ancestors()
+            .skip(1)
             .find_map(|a| Some((a, Arc::clone(self.dirs.get(a)?))));
         let (mut at, mut fd) = match open {
             Some((at, fd)) => (at.to_path_buf(), fd),
