@@ -1,7 +1,7 @@
-//! Two pieces of work side by side on a scoped thread, for the stages that gain from a
-//! second core (the map's validation and resolution, reading many managed files, sweeping
-//! many directories), and large values freed off the way to the report. A leaf: pure
-//! stages and `sys` can both use it.
+//! Pieces of work side by side on scoped threads, for the stages that gain from a second
+//! core (the map's validation and resolution, reading many managed files, sweeping many
+//! directories) or wait on several fsyncs (the commit step's state files), and large values
+//! freed off the way to the report. A leaf: pure stages and `sys` can both use it.
 
 use std::thread;
 
@@ -23,6 +23,31 @@ pub fn join<A: Send, B>(
             Err(_) => a(),
         };
         (a, b)
+    })
+}
+
+/// `here()`, with each of `jobs` on a thread of its own meanwhile (run here after `here` when
+/// the system grants none); returns once all are done. The threads enter the caller's
+/// tracing span: what they log says which reconcile it belongs to.
+pub fn beside<R>(jobs: &[&(dyn Fn() + Sync)], here: impl FnOnce() -> R) -> R {
+    let span = tracing::Span::current();
+    thread::scope(|scope| {
+        let span = &span;
+        let spawned: Vec<_> = jobs
+            .iter()
+            .map(|&job| {
+                let thread = thread::Builder::new().spawn_scoped(scope, move || span.in_scope(job));
+                (job, thread)
+            })
+            .collect();
+        let result = here();
+        for (job, thread) in spawned {
+            match thread {
+                Ok(handle) => joined(handle),
+                Err(_) => job(),
+            }
+        }
+        result
     })
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tracing::{debug, error};
 
 use super::Agent;
 use crate::plan::{DiskState, Stamp};
@@ -79,15 +79,16 @@ impl Expected {
     }
 }
 
-/// Remember that the inputs `fingerprint` converged to `desired` and `accounts`. A
-/// files-only run keeps a full run's record of the same inputs and files rather than
-/// weaken it.
-pub(super) fn store(
+/// The record that the inputs `fingerprint` converged to `desired` and `accounts`, written
+/// and fsynced under a temp name for the commit step to name last; `None` when the record
+/// on disk says so already, or it could not be written (logged). A files-only run keeps a
+/// full run's record of the same inputs and files rather than weaken it.
+pub(super) fn stage(
     agent: &Agent,
     fingerprint: &str,
     desired: &Desired,
     accounts: &crate::accounts::Desired,
-) {
+) -> Option<crate::sys::fs::Staged> {
     let old = read(agent);
     let mut settled = Settled {
         fingerprint: fingerprint.to_string(),
@@ -102,13 +103,17 @@ pub(super) fn store(
     };
     if let Some(old) = old.as_ref().filter(|_| !agent.run_services) {
         if old.fingerprint == settled.fingerprint && same_files(&old.files, &settled.files) {
-            return;
+            return None;
         }
     }
     stamp(agent, &mut settled.files, old.as_ref(), desired);
-    if old.as_ref() != Some(&settled) {
-        super::commit::store(agent, SETTLED_FILE, &settled);
+    if old.as_ref() == Some(&settled) {
+        return None;
     }
+    let path = agent.state_dir.join(SETTLED_FILE);
+    crate::sys::fs::stage_json(&path, &settled)
+        .map_err(|e| error!(error = %chain(&e), "settled record not written"))
+        .ok()
 }
 
 /// Every desired file as the record keeps it, without stamps yet.

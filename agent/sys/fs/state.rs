@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
@@ -74,7 +74,16 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
 /// # Errors
 /// `Symlink`, I/O or JSON errors.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    write_serialized(path, PUBLIC, |out| serde_json::to_writer_pretty(out, value))
+    stage_json(path, value)?.commit()
+}
+
+/// [`write_json`] but for the name: the file is written whole and made durable under a
+/// temp name, and takes its own name only at [`Staged::commit`].
+///
+/// # Errors
+/// As [`write_json`].
+pub fn stage_json<T: Serialize>(path: &Path, value: &T) -> Result<Staged, Error> {
+    stage_serialized(path, PUBLIC, |out| serde_json::to_writer_pretty(out, value))
 }
 
 /// Write a state-directory file atomically with `mode` (as [`write_state_mode`]),
@@ -89,7 +98,19 @@ pub fn write_serialized(
     mode: u32,
     serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
 ) -> Result<(), Error> {
-    write_state_by(path, mode, Synced::Now, |tmp| {
+    stage_serialized(path, mode, serialize)?.commit()
+}
+
+/// [`write_serialized`] up to the name: see [`Staged`].
+fn stage_serialized(
+    path: &Path,
+    mode: u32,
+    serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
+) -> Result<Staged, Error> {
+    let (dir_path, _) = split(path)?;
+    let dir = open_dir(dir_path, true)?;
+    let mut tmp_name = String::new();
+    let fill = |tmp: &mut File| {
         let mut out = BufWriter::with_capacity(BUFFER, tmp);
         serialize(&mut out).map_err(|source| match source.is_io() {
             true => io("writing", path)(source.into()),
@@ -99,11 +120,65 @@ pub fn write_serialized(
             },
         })?;
         out.flush().map_err(io("writing", path))
+    };
+    let keep = |tmp: &str| {
+        tmp_name = tmp.to_owned();
+        Ok(())
+    };
+    staged(dir.as_fd(), dir_path, path, mode, Synced::Now, fill, keep)?;
+    Ok(Staged {
+        dir,
+        path: path.to_path_buf(),
+        tmp: Some(tmp_name),
     })
 }
 
-/// The buffer between a serializer and its temp file.
-const BUFFER: usize = 64 * 1024;
+/// A state file written whole and fsynced under a temp name in its directory, that takes
+/// its own name only when committed: a record made ready while others are written and named
+/// after them (the settled record, last of a reconcile's commit step, issue 13). Dropped
+/// uncommitted, its temp file is removed; one left by a crash is swept with the lock.
+#[derive(Debug)]
+pub struct Staged {
+    dir: OwnedFd,
+    path: PathBuf,
+    /// The temp file's name, until it is renamed or removed.
+    tmp: Option<String>,
+}
+
+impl Staged {
+    /// Rename the file over its own name (refused if a symlink or a non-file is there),
+    /// then fsync the directory.
+    ///
+    /// # Errors
+    /// `Symlink`, `NotAFile`, I/O; the temp file is removed then.
+    pub fn commit(mut self) -> Result<(), Error> {
+        let (dir_path, name) = split(&self.path)?;
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let dir = self.dir.as_fd();
+        let renamed = refuse_non_file(dir, name, &self.path).and_then(|()| {
+            renameat(dir, tmp.as_str(), dir, name).map_err(errno("renaming into", &self.path))
+        });
+        if renamed.is_err() {
+            self.tmp = Some(tmp);
+        }
+        renamed?;
+        fsync(dir).map_err(errno("syncing directory", dir_path))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = unlinkat(self.dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// The buffer between a serializer and its temp file: small, as the commit step writes
+/// three state files at once on threads whose memory is new to the process (issue 13).
+const BUFFER: usize = 16 * 1024;
 
 /// Write a state-directory file atomically, readable by everyone (status, records).
 ///

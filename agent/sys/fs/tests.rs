@@ -464,6 +464,64 @@ fn a_state_file_serialized_into_place_is_whole_or_not_written() {
     assert_eq!(text, serde_json::to_string_pretty(&big).expect("JSON"));
 }
 
+/// A staged state file: the old one stays in place until the commit, a staged one dropped
+/// leaves nothing behind, and a symlink planted at the name after staging is refused at
+/// the commit (its target untouched, the temp file removed).
+#[test]
+fn a_staged_state_file_takes_its_name_only_when_committed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let settled = state.join("settled.json");
+    let names = || {
+        let mut names: Vec<_> = std::fs::read_dir(&state)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("UTF-8"))
+            .collect();
+        names.sort();
+        names
+    };
+    write_json(&settled, &1).expect("written");
+
+    let staged = stage_json(&settled, &2).expect("staged");
+    assert_eq!(read_json::<u8>(&settled).expect("read"), Some(1));
+    assert_eq!(
+        names().len(),
+        2,
+        "the staged file is under a temp name: {:?}",
+        names()
+    );
+    drop(staged);
+    assert_eq!(
+        names(),
+        ["settled.json"],
+        "a dropped stage left its temp file"
+    );
+
+    stage_json(&settled, &3)
+        .expect("staged")
+        .commit()
+        .expect("committed");
+    assert_eq!(read_json::<u8>(&settled).expect("read"), Some(3));
+    assert_eq!(names(), ["settled.json"]);
+
+    let staged = stage_json(&settled, &4).expect("staged");
+    let target = dir.path().join("target");
+    std::fs::write(&target, "kept").expect("target");
+    std::fs::remove_file(&settled).expect("removed");
+    std::os::unix::fs::symlink(&target, &settled).expect("symlink");
+    let err = staged.commit().expect_err("committed over a symlink");
+    assert!(
+        matches!(&err, Error::Symlink { path } if path == &settled),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&target).expect("target"), b"kept");
+    assert_eq!(
+        names(),
+        ["settled.json"],
+        "a refused commit left its temp file"
+    );
+}
+
 #[test]
 fn state_files_get_their_mode_and_missing_directories_0755() {
     let dir = tempfile::tempdir().expect("temp dir");
