@@ -448,17 +448,22 @@ pub fn status_path(state_dir: &Path) -> PathBuf {
     state_dir.join(STATUS_FILE)
 }
 
-/// Write the status record, keeping `last_converged_unix` from the previous one.
-///
-/// # Errors
-/// I/O.
-pub fn write(state_dir: &Path, report: &mut RunReport) -> Result<(), crate::sys::fs::Error> {
+/// Keep `last_converged_unix` from the previous status record when `report` did not
+/// converge (an unreadable record keeps none).
+pub fn carry_last_converged(state_dir: &Path, report: &mut RunReport) {
     if report.last_converged_unix.is_none() {
         report.last_converged_unix = read(state_dir)
             .ok()
             .flatten()
             .and_then(|r| r.last_converged_unix);
     }
+}
+
+/// Write the status record.
+///
+/// # Errors
+/// I/O.
+pub fn write(state_dir: &Path, report: &RunReport) -> Result<(), crate::sys::fs::Error> {
     crate::sys::fs::write_json(&status_path(state_dir), report)
 }
 

@@ -425,16 +425,22 @@ pub fn record(
     report: &mut RunReport,
     unrecorded: Option<crate::metrics::Unrecorded>,
 ) {
-    if let Err(e) = report::write(&agent.state_dir, report) {
-        warn!(error = %chain(&e), "status record not written");
-    }
+    report::carry_last_converged(&agent.state_dir, report);
+    let report = &*report;
+    let status = || {
+        if let Err(e) = report::write(&agent.state_dir, report) {
+            warn!(error = %chain(&e), "status record not written");
+        }
+    };
     let metrics_dir = agent
         .settings
         .metrics_dir
         .as_ref()
         .map(|d| agent.fs.physical(d));
-    let metrics =
-        crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report, unrecorded);
+    // Two files that each wait on their fsyncs: side by side.
+    let metrics = crate::threads::beside(&[&status], || {
+        crate::metrics::record(&agent.state_dir, metrics_dir.as_deref(), report, unrecorded)
+    });
     if let Err(e) = metrics {
         warn!(error = %chain(&e), "metrics not written");
     }
