@@ -383,8 +383,9 @@ fn issue13_a_large_maps_cache_is_written_beside_the_records() {
 
 /// With one task allowed, every thread a large map's sync would start is refused: tokio's
 /// blocking pool for the `file://` read (the file is read on the one thread), validation
-/// beside resolution, the cache beside the records, the two halves of the `lstat`s and the
-/// sweep. The work is done on the one thread: the same files, records and cache.
+/// beside resolution, the two halves of the `lstat`s, the commit's records, memo and cache
+/// beside the settled record, the status beside the counters. The work is done on the one
+/// thread: the same files, records and cache.
 #[test]
 fn issue13_a_large_map_syncs_the_same_when_no_thread_may_start() {
     let agent = crate::fixture::Agent::new(crate::fixture::Setup::new("web-0", "10.0.0.80"));

@@ -260,35 +260,92 @@ fn issue15_temp_files_of_dead_writers_are_removed_by_the_next_reconcile() {
     assert_eq!(std::fs::read(&target).expect("target"), b"keep");
 }
 
-/// Issue 15 #4: a reconcile that writes nothing (a new generation that changes no file of
-/// this host) still sweeps the directories of its files: the dead writer's temp file goes,
-/// the live writer's stays.
+/// Issue 15 #4: a rolecall killed while it writes a vhost leaves its temp file and its
+/// journal; the next reconcile, back on the map before (so it writes nothing at all), undoes
+/// the killed one and removes that temp file. A live writer's temp file stays.
 #[test]
-fn issue15_a_reconcile_that_writes_nothing_still_sweeps_its_directories() {
+fn issue15_a_killed_writers_temp_file_goes_even_when_the_next_reconcile_writes_nothing() {
+    require_program(
+        "strace",
+        "apt-get install strace (tests/run.sh installs it)",
+    );
     let agent = agent(&["alpha"]);
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     let sites = agent.path("/etc/apache2/sites-enabled");
-    let before = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
-    let dead = sites.join(".rolecall-tmp-8388609-fedcba9876543210");
+    let before = tree(&agent.root);
     let live = sites.join(".rolecall-tmp-1-fedcba9876543210");
-    for f in [&dead, &live] {
-        std::fs::write(f, "half written").expect("plant");
-    }
+    std::fs::write(&live, "half written").expect("plant");
 
-    write_map(&agent, 2, &["alpha"]);
-    let out = agent.run(&["sync", "--files-only"]);
-    assert_exit(&out, 0);
-    assert_eq!(
-        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
-        before,
-        "the new generation changed the vhost: this test needs a reconcile that writes nothing"
+    // Killed at its first rename in sites-enabled: beta's vhost is whole under its temp name.
+    write_map(&agent, 2, &["alpha", "beta"]);
+    let sites_arg = sites.display().to_string();
+    let kill = "inject=renameat:signal=KILL:when=1";
+    let out = sync_under(
+        &agent,
+        &[
+            "strace",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-P",
+            &sites_arg,
+            "-e",
+            kill,
+        ],
     );
     assert!(
-        !dead.exists(),
-        "the dead writer's temp file stayed: {}",
+        out.status.code().is_none(),
+        "not killed: {}",
+        describe(&out)
+    );
+    let temps = || {
+        let names = std::fs::read_dir(&sites).expect("list");
+        let mut temps: Vec<PathBuf> = names
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.to_string_lossy().contains(".rolecall-tmp-") && *p != live)
+            .collect();
+        temps.sort();
+        temps
+    };
+    assert_eq!(temps().len(), 1, "the killed run left no temp file");
+    assert!(agent.state().join("journal").exists(), "no journal left");
+
+    write_map(&agent, 3, &["alpha"]);
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(
+        temps().is_empty(),
+        "the killed writer's temp file stayed: {}",
         describe(&out)
     );
     assert!(live.exists(), "the live writer's temp file was removed");
+    std::fs::remove_file(&live).expect("live");
+    let mut after = tree(&agent.root);
+    after.retain(|p, _| !p.starts_with("var/lib/rolecall"));
+    let mut expected = before.clone();
+    expected.retain(|p, _| !p.starts_with("var/lib/rolecall"));
+    assert_eq!(
+        after, expected,
+        "the files are not those before the killed run"
+    );
+}
+
+/// Issue 15 #4: a journal that cannot be read names no file to undo; the next reconcile,
+/// quiet otherwise, still removes a dead writer's temp file beside the managed files, and
+/// the journal.
+#[test]
+fn issue15_a_damaged_journal_still_gets_dead_writers_temp_files_removed() {
+    let agent = agent(&["alpha"]);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let dead = agent.path("/etc/apache2/sites-enabled/.rolecall-tmp-8388609-0123456789abcdef");
+    std::fs::write(&dead, "half written").expect("plant");
+    let journal = agent.state().join("journal");
+    std::fs::write(&journal, "rolecall-journal 1\n[not json").expect("journal");
+
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(!dead.exists(), "the temp file stayed: {}", describe(&out));
+    assert!(!journal.exists(), "the damaged journal stayed");
 }
 
 /// `sync --files-only` of `agent` run through the command `wrapper` (its program and

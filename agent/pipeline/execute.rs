@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use tracing::{error, info, warn};
+use tracing::error;
 
 use super::preview::{Planned, Rendered};
 use super::trace::Trace;
@@ -18,18 +18,6 @@ use crate::{accounts, hooks, rollback, services, smoke};
 
 /// Failed services (`None` for files without a service) and why.
 pub(super) type FailedServices = BTreeMap<Option<String>, String>;
-
-/// Before a reconcile that may write: remove the temp files a killed rolecall left in the
-/// directories of its files (issue 15 #4). A directory that cannot be swept is only
-/// logged: the plan has already refused symlinked directories, and the transactions sweep
-/// again before writing there.
-pub(super) fn sweep(agent: &Agent, planned: &Planned) {
-    match agent.fs.sweep(planned.dirs.iter().map(|d| d.as_path())) {
-        Ok(0) => {}
-        Ok(removed) => info!(removed, "removed temp files a killed rolecall left"),
-        Err(e) => warn!(error = %chain(&e), "could not sweep stale temp files"),
-    }
-}
 
 /// Stage 6's result: the transactions that went through and those that did not.
 #[derive(Debug)]

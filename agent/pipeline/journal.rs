@@ -9,10 +9,11 @@
 //! that existed its owner, group, mode and length), then the files' bytes back to back in
 //! that order. Mode 0600, written atomically and fsynced in one write.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::Agent;
 use crate::plan::{DiskState, FileState, Plan};
@@ -138,22 +139,26 @@ pub(super) fn close(agent: &Agent) -> bool {
     }
 }
 
-/// Undo an interrupted reconcile, if a journal is left; returns how many files were restored.
+/// Undo an interrupted reconcile, if a journal is left; returns how many files were
+/// restored. Each restore sweeps its file's directory first (a transaction does), and every
+/// write to a managed file happens while a journal names it: so the undo also removes the
+/// temp files a killed rolecall left (issue 15 #4). A journal that cannot be read names no
+/// file: the directories of the managed-file records are swept instead.
 pub(super) fn recover(agent: &Agent) -> usize {
     let path = agent.state_dir.join(JOURNAL_FILE);
-    let bytes = match crate::sys::fs::read_state(&path) {
-        Ok(Some(bytes)) => bytes,
+    let entries = match crate::sys::fs::read_state(&path) {
+        Ok(Some(bytes)) => decode(&bytes).ok_or_else(|| format!("{} damaged", path.display())),
         Ok(None) => return 0,
-        Err(e) => {
-            error!(error = %chain(&e), "transaction journal unreadable; ignoring it");
+        Err(e) => Err(chain(&e)),
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(why) => {
+            error!(error = %why, "transaction journal unreadable; ignoring it");
+            sweep_recorded(agent);
             close(agent);
             return 0;
         }
-    };
-    let Some(entries) = decode(&bytes) else {
-        error!(path = %path.display(), "transaction journal damaged; ignoring it");
-        close(agent);
-        return 0;
     };
     warn!(
         files = entries.len(),
@@ -168,6 +173,17 @@ pub(super) fn recover(agent: &Agent) -> usize {
     }
     close(agent);
     restored
+}
+
+/// Remove the temp files a killed rolecall may have left beside the recorded files.
+fn sweep_recorded(agent: &Agent) {
+    let records = super::commit::read_records(&agent.state_dir).unwrap_or_default();
+    let dirs: BTreeSet<&Path> = records.keys().filter_map(|f| f.parent()).collect();
+    match agent.fs.sweep(dirs) {
+        Ok(0) => {}
+        Ok(removed) => info!(removed, "removed temp files a killed rolecall left"),
+        Err(e) => warn!(error = %chain(&e), "could not sweep stale temp files"),
+    }
 }
 
 #[cfg(test)]

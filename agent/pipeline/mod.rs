@@ -311,7 +311,6 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
     let planned = trace
         .now("plan", || preview::plan(agent, &mut rendered))
         .map_err(fail)?;
-    trace.now("sweep", || execute::sweep(agent, &planned));
     let blocked = execute::blocked(&rendered);
     if planned.is_noop() && blocked.is_empty() && request.settled {
         commit(

@@ -54,9 +54,6 @@ pub struct Planned {
     pub hooks: Vec<Hook>,
     /// Account changes, run before the files are written, and conflicts.
     pub accounts: AccountPlan,
-    /// The directories of every desired and recorded file: where a killed rolecall may
-    /// have left temp files (swept by a reconcile that may write, never by `plan`).
-    pub dirs: HashSet<PathBuf>,
     /// The managed-file records as the plan found them: the commit's starting point (only
     /// the commit writes them, so they are still the file's then).
     pub records: Records,
@@ -221,7 +218,7 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
     let rendered = &*rendered;
     let desired = &rendered.desired;
     let all_records = read_records(&agent.state_dir)?;
-    let (records, vouched) = unvouched(&all_records, desired);
+    let records = unvouched(&all_records, desired);
     let disk = snapshot(agent, desired, &records, known)?;
     let mut plan = plan::plan(
         &desired.files,
@@ -236,35 +233,27 @@ pub(super) fn plan(agent: &Agent, rendered: &mut Rendered) -> Result<Planned, Er
         .retain(|p| !records.get(p).is_some_and(|r| blocked(&r.service)));
     let hooks = due_hooks(agent, rendered)?;
     let accounts = plan_accounts(agent, rendered)?;
-    let dirs = disk
-        .keys()
-        .map(PathBuf::as_path)
-        .chain(vouched)
-        .filter_map(Path::parent)
-        .map(Path::to_path_buf);
     Ok(Planned {
         plan,
         hooks,
         accounts,
-        dirs: dirs.collect(),
         records: all_records,
     })
 }
 
-/// The records of the files not vouched for, and the vouched paths: those files stay as
-/// they are, neither read nor planned (their records neither).
-fn unvouched<'a>(records: &Records, desired: &'a Desired) -> (Records, HashSet<&'a Path>) {
+/// The records of the files not vouched for: those files stay as they are, neither read nor
+/// planned (their records neither).
+fn unvouched(records: &Records, desired: &Desired) -> Records {
     let vouched: HashSet<&Path> = desired
         .vouched
         .iter()
         .map(|r| r.file.path.as_path())
         .collect();
-    let records = records
+    records
         .iter()
         .filter(|(p, _)| !vouched.contains(p.as_path()))
         .map(|(p, r)| (p.clone(), r.clone()))
-        .collect();
-    (records, vouched)
+        .collect()
 }
 
 /// The hooks a change of the host's database position makes due.

@@ -285,9 +285,9 @@ impl Fs {
     /// following a symlink from an allowed root down and never creating a directory.
     /// Returns how many were removed.
     ///
-    /// The pipeline calls it once per reconcile, under the lock, with the parent directory
-    /// of every desired and recorded file (issue 15 #4); transactions also sweep each
-    /// directory before their first write in it.
+    /// Transactions sweep each directory before their first write or removal in it, the
+    /// undo of a killed reconcile included (issue 15 #4); the pipeline calls this under the
+    /// lock for the directories of the recorded files when a journal cannot be read.
     ///
     /// # Errors
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
