@@ -348,6 +348,49 @@ fn issue15_a_damaged_journal_still_gets_dead_writers_temp_files_removed() {
     assert!(!journal.exists(), "the damaged journal stayed");
 }
 
+/// Issue 13: the settled record is a shortcut, never fsynced, so a power loss may leave it
+/// empty. An empty one costs a full reconcile (the map is loaded again, the map unchanged);
+/// with a vhost edited by hand too, that reconcile repairs the vhost; the record is replaced
+/// whole.
+#[test]
+fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
+    let agent = agent(&["alpha"]);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let settled = agent.state().join("settled.json");
+    assert!(
+        agent.state_json("settled.json").is_some(),
+        "no settled record"
+    );
+    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    std::fs::write(&settled, "").expect("emptying the settled record");
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let timings = agent.status()["timings"].clone();
+    assert!(
+        timings.get("load").is_some(),
+        "quiet on an empty record: {timings}"
+    );
+
+    std::fs::write(&settled, "").expect("emptying the settled record");
+    std::fs::write(vhost(&agent, "alpha"), "# edited by hand\n").expect("edit");
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        good,
+        "the edited vhost was not repaired: {}",
+        describe(&out)
+    );
+    let timings = agent.status()["timings"].clone();
+    assert!(
+        timings.get("load").is_some(),
+        "no full reconcile: {timings}"
+    );
+    assert!(
+        agent.state_json("settled.json").is_some(),
+        "the empty settled record was not replaced"
+    );
+}
+
 /// `sync --files-only` of `agent` run through the command `wrapper` (its program and
 /// arguments, the rolecall command line appended).
 fn sync_under(agent: &Agent, wrapper: &[&str]) -> Output {

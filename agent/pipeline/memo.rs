@@ -173,7 +173,7 @@ pub(super) fn store(agent: &Agent, desired: &Desired) {
     };
     let path = agent.state_dir.join(MEMO_FILE);
     let written =
-        crate::sys::fs::write_serialized(&path, 0o600, |out| serde_json::to_writer(out, memo));
+        crate::sys::fs::write_shortcut(&path, 0o600, |out| serde_json::to_writer(out, memo));
     if let Err(e) = written {
         error!(error = %chain(&e), "render memo not written (the next render renders everything)");
     }

@@ -80,7 +80,7 @@ impl Expected {
 }
 
 /// The record that the inputs `fingerprint` converged to `desired` and `accounts`, written
-/// and fsynced under a temp name for the commit step to name last; `None` when the record
+/// under a temp name (a shortcut, never fsynced) for the commit step to name last; `None` when the record
 /// on disk says so already, or it could not be written (logged). A files-only run keeps a
 /// full run's record of the same inputs and files rather than weaken it.
 pub(super) fn stage(
@@ -111,7 +111,7 @@ pub(super) fn stage(
         return None;
     }
     let path = agent.state_dir.join(SETTLED_FILE);
-    crate::sys::fs::stage_json(&path, &settled)
+    crate::sys::fs::stage_shortcut_json(&path, &settled)
         .map_err(|e| error!(error = %chain(&e), "settled record not written"))
         .ok()
 }

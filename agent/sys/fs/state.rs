@@ -1,8 +1,9 @@
 //! The agent's own files: the state directory's (status, records, map cache, journal,
 //! settled record, counters) and a few others it writes (man pages, keys, the control
 //! socket's directory). None is read or written through a symlink at its name (issue 15
-//! #9); writes are atomic and durable, with an explicit mode (0600 for contents, issue 15
-//! #3); directories created get mode 0755 whatever the umask.
+//! #9); writes are atomic and durable (the two shortcuts, the render memo and the settled
+//! record, atomic only: see `Synced::Never`), with an explicit mode (0600 for contents,
+//! issue 15 #3); directories created get mode 0755 whatever the umask.
 
 use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
@@ -69,42 +70,50 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
         })
 }
 
-/// Write a JSON state file atomically, mode 0644 (see [`write_serialized`]).
+/// Write a JSON state file atomically and durably, mode 0644.
 ///
 /// # Errors
 /// `Symlink`, I/O or JSON errors.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    stage_json(path, value)?.commit()
+    let serialize = |out: &mut dyn Write| serde_json::to_writer_pretty(out, value);
+    stage_serialized(path, PUBLIC, Synced::Now, serialize)?.commit()
 }
 
-/// [`write_json`] but for the name: the file is written whole and made durable under a
-/// temp name, and takes its own name only at [`Staged::commit`].
+/// A JSON state file that is a shortcut (the settled record of the quiet path): written
+/// whole under a temp name, taking its own name only at [`Staged::commit`], and never
+/// fsynced (see [`Synced::Never`]).
 ///
 /// # Errors
 /// As [`write_json`].
-pub fn stage_json<T: Serialize>(path: &Path, value: &T) -> Result<Staged, Error> {
-    stage_serialized(path, PUBLIC, |out| serde_json::to_writer_pretty(out, value))
+pub fn stage_shortcut_json<T: Serialize>(path: &Path, value: &T) -> Result<Staged, Error> {
+    let serialize = |out: &mut dyn Write| serde_json::to_writer_pretty(out, value);
+    stage_serialized(path, PUBLIC, Synced::Never, serialize)
 }
 
-/// Write a state-directory file atomically with `mode` (as [`write_state_mode`]),
-/// `serialize` writing it straight into the temp file through a buffer: a large record is
-/// never held whole in memory (a 500-vhost host's render memo, settled record and records
-/// are 0.2-0.5 MB each, issue 13).
+/// A state file that is a shortcut (the render memo), `serialize` writing it: atomic, never
+/// fsynced (see [`Synced::Never`]).
 ///
 /// # Errors
-/// `Symlink`, `NotAFile`, I/O; `Json` when `serialize` fails other than by writing.
-pub fn write_serialized(
+/// As [`write_json`].
+pub fn write_shortcut(
     path: &Path,
     mode: u32,
     serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
 ) -> Result<(), Error> {
-    stage_serialized(path, mode, serialize)?.commit()
+    stage_serialized(path, mode, Synced::Never, serialize)?.commit()
 }
 
-/// [`write_serialized`] up to the name: see [`Staged`].
+/// A state-directory file written atomically with `mode` (as [`write_state_mode`]) up to
+/// its name, made durable as `synced` says (see [`Staged`]): `serialize` writes it straight
+/// into the temp file through a buffer, so a large record is never held whole in memory (a
+/// 500-vhost host's render memo, settled record and records are 0.2-0.5 MB each, issue 13).
+///
+/// # Errors
+/// `Symlink`, `NotAFile`, I/O; `Json` when `serialize` fails other than by writing.
 fn stage_serialized(
     path: &Path,
     mode: u32,
+    synced: Synced,
     serialize: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
 ) -> Result<Staged, Error> {
     let (dir_path, _) = split(path)?;
@@ -125,29 +134,32 @@ fn stage_serialized(
         tmp_name = tmp.to_owned();
         Ok(())
     };
-    staged(dir.as_fd(), dir_path, path, mode, Synced::Now, fill, keep)?;
+    staged(dir.as_fd(), dir_path, path, mode, synced, fill, keep)?;
     Ok(Staged {
         dir,
         path: path.to_path_buf(),
         tmp: Some(tmp_name),
+        synced,
     })
 }
 
-/// A state file written whole and fsynced under a temp name in its directory, that takes
-/// its own name only when committed: a record made ready while others are written and named
-/// after them (the settled record, last of a reconcile's commit step, issue 13). Dropped
-/// uncommitted, its temp file is removed; one left by a crash is swept with the lock.
+/// A state file written whole (and fsynced, unless a shortcut) under a temp name in its
+/// directory, that takes its own name only when committed: a record made ready while others
+/// are written and named after them (the settled record, last of a reconcile's commit step,
+/// issue 13). Dropped uncommitted, its temp file is removed; one left by a crash is swept
+/// with the lock.
 #[derive(Debug)]
 pub struct Staged {
     dir: OwnedFd,
     path: PathBuf,
     /// The temp file's name, until it is renamed or removed.
     tmp: Option<String>,
+    synced: Synced,
 }
 
 impl Staged {
     /// Rename the file over its own name (refused if a symlink or a non-file is there),
-    /// then fsync the directory.
+    /// then fsync the directory (not for a shortcut).
     ///
     /// # Errors
     /// `Symlink`, `NotAFile`, I/O; the temp file is removed then.
@@ -164,7 +176,10 @@ impl Staged {
             self.tmp = Some(tmp);
         }
         renamed?;
-        fsync(dir).map_err(errno("syncing directory", dir_path))
+        match self.synced {
+            Synced::Never => Ok(()),
+            _ => fsync(dir).map_err(errno("syncing directory", dir_path)),
+        }
     }
 }
 
@@ -240,6 +255,10 @@ enum Synced {
     Now,
     /// By [`promote_state`], which renames it again.
     AtPromote,
+    /// Never, nor its name: a shortcut (the render memo, the settled record) that a power
+    /// loss may take back to its last copy or leave empty, which costs a full reconcile,
+    /// never a wrong file (issue 13: four of the commit step's fsyncs).
+    Never,
 }
 
 /// [`write_state_mode`], the temp file's content written by `fill`.
@@ -258,7 +277,7 @@ fn write_state_by(
     match synced {
         Synced::Now => fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path)),
         // promote_state renames it again and fsyncs the directory then.
-        Synced::AtPromote => Ok(()),
+        Synced::AtPromote | Synced::Never => Ok(()),
     }
 }
 
@@ -309,7 +328,7 @@ fn staged(
         .and_then(|()| chmod_if_needed(&tmp, mode, path))
         .and_then(|()| match synced {
             Synced::Now => tmp.sync_all().map_err(io("syncing", path)),
-            Synced::AtPromote => Ok(()),
+            Synced::AtPromote | Synced::Never => Ok(()),
         })
         .and_then(|()| place(tmp_name.as_str()));
     if result.is_err() {

@@ -482,7 +482,7 @@ fn a_staged_state_file_takes_its_name_only_when_committed() {
     };
     write_json(&settled, &1).expect("written");
 
-    let staged = stage_json(&settled, &2).expect("staged");
+    let staged = stage_shortcut_json(&settled, &2).expect("staged");
     assert_eq!(read_json::<u8>(&settled).expect("read"), Some(1));
     assert_eq!(
         names().len(),
@@ -497,14 +497,14 @@ fn a_staged_state_file_takes_its_name_only_when_committed() {
         "a dropped stage left its temp file"
     );
 
-    stage_json(&settled, &3)
+    stage_shortcut_json(&settled, &3)
         .expect("staged")
         .commit()
         .expect("committed");
     assert_eq!(read_json::<u8>(&settled).expect("read"), Some(3));
     assert_eq!(names(), ["settled.json"]);
 
-    let staged = stage_json(&settled, &4).expect("staged");
+    let staged = stage_shortcut_json(&settled, &4).expect("staged");
     let target = dir.path().join("target");
     std::fs::write(&target, "kept").expect("target");
     std::fs::remove_file(&settled).expect("removed");
