@@ -156,7 +156,16 @@ pub fn record(
     unrecorded: Option<Unrecorded>,
 ) -> Result<(), crate::sys::fs::Error> {
     let path = state_dir.join(COUNTERS_FILE);
-    let mut counters: Counters = crate::sys::fs::read_json(&path)?.unwrap_or_default();
+    let mut counters: Counters = match crate::sys::fs::read_json(&path) {
+        Ok(counters) => counters.unwrap_or_default(),
+        // A torn copy (disk trouble, a hand edit): the counters start again, as a scraper
+        // expects of counters that reset, instead of the metrics stopping for good.
+        Err(e @ crate::sys::fs::Error::Json { .. }) => {
+            tracing::warn!(error = %crate::text::chain(&e), "counters unreadable: starting again");
+            Counters::default()
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(u) = unrecorded {
         *counters
             .reconciles

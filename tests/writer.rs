@@ -391,6 +391,27 @@ fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
     );
 }
 
+/// A torn copy of the counters (disk trouble, a hand edit) makes them start again with this
+/// reconcile instead of stopping the metrics for good.
+#[test]
+fn torn_counters_start_again() {
+    let agent = agent(&["alpha"]);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let converged = |agent: &Agent| agent.counters()["reconciles"]["converged"].as_u64();
+    assert_eq!(converged(&agent), Some(2), "{}", agent.counters());
+    std::fs::write(agent.state().join("counters.json"), "{\"reconc").expect("tearing");
+
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(
+        !describe(&out).contains("metrics not written"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(converged(&agent), Some(1), "{}", agent.counters());
+}
+
 /// `sync --files-only` of `agent` run through the command `wrapper` (its program and
 /// arguments, the rolecall command line appended).
 fn sync_under(agent: &Agent, wrapper: &[&str]) -> Output {
