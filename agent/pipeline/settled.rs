@@ -80,9 +80,10 @@ impl Expected {
 }
 
 /// The record that the inputs `fingerprint` converged to `desired` and `accounts`, written
-/// under a temp name (a shortcut, never fsynced) for the commit step to name last; `None` when the record
-/// on disk says so already, or it could not be written (logged). A files-only run keeps a
-/// full run's record of the same inputs and files rather than weaken it.
+/// under a temp name (a shortcut, never fsynced) for the commit step to name last; `None`
+/// when the record on disk says so already, or it could not be written (logged). A
+/// files-only run keeps a full run's record of the same inputs and files rather than weaken
+/// it.
 pub(super) fn stage(
     agent: &Agent,
     fingerprint: &str,
