@@ -1,7 +1,7 @@
 //! Pieces of work side by side on scoped threads, for the stages that gain from a second
-//! core (the map's validation and resolution, reading many managed files, sweeping many
-//! directories) or wait on several fsyncs (the commit step's state files), and large values
-//! freed off the way to the report. A leaf: pure stages and `sys` can both use it.
+//! core (the map's validation and resolution, reading or `lstat`ing many managed files) or
+//! wait on several fsyncs (the commit step's state files), and large values freed off the
+//! way to the report. A leaf: pure stages and `sys` can both use it.
 
 use std::thread;
 

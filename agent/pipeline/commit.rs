@@ -75,13 +75,19 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     // Built here, where the memory the render let go of is reused: what another thread
     // allocates grows the process (issue 13's 20 MB).
     let records = new_records(recorded, &rendered.desired, &s.failed);
-    let records = || records.iter().for_each(|r| store_records(agent, r));
+    let write_records = || records.iter().for_each(|r| store(agent, RECORDS_FILE, r));
     let memo = || super::memo::store(agent, &rendered.desired);
-    let jobs: &[&(dyn Fn() + Sync)] = match large {
-        true => &[&cache, &records, &memo],
-        false => &[&records, &memo],
-    };
-    let settled = crate::threads::beside(jobs, || {
+    // A thread only for a file to write: a publish that changes nothing on this host (the
+    // common case on a fleet) starts none.
+    let jobs: Vec<&(dyn Fn() + Sync)> = [
+        (large, &cache as &(dyn Fn() + Sync)),
+        (records.is_some(), &write_records),
+        (rendered.desired.memo.is_some(), &memo),
+    ]
+    .into_iter()
+    .filter_map(|(due, job)| due.then_some(job))
+    .collect();
+    let settled = crate::threads::beside(&jobs, || {
         if !large {
             cache();
         }
@@ -129,12 +135,6 @@ fn new_records(
     (records != *old).then_some(records)
 }
 
-fn store_records(agent: &Agent, records: &Records) {
-    if let Err(e) = crate::sys::fs::write_json(&agent.state_dir.join(RECORDS_FILE), records) {
-        error!(error = %chain(&e), "managed-file records not written");
-    }
-}
-
 fn store_cache(agent: &Agent, loaded: &LoadedMap) {
     if !loaded.is_new {
         return;
@@ -174,7 +174,7 @@ pub(super) fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned
 }
 
 /// Write a JSON state file; a failure is logged (the next reconcile writes it again).
-pub(super) fn store<T: serde::Serialize>(agent: &Agent, name: &str, value: &T) {
+fn store<T: serde::Serialize>(agent: &Agent, name: &str, value: &T) {
     let path = agent.state_dir.join(name);
     if let Err(e) = crate::sys::fs::write_json(&path, value) {
         error!(error = %chain(&e), path = %path.display(), "state file not written");

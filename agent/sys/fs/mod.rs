@@ -122,7 +122,7 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
     nix::unistd::fsync(fd).map_err(errno("syncing directory", dir))
 }
 
-/// Below twice this many paths, [`Fs::snapshot_all`] and [`Fs::sweep`] work on one thread.
+/// Below twice this many paths, [`Fs::snapshot_all`] and [`Fs::stat_all`] work on one thread.
 const MIN_SHARE: usize = 128;
 
 /// Filesystem access under a root prefix, limited to allowed roots.
@@ -292,17 +292,11 @@ impl Fs {
     /// # Errors
     /// `Symlink`/`NotADirectory` for a directory from an allowed root down; I/O.
     pub fn sweep<'p>(&self, dirs: impl IntoIterator<Item = &'p Path>) -> Result<usize, Error> {
+        // One thread: a rare path now (a journal that cannot be read), no longer every
+        // reconcile's sweep of a web host's 500 product directories.
         let mut dirs: Vec<&Path> = dirs.into_iter().collect();
         by_directory(&mut dirs);
-        // A web host's 500 product directories are 500 opens and listings.
-        let (removed, rest) = crate::threads::split(&dirs, dirs.len() / 2, MIN_SHARE, |half| {
-            self.sweep_each(half)
-        });
-        Ok(removed? + rest?)
-    }
-
-    fn sweep_each(&self, dirs: &[&Path]) -> Result<usize, Error> {
-        let removed = self.in_turn(dirs, |dir| dir, |txn, dir| txn.sweep(dir))?;
+        let removed = self.in_turn(&dirs, |dir| dir, |txn, dir| txn.sweep(dir))?;
         Ok(removed.into_iter().sum())
     }
 }

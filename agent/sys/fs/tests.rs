@@ -313,10 +313,10 @@ fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
     );
 }
 
-/// Enough directories for `sweep`, `snapshot_all`, `snapshot_all_as` and `stat_all` to work
-/// on two threads: a dead writer's temp file in the first and in the last directory goes,
-/// every file reads as it does alone, and a symlinked directory in the second half is
-/// refused by each, named, and never followed.
+/// Enough directories for `snapshot_all`, `snapshot_all_as` and `stat_all` to work on two
+/// threads (and `sweep` on one): a dead writer's temp file in the first and in the last
+/// directory goes, every file reads as it does alone, and a symlinked directory in the
+/// second half is refused by each, named, and never followed.
 #[test]
 fn many_directories_are_swept_read_and_stated_on_two_threads_as_on_one() {
     let root = Root::new();
