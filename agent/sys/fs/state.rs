@@ -177,8 +177,10 @@ impl Staged {
         }
         renamed?;
         match self.synced {
+            Synced::Now | Synced::AtPromote => {
+                fsync(dir).map_err(errno("syncing directory", dir_path))
+            }
             Synced::Never => Ok(()),
-            _ => fsync(dir).map_err(errno("syncing directory", dir_path)),
         }
     }
 }
