@@ -108,7 +108,7 @@ fn reconciles(out: &mut String, counters: &Counters) {
 
 /// The gauges of the last reconcile: name, help text, value (a table).
 fn gauges(report: &RunReport) -> [(&'static str, &'static str, f64); 4] {
-    let generation = report.map.as_ref().map_or(0, |m| m.generation);
+    let generation = report.map.as_ref().map_or(0, |m| m.info.generation);
     let from_cache = report.map.as_ref().is_some_and(|m| m.from_cache);
     [
         (

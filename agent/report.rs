@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::FileReport;
 use crate::hooks::HookReport;
+use crate::render::MapInfo;
 use crate::services::ReloadReport;
 use crate::smoke::SmokeResult;
 
@@ -183,14 +184,9 @@ pub(crate) struct Facts {
 /// Where the map came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapReport {
-    /// Source URL.
-    pub url: String,
-    /// ETag.
-    pub etag: Option<String>,
-    /// S3 VersionId.
-    pub version: Option<String>,
-    /// Generation.
-    pub generation: u64,
+    /// Where it came from (keys `url`, `etag`, `version`, `generation`).
+    #[serde(flatten)]
+    pub info: MapInfo,
     /// Served from the last-good cache rather than the source.
     pub from_cache: bool,
     /// Why the cache was used, if it was.
@@ -298,7 +294,7 @@ impl RunReport {
         }
         match (&facts.rejected, outcome) {
             (Some(why), Outcome::Converged) => {
-                let generation = self.map.as_ref().map_or(0, |m| m.generation);
+                let generation = self.map.as_ref().map_or(0, |m| m.info.generation);
                 let text = format!("map rejected: {why}; kept generation {generation}");
                 self.finish(Outcome::Invalid, text);
             }
@@ -371,7 +367,11 @@ impl RunReport {
     /// `converged to generation N (etag E), <what>[ using cached map (why)]`.
     fn converged(&self, what: &str) -> String {
         let (generation, etag, cache) = match &self.map {
-            Some(m) => (m.generation, m.etag.as_deref(), m.cache_reason.as_deref()),
+            Some(m) => (
+                m.info.generation,
+                m.info.etag.as_deref(),
+                m.cache_reason.as_deref(),
+            ),
             None => (0, None, None),
         };
         let from_cache = self.map.as_ref().is_some_and(|m| m.from_cache);
@@ -485,10 +485,10 @@ pub fn summary(r: &RunReport) -> String {
     };
     if let Some(m) = &r.map {
         let cache = if m.from_cache { " (from cache)" } else { "" };
-        let etag = m.etag.as_deref().unwrap_or("-");
+        let etag = m.info.etag.as_deref().unwrap_or("-");
         out.push_str(&format!(
             "map: {} generation {} etag {etag}{cache}\n",
-            m.url, m.generation
+            m.info.url, m.info.generation
         ));
     }
     out.push_str(&changes(r));

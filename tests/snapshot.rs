@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 use flate2::read::GzDecoder;
+use rolecall::render::MapInfo;
 use rolecall::source::{Cache, CachedMap};
 
 use crate::fixture::{assert_exit, assert_stderr, assert_stdout, describe, Agent, Setup};
@@ -31,10 +32,12 @@ fn backup_agent(db: &MariaDb, bucket: &str, database: &str) -> Agent {
     rolecall::rolemap::load(map.as_bytes()).expect("the test map is valid");
     let cached = CachedMap {
         bytes: map.into_bytes(),
-        etag: Some("\"test\"".into()),
-        version: None,
-        generation: 3,
-        url: "s3://fleet-config/rolemap.toml".into(),
+        info: MapInfo {
+            url: "s3://fleet-config/rolemap.toml".into(),
+            etag: Some("\"test\"".into()),
+            version: None,
+            generation: 3,
+        },
     };
     Cache::new(agent.state())
         .store(&cached.bytes, &cached.meta())

@@ -50,7 +50,7 @@ pub(super) fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
 /// The plugin state and message for a status record at time `now`.
 pub fn judge(r: &RunReport, now: u64, args: &Args) -> (u8, String) {
     let age = r.last_converged_unix.map(|t| now.saturating_sub(t));
-    let generation = r.map.as_ref().map_or(0, |m| m.generation);
+    let generation = r.map.as_ref().map_or(0, |m| m.info.generation);
     match r.outcome {
         Outcome::RolledBack | Outcome::Failed | Outcome::Invalid => {
             return (CRITICAL, r.message.clone())
@@ -88,7 +88,7 @@ pub fn judge(r: &RunReport, now: u64, args: &Args) -> (u8, String) {
 
 fn perfdata(r: &RunReport, now: u64, args: &Args) -> String {
     let age = r.last_converged_unix.map_or(0, |t| now.saturating_sub(t));
-    let generation = r.map.as_ref().map_or(0, |m| m.generation);
+    let generation = r.map.as_ref().map_or(0, |m| m.info.generation);
     format!(
         "age={age}s;{};{};0 duration={}ms;;;0 generation={generation};;;0 files={};;;0",
         args.warn_age.as_secs(),

@@ -34,7 +34,7 @@ impl Standing {
     /// A reconcile's standing: `held` or `halted` on the newer generation a staged rollout
     /// kept from it, else its outcome on the map it used.
     pub fn of(report: &RunReport) -> Standing {
-        let generation = report.map.as_ref().map(|m| m.generation);
+        let generation = report.map.as_ref().map(|m| m.info.generation);
         if let Some(note) = &report.rollout {
             return Standing {
                 state: note.state,
@@ -192,10 +192,9 @@ mod tests {
     fn report(outcome: Outcome, generation: u64) -> RunReport {
         let mut r = RunReport::start(Trigger::Poll);
         r.outcome = outcome;
-        r.map = Some(MapReport {
-            generation,
-            ..MapReport::default()
-        });
+        let mut map = MapReport::default();
+        map.info.generation = generation;
+        r.map = Some(map);
         r
     }
 

@@ -272,10 +272,9 @@ mod tests {
     fn run_report(id: &str, generation: u64) -> RunReport {
         let mut r = RunReport::start(crate::report::Trigger::Poll);
         r.host_id = Some(id.to_string());
-        r.map = Some(crate::report::MapReport {
-            generation,
-            ..Default::default()
-        });
+        let mut map = crate::report::MapReport::default();
+        map.info.generation = generation;
+        r.map = Some(map);
         r
     }
 

@@ -140,10 +140,7 @@ fn store_cache(agent: &Agent, loaded: &LoadedMap) {
         return;
     }
     let meta = CacheMeta {
-        url: loaded.info.url.clone(),
-        generation: loaded.info.generation,
-        etag: loaded.info.etag.clone(),
-        version: loaded.info.version.clone(),
+        info: loaded.info.clone(),
         sha256: loaded.sha256.clone(),
     };
     let stored = match loaded.cache_staged {

@@ -44,10 +44,7 @@ pub struct LoadedMap {
 impl LoadedMap {
     pub(super) fn report(&self) -> MapReport {
         MapReport {
-            url: self.info.url.clone(),
-            etag: self.info.etag.clone(),
-            version: self.info.version.clone(),
-            generation: self.info.generation,
+            info: self.info.clone(),
             from_cache: self.from_cache,
             cache_reason: self.cache_reason.clone(),
         }
@@ -57,10 +54,7 @@ impl LoadedMap {
 /// What the status record says of a map the source still holds unchanged.
 pub(super) fn unchanged_report(meta: &CacheMeta) -> MapReport {
     MapReport {
-        url: meta.url.clone(),
-        etag: meta.etag.clone(),
-        version: meta.version.clone(),
-        generation: meta.generation,
+        info: meta.info.clone(),
         from_cache: false,
         cache_reason: None,
     }
@@ -104,7 +98,7 @@ impl Fetch {
 pub(super) async fn fetch(agent: &Agent, source: &AnySource) -> Fetch {
     let cached = cached_meta(agent);
     let fetched = source
-        .fetch(cached.as_ref().and_then(|c| c.etag.as_deref()))
+        .fetch(cached.as_ref().and_then(|c| c.info.etag.as_deref()))
         .await;
     Fetch { cached, fetched }
 }
@@ -116,7 +110,7 @@ pub(super) fn cached_meta(agent: &Agent) -> Option<CacheMeta> {
         warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
         None
     });
-    cached.filter(|c| c.url == agent.settings.map_url)
+    cached.filter(|c| c.info.url == agent.settings.map_url)
 }
 
 /// Stage 3: verify, validate and resolve for `identity` what [`fetch`] found, falling back
@@ -134,7 +128,7 @@ pub(super) async fn load(
     let refusal = match fetch.fetched {
         Ok(Fetched::NotModified) => return unmodified(agent, had_cache, identity),
         Ok(Fetched::Map(m)) => {
-            let applied = fetch.cached.as_ref().map(|c| c.generation);
+            let applied = fetch.cached.as_ref().map(|c| c.info.generation);
             match take(agent, m, applied, identity).await {
                 Ok(loaded) => return Ok(loaded),
                 Err(e) => Refusal::refused(url, e),
@@ -149,7 +143,7 @@ pub(super) async fn load(
     };
     match cached_map(agent, had_cache) {
         Some(c) => {
-            warn!(reason = %refusal.reason, generation = c.generation, "using cached map");
+            warn!(reason = %refusal.reason, generation = c.info.generation, "using cached map");
             from_cache(c, identity, refusal.reason, refusal.rejected)
         }
         None => Err(refusal.error),
@@ -223,7 +217,7 @@ fn cached_map(agent: &Agent, had_cache: bool) -> Option<CachedMap> {
             warn!(error = %chain(&e), "last-good cache unreadable, ignoring it");
             None
         })
-        .filter(|c| c.url == agent.settings.map_url)
+        .filter(|c| c.info.url == agent.settings.map_url)
 }
 
 /// With `map.verify_key` set, a map is used only with a valid detached signature.
@@ -264,7 +258,10 @@ pub(super) fn from_cache(
     rejected: bool,
 ) -> Result<LoadedMap, Error> {
     let resolved = rolemap::load_for(&c.bytes, identity)?;
-    let mut m = loaded(resolved, (c.bytes, None), c.etag, c.version, &c.url);
+    let MapInfo {
+        url, etag, version, ..
+    } = c.info;
+    let mut m = loaded(resolved, (c.bytes, None), etag, version, &url);
     m.from_cache = true;
     m.is_new = false;
     m.cache_reason = Some(reason);

@@ -241,7 +241,7 @@ async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> 
             return Ok(Obtained::Ended(ended));
         }
     }
-    let applied = fetch.cached.as_ref().map(|c| c.generation);
+    let applied = fetch.cached.as_ref().map(|c| c.info.generation);
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
     let loaded = staged(run, loaded, applied, identity, held).await?;

@@ -202,17 +202,18 @@ pub struct Desired {
     pub memo: Option<Memo>,
 }
 
-/// `map` as templates see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Where a map came from: `map` as templates see it. The cache's metadata and the status
+/// record's map hold it too, flattened (the same four keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapInfo {
+    /// Source URL.
+    pub url: String,
     /// ETag of the map object.
     pub etag: Option<String>,
     /// S3 VersionId.
     pub version: Option<String>,
-    /// Generation.
+    /// The map's `generation`.
     pub generation: u64,
-    /// Source URL.
-    pub url: String,
 }
 
 /// The Tera instance of one reconcile: every `*.tera` file under `paths.templates`, and

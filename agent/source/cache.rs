@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use crate::render::MapInfo;
 use crate::text::sha256_hex;
 
 const MAP_FILE: &str = "map.toml";
@@ -21,24 +22,15 @@ const NEXT_FILE: &str = "map.toml.next";
 pub struct CachedMap {
     /// Exact bytes of the map.
     pub bytes: Vec<u8>,
-    /// ETag the source gave it, if any.
-    pub etag: Option<String>,
-    /// S3 VersionId, if any.
-    pub version: Option<String>,
-    /// The map's `generation`.
-    pub generation: u64,
-    /// URL it was fetched from; a cache from another URL is the caller's to ignore.
-    pub url: String,
+    /// Where it came from; a cache from another URL is the caller's to ignore.
+    pub info: MapInfo,
 }
 
 impl CachedMap {
     /// The metadata that goes with the map, its SHA-256 computed.
     pub fn meta(&self) -> CacheMeta {
         CacheMeta {
-            url: self.url.clone(),
-            generation: self.generation,
-            etag: self.etag.clone(),
-            version: self.version.clone(),
+            info: self.info.clone(),
             sha256: sha256_hex(&self.bytes),
         }
     }
@@ -49,14 +41,9 @@ impl CachedMap {
 /// version still uses a cache written by a newer one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheMeta {
-    /// URL the map was fetched from.
-    pub url: String,
-    /// The map's `generation`.
-    pub generation: u64,
-    /// ETag the source gave it, if any.
-    pub etag: Option<String>,
-    /// S3 VersionId, if any.
-    pub version: Option<String>,
+    /// Where the map came from (keys `url`, `etag`, `version`, `generation`).
+    #[serde(flatten)]
+    pub info: MapInfo,
     /// Hex SHA-256 of `map.toml`, which ties the two files together.
     pub sha256: String,
 }
@@ -98,10 +85,7 @@ impl Cache {
         }
         Ok(Some(CachedMap {
             bytes,
-            etag: meta.etag,
-            version: meta.version,
-            generation: meta.generation,
-            url: meta.url,
+            info: meta.info,
         }))
     }
 
@@ -127,8 +111,8 @@ impl Cache {
         write_atomic(&self.dir, META_FILE, &json)?;
         tracing::debug!(
             path = %self.dir.display(),
-            generation = meta.generation,
-            map_etag = ?meta.etag,
+            generation = meta.info.generation,
+            map_etag = ?meta.info.etag,
             "map cached"
         );
         Ok(())
@@ -210,11 +194,43 @@ mod tests {
     fn sample() -> CachedMap {
         CachedMap {
             bytes: b"schema = 1\ngeneration = 41\n".to_vec(),
-            etag: Some("\"9b2cf535f27731c974343645a3985328\"".to_owned()),
-            version: Some("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY".to_owned()),
-            generation: 41,
-            url: "s3://fleet-config/rolemap.toml".to_owned(),
+            info: MapInfo {
+                url: "s3://fleet-config/rolemap.toml".to_owned(),
+                etag: Some("\"9b2cf535f27731c974343645a3985328\"".to_owned()),
+                version: Some("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY".to_owned()),
+                generation: 41,
+            },
         }
+    }
+
+    /// `map.meta.json` keeps its flat keys, so agents before and after this one read each
+    /// other's cache: the file as earlier versions wrote it reads back, and what this
+    /// version writes has the same keys at the top level.
+    #[test]
+    fn the_metadata_file_keeps_its_flat_keys() {
+        let (dir, cache) = holding_sample();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(META_FILE)).expect("meta"))
+                .expect("json");
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["etag", "generation", "sha256", "url", "version"]);
+
+        let older = serde_json::json!({
+            "url": "s3://fleet-config/rolemap.toml",
+            "generation": 41,
+            "etag": "\"9b2cf535f27731c974343645a3985328\"",
+            "version": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY",
+            "sha256": sha256_hex(&sample().bytes),
+            "written_by": "a later version",
+        });
+        std::fs::write(dir.path().join(META_FILE), older.to_string()).expect("older meta");
+        assert_eq!(cache.load().expect("load"), Some(sample()));
     }
 
     /// A cache in a temp dir that holds [`sample`].
@@ -251,12 +267,10 @@ mod tests {
             .store(&sample().bytes, &sample().meta())
             .expect("store");
         assert_eq!(cache.load().expect("load"), Some(sample()));
-        let newer = CachedMap {
-            generation: 42,
-            etag: None,
-            version: None,
-            ..sample()
-        };
+        let mut newer = sample();
+        newer.info.generation = 42;
+        newer.info.etag = None;
+        newer.info.version = None;
         cache
             .store(&newer.bytes, &newer.meta())
             .expect("store again");
@@ -270,11 +284,9 @@ mod tests {
     #[test]
     fn a_staged_map_is_the_cache_only_once_promoted() {
         let (dir, cache) = holding_sample();
-        let newer = CachedMap {
-            bytes: b"schema = 1\ngeneration = 42\n".to_vec(),
-            generation: 42,
-            ..sample()
-        };
+        let mut newer = sample();
+        newer.bytes = b"schema = 1\ngeneration = 42\n".to_vec();
+        newer.info.generation = 42;
         cache.stage(&newer.bytes).expect("stage");
         assert_eq!(
             cache.load().expect("load"),
