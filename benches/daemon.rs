@@ -120,7 +120,16 @@ fn dist_binary() -> PathBuf {
         .status()
         .expect("running cargo");
     assert!(status.success(), "cargo build --profile dist failed");
-    target.join("dist").join("rolecall")
+    let binary = target.join("dist").join("rolecall");
+    // A stale code order (after a dependency or toolchain update) costs its RSS savings.
+    let check = std::process::Command::new("bash")
+        .args(["packaging/code-order.sh", "--check"])
+        .arg(&binary)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running packaging/code-order.sh --check");
+    print!("code order: {}", String::from_utf8_lossy(&check.stdout));
+    binary
 }
 
 /// Without `--bench`: one boot to `READY=1` against a real Apache (file map, static
