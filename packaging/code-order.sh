@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Write packaging/code-order.txt: the functions of the packaged binary that a sync, a
-# quiet poll, `status`, `plan` and the idle daemon run, in the order they first run.
+# quiet poll, `status`, `plan` and the idle daemon run, in the order they first run. The
+# order counts as well as the set: sorted by name, the same set let a sync peak 1 MB
+# higher. Which of two threads' functions runs first changes between runs, so a new file
+# reorders some lines even when the set is the same.
 # build.rs hands the file to the linker for the `dist` profile, which then places those
 # functions first and together, so the code a run touches is a few hundred pages instead
 # of pieces of every part of the binary (issue 13: a sync peaks about 3 MB lower, the idle
@@ -38,16 +41,17 @@ case "${1:-}" in
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" 2 ;;
 esac
-[ -f Cargo.toml ] && [ -f build.rs ] && grep -q '^name = "rolecall"' Cargo.toml \
-    || die "run from the rolecall repository root" 2
+if ! { [ -f Cargo.toml ] && [ -f build.rs ] && grep -q '^name = "rolecall"' Cargo.toml; }; then
+    die "run from the rolecall repository root" 2
+fi
 
 # The text symbols the binary defines, one name a line.
-defined() { nm --defined-only "$BIN" | awk 'NF == 3 && $2 ~ /^[tTwW]$/ { print $3 }' | sort -u; }
+defined() { nm --defined-only "$BIN" | awk 'NF == 3 && $2 ~ /^[tTwW]$/ { print $3 }'; }
 
 if [ "$check" = 1 ]; then
     [ -x "$BIN" ] || die "no $BIN: run \`cargo build --profile dist\` first"
     listed=$(grep -c . "$ORDER" || true)
-    found=$(sort -u "$ORDER" | comm -12 - <(defined) | grep -c . || true)
+    found=$(LC_ALL=C comm -12 <(LC_ALL=C sort -u "$ORDER") <(defined | LC_ALL=C sort -u) | grep -c . || true)
     echo "$found of $listed functions of $ORDER are in $BIN"
     exit 0
 fi
@@ -222,8 +226,8 @@ wait "$daemon" || true
 log "writing $ORDER"
 # Each name once, in the order first seen (callgrind names a function at its first
 # `fn=`/`cfn=` line with its number), kept only when the binary defines it.
-for f in $(ls "$work"/cg.* | sort -t. -k2 -n); do
-    sed -n 's/^c\{0,1\}fn=([0-9]*) \([^ ]*\)$/\1/p' "$f"
+for i in $(seq "$n"); do
+    sed -n 's/^c\{0,1\}fn=([0-9]*) \([^ ]*\)$/\1/p' "$work/cg.$i"
 done | awk '!seen[$0]++' > "$work/seen.txt"
 awk 'NR == FNR { have[$0] = 1; next } have[$0]' <(defined) "$work/seen.txt" > "$ORDER"
 log "$(grep -c . "$ORDER") functions, $(grep -c . "$work/seen.txt") seen"

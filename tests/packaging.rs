@@ -159,6 +159,7 @@ fn packaging_scripts_pass_shellcheck() {
     let p = repo().join("packaging");
     let mut scripts = vec![
         p.join("build.sh"),
+        p.join("code-order.sh"),
         p.join("verify-unit.sh"),
         p.join("image/bake.sh"),
         p.join("deb/postinst"),
