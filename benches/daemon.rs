@@ -128,7 +128,11 @@ fn dist_binary() -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("running packaging/code-order.sh --check");
-    print!("code order: {}", String::from_utf8_lossy(&check.stdout));
+    let said = match check.status.success() {
+        true => check.stdout,
+        false => check.stderr,
+    };
+    print!("code order: {}", String::from_utf8_lossy(&said));
     binary
 }
 
