@@ -160,6 +160,5 @@ pub struct FileReport {
     pub path: PathBuf,
     /// `create`, `update`, `metadata` or `remove`.
     pub action: String,
-    /// Service.
     pub service: Option<String>,
 }

@@ -55,7 +55,6 @@ pub fn due<'a>(hooks: &'a [Hook], events: &BTreeSet<HookEvent>) -> Vec<&'a Hook>
 pub struct HookReport {
     /// Event.
     pub on: HookEvent,
-    /// Command.
     pub command: String,
     /// Success.
     pub ok: bool,

@@ -20,7 +20,6 @@ pub const METRICS_FILE: &str = "rolecall.prom";
 pub struct Counters {
     /// Reconciles by outcome.
     pub reconciles: BTreeMap<String, u64>,
-    /// Rollbacks.
     pub rollbacks: u64,
     /// Failed smoke tests.
     pub smoke_failures: u64,

@@ -27,7 +27,6 @@ pub fn needs_reload<'a>(catalog: &'a Catalog, receipts: &[Receipt]) -> Vec<&'a S
 /// The result of one reload, for the status record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadReport {
-    /// Service.
     pub service: String,
     /// `reload` or `restart`.
     pub action: String,

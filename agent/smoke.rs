@@ -26,7 +26,6 @@ const MARKER_STATUS: u16 = 410;
 pub struct SmokeResult {
     /// Test name.
     pub name: String,
-    /// Role.
     pub role: String,
     /// Passed.
     pub ok: bool,

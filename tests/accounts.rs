@@ -158,9 +158,7 @@ fn printed(out: &std::process::Output) -> String {
 /// Neither `tv`'s vhost nor the account records were written.
 #[track_caller]
 fn assert_nothing_written_for_tv(agent: &Agent) {
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-tv.conf")
-        .exists());
+    assert!(!agent.vhost("tv").exists());
     assert!(!agent.state().join("accounts.json").exists());
 }
 
@@ -436,9 +434,7 @@ fn a_failed_smoke_test_rolls_the_account_files_back_byte_for_byte() {
         "passwd, group, shadow or gshadow differ after the rollback"
     );
     assert!(!agent.state().join("accounts.json").exists());
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
-        .exists());
+    assert!(!agent.vhost("beta").exists());
     assert_eq!(
         apache.get("alpha.example.test", "/health.txt"),
         (200, "ok alpha\n".to_string())

@@ -14,8 +14,7 @@ use crate::support::wait_until;
 fn issue13_a_map_that_only_adds_an_unrelated_host_changes_nothing_on_a_web_host() {
     let (agent, apache, base) = synced_web_agent(&["alpha", "beta"]);
     let generation = apache.generation();
-    let vhosts = ["alpha", "beta"]
-        .map(|p| agent.path(&format!("/etc/apache2/sites-enabled/rolecall-{p}.conf")));
+    let vhosts = ["alpha", "beta"].map(|p| agent.vhost(p));
     let before = vhosts.clone().map(|v| identity_of(&v));
 
     let mut next = web_map(2, &["alpha", "beta"], &base);
@@ -74,8 +73,7 @@ fn issue13_the_render_memo_never_hands_out_a_stale_file() {
     let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
     let memo = agent.state().join("render-memo.json");
     assert!(memo.exists(), "no render memo after the first sync");
-    let [alpha, beta] = ["alpha", "beta"]
-        .map(|p| agent.path(&format!("/etc/apache2/sites-enabled/rolecall-{p}.conf")));
+    let [alpha, beta] = ["alpha", "beta"].map(|p| agent.vhost(p));
     let read = |path: &std::path::Path| std::fs::read_to_string(path).expect("a vhost");
     let beta_good = read(&beta);
 
@@ -128,7 +126,7 @@ fn issue13_a_symlink_at_the_render_memo_is_not_followed() {
         describe(&out)
     );
     assert_eq!(std::fs::read(&elsewhere).expect("the memo"), before);
-    let vhost = agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf");
+    let vhost = agent.vhost("alpha");
     let text = std::fs::read_to_string(vhost).expect("alpha's vhost");
     assert!(text.contains("ServerAlias w2.alpha.example.test"), "{text}");
 }
@@ -139,7 +137,7 @@ fn issue13_a_symlink_at_the_render_memo_is_not_followed() {
 #[test]
 fn issue13_the_quiet_path_sees_an_edit_that_keeps_size_and_mtime() {
     let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
-    let beta = agent.path("/etc/apache2/sites-enabled/rolecall-beta.conf");
+    let beta = agent.vhost("beta");
     let good = std::fs::read(&beta).expect("beta's vhost");
     // A commit stamps the files written a clock tick or more before it: beta's vhost, once
     // a later publish changes alpha only.
@@ -184,7 +182,7 @@ fn issue13_the_quiet_path_sees_an_edit_that_keeps_size_and_mtime() {
 fn issue13_a_file_vouched_for_by_its_stamp_is_read_again_once_touched() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let (agent, _apache, base) = synced_web_agent(&["alpha", "beta"]);
-    let beta = agent.path("/etc/apache2/sites-enabled/rolecall-beta.conf");
+    let beta = agent.vhost("beta");
     let good = std::fs::read(&beta).expect("beta's vhost");
     let mode = std::fs::metadata(&beta).expect("beta's vhost").mode() & 0o7777;
     // Each sync changes alpha only: beta comes from the memo.

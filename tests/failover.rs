@@ -217,8 +217,7 @@ fn promote_after_the_master_dies_reconfigures_every_host() {
             server.query("SHOW SLAVE STATUS\\G")
         );
     }
-    let vhost = std::fs::read_to_string(web.path("/etc/apache2/sites-enabled/rolecall-shop.conf"))
-        .expect("vhost");
+    let vhost = std::fs::read_to_string(web.vhost("shop")).expect("vhost");
     assert!(
         vhost.contains("SetEnv ROLECALL_DB_MASTER 127.0.0.22\n"),
         "{vhost}"

@@ -173,6 +173,13 @@ impl Agent {
         self.root.join(logical.trim_start_matches('/'))
     }
 
+    /// The physical path of the vhost the web role renders for `product`.
+    pub fn vhost(&self, product: &str) -> PathBuf {
+        self.path(&format!(
+            "/etc/apache2/sites-enabled/rolecall-{product}.conf"
+        ))
+    }
+
     /// The physical state directory.
     pub fn state(&self) -> PathBuf {
         self.path("/var/lib/rolecall")

@@ -260,9 +260,7 @@ fn only_wave_0_applied(
             wave == 0,
             "{id} (wave {wave}) wrote the broken vhost: {wrote}"
         );
-        let vhost = fleet.hosts[id]
-            .agent
-            .path("/etc/apache2/sites-enabled/rolecall-broken.conf");
+        let vhost = fleet.hosts[id].agent.vhost("broken");
         assert!(!vhost.exists(), "{id} kept the broken vhost");
         let state = if wave == 0 { "fail" } else { "halted" };
         assert!(

@@ -38,9 +38,7 @@ fn issue15_a_full_state_directory_stops_the_reconcile_before_its_first_write() {
     drop(full);
     // With room again, the same map applies.
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
-    assert!(agent
-        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
-        .exists());
+    assert!(agent.vhost("beta").exists());
 }
 
 /// A map with one line of `len` bytes that toml refuses (an unterminated string).

@@ -51,10 +51,6 @@ fn refused(out: &Output, what: &str) {
     );
 }
 
-fn vhost(agent: &Agent, product: &str) -> PathBuf {
-    Apache::sites_dir(&agent.root).join(format!("rolecall-{product}.conf"))
-}
-
 #[test]
 fn vhosts_of_three_products_pass_apache_configtest_and_serve() {
     let (agent, apache) = web_agent(Apache::start);
@@ -63,7 +59,7 @@ fn vhosts_of_three_products_pass_apache_configtest_and_serve() {
     agent.write_map(&web_map(1, &products, &base));
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     for product in products {
-        assert!(vhost(&agent, product).is_file(), "no vhost for {product}");
+        assert!(agent.vhost(product).is_file(), "no vhost for {product}");
     }
 
     let check = run(&apache.check_cmd());
@@ -100,7 +96,7 @@ fn a_vhost_with_a_misspelt_directive_fails_apache_configtest() {
     let base = docroots(&agent, &["alpha"]);
     agent.write_map(&web_map(1, &["alpha"], &base));
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
-    let rendered = std::fs::read_to_string(vhost(&agent, "alpha")).expect("the rendered vhost");
+    let rendered = std::fs::read_to_string(agent.vhost("alpha")).expect("the rendered vhost");
     let misspelt = rendered
         .replace("alpha.example.test", "misspelt.example.test")
         .replace("DocumentRoot ", "DocumentRooot ");

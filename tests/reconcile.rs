@@ -38,12 +38,6 @@ pub fn synced_web_agent(products: &[&str]) -> (Agent, Apache, PathBuf) {
     (agent, apache, base)
 }
 
-fn vhost(agent: &Agent, product: &str) -> PathBuf {
-    agent.path(&format!(
-        "/etc/apache2/sites-enabled/rolecall-{product}.conf"
-    ))
-}
-
 #[test]
 fn second_sync_writes_nothing_and_reloads_nothing() {
     let (agent, apache, _) = synced_web_agent(&["alpha", "beta"]);
@@ -52,16 +46,16 @@ fn second_sync_writes_nothing_and_reloads_nothing() {
         (200, "ok alpha\n".to_string())
     );
     let before = (
-        identity_of(&vhost(&agent, "alpha")),
-        identity_of(&vhost(&agent, "beta")),
+        identity_of(&agent.vhost("alpha")),
+        identity_of(&agent.vhost("beta")),
     );
     let generation = apache.generation();
 
     assert_stdout(&agent.run(&["sync"]), 0, &["no changes"]);
     assert_eq!(
         (
-            identity_of(&vhost(&agent, "alpha")),
-            identity_of(&vhost(&agent, "beta"))
+            identity_of(&agent.vhost("alpha")),
+            identity_of(&agent.vhost("beta"))
         ),
         before
     );
@@ -111,7 +105,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
         );
     }
     assert!(services(&agent), "a full sync settled without services");
-    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
     assert_exit(&agent.run(&["sync"]), 0);
     let quiet = stages(&agent);
     assert!(
@@ -119,11 +113,11 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
         "an unchanged sync loaded the map: {quiet:?}"
     );
 
-    std::fs::write(vhost(&agent, "alpha"), "# edited by hand\n").expect("hand edit");
+    std::fs::write(agent.vhost("alpha"), "# edited by hand\n").expect("hand edit");
     let out = agent.run(&["sync"]);
     assert_exit(&out, 0);
     assert_eq!(
-        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        std::fs::read(agent.vhost("alpha")).expect("vhost"),
         good,
         "{}",
         describe(&out)
@@ -132,18 +126,15 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
 
     use std::os::unix::fs::PermissionsExt;
     let mode = |agent: &Agent| {
-        std::fs::metadata(vhost(agent, "alpha"))
+        std::fs::metadata(agent.vhost("alpha"))
             .expect("vhost")
             .permissions()
             .mode()
             & 0o7777
     };
     let wanted = mode(&agent);
-    std::fs::set_permissions(
-        vhost(&agent, "alpha"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
+    std::fs::set_permissions(agent.vhost("alpha"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
     assert_exit(&agent.run(&["sync"]), 0);
     assert_eq!(mode(&agent), wanted, "a mode change was not repaired");
 
@@ -153,7 +144,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
         "    # new line\n</VirtualHost>",
     );
     assert_exit(&agent.run(&["sync"]), 0);
-    let now = std::fs::read_to_string(vhost(&agent, "alpha")).expect("vhost");
+    let now = std::fs::read_to_string(agent.vhost("alpha")).expect("vhost");
     assert!(
         now.contains("# new line"),
         "a changed template was not rendered: {now}"
@@ -170,11 +161,11 @@ fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
     let out = agent.run(&["sync"]);
     assert_exit(&out, 0);
     assert!(
-        !vhost(&agent, "beta").exists(),
+        !agent.vhost("beta").exists(),
         "beta's vhost was not removed: {}",
         describe(&out)
     );
-    assert!(vhost(&agent, "alpha").exists());
+    assert!(agent.vhost("alpha").exists());
     assert_eq!(
         std::fs::read(&theirs).expect("still there"),
         b"# written by an operator\n"
@@ -190,7 +181,7 @@ fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
 #[test]
 fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
     let (agent, apache, _) = synced_web_agent(&["alpha"]);
-    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
     let (reloads, generation) = (apache.reloads().len(), apache.generation());
 
     replace_in(
@@ -207,7 +198,7 @@ fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
         describe(&out)
     );
     assert_eq!(
-        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        std::fs::read(agent.vhost("alpha")).expect("vhost"),
         good,
         "the old vhost was not restored"
     );
@@ -227,7 +218,7 @@ fn a_symlink_at_a_destination_is_refused_and_nothing_is_written() {
     let target = agent.dir.path().join("precious");
     std::fs::write(&target, "do not overwrite\n").expect("target");
     std::fs::create_dir_all(agent.path("/etc/apache2/sites-enabled")).expect("dir");
-    std::os::unix::fs::symlink(&target, vhost(&agent, "beta")).expect("symlink");
+    std::os::unix::fs::symlink(&target, agent.vhost("beta")).expect("symlink");
     let before = tree(&agent.path("/etc"));
 
     assert_stdout(&agent.run(&["sync", "--files-only"]), 2, &["symlink"]);
@@ -236,7 +227,7 @@ fn a_symlink_at_a_destination_is_refused_and_nothing_is_written() {
         b"do not overwrite\n"
     );
     assert_eq!(tree(&agent.path("/etc")), before, "something was written");
-    assert!(!vhost(&agent, "alpha").exists());
+    assert!(!agent.vhost("alpha").exists());
 }
 
 #[test]
@@ -358,7 +349,7 @@ fn a_reconcile_killed_mid_transaction_is_undone_and_applied_again() {
         describe(&out)
     );
     assert!(
-        vhost(&agent, "alpha").exists(),
+        agent.vhost("alpha").exists(),
         "the crash happened before the write"
     );
     let journal = agent.state().join("journal");

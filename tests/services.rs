@@ -120,9 +120,7 @@ fn a_reload_applied_after_its_command_returns_cannot_pass_a_broken_site() {
         "{}\n{status}",
         describe(&out)
     );
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
-        .exists());
+    assert!(!agent.vhost("beta").exists());
 
     // Control: the shipped smoke test without its marker keeps the broken site. Once the
     // rollback's own reload has landed, beta's Host falls through to alpha's site again.
@@ -169,8 +167,7 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
     std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
     agent.write_map(&web_map(1, &["alpha"], &base));
     assert_exit(&agent.run(&["sync"]), 0);
-    let served =
-        std::fs::read(agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf")).expect("alpha");
+    let served = std::fs::read(agent.vhost("alpha")).expect("alpha");
 
     agent.write_map(&web_map(2, &["alpha", "beta"], &base));
     let daemon = Daemon::start(&agent, &[]);
@@ -194,13 +191,8 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
             .is_some_and(|s| !s.is_empty() && s.iter().all(|r| r["ok"] == true)),
         "{status}"
     );
-    assert!(!agent
-        .path("/etc/apache2/sites-enabled/rolecall-beta.conf")
-        .exists());
-    assert_eq!(
-        std::fs::read(agent.path("/etc/apache2/sites-enabled/rolecall-alpha.conf")).expect("alpha"),
-        served
-    );
+    assert!(!agent.vhost("beta").exists());
+    assert_eq!(std::fs::read(agent.vhost("alpha")).expect("alpha"), served);
     assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
     // The rollback's own reload is counted before anything is compared with it.
     assert_eq!(
@@ -398,7 +390,7 @@ fn the_web_host_follows_a_new_master() {
     };
     agent.write_map(&map(1, "db-1"));
     assert_exit(&agent.run(&["sync"]), 0);
-    let vhost = agent.path("/etc/apache2/sites-enabled/rolecall-shop.conf");
+    let vhost = agent.vhost("shop");
     assert!(std::fs::read_to_string(&vhost)
         .expect("vhost")
         .contains("SetEnv ROLECALL_DB_MASTER 10.0.0.1\n"));

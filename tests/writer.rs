@@ -23,12 +23,6 @@ fn write_map(agent: &Agent, generation: u64, products: &[&str]) {
     agent.write_map(&both);
 }
 
-fn vhost(agent: &Agent, product: &str) -> PathBuf {
-    agent.path(&format!(
-        "/etc/apache2/sites-enabled/rolecall-{product}.conf"
-    ))
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
@@ -86,7 +80,7 @@ fn issue15_a_symlinked_parent_is_refused_before_the_first_write() {
 
     std::fs::remove_file(&link).expect("unlink");
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
-    assert!(vhost(&agent, "alpha").is_file());
+    assert!(agent.vhost("alpha").is_file());
 }
 
 /// Issue 15 #1: the allowed root itself (/etc/apache2) a symlink is refused too; a symlink
@@ -166,7 +160,7 @@ fn issue15_directories_created_under_umask_000_are_0755() {
     ] {
         assert_eq!(mode(&agent.path(dir)), 0o755, "{dir}");
     }
-    assert_eq!(mode(&vhost(&agent, "alpha")), 0o644);
+    assert_eq!(mode(&agent.vhost("alpha")), 0o644);
     for state in ["status.json", "managed.json", "lock"] {
         assert_eq!(mode(&agent.state().join(state)), 0o644, "{state}");
     }
@@ -184,7 +178,7 @@ fn issue15_symlinks_at_the_lock_and_state_files_are_refused() {
     assert_exit(&out, 1);
     assert!(describe(&out).contains("lock file"), "{}", describe(&out));
     assert!(!target.exists(), "the lock's symlink was followed");
-    assert!(!vhost(&agent, "alpha").exists());
+    assert!(!agent.vhost("alpha").exists());
     std::fs::remove_file(agent.state().join("lock")).expect("unlink");
 
     let records = agent.dir.path().join("records-elsewhere");
@@ -198,7 +192,7 @@ fn issue15_symlinks_at_the_lock_and_state_files_are_refused() {
         describe(&out)
     );
     assert!(
-        !vhost(&agent, "alpha").exists(),
+        !agent.vhost("alpha").exists(),
         "written with unreadable records"
     );
     assert_eq!(std::fs::read(&records).expect("records"), b"{}");
@@ -215,7 +209,7 @@ fn issue15_symlinks_at_the_lock_and_state_files_are_refused() {
         describe(&out)
     );
     assert_eq!(std::fs::read(&status).expect("status"), b"keep");
-    assert!(vhost(&agent, "alpha").exists());
+    assert!(agent.vhost("alpha").exists());
 }
 
 /// Issue 15 #4: temp files a killed rolecall left (its own name pattern, a writer that is
@@ -361,7 +355,7 @@ fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
         agent.state_json("settled.json").is_some(),
         "no settled record"
     );
-    let good = std::fs::read(vhost(&agent, "alpha")).expect("vhost");
+    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
     std::fs::write(&settled, "").expect("emptying the settled record");
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     let timings = agent.status()["timings"].clone();
@@ -371,11 +365,11 @@ fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
     );
 
     std::fs::write(&settled, "").expect("emptying the settled record");
-    std::fs::write(vhost(&agent, "alpha"), "# edited by hand\n").expect("edit");
+    std::fs::write(agent.vhost("alpha"), "# edited by hand\n").expect("edit");
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
     assert_eq!(
-        std::fs::read(vhost(&agent, "alpha")).expect("vhost"),
+        std::fs::read(agent.vhost("alpha")).expect("vhost"),
         good,
         "the edited vhost was not repaired: {}",
         describe(&out)

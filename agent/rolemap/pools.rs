@@ -60,9 +60,7 @@ impl Table {
 /// One host of a pool, as templates see it (the fields of [`Peer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PeerRef<'t> {
-    /// Host id.
     pub id: &'t str,
-    /// Address.
     pub address: &'t str,
     /// Availability zone.
     pub az: &'t str,

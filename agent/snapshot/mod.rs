@@ -122,7 +122,6 @@ pub enum Error {
 /// Everything one snapshot needs.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// Product.
     pub product: String,
     /// Database (schema) name.
     pub database: String,

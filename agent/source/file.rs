@@ -50,10 +50,7 @@ impl FileSource {
                 url: self.url.clone(),
                 reason: format!("no such file {}", self.path.display()),
             },
-            _ => Error::Unreachable {
-                url: self.url.clone(),
-                source: Box::new(err),
-            },
+            _ => Error::unreachable(&self.url, err),
         })
     }
 }

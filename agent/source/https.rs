@@ -47,10 +47,7 @@ impl HttpsSource {
             .connect_timeout(timeout)
             .user_agent(concat!("rolecall/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| Error::Unreachable {
-                url: url.to_owned(),
-                source: Box::new(err),
-            })?;
+            .map_err(|err| Error::unreachable(url, err))?;
         Ok(Self {
             client,
             url: parsed,
@@ -118,10 +115,7 @@ impl HttpsSource {
         if err.is_timeout() {
             return timeout_error(&self.raw_url, self.timeout);
         }
-        Error::Unreachable {
-            url: self.raw_url.clone(),
-            source: Box::new(err),
-        }
+        Error::unreachable(&self.raw_url, err)
     }
 }
 

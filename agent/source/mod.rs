@@ -211,6 +211,14 @@ async fn fetch_within(
 }
 
 impl Error {
+    /// `url` could not be reached: `err` says why.
+    pub fn unreachable(url: &str, err: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Unreachable {
+            url: url.to_owned(),
+            source: Box::new(err),
+        }
+    }
+
     /// The source answered with something that is not a usable map (too large, signature
     /// refused): bad input, like an invalid map, not an unreachable source.
     pub fn is_bad_map(&self) -> bool {

@@ -160,10 +160,7 @@ impl S3Source {
             .body
             .collect()
             .await
-            .map_err(|err| Error::Unreachable {
-                url: self.url.clone(),
-                source: Box::new(err),
-            })?;
+            .map_err(|err| Error::unreachable(&self.url, err))?;
         Ok(Fetched::Map(MapBytes {
             bytes: body.into_bytes().to_vec(),
             etag,
@@ -182,10 +179,7 @@ impl S3Source {
                 url: self.url.clone(),
                 reason,
             },
-            None => Error::Unreachable {
-                url: self.url.clone(),
-                source: Box::new(err),
-            },
+            None => Error::unreachable(&self.url, err),
         }
     }
 

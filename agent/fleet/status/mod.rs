@@ -153,13 +153,9 @@ impl Counts {
 /// One host of the map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostStatus {
-    /// Host id.
     pub id: String,
-    /// Zone.
     pub zone: String,
-    /// Address.
     pub address: String,
-    /// Roles.
     pub roles: Vec<String>,
     /// Products served, and the product of its database position.
     pub products: Vec<String>,
@@ -176,7 +172,6 @@ pub struct HostStatus {
 /// A marker of a host that is not in the map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stranger {
-    /// Host id.
     pub id: String,
     /// Its health.
     pub health: Health,
@@ -187,9 +182,7 @@ pub struct Stranger {
 pub struct Row {
     /// Product (`-` for none).
     pub product: String,
-    /// Role.
     pub role: String,
-    /// Zone.
     pub zone: String,
     /// Wave (none without a rollout).
     pub wave: Option<usize>,

@@ -43,47 +43,56 @@ impl Names {
 
     /// The uid of user `name` (a number is taken as it is).
     pub fn uid(&self, name: &str) -> Option<Uid> {
-        let id = match (name.parse::<u32>(), self.users_from_root) {
-            (Ok(id), _) => Some(id),
-            (Err(_), true) => self.db.uid(name),
-            (Err(_), false) => User::from_name(name).ok()?.map(|u| u.uid.as_raw()),
-        };
-        id.map(Uid::from_raw)
+        let nss = || User::from_name(name).ok()?.map(|u| u.uid.as_raw());
+        id_of(name, self.users_from_root, || self.db.uid(name), nss).map(Uid::from_raw)
     }
 
     /// The gid of group `name` (a number is taken as it is).
     pub fn gid(&self, name: &str) -> Option<Gid> {
-        let id = match (name.parse::<u32>(), self.groups_from_root) {
-            (Ok(id), _) => Some(id),
-            (Err(_), true) => self.db.gid(name),
-            (Err(_), false) => Group::from_name(name).ok()?.map(|g| g.gid.as_raw()),
-        };
-        id.map(Gid::from_raw)
+        let nss = || Group::from_name(name).ok()?.map(|g| g.gid.as_raw());
+        id_of(name, self.groups_from_root, || self.db.gid(name), nss).map(Gid::from_raw)
     }
 
     /// The name of `uid`, or the number when it has none.
     pub fn user_name(&self, uid: u32) -> String {
-        let name = match self.users_from_root {
-            true => self.db.user_name(uid).map(str::to_string),
-            false => User::from_uid(Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name),
-        };
-        name.unwrap_or_else(|| uid.to_string())
+        let root = || self.db.user_name(uid).map(str::to_string);
+        let nss = || User::from_uid(Uid::from_raw(uid)).ok()?.map(|u| u.name);
+        name_of(uid, self.users_from_root, root, nss)
     }
 
     /// The name of `gid`, or the number when it has none.
     pub fn group_name(&self, gid: u32) -> String {
-        let name = match self.groups_from_root {
-            true => self.db.group_name(gid).map(str::to_string),
-            false => Group::from_gid(Gid::from_raw(gid))
-                .ok()
-                .flatten()
-                .map(|g| g.name),
-        };
-        name.unwrap_or_else(|| gid.to_string())
+        let root = || self.db.group_name(gid).map(str::to_string);
+        let nss = || Group::from_gid(Gid::from_raw(gid)).ok()?.map(|g| g.name);
+        name_of(gid, self.groups_from_root, root, nss)
     }
+}
+
+/// The id `name` stands for: a number as it is, else the root's account files' id
+/// (`from_root`) or the name service's.
+fn id_of(
+    name: &str,
+    from_root: bool,
+    root: impl FnOnce() -> Option<u32>,
+    nss: impl FnOnce() -> Option<u32>,
+) -> Option<u32> {
+    match (name.parse::<u32>(), from_root) {
+        (Ok(id), _) => Some(id),
+        (Err(_), true) => root(),
+        (Err(_), false) => nss(),
+    }
+}
+
+/// The name of `id` in the root's account files (`from_root`) or the name service, or the
+/// number when it has none.
+fn name_of(
+    id: u32,
+    from_root: bool,
+    root: impl FnOnce() -> Option<String>,
+    nss: impl FnOnce() -> Option<String>,
+) -> String {
+    let name = if from_root { root() } else { nss() };
+    name.unwrap_or_else(|| id.to_string())
 }
 
 /// The four account files as they were before the account changes of one reconcile.
