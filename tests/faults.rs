@@ -633,3 +633,64 @@ fn issue15_a_full_managed_root_fails_cleanly_and_the_next_reconcile_converges() 
     full.empty();
     lab.recover("a full managed root");
 }
+
+/// The records are what the next reconcile plans against. A sync whose state files cannot
+/// be renamed into place (EIO on the first `renameat` of each thread: the cache, the
+/// records, the memo, the status) still installs its files, but must not leave a settled
+/// record that lets the next poll take the quiet path over records that lack a file it
+/// created: the next sync writes them, and a map that drops the product removes its vhost.
+#[test]
+fn issue15_records_that_could_not_be_written_are_written_by_the_next_sync() {
+    let strace = require_program(
+        "strace",
+        "apt-get install strace (tests/run.sh installs it)",
+    );
+    let agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    let base = crate::fixture::docroots(&agent, &["alpha", "beta", "gamma"]);
+    let map = |generation, products: &[&str]| crate::fixture::web_map(generation, products, &base);
+    agent.write_map(&map(1, &["alpha", "beta"]));
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+
+    agent.write_map(&map(2, &["beta", "gamma"]));
+    let log = agent.dir.path().join("strace.log");
+    let sync = agent.command(&["sync", "--files-only"]);
+    let out = Command::new(strace)
+        .args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=renameat",
+            "-e",
+            "inject=renameat:error=EIO:when=1",
+            "--",
+        ])
+        .arg(sync.get_program())
+        .args(sync.get_args())
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("running strace");
+    let records = || std::fs::read_to_string(agent.state().join("managed.json")).expect("records");
+    assert!(
+        !records().contains("rolecall-gamma.conf"),
+        "the records' rename was not refused: {}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        describe(&out)
+    );
+    assert!(agent.vhost("gamma").is_file(), "{}", describe(&out));
+
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(
+        records().contains("rolecall-gamma.conf"),
+        "the next sync left the records without gamma's vhost: {}\n{}",
+        records(),
+        describe(&out)
+    );
+    agent.write_map(&map(3, &["alpha", "beta"]));
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    assert!(
+        !agent.vhost("gamma").exists(),
+        "gamma's vhost was left behind"
+    );
+}

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::error;
 
@@ -52,7 +53,8 @@ pub(super) struct Settle<'a> {
 /// The one commit step of a reconcile that got through: the journal closed first (its
 /// files are final now), then the map cache beside the records (keeping failed services'
 /// old ones) and the render memo, the position and smoke tests (when services ran), and the
-/// settled record last (only when nothing failed). A journal that cannot be removed commits
+/// settled record last (only when nothing failed, and removed when the records could not be
+/// written: the next reconcile takes the full path and writes them). A journal that cannot be removed commits
 /// nothing: the next reconcile restores the files it lists, and the records must still
 /// describe those files.
 ///
@@ -75,7 +77,11 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     // Built here, where the memory the render let go of is reused: what another thread
     // allocates grows the process (issue 13's 20 MB).
     let records = new_records(recorded, &rendered.desired, &s.failed);
-    let write_records = || records.iter().for_each(|r| store(agent, RECORDS_FILE, r));
+    let records_lost = AtomicBool::new(false);
+    let write_records = || {
+        let written = records.iter().all(|r| store(agent, RECORDS_FILE, r));
+        records_lost.store(!written, Ordering::Relaxed);
+    };
     let memo = || super::memo::store(agent, &rendered.desired);
     // A thread only for a file to write: a publish that changes nothing on this host (the
     // common case on a fleet) starts none.
@@ -98,6 +104,16 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     if agent.run_services {
         store_if_changed(agent, hooks::POSITION_FILE, &rendered.position);
         store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);
+    }
+    if records_lost.load(Ordering::Relaxed) {
+        // The records are what the next reconcile plans against: with the old ones on disk
+        // no shortcut may be taken, or a file this reconcile created would never be
+        // removed (the full path adopts it into the records instead).
+        drop(settled);
+        if let Err(e) = settled::forget(agent) {
+            error!(error = %chain(&e), "settled record not removed");
+        }
+        return;
     }
     if let Some(Err(e)) = settled.flatten().map(crate::sys::fs::Staged::commit) {
         error!(error = %chain(&e), "settled record not written");
@@ -170,10 +186,13 @@ pub(super) fn store_if_changed<T: serde::Serialize + serde::de::DeserializeOwned
     store(agent, name, value);
 }
 
-/// Write a JSON state file; a failure is logged (the next reconcile writes it again).
-fn store<T: serde::Serialize>(agent: &Agent, name: &str, value: &T) {
+/// Write a JSON state file; a failure is logged (the next reconcile writes it again) and
+/// returns false.
+fn store<T: serde::Serialize>(agent: &Agent, name: &str, value: &T) -> bool {
     let path = agent.state_dir.join(name);
-    if let Err(e) = crate::sys::fs::write_json(&path, value) {
-        error!(error = %chain(&e), path = %path.display(), "state file not written");
+    let written = crate::sys::fs::write_json(&path, value);
+    if let Err(e) = &written {
+        error!(error = %chain(e), path = %path.display(), "state file not written");
     }
+    written.is_ok()
 }
