@@ -3,7 +3,23 @@
 //! wait on several fsyncs (the commit step's state files), and large values freed off the
 //! way to the report. A leaf: pure stages and `sys` can both use it.
 
+use std::cell::Cell;
 use std::thread;
+
+thread_local! {
+    /// Set while this thread's work keeps to it (see [`alone`]).
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `work()`, with every [`join`], [`split`] and [`beside`] in it done in turn on this thread:
+/// for work done beside a stage that has both cores busy already, which should take no
+/// more of them (stage 4's reads done ahead while the map loads).
+pub fn alone<R>(work: impl FnOnce() -> R) -> R {
+    let was = ALONE.replace(true);
+    let result = work();
+    ALONE.set(was);
+    result
+}
 
 /// `(a(), b())`, with `a` on another thread if `side_by_side` and the system grants one (a
 /// task limit may not: then `a` runs here after `b`).
@@ -12,7 +28,7 @@ pub fn join<A: Send, B>(
     a: impl Fn() -> A + Sync,
     b: impl FnOnce() -> B,
 ) -> (A, B) {
-    if !side_by_side {
+    if !side_by_side || ALONE.get() {
         return (a(), b());
     }
     thread::scope(|scope| {
@@ -30,6 +46,11 @@ pub fn join<A: Send, B>(
 /// the system grants none); returns once all are done. The threads enter the caller's
 /// tracing span: what they log says which reconcile it belongs to.
 pub fn beside<R>(jobs: &[&(dyn Fn() + Sync)], here: impl FnOnce() -> R) -> R {
+    if ALONE.get() {
+        let result = here();
+        jobs.iter().for_each(|job| job());
+        return result;
+    }
     let span = tracing::Span::current();
     thread::scope(|scope| {
         let span = &span;
@@ -89,4 +110,28 @@ pub fn joined<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_done_alone_keeps_to_its_thread_and_work_after_it_does_not() {
+        let here = thread::current().id();
+        let on = || thread::current().id();
+        let (a, b) = alone(|| join(true, on, on));
+        assert_eq!((a, b), (here, here), "join left the thread inside alone");
+        let split_on = alone(|| split(&[1; 8], 4, 1, |_| on()));
+        assert_eq!(split_on, (here, here), "split left the thread inside alone");
+        let beside_on = std::sync::Mutex::new(None);
+        alone(|| beside(&[&|| *beside_on.lock().unwrap() = Some(on())], || ()));
+        assert_eq!(
+            *beside_on.lock().unwrap(),
+            Some(here),
+            "beside left the thread"
+        );
+        let (a, _) = join(true, on, on);
+        assert_ne!(a, here, "join stayed on the thread after alone ended");
+    }
 }

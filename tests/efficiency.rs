@@ -380,8 +380,9 @@ fn issue13_a_large_maps_cache_is_written_beside_the_records() {
 }
 
 /// With one task allowed, every thread a large map's sync would start is refused: tokio's
-/// blocking pool for the `file://` read (the file is read on the one thread), validation
-/// beside resolution, the two halves of the `lstat`s, the commit's records, memo and cache
+/// blocking pool for the `file://` read (the file is read on the one thread), stage 4's
+/// reads done ahead beside the load (the catalog, the memo, its files' `lstat`s),
+/// validation beside resolution, the two halves of the `lstat`s, the commit's records, memo and cache
 /// beside the settled record, the status beside the counters. The work is done on the one
 /// thread: the same files, records and cache.
 #[test]

@@ -105,17 +105,20 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         store_if_changed(agent, hooks::POSITION_FILE, &rendered.position);
         store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);
     }
-    if records_lost.load(Ordering::Relaxed) {
-        // The records are what the next reconcile plans against: with the old ones on disk
-        // no shortcut may be taken, or a file this reconcile created would never be
-        // removed (the full path adopts it into the records instead).
-        drop(settled);
+    name_settled(agent, settled.flatten(), records_lost.into_inner());
+}
+
+/// Give the `staged` settled record its name; when the records were `lost`, remove the
+/// settled record instead. The records are what the next reconcile plans against: with
+/// the old ones on disk no shortcut may be taken, or a file this reconcile created would
+/// never be removed (the full path adopts it into the records).
+fn name_settled(agent: &Agent, staged: Option<crate::sys::fs::Staged>, lost: bool) {
+    if lost {
+        drop(staged);
         if let Err(e) = settled::forget(agent) {
             error!(error = %chain(&e), "settled record not removed");
         }
-        return;
-    }
-    if let Some(Err(e)) = settled.flatten().map(crate::sys::fs::Staged::commit) {
+    } else if let Some(Err(e)) = staged.map(crate::sys::fs::Staged::commit) {
         error!(error = %chain(&e), "settled record not written");
     }
 }

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, error};
 
+use super::ahead::Stats;
 use super::Agent;
 use crate::plan::{self, DiskState, FileState, Stamp};
 use crate::render::{Desired, Memo, Remembered};
-use crate::sys::fs::{coarse_now, Stat};
+use crate::sys::fs::Stat;
 use crate::text::{chain, sha256_hex};
 
 /// The memo, in the state directory (0600: it holds the hashes of secret files).
@@ -22,9 +23,9 @@ pub const MEMO_FILE: &str = "render-memo.json";
 
 /// The memo of the last render, or an empty one; `None` when this build cannot be told from
 /// another (its executable's identity is unreadable), which renders everything.
-pub(super) fn load(agent: &Agent) -> Option<Memo> {
+pub(super) fn load(state_dir: &Path) -> Option<Memo> {
     let build = build()?;
-    let read = crate::sys::fs::read_json::<Memo>(&agent.state_dir.join(MEMO_FILE));
+    let read = crate::sys::fs::read_json::<Memo>(&state_dir.join(MEMO_FILE));
     let memo = read.unwrap_or_else(|e| {
         debug!(error = %chain(&e), "render memo unreadable: rendering everything");
         None
@@ -35,7 +36,8 @@ pub(super) fn load(agent: &Agent) -> Option<Memo> {
     )
 }
 
-/// Complete `desired`'s remembered files from the disk: the ones whose stamp shows them
+/// Complete `desired`'s remembered files from the disk (`stats`: their `lstat`s taken
+/// already, else taken here): the ones whose stamp shows them
 /// untouched since they were last found as remembered are vouched for unread; the others
 /// are read, one at a time: each found as remembered (bytes, owner, group and mode) is
 /// vouched for too, its bytes let go as soon as they are hashed (a 500-vhost host's first
@@ -48,15 +50,20 @@ pub(super) fn fill(
     agent: &Agent,
     desired: &mut Desired,
     loaded: &Memo,
+    stats: Option<Stats>,
 ) -> Option<BTreeMap<PathBuf, DiskState>> {
     let paths = desired.remembered.iter().map(|r| r.file.path.as_path());
     let allowed = &agent.settings.allowed_roots;
     if !paths.clone().all(|p| plan::is_allowed(p, allowed)) {
         return None;
     }
-    // Read before the stats: a file changed after them has a ctime at or after this.
-    let now = coarse_now();
-    let stats = agent.fs.stat_all(paths).ok()?;
+    let Stats {
+        now,
+        by_path: stats,
+    } = match stats {
+        Some(stats) => stats,
+        None => Stats::of(&agent.fs, paths)?,
+    };
     desired.vouch(|r| {
         stats
             .get(&r.file.path)

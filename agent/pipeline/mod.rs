@@ -21,11 +21,13 @@ use crate::sys::fs::Fs;
 use crate::sys::{lock, notify};
 use crate::text::chain;
 
+use ahead::{Ahead, Local};
 use commit::Settle;
 use map::{fingerprint, Fetch, LoadedMap};
 use preview::{Planned, Rendered};
 use trace::Trace;
 
+mod ahead;
 mod commit;
 mod execute;
 mod journal;
@@ -149,6 +151,7 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
         source,
         request,
         trace: Trace::default(),
+        ahead: std::cell::Cell::new(None),
     };
     let result = stages(&run).instrument(span).await;
     let way = match &result {
@@ -170,13 +173,14 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
     }
 }
 
-/// One reconcile in progress: the agent, the map's source, what was asked, and the trace
-/// every stage reports to.
+/// One reconcile in progress: the agent, the map's source, what was asked, the trace
+/// every stage reports to, and stage 4's reads once started ahead (by the load).
 struct Run<'a> {
     agent: &'a Agent,
     source: &'a AnySource,
     request: &'a Request<'a>,
     trace: Trace,
+    ahead: std::cell::Cell<Option<Ahead>>,
 }
 
 /// The stages in order. Identity and map either end the reconcile early (quiet, held,
@@ -227,8 +231,8 @@ enum Obtained {
 }
 
 /// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
-/// (validate, resolve, or fall back to the cache); keep the applied map if a staged
-/// rollout says so; end if its inputs are held.
+/// (validate, resolve, or fall back to the cache) while stage 4's reads are done ahead;
+/// keep the applied map if a staged rollout says so; end if its inputs are held.
 async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> {
     let Run { agent, trace, .. } = run;
     let fetched = rollout::fetch(agent, run.source, identity);
@@ -242,6 +246,7 @@ async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> 
         }
     }
     let applied = fetch.cached.as_ref().map(|c| c.info.generation);
+    run.ahead.set(Some(Ahead::start(agent)));
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
     let loaded = staged(run, loaded, applied, identity, held).await?;
@@ -345,12 +350,17 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
 /// Stage 4: the catalog, the secrets its templates read, and the host's files rendered.
 async fn render(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<Rendered, Failed> {
     let Run { agent, trace, .. } = run;
-    let catalog = preview::load_catalog(agent).map_err(fail)?;
+    let local = || match run.ahead.take() {
+        Some(ahead) => ahead.finish(agent),
+        None => Local::read(&agent.settings, &agent.fs, &agent.state_dir),
+    };
+    let Local { catalog, last } = trace.now("ahead", local);
+    let catalog = catalog.map_err(fail)?;
     let force = run.request.trigger.is_manual();
     let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
     let secrets = trace.stage("secrets", secrets).await;
     let rendered = trace.now("render", || {
-        preview::render(agent, &inputs.loaded, view, catalog, &secrets)
+        preview::render(agent, &inputs.loaded, view, (catalog, last), &secrets)
     });
     rendered.map_err(fail)
 }

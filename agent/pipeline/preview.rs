@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::ahead::{LastRender, Local};
 use super::{commit::read_records, map::LoadedMap, memo, Agent};
 use crate::accounts::{self, AccountPlan};
 use crate::catalog::Catalog;
@@ -89,23 +90,12 @@ pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview
     let Resolution::Assigned(view) = &loaded.resolution else {
         return Ok(None);
     };
-    let loaded_catalog = load_catalog(agent)?;
+    let Local { catalog, last } = Local::read(&agent.settings, &agent.fs, &agent.state_dir);
+    let loaded_catalog = catalog?;
     let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256, false).await;
-    let mut rendered = render(agent, loaded, view, loaded_catalog, &resolved)?;
+    let mut rendered = render(agent, loaded, view, (loaded_catalog, last), &resolved)?;
     let planned = plan(agent, &mut rendered)?;
     Ok(Some(Preview { rendered, planned }))
-}
-
-/// The catalog and its templates, loaded once per reconcile.
-///
-/// # Errors
-/// A bad role file or template.
-pub(super) fn load_catalog(agent: &Agent) -> Result<(Catalog, render::Templates), Error> {
-    let settings = &agent.settings;
-    let catalog =
-        Catalog::load_with_vars(&settings.catalog_dir, &settings.services, &settings.vars)?;
-    let templates = render::Templates::load(&settings.templates_dir, &catalog)?;
-    Ok((catalog, templates))
 }
 
 /// Stage 4a: the secrets the host's templates can ask for (SPEC §10), from memory or their
@@ -131,7 +121,8 @@ pub(super) async fn secrets(
     agent.secrets.resolve(ask).await
 }
 
-/// Stage 4: every file, smoke test and hook of the host's roles, in memory.
+/// Stage 4: every file, smoke test and hook of the host's roles, in memory, from the
+/// catalog and the `last` render.
 ///
 /// # Errors
 /// Bad catalog or templates, a template error, an owner or group unknown on this host
@@ -140,7 +131,7 @@ pub(super) fn render(
     agent: &Agent,
     loaded: &LoadedMap,
     view: &HostView,
-    (catalog, templates): (Catalog, render::Templates),
+    ((catalog, templates), last): ((Catalog, render::Templates), LastRender),
     secrets: &Resolved,
 ) -> Result<Rendered, Error> {
     let settings = &agent.settings;
@@ -150,7 +141,7 @@ pub(super) fn render(
         secrets,
         memo: None,
     };
-    let (desired, disk) = render_remembering(agent, view, (&catalog, &templates), inputs)?;
+    let (desired, disk) = render_remembering(agent, view, (&catalog, &templates), inputs, last)?;
     let accounts = match settings.accounts.manage {
         true => accounts::Desired::from_view(view),
         false => accounts::Desired::default(),
@@ -173,7 +164,7 @@ pub(super) fn render(
     })
 }
 
-/// `view`'s render with the memo of the last one (see `render::memo`), its remembered files
+/// `view`'s render with the memo of the `last` one (see `render::memo`), its remembered files
 /// completed from the disk, and what the disk held for them; everything rendered again
 /// when one of them changed there.
 fn render_remembering(
@@ -181,8 +172,8 @@ fn render_remembering(
     view: &HostView,
     (catalog, templates): (&Catalog, &render::Templates),
     inputs: render::Inputs<'_>,
+    LastRender { memo, stats }: LastRender,
 ) -> Result<(Desired, BTreeMap<PathBuf, DiskState>), Error> {
-    let memo = memo::load(agent);
     let remembering = render::Inputs {
         memo: memo.as_ref(),
         ..inputs
@@ -193,7 +184,7 @@ fn render_remembering(
     }
     if let Some(disk) = memo
         .as_ref()
-        .and_then(|m| memo::fill(agent, &mut desired, m))
+        .and_then(|m| memo::fill(agent, &mut desired, m, stats))
     {
         return Ok((desired, disk));
     }

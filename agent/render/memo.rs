@@ -112,6 +112,12 @@ impl Memo {
         changed
     }
 
+    /// The path of every remembered file.
+    pub fn paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        let files = self.units.values().flat_map(|u| u.files.iter());
+        files.map(|r| r.file.path.as_path())
+    }
+
     /// The stamp of every remembered file that has one.
     pub fn stamps(&self) -> impl Iterator<Item = (&std::path::Path, Stamp)> {
         let files = self.units.values().flat_map(|u| u.files.iter());
