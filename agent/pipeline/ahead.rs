@@ -1,9 +1,9 @@
 //! Stage 4's reads of this machine, done ahead (issue 13): the catalog and its templates,
 //! the render memo, and an `lstat` of every file the memo remembers. None of them depends
-//! on the map, so a reconcile that loads a new map reads them on a thread of their own
-//! meanwhile, into the core the map's load leaves idle for part of its time (the join of
-//! its halves, the parsed tree's freeing). `plan` and a thread the system refuses read them
-//! in turn instead, with the same result.
+//! on the map, so a reconcile that loads a large new map reads them on a thread of their
+//! own meanwhile, into the core the map's load leaves idle for part of its time (the join of
+//! its halves, the parsed tree's freeing). `plan`, a small map and a thread the system
+//! refuses read them in turn instead, with the same result.
 //!
 //! The `lstat`s are taken earlier than the render that uses them, as they always were
 //! before the reads they vouch for: a file changed after them has another stamp, found by
@@ -20,6 +20,16 @@ use crate::error::Error;
 use crate::plan;
 use crate::render::{Memo, Templates};
 use crate::sys::fs::{coarse_now, Fs, Stat};
+
+/// From this many bytes on, a map's load leaves a core idle long enough to read ahead:
+/// a smaller one loads in a millisecond or two (two halves are parsed side by side from
+/// the same size), and the thread would only add its start and a wait.
+const FROM_MAP_BYTES: usize = 256 * 1024;
+
+/// Whether stage 4's reads are done ahead while a map of `len` bytes loads.
+pub(super) fn is_worth_it(len: usize) -> bool {
+    len >= FROM_MAP_BYTES
+}
 
 /// What stage 4 reads from this machine.
 pub(super) struct Local {

@@ -84,6 +84,14 @@ pub(super) struct Fetch {
 }
 
 impl Fetch {
+    /// The size of the map the source sent, if it sent one.
+    pub fn len(&self) -> Option<usize> {
+        match &self.fetched {
+            Ok(Fetched::Map(m)) => Some(m.bytes.len()),
+            _ => None,
+        }
+    }
+
     /// The source still holds the cached map: its metadata.
     pub fn unchanged(&self) -> Option<&CacheMeta> {
         match self.fetched {

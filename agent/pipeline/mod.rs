@@ -231,7 +231,8 @@ enum Obtained {
 }
 
 /// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
-/// (validate, resolve, or fall back to the cache) while stage 4's reads are done ahead;
+/// (validate, resolve, or fall back to the cache), a large one while stage 4's reads are
+/// done ahead;
 /// keep the applied map if a staged rollout says so; end if its inputs are held.
 async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> {
     let Run { agent, trace, .. } = run;
@@ -246,7 +247,9 @@ async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> 
         }
     }
     let applied = fetch.cached.as_ref().map(|c| c.info.generation);
-    run.ahead.set(Some(Ahead::start(agent)));
+    if fetch.len().is_some_and(ahead::is_worth_it) {
+        run.ahead.set(Some(Ahead::start(agent)));
+    }
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
     let loaded = staged(run, loaded, applied, identity, held).await?;
