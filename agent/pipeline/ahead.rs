@@ -6,8 +6,9 @@
 //! refuses read them in turn instead, with the same result.
 //!
 //! The `lstat`s are taken earlier than the render that uses them, as they always were
-//! before the reads they vouch for: a file changed after them has another stamp, found by
-//! the next reconcile, or by this one's install, which compares what it replaces.
+//! taken before the reads they vouch for: a file changed after them has another ctime,
+//! which the next reconcile sees, and a file read and found as remembered is stamped with
+//! the `lstat` taken before that read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
