@@ -64,8 +64,13 @@ impl Stats {
 }
 
 impl Local {
+    /// Read everything for `agent` here, in turn.
+    pub fn here(agent: &Agent) -> Local {
+        Local::read(&agent.settings, &agent.fs, &agent.state_dir)
+    }
+
     /// Read everything here, in turn.
-    pub fn read(settings: &Settings, fs: &Fs, state_dir: &Path) -> Local {
+    fn read(settings: &Settings, fs: &Fs, state_dir: &Path) -> Local {
         let catalog = load_catalog(settings);
         let memo = memo::load(state_dir);
         let stats = memo.as_ref().and_then(|m| {
@@ -91,7 +96,9 @@ pub(super) fn load_catalog(settings: &Settings) -> Result<(Catalog, Templates), 
     Ok((catalog, templates))
 }
 
-/// [`Local`] being read on a thread of its own.
+/// [`Local`] being read on a thread of its own; by default (not started, or no thread
+/// granted), read here when it is asked for.
+#[derive(Default)]
 pub(super) struct Ahead(Option<JoinHandle<Local>>);
 
 impl Ahead {
@@ -107,13 +114,13 @@ impl Ahead {
         Ahead(thread::Builder::new().spawn(read).ok())
     }
 
-    /// What was read; read here if the system granted no thread.
+    /// What was read; read here if no thread was started.
     pub fn finish(self, agent: &Agent) -> Local {
         match self.0 {
             Some(reading) => reading
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => Local::read(&agent.settings, &agent.fs, &agent.state_dir),
+            None => Local::here(agent),
         }
     }
 }

@@ -53,10 +53,10 @@ pub(super) struct Settle<'a> {
 /// The one commit step of a reconcile that got through: the journal closed first (its
 /// files are final now), then the map cache beside the records (keeping failed services'
 /// old ones) and the render memo, the position and smoke tests (when services ran), and the
-/// settled record last (only when nothing failed, and removed when the records could not be
-/// written: the next reconcile takes the full path and writes them). A journal that cannot be removed commits
-/// nothing: the next reconcile restores the files it lists, and the records must still
-/// describe those files.
+/// settled record last (only when nothing failed, and removed when the records could not
+/// be written: the next reconcile takes the full path and writes them). A journal that
+/// cannot be removed commits nothing: the next reconcile restores the files it lists, and
+/// the records must still describe those files.
 ///
 /// The cache, the records and the memo do not depend on each other: each is written on a
 /// thread of its own (the cache and the records wait on their fsyncs; a large new map's

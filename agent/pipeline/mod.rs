@@ -151,7 +151,7 @@ pub async fn reconcile(agent: &Agent, source: &AnySource, request: &Request<'_>)
         source,
         request,
         trace: Trace::default(),
-        ahead: std::cell::Cell::new(None),
+        ahead: std::cell::Cell::default(),
     };
     let result = stages(&run).instrument(span).await;
     let way = match &result {
@@ -180,7 +180,7 @@ struct Run<'a> {
     source: &'a AnySource,
     request: &'a Request<'a>,
     trace: Trace,
-    ahead: std::cell::Cell<Option<Ahead>>,
+    ahead: std::cell::Cell<Ahead>,
 }
 
 /// The stages in order. Identity and map either end the reconcile early (quiet, held,
@@ -248,7 +248,7 @@ async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> 
     }
     let applied = fetch.cached.as_ref().map(|c| c.info.generation);
     if fetch.len().is_some_and(ahead::is_worth_it) {
-        run.ahead.set(Some(Ahead::start(agent)));
+        run.ahead.set(Ahead::start(agent));
     }
     let loaded = trace.stage("load", map::load(agent, fetch, identity));
     let loaded = loaded.await.map_err(fail)?;
@@ -353,11 +353,7 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
 /// Stage 4: the catalog, the secrets its templates read, and the host's files rendered.
 async fn render(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<Rendered, Failed> {
     let Run { agent, trace, .. } = run;
-    let local = || match run.ahead.take() {
-        Some(ahead) => ahead.finish(agent),
-        None => Local::read(&agent.settings, &agent.fs, &agent.state_dir),
-    };
-    let Local { catalog, last } = trace.now("ahead", local);
+    let Local { catalog, last } = trace.now("ahead", || run.ahead.take().finish(agent));
     let catalog = catalog.map_err(fail)?;
     let force = run.request.trigger.is_manual();
     let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);

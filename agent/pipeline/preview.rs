@@ -90,7 +90,7 @@ pub async fn preview(agent: &Agent, loaded: &LoadedMap) -> Result<Option<Preview
     let Resolution::Assigned(view) = &loaded.resolution else {
         return Ok(None);
     };
-    let Local { catalog, last } = Local::read(&agent.settings, &agent.fs, &agent.state_dir);
+    let Local { catalog, last } = Local::here(agent);
     let loaded_catalog = catalog?;
     let resolved = secrets(agent, view, &loaded_catalog, &loaded.sha256, false).await;
     let mut rendered = render(agent, loaded, view, (loaded_catalog, last), &resolved)?;
