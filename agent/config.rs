@@ -530,9 +530,7 @@ url = "file:///etc/rolecall/map.toml"
     #[test]
     fn unknown_key_names_key_and_line() {
         let err = load(&format!("{MINIMAL}\n[paths]\nstate_dir = \"/x\"\n")).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("state_dir"), "{text}");
-        assert!(text.contains("line"), "{text}");
+        crate::text::assert_mentions(&err.to_string(), &["state_dir", "line"]);
     }
 
     #[test]

@@ -164,6 +164,15 @@ pub fn hex(bytes: &[u8]) -> String {
     hex
 }
 
+/// Assert that `text` holds each of `needles`, naming the missing one and showing the text.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

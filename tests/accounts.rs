@@ -11,8 +11,8 @@ use std::path::Path;
 use rolecall::text::sha256_hex;
 
 use crate::fixture::{
-    assert_exit, assert_stderr, assert_stdout, describe, docroots, identity_of, stdout, Agent,
-    Setup,
+    assert_exit, assert_mentions, assert_not_said, assert_stderr, assert_stdout, describe,
+    docroots, identity_of, stdout, Agent, Setup,
 };
 use crate::reconcile::web_agent;
 use crate::support::apache::Apache;
@@ -137,12 +137,14 @@ fn map(generation: u64, products: &[&str], shell: &str, groups: &[&str]) -> Stri
 }
 
 /// An agent for `web-1` with the app role, whose root has the host's account files plus the
-/// lines `extra` (see [`seed`]).
-fn files_only_agent(extra: &[(&str, &str)]) -> Agent {
+/// lines `extra` (see [`seed`]), and the guard of the build machine's own account files,
+/// taken first.
+fn files_only_agent(extra: &[(&str, &str)]) -> (HostGuard, Agent) {
+    let host = HostGuard::new();
     let agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
     add_app_role(&agent);
     seed(&agent, extra);
-    agent
+    (host, agent)
 }
 
 /// [`map`] at generation 1 with product `tv` only, its user's shell nologin, no groups.
@@ -164,8 +166,7 @@ fn assert_nothing_written_for_tv(agent: &Agent) {
 
 #[test]
 fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed() {
-    let host = HostGuard::new();
-    let agent = files_only_agent(&[
+    let (host, agent) = files_only_agent(&[
         ("/etc/passwd", "foreign:x:20050:20050::/srv/foreign:/bin/sh"),
         ("/etc/group", "foreign:x:20050:"),
     ]);
@@ -260,8 +261,7 @@ fn accounts_are_created_converged_and_only_created_ones_inside_the_range_removed
 
 #[test]
 fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouched() {
-    let host = HostGuard::new();
-    let agent = files_only_agent(&[
+    let (host, agent) = files_only_agent(&[
         ("/etc/passwd", "tv:x:1500:1500::/home/tv:/bin/bash"),
         ("/etc/group", "tv:x:1500:"),
         ("/etc/shadow", "tv:!:19000:0:99999:7:::"),
@@ -297,8 +297,7 @@ fn a_foreign_account_with_the_maps_name_and_another_id_is_a_conflict_left_untouc
 /// byte for byte, and nothing else is written.
 #[test]
 fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
-    let host = HostGuard::new();
-    let agent = files_only_agent(&[]);
+    let (host, agent) = files_only_agent(&[]);
     fs::write(
         agent.path("/etc/passwd.lock"),
         std::process::id().to_string(),
@@ -308,12 +307,10 @@ fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
     agent.write_map(&tv_map());
     let out = agent.run(&["-v", "sync", "--files-only"]);
     assert_exit(&out, 1);
-    let said = printed(&out);
-    assert!(said.contains("create user tv"), "{said}");
-    assert!(said.contains("cannot lock"), "{said}");
-    assert!(
-        said.contains("account changed"),
-        "groupadd did not run first: {said}"
+    // "account changed": groupadd ran first, and was undone.
+    assert_mentions(
+        &printed(&out),
+        &["create user tv", "cannot lock", "account changed"],
     );
     assert_eq!(
         root_accounts(&agent),
@@ -329,16 +326,12 @@ fn a_failed_account_command_restores_the_account_files_byte_for_byte() {
 /// must survive the removal of the user rolecall created.
 #[test]
 fn a_group_rolecall_did_not_create_survives_the_removal_of_its_user() {
-    let host = HostGuard::new();
-    let agent = files_only_agent(&[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")]);
+    let (host, agent) =
+        files_only_agent(&[("/etc/group", "tv:x:20001:"), ("/etc/gshadow", "tv:!::")]);
     agent.write_map(&tv_map());
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(
-        !stdout(&out).contains("create group tv"),
-        "{}",
-        describe(&out)
-    );
+    assert_not_said(&out, "create group tv");
     assert!(line_of(&agent, "/etc/passwd", "tv").is_some());
 
     agent.write_map(&map(2, &[], "/usr/sbin/nologin", &[]));
@@ -364,8 +357,7 @@ fn a_group_rolecall_did_not_create_survives_the_removal_of_its_user() {
 
 #[test]
 fn with_accounts_unmanaged_nothing_is_created_and_their_owners_must_exist() {
-    let host = HostGuard::new();
-    let agent = files_only_agent(&[]);
+    let (host, agent) = files_only_agent(&[]);
     let config = fs::read_to_string(&agent.config).expect("agent.toml");
     fs::write(
         &agent.config,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::fixture::{describe, stdout};
+use crate::fixture::{assert_mentions, describe, stdout};
 use crate::support::debian::{self, require_root, DebianRoot, RootSpec};
 use crate::support::packages::packages;
 use crate::support::require_program;
@@ -361,17 +361,15 @@ fn issue_16_failing_smoke_test_at_boot_keeps_the_ready_target_down() {
 
     let (code, status) = rolecall(&system, &["status"]);
     assert_eq!(code, Some(0), "{status}");
-    for needle in [
-        "rolled back",
-        "health.txt",
-        "answered 404",
-        "nothing was applied before",
-    ] {
-        assert!(
-            status.contains(needle),
-            "status lacks {needle:?}:\n{status}"
-        );
-    }
+    assert_mentions(
+        &status,
+        &[
+            "rolled back",
+            "health.txt",
+            "answered 404",
+            "nothing was applied before",
+        ],
+    );
     let (code, check) = rolecall(&system, &["check"]);
     assert!(
         code == Some(2) && check.contains("health.txt"),

@@ -180,6 +180,12 @@ impl Agent {
         ))
     }
 
+    /// The bytes of `product`'s vhost (panics naming it when it cannot be read).
+    pub fn vhost_bytes(&self, product: &str) -> Vec<u8> {
+        let path = self.vhost(product);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
     /// The physical state directory.
     pub fn state(&self) -> PathBuf {
         self.path("/var/lib/rolecall")
@@ -349,34 +355,33 @@ pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{}", describe(out));
 }
 
-/// Assert the exit code and that stdout holds each of `needles`, showing the output
-/// otherwise.
+/// Assert that `text` holds each of `needles`, naming the missing one and showing the text.
 #[track_caller]
-pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) {
-    assert_exit(out, code);
-    let text = stdout(out);
+pub fn assert_mentions(text: &str, needles: &[&str]) {
     for needle in needles {
-        assert!(
-            text.contains(needle),
-            "no {needle:?} on stdout: {}",
-            describe(out)
-        );
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
 }
 
-/// Assert the exit code and that stderr holds each of `needles`, showing the output
-/// otherwise.
+/// Assert that neither stdout nor stderr holds `needle`, showing the output otherwise.
+#[track_caller]
+pub fn assert_not_said(out: &Output, needle: &str) {
+    let text = describe(out);
+    assert!(!text.contains(needle), "{needle:?} said:\n{text}");
+}
+
+/// Assert the exit code and that stdout holds each of `needles`, showing stdout otherwise.
+#[track_caller]
+pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    assert_mentions(&stdout(out), needles);
+}
+
+/// Assert the exit code and that stderr holds each of `needles`, showing stderr otherwise.
 #[track_caller]
 pub fn assert_stderr(out: &Output, code: i32, needles: &[&str]) {
     assert_exit(out, code);
-    let text = String::from_utf8_lossy(&out.stderr);
-    for needle in needles {
-        assert!(
-            text.contains(needle),
-            "no {needle:?} on stderr: {}",
-            describe(out)
-        );
-    }
+    assert_mentions(&String::from_utf8_lossy(&out.stderr), needles);
 }
 
 /// `(inode, mtime_ns)` of a file: equal before and after means it was not rewritten.

@@ -477,14 +477,15 @@ fn golden_fails_undefined_variable_names_the_variable_template_and_product() {
         &dir.join("catalog"),
     )
     .expect_err("a template reading an undefined variable must not render");
-    for needle in [
-        "broken/vhost.conf.tera",
-        "product.admin_email",
-        "role broken",
-        "product videos",
-    ] {
-        assert!(err.contains(needle), "{needle:?} missing from: {err}");
-    }
+    crate::fixture::assert_mentions(
+        &err,
+        &[
+            "broken/vhost.conf.tera",
+            "product.admin_email",
+            "role broken",
+            "product videos",
+        ],
+    );
 }
 
 #[test]

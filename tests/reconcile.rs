@@ -105,7 +105,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
         );
     }
     assert!(services(&agent), "a full sync settled without services");
-    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
+    let good = agent.vhost_bytes("alpha");
     assert_exit(&agent.run(&["sync"]), 0);
     let quiet = stages(&agent);
     assert!(
@@ -116,12 +116,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
     std::fs::write(agent.vhost("alpha"), "# edited by hand\n").expect("hand edit");
     let out = agent.run(&["sync"]);
     assert_exit(&out, 0);
-    assert_eq!(
-        std::fs::read(agent.vhost("alpha")).expect("vhost"),
-        good,
-        "{}",
-        describe(&out)
-    );
+    assert_eq!(agent.vhost_bytes("alpha"), good, "{}", describe(&out));
     assert!(stages(&agent).contains(&"load".to_string()));
 
     use std::os::unix::fs::PermissionsExt;
@@ -181,7 +176,7 @@ fn a_product_the_host_leaves_is_removed_and_unmanaged_files_stay() {
 #[test]
 fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
     let (agent, apache, _) = synced_web_agent(&["alpha"]);
-    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
+    let good = agent.vhost_bytes("alpha");
     let (reloads, generation) = (apache.reloads().len(), apache.generation());
 
     replace_in(
@@ -198,7 +193,7 @@ fn a_config_apache_rejects_is_restored_byte_for_byte_and_not_reloaded() {
         describe(&out)
     );
     assert_eq!(
-        std::fs::read(agent.vhost("alpha")).expect("vhost"),
+        agent.vhost_bytes("alpha"),
         good,
         "the old vhost was not restored"
     );

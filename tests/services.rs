@@ -167,7 +167,7 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
     std::fs::remove_file(base.join("beta/health.txt")).expect("no health page for beta");
     agent.write_map(&web_map(1, &["alpha"], &base));
     assert_exit(&agent.run(&["sync"]), 0);
-    let served = std::fs::read(agent.vhost("alpha")).expect("alpha");
+    let served = agent.vhost_bytes("alpha");
 
     agent.write_map(&web_map(2, &["alpha", "beta"], &base));
     let daemon = Daemon::start(&agent, &[]);
@@ -192,7 +192,7 @@ fn a_missing_health_page_rolls_back_and_the_daemon_does_not_reload_again_until_a
         "{status}"
     );
     assert!(!agent.vhost("beta").exists());
-    assert_eq!(std::fs::read(agent.vhost("alpha")).expect("alpha"), served);
+    assert_eq!(agent.vhost_bytes("alpha"), served);
     assert_eq!(apache.get("alpha.example.test", "/health.txt").0, 200);
     // The rollback's own reload is counted before anything is compared with it.
     assert_eq!(

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 
 use crate::fixture::{
-    assert_exit, assert_stderr, assert_stdout, describe, hand_key, key_fifo, stdout,
+    assert_exit, assert_not_said, assert_stderr, assert_stdout, describe, hand_key, key_fifo,
+    stdout,
 };
 use crate::map_cli::{rolecall, write};
 use crate::services::{db_agent, Db};
@@ -276,11 +277,7 @@ fn lint_treats_each_product_of_a_shared_cluster_as_its_own_and_names_a_differing
             "warning: products.shop.database.backup:",
         ],
     );
-    assert!(
-        !stdout(&out).contains("shares master"),
-        "{}",
-        describe(&out)
-    );
+    assert_not_said(&out, "shares master");
     let part = write(dir.path(), "part.toml", &cli_map(Some(&["db-2"])));
     assert_stdout(
         &rolecall(&["map", "lint", "--strict", &part]),

@@ -7,7 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::fixture::{assert_exit, binary, describe, stdout, tree, web_map, Agent, Setup};
+use crate::fixture::{
+    assert_exit, assert_not_said, binary, describe, stdout, tree, web_map, Agent, Setup,
+};
 use crate::support::require_program;
 
 /// A `--files-only` agent for `web-1` with the web and memcached roles, its map written.
@@ -355,7 +357,7 @@ fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
         agent.state_json("settled.json").is_some(),
         "no settled record"
     );
-    let good = std::fs::read(agent.vhost("alpha")).expect("vhost");
+    let good = agent.vhost_bytes("alpha");
     std::fs::write(&settled, "").expect("emptying the settled record");
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     let timings = agent.status()["timings"].clone();
@@ -369,7 +371,7 @@ fn an_empty_settled_record_costs_a_full_reconcile_never_a_wrong_file() {
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
     assert_eq!(
-        std::fs::read(agent.vhost("alpha")).expect("vhost"),
+        agent.vhost_bytes("alpha"),
         good,
         "the edited vhost was not repaired: {}",
         describe(&out)
@@ -398,11 +400,7 @@ fn torn_counters_start_again() {
 
     let out = agent.run(&["sync", "--files-only"]);
     assert_exit(&out, 0);
-    assert!(
-        !describe(&out).contains("metrics not written"),
-        "{}",
-        describe(&out)
-    );
+    assert_not_said(&out, "metrics not written");
     assert_eq!(converged(&agent), Some(1), "{}", agent.counters());
 }
 

@@ -85,14 +85,11 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     let memo = || super::memo::store(agent, &rendered.desired);
     // A thread only for a file to write: a publish that changes nothing on this host (the
     // common case on a fleet) starts none.
-    let jobs: Vec<&(dyn Fn() + Sync)> = [
-        (large, &cache as &(dyn Fn() + Sync)),
+    let jobs = due([
+        (large, &cache),
         (records.is_some(), &write_records),
         (rendered.desired.memo.is_some(), &memo),
-    ]
-    .into_iter()
-    .filter_map(|(due, job)| due.then_some(job))
-    .collect();
+    ]);
     let settled = crate::threads::beside(&jobs, || {
         if !large {
             cache();
@@ -101,11 +98,23 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         let settled = s.failed.is_empty();
         settled.then(|| settled::stage(agent, s.fingerprint, desired, accounts))
     });
+    store_services(agent, rendered);
+    name_settled(agent, settled.flatten(), records_lost.into_inner());
+}
+
+/// The jobs that are due, of those given with whether they are.
+fn due<const N: usize>(jobs: [(bool, &(dyn Fn() + Sync)); N]) -> Vec<&(dyn Fn() + Sync)> {
+    jobs.into_iter()
+        .filter_map(|(due, job)| due.then_some(job))
+        .collect()
+}
+
+/// The position and the smoke tests, when this reconcile ran the services.
+fn store_services(agent: &Agent, rendered: &Rendered) {
     if agent.run_services {
         store_if_changed(agent, hooks::POSITION_FILE, &rendered.position);
         store_if_changed(agent, SMOKE_FILE, &rendered.desired.smoke);
     }
-    name_settled(agent, settled.flatten(), records_lost.into_inner());
 }
 
 /// Give the `staged` settled record its name; when the records were `lost`, remove the

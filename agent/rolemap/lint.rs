@@ -234,9 +234,7 @@ mod tests {
         let found = only(&warnings, kind);
         assert_eq!(found.len(), 1, "{warnings:?}");
         assert_eq!(found[0].path, path);
-        for needle in says {
-            assert!(found[0].message.contains(needle), "{}", found[0]);
-        }
+        crate::text::assert_mentions(&found[0].message, says);
     }
 
     #[test]

@@ -514,15 +514,15 @@ mod tests {
         let text = shared("[\"db-2\"]");
         let err = promote_text(&text, "videos", Some("db-3")).expect_err("db-3 lacks blog");
         assert!(matches!(err, Error::NotSharedReplica(_)), "{err:?}");
-        let message = err.to_string();
-        for needle in [
-            "host \"db-3\" is not a replica of product \"blog\"",
-            "shares master \"db-1\" with product \"videos\"",
-            "moves every product on that server",
-            "promote a replica of all of them (\"db-2\")",
-        ] {
-            assert!(message.contains(needle), "{needle:?} not in {message}");
-        }
+        crate::text::assert_mentions(
+            &err.to_string(),
+            &[
+                "host \"db-3\" is not a replica of product \"blog\"",
+                "shares master \"db-1\" with product \"videos\"",
+                "moves every product on that server",
+                "promote a replica of all of them (\"db-2\")",
+            ],
+        );
         let none = shared("[]");
         let err = promote_text(&none, "videos", None).expect_err("no common replica");
         assert!(err.to_string().contains("(there is none)"), "{err}");

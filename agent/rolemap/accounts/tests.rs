@@ -209,10 +209,21 @@ fn one_name_declared_differently_in_two_products_is_refused() {
 
 #[test]
 fn one_user_declared_identically_in_two_products_is_one_account() {
-    let text = MAP.replace(
-        "[products.radio.groups.radio]",
-        "[products.radio.groups.tv]\ngid = 20001\n\n[products.radio.users.tv]\nuid = 20001\ngroup = \"tv\"\nhome = \"/srv/tv\"\nshell = \"/usr/sbin/nologin\"\ngroups = [\"media\", \"www-data\"]\n\n[products.radio.groups.radio]",
+    // Radio declares tv's group and user again, the supplementary groups in another order.
+    let again = concat!(
+        group!("radio", "tv", 20001),
+        user!(
+            "radio",
+            "tv",
+            20001,
+            "tv",
+            "/srv/tv",
+            "/usr/sbin/nologin",
+            ["media", "www-data"]
+        ),
+        "\n[products.radio.groups.radio]"
     );
+    let text = MAP.replace("\n[products.radio.groups.radio]", again);
     assert_eq!(issues(&text), vec![]);
     let differs = text.replacen("home = \"/srv/tv\"", "home = \"/srv/radio-tv\"", 1);
     assert_eq!(paths(&differs), ["products.tv.users.tv"]);

@@ -24,6 +24,23 @@ impl Root {
         self.fs.physical(Path::new(logical))
     }
 
+    /// Make logical directory `logical` a symlink to a directory outside the root (its
+    /// parents created); returns that directory and the link's physical path.
+    fn link_elsewhere(&self, logical: &str) -> (PathBuf, PathBuf) {
+        let elsewhere = self.dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+        let link = self.path(logical);
+        std::fs::create_dir_all(link.parent().expect("a parent")).expect("parents");
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+        (elsewhere, link)
+    }
+
+    /// Assert that nothing exists at `logical`, saying `why` nothing should.
+    #[track_caller]
+    fn assert_absent(&self, logical: &str, why: &str) {
+        assert!(!self.path(logical).exists(), "{logical} exists: {why}");
+    }
+
     fn write(&self, logical: &str, file: &FileState) -> Result<(), Error> {
         let mut txn = self.fs.transaction();
         txn.write(Path::new(logical), file)?;
@@ -90,11 +107,7 @@ fn is_temp(path: &Path) -> bool {
 #[test]
 fn issue15_a_symlinked_parent_below_the_allowed_root_is_refused_for_reads_and_writes() {
     let root = Root::new();
-    let elsewhere = root.dir.path().join("elsewhere");
-    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
-    std::fs::create_dir_all(root.path("/etc/apache2")).expect("apache2");
-    let link = root.path("/etc/apache2/sites-enabled");
-    std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+    let (_, link) = root.link_elsewhere("/etc/apache2/sites-enabled");
     let before = root.names();
 
     let vhost = "/etc/apache2/sites-enabled/a.conf";
@@ -132,10 +145,7 @@ fn issue15_a_symlinked_parent_below_the_allowed_root_is_refused_for_reads_and_wr
 #[test]
 fn issue15_a_symlinked_allowed_root_is_refused() {
     let root = Root::new();
-    let elsewhere = root.dir.path().join("elsewhere");
-    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
-    std::fs::create_dir_all(root.path("/etc")).expect("etc");
-    std::os::unix::fs::symlink(&elsewhere, root.path("/etc/apache2")).expect("symlink");
+    let (elsewhere, _) = root.link_elsewhere("/etc/apache2");
     let err = root
         .write("/etc/apache2/a.conf", &file("x\n", 0o644))
         .expect_err("written through the allowed root");
@@ -240,11 +250,8 @@ fn remove_takes_a_file_away_and_absent_is_fine() {
     txn.remove(Path::new("/etc/apache2/missing/b.conf"))
         .expect("a missing directory is fine");
     txn.sync().expect("synced");
-    assert!(!root.path(vhost).exists());
-    assert!(
-        !root.path("/etc/apache2/missing").exists(),
-        "remove created a directory"
-    );
+    root.assert_absent(vhost, "it was removed");
+    root.assert_absent("/etc/apache2/missing", "remove creates no directory");
 }
 
 #[test]
@@ -256,7 +263,7 @@ fn an_unknown_owner_is_refused_before_anything_is_created() {
         .write("/etc/apache2/a.conf", &bad)
         .expect_err("written");
     assert!(matches!(err, Error::UnknownOwner { .. }), "{err:?}");
-    assert!(!root.path("/etc").exists());
+    root.assert_absent("/etc", "a refused write creates nothing");
     let files = [
         (Some("root"), Some("root"), Path::new("/a")),
         (None, Some("nogroup-x"), Path::new("/b")),
@@ -307,10 +314,7 @@ fn issue15_sweep_removes_only_dead_writers_regular_temp_files() {
         ]
     );
     assert_eq!(std::fs::read(&target).expect("target"), b"keep\n");
-    assert!(
-        !root.path("/etc/apache2/none").exists(),
-        "sweep created a directory"
-    );
+    root.assert_absent("/etc/apache2/none", "sweep creates no directory");
 }
 
 /// Enough directories for `snapshot_all`, `snapshot_all_as` and `stat_all` to work on two
@@ -532,11 +536,9 @@ fn state_files_get_their_mode_and_missing_directories_0755() {
         read_state(&journal).expect("read"),
         Some(b"secret".to_vec())
     );
-    write_json(&dir.path().join("var/lib/rolecall/status.json"), &1).expect("written");
-    assert_eq!(
-        mode_of(&dir.path().join("var/lib/rolecall/status.json")),
-        0o644
-    );
+    let status = dir.path().join("var/lib/rolecall/status.json");
+    write_json(&status, &1).expect("written");
+    assert_eq!(mode_of(&status), 0o644);
     for d in ["var", "var/lib", "var/lib/rolecall"] {
         assert_eq!(mode_of(&dir.path().join(d)), 0o755, "{d}");
     }

@@ -195,22 +195,8 @@ impl<'fs> Transaction<'fs> {
         if !create && dir.ancestors().any(|a| self.missing.contains(a)) {
             return Ok(None);
         }
-        // From the deepest directory above it open already (it is not, see above): a
-        // product's directory under an open `products` is one lookup, not one per
-        // component (issue 13).
-        let open = dir
-            .ancestors()
-            .skip(1)
-            .find_map(|a| Some((a, Arc::clone(self.dirs.get(a)?))));
-        let (mut at, mut fd) = match open {
-            Some((at, fd)) => (at.to_path_buf(), fd),
-            None => match self.root(create)? {
-                Some(fd) => (PathBuf::from("/"), fd),
-                None => {
-                    self.missing.insert(PathBuf::from("/"));
-                    return Ok(None);
-                }
-            },
+        let Some((mut at, mut fd)) = self.deepest_open(dir, create)? else {
+            return Ok(None);
         };
         for name in dir.strip_prefix(&at).unwrap_or(dir).components() {
             at.push(name);
@@ -222,6 +208,28 @@ impl<'fs> Transaction<'fs> {
             self.dirs.insert(at.clone(), Arc::clone(&fd));
         }
         Ok(Some(fd))
+    }
+
+    /// The deepest directory above `dir` open already, else the root (`None` when the root
+    /// is missing and `create` is off): a product's directory under an open `products` is
+    /// one lookup, not one per component (issue 13).
+    fn deepest_open(
+        &mut self,
+        dir: &Path,
+        create: bool,
+    ) -> Result<Option<(PathBuf, Arc<OwnedFd>)>, Error> {
+        let open = dir
+            .ancestors()
+            .skip(1)
+            .find_map(|a| Some((a, Arc::clone(self.dirs.get(a)?))));
+        if let Some((at, fd)) = open {
+            return Ok(Some((at.to_path_buf(), fd)));
+        }
+        let root = self.root(create)?;
+        if root.is_none() {
+            self.missing.insert(PathBuf::from("/"));
+        }
+        Ok(root.map(|fd| (PathBuf::from("/"), fd)))
     }
 
     fn not_clean(&self, dir: &Path) -> Error {
