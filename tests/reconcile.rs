@@ -98,7 +98,7 @@ fn an_unchanged_sync_is_quiet_but_drift_and_new_templates_are_not_missed() {
         full.contains(&"load".to_string()),
         "a full sync after a files-only one was quiet"
     );
-    for stage in ["render", "plan", "commit"] {
+    for stage in ["catalog", "render", "plan", "commit"] {
         assert!(
             full.contains(&stage.to_string()),
             "no {stage} time: {full:?}"

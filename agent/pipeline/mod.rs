@@ -353,7 +353,8 @@ async fn converge(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<End
 /// Stage 4: the catalog, the secrets its templates read, and the host's files rendered.
 async fn render(run: &Run<'_>, inputs: &Inputs, view: &HostView) -> Result<Rendered, Failed> {
     let Run { agent, trace, .. } = run;
-    let Local { catalog, last } = trace.now("ahead", || run.ahead.take().finish(agent));
+    // Timed as `catalog`: read here, or waited for from the thread that read it ahead.
+    let Local { catalog, last } = trace.now("catalog", || run.ahead.take().finish(agent));
     let catalog = catalog.map_err(fail)?;
     let force = run.request.trigger.is_manual();
     let secrets = preview::secrets(agent, view, &catalog, &inputs.fingerprint, force);
