@@ -443,3 +443,32 @@ fn issue13_kill_9_while_a_large_map_is_applied_and_cached_is_finished_next_time(
         "only {killed} of 12 syncs were killed before they ended"
     );
 }
+
+/// A catalog that does not load fails a large map's sync as it fails a small one's, though
+/// the large map's is read on the thread beside the load: exit 2 naming the file and the
+/// key, no file changed, and the map not taken as the last good one. Mended, the next sync
+/// applies the map.
+#[test]
+fn issue13_a_broken_catalog_read_ahead_fails_the_sync_and_changes_nothing() {
+    let agent = Agent::new(Setup::new("web-0", "10.0.0.80"));
+    let first = large_map(1, false);
+    agent.write_map(&first);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let web = agent.catalog.join("web.toml");
+    let shipped = std::fs::read_to_string(&web).expect("web.toml");
+    std::fs::write(&web, format!("no_such_key = 1\n{shipped}")).expect("breaking web.toml");
+    let etc = || crate::fixture::tree(&agent.path("/etc"));
+    let before = etc();
+
+    let moved = large_map(2, true);
+    agent.write_map(&moved);
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 2);
+    crate::fixture::assert_mentions(&describe(&out), &["web.toml", "no_such_key"]);
+    assert_eq!(etc(), before, "a file changed");
+    assert_applied(&agent, &first, false, "the broken catalog");
+
+    std::fs::write(&web, shipped).expect("mending web.toml");
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    assert_applied(&agent, &moved, true, "the mended catalog");
+}
