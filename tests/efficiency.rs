@@ -472,3 +472,27 @@ fn issue13_a_broken_catalog_read_ahead_fails_the_sync_and_changes_nothing() {
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     assert_applied(&agent, &moved, true, "the mended catalog");
 }
+
+/// A host the large map does not name ends its reconcile before the render, with stage 4's
+/// reads started ahead (they wait for the thread when dropped): it reports that it waits
+/// for its role, writes no file, and once the map names it, converges.
+#[test]
+fn issue13_a_host_a_large_map_does_not_name_waits_and_later_converges() {
+    let agent = Agent::new(Setup::new("web-new", "10.250.0.9"));
+    let map = large_map(1, false);
+    agent.write_map(&map);
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    crate::fixture::assert_mentions(&describe(&out), &["waiting for role"]);
+    assert!(crate::fixture::tree(&agent.path("/etc")).is_empty());
+
+    let named = large_map(2, false).replacen(
+        "[hosts.web-0]",
+        "[hosts.web-new]\naddress = \"10.250.0.9\"\naz = \"a\"\nroles = [\"web\"]\nproducts = [\"p0\"]\n\n[hosts.web-0]",
+        1,
+    );
+    agent.write_map(&named);
+    let out = agent.run(&["sync", "--files-only"]);
+    assert_exit(&out, 0);
+    assert!(agent.vhost("p0").is_file(), "{}", describe(&out));
+}

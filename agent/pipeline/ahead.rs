@@ -97,9 +97,19 @@ pub(super) fn load_catalog(settings: &Settings) -> Result<(Catalog, Templates), 
 }
 
 /// [`Local`] being read on a thread of its own; by default (not started, or no thread
-/// granted), read here when it is asked for.
+/// granted), read here when it is asked for. Dropped unasked (a reconcile that ends before
+/// its render: held, waiting for a role, a map refused), it waits for its thread, so that
+/// no read of a reconcile runs on after it, beside the next one.
 #[derive(Default)]
 pub(super) struct Ahead(Option<JoinHandle<Local>>);
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(reading) = self.0.take() {
+            drop(reading.join());
+        }
+    }
+}
 
 impl Ahead {
     /// Start reading for `agent`; its thread enters the caller's tracing span.
@@ -115,8 +125,8 @@ impl Ahead {
     }
 
     /// What was read; read here if no thread was started.
-    pub fn finish(self, agent: &Agent) -> Local {
-        match self.0 {
+    pub fn finish(mut self, agent: &Agent) -> Local {
+        match self.0.take() {
             Some(reading) => reading
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),

@@ -37,8 +37,8 @@ pub(super) fn load(state_dir: &Path) -> Option<Memo> {
 }
 
 /// Complete `desired`'s remembered files from the disk (`stats`: their `lstat`s taken
-/// already, else taken here): the ones whose stamp shows them
-/// untouched since they were last found as remembered are vouched for unread; the others
+/// already, else taken here): the ones whose stamp shows them untouched since they were
+/// last found as remembered are vouched for unread; the others
 /// are read, one at a time: each found as remembered (bytes, owner, group and mode) is
 /// vouched for too, its bytes let go as soon as they are hashed (a 500-vhost host's first
 /// publish after a first apply reads 1.1 MB, issue 13), and gets its stamp in the memo for

@@ -232,8 +232,7 @@ enum Obtained {
 
 /// Stages 2–3: fetch the map; end quietly if it and the disk are as settled; else load it
 /// (validate, resolve, or fall back to the cache), a large one while stage 4's reads are
-/// done ahead;
-/// keep the applied map if a staged rollout says so; end if its inputs are held.
+/// done ahead; keep the applied map if a staged rollout says so; end if its inputs are held.
 async fn obtain(run: &Run<'_>, identity: &Identity) -> Result<Obtained, Failed> {
     let Run { agent, trace, .. } = run;
     let fetched = rollout::fetch(agent, run.source, identity);
