@@ -21,7 +21,12 @@ fn main() -> ExitCode {
             )
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let outcome = runtime.block_on(cli::run(cli));
+    // A map file's read that its fetch gave up on (a hung mount) may still hold a thread of
+    // the blocking pool, which a plain drop of the runtime would wait for without end. It
+    // only reads, and nothing else runs on that pool: the process leaves without it.
+    runtime.shutdown_background();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => fatal(&rolecall::text::chain(&err), cli::exit_code_for(&err)),
     }

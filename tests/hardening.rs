@@ -3,8 +3,18 @@
 //! oversize map is an invalid map (not an unreachable one), and map strings printed by
 //! `map diff` cannot drive the terminal or forge a line.
 
-use crate::fixture::{assert_exit, describe, stdout, tree, web_map, Agent, Setup};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::fixture::{
+    assert_exit, assert_mentions, describe, docroots, stdout, tree, web_map, Agent, Daemon, Setup,
+};
+use crate::reconcile::web_agent;
+use crate::support::apache::Apache;
+use crate::support::hung_fs::HungFs;
 use crate::support::tmpfs::Tmpfs;
+use crate::support::wait_until;
 
 /// A `--files-only` web agent converged on product `alpha`.
 fn converged_agent() -> Agent {
@@ -135,4 +145,148 @@ fn issue15_map_diff_escapes_terminal_sequences_and_newlines() {
         "a map string forged a line: {text}"
     );
     assert!(text.contains("\\u{1b}[2J\\nhost evil-1"), "{text}");
+}
+
+/// `agent`'s map moved to `rolemap.toml` on `fs`, fetched with a 1 s timeout; the map of
+/// generation 1 for `alpha` written there.
+fn map_on_mount(agent: &mut Agent, fs: &HungFs) {
+    agent.setup.map_url = Some(format!("file://{}", fs.path("rolemap.toml").display()));
+    agent.setup.map_lines.push("timeout = \"1s\"".into());
+    agent.write_config();
+    let base = docroots(agent, &["alpha", "beta"]);
+    fs.write("rolemap.toml", web_map(1, &["alpha"], &base).as_bytes());
+}
+
+/// The threads of process `pid` waiting for the FUSE daemon's answer (their kernel stack
+/// is in FUSE's request wait): reads of the hung mount still pending.
+fn reads_waiting(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's tasks");
+    tasks
+        .flatten()
+        .filter(|task| {
+            let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+            stack.contains("request_wait_answer")
+        })
+        .count()
+}
+
+/// A map file on a mount that stopped answering: the fetch gives up after its timeout, the
+/// sync goes on from the cached map and writes nothing, and the process exits though the
+/// read still waits (a runtime dropped the plain way waits for its blocking threads without
+/// end). Once the mount answers, the new map applies.
+#[test]
+fn a_sync_whose_map_read_hangs_gives_up_uses_the_cache_and_exits() {
+    let fs = HungFs::mount();
+    let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    map_on_mount(&mut agent, &fs);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    let etc = agent.path("/etc");
+    let before = tree(&etc);
+    let base = agent.path("/var/www");
+    fs.write(
+        "rolemap.toml",
+        web_map(2, &["alpha", "beta"], &base).as_bytes(),
+    );
+    fs.hang();
+    let mut sync = agent
+        .command(&["sync", "--files-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the sync");
+    let exited = wait_until(Duration::from_secs(30), || {
+        !matches!(sync.try_wait(), Ok(None))
+    });
+    if !exited {
+        let _ = sync.kill();
+    }
+    let out = sync.wait_with_output().expect("the sync's output");
+    assert!(
+        exited,
+        "the sync did not exit while its map's read hung: {}",
+        describe(&out)
+    );
+    assert_exit(&out, 0);
+    assert_mentions(
+        &describe(&out),
+        &["no answer within 1000 ms", "cached map", "generation 1"],
+    );
+    assert_eq!(tree(&etc), before, "files changed without a new map");
+    fs.release();
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    assert!(agent.vhost("beta").exists(), "the map was not applied");
+}
+
+/// A daemon polling a map on a mount that stopped answering waits on the one read it
+/// started, poll after poll, instead of leaving a stuck thread behind at each; when the
+/// mount answers again, that read's map is applied.
+#[test]
+fn a_daemon_polling_a_hung_mount_keeps_one_read_waiting_and_recovers() {
+    let fs = HungFs::mount();
+    let (mut agent, _apache) = web_agent(Apache::start);
+    map_on_mount(&mut agent, &fs);
+    let base = agent.path("/var/www");
+    let daemon = Daemon::start(&agent, &[]);
+    let converged = wait_until(Duration::from_secs(30), || {
+        daemon.log_count("outcome=Converged") >= 1
+    });
+    assert!(converged, "not converged: {}", daemon.log_tail());
+    fs.hang();
+    fs.write(
+        "rolemap.toml",
+        web_map(2, &["alpha", "beta"], &base).as_bytes(),
+    );
+    let polls = wait_until(Duration::from_secs(60), || {
+        daemon.log_count("no answer within 1000 ms") >= 5
+    });
+    assert!(polls, "five polls did not time out: {}", daemon.log_tail());
+    assert_eq!(
+        reads_waiting(daemon.pid()),
+        1,
+        "after five polls of the hung mount: {}",
+        daemon.log_tail()
+    );
+    fs.release();
+    let applied = wait_until(Duration::from_secs(30), || agent.vhost("beta").exists());
+    assert!(applied, "the map was not applied: {}", daemon.log_tail());
+    assert_eq!(reads_waiting(daemon.pid()), 0, "a read still waits");
+}
+
+/// A map path naming a FIFO or a device is refused at once, unread: a FIFO without a
+/// writer would hold the fetch until its timeout and `/dev/zero` would never end. A map
+/// file over the 16 MiB limit is refused from its size, without being read: under a 4 GiB
+/// address-space limit, an 8 GiB file read whole would fail as out of memory instead.
+#[test]
+fn a_map_path_that_is_no_regular_file_or_too_large_is_refused_unread() {
+    let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    let fifo = agent.dir.path().join("map.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    agent.setup.map_lines.push("timeout = \"60s\"".into());
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        agent.setup.map_url = Some(format!("file://{}", path.display()));
+        agent.write_config();
+        let out = agent.run(&["sync", "--files-only"]);
+        assert_exit(&out, 1);
+        assert_mentions(
+            &describe(&out),
+            &[&format!("{} is not a regular file", path.display())],
+        );
+    }
+    let huge = agent.dir.path().join("huge.toml");
+    let file = std::fs::File::create(&huge).expect("huge map");
+    file.set_len(8 << 30).expect("a sparse 8 GiB map");
+    agent.setup.map_url = Some(format!("file://{}", huge.display()));
+    agent.write_config();
+    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
+    let out = Command::new(limit)
+        .arg(format!("--as={}", 4u64 << 30))
+        .arg(crate::fixture::binary())
+        .args(["--config".as_ref(), agent.config.as_os_str()])
+        .args(["--root".as_ref(), agent.root.as_os_str()])
+        .args(["sync", "--files-only"])
+        .output()
+        .expect("running rolecall under prlimit");
+    assert_exit(&out, 2);
+    assert_mentions(&describe(&out), &["8589934592 bytes, more than the limit"]);
+    assert!(!agent.path("/etc").exists(), "files were written");
 }

@@ -59,6 +59,8 @@ missing_packages() {
         # tests/faults.rs and tests/writer.rs: errors and kills injected at file-system
         # calls, syscall counts.
         [/usr/bin/strace]=strace
+        # tests/hardening.rs: an address-space limit on one run.
+        [/usr/bin/prlimit]=util-linux
     )
     local program
     for program in "${!needs[@]}"; do
@@ -70,6 +72,9 @@ missing_packages() {
     elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
         echo python3-venv
     fi
+    # tests/hardening.rs: a FUSE mount that hangs (tests/support/hung_fs.py), on Debian's
+    # Python and its fusepy.
+    /usr/bin/python3 -c 'import fusepy' 2>/dev/null || echo python3-fusepy
 }
 
 install_packages() {

@@ -3,9 +3,15 @@
 //! `NotModified` as S3 and HTTPS do. I/O; the URL parser and the ETag are pure and tested
 //! below.
 
-use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use super::{timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
 use crate::text::sha256_hex;
@@ -16,7 +22,14 @@ pub struct FileSource {
     path: PathBuf,
     url: String,
     timeout: Duration,
+    /// The read of the file on tokio's blocking pool, while it runs. A fetch that gives up
+    /// on it (a hung mount) leaves it here, and the next fetch waits on it again instead of
+    /// starting another: a daemon polling a hung mount holds one stuck thread, not one a poll.
+    reading: Mutex<Option<Reading>>,
 }
+
+/// A read of the map file on tokio's blocking pool.
+type Reading = JoinHandle<Result<Vec<u8>, Error>>;
 
 impl FileSource {
     /// A source for `url` (`file:///absolute/path`); `timeout` bounds each read, since the
@@ -29,6 +42,7 @@ impl FileSource {
             path: parse_file_url(url)?,
             url: url.to_owned(),
             timeout,
+            reading: Mutex::new(None),
         })
     }
 
@@ -37,33 +51,68 @@ impl FileSource {
         &self.url
     }
 
-    /// The file's bytes, read on tokio's blocking pool so that the caller's timeout can give
-    /// up on a hung mount. Where the system grants no thread (a task limit), the pool would
-    /// panic: the file is read here instead, without that protection.
+    /// The file's bytes, read on tokio's blocking pool so that the fetch can give up on a hung
+    /// mount after its timeout. Where the system grants no thread (a task limit), the pool
+    /// would panic: the file is read here instead, without that protection.
     async fn read(&self) -> Result<Vec<u8>, Error> {
-        let bytes = match crate::threads::available() {
-            true => tokio::fs::read(&self.path).await,
-            false => std::fs::read(&self.path),
-        };
-        bytes.map_err(|err| match err.kind() {
-            ErrorKind::NotFound => Error::Refused {
-                url: self.url.clone(),
-                reason: format!("no such file {}", self.path.display()),
-            },
-            _ => Error::unreachable(&self.url, err),
-        })
+        if !crate::threads::available() {
+            return read_file(&self.path, &self.url);
+        }
+        let mut reading = self.reading.lock().await;
+        let read = reading.get_or_insert_with(|| {
+            let (path, url) = (self.path.clone(), self.url.clone());
+            tokio::task::spawn_blocking(move || read_file(&path, &url))
+        });
+        let done = tokio::time::timeout(self.timeout, read)
+            .await
+            .map_err(|_| timeout_error(&self.url, self.timeout))?;
+        *reading = None;
+        done.map_err(|panicked| Error::unreachable(&self.url, panicked))?
+    }
+}
+
+/// The bytes of the map file at `path`, refused without being read whole when it is larger
+/// than [`MAX_MAP_BYTES`], and refused unread when it is not a regular file: a FIFO (opened
+/// without waiting for a writer) or a device such as `/dev/zero` would never end.
+fn read_file(path: &Path, url: &str) -> Result<Vec<u8>, Error> {
+    let io = |err: std::io::Error| match err.kind() {
+        ErrorKind::NotFound => refused(url, format!("no such file {}", path.display())),
+        _ => Error::unreachable(url, err),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        let reason = format!("{} is not a regular file", path.display());
+        return Err(refused(url, reason));
+    }
+    if meta.len() > MAX_MAP_BYTES {
+        return Err(too_large(url, meta.len()));
+    }
+    // The file may grow while it is read: one byte over the limit is enough to refuse it.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_MAP_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    match u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+        len if len > MAX_MAP_BYTES => Err(too_large(url, len)),
+        _ => Ok(bytes),
+    }
+}
+
+fn refused(url: &str, reason: String) -> Error {
+    Error::Refused {
+        url: url.to_owned(),
+        reason,
     }
 }
 
 impl MapSource for FileSource {
     async fn fetch(&self, last_etag: Option<&str>) -> Result<Fetched, Error> {
-        let bytes = tokio::time::timeout(self.timeout, self.read())
-            .await
-            .map_err(|_| timeout_error(&self.url, self.timeout))??;
-        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        if len > MAX_MAP_BYTES {
-            return Err(too_large(&self.url, len));
-        }
+        let bytes = self.read().await?;
         let sha256 = sha256_hex(&bytes);
         let etag = etag_of(&sha256);
         if last_etag == Some(etag.as_str()) {

@@ -17,6 +17,7 @@ pub mod debian;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod hung_fs;
 pub mod imds;
 pub mod mariadb;
 pub mod memcached;
