@@ -195,14 +195,16 @@ impl Target {
 }
 
 fn read_file(path: &Path) -> Result<Option<Current>, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(Current {
-            etag: file_etag(&bytes),
-            bytes,
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(crate::sys::fs::io("reading", path)(source).into()),
-    }
+    let io = |e| Error::from(crate::sys::fs::io("reading", path)(e));
+    let file = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        opened => opened.map_err(io)?,
+    };
+    let bytes = source::read_open_map(file, path, io)?;
+    Ok(Some(Current {
+        etag: file_etag(&bytes),
+        bytes,
+    }))
 }
 
 /// Prepare `text` for publishing to `target` over `current` (what `target.read()` gave).

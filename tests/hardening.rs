@@ -3,14 +3,18 @@
 //! oversize map is an invalid map (not an unreachable one), and map strings printed by
 //! `map diff` cannot drive the terminal or forge a line.
 
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::fixture::{
-    assert_exit, assert_mentions, describe, docroots, stdout, tree, web_map, Agent, Daemon, Setup,
+    assert_exit, assert_mentions, assert_stderr, describe, docroots, stdout, tree, web_map, Agent,
+    Daemon, Setup,
 };
 use crate::reconcile::web_agent;
+use crate::support::acceptor::Acceptor;
 use crate::support::apache::Apache;
 use crate::support::hung_fs::HungFs;
 use crate::support::tmpfs::Tmpfs;
@@ -61,7 +65,7 @@ fn huge_one_line_map(len: usize) -> String {
 #[test]
 fn issue15_errors_about_a_huge_map_are_bounded() {
     let agent = converged_agent();
-    // Under the 16 MiB limit, so sync parses it; `map validate` parses any size.
+    // Under the 16 MiB limit, so sync and `map validate` parse it.
     agent.write_map(&huge_one_line_map(15_000_000));
     let huge = agent.dir.path().join("huge.toml");
     std::fs::write(&huge, huge_one_line_map(50_000_000)).expect("map");
@@ -79,7 +83,7 @@ fn issue15_errors_about_a_huge_map_are_bounded() {
     );
 
     assert_exit(&out, 2);
-    let out = agent.run(&["map", "validate", &huge.display().to_string()]);
+    let out = agent.run(&["map", "validate", &agent.map.display().to_string()]);
     assert_exit(&out, 2);
     let text = describe(&out);
     assert!(
@@ -88,6 +92,10 @@ fn issue15_errors_about_a_huge_map_are_bounded() {
         text.len()
     );
     assert!(text.contains("line 3"), "no line number: {text}");
+    // Over the limit, `map validate` says so as the agent does, unread.
+    let out = agent.run(&["map", "validate", &huge.display().to_string()]);
+    assert_stderr(&out, 2, &["50000031 bytes, more than the limit"]);
+    assert!(describe(&out).len() < 4096, "{}", describe(&out).len());
 }
 
 /// Issue 15 #6: a map over the 16 MiB limit is an invalid map: exit 2 and `check`
@@ -277,16 +285,65 @@ fn a_map_path_that_is_no_regular_file_or_too_large_is_refused_unread() {
     file.set_len(8 << 30).expect("a sparse 8 GiB map");
     agent.setup.map_url = Some(format!("file://{}", huge.display()));
     agent.write_config();
-    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
-    let out = Command::new(limit)
-        .arg(format!("--as={}", 4u64 << 30))
-        .arg(crate::fixture::binary())
-        .args(["--config".as_ref(), agent.config.as_os_str()])
-        .args(["--root".as_ref(), agent.root.as_os_str()])
-        .args(["sync", "--files-only"])
+    let out = within_4_gib(&agent)
         .output()
         .expect("running rolecall under prlimit");
     assert_exit(&out, 2);
     assert_mentions(&describe(&out), &["8589934592 bytes, more than the limit"]);
     assert!(!agent.path("/etc").exists(), "files were written");
+}
+
+/// `sync --files-only` of `agent` with its address space limited to 4 GiB (`prlimit`): a map
+/// read whole that should not be fails there as out of memory.
+fn within_4_gib(agent: &Agent) -> Command {
+    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
+    let mut cmd = Command::new(limit);
+    cmd.arg(format!("--as={}", 4u64 << 30))
+        .arg(crate::fixture::binary())
+        .args(["--config".as_ref(), agent.config.as_os_str()])
+        .args(["--root".as_ref(), agent.root.as_os_str()])
+        .args(["sync", "--files-only"]);
+    cmd
+}
+
+/// An S3-compatible server whose `GetObject` body declares no length (chunked) and never
+/// ends: the map is read no further than the 16 MiB limit, exit 2, instead of growing until
+/// memory runs out.
+#[test]
+fn a_map_body_without_a_length_is_read_no_further_than_the_limit() {
+    let endless = Acceptor::start("binding the endless S3 server", endless_body);
+    let mut agent = Agent::new(Setup::new("web-1", "127.0.0.1"));
+    agent.setup.map_url = Some("s3://fleet/rolemap.toml".into());
+    agent.write_config();
+    let endpoint = format!("http://127.0.0.1:{}", endless.port());
+    let out = within_4_gib(&agent)
+        .env("AWS_ENDPOINT_URL_S3", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("running rolecall under prlimit");
+    assert_exit(&out, 2);
+    assert_mentions(
+        &describe(&out),
+        &["s3://fleet/rolemap.toml", "more than the limit"],
+    );
+    assert!(!agent.path("/etc").exists(), "files were written");
+}
+
+/// Answers the request on `stream` with a chunked body of comment lines, until the peer
+/// goes away.
+fn endless_body(stream: TcpStream) {
+    let mut reader = BufReader::new(&stream);
+    if !matches!(crate::support::http::read_request(&mut reader), Ok(Some(_))) {
+        return;
+    }
+    let lines = "# a map without end\n".repeat(4096);
+    let chunk = format!("{:x}\r\n{lines}\r\n", lines.len());
+    let mut writer = &stream;
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: \"endless\"\r\n\r\n";
+    let mut sent = writer.write_all(head.as_bytes());
+    while sent.is_ok() {
+        sent = writer.write_all(chunk.as_bytes());
+    }
 }

@@ -183,3 +183,41 @@ fn a_large_map_is_read_in_pieces_and_a_host_defined_again_far_down_is_refused_wi
     assert!(all.contains("duplicate key"), "{all}");
     assert!(all.contains(&format!("line {dup_line}")), "{all}");
 }
+
+/// A map file a command names is held to the size limit of every map (16 MiB): a regular
+/// file over it is refused from its size, unread (an 8 GiB sparse file, under a 4 GiB
+/// address-space limit, would fail as out of memory if read whole), and a device or a pipe
+/// is read no further than the limit. A map piped in under the limit still validates.
+#[test]
+fn a_map_file_over_the_size_limit_is_refused_unread_and_a_piped_map_still_validates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let huge = dir.path().join("huge.toml");
+    let file = std::fs::File::create(&huge).expect("huge map");
+    file.set_len(8 << 30).expect("a sparse 8 GiB map");
+    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
+    for (path, size) in [
+        (huge.as_path(), "8589934592"),
+        (Path::new("/dev/zero"), "16777217"),
+    ] {
+        let out = Command::new(&limit)
+            .arg(format!("--as={}", 4u64 << 30))
+            .arg(crate::fixture::binary())
+            .args(["map", "validate"])
+            .arg(path)
+            .output()
+            .expect("running rolecall under prlimit");
+        let said = format!("{size} bytes, more than the limit");
+        assert_stderr(&out, 2, &[&path.display().to_string(), &said]);
+    }
+    let mut piped = Command::new(crate::fixture::binary())
+        .args(["map", "validate", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running rolecall");
+    let mut stdin = piped.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, SAMPLE_MAP.as_bytes()).expect("piping the map");
+    drop(stdin);
+    let out = piped.wait_with_output().expect("rolecall's output");
+    assert_stdout(&out, 0, &["valid (generation 41"]);
+}

@@ -158,8 +158,9 @@ pub(super) async fn run(cmd: &MapCommand) -> Result<u8, Error> {
     }
 }
 
+/// The map file a command names, refused (exit 2) when over the size limit of every map.
 fn read(file: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(file).map_err(|source| Error::Read {
+    crate::source::read_map_file(file, |source| Error::Read {
         path: file.to_path_buf(),
         source,
     })
@@ -293,7 +294,8 @@ async fn run_publish(
     rollout: &RolloutOptions,
     options: &WriteOptions,
 ) -> Result<u8, publish::Error> {
-    let bytes = std::fs::read(file).map_err(crate::sys::fs::io("reading", file))?;
+    let io = |e| publish::Error::from(crate::sys::fs::io("reading", file)(e));
+    let bytes = crate::source::read_map_file(file, io)?;
     let text = String::from_utf8_lossy(&bytes);
     let text = staged(file, &text, rollout.staging().as_ref())?;
     let target = Target::open(to, options.timeout).await?;

@@ -4,7 +4,7 @@
 //! below.
 
 use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +13,10 @@ use nix::fcntl::OFlag;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::{timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES};
+use super::{
+    read_up_to_limit, timeout_error, too_large, within_limit, Error, Fetched, MapBytes, MapSource,
+    MAX_MAP_BYTES,
+};
 use crate::text::sha256_hex;
 
 /// The role map in a local file.
@@ -93,14 +96,8 @@ fn read_file(path: &Path, url: &str) -> Result<Vec<u8>, Error> {
         return Err(too_large(url, meta.len()));
     }
     // The file may grow while it is read: one byte over the limit is enough to refuse it.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_MAP_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    match u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
-        len if len > MAX_MAP_BYTES => Err(too_large(url, len)),
-        _ => Ok(bytes),
-    }
+    let bytes = read_up_to_limit(file, meta.len()).map_err(io)?;
+    within_limit(url, bytes)
 }
 
 fn refused(url: &str, reason: String) -> Error {

@@ -8,6 +8,8 @@ pub mod s3;
 pub mod verify;
 
 use std::future::Future;
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 pub use cache::{Cache, CacheMeta, CachedMap};
@@ -183,6 +185,61 @@ fn too_large(url: &str, len: u64) -> Error {
         url: url.to_owned(),
         len,
     }
+}
+
+/// Up to one byte past [`MAX_MAP_BYTES`] of `reader`, `size_hint` bytes expected: a map's
+/// bytes, or enough of them for [`within_limit`] to refuse it, never more.
+///
+/// # Errors
+/// `reader`'s.
+pub fn read_up_to_limit(reader: impl Read, size_hint: u64) -> std::io::Result<Vec<u8>> {
+    let expected = size_hint.min(MAX_MAP_BYTES + 1);
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    reader.take(MAX_MAP_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `bytes` read from `url` by [`read_up_to_limit`], refused when over [`MAX_MAP_BYTES`].
+///
+/// # Errors
+/// `Error::TooLarge`, with the count read (at least the size).
+pub fn within_limit(url: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+    match u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+        len if len > MAX_MAP_BYTES => Err(too_large(url, len)),
+        _ => Ok(bytes),
+    }
+}
+
+/// The role map file at `path` (a command's input, a `file://` target): refused from its
+/// size when it is a regular file over [`MAX_MAP_BYTES`], and any other (a pipe) read no
+/// further than the limit. `io` makes the error of a failed open or read.
+///
+/// # Errors
+/// `io`'s, and `Error::TooLarge`.
+pub fn read_map_file<E: From<Error>>(
+    path: &Path,
+    io: impl Fn(std::io::Error) -> E,
+) -> Result<Vec<u8>, E> {
+    let file = std::fs::File::open(path).map_err(&io)?;
+    read_open_map(file, path, io)
+}
+
+/// [`read_map_file`] of the file at `path`, opened already.
+///
+/// # Errors
+/// `io`'s, and `Error::TooLarge`.
+pub fn read_open_map<E: From<Error>>(
+    file: std::fs::File,
+    path: &Path,
+    io: impl Fn(std::io::Error) -> E,
+) -> Result<Vec<u8>, E> {
+    let url = path.display().to_string();
+    let size = file.metadata().map_or(0, |meta| meta.len());
+    if size > MAX_MAP_BYTES {
+        return Err(too_large(&url, size).into());
+    }
+    let bytes = read_up_to_limit(file, size).map_err(&io)?;
+    Ok(within_limit(&url, bytes)?)
 }
 
 /// `Error::Timeout` for a request to `url` that got no answer within `timeout`.

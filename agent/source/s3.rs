@@ -149,6 +149,9 @@ impl S3Source {
         }
     }
 
+    /// The object's body, refused as soon as it grows past [`MAX_MAP_BYTES`]: S3 declares
+    /// the length, and a larger one is refused before any byte is read, but a server that
+    /// does not (a chunked body) is not read beyond the limit either.
     async fn read_body(&self, output: GetObjectOutput) -> Result<Fetched, Error> {
         let declared = output.content_length().and_then(|n| u64::try_from(n).ok());
         if let Some(len) = declared.filter(|&len| len > MAX_MAP_BYTES) {
@@ -156,13 +159,22 @@ impl S3Source {
         }
         let etag = output.e_tag().map(str::to_owned);
         let version = output.version_id().map(str::to_owned);
-        let body = output
-            .body
-            .collect()
+        let mut body = output.body;
+        let mut bytes =
+            Vec::with_capacity(declared.map_or(0, |len| usize::try_from(len).unwrap_or(0)));
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|err| Error::unreachable(&self.url, err))?;
+            .map_err(|err| Error::unreachable(&self.url, err))?
+        {
+            bytes.extend_from_slice(&chunk);
+            let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+            if len > MAX_MAP_BYTES {
+                return Err(too_large(&self.url, len));
+            }
+        }
         Ok(Fetched::Map(MapBytes {
-            bytes: body.into_bytes().to_vec(),
+            bytes,
             etag,
             version,
             sha256: None,
