@@ -22,9 +22,10 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(cli::run(cli));
-    // A map file's read that its fetch gave up on (a hung mount) may still hold a thread of
-    // the blocking pool, which a plain drop of the runtime would wait for without end. It
-    // only reads, and nothing else runs on that pool: the process leaves without it.
+    // What is left on tokio's blocking pool once the command is done was given up on by its
+    // caller: a map file's read past its timeout (a hung mount), a DNS lookup. A plain drop
+    // of the runtime would wait for it without end; none of it writes, so the process
+    // leaves without it.
     runtime.shutdown_background();
     match outcome {
         Ok(code) => ExitCode::from(code),

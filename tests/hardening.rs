@@ -227,7 +227,7 @@ fn a_sync_whose_map_read_hangs_gives_up_uses_the_cache_and_exits() {
 
 /// A daemon polling a map on a mount that stopped answering waits on the one read it
 /// started, poll after poll, instead of leaving a stuck thread behind at each; when the
-/// mount answers again, that read's map is applied.
+/// mount answers again, the new map is applied.
 #[test]
 fn a_daemon_polling_a_hung_mount_keeps_one_read_waiting_and_recovers() {
     let fs = HungFs::mount();

@@ -25,9 +25,10 @@ pub struct FileSource {
     path: PathBuf,
     url: String,
     timeout: Duration,
-    /// The read of the file on tokio's blocking pool, while it runs. A fetch that gives up
-    /// on it (a hung mount) leaves it here, and the next fetch waits on it again instead of
-    /// starting another: a daemon polling a hung mount holds one stuck thread, not one a poll.
+    /// The read of the file on tokio's blocking pool that a fetch gave up on (a hung mount):
+    /// the next fetch waits on it again instead of starting another, so a daemon polling a
+    /// hung mount holds one stuck thread, not one a poll. A read that ended between two
+    /// fetches is stale, and the next fetch reads again.
     reading: Mutex<Option<Reading>>,
 }
 
@@ -62,6 +63,9 @@ impl FileSource {
             return read_file(&self.path, &self.url);
         }
         let mut reading = self.reading.lock().await;
+        if reading.as_ref().is_some_and(JoinHandle::is_finished) {
+            *reading = None;
+        }
         let read = reading.get_or_insert_with(|| {
             let (path, url) = (self.path.clone(), self.url.clone());
             tokio::task::spawn_blocking(move || read_file(&path, &url))
