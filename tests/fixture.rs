@@ -433,6 +433,15 @@ pub fn memcached_map(generation: u64, note: &str) -> String {
     format!("schema = 1\ngeneration = {generation}\n\n[products.site]\ndomain = \"site.example.test\"\ndocroot = \"/srv/site\"\n\n[hosts.cache-1]\naddress = \"10.0.0.5\"\naz = \"a\"\nroles = [\"memcached\"]\nproducts = [\"site\"]\n# {note}\n")
 }
 
+/// The rolecall binary run with its address space limited to 4 GiB (`prlimit`): a map read
+/// whole that should not be fails there as out of memory. Add the arguments.
+pub fn binary_within_4_gib() -> Command {
+    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
+    let mut cmd = Command::new(limit);
+    cmd.arg(format!("--as={}", 4u64 << 30)).arg(binary());
+    cmd
+}
+
 /// The rolecall binary under test: `ROLECALL_BIN` when set (the daemon benchmark points
 /// it at the `dist` build, and any other build can be tested that way), else the binary
 /// cargo built with the tests.

@@ -296,11 +296,8 @@ fn a_map_path_that_is_no_regular_file_or_too_large_is_refused_unread() {
 /// `sync --files-only` of `agent` with its address space limited to 4 GiB (`prlimit`): a map
 /// read whole that should not be fails there as out of memory.
 fn within_4_gib(agent: &Agent) -> Command {
-    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
-    let mut cmd = Command::new(limit);
-    cmd.arg(format!("--as={}", 4u64 << 30))
-        .arg(crate::fixture::binary())
-        .args(["--config".as_ref(), agent.config.as_os_str()])
+    let mut cmd = crate::fixture::binary_within_4_gib();
+    cmd.args(["--config".as_ref(), agent.config.as_os_str()])
         .args(["--root".as_ref(), agent.root.as_os_str()])
         .args(["sync", "--files-only"]);
     cmd

@@ -194,14 +194,11 @@ fn a_map_file_over_the_size_limit_is_refused_unread_and_a_piped_map_still_valida
     let huge = dir.path().join("huge.toml");
     let file = std::fs::File::create(&huge).expect("huge map");
     file.set_len(8 << 30).expect("a sparse 8 GiB map");
-    let limit = crate::support::require_program("prlimit", "apt-get install util-linux");
     for (path, size) in [
         (huge.as_path(), "8589934592"),
         (Path::new("/dev/zero"), "16777217"),
     ] {
-        let out = Command::new(&limit)
-            .arg(format!("--as={}", 4u64 << 30))
-            .arg(crate::fixture::binary())
+        let out = crate::fixture::binary_within_4_gib()
             .args(["map", "validate"])
             .arg(path)
             .output()

@@ -10,7 +10,7 @@ use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
 
 use super::{
-    fetch_within, timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES,
+    extend_within_limit, fetch_within, timeout_error, Error, Fetched, MapBytes, MapSource,
 };
 
 /// The role map at an `https://` URL.
@@ -94,7 +94,7 @@ impl HttpsSource {
         }))
     }
 
-    /// The body, refused as soon as it grows past [`MAX_MAP_BYTES`].
+    /// The body, refused as soon as it grows past [`super::MAX_MAP_BYTES`].
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
         let mut bytes = Vec::new();
         while let Some(chunk) = response
@@ -102,11 +102,7 @@ impl HttpsSource {
             .await
             .map_err(|err| self.request_error(err))?
         {
-            bytes.extend_from_slice(&chunk);
-            let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-            if len > MAX_MAP_BYTES {
-                return Err(too_large(&self.raw_url, len));
-            }
+            extend_within_limit(&self.raw_url, &mut bytes, &chunk)?;
         }
         Ok(bytes)
     }

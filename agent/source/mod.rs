@@ -199,6 +199,20 @@ pub fn read_up_to_limit(reader: impl Read, size_hint: u64) -> std::io::Result<Ve
     Ok(bytes)
 }
 
+/// `chunk` of a body from `url` added to `bytes`, refused once they are over
+/// [`MAX_MAP_BYTES`]: a body streamed in is never held past the limit.
+///
+/// # Errors
+/// `Error::TooLarge`, with the count read.
+pub fn extend_within_limit(url: &str, bytes: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Error> {
+    bytes.extend_from_slice(chunk);
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    match len > MAX_MAP_BYTES {
+        true => Err(too_large(url, len)),
+        false => Ok(()),
+    }
+}
+
 /// `bytes` read from `url` by [`read_up_to_limit`], refused when over [`MAX_MAP_BYTES`].
 ///
 /// # Errors

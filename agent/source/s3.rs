@@ -14,7 +14,8 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{
-    fetch_within, timeout_error, too_large, Error, Fetched, MapBytes, MapSource, MAX_MAP_BYTES,
+    extend_within_limit, fetch_within, timeout_error, too_large, Error, Fetched, MapBytes,
+    MapSource, MAX_MAP_BYTES,
 };
 
 /// Region used when neither the environment, the AWS profile nor IMDS names one; an
@@ -167,11 +168,7 @@ impl S3Source {
             .await
             .map_err(|err| Error::unreachable(&self.url, err))?
         {
-            bytes.extend_from_slice(&chunk);
-            let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-            if len > MAX_MAP_BYTES {
-                return Err(too_large(&self.url, len));
-            }
+            extend_within_limit(&self.url, &mut bytes, &chunk)?;
         }
         Ok(Fetched::Map(MapBytes {
             bytes,
