@@ -63,8 +63,8 @@ fn parse_cut(text: &str, at: usize) -> Option<RoleMap> {
         || read(Build::new()?, first),
     );
     let mut build = build?;
-    match later.and_then(Build::finish) {
-        Some(map) => build.join(map)?,
+    match later.and_then(Build::closed) {
+        Some(later) => build.join(later)?,
         None => build = read(build, second)?,
     }
     build.finish()
@@ -356,6 +356,9 @@ struct Build {
     table: Table,
     /// Products whose `[products.P.secrets]` was read.
     secrets: BTreeSet<String>,
+    /// The hosts read so far, in the text's order: the tree is built from them once, at the
+    /// end, instead of a search from its root for each of them (issue 13).
+    hosts: Vec<(Name, Host)>,
     /// Hosts' lists of roles and products.
     lists: Lists,
     blank: Blank,
@@ -381,6 +384,7 @@ impl Build {
             map: blank()?,
             table: Table::Root,
             secrets: BTreeSet::new(),
+            hosts: Vec::new(),
             lists: Lists::default(),
             blank: Blank {
                 product: blank()?,
@@ -461,7 +465,7 @@ impl Build {
                 self.secrets.insert(name).then_some(())?;
                 product.secrets = secrets;
             }
-            Table::Host(id, host) => none(self.map.hosts.insert(id, host))?,
+            Table::Host(id, host) => self.hosts.push((id, host)),
             Table::Rollout(rollout) => none(self.map.rollout.replace(rollout))?,
         }
         Some(())
@@ -521,28 +525,43 @@ impl Build {
         Some(())
     }
 
+    /// The map, once its open table is added and its hosts are in their tree: `None` when a
+    /// host's table is defined twice (TOML refuses it).
     fn finish(mut self) -> Option<RoleMap> {
         self.close()?;
+        let mut hosts = std::mem::take(&mut self.hosts);
+        hosts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return None;
+        }
+        self.map.hosts = hosts.into_iter().collect();
         Some(self.map)
     }
 
-    /// Add the tables of `later`, the map of the text after this one's (which starts with a
-    /// header, so it has no root keys): each table must be new to this map. Its hosts keep
-    /// their own copies of the lists they name.
-    fn join(&mut self, later: RoleMap) -> Option<()> {
+    /// This build with its open table added: `None` when that table is refused.
+    fn closed(mut self) -> Option<Self> {
         self.close()?;
-        let RoleMap {
-            products,
-            hosts,
-            rollout,
+        Some(self)
+    }
+
+    /// Add the tables of `later`, the build of the text after this one's (which starts with
+    /// a header, so it has no root keys): each table must be new to this map (a host's is
+    /// checked when the map is finished). Its hosts keep their own copies of the lists they
+    /// name.
+    fn join(&mut self, later: Build) -> Option<()> {
+        self.close()?;
+        let Build {
+            map: RoleMap {
+                products, rollout, ..
+            },
+            mut hosts,
             ..
         } = later;
         for (name, product) in products {
             none(self.map.products.insert(name, product))?;
         }
-        for (id, host) in hosts {
-            none(self.map.hosts.insert(id, host))?;
-        }
+        self.hosts.reserve_exact(hosts.len());
+        self.hosts.append(&mut hosts);
         if let Some(rollout) = rollout {
             none(self.map.rollout.replace(rollout))?;
         }
