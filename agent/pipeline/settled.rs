@@ -90,7 +90,10 @@ pub(super) fn stage(
     desired: &Desired,
     accounts: &crate::accounts::Desired,
 ) -> Option<crate::sys::fs::Staged> {
-    let old = read(agent);
+    // A record of other inputs can neither equal this one nor be kept for it: it is read
+    // whole (0.3 MB of JSON on a 500-vhost host) only for stamps the memo does not give.
+    let alike = peek(agent).is_none_or(|last| last == fingerprint);
+    let mut old = alike.then(|| read(agent)).flatten();
     let mut settled = Settled {
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
@@ -107,7 +110,11 @@ pub(super) fn stage(
             return None;
         }
     }
-    stamp(agent, &mut settled.files, old.as_ref(), desired);
+    let rest = memo_stamps(&mut settled.files, desired);
+    if !alike && !rest.is_empty() {
+        old = read(agent);
+    }
+    stamp(agent, &mut settled.files, rest, old.as_ref());
     if old.as_ref() == Some(&settled) {
         return None;
     }
@@ -141,19 +148,20 @@ fn same_files(old: &BTreeMap<PathBuf, Expected>, new: &BTreeMap<PathBuf, Expecte
             .all(|((p, e), (q, f))| p == q && e.without_stamp() == *f)
 }
 
-/// Give each file the stamp that lets the quiet path vouch for it unread. The render
-/// memo's stamps are taken over as they are: each says what the file held when its `lstat`
-/// showed it, whatever happened since. The other files are stat'ed: the last record's stamp
-/// of a file expected alike is kept while the file still shows it, else the stamp its
-/// `lstat` shows now once the file, read after that, is as expected and the stamp is
-/// settled. A file that gets none is read by every quiet poll until the next commit.
+/// Give each file of `rest`, those the render memo has no stamps of ([`memo_stamps`]), the
+/// stamp that lets the quiet path vouch for it unread: the last record's stamp of a file
+/// expected alike is kept while the file still shows it, else the stamp its `lstat` shows
+/// now once the file, read after that, is as expected and the stamp is settled. A file
+/// that gets none is read by every quiet poll until the next commit.
 fn stamp(
     agent: &Agent,
     files: &mut BTreeMap<PathBuf, Expected>,
+    rest: Vec<PathBuf>,
     old: Option<&Settled>,
-    desired: &Desired,
 ) {
-    let rest = memo_stamps(files, desired);
+    if rest.is_empty() {
+        return;
+    }
     let now = coarse_now();
     let Ok(stats) = agent.fs.stat_all(rest.iter().map(PathBuf::as_path)) else {
         return;
@@ -195,7 +203,8 @@ fn as_expected<'p>(
     })
 }
 
-/// Give the files the render memo has stamps of those stamps; returns the others.
+/// Give the files the render memo has stamps of those stamps (each says what the file held
+/// when its `lstat` showed it, whatever happened since); returns the others.
 fn memo_stamps(files: &mut BTreeMap<PathBuf, Expected>, desired: &Desired) -> Vec<PathBuf> {
     let vouched = desired.vouched.iter();
     let vouched = vouched.filter_map(|r| Some((r.file.path.as_path(), r.stamp?)));
@@ -216,6 +225,33 @@ fn last_stamp(old: Option<&Settled>, path: &Path, e: &Expected) -> Option<Stamp>
     let last = old?.files.get(path)?;
     (last.without_stamp() == *e).then_some(last.stamp).flatten()
 }
+
+/// The fingerprint the settled record starts with, from its first bytes ([`leading`]):
+/// `None` when there is no record or it does not start as this build writes it, and the
+/// caller reads it whole. Only ever used to skip reading a record of other inputs.
+fn peek(agent: &Agent) -> Option<String> {
+    let path = agent.state_dir.join(SETTLED_FILE);
+    let head = crate::sys::fs::read_state_head(&path, PEEK).ok()??;
+    leading(&head).map(str::to_string)
+}
+
+/// The hex fingerprint a record starting `{"fingerprint":"<hex>"` has (spaces and newlines
+/// aside, as a pretty-printed record has them); `None` for any other start.
+fn leading(head: &[u8]) -> Option<&str> {
+    // The head may end inside a character of a later path.
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"fingerprint\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let (hex, _) = rest.split_once('"')?;
+    (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// How much of the settled record [`peek`] reads: its fingerprint is 64 hex digits.
+const PEEK: usize = 256;
 
 fn read(agent: &Agent) -> Option<Settled> {
     match crate::sys::fs::read_json(&agent.state_dir.join(SETTLED_FILE)) {
@@ -270,6 +306,10 @@ pub(super) fn quiet(
     converged: bool,
     current: bool,
 ) -> Option<Quiet> {
+    if peek(agent).is_some_and(|last| last != fingerprint) {
+        debug!("inputs changed since the last converged reconcile");
+        return None;
+    }
     let settled = read(agent)?;
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
@@ -338,5 +378,72 @@ fn matches(now: Option<&DiskState>, expected: &Expected) -> bool {
                 && sha256_hex(&now.content) == expected.sha256
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fingerprint: &str) -> Settled {
+        let expected = Expected {
+            sha256: "ab".repeat(32),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            stamp: None,
+        };
+        Settled {
+            fingerprint: fingerprint.into(),
+            services: true,
+            waiting: false,
+            secrets: false,
+            files: [(PathBuf::from("/etc/caf\u{e9}/\u{1f600}.conf"), expected)].into(),
+            accounts: None,
+        }
+    }
+
+    /// The fingerprint is read from the first bytes of a record as written now (compact)
+    /// and as earlier builds wrote it (pretty), wherever those bytes end.
+    #[test]
+    fn the_fingerprint_is_read_from_a_records_first_bytes() {
+        let fingerprint = "0123456789abcdef".repeat(4);
+        let settled = record(&fingerprint);
+        let compact = serde_json::to_vec(&settled).expect("serializes");
+        let pretty = serde_json::to_vec_pretty(&settled).expect("serializes");
+        for text in [&compact, &pretty] {
+            let at = text
+                .windows(2)
+                .position(|w| w == b"\xf0\x9f")
+                .expect("the emoji");
+            for end in [PEEK.min(text.len()), at + 1, at + 2, text.len()] {
+                assert_eq!(leading(&text[..end]), Some(fingerprint.as_str()), "{end}");
+            }
+            let start = text.iter().position(|&b| b == b'0').expect("digits");
+            assert_eq!(
+                leading(&text[..start + 10]),
+                None,
+                "cut inside the fingerprint"
+            );
+        }
+    }
+
+    /// Any other start is no answer, and the caller reads the record whole.
+    #[test]
+    fn a_record_starting_otherwise_gives_no_fingerprint() {
+        let odd = [
+            "",
+            "{}",
+            "{\"services\":true,\"fingerprint\":\"ab\"}",
+            "{\"fingerprint\":\"\"}",
+            "{\"fingerprint\":\"a\\u0062\"}",
+            "{\"fingerprint\":12}",
+            "[\"fingerprint\",\"ab\"]",
+            "{\"fingerprints\":\"ab\"}",
+        ];
+        for text in odd {
+            assert_eq!(leading(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(leading(b" {\n \"fingerprint\" : \"ab\" }"), Some("ab"));
     }
 }

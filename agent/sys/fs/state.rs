@@ -35,6 +35,25 @@ pub fn read_state(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     super::file::read_all(File::from(fd), size, path).map(Some)
 }
 
+/// The first `most` bytes of a state-directory file (all of it when shorter); `None` when
+/// it does not exist.
+///
+/// # Errors
+/// As [`read_state`].
+pub fn read_state_head(path: &Path, most: usize) -> Result<Option<Vec<u8>>, Error> {
+    use std::io::Read;
+    let Some((fd, _)) = open_file(path, "reading")? else {
+        return Ok(None);
+    };
+    let mut head = Vec::with_capacity(most);
+    let limit = u64::try_from(most).unwrap_or(u64::MAX);
+    File::from(fd)
+        .take(limit)
+        .read_to_end(&mut head)
+        .map_err(io("reading", path))?;
+    Ok(Some(head))
+}
+
 /// The regular file at `path` opened for reading without following a symlink there, and
 /// its size; `None` when nothing is there. Errors say `doing` and `path`.
 fn open_file(path: &Path, doing: &'static str) -> Result<Option<(OwnedFd, i64)>, Error> {
@@ -86,7 +105,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
 /// # Errors
 /// As [`write_json`].
 pub fn stage_shortcut_json<T: Serialize>(path: &Path, value: &T) -> Result<Staged, Error> {
-    let serialize = |out: &mut dyn Write| serde_json::to_writer_pretty(out, value);
+    // Compact: a machine's file (`rolecall status` shows what an operator needs), written
+    // by every commit that changes files.
+    let serialize = |out: &mut dyn Write| serde_json::to_writer(out, value);
     stage_serialized(path, PUBLIC, Synced::Never, serialize)
 }
 
