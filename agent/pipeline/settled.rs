@@ -90,10 +90,13 @@ pub(super) fn stage(
     desired: &Desired,
     accounts: &crate::accounts::Desired,
 ) -> Option<crate::sys::fs::Staged> {
-    // A record of other inputs can neither equal this one nor be kept for it: it is read
-    // whole (0.3 MB of JSON on a 500-vhost host) only for stamps the memo does not give.
-    let alike = peek(agent).is_none_or(|last| last == fingerprint);
-    let mut old = alike.then(|| read(agent)).flatten();
+    // A record of other inputs can neither equal this one nor be kept for it: it is parsed
+    // (0.3 MB of JSON on a 500-vhost host) only for stamps the memo does not give.
+    let stored = load(agent);
+    let alike = stored
+        .as_deref()
+        .is_none_or(|bytes| is_of(bytes, fingerprint));
+    let mut old = stored.as_deref().filter(|_| alike).and_then(parse);
     let mut settled = Settled {
         fingerprint: fingerprint.to_string(),
         services: agent.run_services,
@@ -112,7 +115,7 @@ pub(super) fn stage(
     }
     let rest = memo_stamps(&mut settled.files, desired);
     if !alike && !rest.is_empty() {
-        old = read(agent);
+        old = stored.as_deref().and_then(parse);
     }
     stamp(agent, &mut settled.files, rest, old.as_ref());
     if old.as_ref() == Some(&settled) {
@@ -226,13 +229,11 @@ fn last_stamp(old: Option<&Settled>, path: &Path, e: &Expected) -> Option<Stamp>
     (last.without_stamp() == *e).then_some(last.stamp).flatten()
 }
 
-/// The fingerprint the settled record starts with, from its first bytes ([`leading`]):
-/// `None` when there is no record or it does not start as this build writes it, and the
-/// caller reads it whole. Only ever used to skip reading a record of other inputs.
-fn peek(agent: &Agent) -> Option<String> {
-    let path = agent.state_dir.join(SETTLED_FILE);
-    let head = crate::sys::fs::read_state_head(&path, PEEK).ok()??;
-    leading(&head).map(str::to_string)
+/// Whether the settled record `bytes` may be of the inputs `fingerprint`: false only when
+/// its first [`PEEK`] bytes name others ([`leading`]), so that a record of other inputs is
+/// never parsed; one that does not start as this build writes it is parsed as before.
+fn is_of(bytes: &[u8], fingerprint: &str) -> bool {
+    leading(&bytes[..bytes.len().min(PEEK)]).is_none_or(|last| last == fingerprint)
 }
 
 /// The hex fingerprint a record starting `{"fingerprint":"<hex>"` has (spaces and newlines
@@ -250,17 +251,25 @@ fn leading(head: &[u8]) -> Option<&str> {
     (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
-/// How much of the settled record [`peek`] reads: its fingerprint is 64 hex digits.
+/// How much of the settled record [`is_of`] looks at: its fingerprint is 64 hex digits.
 const PEEK: usize = 256;
 
-fn read(agent: &Agent) -> Option<Settled> {
-    match crate::sys::fs::read_json(&agent.state_dir.join(SETTLED_FILE)) {
-        Ok(settled) => settled,
+/// The settled record's bytes, read once; `None` when there is none or it is unreadable.
+fn load(agent: &Agent) -> Option<Vec<u8>> {
+    match crate::sys::fs::read_state(&agent.state_dir.join(SETTLED_FILE)) {
+        Ok(bytes) => bytes,
         Err(e) => {
             debug!(error = %chain(&e), "settled record unreadable");
             None
         }
     }
+}
+
+/// The settled record of `bytes` ([`load`]); `None` when it is no record.
+fn parse(bytes: &[u8]) -> Option<Settled> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| debug!(error = %e, "settled record unreadable"))
+        .ok()
 }
 
 /// Remember that the inputs `fingerprint` leave this host waiting for a role.
@@ -306,11 +315,12 @@ pub(super) fn quiet(
     converged: bool,
     current: bool,
 ) -> Option<Quiet> {
-    if peek(agent).is_some_and(|last| last != fingerprint) {
+    let bytes = load(agent)?;
+    if !is_of(&bytes, fingerprint) {
         debug!("inputs changed since the last converged reconcile");
         return None;
     }
-    let settled = read(agent)?;
+    let settled = parse(&bytes)?;
     if settled.fingerprint != fingerprint {
         debug!("inputs changed since the last converged reconcile");
         return None;

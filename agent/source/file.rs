@@ -13,10 +13,7 @@ use nix::fcntl::OFlag;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::{
-    read_up_to_limit, timeout_error, too_large, within_limit, Error, Fetched, MapBytes, MapSource,
-    MAX_MAP_BYTES,
-};
+use super::{timeout_error, Error, Fetched, MapBytes, MapSource};
 use crate::text::sha256_hex;
 
 /// The role map in a local file.
@@ -78,9 +75,10 @@ impl FileSource {
     }
 }
 
-/// The bytes of the map file at `path`, refused without being read whole when it is larger
-/// than [`MAX_MAP_BYTES`], and refused unread when it is not a regular file: a FIFO (opened
-/// without waiting for a writer) or a device such as `/dev/zero` would never end.
+/// The bytes of the map file at `path`, refused without being read whole when it is
+/// larger than [`super::MAX_MAP_BYTES`], and refused unread when it is not a regular file:
+/// a FIFO (opened without waiting for a writer) or a device such as `/dev/zero` would
+/// never end.
 fn read_file(path: &Path, url: &str) -> Result<Vec<u8>, Error> {
     let io = |err: std::io::Error| match err.kind() {
         ErrorKind::NotFound => refused(url, format!("no such file {}", path.display())),
@@ -96,12 +94,7 @@ fn read_file(path: &Path, url: &str) -> Result<Vec<u8>, Error> {
         let reason = format!("{} is not a regular file", path.display());
         return Err(refused(url, reason));
     }
-    if meta.len() > MAX_MAP_BYTES {
-        return Err(too_large(url, meta.len()));
-    }
-    // The file may grow while it is read: one byte over the limit is enough to refuse it.
-    let bytes = read_up_to_limit(file, meta.len()).map_err(io)?;
-    within_limit(url, bytes)
+    super::read_within_limit(file, meta.len(), url, io)
 }
 
 fn refused(url: &str, reason: String) -> Error {

@@ -187,18 +187,6 @@ fn too_large(url: &str, len: u64) -> Error {
     }
 }
 
-/// Up to one byte past [`MAX_MAP_BYTES`] of `reader`, `size_hint` bytes expected: a map's
-/// bytes, or enough of them for [`within_limit`] to refuse it, never more.
-///
-/// # Errors
-/// `reader`'s.
-pub fn read_up_to_limit(reader: impl Read, size_hint: u64) -> std::io::Result<Vec<u8>> {
-    let expected = size_hint.min(MAX_MAP_BYTES + 1);
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    reader.take(MAX_MAP_BYTES + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 /// `chunk` of a body from `url` added to `bytes`, refused once they are over
 /// [`MAX_MAP_BYTES`]: a body streamed in is never held past the limit.
 ///
@@ -206,21 +194,14 @@ pub fn read_up_to_limit(reader: impl Read, size_hint: u64) -> std::io::Result<Ve
 /// `Error::TooLarge`, with the count read.
 pub fn extend_within_limit(url: &str, bytes: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Error> {
     bytes.extend_from_slice(chunk);
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    match len > MAX_MAP_BYTES {
-        true => Err(too_large(url, len)),
-        false => Ok(()),
-    }
+    within_limit(url, bytes.len())
 }
 
-/// `bytes` read from `url` by [`read_up_to_limit`], refused when over [`MAX_MAP_BYTES`].
-///
-/// # Errors
-/// `Error::TooLarge`, with the count read (at least the size).
-pub fn within_limit(url: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
-    match u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+/// `Error::TooLarge` when `len` bytes read from `url` are over [`MAX_MAP_BYTES`].
+fn within_limit(url: &str, len: usize) -> Result<(), Error> {
+    match u64::try_from(len).unwrap_or(u64::MAX) {
         len if len > MAX_MAP_BYTES => Err(too_large(url, len)),
-        _ => Ok(bytes),
+        _ => Ok(()),
     }
 }
 
@@ -247,13 +228,32 @@ pub fn read_open_map<E: From<Error>>(
     path: &Path,
     io: impl Fn(std::io::Error) -> E,
 ) -> Result<Vec<u8>, E> {
-    let url = path.display().to_string();
     let size = file.metadata().map_or(0, |meta| meta.len());
+    read_within_limit(file, size, &path.display().to_string(), io)
+}
+
+/// The map in `file`, read from `url`, `size` bytes by its metadata: refused unread when
+/// that is over [`MAX_MAP_BYTES`], and read no further than one byte past the limit, as
+/// the file may grow while it is read (or, a pipe, have no size). `io` makes the error of
+/// a failed read.
+///
+/// # Errors
+/// `io`'s, and `Error::TooLarge`.
+pub fn read_within_limit<E: From<Error>>(
+    file: std::fs::File,
+    size: u64,
+    url: &str,
+    io: impl Fn(std::io::Error) -> E,
+) -> Result<Vec<u8>, E> {
     if size > MAX_MAP_BYTES {
-        return Err(too_large(&url, size).into());
+        return Err(too_large(url, size).into());
     }
-    let bytes = read_up_to_limit(file, size).map_err(&io)?;
-    Ok(within_limit(&url, bytes)?)
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_MAP_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(&io)?;
+    within_limit(url, bytes.len())?;
+    Ok(bytes)
 }
 
 /// `Error::Timeout` for a request to `url` that got no answer within `timeout`.

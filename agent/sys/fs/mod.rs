@@ -22,9 +22,9 @@ pub use crate::plan::{DiskState, FileState, Stamp};
 pub use account_files::{AccountSnapshot, Names};
 pub use file::{coarse_now, Stat};
 pub use state::{
-    create_dirs, create_new, prepare_socket, promote_state, read_json, read_state, read_state_head,
-    remove_state, set_mode, stage_shortcut_json, stage_state, write_json, write_shortcut,
-    write_state, write_state_mode, Staged,
+    create_dirs, create_new, prepare_socket, promote_state, read_json, read_state, remove_state,
+    set_mode, stage_shortcut_json, stage_state, write_json, write_shortcut, write_state,
+    write_state_mode, Staged,
 };
 pub use temp::sweep_dir;
 pub use txn::Transaction;

@@ -35,25 +35,6 @@ pub fn read_state(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     super::file::read_all(File::from(fd), size, path).map(Some)
 }
 
-/// The first `most` bytes of a state-directory file (all of it when shorter); `None` when
-/// it does not exist.
-///
-/// # Errors
-/// As [`read_state`].
-pub fn read_state_head(path: &Path, most: usize) -> Result<Option<Vec<u8>>, Error> {
-    use std::io::Read;
-    let Some((fd, _)) = open_file(path, "reading")? else {
-        return Ok(None);
-    };
-    let mut head = Vec::with_capacity(most);
-    let limit = u64::try_from(most).unwrap_or(u64::MAX);
-    File::from(fd)
-        .take(limit)
-        .read_to_end(&mut head)
-        .map_err(io("reading", path))?;
-    Ok(Some(head))
-}
-
 /// The regular file at `path` opened for reading without following a symlink there, and
 /// its size; `None` when nothing is there. Errors say `doing` and `path`.
 fn open_file(path: &Path, doing: &'static str) -> Result<Option<(OwnedFd, i64)>, Error> {
