@@ -62,8 +62,9 @@ pub(super) struct Settle<'a> {
 /// thread of its own (the cache and the records wait on their fsyncs; a large new map's
 /// cache is a megabyte), while the settled record is made ready here under a temp name, to
 /// be named only once the records and the cache are durable (issue 13: 10 -> 6 ms). The memo
-/// and the settled record are shortcuts, never fsynced: a power loss costs a full
-/// reconcile, never a wrong file.
+/// is written once the settled record has found its stamps, with them. The memo and the
+/// settled record are shortcuts, never fsynced: a power loss costs a full reconcile, never
+/// a wrong file.
 pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
     if !journal::close(agent) {
         return;
@@ -82,7 +83,15 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         let written = records.iter().all(|r| store(agent, RECORDS_FILE, r));
         records_lost.store(!written, Ordering::Relaxed);
     };
-    let memo = || super::memo::store(agent, &rendered.desired);
+    // The memo waits for the stamps the settled record finds for files it has none of
+    // (after a first apply, all of them): with them, the next publish reads none of those
+    // files again (issue 13). The record sends them before it is written.
+    let (send_stamps, stamps) = std::sync::mpsc::sync_channel(1);
+    let stamps = std::sync::Mutex::new(stamps);
+    let memo = || {
+        let found = || stamps.lock().ok()?.recv().ok();
+        super::memo::store(agent, &rendered.desired, found);
+    };
     // A thread only for a file to write: a publish that changes nothing on this host (the
     // common case on a fleet) starts none.
     let jobs = due([
@@ -96,7 +105,10 @@ pub(super) fn settle(agent: &Agent, s: &Settle<'_>) {
         }
         let (desired, accounts) = (&rendered.desired, &rendered.accounts);
         let settled = s.failed.is_empty();
-        settled.then(|| settled::stage(agent, s.fingerprint, desired, accounts))
+        // Moved in, so that the memo stops waiting when no record is made (a service
+        // failed) or it is made without stamps.
+        let stamped = move |found| drop(send_stamps.send(found));
+        settled.then(|| settled::stage(agent, s.fingerprint, desired, accounts, stamped))
     });
     store_services(agent, rendered);
     name_settled(agent, settled.flatten(), records_lost.into_inner());

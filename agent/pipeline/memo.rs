@@ -173,14 +173,22 @@ fn restamp(
     }
 }
 
-/// Keep the memo `desired` leaves for the next render, when it changed.
-pub(super) fn store(agent: &Agent, desired: &Desired) {
+/// Keep the memo `desired` leaves for the next render, when it changed, with the stamps
+/// `found` gives (each of a file read and found as `desired` has it, after its `lstat`
+/// showed the stamp, settled; see `settled::stamp`).
+pub(super) fn store(
+    agent: &Agent,
+    desired: &Desired,
+    found: impl FnOnce() -> Option<BTreeMap<PathBuf, Stamp>>,
+) {
     let Some(memo) = &desired.memo else {
         return;
     };
+    let stamps = found().unwrap_or_default();
     let path = agent.state_dir.join(MEMO_FILE);
+    let memo = memo.with_stamps(&stamps);
     let written =
-        crate::sys::fs::write_shortcut(&path, 0o600, |out| serde_json::to_writer(out, memo));
+        crate::sys::fs::write_shortcut(&path, 0o600, |out| serde_json::to_writer(out, &memo));
     if let Err(e) = written {
         error!(error = %chain(&e), "render memo not written (the next render renders everything)");
     }

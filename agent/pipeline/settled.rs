@@ -83,12 +83,14 @@ impl Expected {
 /// under a temp name (a shortcut, never fsynced) for the commit step to name last; `None`
 /// when the record on disk says so already, or it could not be written (logged). A
 /// files-only run keeps a full run's record of the same inputs and files rather than weaken
-/// it.
+/// it. `stamped` is given, before the record is written, the stamps found for the files the
+/// render memo has none of (see [`stamp`]), for the memo the commit writes beside it.
 pub(super) fn stage(
     agent: &Agent,
     fingerprint: &str,
     desired: &Desired,
     accounts: &crate::accounts::Desired,
+    stamped: impl FnOnce(BTreeMap<PathBuf, Stamp>),
 ) -> Option<crate::sys::fs::Staged> {
     // A record of other inputs can neither equal this one nor be kept for it: it is parsed
     // (0.3 MB of JSON on a 500-vhost host) only for stamps the memo does not give.
@@ -117,7 +119,7 @@ pub(super) fn stage(
     if !alike && !rest.is_empty() {
         old = stored.as_deref().and_then(parse);
     }
-    stamp(agent, &mut settled.files, rest, old.as_ref());
+    stamped(stamp(agent, &mut settled.files, rest, old.as_ref()));
     if old.as_ref() == Some(&settled) {
         return None;
     }
@@ -155,43 +157,47 @@ fn same_files(old: &BTreeMap<PathBuf, Expected>, new: &BTreeMap<PathBuf, Expecte
 /// stamp that lets the quiet path vouch for it unread: the last record's stamp of a file
 /// expected alike is kept while the file still shows it, else the stamp its `lstat` shows
 /// now once the file, read after that, is as expected and the stamp is settled. A file
-/// that gets none is read by every quiet poll until the next commit.
+/// that gets none is read by every quiet poll until the next commit. Returns the stamps
+/// given.
 fn stamp(
     agent: &Agent,
     files: &mut BTreeMap<PathBuf, Expected>,
     rest: Vec<PathBuf>,
     old: Option<&Settled>,
-) {
+) -> BTreeMap<PathBuf, Stamp> {
     if rest.is_empty() {
-        return;
+        return BTreeMap::new();
     }
     let now = coarse_now();
     let Ok(stats) = agent.fs.stat_all(rest.iter().map(PathBuf::as_path)) else {
-        return;
+        return BTreeMap::new();
     };
     let mut unread = Vec::new();
-    for path in rest {
-        let stat = stats.get(&path).and_then(Option::as_ref);
-        let (Some(e), Some(stat)) = (files.get_mut(&path), stat) else {
+    for path in &rest {
+        let stat = stats.get(path).and_then(Option::as_ref);
+        let (Some(e), Some(stat)) = (files.get_mut(path), stat) else {
             continue;
         };
-        e.stamp = last_stamp(old, &path, e);
+        e.stamp = last_stamp(old, path, e);
         if !e.vouched_by(Some(stat)) {
             e.stamp = None;
             if stat.stamp.is_settled(now) {
-                unread.push(path);
+                unread.push(path.as_path());
             }
         }
     }
-    let Ok(same) = as_expected(agent, files, unread.iter().map(PathBuf::as_path)) else {
-        return;
-    };
+    let same = as_expected(agent, files, unread.iter().copied()).unwrap_or_default();
     for path in unread {
-        let stat = stats.get(&path).and_then(Option::as_ref);
-        if let (Some(e), Some(stat), Some(true)) = (files.get_mut(&path), stat, same.get(&path)) {
+        let stat = stats.get(path).and_then(Option::as_ref);
+        if let (Some(e), Some(stat), Some(true)) = (files.get_mut(path), stat, same.get(path)) {
             e.stamp = Some(stat.stamp);
         }
     }
+    let stamped = |path: PathBuf| {
+        let stamp = files.get(&path)?.stamp?;
+        Some((path, stamp))
+    };
+    rest.into_iter().filter_map(stamped).collect()
 }
 
 /// Whether the disk holds each of `paths` as `files` expects it; each file is read and

@@ -1157,6 +1157,53 @@ mod tests {
         assert!(again.memo.is_none(), "nothing changed");
     }
 
+    /// A memo written with stamps ([`Memo::with_stamps`], which copies no unit it keeps)
+    /// reads back as the memo restamped with them; with none, as the memo itself.
+    #[test]
+    fn a_memo_written_with_stamps_reads_back_restamped() {
+        let role = "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n";
+        let (_dir, catalog, templates) = app_catalog(role, "{{ product.domain }}\n");
+        let (info, vars, secrets) = (MapInfo::default(), toml::Table::new(), Resolved::default());
+        let inputs = Inputs {
+            map: &info,
+            vars: &vars,
+            secrets: &secrets,
+            memo: Some(&Memo::new("test")),
+        };
+        let view = app_view("zeta.example", "alpha.example");
+        let rendered = render_with(&view, &catalog, &templates, &inputs).unwrap();
+        let memo = rendered.memo.expect("a memo");
+        let stamp = crate::plan::Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (4, 5),
+            ctime: (6, 7),
+            mode: 0o100_644,
+            uid: 0,
+            gid: 0,
+        };
+        let stamps: BTreeMap<PathBuf, crate::plan::Stamp> = [
+            (PathBuf::from("/etc/app/zeta.conf"), stamp),
+            (PathBuf::from("/etc/app/not-in-the-memo.conf"), stamp),
+        ]
+        .into();
+        fn json(value: impl serde::Serialize) -> serde_json::Value {
+            serde_json::to_value(value).unwrap()
+        }
+        let none = BTreeMap::new();
+        assert_eq!(json(memo.with_stamps(&none)), json(&memo));
+        let mut restamped = memo.clone();
+        assert!(restamped.restamp(&stamps), "zeta's file gets a stamp");
+        let written = json(memo.with_stamps(&stamps));
+        assert_ne!(written, json(&memo));
+        assert_eq!(written, json(&restamped));
+        let read: Memo = serde_json::from_value(written).unwrap();
+        assert_eq!(read, restamped);
+        let stamped: Vec<_> = read.stamps().map(|(p, s)| (p.to_path_buf(), s)).collect();
+        assert_eq!(stamped, [(PathBuf::from("/etc/app/zeta.conf"), stamp)]);
+    }
+
     fn smoke(name: &str, per_product: bool) -> String {
         format!("[[smoke]]\nkind = \"command\"\nname = \"{name}\"\ncommand = \"true\"\nper_product = {per_product}\n")
     }
