@@ -320,6 +320,52 @@ fn issue13_a_file_edited_before_the_commit_is_not_stamped_and_is_restored_next_s
     assert!(files.contains("/etc/memcached.conf"), "{report:#}");
 }
 
+/// The render memo takes its stamps from the commit only for files read back as written: a
+/// vhost (a per-product file, which the memo remembers; memcached.conf above is the host's
+/// own) edited behind the agent after its write and before the commit gets no stamp in the
+/// memo either, so the next publish, which changes another product only, reads it, finds
+/// the drift and restores it instead of vouching for it.
+#[test]
+fn issue13_a_vhost_edited_before_the_commit_is_not_stamped_in_the_memo_and_is_restored() {
+    let (agent, _apache) = web_agent(Apache::start);
+    let base = docroots(&agent, &["alpha", "beta"]);
+    let beta = agent.vhost("beta");
+    let once = agent.dir.path().join("edited");
+    // A clock tick between the edit and the commit, as above, so the commit reads it back.
+    let edit = format!(
+        r##"sh -c 'test -e {once} || {{ printf "# edited\n" >> {beta}; touch {once}; sleep 0.05; }}'"##,
+        once = once.display(),
+        beta = beta.display()
+    );
+    let role = agent.catalog.join("web.toml");
+    let text = std::fs::read_to_string(&role).expect("web.toml");
+    let smoke = format!("\n[[smoke]]\nkind = \"command\"\nname = \"edit behind\"\ncommand = {edit:?}\ntimeout = \"10s\"\n");
+    std::fs::write(&role, format!("{text}{smoke}")).expect("web.toml");
+    agent.write_map(&web_map(1, &["alpha", "beta"], &base));
+    assert_exit(&agent.run(&["sync"]), 0);
+    let edited = std::fs::read_to_string(&beta).expect("beta's vhost");
+    assert!(edited.ends_with("# edited\n"), "not edited: {edited}");
+    let path = "/etc/apache2/sites-enabled/rolecall-beta.conf";
+    let memo = agent.state_json("render-memo.json").expect("the memo");
+    let units = memo["units"].as_object().expect("units").values();
+    let files = units.flat_map(|u| u["files"].as_array().expect("files").iter());
+    let remembered: Vec<_> = files.filter(|f| f["file"]["path"] == *path).collect();
+    assert_eq!(remembered.len(), 1, "{path} in the memo: {memo:#}");
+    assert!(
+        remembered[0]["stamp"].is_null(),
+        "the edited vhost was stamped: {memo:#}"
+    );
+
+    let map = web_map(2, &["alpha", "beta"], &base).replace("www.alpha.", "w2.alpha.");
+    agent.write_map(&map);
+    assert_exit(&agent.run(&["sync"]), 0);
+    let restored = std::fs::read_to_string(&beta).expect("beta's vhost");
+    assert!(
+        !restored.contains("# edited"),
+        "the edit stayed: {restored}"
+    );
+}
+
 /// Change one letter of `path` to upper case and put its mtime back: what a hand edit that
 /// wants to go unseen by size and mtime does. Only the ctime tells.
 fn edit_keeping_size_and_mtime(path: &std::path::Path) {
