@@ -278,19 +278,10 @@ fn issue13_a_file_edited_before_the_commit_is_not_stamped_and_is_restored_next_s
     let agent =
         Agent::new(Setup::new("cache-1", "10.0.0.5").service("memcached", "restart = \"true\""));
     let conf = agent.path("/etc/memcached.conf");
-    let once = agent.dir.path().join("edited");
-    // The edit's ctime must be a clock tick older than the commit's clock for the commit to
-    // read the file back at all (a younger file is left unstamped unread): the smoke test
-    // waits 50 ms after it.
-    let edit = format!(
-        r##"sh -c 'test -e {once} || {{ printf "# edited\n" >> {conf}; touch {once}; sleep 0.05; }}'"##,
-        once = once.display(),
-        conf = conf.display()
-    );
     let role = agent.catalog.join("memcached.toml");
     let text = std::fs::read_to_string(&role).expect("memcached.toml");
     let (head, _smoke) = text.split_once("[[smoke]]").expect("a smoke test");
-    let smoke = format!("[[smoke]]\nkind = \"command\"\nname = \"edit behind\"\ncommand = {edit:?}\ntimeout = \"10s\"\n");
+    let smoke = smoke_editing_once(&agent, &conf);
     std::fs::write(&role, format!("{head}{smoke}")).expect("memcached.toml");
     agent.write_map(&memcached_map(1, "edited"));
 
@@ -330,17 +321,10 @@ fn issue13_a_vhost_edited_before_the_commit_is_not_stamped_in_the_memo_and_is_re
     let (agent, _apache) = web_agent(Apache::start);
     let base = docroots(&agent, &["alpha", "beta"]);
     let beta = agent.vhost("beta");
-    let once = agent.dir.path().join("edited");
-    // A clock tick between the edit and the commit, as above, so the commit reads it back.
-    let edit = format!(
-        r##"sh -c 'test -e {once} || {{ printf "# edited\n" >> {beta}; touch {once}; sleep 0.05; }}'"##,
-        once = once.display(),
-        beta = beta.display()
-    );
     let role = agent.catalog.join("web.toml");
     let text = std::fs::read_to_string(&role).expect("web.toml");
-    let smoke = format!("\n[[smoke]]\nkind = \"command\"\nname = \"edit behind\"\ncommand = {edit:?}\ntimeout = \"10s\"\n");
-    std::fs::write(&role, format!("{text}{smoke}")).expect("web.toml");
+    let smoke = smoke_editing_once(&agent, &beta);
+    std::fs::write(&role, format!("{text}\n{smoke}")).expect("web.toml");
     agent.write_map(&web_map(1, &["alpha", "beta"], &base));
     assert_exit(&agent.run(&["sync"]), 0);
     let edited = std::fs::read_to_string(&beta).expect("beta's vhost");
@@ -364,6 +348,20 @@ fn issue13_a_vhost_edited_before_the_commit_is_not_stamped_in_the_memo_and_is_re
         !restored.contains("# edited"),
         "the edit stayed: {restored}"
     );
+}
+
+/// A `[[smoke]]` test that appends `# edited` to `file` behind the agent, the first time
+/// only. The edit's ctime must be a clock tick older than the commit's clock for the commit
+/// to read the file back at all (a younger file is left unstamped unread): the test waits
+/// 50 ms after it.
+fn smoke_editing_once(agent: &Agent, file: &std::path::Path) -> String {
+    let once = agent.dir.path().join("edited");
+    let edit = format!(
+        r##"sh -c 'test -e {once} || {{ printf "# edited\n" >> {file}; touch {once}; sleep 0.05; }}'"##,
+        once = once.display(),
+        file = file.display()
+    );
+    format!("[[smoke]]\nkind = \"command\"\nname = \"edit behind\"\ncommand = {edit:?}\ntimeout = \"10s\"\n")
 }
 
 /// Change one letter of `path` to upper case and put its mtime back: what a hand edit that
