@@ -4,7 +4,22 @@
 //! way to the report. A leaf: pure stages and `sys` can both use it.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+
+/// Set by [`exits_after_one`].
+static EXITS_AFTER_ONE: AtomicBool = AtomicBool::new(false);
+
+/// This process exits once its one reconcile is done (`rolecall sync` without a daemon):
+/// what [`drop_aside`] is given then is left to the exit, which takes the whole heap back
+/// at once, instead of being freed a block at a time on a thread that competes with the
+/// reconcile's last writes for the host's cores (issue 13: a 10,000-host map's parsed
+/// tree, a web host's thousand rendered files and their records; half of a moved master's
+/// time in `free`, and a millisecond of its 37). The daemon never calls it: it frees what
+/// each poll lets go of.
+pub fn exits_after_one() {
+    EXITS_AFTER_ONE.store(true, Ordering::Relaxed);
+}
 
 thread_local! {
     /// Set while this thread's work keeps to it (see [`alone`]).
@@ -91,10 +106,22 @@ pub fn split<T: Sync, R: Send>(
 /// issue 13). Not for a value freed while more is still to be allocated: memory not freed
 /// yet is not reused, and the peak grows (the parsed map, freed before the render: +0.9 MB).
 /// Dropped here if the system grants no thread; a process that exits first leaves the
-/// memory to the kernel.
+/// memory to the kernel, and one that [`exits_after_one`] reconcile leaves it so at once.
+/// So only for plain memory: never a value whose drop does something (removes a temp file,
+/// releases a lock).
 pub fn drop_aside<T: Send + 'static>(value: T) {
+    drop(aside(value, EXITS_AFTER_ONE.load(Ordering::Relaxed)));
+}
+
+/// [`drop_aside`]: `value` left to the exit when the process `exits` after this reconcile,
+/// else dropped on the thread returned (`None`: dropped here, no thread granted).
+fn aside<T: Send + 'static>(value: T, exits: bool) -> Option<thread::JoinHandle<()>> {
+    if exits {
+        std::mem::forget(value);
+        return None;
+    }
     // A refused spawn drops its closure, and `value` with it, here.
-    let _ = thread::Builder::new().spawn(move || drop(value));
+    thread::Builder::new().spawn(move || drop(value)).ok()
 }
 
 /// Whether the system grants this process another thread now (a task limit may not): one
@@ -133,5 +160,29 @@ mod tests {
         );
         let (a, _) = join(true, on, on);
         assert_ne!(a, here, "join stayed on the thread after alone ended");
+    }
+
+    /// Counts its drops.
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn what_is_dropped_aside_is_freed_unless_the_process_exits_after_one_reconcile() {
+        let drops = std::sync::Arc::default();
+        let freeing = aside(Counted(std::sync::Arc::clone(&drops)), false);
+        freeing.expect("a thread").join().unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "not dropped on its thread");
+        let left = aside(Counted(std::sync::Arc::clone(&drops)), true);
+        assert!(left.is_none(), "a thread was started to free it");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "dropped although left to the exit"
+        );
     }
 }

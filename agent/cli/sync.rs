@@ -27,7 +27,10 @@ pub(super) async fn run(cli: &super::Cli, args: &Args) -> Result<u8, Error> {
     };
     let report = match from_daemon {
         Some(report) => report,
-        None => pipeline::sync(&agent, Trigger::Sync).await,
+        None => {
+            crate::threads::exits_after_one();
+            pipeline::sync(&agent, Trigger::Sync).await
+        }
     };
     if args.json {
         super::out(&format!(

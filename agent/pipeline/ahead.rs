@@ -10,7 +10,7 @@
 //! which the next reconcile sees, and a file read and found as remembered is stamped with
 //! the `lstat` taken before that read.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
 

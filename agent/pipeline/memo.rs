@@ -5,7 +5,8 @@
 //! never a wrong file: an unreadable or torn memo, one of another rolecall build, a
 //! remembered file missing, refused or changed on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 

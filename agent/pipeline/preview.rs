@@ -3,7 +3,8 @@
 //! including the position hooks that are due and the account changes (SPEC §10). What
 //! `plan` shows and a reconcile executes.
 
-use std::collections::{BTreeMap, HashSet};
+use foldhash::HashSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ahead::{LastRender, Local};

@@ -6,7 +6,8 @@
 //! missing file, another owner or mode) sends the reconcile down the full path. So does an
 //! account of the host's products that no longer matches the map (SPEC §10).
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -467,6 +467,10 @@ pub fn render_with(
     Ok(desired)
 }
 
+/// From this many products in each half on, [`Renderer::memo_keys`] hashes the halves side
+/// by side: a key takes some 5 µs, a thread 50 to 100 µs to start.
+const MIN_KEYS_APART: usize = 50;
+
 /// One host's render in progress: the context templates see, and what is rendered so far.
 struct Renderer<'a> {
     view: &'a HostView,
@@ -540,16 +544,33 @@ impl<'a> Renderer<'a> {
         Some(recall.key(&role.name, &product.name, value, &unreadable))
     }
 
+    /// The memo key of `role`'s unit for each of the host's products, in their order (all
+    /// `None` without a memo). Each hashes what templates see of its product (a pool of
+    /// hundreds of peers, its database chain): a host of 500 products hashes them in two
+    /// halves side by side (issue 13), while the other core has nothing to do.
+    fn memo_keys(&self, role: &Role) -> Vec<Option<String>> {
+        let products = &self.view.products;
+        if self.recall.is_none() {
+            return vec![None; products.len()];
+        }
+        let keys = |half: &[ProductView]| -> Vec<Option<String>> {
+            half.iter().map(|p| self.memo_key(role, p)).collect()
+        };
+        let (mut first, second) =
+            crate::threads::split(products, products.len() / 2, MIN_KEYS_APART, keys);
+        first.extend(second);
+        first
+    }
+
     /// `role`'s per-product files and smoke tests for `product`, from the memo when it has
-    /// them, else rendered (and remembered unless a secret blocked a file).
+    /// them under `key`, else rendered (and remembered unless a secret blocked a file).
     fn product_specs(
         &mut self,
         role: &Role,
         specs: &Specs<'_>,
-        product: &ProductView,
+        (product, key): (&ProductView, Option<String>),
         tests: &mut [Vec<SmokeTest>],
     ) -> Result<(), Error> {
-        let key = self.memo_key(role, product);
         if let (Some(key), Some(recall)) = (&key, self.recall.as_mut()) {
             if recall.recall(key, &mut self.desired, tests) {
                 return Ok(());
@@ -621,7 +642,8 @@ impl<'a> Renderer<'a> {
         self.set_product(None);
         self.specs(role, &specs, None, &mut tests)?;
         if specs.any_per_product() {
-            for product in &view.products {
+            let keys = self.memo_keys(role);
+            for product in view.products.iter().zip(keys) {
                 self.product_specs(role, &specs, product, &mut tests)?;
             }
             self.set_product(None);
@@ -1058,16 +1080,8 @@ mod tests {
         (dir, catalog, templates)
     }
 
-    /// Host h1 (role `app`) serving zeta and alpha, with these domains.
-    fn app_view(zeta: &str, alpha: &str) -> HostView {
-        let product = |name: &str, domain: &str| {
-            format!("[products.{name}]\ndomain = \"{domain}\"\ndocroot = \"/srv/{name}\"\n\n")
-        };
-        let map = format!(
-            "schema = 1\ngeneration = 1\n\n{}{}[hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n",
-            product("zeta", zeta),
-            product("alpha", alpha)
-        );
+    /// Host h1's view of `map`.
+    fn h1_view(map: &str) -> HostView {
         let identity = crate::identity::Identity {
             id: "h1".to_string(),
             address: "10.0.0.1".to_string(),
@@ -1081,6 +1095,19 @@ mod tests {
             panic!("h1 is assigned");
         };
         *view
+    }
+
+    /// Host h1 (role `app`) serving zeta and alpha, with these domains.
+    fn app_view(zeta: &str, alpha: &str) -> HostView {
+        let product = |name: &str, domain: &str| {
+            format!("[products.{name}]\ndomain = \"{domain}\"\ndocroot = \"/srv/{name}\"\n\n")
+        };
+        let map = format!(
+            "schema = 1\ngeneration = 1\n\n{}{}[hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [\"zeta\", \"alpha\"]\n",
+            product("zeta", zeta),
+            product("alpha", alpha)
+        );
+        h1_view(&map)
     }
 
     fn render_app(role: &str, template: &str) -> (Vec<String>, Result<Desired, Error>) {
@@ -1155,6 +1182,84 @@ mod tests {
         let again = run(&view, &templates, &vars, &memo);
         assert_eq!(remembered(&again).len(), 2);
         assert!(again.memo.is_none(), "nothing changed");
+    }
+
+    /// Host h1 (role `app`) serving `n` products p0.. (each with the domain `pN.example`,
+    /// `pN.moved` for those in `moved`).
+    fn many_view(n: usize, moved: &[usize]) -> HostView {
+        let mut map = String::from("schema = 1\ngeneration = 1\n\n");
+        for i in 0..n {
+            let domain = match moved.contains(&i) {
+                true => format!("p{i}.moved"),
+                false => format!("p{i}.example"),
+            };
+            map += &format!("[products.p{i}]\ndomain = \"{domain}\"\ndocroot = \"/srv/p{i}\"\n\n");
+        }
+        let names: Vec<String> = (0..n).map(|i| format!("\"p{i}\"")).collect();
+        map += &format!(
+            "[hosts.h1]\naddress = \"10.0.0.1\"\naz = \"us-east-1a\"\nroles = [\"app\"]\nproducts = [{}]\n",
+            names.join(", ")
+        );
+        h1_view(&map)
+    }
+
+    /// A host of enough products that their memo keys are hashed in two halves side by side
+    /// (`Renderer::memo_keys`): each product finds its own unit, in either half, and a moved
+    /// product in either half is rendered again, with its own domain, the rest remembered.
+    #[test]
+    fn memo_keys_hashed_in_two_halves_each_find_their_own_product() {
+        let n = 4 * MIN_KEYS_APART;
+        let role = "[[files]]\npath = \"/etc/app/{{ product.name }}.conf\"\ntemplate = \"app/conf.tera\"\nper_product = true\n";
+        let (_dir, catalog, templates) = app_catalog(role, "{{ product.domain }}\n");
+        let (info, vars, secrets) = (MapInfo::default(), toml::Table::new(), Resolved::default());
+        let run = |view: &HostView, memo: &Memo| {
+            let inputs = Inputs {
+                map: &info,
+                vars: &vars,
+                secrets: &secrets,
+                memo: Some(memo),
+            };
+            render_with(view, &catalog, &templates, &inputs).unwrap()
+        };
+        let first = run(&many_view(n, &[]), &Memo::new("test"));
+        let memo = first.memo.expect("a memo of the first render");
+        let (early, late) = (3, n - 5);
+        let moved = run(&many_view(n, &[early, late]), &memo);
+        // The line the template wrote, after the header.
+        let content = |f: &RenderedFile| {
+            let text = String::from_utf8_lossy(&f.content).into_owned();
+            text.lines().last().unwrap_or_default().to_string()
+        };
+        let rendered: Vec<(String, String)> = moved
+            .files
+            .iter()
+            .map(|f| (f.path.display().to_string(), content(f)))
+            .collect();
+        let mut expected = vec![
+            (format!("/etc/app/p{early}.conf"), format!("p{early}.moved")),
+            (format!("/etc/app/p{late}.conf"), format!("p{late}.moved")),
+        ];
+        expected.sort();
+        assert_eq!(
+            rendered, expected,
+            "rendered again: the moved products only"
+        );
+        assert_eq!(moved.remembered.len(), n - 2);
+        for r in &moved.remembered {
+            let name = r.file.product.as_deref().expect("a product's file");
+            assert_eq!(r.file.path, Path::new(&format!("/etc/app/{name}.conf")));
+        }
+        let sha = |i: usize| {
+            let remembered = first
+                .files
+                .iter()
+                .find(|f| f.product.as_deref() == Some(&*format!("p{i}")));
+            crate::text::sha256_hex(&remembered.expect("rendered first").content)
+        };
+        for r in &moved.remembered {
+            let i: usize = r.file.product.as_deref().unwrap()[1..].parse().unwrap();
+            assert_eq!(r.sha256, sha(i), "p{i} remembered another product's file");
+        }
     }
 
     /// A memo written with stamps ([`Memo::with_stamps`], which copies no unit it keeps)

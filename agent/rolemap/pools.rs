@@ -6,7 +6,8 @@
 //! freeing the pools of a 10,000-host map cost a moved-master sync some 10 ms and 2 MB,
 //! for a view few templates read (issue 13).
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};

@@ -5,7 +5,8 @@
 //! of their own. Pure; more rules of `validate`'s `Validator`, which lists these issues with
 //! the others.
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeMap;
 
 use super::resolve::Position;
 use super::types::{Database, RoleMap};

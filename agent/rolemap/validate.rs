@@ -2,7 +2,8 @@
 //! Strings that reach templates are checked against strict character sets so that no
 //! value can end a directive and start another (no whitespace, quotes, newlines, `..`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;

@@ -20,8 +20,9 @@
 //! or array is a TOML error of that piece, so the pieces parse without error exactly when
 //! they read as the whole text does.
 
+use foldhash::HashSet;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use serde::de::DeserializeOwned;
 use toml::value::Datetime;

@@ -5,7 +5,8 @@
 //! fsync per directory per transaction), the sweep of temp files a crash left, and the
 //! state directory's files (never through a symlink). I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod account_files;

@@ -5,7 +5,8 @@
 //! relative to their directory's fd, and each directory written to is fsynced once, at
 //! [`Transaction::sync`] (issue 13: not after every file).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
