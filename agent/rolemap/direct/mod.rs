@@ -531,7 +531,11 @@ impl Build {
     fn finish(mut self) -> Option<RoleMap> {
         self.close()?;
         let mut hosts = std::mem::take(&mut self.hosts);
-        hosts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        // Sorted through a table of keys, with one move of each host at the end, instead
+        // of the hosts (130 bytes each) moved and their ids compared in place: an id's
+        // first eight bytes, as a number, order most pairs (issue 13: the sort of a
+        // 10,000-host map's hosts was a millisecond of its parse).
+        hosts.sort_by_cached_key(|(id, _)| (head(id), id.clone()));
         if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
             return None;
         }
@@ -621,6 +625,16 @@ fn none<T>(before: Option<T>) -> Option<()> {
     before.is_none().then_some(())
 }
 
+/// The first eight bytes of `id` (zeros after a shorter one) as a big-endian number: two
+/// ids whose heads differ are in the order of their heads; equal heads leave the order to
+/// the whole ids.
+fn head(id: &str) -> u64 {
+    let mut bytes = [0; 8];
+    let n = id.len().min(8);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,6 +681,40 @@ mod tests {
         let large = large_map(3000);
         for text in [FULL, &written, super::super::SAMPLE, &large, ""] {
             assert!(agrees(text), "not read directly:\n{text}");
+        }
+    }
+
+    /// Hosts are ordered by their whole ids, not only the first eight bytes the sort keys on
+    /// first: ids that share those bytes, or are a prefix of another, or are not ASCII, read
+    /// as toml reads them; the same id twice, however far apart, is refused (toml refuses a
+    /// table defined twice), including after one that shares its first eight bytes.
+    #[test]
+    fn hosts_are_sorted_by_their_whole_ids_and_an_id_twice_is_refused() {
+        let ids = [
+            "web-12345",
+            "web-1234",
+            "web-1234a",
+            "web",
+            "web-",
+            "wéb-1",
+            "web-12344",
+            "a",
+            "web-1234é",
+            "db-7-0",
+        ];
+        let host = |id: &str| format!("[hosts.\"{id}\"]\naddress = \"10.0.0.1\"\n\n");
+        let mut text = String::from("schema = 1\ngeneration = 1\n\n");
+        ids.iter().for_each(|id| text += &host(id));
+        assert!(agrees(&text), "not read directly:\n{text}");
+        let map = parse(&text).expect("read directly");
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let read: Vec<&str> = map.hosts.keys().map(Name::as_str).collect();
+        assert_eq!(read, sorted);
+        for twice in ["web-1234", "web-12345", "a", "wéb-1"] {
+            let doubled = format!("{text}{}", host(twice));
+            assert!(parse(&doubled).is_none(), "{twice} twice was read");
+            assert!(whole(&doubled).is_err(), "toml reads {twice} twice");
         }
     }
 
