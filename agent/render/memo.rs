@@ -80,32 +80,25 @@ impl Unit {
 
 /// A memo serialised as if restamped ([`Memo::with_stamps`]): the fields of [`Memo`], each
 /// unit restamped on a copy of its own while it is written.
+#[derive(Serialize)]
 struct Restamped<'m> {
-    memo: &'m Memo,
+    build: &'m str,
+    units: RestampedUnits<'m>,
+}
+
+struct RestampedUnits<'m> {
+    units: &'m BTreeMap<String, Arc<Unit>>,
     stamps: &'m BTreeMap<PathBuf, Stamp>,
 }
-
-impl Serialize for Restamped<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut memo = serializer.serialize_struct("Memo", 2)?;
-        memo.serialize_field("build", &self.memo.build)?;
-        memo.serialize_field("units", &RestampedUnits(self))?;
-        memo.end()
-    }
-}
-
-struct RestampedUnits<'r>(&'r Restamped<'r>);
 
 impl Serialize for RestampedUnits<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Restamped { memo, stamps } = self.0;
-        let mut units = serializer.serialize_map(Some(memo.units.len()))?;
-        for (key, unit) in &memo.units {
-            if unit.restamps(stamps) {
+        let mut units = serializer.serialize_map(Some(self.units.len()))?;
+        for (key, unit) in self.units {
+            if unit.restamps(self.stamps) {
                 let mut copy = Unit::clone(unit);
-                copy.restamp(stamps);
+                copy.restamp(self.stamps);
                 units.serialize_entry(key, &copy)?;
             } else {
                 units.serialize_entry(key, unit)?;
@@ -168,7 +161,14 @@ impl Memo {
     /// 500-vhost host restamps after its first apply raised that sync's peak by 0.7 MB).
     /// A field added to [`Memo`] must be written here too (a unit test compares the two).
     pub fn with_stamps<'m>(&'m self, stamps: &'m BTreeMap<PathBuf, Stamp>) -> impl Serialize + 'm {
-        Restamped { memo: self, stamps }
+        let units = RestampedUnits {
+            units: &self.units,
+            stamps,
+        };
+        Restamped {
+            build: &self.build,
+            units,
+        }
     }
 
     /// The path of every remembered file.

@@ -531,9 +531,9 @@ impl Build {
     fn finish(mut self) -> Option<RoleMap> {
         self.close()?;
         let mut hosts = std::mem::take(&mut self.hosts);
-        // Sorted through a table of keys, with one move of each host at the end, instead
-        // of the hosts (130 bytes each) moved and their ids compared in place: an id's
-        // first eight bytes, as a number, order most pairs (issue 13: the sort of a
+        // Sorted through a table of keys, the hosts (130 bytes each) swapped into place once
+        // it is, instead of moved and their ids compared by a sort of the hosts themselves:
+        // an id's first eight bytes, as a number, order most pairs (issue 13: that sort of a
         // 10,000-host map's hosts was a millisecond of its parse).
         hosts.sort_by_cached_key(|(id, _)| (head(id), id.clone()));
         if hosts.windows(2).any(|pair| pair[0].0 == pair[1].0) {
