@@ -5,8 +5,9 @@
 #   --no-build     reuse the built binary instead of running `cargo build`
 #   --fast         quick, larger packages for tests: the `release` profile's
 #                  binary (the one `cargo build --release` and CI build) instead
-#                  of the `dist` profile's (fat LTO, own code for speed, dependencies for size, ~15 min
-#                  on two cores), gzip instead of xz/zstd compression; same files
+#                  of the `dist` profile's (fat LTO, own code for speed,
+#                  dependencies for size, ~15 min on two cores), gzip instead
+#                  of xz/zstd compression; same files
 #
 # Steps: cargo build --profile dist (or release); `rolecall manpage --out-dir target/man` (its
 # rolecall.1 and one page per subcommand, then gzipped) and `rolecall
