@@ -38,6 +38,9 @@ fn issue15_a_full_state_directory_stops_the_reconcile_before_its_first_write() {
     let before = tree(&etc);
     let state = agent.state();
     let full = Tmpfs::over(&state, "1m");
+    // The settled record goes as the journal is written: gone first, its room is not
+    // there for the journal to take.
+    std::fs::remove_file(state.join("settled.json")).expect("settled record");
     full.fill();
     let base = agent.path("/var/www");
     agent.write_map(&web_map(2, &["alpha", "beta"], &base));

@@ -261,10 +261,7 @@ fn issue15_temp_files_of_dead_writers_are_removed_by_the_next_reconcile() {
 /// the killed one and removes that temp file. A live writer's temp file stays.
 #[test]
 fn issue15_a_killed_writers_temp_file_goes_even_when_the_next_reconcile_writes_nothing() {
-    require_program(
-        "strace",
-        "apt-get install strace (tests/run.sh installs it)",
-    );
+    require_strace();
     let agent = agent(&["alpha"]);
     assert_exit(&agent.run(&["sync", "--files-only"]), 0);
     let sites = agent.path("/etc/apache2/sites-enabled");
@@ -404,6 +401,14 @@ fn torn_counters_start_again() {
     assert_eq!(converged(&agent), Some(1), "{}", agent.counters());
 }
 
+/// strace, or a failure that says how to install it.
+fn require_strace() {
+    require_program(
+        "strace",
+        "apt-get install strace (tests/run.sh installs it)",
+    );
+}
+
 /// `sync --files-only` of `agent` run through the command `wrapper` (its program and
 /// arguments, the rolecall command line appended).
 fn sync_under(agent: &Agent, wrapper: &[&str]) -> Output {
@@ -421,10 +426,7 @@ fn sync_under(agent: &Agent, wrapper: &[&str]) -> Output {
 
 /// `strace -f -c` of `sync --files-only`: calls per syscall.
 fn syscall_counts(agent: &Agent) -> (Output, std::collections::BTreeMap<String, u64>) {
-    require_program(
-        "strace",
-        "apt-get install strace (tests/run.sh installs it)",
-    );
+    require_strace();
     let summary = agent.dir.path().join("strace-c.txt");
     let summary_arg = summary.display().to_string();
     let out = sync_under(agent, &["strace", "-f", "-c", "-o", &summary_arg]);
@@ -468,5 +470,73 @@ fn issue13_a_first_apply_fsyncs_each_file_once_and_each_directory_once() {
     assert!(
         again.get("renameat").copied().unwrap_or(0) <= 3,
         "an unchanged sync renamed files: {again:?}"
+    );
+}
+
+/// Issue 13: before the first file of a reconcile is written, the settled record is gone
+/// and the journal is in place, both durable, with one fsync of the state directory for
+/// the two (the record is removed, the journal named, then the directory synced).
+#[test]
+fn issue13_the_settled_record_goes_with_the_journal_in_one_directory_fsync() {
+    require_strace();
+    let agent = agent(&["alpha"]);
+    assert_exit(&agent.run(&["sync", "--files-only"]), 0);
+    assert!(
+        agent.state_json("settled.json").is_some(),
+        "no settled record"
+    );
+    write_map(&agent, 2, &["alpha", "beta"]);
+    let trace = agent.dir.path().join("strace.txt");
+    let trace_arg = trace.display().to_string();
+    let calls = "unlink,unlinkat,rename,renameat,renameat2,fsync,openat";
+    let out = sync_under(
+        &agent,
+        &[
+            "strace",
+            "-f",
+            "-y",
+            "-e",
+            &format!("trace={calls}"),
+            "-o",
+            &trace_arg,
+        ],
+    );
+    assert_exit(&out, 0);
+    assert!(agent.vhost("beta").exists(), "{}", describe(&out));
+    let text = std::fs::read_to_string(&trace).expect("strace output");
+    let lines: Vec<&str> = text.lines().collect();
+    let first = |what: &dyn Fn(&str) -> bool, name: &str| {
+        lines
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("no {name} in the trace:\n{text}"))
+    };
+    let state = agent.state().display().to_string();
+    let etc = agent.root.join("etc").display().to_string();
+    let unlinked = first(
+        &|l| l.contains("unlink") && l.contains("settled.json"),
+        "unlink",
+    );
+    let named = first(
+        &|l| l.contains("rename") && l.contains("\"journal\""),
+        "journal",
+    );
+    let written = first(
+        &|l| l.contains("openat(") && l.contains(&etc) && l.contains("O_CREAT"),
+        "first managed temp file",
+    );
+    let synced: Vec<usize> = (0..written)
+        .filter(|&i| lines[i].contains("fsync(") && lines[i].contains(&format!("<{state}>")))
+        .collect();
+    assert!(unlinked < named && named < written, "out of order:\n{text}");
+    assert_eq!(
+        synced.iter().filter(|&&i| i > unlinked).count(),
+        1,
+        "not one fsync of the state directory between the record's removal and the first \
+         file ({synced:?}, removed at {unlinked}, journal at {named}):\n{text}"
+    );
+    assert!(
+        synced.iter().any(|&i| i > named),
+        "the journal's name was not made durable before the first file:\n{text}"
     );
 }

@@ -99,22 +99,19 @@ pub(super) fn blocked(rendered: &Rendered) -> FailedServices {
         .collect()
 }
 
-/// Stage 6b: journal every file's previous state, forget the settled state, then apply each
-/// service's changes as a transaction (write, check, restore on failure).
+/// Stage 6b: forget the settled state and journal every file's previous state (one
+/// directory fsync for both), then apply each service's changes as a transaction (write,
+/// check, restore on failure).
 ///
 /// # Errors
-/// The journal cannot be written or the settled record removed: nothing is written then
+/// The settled record cannot be removed or the journal written: nothing is written then
 /// (a crash would leave files without their check, reload and smoke tests).
 async fn install(
     agent: &Agent,
     rendered: &Rendered,
     planned: &Planned,
 ) -> Result<Installed, Error> {
-    journal::open(agent, &planned.plan)?;
-    if let Err(e) = settled::forget(agent) {
-        journal::close(agent);
-        return Err(e.into());
-    }
+    journal::open(agent, &planned.plan, &settled::path(agent))?;
     let mut installed = Installed {
         receipts: Vec::new(),
         failed: FailedServices::new(),

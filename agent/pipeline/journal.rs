@@ -47,13 +47,17 @@ enum Before {
     },
 }
 
-/// Save the previous state of every file `plan` changes, before the first write.
+/// Save the previous state of every file `plan` changes, before the first write, and
+/// remove `forget` (a file of the state directory: the settled record) first: the fsync of
+/// the directory that names the journal makes the removal durable too (issue 13). With
+/// nothing to change, `forget` is removed durably on its own.
 ///
 /// # Errors
-/// The journal could not be written: the caller must not write then (issue 15).
-pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Error> {
+/// `forget` could not be removed (nothing is written then), or the journal could not be
+/// written: the caller must not write then (issue 15).
+pub(super) fn open(agent: &Agent, plan: &Plan, forget: &Path) -> Result<(), crate::sys::fs::Error> {
     if plan.changes.is_empty() {
-        return Ok(());
+        return crate::sys::fs::remove_state(forget);
     }
     let path = agent.state_dir.join(JOURNAL_FILE);
     let befores = plan
@@ -64,7 +68,7 @@ pub(super) fn open(agent: &Agent, plan: &Plan) -> Result<(), crate::sys::fs::Err
         path: path.clone(),
         source,
     })?;
-    crate::sys::fs::write_state_mode(&path, &bytes, MODE)
+    crate::sys::fs::write_state_removing(&path, &bytes, MODE, forget)
 }
 
 fn encode(files: Vec<(PathBuf, DiskState)>) -> serde_json::Result<Vec<u8>> {

@@ -103,19 +103,27 @@ impl Cache {
 
     /// The metadata of the map file just put in place.
     fn store_meta(&self, meta: &CacheMeta) -> Result<(), Error> {
-        let meta_path = self.dir.join(META_FILE);
-        let json = serde_json::to_vec_pretty(meta).map_err(|err| Error::Cache {
-            path: meta_path,
-            source: err.into(),
-        })?;
+        let json = self.meta_json(meta)?;
         write_atomic(&self.dir, META_FILE, &json)?;
+        self.cached(meta);
+        Ok(())
+    }
+
+    /// `meta` as its file holds it.
+    fn meta_json(&self, meta: &CacheMeta) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec_pretty(meta).map_err(|err| Error::Cache {
+            path: self.dir.join(META_FILE),
+            source: err.into(),
+        })
+    }
+
+    fn cached(&self, meta: &CacheMeta) {
         tracing::debug!(
             path = %self.dir.display(),
             generation = meta.info.generation,
             map_etag = ?meta.info.etag,
             "map cached"
         );
-        Ok(())
     }
 
     /// Write a new map's `bytes` beside the cache (`map.toml.next`), not yet durable and not
@@ -131,16 +139,19 @@ impl Cache {
 
     /// Make the map this process [`Cache::stage`]d the cache, with its `meta` (whose
     /// `sha256` must be the staged bytes'): the map file made durable and renamed into place,
-    /// then the metadata written as [`Cache::store`] does. Only promote what was staged in
-    /// the same run: a stale staged file would be read back as no cache (its SHA-256 is not
-    /// the metadata's), never as a wrong one.
+    /// then the metadata written beside it, one directory fsync naming both. A crash before
+    /// that fsync may leave a pair that `load` reads as no cache, never a wrong one. Only
+    /// promote what was staged in the same run: a stale staged file would be read back as
+    /// no cache too (its SHA-256 is not the metadata's).
     ///
     /// # Errors
     /// `Error::Cache` naming the file; nothing staged is "not found".
     pub fn promote(&self, meta: &CacheMeta) -> Result<(), Error> {
         let (next, map) = (self.dir.join(NEXT_FILE), self.dir.join(MAP_FILE));
-        crate::sys::fs::promote_state(&next, &map).map_err(failed(&map))?;
-        self.store_meta(meta)
+        let (meta_path, json) = (self.dir.join(META_FILE), self.meta_json(meta)?);
+        crate::sys::fs::promote_state(&next, &map, (&meta_path, &json)).map_err(failed(&map))?;
+        self.cached(meta);
+        Ok(())
     }
 
     /// The cached map's metadata alone (a small JSON file), or `None` when it is missing
@@ -305,8 +316,33 @@ mod tests {
         std::fs::write(&elsewhere, b"schema = 1\n").expect("write");
         std::os::unix::fs::symlink(&elsewhere, dir.path().join(NEXT_FILE)).expect("symlink");
         assert!(cache.promote(&sample().meta()).is_err(), "symlink promoted");
-        assert_eq!(cache.load().expect("load"), Some(newer));
+        assert_eq!(cache.load().expect("load"), Some(newer.clone()));
         assert_eq!(std::fs::read(&elsewhere).expect("read"), b"schema = 1\n");
+    }
+
+    /// The metadata is written beside the promoted map (one directory fsync for both): a
+    /// symlink at its name is refused before the staged map takes the cache's name, and
+    /// the file it points to is left as it was.
+    #[test]
+    fn a_symlink_at_the_metadata_refuses_the_promotion_before_the_map_moves() {
+        let (dir, cache) = holding_sample();
+        let newer = b"schema = 1\ngeneration = 42\n";
+        cache.stage(newer).expect("stage");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"{}").expect("write");
+        std::fs::remove_file(dir.path().join(META_FILE)).expect("remove meta");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(META_FILE)).expect("symlink");
+        let mut meta = sample().meta();
+        meta.sha256 = sha256_hex(newer);
+        let err = cache
+            .promote(&meta)
+            .expect_err("promoted through a symlink");
+        let text = crate::text::chain(&err);
+        assert!(text.contains(META_FILE), "{text}");
+        assert_eq!(std::fs::read(&elsewhere).expect("read"), b"{}");
+        let read = |name: &str| std::fs::read(dir.path().join(name)).expect(name);
+        assert_eq!(read(MAP_FILE), sample().bytes, "the map moved");
+        assert_eq!(read(NEXT_FILE), newer, "the staged map went");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use file::{coarse_now, Stat};
 pub use state::{
     create_dirs, create_new, prepare_socket, promote_state, read_json, read_state, remove_state,
     set_mode, stage_shortcut_json, stage_state, write_json, write_shortcut, write_state,
-    write_state_mode, Staged,
+    write_state_removing, Staged,
 };
 pub use temp::sweep_dir;
 pub use txn::Transaction;

@@ -239,21 +239,47 @@ pub fn stage_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Make the file [`stage_state`] put at `from` durable and rename it over `to` in the same
-/// directory (a symlink at either name is refused, never followed), then fsync the
-/// directory.
+/// directory, then write `then` (a file of that directory describing it: path and bytes) as
+/// [`write_state`] does, with one directory fsync for both names (issue 13: one fsync
+/// fewer in the commit step). A symlink or a non-file at either name is refused, never
+/// followed. A crash before that fsync may keep either rename without the other: the
+/// caller must be able to tell such a pair (the map cache checks the map's SHA-256).
 ///
 /// # Errors
 /// `Symlink`, `NotAFile`, I/O; "not found" when nothing is staged.
-pub fn promote_state(from: &Path, to: &Path) -> Result<(), Error> {
+pub fn promote_state(from: &Path, to: &Path, then: (&Path, &[u8])) -> Result<(), Error> {
     let (dir_path, from_name) = split(from)?;
     let (_, to_name) = split(to)?;
+    let (then_path, then_bytes) = then;
+    let (then_dir, then_name) = split(then_path)?;
     let dir = open_dir(dir_path, false)?;
     refuse_non_file(dir.as_fd(), to_name, to)?;
+    let beside = then_dir == dir_path;
+    if beside {
+        refuse_non_file(dir.as_fd(), then_name, then_path)?;
+    }
     let Some((fd, _)) = open_file(from, "syncing")? else {
         return Err(errno("syncing", from)(Errno::ENOENT));
     };
     fsync(fd.as_fd()).map_err(errno("syncing", from))?;
     renameat(dir.as_fd(), from_name, dir.as_fd(), to_name).map_err(errno("renaming into", to))?;
+    if !beside {
+        fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))?;
+        return write_state(then_path, then_bytes);
+    }
+    let fill = |tmp: &mut File| tmp.write_all(then_bytes).map_err(io("writing", then_path));
+    staged(
+        dir.as_fd(),
+        dir_path,
+        then_path,
+        PUBLIC,
+        Synced::Now,
+        fill,
+        |tmp| {
+            let d = dir.as_fd();
+            renameat(d, tmp, d, then_name).map_err(errno("renaming into", then_path))
+        },
+    )?;
     fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
 }
 
@@ -353,14 +379,42 @@ fn staged(
 /// # Errors
 /// I/O errors other than "not found".
 pub fn remove_state(path: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("removing", path)(e)),
+    if !unlink_state(path)? {
+        return Ok(());
     }
     let (dir_path, _) = split(path)?;
     let dir = open_dir(dir_path, false)?;
     fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
+}
+
+/// [`write_state_mode`] after removing `stale`, a file of the same directory: the directory
+/// fsync that makes `path`'s name durable makes the removal durable too (issue 13: the
+/// settled record goes as the journal is written, one fsync fewer before the first file).
+/// A `stale` already gone is fine; one in another directory is removed durably on its own.
+///
+/// # Errors
+/// Removing `stale` (nothing is written then); as [`write_state_mode`].
+pub fn write_state_removing(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    stale: &Path,
+) -> Result<(), Error> {
+    if stale.parent() == path.parent() {
+        unlink_state(stale)?;
+    } else {
+        remove_state(stale)?;
+    }
+    write_state_mode(path, bytes, mode)
+}
+
+/// Remove a state-directory file, not durably yet; `false` when it was already gone.
+fn unlink_state(path: &Path) -> Result<bool, Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("removing", path)(e)),
+    }
 }
 
 /// Make room for a unix socket at `path`: create its directory, and remove a socket left

@@ -1,6 +1,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::state::write_state_mode;
 use super::*;
 
 /// A scratch `--root` allowing /etc/apache2 and the file /etc/memcached.conf.
@@ -626,4 +627,37 @@ fn a_batch_is_cut_where_both_threads_have_as_much_to_do() {
     assert_eq!(balanced_cut(&one_dir), 249);
     assert_eq!(balanced_cut(&[]), 0);
     assert_eq!(balanced_cut(&one_dir[..1]), 1);
+}
+
+/// The journal's write removes the settled record first, in the same directory, so that
+/// the fsync naming the journal makes the removal durable too (issue 13). A record already
+/// gone is fine; one that cannot be removed (a directory at its name) is an error, and
+/// nothing is written.
+#[test]
+fn a_state_file_written_after_removing_another_of_its_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let (journal, settled) = (state.join("journal"), state.join("settled.json"));
+    std::fs::write(&settled, b"{}").expect("settled");
+    write_state_removing(&journal, b"one", 0o600, &settled).expect("written");
+    assert!(!settled.exists(), "the settled record stayed");
+    assert_eq!(std::fs::read(&journal).expect("journal"), b"one");
+    let mode = std::fs::metadata(&journal)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    write_state_removing(&journal, b"two", 0o600, &settled).expect("nothing to remove");
+    assert_eq!(std::fs::read(&journal).expect("journal"), b"two");
+
+    std::fs::create_dir(&settled).expect("a directory in the way");
+    let err = write_state_removing(&journal, b"three", 0o600, &settled).expect_err("removed");
+    assert!(err.to_string().contains("settled.json"), "{err}");
+    assert_eq!(
+        std::fs::read(&journal).expect("journal"),
+        b"two",
+        "written anyway"
+    );
 }
