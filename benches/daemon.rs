@@ -16,7 +16,8 @@
 //! `cargo bench --bench daemon [-- PHASE…]` measures (phases: `issue3-boot`, `issue3-idle`,
 //! `issue4-boot`, `issue4-rollback`; a substring selects) the binary the packages ship:
 //! it first runs `cargo build --profile dist` (fat LTO, rolecall's code for speed and its
-//! dependencies' for size; ~15 minutes the first time) and measures `target/dist/rolecall`, or `ROLECALL_BIN` when set.
+//! dependencies' for size; ~15 minutes the first time) and measures
+//! `target/dist/rolecall`, or `ROLECALL_BIN` when set.
 //! `cargo test --all-targets` also runs this binary, without `--bench`: it then does one
 //! quick boot against Apache (about a second) as a sanity check and exits.
 #![allow(

@@ -511,7 +511,6 @@ fn issue13_the_settled_record_goes_with_the_journal_in_one_directory_fsync() {
             .position(|l| what(l))
             .unwrap_or_else(|| panic!("no {name} in the trace:\n{text}"))
     };
-    let state = agent.state().display().to_string();
     let etc = agent.root.join("etc").display().to_string();
     let unlinked = first(
         &|l| l.contains("unlink") && l.contains("settled.json"),
@@ -525,8 +524,9 @@ fn issue13_the_settled_record_goes_with_the_journal_in_one_directory_fsync() {
         &|l| l.contains("openat(") && l.contains(&etc) && l.contains("O_CREAT"),
         "first managed temp file",
     );
+    let state_fd = format!("<{}>", agent.state().display());
     let synced: Vec<usize> = (0..written)
-        .filter(|&i| lines[i].contains("fsync(") && lines[i].contains(&format!("<{state}>")))
+        .filter(|&i| lines[i].contains("fsync(") && lines[i].contains(&state_fd))
         .collect();
     assert!(unlinked < named && named < written, "out of order:\n{text}");
     assert_eq!(

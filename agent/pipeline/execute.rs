@@ -111,7 +111,7 @@ async fn install(
     rendered: &Rendered,
     planned: &Planned,
 ) -> Result<Installed, Error> {
-    journal::open(agent, &planned.plan, &settled::path(agent))?;
+    journal::open(agent, &planned.plan, settled::SETTLED_FILE)?;
     let mut installed = Installed {
         receipts: Vec::new(),
         failed: FailedServices::new(),

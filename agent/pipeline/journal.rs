@@ -48,16 +48,16 @@ enum Before {
 }
 
 /// Save the previous state of every file `plan` changes, before the first write, and
-/// remove `forget` (a file of the state directory: the settled record) first: the fsync of
-/// the directory that names the journal makes the removal durable too (issue 13). With
+/// remove the file `forget` of the state directory (the settled record) first: the fsync
+/// of the directory that names the journal makes the removal durable too (issue 13). With
 /// nothing to change, `forget` is removed durably on its own.
 ///
 /// # Errors
 /// `forget` could not be removed (nothing is written then), or the journal could not be
 /// written: the caller must not write then (issue 15).
-pub(super) fn open(agent: &Agent, plan: &Plan, forget: &Path) -> Result<(), crate::sys::fs::Error> {
+pub(super) fn open(agent: &Agent, plan: &Plan, forget: &str) -> Result<(), crate::sys::fs::Error> {
     if plan.changes.is_empty() {
-        return crate::sys::fs::remove_state(forget);
+        return crate::sys::fs::remove_state(&agent.state_dir.join(forget));
     }
     let path = agent.state_dir.join(JOURNAL_FILE);
     let befores = plan

@@ -307,12 +307,7 @@ pub(super) enum Quiet {
 /// # Errors
 /// The record could not be removed; the caller must not change files then.
 pub(super) fn forget(agent: &Agent) -> Result<(), crate::sys::fs::Error> {
-    crate::sys::fs::remove_state(&path(agent))
-}
-
-/// Where the settled record is (for the journal, which removes it as it is written).
-pub(super) fn path(agent: &Agent) -> PathBuf {
-    agent.state_dir.join(SETTLED_FILE)
+    crate::sys::fs::remove_state(&agent.state_dir.join(SETTLED_FILE))
 }
 
 /// What the inputs `fingerprint` come to without a render, when the last reconcile that

@@ -117,6 +117,7 @@ impl Cache {
         })
     }
 
+    /// Say that `meta`'s map is the cache now.
     fn cached(&self, meta: &CacheMeta) {
         tracing::debug!(
             path = %self.dir.display(),
@@ -148,8 +149,8 @@ impl Cache {
     /// `Error::Cache` naming the file; nothing staged is "not found".
     pub fn promote(&self, meta: &CacheMeta) -> Result<(), Error> {
         let (next, map) = (self.dir.join(NEXT_FILE), self.dir.join(MAP_FILE));
-        let (meta_path, json) = (self.dir.join(META_FILE), self.meta_json(meta)?);
-        crate::sys::fs::promote_state(&next, &map, (&meta_path, &json)).map_err(failed(&map))?;
+        let json = self.meta_json(meta)?;
+        crate::sys::fs::promote_state(&next, &map, (META_FILE, &json)).map_err(failed(&map))?;
         self.cached(meta);
         Ok(())
     }

@@ -239,34 +239,28 @@ pub fn stage_state(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Make the file [`stage_state`] put at `from` durable and rename it over `to` in the same
-/// directory, then write `then` (a file of that directory describing it: path and bytes) as
-/// [`write_state`] does, with one directory fsync for both names (issue 13: one fsync
-/// fewer in the commit step). A symlink or a non-file at either name is refused, never
-/// followed. A crash before that fsync may keep either rename without the other: the
-/// caller must be able to tell such a pair (the map cache checks the map's SHA-256).
+/// directory, then write the file `then` of that directory (its name and bytes: what
+/// describes `to`) as [`write_state`] does, with one directory fsync for both names (issue
+/// 13: one fsync fewer in the commit step). A symlink or a non-file at either name is
+/// refused, never followed. A crash before that fsync may keep either rename without the
+/// other: the caller must be able to tell such a pair (the map cache checks the map's
+/// SHA-256).
 ///
 /// # Errors
 /// `Symlink`, `NotAFile`, I/O; "not found" when nothing is staged.
-pub fn promote_state(from: &Path, to: &Path, then: (&Path, &[u8])) -> Result<(), Error> {
+pub fn promote_state(from: &Path, to: &Path, then: (&str, &[u8])) -> Result<(), Error> {
     let (dir_path, from_name) = split(from)?;
     let (_, to_name) = split(to)?;
-    let (then_path, then_bytes) = then;
-    let (then_dir, then_name) = split(then_path)?;
+    let (then_name, then_bytes) = then;
+    let then_path = &dir_path.join(then_name);
     let dir = open_dir(dir_path, false)?;
     refuse_non_file(dir.as_fd(), to_name, to)?;
-    let beside = then_dir == dir_path;
-    if beside {
-        refuse_non_file(dir.as_fd(), then_name, then_path)?;
-    }
+    refuse_non_file(dir.as_fd(), then_name.as_ref(), then_path)?;
     let Some((fd, _)) = open_file(from, "syncing")? else {
         return Err(errno("syncing", from)(Errno::ENOENT));
     };
     fsync(fd.as_fd()).map_err(errno("syncing", from))?;
     renameat(dir.as_fd(), from_name, dir.as_fd(), to_name).map_err(errno("renaming into", to))?;
-    if !beside {
-        fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))?;
-        return write_state(then_path, then_bytes);
-    }
     let fill = |tmp: &mut File| tmp.write_all(then_bytes).map_err(io("writing", then_path));
     staged(
         dir.as_fd(),
@@ -387,10 +381,10 @@ pub fn remove_state(path: &Path) -> Result<(), Error> {
     fsync(dir.as_fd()).map_err(errno("syncing directory", dir_path))
 }
 
-/// [`write_state_mode`] after removing `stale`, a file of the same directory: the directory
-/// fsync that makes `path`'s name durable makes the removal durable too (issue 13: the
-/// settled record goes as the journal is written, one fsync fewer before the first file).
-/// A `stale` already gone is fine; one in another directory is removed durably on its own.
+/// [`write_state_mode`] after removing the file `stale` of the same directory: the
+/// directory fsync that makes `path`'s name durable makes the removal durable too (issue
+/// 13: the settled record goes as the journal is written, one fsync fewer before the first
+/// file). A `stale` already gone is fine.
 ///
 /// # Errors
 /// Removing `stale` (nothing is written then); as [`write_state_mode`].
@@ -398,13 +392,10 @@ pub fn write_state_removing(
     path: &Path,
     bytes: &[u8],
     mode: u32,
-    stale: &Path,
+    stale: &str,
 ) -> Result<(), Error> {
-    if stale.parent() == path.parent() {
-        unlink_state(stale)?;
-    } else {
-        remove_state(stale)?;
-    }
+    let (dir_path, _) = split(path)?;
+    unlink_state(&dir_path.join(stale))?;
     write_state_mode(path, bytes, mode)
 }
 

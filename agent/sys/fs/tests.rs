@@ -640,7 +640,7 @@ fn a_state_file_written_after_removing_another_of_its_directory() {
     std::fs::create_dir(&state).expect("state dir");
     let (journal, settled) = (state.join("journal"), state.join("settled.json"));
     std::fs::write(&settled, b"{}").expect("settled");
-    write_state_removing(&journal, b"one", 0o600, &settled).expect("written");
+    write_state_removing(&journal, b"one", 0o600, "settled.json").expect("written");
     assert!(!settled.exists(), "the settled record stayed");
     assert_eq!(std::fs::read(&journal).expect("journal"), b"one");
     let mode = std::fs::metadata(&journal)
@@ -649,11 +649,11 @@ fn a_state_file_written_after_removing_another_of_its_directory() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    write_state_removing(&journal, b"two", 0o600, &settled).expect("nothing to remove");
+    write_state_removing(&journal, b"two", 0o600, "settled.json").expect("nothing to remove");
     assert_eq!(std::fs::read(&journal).expect("journal"), b"two");
 
     std::fs::create_dir(&settled).expect("a directory in the way");
-    let err = write_state_removing(&journal, b"three", 0o600, &settled).expect_err("removed");
+    let err = write_state_removing(&journal, b"three", 0o600, "settled.json").expect_err("removed");
     assert!(err.to_string().contains("settled.json"), "{err}");
     assert_eq!(
         std::fs::read(&journal).expect("journal"),
